@@ -1,0 +1,27 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+SWEEP_SCHEDULE_NAME = "generation-sweep"
+
+
+def register_sweep_schedule(sender, using="default", **kwargs) -> None:
+    """Keep exactly one django-q2 schedule that runs the sweep every minute."""
+    from django_q.models import Schedule
+
+    Schedule.objects.using(using).update_or_create(
+        name=SWEEP_SCHEDULE_NAME,
+        defaults={
+            "func": "generation.tasks.sweep",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": 1,
+            "repeats": -1,
+        },
+    )
+
+
+class GenerationConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "generation"
+
+    def ready(self) -> None:
+        post_migrate.connect(register_sweep_schedule, sender=self)

@@ -1,0 +1,343 @@
+"""The engine: claim a job, call the image service with retries, record every attempt.
+
+Every state change a worker makes is a compare-and-set UPDATE on the job row that names
+the worker's claim, so a worker that lost its lease, or whose run was stopped, paused or
+halted, changes nothing and calls nothing. Run-level changes (stop, pause, resume) belong
+to generation.services; the engine only halts a run when the service says retrying
+cannot help.
+"""
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.utils import timezone
+from tenacity import Retrying, retry_if_exception, stop_after_attempt
+
+from .models import ACTIVE_STATUSES, GenerationAttempt, Illustration, Run
+from .prompts import compose_prompt
+from .providers import get_provider
+from .providers.base import GeneratedImage, ImageRequest, ProviderError, Transient
+from .retry import RetryPolicy, is_retryable
+
+logger = logging.getLogger(__name__)
+
+Status = Illustration.Status
+Outcome = GenerationAttempt.Outcome
+
+HALT_MESSAGES = {
+    Run.HaltReason.OUT_OF_CREDITS: (
+        "The image service says the account is out of credits{status}. "
+        "Add credits, then press Resume."
+    ),
+    Run.HaltReason.AUTH: (
+        "The image service refused the API key{status}. Check OPENAI_API_KEY, then press Resume."
+    ),
+    Run.HaltReason.OUTAGE: (
+        "The image service failed {count} times in a row{status}; it looks like an outage. "
+        "Press Resume when it is back."
+    ),
+}
+
+
+def run_is(*states: str) -> Exists:
+    """Return a condition on a job row: its run is in one of the states.
+
+    Conditions in compare-and-set UPDATEs must not join: Django turns a joined UPDATE into
+    `WHERE id IN (SELECT ...)`, and PostgreSQL does not re-check such a subquery against
+    the row it waited for, so two workers could both "win" the same job.
+    """
+    return Exists(Run.objects.filter(pk=OuterRef("run_id"), state__in=states))
+
+
+class Interrupted(Exception):
+    """The job is no longer ours to work on: the run stopped, paused or halted, or the
+    lease was lost. Nothing more may be called for it."""
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def run_next_job(run_id: int, *, sleep: Callable[[float], None] | None = None) -> int | None:
+    """Claim the run's most urgent queued job and work it to an end. Return its id, or
+    None when there was nothing to claim (another worker has it, or the run is not running).
+    """
+    worker = JobWorker(sleep=sleep)
+    job = worker.claim_next(run_id)
+    if job is not None:
+        worker.work(job)
+    settle_run(run_id)
+    return job.pk if job is not None else None
+
+
+def settle_run(run_id: int) -> None:
+    """Close the run if it has nothing left: running → finished, stopping → stopped."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        if run is None or run.state not in (Run.State.RUNNING, Run.State.STOPPING):
+            return
+        if run.illustrations.filter(status__in=ACTIVE_STATUSES).exists():
+            return
+        run.state = Run.State.FINISHED if run.state == Run.State.RUNNING else Run.State.STOPPED
+        run.finished_at = timezone.now()
+        run.save(update_fields=["state", "finished_at", "updated_at"])
+
+
+def halt_run(run_id: int, *, reason: str, error: ProviderError | None, count: int = 0) -> bool:
+    """Halt a running run for a reason retrying cannot fix. Return whether this call halted it."""
+    status = f" (HTTP {error.http_status})" if error is not None and error.http_status else ""
+    message = HALT_MESSAGES[reason].format(status=status, count=count)
+    if error is not None and error.message:
+        message += f" The service said: {error.message}"
+    halted = Run.objects.filter(pk=run_id, state=Run.State.RUNNING).update(
+        state=Run.State.HALTED, halt_reason=reason, message=message, updated_at=timezone.now()
+    )
+    if halted:
+        logger.warning("Run %s halted (%s): %s", run_id, reason, message)
+    return bool(halted)
+
+
+class JobWorker:
+    def __init__(self, *, sleep: Callable[[float], None] | None = None):
+        self.id = new_worker_id()
+        self.policy = RetryPolicy.from_settings()
+        self.lease = timedelta(seconds=settings.STUDIO_LEASE_SECONDS)
+        self.sleep = sleep or self.wait_unless_interrupted
+        self.provider = get_provider()
+        self.job: Illustration | None = None
+
+    # --- claiming -------------------------------------------------------------------
+
+    def claim_next(self, run_id: int) -> Illustration | None:
+        """Claim the highest-priority due queued job of a running run with one UPDATE."""
+        for _ in range(10):
+            now = timezone.now()
+            candidate = (
+                Illustration.objects.filter(run_id=run_id, status=Status.QUEUED)
+                .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+                .order_by("-priority", "page__number")
+                .values("pk")[:1]
+            )
+            won = Illustration.objects.filter(
+                run_is(Run.State.RUNNING), pk=Subquery(candidate), status=Status.QUEUED
+            ).update(
+                status=Status.GENERATING,
+                claimed_by=self.id,
+                lease_expires_at=now + self.lease,
+                next_attempt_at=None,
+                started_at=now,
+                updated_at=now,
+            )
+            if won:
+                return Illustration.objects.select_related("page__project").get(
+                    claimed_by=self.id, status=Status.GENERATING
+                )
+            if (
+                not candidate.exists()
+                or not Run.objects.filter(pk=run_id, state=Run.State.RUNNING).exists()
+            ):
+                return None
+            # Another worker took that candidate between our read and write: try the next.
+        return None
+
+    def _mine(self):
+        return Illustration.objects.filter(
+            pk=self.job.pk, claimed_by=self.id, status__in=(Status.GENERATING, Status.RETRYING)
+        )
+
+    # --- working --------------------------------------------------------------------
+
+    def work(self, job: Illustration) -> None:
+        """Call the service until the job completes, fails, or is interrupted."""
+        self.job = job
+        page = job.page
+        prompt = compose_prompt(page)
+        Illustration.objects.filter(pk=job.pk).update(
+            prompt_sent=prompt,
+            provider=self.provider.name,
+            model=getattr(self.provider, "model", ""),
+            size=settings.STUDIO_IMAGE_SIZE,
+        )
+        remaining = max(1, self.policy.max_attempts - job.attempts_made)
+        retrying = Retrying(
+            stop=stop_after_attempt(remaining),
+            wait=self.policy.wait,
+            retry=retry_if_exception(is_retryable),
+            before_sleep=self._mark_retrying,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        try:
+            image = retrying(self._attempt, prompt, page)
+        except Interrupted:
+            self._release()
+            return
+        except ProviderError as error:
+            self._fail(error)
+            return
+        self._complete(image)
+
+    def _attempt(self, prompt: str, page) -> GeneratedImage:
+        """Make one call to the service, recorded as one GenerationAttempt row."""
+        now = timezone.now()
+        renewed = (
+            self._mine()
+            .filter(run_is(Run.State.RUNNING))
+            .update(
+                status=Status.GENERATING,
+                lease_expires_at=now + self.lease,
+                next_attempt_at=None,
+                updated_at=now,
+            )
+        )
+        if not renewed:
+            raise Interrupted()
+        number = self.job.attempts.count() + 1
+        attempt = GenerationAttempt.objects.create(
+            illustration=self.job, number=number, started_at=now
+        )
+        request = ImageRequest(
+            prompt=prompt,
+            size=settings.STUDIO_IMAGE_SIZE,
+            seed=self.job.pk,
+            idempotency_key=f"studio-illustration-{self.job.pk}-attempt-{number}",
+            caption=f"Page {page.number}",
+        )
+        started = time.monotonic()
+        try:
+            image = self.provider.generate(request)
+        except ProviderError as error:
+            self._record(attempt, started, error=error)
+            self._after_failure(error)
+            raise
+        except Exception as error:  # a bug or an unexpected library error: still one row
+            wrapped = Transient(f"unexpected error: {error!r}")
+            self._record(attempt, started, error=wrapped)
+            self._after_failure(wrapped)
+            raise wrapped from error
+        self._record(attempt, started, image=image)
+        return image
+
+    def _record(self, attempt, started, *, image=None, error=None) -> None:
+        attempt.finished_at = timezone.now()
+        attempt.duration_ms = int((time.monotonic() - started) * 1000)
+        if error is None:
+            attempt.outcome = Outcome.SUCCESS
+            attempt.http_status = image.http_status
+            attempt.provider_request_id = image.request_id[:120]
+        else:
+            attempt.outcome = error.outcome
+            attempt.http_status = error.http_status
+            attempt.error_code = (error.code or "")[:80]
+            attempt.message = error.message[:2000]
+            attempt.retry_after = error.retry_after
+            attempt.provider_request_id = (error.request_id or "")[:120]
+        attempt.save()
+
+    def _after_failure(self, error: ProviderError) -> None:
+        """Count the attempt against the page unless it halted the run; halt when needed."""
+        run_id = self.job.run_id
+        if error.halts_run:
+            halt_run(run_id, reason=error.outcome, error=error)
+            return  # a halting attempt never counts against the page
+        if error.retryable:
+            Run.objects.filter(pk=run_id).update(consecutive_failures=F("consecutive_failures") + 1)
+            failures = Run.objects.filter(pk=run_id).values_list("consecutive_failures", flat=True)
+            count = failures.first() or 0
+            if count >= settings.STUDIO_OUTAGE_THRESHOLD:
+                if halt_run(run_id, reason=Run.HaltReason.OUTAGE, error=error, count=count):
+                    raise Interrupted()
+        Illustration.objects.filter(pk=self.job.pk).update(attempts_made=F("attempts_made") + 1)
+        self.job.attempts_made += 1
+
+    def _mark_retrying(self, retry_state) -> None:
+        wait = retry_state.upcoming_sleep
+        now = timezone.now()
+        self._mine().update(
+            status=Status.RETRYING,
+            next_attempt_at=now + timedelta(seconds=wait),
+            lease_expires_at=now + timedelta(seconds=wait) + self.lease,
+            updated_at=now,
+        )
+
+    def wait_unless_interrupted(self, seconds: float) -> None:
+        """Sleep between attempts, waking early when the run stops, pauses or halts."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(1.0, left))
+            if not self._mine().filter(run_is(Run.State.RUNNING)).exists():
+                return
+
+    # --- endings --------------------------------------------------------------------
+
+    def _complete(self, image: GeneratedImage) -> None:
+        now = timezone.now()
+        self.job.image.save("illustration.png", ContentFile(image.content), save=False)
+        done = self._mine().update(
+            status=Status.COMPLETE,
+            image=self.job.image.name,
+            width=image.width,
+            height=image.height,
+            model=image.model or F("model"),
+            claimed_by="",
+            lease_expires_at=None,
+            failure_reason="",
+            error_message="",
+            finished_at=now,
+            updated_at=now,
+        )
+        if not done:
+            # We lost the job while the call ran (lease expired, run stopped): keep nothing.
+            self.job.image.delete(save=False)
+            return
+        Run.objects.filter(pk=self.job.run_id, consecutive_failures__gt=0).update(
+            consecutive_failures=0
+        )
+
+    def _fail(self, error: ProviderError) -> None:
+        if error.halts_run:
+            self._release()
+            return
+        reason = "rejected" if error.outcome == Outcome.REJECTED else "exhausted"
+        now = timezone.now()
+        self._mine().update(
+            status=Status.FAILED,
+            failure_reason=reason,
+            error_message=error.message[:2000],
+            claimed_by="",
+            lease_expires_at=None,
+            next_attempt_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+
+    def _release(self) -> None:
+        """Give the job back: queued again if its run may resume, canceled if it stopped."""
+        state = Run.objects.filter(pk=self.job.run_id).values_list("state", flat=True).first()
+        now = timezone.now()
+        if state in (Run.State.STOPPING, Run.State.STOPPED, None):
+            self._mine().update(
+                status=Status.CANCELED,
+                claimed_by="",
+                lease_expires_at=None,
+                next_attempt_at=None,
+                finished_at=now,
+                updated_at=now,
+            )
+        else:
+            self._mine().update(
+                status=Status.QUEUED,
+                claimed_by="",
+                lease_expires_at=None,
+                next_attempt_at=None,
+                updated_at=now,
+            )

@@ -1,0 +1,181 @@
+"""The work: runs, illustration jobs and every call made to an image service.
+
+The truth lives here, never only in a worker's memory: a row always says what is
+happening to a page and when its next try is due.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from studio.models import Page, Project
+
+
+class Run(models.Model):
+    """One push to illustrate a project's missing pages, with the state editors steer."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        PAUSED = "paused"
+        STOPPING = "stopping"
+        STOPPED = "stopped"
+        HALTED = "halted"
+        FINISHED = "finished"
+
+    class HaltReason(models.TextChoices):
+        OUT_OF_CREDITS = "out_of_credits", "Out of credits"
+        AUTH = "auth", "Authentication failed"
+        OUTAGE = "outage", "Service outage"
+        BUDGET = "budget", "Budget reached"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
+    state = models.CharField(max_length=10, choices=State, default=State.RUNNING)
+    halt_reason = models.CharField(max_length=20, choices=HaltReason, blank=True)
+    message = models.TextField(blank=True)
+    # Transient failures in a row across the run's pages; a success resets it.
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # A project has at most one run that is not over: new work joins it.
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(state__in=["running", "paused", "stopping", "halted"]),
+                name="one_open_run_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} of {self.project} ({self.state})"
+
+
+OPEN_RUN_STATES = (Run.State.RUNNING, Run.State.PAUSED, Run.State.STOPPING, Run.State.HALTED)
+
+
+def illustration_upload_to(instance: "Illustration", filename: str) -> str:
+    # Unguessable names: images are private to their project's owner.
+    return f"illustrations/{instance.page.project_id}/{uuid.uuid4().hex}.png"
+
+
+class Illustration(models.Model):
+    """One job to illustrate one page; when complete, it holds the image."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        GENERATING = "generating"
+        RETRYING = "retrying"
+        COMPLETE = "complete"
+        FAILED = "failed"
+        CANCELED = "canceled"
+
+    page = models.ForeignKey(Page, on_delete=models.CASCADE, related_name="illustrations")
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="illustrations"
+    )
+    status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
+    # Higher goes first: "generate this page next".
+    priority = models.IntegerField(default=0)
+
+    image = models.ImageField(upload_to=illustration_upload_to, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    prompt_sent = models.TextField(blank=True)
+    provider = models.CharField(max_length=40, blank=True)
+    model = models.CharField(max_length=80, blank=True)
+    size = models.CharField(max_length=20, blank=True)
+
+    # Attempts that count against this page (a call that halted the run does not).
+    attempts_made = models.PositiveSmallIntegerField(default=0)
+    claimed_by = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.CharField(max_length=20, blank=True)
+    error_message = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["page"],
+                condition=Q(status__in=["queued", "generating", "retrying"]),
+                name="one_active_job_per_page",
+            ),
+            models.UniqueConstraint(
+                fields=["page", "run"],
+                condition=Q(status="complete"),
+                name="one_complete_illustration_per_page_per_run",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["run", "status", "-priority"], name="illustration_claim_idx"),
+            models.Index(fields=["page", "status"], name="illustration_page_status_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="illustration_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Illustration {self.pk} of {self.page} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+ACTIVE_STATUSES = (
+    Illustration.Status.QUEUED,
+    Illustration.Status.GENERATING,
+    Illustration.Status.RETRYING,
+)
+
+
+class GenerationAttempt(models.Model):
+    """One call to an image service, written for every call, whatever its outcome."""
+
+    class Outcome(models.TextChoices):
+        IN_FLIGHT = "in_flight", "In flight"
+        SUCCESS = "success"
+        TRANSIENT = "transient"
+        RATE_LIMITED = "rate_limited", "Rate limited"
+        OUT_OF_CREDITS = "out_of_credits", "Out of credits"
+        AUTH = "auth", "Authentication failed"
+        REJECTED = "rejected"
+        LOST = "lost", "Worker lost"
+
+    illustration = models.ForeignKey(
+        Illustration, on_delete=models.CASCADE, related_name="attempts"
+    )
+    number = models.PositiveSmallIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome, default=Outcome.IN_FLIGHT)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_code = models.CharField(max_length=80, blank=True)
+    message = models.TextField(blank=True)
+    retry_after = models.FloatField(null=True, blank=True)
+    provider_request_id = models.CharField(max_length=120, blank=True)
+
+    class Meta:
+        ordering = ["illustration", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["illustration", "number"], name="attempt_number_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["outcome", "started_at"])]
+
+    def __str__(self) -> str:
+        return f"Attempt {self.number} of illustration {self.illustration_id}: {self.outcome}"

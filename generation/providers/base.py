@@ -1,0 +1,118 @@
+"""What every image service looks like to the engine: one call, a few error classes.
+
+Providers translate their service's answers into these classes and know nothing of
+Django models; the engine decides what each class means for the page and the run.
+"""
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+# Refuse decompression bombs and absurd sizes before decoding a single pixel.
+MAX_IMAGE_PIXELS = 64_000_000
+MAX_IMAGE_SIDE = 8192
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    prompt: str
+    size: str  # "1024x1024"
+    seed: int
+    # Stable for one job attempt, so a service that honours it never bills a retry twice.
+    idempotency_key: str
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    content: bytes
+    width: int
+    height: int
+    model: str = ""
+    request_id: str = ""
+    http_status: int | None = None
+
+
+class ProviderError(Exception):
+    """A call that did not produce an image. Subclasses say what the engine should do."""
+
+    outcome = "transient"
+    retryable = False
+    halts_run = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: str = "",
+        request_id: str = "",
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.code = code
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+
+class Transient(ProviderError):
+    """5xx, timeouts, broken bodies: trying again may well work."""
+
+    retryable = True
+
+
+class RateLimited(Transient):
+    """Too many requests: wait at least retry_after seconds (when given), then retry."""
+
+    outcome = "rate_limited"
+
+
+class OutOfCredits(ProviderError):
+    """No credits or quota left: retrying cannot help, the whole run halts."""
+
+    outcome = "out_of_credits"
+    halts_run = True
+
+
+class AuthFailed(ProviderError):
+    """Bad or missing API key: the whole run halts."""
+
+    outcome = "auth"
+    halts_run = True
+
+
+class Rejected(ProviderError):
+    """The service refused this prompt: this page fails at once, no retries."""
+
+    outcome = "rejected"
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """Return (width, height) from "WxH"; raise ValueError on anything else."""
+    width, _, height = size.lower().partition("x")
+    w, h = int(width), int(height)
+    if not (16 <= w <= MAX_IMAGE_SIDE and 16 <= h <= MAX_IMAGE_SIDE):
+        raise ValueError(f"image size out of range: {size}")
+    return w, h
+
+
+def verify_image(content: bytes) -> tuple[int, int]:
+    """Return the (width, height) of image bytes; raise Transient if they are not a sane image."""
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+                raise Transient(f"image too large ({width}x{height})")
+            image.verify()
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise Transient(f"not a valid image: {exc}") from exc
+    return width, height

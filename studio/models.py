@@ -1,0 +1,51 @@
+"""Content: an editor's projects and their pages."""
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class Project(models.Model):
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="projects"
+    )
+    title = models.CharField(max_length=200)
+    style_guide = models.TextField(
+        blank=True, help_text="Art style and recurring characters, added to every page prompt."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("project-detail", args=[self.pk])
+
+
+class Page(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pages")
+    number = models.PositiveIntegerField()
+    text = models.TextField()
+    prompt = models.TextField(
+        blank=True, help_text="What to draw. Leave empty to illustrate the page text."
+    )
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="page_number_unique"),
+            models.CheckConstraint(condition=models.Q(number__gte=1), name="page_number_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} · page {self.number}"
+
+    @property
+    def illustration_prompt(self) -> str:
+        """Return what this page asks the image service to draw (without the style guide)."""
+        return self.prompt.strip() or self.text.strip()

@@ -1,0 +1,210 @@
+"""Settings for Illustration Studio: one file, read from the environment.
+
+The configuration names in shared/DESIGN.md are a contract; everything here has an
+embedded default so that `make run` works offline on a fresh machine.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def env_number(name: str, default: float, cast=int):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return cast(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+
+# A real key is required in production; the development key only exists with DEBUG on.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or (
+    "insecure-development-key-never-use-in-production" if DEBUG else ""
+)
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=true for local development)."
+    )
+
+ALLOWED_HOSTS = [h for h in env_str("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "django_q",
+    "studio",
+    "generation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "studio.urls"
+WSGI_APPLICATION = "studio.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+# SQLite by default, tuned for a web server and several worker processes sharing one file:
+# WAL lets readers and the single writer proceed together; IMMEDIATE makes atomic() blocks
+# take the write lock up front, so a waiting writer queues on the busy timeout instead of
+# failing at once with "database is locked" when it upgrades from a read.
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": BASE_DIR / "db.sqlite3",
+        }
+    }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {}).update(SQLITE_OPTIONS)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "project-list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TZ", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# Generated images are private: they are served by a view that checks ownership,
+# never from a public MEDIA_URL listing.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_URL = "/media-not-public/"
+
+# --- Generation (names from shared/DESIGN.md) -------------------------------------------
+STUDIO_IMAGE_PROVIDER = env_str("STUDIO_IMAGE_PROVIDER", "embedded")
+if STUDIO_IMAGE_PROVIDER not in {"embedded", "openai"}:
+    raise ImproperlyConfigured(
+        f"STUDIO_IMAGE_PROVIDER must be 'embedded' or 'openai', not {STUDIO_IMAGE_PROVIDER!r}"
+    )
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
+STUDIO_IMAGE_MODEL = env_str("STUDIO_IMAGE_MODEL", "gpt-image-1")
+STUDIO_IMAGE_SIZE = env_str("STUDIO_IMAGE_SIZE", "1024x1024")
+STUDIO_MAX_ATTEMPTS = env_number("STUDIO_MAX_ATTEMPTS", 3)
+STUDIO_BACKOFF_BASE = env_number("STUDIO_BACKOFF_BASE", 2.0, float)
+STUDIO_BACKOFF_MAX = env_number("STUDIO_BACKOFF_MAX", 60.0, float)
+STUDIO_PROVIDER_TIMEOUT = env_number("STUDIO_PROVIDER_TIMEOUT", 120.0, float)
+STUDIO_WORKERS = env_number("STUDIO_WORKERS", 4)
+# A claimed job's lease must outlive one provider call; the worker renews it before every
+# attempt and while it waits between attempts, so only a dead worker lets it expire.
+STUDIO_LEASE_SECONDS = env_number("STUDIO_LEASE_SECONDS", STUDIO_PROVIDER_TIMEOUT + 30, float)
+# The sweep gives a running run's queued jobs their broker tasks again when nothing has
+# happened to the run for this long (a task lost by the broker must not strand a page).
+STUDIO_REQUEUE_AFTER = env_number("STUDIO_REQUEUE_AFTER", 300.0, float)
+# This many transient failures in a row, across pages, halt the run as an outage instead
+# of burning every page's attempts.
+STUDIO_OUTAGE_THRESHOLD = env_number("STUDIO_OUTAGE_THRESHOLD", 6)
+
+if STUDIO_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured("STUDIO_MAX_ATTEMPTS must be at least 1")
+
+# --- Workers (django-q2) --------------------------------------------------------------
+# One task runs one job: every attempt with the waits between them. The broker must never
+# re-deliver a task that is still running, so retry > timeout; and our retries live in
+# generation/, not in the queue (max_attempts=1, ack_failures).
+JOB_TIMEOUT = int(
+    STUDIO_MAX_ATTEMPTS * (STUDIO_PROVIDER_TIMEOUT + 30)
+    + (STUDIO_MAX_ATTEMPTS - 1) * STUDIO_BACKOFF_MAX
+    + 60
+)
+REDIS_URL = env_str("REDIS_URL")
+Q_CLUSTER = {
+    "name": env_str("STUDIO_QUEUE_NAME", "studio"),
+    "workers": STUDIO_WORKERS,
+    "timeout": JOB_TIMEOUT,
+    "retry": JOB_TIMEOUT + 60,
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 200,
+    "poll": 0.2,
+    "catch_up": False,
+    "label": "Workers",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "generation": {"handlers": ["console"], "level": env_str("STUDIO_LOG_LEVEL", "INFO")},
+    },
+}

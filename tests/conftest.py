@@ -1,0 +1,134 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django_q.brokers import get_broker
+
+from generation import engine
+from studio.models import Page, Project
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def wait_until(condition, *, timeout: float, interval: float = 0.1, message: str = ""):
+    """Poll condition() until it is truthy; fail the test after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(message or f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def editor(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="alice-password")
+
+
+@pytest.fixture
+def other_editor(django_user_model):
+    return django_user_model.objects.create_user(username="charlie", password="charlie-password")
+
+
+@pytest.fixture
+def make_project(editor):
+    def make(*, pages: int = 24, owner=None, title: str = "A Book", style_guide: str = ""):
+        project = Project.objects.create(
+            owner=owner or editor, title=title, style_guide=style_guide
+        )
+        Page.objects.bulk_create(
+            Page(project=project, number=n, text=f"Page {n}: the fox crosses meadow number {n}.")
+            for n in range(1, pages + 1)
+        )
+        return project
+
+    return make
+
+
+@pytest.fixture
+def drain():
+    """Work a run's queue in this process, one job after another, recording waits."""
+
+    def run(run_id: int, *, waits: list | None = None, limit: int = 1000) -> int:
+        sleep = waits.append if waits is not None else (lambda seconds: None)
+        done = 0
+        while done < limit and engine.run_next_job(run_id, sleep=sleep) is not None:
+            done += 1
+        return done
+
+    return run
+
+
+@pytest.fixture
+def broker():
+    """The configured broker (ORM, or Redis when REDIS_URL is set), emptied around a test."""
+    broker = get_broker()
+    broker.purge_queue()
+    yield broker
+    broker.purge_queue()
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def worker_env(**overrides) -> dict[str, str]:
+    """Environment for a subprocess that must share this test's database and broker."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.settings",
+        DATABASE_URL=_database_url(),
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        STUDIO_QUEUE_NAME=settings.Q_CLUSTER["name"],
+        STUDIO_BACKOFF_BASE="0",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def stop_process_group(process: subprocess.Popen, *, timeout: float = 15) -> None:
+    """Stop a qcluster the way it stops cleanly: SIGINT to its whole process group."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def qcluster(transactional_db, broker, request):
+    """Start real `manage.py qcluster` processes on the test database; stop them after."""
+    processes: list[subprocess.Popen] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def start(**env) -> subprocess.Popen:
+        log = open(ARTIFACTS / f"qcluster-{request.node.name}-{len(processes)}.log", "w")
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=worker_env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        stop_process_group(process)

@@ -1,0 +1,26 @@
+"""Settings for the test suite: the studio's own settings with test-only defaults.
+
+Worker subprocesses started by the tests use this module too, pointed at the test
+database through DATABASE_URL.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key")
+os.environ.setdefault("STUDIO_IMAGE_SIZE", "256x256")
+# One broker queue per test session, shared with the workers the tests start.
+os.environ.setdefault("STUDIO_QUEUE_NAME", f"studio-test-{os.getpid()}")
+
+from studio.settings import *  # noqa: E402,F403
+from studio.settings import BASE_DIR, DATABASES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not memory: worker processes must see the test database.
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
+
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or tempfile.mkdtemp(prefix="studio-media-"))
+os.environ["MEDIA_ROOT"] = str(MEDIA_ROOT)
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

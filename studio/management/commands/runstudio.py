@@ -21,10 +21,8 @@ class Command(BaseCommand):
         # and we stop them in the way each stops cleanly: SIGINT to the whole group
         # (a qcluster sent SIGTERM as a group does not stop).
         children = {
-            "web": subprocess.Popen(
-                [*manage, "runserver", "--noreload", addrport], start_new_session=True
-            ),
-            "workers": subprocess.Popen([*manage, "qcluster"], start_new_session=True),
+            "web": self._spawn([*manage, "runserver", "--noreload", addrport]),
+            "workers": self._spawn([*manage, "qcluster"]),
         }
         self.stdout.write(f"Studio running at http://{addrport}/ — press Ctrl-C to stop.")
         stopping = False
@@ -45,6 +43,16 @@ class Command(BaseCommand):
             time.sleep(0.5)
         self._stop_all(children)
         sys.exit(exit_code)
+
+    @staticmethod
+    def _spawn(command):
+        # A shell that starts us in the background ignores SIGINT, and children inherit
+        # that; give them the default back so SIGINT stops them.
+        return subprocess.Popen(
+            command,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
 
     def _stop_all(self, children):
         for child in children.values():

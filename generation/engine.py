@@ -58,6 +58,15 @@ def run_is(*states: str) -> Exists:
     return Exists(Run.objects.filter(pk=OuterRef("run_id"), state__in=states))
 
 
+class Deferred(Exception):
+    """The service asked for a longer wait than a worker should sleep: the job goes back to
+    the queue with the time of its next try, and the sweep hands it out when it is due."""
+
+    def __init__(self, error: ProviderError):
+        super().__init__(error.message)
+        self.error = error
+
+
 class Interrupted(Exception):
     """The job is no longer ours to work on: the run stopped, paused or halted, or the
     lease was lost. Nothing more may be called for it."""
@@ -181,6 +190,9 @@ class JobWorker:
         except Interrupted:
             self._release()
             return
+        except Deferred as deferred:
+            self._defer(deferred.error)
+            return
         except ProviderError as error:
             self._fail(error)
             return
@@ -218,6 +230,8 @@ class JobWorker:
         except ProviderError as error:
             self._record(attempt, started, error=error)
             self._after_failure(error)
+            if self._should_defer(error):
+                raise Deferred(error) from error
             raise
         except Exception as error:  # a bug or an unexpected library error: still one row
             wrapped = Transient(f"unexpected error: {error!r}")
@@ -259,6 +273,13 @@ class JobWorker:
         Illustration.objects.filter(pk=self.job.pk).update(attempts_made=F("attempts_made") + 1)
         self.job.attempts_made += 1
 
+    def _should_defer(self, error: ProviderError) -> bool:
+        return (
+            error.retryable
+            and (error.retry_after or 0) > self.policy.backoff_max
+            and self.job.attempts_made < self.policy.max_attempts
+        )
+
     def _mark_retrying(self, retry_state) -> None:
         wait = retry_state.upcoming_sleep
         now = timezone.now()
@@ -284,6 +305,7 @@ class JobWorker:
         self.job.image.save("illustration.png", ContentFile(image.content), save=False)
         done = self._mine().update(
             status=Status.COMPLETE,
+            attempts_made=F("attempts_made") + 1,
             image=self.job.image.name,
             width=image.width,
             height=image.height,
@@ -317,6 +339,16 @@ class JobWorker:
             lease_expires_at=None,
             next_attempt_at=None,
             finished_at=now,
+            updated_at=now,
+        )
+
+    def _defer(self, error: ProviderError) -> None:
+        now = timezone.now()
+        self._mine().update(
+            status=Status.QUEUED,
+            claimed_by="",
+            lease_expires_at=None,
+            next_attempt_at=now + timedelta(seconds=error.retry_after),
             updated_at=now,
         )
 

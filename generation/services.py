@@ -223,12 +223,13 @@ def sweep(*, now=None) -> dict[str, int]:
     quiet_since = now - timedelta(seconds=settings.STUDIO_REQUEUE_AFTER)
     reenqueued = 0
     for run in Run.objects.filter(state=Run.State.RUNNING):
-        due = run.illustrations.filter(status=Status.QUEUED).filter(
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-        )
-        reclaimed = due.filter(pk__in=expired_jobs).count()
+        queued = run.illustrations.filter(status=Status.QUEUED)
+        # A deferred job (long Retry-After) has no task until it is due.
+        deferred_due = queued.filter(next_attempt_at__lte=now).update(next_attempt_at=None)
+        reclaimed = queued.filter(pk__in=expired_jobs).count()
         quiet = not run.illustrations.filter(updated_at__gte=quiet_since).exists()
-        count = due.count() if quiet else reclaimed
+        due = queued.filter(next_attempt_at__isnull=True)
+        count = due.count() if quiet else reclaimed + deferred_due
         enqueue_jobs(run.pk, count)
         reenqueued += count
     for run_id in Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING)).values_list(

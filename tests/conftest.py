@@ -132,3 +132,36 @@ def qcluster(transactional_db, broker, request):
     yield start
     for process in processes:
         stop_process_group(process)
+
+
+TEST_API_KEY = "sk-test-0123456789abcdefSECRET"
+
+
+@pytest.fixture
+def fake_openai():
+    from tests.fake_openai import FakeImageService
+
+    service = FakeImageService().start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def openai_settings(settings, fake_openai):
+    """Point this process's engine at the fake service."""
+    settings.STUDIO_IMAGE_PROVIDER = "openai"
+    settings.OPENAI_BASE_URL = fake_openai.url
+    settings.OPENAI_API_KEY = TEST_API_KEY
+    settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    return settings
+
+
+def openai_env(fake, **overrides) -> dict:
+    """Worker environment that points a qcluster at the fake service."""
+    return {
+        "STUDIO_IMAGE_PROVIDER": "openai",
+        "OPENAI_BASE_URL": fake.url,
+        "OPENAI_API_KEY": TEST_API_KEY,
+        "STUDIO_PROVIDER_TIMEOUT": "5",
+        **overrides,
+    }

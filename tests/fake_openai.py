@@ -1,0 +1,292 @@
+"""A loopback OpenAI-compatible Images API that speaks the real wire format and fails on demand.
+
+It serves POST /v1/images/generations like the real service (b64_json or url answers, the
+`{"error": {"message", "type", "param", "code"}}` envelope, Retry-After headers), counts
+calls per prompt and calls in flight, and can hold answers until a test releases them.
+"""
+
+import base64
+import io
+import json
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from PIL import Image
+
+
+def png_bytes(size=(64, 64), colour=(120, 160, 90)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PNG = png_bytes()
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes | None = None
+    headers: dict = field(default_factory=dict)
+    hang: bool = False  # never answer (until the server shuts down)
+    url: bool = False  # answer with data[0].url instead of b64_json
+
+
+def ok() -> Reply:
+    return Reply()
+
+
+def error(status: int, *, code=None, type="invalid_request_error", message="error", headers=None):
+    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
+    return Reply(status=status, body=json.dumps(body).encode(), headers=headers or {})
+
+
+# The failures the real services send, as seen in shared/reference/service-wire-formats.md.
+REPLIES = {
+    "ok": ok,
+    "ok_url": lambda: Reply(url=True),
+    "402": lambda: Reply(
+        status=402,
+        body=json.dumps(
+            {
+                "error": {
+                    "message": "Payment required: insufficient credits.",
+                    "type": "billing_error",
+                    "param": None,
+                    "code": None,
+                }
+            }
+        ).encode(),
+    ),
+    "429_quota": lambda: error(
+        429,
+        code="insufficient_quota",
+        type="insufficient_quota",
+        message="You exceeded your current quota, please check your plan and billing details.",
+    ),
+    "429_rate": lambda: error(
+        429,
+        code="rate_limit_exceeded",
+        type="requests",
+        message="Rate limit reached for gpt-image-1 on requests per min (RPM).",
+        headers={"retry-after": "3"},
+    ),
+    "429_rate_long": lambda: error(
+        429,
+        code="rate_limit_exceeded",
+        type="requests",
+        message="Rate limit reached.",
+        headers={"retry-after": "600"},
+    ),
+    "400_billing": lambda: error(
+        400, code="billing_hard_limit_reached", message="Billing hard limit has been reached"
+    ),
+    "401": lambda: error(
+        401,
+        code="invalid_api_key",
+        message="Incorrect API key provided: sk-abc***. You can find your API key at https://platform.openai.com/account/api-keys.",
+    ),
+    "403": lambda: error(
+        403,
+        code="unsupported_country_region_territory",
+        message="Country, region, or territory not supported",
+    ),
+    "400_policy": lambda: error(
+        400,
+        code="content_policy_violation",
+        message="Your request was rejected as a result of our safety system.",
+    ),
+    "400_moderation": lambda: error(
+        400,
+        code="moderation_blocked",
+        type="image_generation_user_error",
+        message="Your request was rejected by the safety system. safety_violations=[violence].",
+    ),
+    "500": lambda: error(
+        500, type="server_error", message="The server had an error while processing your request."
+    ),
+    "503": lambda: error(
+        503,
+        code="server_is_overloaded",
+        type="service_unavailable_error",
+        message="The engine is currently overloaded, please try again later.",
+    ),
+    "hang": lambda: Reply(hang=True),
+    "broken_json": lambda: Reply(body=b'{"created": 1713833628, "data": [{"b64_json": "iVBO'),
+    "bad_b64": lambda: Reply(
+        body=json.dumps({"created": 1713833628, "data": [{"b64_json": "not*base64!!"}]}).encode()
+    ),
+    "not_image": lambda: Reply(
+        body=json.dumps(
+            {
+                "created": 1713833628,
+                "data": [{"b64_json": base64.b64encode(b"GIF89a but not really").decode()}],
+            }
+        ).encode()
+    ),
+}
+
+
+class FakeImageService:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.calls: list[dict] = []
+        self.successes = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.default = "ok"
+        self.script: deque[str] = deque()  # the next calls' replies, in order, then default
+        self.rules: list[tuple[str, str]] = []  # (text in prompt, reply) for every such call
+        self._held = threading.Event()
+        self._held.set()
+        self._shutdown = threading.Event()
+        self._files: dict[str, bytes] = {}
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    # --- control -------------------------------------------------------------------
+
+    def start(self) -> "FakeImageService":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._shutdown.set()
+        self._held.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def hold(self) -> None:
+        """Keep every successful answer waiting until release()."""
+        self._held.clear()
+
+    def release(self) -> None:
+        self._held.set()
+
+    def calls_for(self, text: str) -> int:
+        with self._lock:
+            return sum(1 for call in self.calls if text in call["prompt"])
+
+    @property
+    def call_count(self) -> int:
+        with self._lock:
+            return len(self.calls)
+
+    def prompts(self) -> Counter:
+        with self._lock:
+            return Counter(call["prompt"] for call in self.calls)
+
+    def _reply_for(self, prompt: str) -> Reply:
+        with self._lock:
+            for text, name in self.rules:
+                if text in prompt:
+                    return REPLIES[name]()
+            name = self.script.popleft() if self.script else self.default
+        return REPLIES[name]()
+
+    # --- HTTP ----------------------------------------------------------------------
+
+    def _handler(self):
+        service = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.rsplit("/", 1)[-1]
+                content = service._files.get(name)
+                if content is None:
+                    self._send(404, b"not found", "text/plain")
+                else:
+                    self._send(200, content, "image/png")
+
+            def do_POST(self):
+                if self.path != "/v1/images/generations":
+                    self._send(
+                        404,
+                        json.dumps(
+                            {
+                                "error": {
+                                    "message": "Not found",
+                                    "type": "invalid_request_error",
+                                    "param": None,
+                                    "code": None,
+                                }
+                            }
+                        ).encode(),
+                    )
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                request = json.loads(self.rfile.read(length) or b"{}")
+                call = {
+                    "prompt": request.get("prompt", ""),
+                    "body": request,
+                    "authorization": self.headers.get("Authorization", ""),
+                    "idempotency_key": self.headers.get("Idempotency-Key", ""),
+                    "started": time.monotonic(),
+                }
+                with service._lock:
+                    service.calls.append(call)
+                    service.in_flight += 1
+                    service.max_in_flight = max(service.max_in_flight, service.in_flight)
+                try:
+                    self._answer(service._reply_for(call["prompt"]))
+                finally:
+                    with service._lock:
+                        service.in_flight -= 1
+
+            def _answer(self, reply: Reply):
+                if reply.hang:
+                    service._shutdown.wait(timeout=30)
+                    return
+                if reply.status == 200 and reply.body is None:
+                    service._held.wait(timeout=60)
+                    if reply.url:
+                        name = f"{uuid.uuid4().hex}.png"
+                        service._files[name] = PNG
+                        item = {
+                            "url": f"http://127.0.0.1:{service.server.server_port}/files/{name}"
+                        }
+                    else:
+                        item = {"b64_json": base64.b64encode(PNG).decode()}
+                    body = json.dumps(
+                        {
+                            "created": int(time.time()),
+                            "data": [item],
+                            "usage": {"input_tokens": 50, "output_tokens": 50, "total_tokens": 100},
+                        }
+                    ).encode()
+                    with service._lock:
+                        service.successes += 1
+                    self._send(200, body, headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}"})
+                    return
+                self._send(
+                    reply.status,
+                    reply.body or b"",
+                    headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}", **reply.headers},
+                )
+
+            def _send(self, status, body, content_type="application/json", headers=None):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler

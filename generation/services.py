@@ -7,12 +7,11 @@ halted run before its next call and gives the job back.
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from studio.models import Project
@@ -179,13 +178,45 @@ def prioritize(*, illustration: Illustration) -> bool:
     )
 
 
+def top_up_broker(*, now) -> int:
+    """Make the broker hold at least one waiting task per due queued job of a running run.
+    Return how many tasks were added.
+
+    Tasks are interchangeable (each claims its run's most urgent job), so counting is
+    enough. A task can vanish with a killed cluster that had fetched it, or sit locked in
+    the ORM broker until its retry time; the broker cannot tell those from tasks a live
+    cluster has fetched, so this may over-deliver, which is harmless: a task that finds
+    nothing to claim calls nothing.
+    """
+    # Deferred jobs (a long Retry-After) whose time has come become claimable again.
+    Illustration.objects.filter(status=Status.QUEUED, next_attempt_at__lte=now).update(
+        next_attempt_at=None
+    )
+    due_by_run = dict(
+        Illustration.objects.filter(status=Status.QUEUED, run__state=Run.State.RUNNING)
+        .filter(next_attempt_at__isnull=True)
+        .values("run")
+        .annotate(due=Count("pk"))
+        .values_list("run", "due")
+        .order_by("run")
+    )
+    deficit = sum(due_by_run.values()) - get_broker().queue_size()
+    added = 0
+    for run_id, due in due_by_run.items():
+        count = min(due, deficit - added)
+        if count <= 0:
+            break
+        enqueue_jobs(run_id, count)
+        added += count
+    return added
+
+
 def sweep(*, now=None) -> dict[str, int]:
     """Repair what dead workers and lost broker tasks left behind. Return counts.
 
-    1. Jobs whose lease expired go back to queued (canceled if their run stopped) and get
-       a task again; the call their worker had in flight is recorded as lost.
-    2. Running runs with due queued jobs but no activity for STUDIO_REQUEUE_AFTER seconds
-       get their tasks again (a duplicate task claims nothing, so over-delivery is harmless).
+    1. Jobs whose lease expired go back to queued (canceled if their run stopped); the call
+       their worker had in flight is recorded as lost.
+    2. The broker gets a task for every due queued job it holds no waiting task for.
     3. Runs with nothing left are closed.
     """
     now = now or timezone.now()
@@ -220,18 +251,7 @@ def sweep(*, now=None) -> dict[str, int]:
         updated_at=now,
     )
 
-    quiet_since = now - timedelta(seconds=settings.STUDIO_REQUEUE_AFTER)
-    reenqueued = 0
-    for run in Run.objects.filter(state=Run.State.RUNNING):
-        queued = run.illustrations.filter(status=Status.QUEUED)
-        # A deferred job (long Retry-After) has no task until it is due.
-        deferred_due = queued.filter(next_attempt_at__lte=now).update(next_attempt_at=None)
-        reclaimed = queued.filter(pk__in=expired_jobs).count()
-        quiet = not run.illustrations.filter(updated_at__gte=quiet_since).exists()
-        due = queued.filter(next_attempt_at__isnull=True)
-        count = due.count() if quiet else reclaimed + deferred_due
-        enqueue_jobs(run.pk, count)
-        reenqueued += count
+    reenqueued = top_up_broker(now=now)
     for run_id in Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING)).values_list(
         "pk", flat=True
     ):

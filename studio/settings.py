@@ -162,9 +162,6 @@ STUDIO_WORKERS = env_number("STUDIO_WORKERS", 4)
 # A claimed job's lease must outlive one provider call; the worker renews it before every
 # attempt and while it waits between attempts, so only a dead worker lets it expire.
 STUDIO_LEASE_SECONDS = env_number("STUDIO_LEASE_SECONDS", STUDIO_PROVIDER_TIMEOUT + 30, float)
-# The sweep gives a running run's queued jobs their broker tasks again when nothing has
-# happened to the run for this long (a task lost by the broker must not strand a page).
-STUDIO_REQUEUE_AFTER = env_number("STUDIO_REQUEUE_AFTER", 300.0, float)
 # This many transient failures in a row, across pages, halt the run as an outage instead
 # of burning every page's attempts.
 STUDIO_OUTAGE_THRESHOLD = env_number("STUDIO_OUTAGE_THRESHOLD", 6)
@@ -190,6 +187,8 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "ack_failures": True,
     "save_limit": 200,
+    # Fetch few tasks ahead: a killed cluster takes what it fetched with it.
+    "queue_limit": STUDIO_WORKERS,
     "poll": 0.2,
     "catch_up": False,
     "label": "Workers",

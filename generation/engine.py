@@ -270,7 +270,9 @@ class JobWorker:
             if count >= settings.STUDIO_OUTAGE_THRESHOLD:
                 if halt_run(run_id, reason=Run.HaltReason.OUTAGE, error=error, count=count):
                     raise Interrupted()
-        Illustration.objects.filter(pk=self.job.pk).update(attempts_made=F("attempts_made") + 1)
+        Illustration.objects.filter(pk=self.job.pk).update(
+            attempts_made=F("attempts_made") + 1, updated_at=timezone.now()
+        )
         self.job.attempts_made += 1
 
     def _should_defer(self, error: ProviderError) -> bool:
@@ -303,7 +305,24 @@ class JobWorker:
     def _complete(self, image: GeneratedImage) -> None:
         now = timezone.now()
         self.job.image.save("illustration.png", ContentFile(image.content), save=False)
-        done = self._mine().update(
+        with transaction.atomic():
+            # The page's previous picture (a regeneration) steps aside only now.
+            Illustration.objects.filter(page_id=self.job.page_id, status=Status.COMPLETE).update(
+                status=Status.REPLACED, updated_at=now
+            )
+            done = self._complete_mine(image, now)
+            if not done:
+                transaction.set_rollback(True)
+        if not done:
+            # We lost the job while the call ran (lease expired, run stopped): keep nothing.
+            self.job.image.delete(save=False)
+            return
+        Run.objects.filter(pk=self.job.run_id, consecutive_failures__gt=0).update(
+            consecutive_failures=0
+        )
+
+    def _complete_mine(self, image: GeneratedImage, now) -> int:
+        return self._mine().update(
             status=Status.COMPLETE,
             attempts_made=F("attempts_made") + 1,
             image=self.job.image.name,
@@ -316,13 +335,6 @@ class JobWorker:
             error_message="",
             finished_at=now,
             updated_at=now,
-        )
-        if not done:
-            # We lost the job while the call ran (lease expired, run stopped): keep nothing.
-            self.job.image.delete(save=False)
-            return
-        Run.objects.filter(pk=self.job.run_id, consecutive_failures__gt=0).update(
-            consecutive_failures=0
         )
 
     def _fail(self, error: ProviderError) -> None:

@@ -76,6 +76,8 @@ class Illustration(models.Model):
         COMPLETE = "complete"
         FAILED = "failed"
         CANCELED = "canceled"
+        # A complete illustration that a newer one of the same page took over from.
+        REPLACED = "replaced"
 
     page = models.ForeignKey(Page, on_delete=models.CASCADE, related_name="illustrations")
     run = models.ForeignKey(
@@ -114,10 +116,11 @@ class Illustration(models.Model):
                 condition=Q(status__in=["queued", "generating", "retrying"]),
                 name="one_active_job_per_page",
             ),
+            # The page's current picture; a regenerated one replaces it when complete.
             models.UniqueConstraint(
-                fields=["page", "run"],
+                fields=["page"],
                 condition=Q(status="complete"),
-                name="one_complete_illustration_per_page_per_run",
+                name="one_current_illustration_per_page",
             ),
         ]
         indexes = [

@@ -1,7 +1,9 @@
 """Read-side queries: where every page of a project stands, in a constant number of queries."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from django.conf import settings
 from django.db.models import Count, Exists, OuterRef, Q, Subquery
 
 from studio.models import Page, Project
@@ -13,19 +15,19 @@ Status = Illustration.Status
 
 @dataclass(frozen=True)
 class Progress:
-    pages: int
-    illustrated: int
-    active: int
-    failed: int
+    pages: int = 0
+    illustrated: int = 0
+    queued: int = 0  # missing pages waiting for a worker
+    generating: int = 0  # pages a worker is on (generating or waiting to retry)
+    failed: int = 0
 
     @property
     def missing(self) -> int:
         return self.pages - self.illustrated
 
     @property
-    def to_queue(self) -> int:
-        """Pages the Generate Missing button would queue: missing and not already active."""
-        return self.missing - self.active
+    def busy(self) -> bool:
+        return bool(self.queued or self.generating)
 
     @property
     def percent(self) -> int:
@@ -37,49 +39,34 @@ class Progress:
         return self.pages > 0 and self.illustrated == self.pages
 
 
-def _annotated_pages(pages):
-    jobs = Illustration.objects.filter(page=OuterRef("pk"))
-    latest = jobs.order_by("-created_at", "-pk")
-    complete = jobs.filter(status=Status.COMPLETE).order_by("-finished_at", "-pk")
-    return pages.annotate(
-        has_complete=Exists(complete),
-        has_active=Exists(jobs.filter(status__in=ACTIVE_STATUSES)),
-        latest_status=Subquery(latest.values("status")[:1]),
-    )
-
-
 def project_progress(project: Project) -> Progress:
     """Return the project's page counts, derived from job rows in one query."""
-    counts = (
-        _annotated_pages(Page.objects.filter(project=project))
-        .values("project")
-        .annotate(
-            pages=Count("pk"),
-            illustrated=Count("pk", filter=Q(has_complete=True)),
-            active=Count("pk", filter=Q(has_active=True, has_complete=False)),
-            failed=Count(
-                "pk",
-                filter=Q(has_complete=False, has_active=False, latest_status=Status.FAILED),
-            ),
-        )
-        .order_by()
+    jobs = Illustration.objects.filter(page=OuterRef("pk"))
+    pages = Page.objects.filter(project=project).annotate(
+        has_complete=Exists(jobs.filter(status=Status.COMPLETE)),
+        active_status=Subquery(jobs.filter(status__in=ACTIVE_STATUSES).values("status")[:1]),
+        latest_status=Subquery(jobs.order_by("-created_at", "-pk").values("status")[:1]),
     )
-    row = next(iter(counts), None)
-    if row is None:
-        return Progress(pages=0, illustrated=0, active=0, failed=0)
-    return Progress(
-        pages=row["pages"],
-        illustrated=row["illustrated"],
-        active=row["active"],
-        failed=row["failed"],
+    missing = Q(has_complete=False)
+    counts = pages.aggregate(
+        pages=Count("pk"),
+        illustrated=Count("pk", filter=Q(has_complete=True)),
+        queued=Count("pk", filter=missing & Q(active_status=Status.QUEUED)),
+        generating=Count("pk", filter=Q(active_status__in=(Status.GENERATING, Status.RETRYING))),
+        failed=Count(
+            "pk",
+            filter=missing & Q(active_status__isnull=True, latest_status=Status.FAILED),
+        ),
     )
+    return Progress(**counts)
 
 
 @dataclass
 class PageCard:
     page: Page
     job: Illustration | None  # the latest job, whatever its status
-    current: Illustration | None  # the latest complete illustration, shown as the picture
+    current: Illustration | None  # the complete illustration shown as the picture
+    latest_run_id: int | None = None
 
     @property
     def state(self) -> str:
@@ -87,34 +74,52 @@ class PageCard:
         if self.job is not None and self.job.is_active:
             return self.job.status
         if self.current is not None:
+            if self.latest_run_id and self.current.run_id != self.latest_run_id:
+                return "exists"  # kept from an earlier run
             return "complete"
         if self.job is not None and self.job.status == Status.FAILED:
             return "rejected" if self.job.failure_reason == "rejected" else "failed"
         return "pending"
 
+    @property
+    def attempt_number(self) -> int:
+        return (self.job.attempts_made if self.job else 0) + 1
 
-def page_cards(project: Project, *, pages=None) -> list[PageCard]:
-    """Return one card per page (or per given page), in three queries whatever the count."""
+    @property
+    def max_attempts(self) -> int:
+        return settings.STUDIO_MAX_ATTEMPTS
+
+
+def page_cards(project: Project, *, pages=None, latest_run_id=None) -> list[PageCard]:
+    """Return one card per page (or per given page), in two queries whatever the count."""
     pages = list(pages if pages is not None else project.pages.all())
-    page_ids = [p.pk for p in pages]
-    latest_ids = Illustration.objects.filter(page=OuterRef("page")).order_by("-created_at", "-pk")
-    current_ids = Illustration.objects.filter(
-        page=OuterRef("page"), status=Status.COMPLETE
-    ).order_by("-finished_at", "-pk")
-    jobs = Illustration.objects.filter(page_id__in=page_ids).filter(
-        Q(pk=Subquery(latest_ids.values("pk")[:1])) | Q(pk=Subquery(current_ids.values("pk")[:1]))
+    latest = Illustration.objects.filter(page=OuterRef("page")).order_by("-created_at", "-pk")
+    jobs = Illustration.objects.filter(page__in=[p.pk for p in pages]).filter(
+        Q(status=Status.COMPLETE) | Q(pk=Subquery(latest.values("pk")[:1]))
     )
-    latest: dict[int, Illustration] = {}
+    latest_job: dict[int, Illustration] = {}
     current: dict[int, Illustration] = {}
     for job in jobs:
         if job.status == Status.COMPLETE:
-            known = current.get(job.page_id)
-            if known is None or (job.finished_at, job.pk) > (known.finished_at, known.pk):
-                current[job.page_id] = job
-        known = latest.get(job.page_id)
+            current[job.page_id] = job
+        known = latest_job.get(job.page_id)
         if known is None or (job.created_at, job.pk) > (known.created_at, known.pk):
-            latest[job.page_id] = job
-    return [PageCard(page=p, job=latest.get(p.pk), current=current.get(p.pk)) for p in pages]
+            latest_job[job.page_id] = job
+    return [
+        PageCard(
+            page=p,
+            job=latest_job.get(p.pk),
+            current=current.get(p.pk),
+            latest_run_id=latest_run_id,
+        )
+        for p in pages
+    ]
+
+
+def changed_pages(project: Project, *, since: datetime):
+    """Return the project's pages whose text or jobs changed at or after `since`."""
+    touched = Illustration.objects.filter(page=OuterRef("pk"), updated_at__gte=since)
+    return project.pages.filter(Q(updated_at__gte=since) | Exists(touched))
 
 
 def latest_run(project: Project) -> Run | None:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
-from studio.models import Project
+from studio.models import Page, Project
 
 from .engine import run_is, settle_run
 from .models import ACTIVE_STATUSES, OPEN_RUN_STATES, GenerationAttempt, Illustration, Run
@@ -28,6 +28,7 @@ Status = Illustration.Status
 class Queued:
     run: Run | None
     count: int
+    resumed: bool = False  # a paused or halted run was set running again
 
 
 def enqueue_jobs(run_id: int, count: int) -> None:
@@ -58,18 +59,35 @@ def missing_pages(project: Project):
     )
 
 
-def _open_run_for_work(project: Project, requested_by) -> Run:
-    """Return the project's open run, set running; create one when there is none."""
+def _queue_pages(project: Project, page_ids: list[int], requested_by) -> Queued:
+    """Add one job per page to the project's open run (or a new one), set it running, and
+    hand the broker their tasks. Call with the project locked.
+
+    A paused or halted run resumes, since the editor asked for work, and its waiting jobs
+    get their tasks again.
+    """
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
+    resumed = run is not None and run.state != Run.State.RUNNING
     if run is None:
-        return Run.objects.create(project=project, requested_by=requested_by)
-    run.state = Run.State.RUNNING
-    run.halt_reason = ""
-    run.message = ""
-    run.consecutive_failures = 0
-    run.finished_at = None
-    run.save()
-    return run
+        if not page_ids:
+            return Queued(run=None, count=0)
+        run = Run.objects.create(project=project, requested_by=requested_by)
+    elif resumed:
+        run.state = Run.State.RUNNING
+        run.halt_reason = ""
+        run.message = ""
+        run.consecutive_failures = 0
+        run.finished_at = None
+        run.save()
+    Illustration.objects.bulk_create(Illustration(page_id=pk, run=run) for pk in page_ids)
+    tasks = run.illustrations.filter(status=Status.QUEUED).count() if resumed else len(page_ids)
+    _enqueue_on_commit(run, tasks)
+    return Queued(run=run, count=len(page_ids), resumed=resumed)
+
+
+def _lock(project_id: int) -> None:
+    # Serialises queuing for one project, so two requests cannot queue the same pages.
+    Project.objects.select_for_update().filter(pk=project_id).first()
 
 
 @transaction.atomic
@@ -77,33 +95,21 @@ def generate_missing(*, project: Project, requested_by=None) -> Queued:
     """Queue one job per page without a complete illustration or an active job.
 
     Idempotent: pages already queued or complete are left alone, so a double click queues
-    nothing more. A halted or paused run is resumed, since the editor asked for work.
+    nothing more. A halted or paused run is resumed.
     """
-    # Lock the project so two requests cannot both queue the same pages.
-    Project.objects.select_for_update().filter(pk=project.pk).first()
+    _lock(project.pk)
     pages = list(missing_pages(project).values_list("pk", flat=True))
-    open_run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
-    if not pages and open_run is None:
-        return Queued(run=None, count=0)
-    run = _open_run_for_work(project, requested_by)
-    Illustration.objects.bulk_create(Illustration(page_id=pk, run=run) for pk in pages)
-    waiting = run.illustrations.filter(status=Status.QUEUED).count()
-    _enqueue_on_commit(run, waiting)
-    return Queued(run=run, count=len(pages))
+    return _queue_pages(project, pages, requested_by)
 
 
 @transaction.atomic
 def retry_failed(*, project: Project, requested_by=None) -> Queued:
-    """Queue a fresh job for every page whose latest job failed, with fresh attempts."""
-    Project.objects.select_for_update().filter(pk=project.pk).first()
+    """Queue a fresh job, with fresh attempts, for every page whose latest job failed."""
+    _lock(project.pk)
     pages = list(failed_pages(project).values_list("pk", flat=True))
     if not pages:
         return Queued(run=None, count=0)
-    run = _open_run_for_work(project, requested_by)
-    Illustration.objects.bulk_create(Illustration(page_id=pk, run=run) for pk in pages)
-    waiting = run.illustrations.filter(status=Status.QUEUED).count()
-    _enqueue_on_commit(run, waiting)
-    return Queued(run=run, count=len(pages))
+    return _queue_pages(project, pages, requested_by)
 
 
 def failed_pages(project: Project):
@@ -163,19 +169,38 @@ def resume(*, project: Project) -> Run | None:
     return run
 
 
-def prioritize(*, illustration: Illustration) -> bool:
-    """Move a queued job to the front of its run. Return whether it was queued."""
+@transaction.atomic
+def queue_page(*, page: Page, requested_by=None, regenerate: bool = False) -> Queued:
+    """Queue one job for a page that has none active: a missing page (retry), or with
+    regenerate, also a complete one, whose picture stays until the new one is complete."""
+    _lock(page.project_id)
+    jobs = page.illustrations.all()
+    if jobs.filter(status__in=ACTIVE_STATUSES).exists():
+        return Queued(run=None, count=0)
+    if not regenerate and jobs.filter(status=Status.COMPLETE).exists():
+        return Queued(run=None, count=0)
+    return _queue_pages(page.project, [page.pk], requested_by)
+
+
+@transaction.atomic
+def prioritize(*, page: Page, requested_by=None) -> bool:
+    """Move the page's job to the front of its run, queuing one if the page is missing.
+    Return whether the page is now first in line."""
+    job = page.illustrations.filter(status=Status.QUEUED).first()
+    if job is None:
+        if not queue_page(page=page, requested_by=requested_by).count:
+            return False
+        job = page.illustrations.get(status=Status.QUEUED)
     top = (
-        Illustration.objects.filter(run_id=illustration.run_id)
+        Illustration.objects.filter(run_id=job.run_id, status=Status.QUEUED)
         .order_by("-priority")
         .values_list("priority", flat=True)
         .first()
     ) or 0
-    return bool(
-        Illustration.objects.filter(pk=illustration.pk, status=Status.QUEUED).update(
-            priority=top + 1
-        )
+    updated = Illustration.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+        priority=top + 1, updated_at=timezone.now()
     )
+    return bool(updated)
 
 
 def top_up_broker(*, now) -> int:

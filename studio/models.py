@@ -34,6 +34,7 @@ class Page(models.Model):
     prompt = models.TextField(
         blank=True, help_text="What to draw. Leave empty to illustrate the page text."
     )
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["project", "number"]

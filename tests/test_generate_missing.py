@@ -50,6 +50,9 @@ def test_it_hands_the_broker_one_task_per_queued_page(
     with django_capture_on_commit_callbacks(execute=True):
         services.generate_missing(project=project)
     assert broker.queue_size() == 7
+    with django_capture_on_commit_callbacks(execute=True):
+        services.generate_missing(project=project)  # a double click
+    assert broker.queue_size() == 7
 
 
 def test_the_workers_illustrate_every_page_and_only_then_is_the_project_complete(

@@ -1,12 +1,22 @@
+"""The review page, its poll and every control, as an editor's browser sees them over HTTP."""
+
 import json
+import re
+from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from generation import services
-from generation.models import Illustration
+from generation.models import Illustration, Run
 
 pytestmark = pytest.mark.django_db
+
+HTMX = {"HX-Request": "true"}
+Status = Illustration.Status
 
 
 @pytest.fixture
@@ -14,111 +24,361 @@ def book(make_project):
     return make_project(pages=3, title="Owned Book")
 
 
-def urls_of(project, *, image_pk):
-    return {
-        "list": ("get", reverse("project-list")),
-        "detail": ("get", reverse("project-detail", args=[project.pk])),
-        "generate": ("post", reverse("project-generate", args=[project.pk])),
-        "image": ("get", reverse("illustration-image", args=[image_pk])),
-    }
+@pytest.fixture
+def illustrated(book, drain):
+    run = services.generate_missing(project=book).run
+    drain(run.pk)
+    return book
 
 
 @pytest.fixture
-def image(book, drain):
-    run = services.generate_missing(project=book).run
-    drain(run.pk)
-    return Illustration.objects.filter(page__project=book).first()
+def signed_in(client, editor):
+    client.force_login(editor)
+    return client
 
 
-def test_anonymous_visitors_are_sent_to_sign_in(client, book, image):
-    for method, url in urls_of(book, image_pk=image.pk).values():
+def detail(client, project) -> str:
+    return client.get(reverse("project-detail", args=[project.pk])).content.decode()
+
+
+def toast(response) -> dict:
+    return json.loads(response["HX-Trigger"])["toast"]
+
+
+def cards_in(html: str) -> list[str]:
+    return re.findall(r'<article id="(page-\d+)"', html)
+
+
+def poll(client, project, since):
+    url = reverse("project-poll", args=[project.pk])
+    return client.get(url, {"since": f"{since.timestamp():.3f}"}, headers=HTMX)
+
+
+# --- every URL: anonymous, another editor, owner ---------------------------------------
+
+
+def all_urls(project, page, image):
+    p, g, i = project.pk, page.pk, image.pk
+    return [
+        ("get", reverse("project-list"), 200),
+        ("get", reverse("project-detail", args=[p]), 200),
+        ("get", reverse("project-poll", args=[p]) + "?since=0", 286),
+        ("get", reverse("project-generating", args=[p]), 200),
+        ("post", reverse("project-generate", args=[p]), 302),
+        ("post", reverse("project-retry-failed", args=[p]), 302),
+        ("post", reverse("project-stop", args=[p]), 302),
+        ("post", reverse("project-pause", args=[p]), 302),
+        ("post", reverse("project-resume", args=[p]), 302),
+        ("post", reverse("page-retry", args=[g]), 302),
+        ("post", reverse("page-regenerate", args=[g]), 302),
+        ("post", reverse("page-next", args=[g]), 302),
+        ("get", reverse("page-prompt", args=[g]), 200),
+        ("get", reverse("page-history", args=[g]), 200),
+        ("get", reverse("illustration-image", args=[i]), 200),
+        ("get", reverse("illustration-thumbnail", args=[i]), 200),
+    ]
+
+
+def test_every_url_sends_anonymous_visitors_to_sign_in(client, illustrated):
+    image = Illustration.objects.filter(page__project=illustrated).first()
+    for method, url, _ in all_urls(illustrated, image.page, image):
         response = getattr(client, method)(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith(reverse("login")), url
 
 
-def test_another_editors_project_and_images_answer_404(client, book, image, other_editor):
+def test_every_url_of_another_editors_project_answers_404(client, illustrated, other_editor):
     client.force_login(other_editor)
-    routes = urls_of(book, image_pk=image.pk)
-    for name in ("detail", "generate", "image"):
-        method, url = routes[name]
-        assert getattr(client, method)(url).status_code == 404, name
-    response = client.get(routes["list"][1])
-    assert response.status_code == 200
-    assert b"Owned Book" not in response.content
+    image = Illustration.objects.filter(page__project=illustrated).first()
+    for method, url, _ in all_urls(illustrated, image.page, image):
+        if url == reverse("project-list"):
+            response = client.get(url)
+            assert response.status_code == 200
+            assert b"Owned Book" not in response.content
+            continue
+        assert getattr(client, method)(url).status_code == 404, url
+    assert Illustration.objects.filter(page__project=illustrated).count() == 3  # nothing queued
 
 
-def test_the_owner_sees_the_list_the_review_page_and_the_image(client, editor, book, image):
-    client.force_login(editor)
-    assert b"Owned Book" in client.get(reverse("project-list")).content
-    assert client.get(reverse("project-detail", args=[book.pk])).status_code == 200
-    response = client.get(reverse("illustration-image", args=[image.pk]))
-    assert response.status_code == 200
-    assert response["Content-Type"] == "image/png"
-    assert b"".join(response.streaming_content)[:8] == b"\x89PNG\r\n\x1a\n"
+def test_every_url_answers_its_owner(signed_in, illustrated):
+    image = Illustration.objects.filter(page__project=illustrated).first()
+    for method, url, status in all_urls(illustrated, image.page, image):
+        assert getattr(signed_in, method)(url).status_code == status, url
 
 
-def test_the_review_page_offers_generate_missing_with_the_count(client, editor, make_project):
-    project = make_project(pages=24)
-    client.force_login(editor)
-    response = client.get(reverse("project-detail", args=[project.pk]))
-    html = response.content.decode()
-    assert "Generate Missing Illustrations" in html
-    assert '<span class="badge">(24)</span>' in html
-    assert html.count('class="card card--pending"') == 24
-    assert 'hx-trigger="every 2s"' not in html  # nothing active: no polling
-
-
-def test_the_button_is_hidden_when_nothing_is_missing(client, editor, book, image):
-    client.force_login(editor)
-    html = client.get(reverse("project-detail", args=[book.pk])).content.decode()
-    assert "Generate Missing Illustrations" not in html
-    assert "Complete" in html
-
-
-def test_generate_queues_the_missing_pages_and_answers_the_live_region(client, editor, book):
-    client.force_login(editor)
-    url = reverse("project-generate", args=[book.pk])
-    response = client.post(url, headers={"HX-Request": "true"})
-    assert response.status_code == 200
-    html = response.content.decode()
-    assert html.lstrip().startswith('<section id="live"')
-    assert 'hx-trigger="every 2s"' in html
-    assert html.count('class="card card--queued"') == 3
-    assert json.loads(response["HX-Trigger"]) == {
-        "toast": {"level": "info", "message": "Queued 3 illustrations."}
-    }
-    again = client.post(url, headers={"HX-Request": "true"})
-    assert json.loads(again["HX-Trigger"])["toast"]["message"].startswith("Nothing to queue")
-    assert Illustration.objects.filter(page__project=book).count() == 3
-
-
-def test_generate_without_javascript_redirects_back(client, editor, book):
-    client.force_login(editor)
-    response = client.post(reverse("project-generate", args=[book.pk]))
-    assert response.status_code == 302
-    assert response["Location"] == reverse("project-detail", args=[book.pk])
-    assert Illustration.objects.filter(status="queued").count() == 3
-
-
-def test_get_never_queues_work(client, editor, book):
-    client.force_login(editor)
-    assert client.get(reverse("project-generate", args=[book.pk])).status_code == 405
-    client.get(reverse("project-detail", args=[book.pk]))
+def test_state_changing_urls_refuse_get(signed_in, book):
+    page = book.pages.first()
+    for name, pk in [
+        ("project-generate", book.pk),
+        ("project-stop", book.pk),
+        ("project-pause", book.pk),
+        ("project-resume", book.pk),
+        ("project-retry-failed", book.pk),
+        ("page-retry", page.pk),
+        ("page-regenerate", page.pk),
+        ("page-next", page.pk),
+    ]:
+        assert signed_in.get(reverse(name, args=[pk])).status_code == 405, name
     assert Illustration.objects.count() == 0
 
 
-def test_the_poll_keeps_polling_while_active_and_stops_with_286_when_idle(
-    client, editor, book, drain
+# --- the review page ---------------------------------------------------------------------
+
+
+def test_the_review_page_offers_generate_missing_with_its_count(signed_in, make_project):
+    project = make_project(pages=24)
+    html = detail(signed_in, project)
+    assert 'Generate Missing Illustrations <span class="badge">(24)</span>' in html
+    assert html.count('class="card card--pending"') == 24
+    assert "0 of 24 illustrated" in html
+    assert "data-poll" not in html  # nothing active: no polling
+    for control in ("Pause", "Resume", ">Stop<", "Retry failed"):
+        assert control not in html
+
+
+def test_a_complete_project_says_so_and_hides_generate(signed_in, illustrated):
+    html = detail(signed_in, illustrated)
+    assert "Generate Missing Illustrations" not in html
+    assert "✓ Complete: every page is illustrated." in html
+    assert html.count('class="card card--complete"') == 3
+    image = Illustration.objects.filter(page__project=illustrated).first()
+    assert f'src="{reverse("illustration-thumbnail", args=[image.pk])}"' in html
+    assert f'href="{reverse("illustration-image", args=[image.pk])}"' in html
+
+
+def test_the_thumbnail_is_a_small_webp(signed_in, illustrated):
+    image = Illustration.objects.filter(page__project=illustrated).first()
+    response = signed_in.get(reverse("illustration-thumbnail", args=[image.pk]))
+    assert response["Content-Type"] == "image/webp"
+    assert b"".join(response.streaming_content)[8:12] == b"WEBP"
+
+
+def test_the_page_chips_say_where_each_page_stands(signed_in, make_project, settings):
+    settings.STUDIO_MAX_ATTEMPTS = 3
+    project = make_project(pages=6)
+    old = Run.objects.create(project=project, state=Run.State.FINISHED)
+    run = services.generate_missing(project=project).run
+    pages = list(project.pages.all())
+    jobs = {j.page_id: j for j in Illustration.objects.all()}
+    next_try = timezone.now().replace(microsecond=0) + timedelta(seconds=30)
+    Illustration.objects.filter(pk=jobs[pages[0].pk].pk).update(
+        status=Status.GENERATING, attempts_made=1
+    )
+    Illustration.objects.filter(pk=jobs[pages[1].pk].pk).update(
+        status=Status.RETRYING, attempts_made=1, next_attempt_at=next_try
+    )
+    Illustration.objects.filter(pk=jobs[pages[2].pk].pk).update(
+        status=Status.FAILED,
+        failure_reason="exhausted",
+        attempts_made=3,
+        error_message="The engine is currently overloaded.",
+    )
+    Illustration.objects.filter(pk=jobs[pages[3].pk].pk).update(
+        status=Status.FAILED,
+        failure_reason="rejected",
+        attempts_made=1,
+        error_message="Your request was rejected by the safety system.",
+    )
+    Illustration.objects.filter(pk=jobs[pages[4].pk].pk).update(status=Status.COMPLETE, run=old)
+
+    html = detail(signed_in, project)
+
+    assert "Generating (attempt 2 of 3)" in html
+    assert f"Retrying (next try at {next_try:%H:%M:%S})" in html
+    assert "Failed after 3 attempts: The engine is currently overloaded." in html
+    assert "Rejected" in html and "Edit prompt and retry" in html
+    assert "Exists (kept from an earlier run)" in html
+    assert html.count('class="card card--queued"') == 1
+    assert run.pk != old.pk
+
+
+def test_a_halted_run_shows_a_banner_with_the_next_action(
+    signed_in, book, openai_settings, fake_openai, drain
 ):
-    client.force_login(editor)
-    url = reverse("project-detail", args=[book.pk])
+    fake_openai.default = "402"
     run = services.generate_missing(project=book).run
-    busy = client.get(url, headers={"HX-Request": "true"})
-    assert busy.status_code == 200
-    assert 'hx-trigger="every 2s"' in busy.content.decode()
     drain(run.pk)
-    idle = client.get(url, headers={"HX-Request": "true"})
+    html = detail(signed_in, book)
+    assert "Generation halted." in html
+    assert (
+        "The image service says the account is out of credits (HTTP 402). "
+        "Add credits, then press Resume."
+    ) in html
+    assert ">Resume<" in html and ">Stop<" in html
+
+
+# --- controls ------------------------------------------------------------------------------
+
+
+def test_generate_queues_the_missing_pages_and_answers_with_the_regions(signed_in, book):
+    url = reverse("project-generate", args=[book.pk])
+    response = signed_in.post(url, headers=HTMX)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith(
+        '<section id="live-header" class="project-header" hx-swap-oob="true"'
+    )
+    assert 'hx-trigger="every 2s"' in html
+    assert len(cards_in(html)) == 3
+    assert html.count('hx-swap-oob="true"') == 4  # the header and three cards
+    assert html.count('class="card card--queued"') == 3
+    assert toast(response) == {"level": "success", "message": "Queued 3 illustrations."}
+
+    again = signed_in.post(url, headers=HTMX)
+    assert toast(again)["message"] == "Nothing to queue: every page is illustrated or on its way."
+    assert cards_in(again.content.decode()) == []
+    assert Illustration.objects.count() == 3
+
+
+def test_controls_work_without_javascript(signed_in, book):
+    response = signed_in.post(reverse("project-generate", args=[book.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("project-detail", args=[book.pk])
+    assert "Queued 3 illustrations." in detail(signed_in, book)
+
+
+def test_pause_resume_and_stop_change_the_run_once(signed_in, book):
+    services.generate_missing(project=book)
+    pause = reverse("project-pause", args=[book.pk])
+    assert (
+        toast(signed_in.post(pause, headers=HTMX))["message"] == "Paused. Press Resume to continue."
+    )
+    assert toast(signed_in.post(pause, headers=HTMX))["message"] == "Nothing to pause."
+    html = detail(signed_in, book)
+    assert ">Resume<" in html and ">Pause<" not in html
+
+    resume = reverse("project-resume", args=[book.pk])
+    assert toast(signed_in.post(resume, headers=HTMX))["message"] == "Resumed."
+    assert toast(signed_in.post(resume, headers=HTMX))["message"] == "Nothing to resume."
+
+    stop = reverse("project-stop", args=[book.pk])
+    first = signed_in.post(stop, headers=HTMX)
+    assert toast(first)["message"] == "Stopped. Completed illustrations are kept."
+    assert len(cards_in(first.content.decode())) == 3  # the canceled cards come back
+    assert toast(signed_in.post(stop, headers=HTMX))["message"] == "Nothing is running."
+    assert Illustration.objects.filter(status=Status.CANCELED).count() == 3
+
+
+def test_retry_failed_queues_each_failed_page_once(signed_in, book):
+    for page in book.pages.all()[:2]:
+        Illustration.objects.create(page=page, status=Status.FAILED, failure_reason="exhausted")
+    html = detail(signed_in, book)
+    assert 'Retry failed <span class="badge">(2)</span>' in html
+    url = reverse("project-retry-failed", args=[book.pk])
+    assert toast(signed_in.post(url, headers=HTMX))["message"] == "Retrying 2 failed pages."
+    assert toast(signed_in.post(url, headers=HTMX))["message"] == "No failed pages to retry."
+    assert Illustration.objects.filter(status=Status.QUEUED).count() == 2
+
+
+def test_regenerate_keeps_the_old_picture_until_the_new_one_is_complete(
+    signed_in, illustrated, drain
+):
+    page = illustrated.pages.get(number=2)
+    old = page.illustrations.get(status=Status.COMPLETE)
+    response = signed_in.post(reverse("page-regenerate", args=[page.pk]), headers=HTMX)
+    assert toast(response)["level"] == "success"
+    card = response.content.decode()
+    assert cards_in(card) == [f"page-{page.pk}"]
+    assert reverse("illustration-thumbnail", args=[old.pk]) in card  # still shown
+    assert "Queued" in card
+
+    run = Run.objects.get(state=Run.State.RUNNING)
+    drain(run.pk)
+    old.refresh_from_db()
+    new = page.illustrations.get(status=Status.COMPLETE)
+    assert old.status == Status.REPLACED and new.pk != old.pk
+    assert reverse("illustration-thumbnail", args=[new.pk]) in detail(signed_in, illustrated)
+
+
+def test_generate_next_moves_a_page_to_the_front(signed_in, book):
+    services.generate_missing(project=book)
+    page = book.pages.get(number=3)
+    response = signed_in.post(reverse("page-next", args=[page.pk]), headers=HTMX)
+    assert toast(response)["message"] == "Page 3 is next in line."
+    assert "Queued · next" in response.content.decode()
+    assert page.illustrations.get().priority == 1
+
+
+def test_edit_prompt_and_retry_saves_and_requeues_a_rejected_page(signed_in, book):
+    page = book.pages.get(number=1)
+    Illustration.objects.create(page=page, status=Status.FAILED, failure_reason="rejected")
+    url = reverse("page-prompt", args=[page.pk])
+    form = signed_in.get(url, headers=HTMX)
+    assert form.status_code == 200
+    assert "Save and retry" in form.content.decode()
+    assert "<html" not in form.content.decode()
+
+    response = signed_in.post(url, {"prompt": "A friendly fox", "retry": "1"}, headers=HTMX)
+    assert response.status_code == 200
+    assert toast(response)["message"] == "Prompt of page 1 saved. Drawing it again."
+    page.refresh_from_db()
+    assert page.prompt == "A friendly fox"
+    assert page.illustrations.filter(status=Status.QUEUED).count() == 1
+
+
+def test_a_too_long_prompt_is_refused_with_a_form_error(signed_in, book):
+    page = book.pages.get(number=1)
+    response = signed_in.post(
+        reverse("page-prompt", args=[page.pk]), {"prompt": "x" * 4001}, headers=HTMX
+    )
+    assert response.status_code == 422
+    assert "at most 4000 characters (this one has 4001)" in response.content.decode()
+    page.refresh_from_db()
+    assert page.prompt == ""
+
+
+def test_history_lists_every_attempt(signed_in, book, openai_settings, fake_openai, drain):
+    fake_openai.script.extend(["503"])
+    run = services.generate_missing(project=book).run
+    drain(run.pk, limit=1)
+    page = book.pages.get(number=1)
+    html = signed_in.get(reverse("page-history", args=[page.pk]), headers=HTMX).content.decode()
+    assert html.count('<tr class="outcome--') == 2
+    assert "Transient" in html and "503" in html and "overloaded" in html
+    assert "Success" in html
+    assert "Prompt sent: Page 1: the fox crosses meadow number 1." in html
+
+
+# --- the poll --------------------------------------------------------------------------------
+
+
+def test_the_poll_answers_the_header_and_only_the_changed_cards(signed_in, make_project, drain):
+    project = make_project(pages=10)
+    run = services.generate_missing(project=project).run
+    before = timezone.now() + timedelta(seconds=10)  # past the cursor margin
+    response = poll(signed_in, project, before)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section id="live-header" class="project-header"\n')
+    assert 'hx-trigger="every 2s"' in html
+    assert cards_in(html) == []
+
+    Illustration.objects.filter(page__number=4).update(updated_at=before + timedelta(seconds=1))
+    assert cards_in(poll(signed_in, project, before).content.decode()) == [
+        f"page-{project.pages.get(number=4).pk}"
+    ]
+    drain(run.pk)
+    idle = poll(signed_in, project, timezone.now() - timedelta(seconds=60))
     assert idle.status_code == 286
     assert "hx-trigger" not in idle.content.decode()
-    assert "3 of 3 illustrated" in idle.content.decode()
+    assert "10 of 10 illustrated" in idle.content.decode()
+    assert len(cards_in(idle.content.decode())) == 10
+
+
+def test_the_poll_refuses_a_bad_cursor(signed_in, book):
+    url = reverse("project-poll", args=[book.pk])
+    assert signed_in.get(url, {"since": "yesterday"}, headers=HTMX).status_code == 400
+
+
+def test_queries_per_poll_do_not_grow_with_the_pages(signed_in, make_project, editor):
+    def queries_for(pages: int) -> int:
+        project = make_project(pages=pages, title=f"{pages} pages")
+        services.generate_missing(project=project)
+        with CaptureQueriesContext(connection) as captured:
+            response = poll(signed_in, project, timezone.now() - timedelta(minutes=5))
+        assert response.status_code == 200
+        assert len(cards_in(response.content.decode())) == pages  # every card changed
+        return len(captured)
+
+    small, large = queries_for(10), queries_for(500)
+    assert small == large == 7

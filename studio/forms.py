@@ -16,6 +16,7 @@ class PromptForm(forms.ModelForm):
         prompt = self.cleaned_data["prompt"].strip()
         if len(prompt) > MAX_PROMPT_CHARS:
             raise forms.ValidationError(
-                f"A prompt can be at most {MAX_PROMPT_CHARS} characters (this one has {len(prompt)})."
+                f"A prompt can be at most {MAX_PROMPT_CHARS} characters "
+                f"(this one has {len(prompt)})."
             )
         return prompt

@@ -34,16 +34,19 @@
     }
   };
   const isPoll = (event) => event.detail.elt && event.detail.elt.hasAttribute("data-poll");
-  body.addEventListener("htmx:afterRequest", (event) => {
-    if (!isPoll(event)) return;
-    failing = !event.detail.successful;
-    showConnection();
+  // A successful poll swaps out its own element, so listen before the swap, while the
+  // event still bubbles up to the body.
+  body.addEventListener("htmx:beforeSwap", (event) => {
+    if (isPoll(event) && event.detail.xhr.status < 400) failing = false;
   });
-  body.addEventListener("htmx:sendError", (event) => {
+  const pollFailed = (event) => {
     if (!isPoll(event)) return;
     failing = true;
     showConnection();
-  });
+  };
+  body.addEventListener("htmx:sendError", pollFailed);
+  body.addEventListener("htmx:responseError", pollFailed);
+  body.addEventListener("htmx:timeout", pollFailed);
   body.addEventListener("htmx:afterSettle", showConnection);
   body.addEventListener("htmx:oobAfterSwap", showConnection);
   document.addEventListener("DOMContentLoaded", showConnection);

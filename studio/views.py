@@ -71,8 +71,11 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
     For the poll, an idle project's answer is 286: the header it carries has no polling
     attributes (which stops htmx 4), and 286 stops htmx 2 as well."""
     context = _header_context(project)
-    pages = selectors.changed_pages(project, since=since)
-    context["cards"] = _cards(project, context, pages=pages)
+    if request.GET.get("cards") == "0":  # the generating view shows no cards
+        context.update(cards=[], header_only=True)
+    else:
+        pages = selectors.changed_pages(project, since=since)
+        context["cards"] = _cards(project, context, pages=pages)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
     status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
@@ -125,6 +128,7 @@ def project_generating(request: HttpRequest, pk: int) -> HttpResponse:
     """The generating view: story, then illustrations. Opening it never starts work."""
     project = _owned_project(request, pk)
     context = _header_context(project)
+    context["header_only"] = True
     return render(request, "studio/project_generating.html", context)
 
 

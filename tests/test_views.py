@@ -382,3 +382,24 @@ def test_queries_per_poll_do_not_grow_with_the_pages(signed_in, make_project, ed
 
     small, large = queries_for(10), queries_for(500)
     assert small == large == 7
+
+
+def test_the_generating_view_skips_the_story_and_offers_the_missing_pages(signed_in, book):
+    url = reverse("project-generating", args=[book.pk])
+    html = signed_in.get(url).content.decode()
+    assert "Skipped: the story already has 3 pages." in html
+    assert 'Generate Missing Illustrations <span class="badge">(3)</span>' in html
+    signed_in.get(url)  # opening or refreshing it never starts work
+    assert Illustration.objects.count() == 0
+    assert Run.objects.count() == 0
+
+
+def test_the_generating_view_polls_the_header_only(signed_in, book):
+    services.generate_missing(project=book)
+    html = signed_in.get(reverse("project-generating", args=[book.pk])).content.decode()
+    assert "cards=0" in html
+    url = reverse("project-poll", args=[book.pk])
+    response = signed_in.get(url, {"since": "0", "cards": "0"}, headers=HTMX)
+    assert response.status_code == 200
+    assert cards_in(response.content.decode()) == []
+    assert "cards=0" in response.content.decode()  # it keeps polling the same way

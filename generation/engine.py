@@ -16,33 +16,30 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
-from .models import ACTIVE_STATUSES, GenerationAttempt, Illustration, Run
-from .prompts import compose_prompt
-from .providers import get_provider
-from .providers.base import GeneratedImage, ImageRequest, ProviderError, Transient
+from .kinds import KINDS, JobKind, max_attempt_number
+from .models import ACTIVE_STATUSES, GenerationAttempt, Job, Run
+from .providers.base import ProviderError, Transient
 from .retry import RetryPolicy, is_retryable
 
 logger = logging.getLogger(__name__)
 
-Status = Illustration.Status
+Status = Job.Status
 Outcome = GenerationAttempt.Outcome
 
 HALT_MESSAGES = {
     Run.HaltReason.OUT_OF_CREDITS: (
-        "The image service says the account is out of credits{status}. "
-        "Add credits, then press Resume."
+        "The {service} says the account is out of credits{status}. Add credits, then press Resume."
     ),
     Run.HaltReason.AUTH: (
-        "The image service refused the API key{status}. Check OPENAI_API_KEY, then press Resume."
+        "The {service} refused the API key{status}. Check OPENAI_API_KEY, then press Resume."
     ),
     Run.HaltReason.OUTAGE: (
-        "The image service failed {count} times in a row{status}; it looks like an outage. "
+        "The {service} failed {count} times in a row{status}; it looks like an outage. "
         "Press Resume when it is back."
     ),
 }
@@ -76,16 +73,25 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
-def run_next_job(run_id: int, *, sleep: Callable[[float], None] | None = None) -> int | None:
-    """Claim the run's most urgent queued job and work it to an end. Return its id, or
-    None when there was nothing to claim (another worker has it, or the run is not running).
-    """
-    worker = JobWorker(sleep=sleep)
+def run_next_job(
+    run_id: int, kind: str = "illustration", *, sleep: Callable[[float], None] | None = None
+) -> int | None:
+    """Claim the run's most urgent queued job of a kind and work it to an end. Return its
+    id, or None when there was nothing to claim (another worker has it, or the run is not
+    running)."""
+    worker = JobWorker(KINDS[kind], sleep=sleep)
     job = worker.claim_next(run_id)
     if job is not None:
         worker.work(job)
     settle_run(run_id)
     return job.pk if job is not None else None
+
+
+def run_has_active_jobs(run_id: int) -> bool:
+    return any(
+        kind.model.objects.filter(run_id=run_id, status__in=ACTIVE_STATUSES).exists()
+        for kind in KINDS.values()
+    )
 
 
 def settle_run(run_id: int) -> None:
@@ -94,17 +100,24 @@ def settle_run(run_id: int) -> None:
         run = Run.objects.select_for_update().filter(pk=run_id).first()
         if run is None or run.state not in (Run.State.RUNNING, Run.State.STOPPING):
             return
-        if run.illustrations.filter(status__in=ACTIVE_STATUSES).exists():
+        if run_has_active_jobs(run_id):
             return
         run.state = Run.State.FINISHED if run.state == Run.State.RUNNING else Run.State.STOPPED
         run.finished_at = timezone.now()
         run.save(update_fields=["state", "finished_at", "updated_at"])
 
 
-def halt_run(run_id: int, *, reason: str, error: ProviderError | None, count: int = 0) -> bool:
+def halt_run(
+    run_id: int,
+    *,
+    reason: str,
+    error: ProviderError | None,
+    count: int = 0,
+    service: str = "image service",
+) -> bool:
     """Halt a running run for a reason retrying cannot fix. Return whether this call halted it."""
     status = f" (HTTP {error.http_status})" if error is not None and error.http_status else ""
-    message = HALT_MESSAGES[reason].format(status=status, count=count)
+    message = HALT_MESSAGES[reason].format(status=status, count=count, service=service)
     if error is not None and error.message:
         message += f" The service said: {error.message}"
     halted = Run.objects.filter(pk=run_id, state=Run.State.RUNNING).update(
@@ -116,27 +129,31 @@ def halt_run(run_id: int, *, reason: str, error: ProviderError | None, count: in
 
 
 class JobWorker:
-    def __init__(self, *, sleep: Callable[[float], None] | None = None):
+    """One claim on one job: every attempt at it, and how it ends."""
+
+    def __init__(self, kind: JobKind, *, sleep: Callable[[float], None] | None = None):
+        self.kind = kind
+        self.model = kind.model
         self.id = new_worker_id()
         self.policy = RetryPolicy.from_settings()
         self.lease = timedelta(seconds=settings.STUDIO_LEASE_SECONDS)
         self.sleep = sleep or self.wait_unless_interrupted
-        self.provider = get_provider()
-        self.job: Illustration | None = None
+        self.provider = None
+        self.job: Job | None = None
 
     # --- claiming -------------------------------------------------------------------
 
-    def claim_next(self, run_id: int) -> Illustration | None:
+    def claim_next(self, run_id: int) -> Job | None:
         """Claim the highest-priority due queued job of a running run with one UPDATE."""
         for _ in range(10):
             now = timezone.now()
             candidate = (
-                Illustration.objects.filter(run_id=run_id, status=Status.QUEUED)
+                self.model.objects.filter(run_id=run_id, status=Status.QUEUED)
                 .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-                .order_by("-priority", "page__number")
+                .order_by(*self.kind.claim_order)
                 .values("pk")[:1]
             )
-            won = Illustration.objects.filter(
+            won = self.model.objects.filter(
                 run_is(Run.State.RUNNING), pk=Subquery(candidate), status=Status.QUEUED
             ).update(
                 status=Status.GENERATING,
@@ -147,7 +164,7 @@ class JobWorker:
                 updated_at=now,
             )
             if won:
-                return Illustration.objects.select_related("page__project").get(
+                return self.model.objects.select_related(*self.kind.select_related).get(
                     claimed_by=self.id, status=Status.GENERATING
                 )
             if (
@@ -158,24 +175,23 @@ class JobWorker:
             # Another worker took that candidate between our read and write: try the next.
         return None
 
-    def _mine(self):
-        return Illustration.objects.filter(
+    def mine(self):
+        """Return the job's row, only while this worker holds it."""
+        return self.model.objects.filter(
             pk=self.job.pk, claimed_by=self.id, status__in=(Status.GENERATING, Status.RETRYING)
         )
 
     # --- working --------------------------------------------------------------------
 
-    def work(self, job: Illustration) -> None:
+    def work(self, job: Job) -> None:
         """Call the service until the job completes, fails, or is interrupted."""
         self.job = job
-        page = job.page
-        prompt = compose_prompt(page)
-        Illustration.objects.filter(pk=job.pk).update(
-            prompt_sent=prompt,
-            provider=self.provider.name,
-            model=getattr(self.provider, "model", ""),
-            size=settings.STUDIO_IMAGE_SIZE,
-        )
+        try:
+            self.provider = self.kind.provider()
+        except LookupError as error:  # no provider configured for this kind
+            self._fail(ProviderError(str(error)))
+            return
+        prompt = self.kind.prepare(job, self.provider)
         remaining = max(1, self.policy.max_attempts - job.attempts_made)
         retrying = Retrying(
             stop=stop_after_attempt(remaining),
@@ -186,7 +202,7 @@ class JobWorker:
             reraise=True,
         )
         try:
-            image = retrying(self._attempt, prompt, page)
+            result = retrying(self._attempt, prompt)
         except Interrupted:
             self._release()
             return
@@ -196,13 +212,16 @@ class JobWorker:
         except ProviderError as error:
             self._fail(error)
             return
-        self._complete(image)
+        if self.kind.complete(self, result, timezone.now()):
+            Run.objects.filter(pk=self.job.run_id, consecutive_failures__gt=0).update(
+                consecutive_failures=0
+            )
 
-    def _attempt(self, prompt: str, page) -> GeneratedImage:
+    def _attempt(self, prompt: str):
         """Make one call to the service, recorded as one GenerationAttempt row."""
         now = timezone.now()
         renewed = (
-            self._mine()
+            self.mine()
             .filter(run_is(Run.State.RUNNING))
             .update(
                 status=Status.GENERATING,
@@ -213,20 +232,13 @@ class JobWorker:
         )
         if not renewed:
             raise Interrupted()
-        number = self.job.attempts.count() + 1
+        number = max_attempt_number(self.job) + 1
         attempt = GenerationAttempt.objects.create(
-            illustration=self.job, number=number, started_at=now
-        )
-        request = ImageRequest(
-            prompt=prompt,
-            size=settings.STUDIO_IMAGE_SIZE,
-            seed=self.job.pk,
-            idempotency_key=f"studio-illustration-{self.job.pk}-attempt-{number}",
-            caption=f"Page {page.number}",
+            **{self.kind.attempt_field: self.job}, number=number, started_at=now
         )
         started = time.monotonic()
         try:
-            image = self.provider.generate(request)
+            result = self.kind.call(self.provider, self.job, prompt, number)
         except ProviderError as error:
             self._record(attempt, started, error=error)
             self._after_failure(error)
@@ -238,16 +250,16 @@ class JobWorker:
             self._record(attempt, started, error=wrapped)
             self._after_failure(wrapped)
             raise wrapped from error
-        self._record(attempt, started, image=image)
-        return image
+        self._record(attempt, started, result=result)
+        return result
 
-    def _record(self, attempt, started, *, image=None, error=None) -> None:
+    def _record(self, attempt, started, *, result=None, error=None) -> None:
         attempt.finished_at = timezone.now()
         attempt.duration_ms = int((time.monotonic() - started) * 1000)
         if error is None:
             attempt.outcome = Outcome.SUCCESS
-            attempt.http_status = image.http_status
-            attempt.provider_request_id = image.request_id[:120]
+            attempt.http_status = result.http_status
+            attempt.provider_request_id = result.request_id[:120]
         else:
             attempt.outcome = error.outcome
             attempt.http_status = error.http_status
@@ -258,19 +270,27 @@ class JobWorker:
         attempt.save()
 
     def _after_failure(self, error: ProviderError) -> None:
-        """Count the attempt against the page unless it halted the run; halt when needed."""
+        """Count the attempt against the job unless it halted the run; halt when needed."""
         run_id = self.job.run_id
+        service = self.kind.service
         if error.halts_run:
-            halt_run(run_id, reason=error.outcome, error=error)
-            return  # a halting attempt never counts against the page
+            halt_run(run_id, reason=error.outcome, error=error, service=service)
+            return  # a halting attempt never counts against the job
         if error.retryable:
             Run.objects.filter(pk=run_id).update(consecutive_failures=F("consecutive_failures") + 1)
             failures = Run.objects.filter(pk=run_id).values_list("consecutive_failures", flat=True)
             count = failures.first() or 0
             if count >= settings.STUDIO_OUTAGE_THRESHOLD:
-                if halt_run(run_id, reason=Run.HaltReason.OUTAGE, error=error, count=count):
+                halted = halt_run(
+                    run_id,
+                    reason=Run.HaltReason.OUTAGE,
+                    error=error,
+                    count=count,
+                    service=service,
+                )
+                if halted:
                     raise Interrupted()
-        Illustration.objects.filter(pk=self.job.pk).update(
+        self.model.objects.filter(pk=self.job.pk).update(
             attempts_made=F("attempts_made") + 1, updated_at=timezone.now()
         )
         self.job.attempts_made += 1
@@ -285,7 +305,7 @@ class JobWorker:
     def _mark_retrying(self, retry_state) -> None:
         wait = retry_state.upcoming_sleep
         now = timezone.now()
-        self._mine().update(
+        self.mine().update(
             status=Status.RETRYING,
             next_attempt_at=now + timedelta(seconds=wait),
             lease_expires_at=now + timedelta(seconds=wait) + self.lease,
@@ -297,44 +317,23 @@ class JobWorker:
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(1.0, left))
-            if not self._mine().filter(run_is(Run.State.RUNNING)).exists():
+            if not self.mine().filter(run_is(Run.State.RUNNING)).exists():
                 return
 
     # --- endings --------------------------------------------------------------------
 
-    def _complete(self, image: GeneratedImage) -> None:
-        now = timezone.now()
-        self.job.image.save("illustration.png", ContentFile(image.content), save=False)
-        with transaction.atomic():
-            # The page's previous picture (a regeneration) steps aside only now.
-            Illustration.objects.filter(page_id=self.job.page_id, status=Status.COMPLETE).update(
-                status=Status.REPLACED, updated_at=now
-            )
-            done = self._complete_mine(image, now)
-            if not done:
-                transaction.set_rollback(True)
-        if not done:
-            # We lost the job while the call ran (lease expired, run stopped): keep nothing.
-            self.job.image.delete(save=False)
-            return
-        Run.objects.filter(pk=self.job.run_id, consecutive_failures__gt=0).update(
-            consecutive_failures=0
-        )
-
-    def _complete_mine(self, image: GeneratedImage, now) -> int:
-        return self._mine().update(
+    def mark_complete(self, now, **fields) -> int:
+        """Mark the job complete if this worker still holds it; return rows updated."""
+        return self.mine().update(
             status=Status.COMPLETE,
             attempts_made=F("attempts_made") + 1,
-            image=self.job.image.name,
-            width=image.width,
-            height=image.height,
-            model=image.model or F("model"),
             claimed_by="",
             lease_expires_at=None,
             failure_reason="",
             error_message="",
             finished_at=now,
             updated_at=now,
+            **fields,
         )
 
     def _fail(self, error: ProviderError) -> None:
@@ -343,7 +342,7 @@ class JobWorker:
             return
         reason = "rejected" if error.outcome == Outcome.REJECTED else "exhausted"
         now = timezone.now()
-        self._mine().update(
+        self.mine().update(
             status=Status.FAILED,
             failure_reason=reason,
             error_message=error.message[:2000],
@@ -356,7 +355,7 @@ class JobWorker:
 
     def _defer(self, error: ProviderError) -> None:
         now = timezone.now()
-        self._mine().update(
+        self.mine().update(
             status=Status.QUEUED,
             claimed_by="",
             lease_expires_at=None,
@@ -369,7 +368,7 @@ class JobWorker:
         state = Run.objects.filter(pk=self.job.run_id).values_list("state", flat=True).first()
         now = timezone.now()
         if state in (Run.State.STOPPING, Run.State.STOPPED, None):
-            self._mine().update(
+            self.mine().update(
                 status=Status.CANCELED,
                 claimed_by="",
                 lease_expires_at=None,
@@ -378,7 +377,7 @@ class JobWorker:
                 updated_at=now,
             )
         else:
-            self._mine().update(
+            self.mine().update(
                 status=Status.QUEUED,
                 claimed_by="",
                 lease_expires_at=None,

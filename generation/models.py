@@ -66,8 +66,12 @@ def illustration_upload_to(instance: "Illustration", filename: str) -> str:
     return f"illustrations/{instance.page.project_id}/{uuid.uuid4().hex}.png"
 
 
-class Illustration(models.Model):
-    """One job to illustrate one page; when complete, it holds the image."""
+class Job(models.Model):
+    """What every kind of job shares: the state a worker claims, leases and ends.
+
+    The engine works on any subclass through generation.kinds; only what a job makes
+    (a picture, a story) differs.
+    """
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -79,23 +83,16 @@ class Illustration(models.Model):
         # A complete illustration that a newer one of the same page took over from.
         REPLACED = "replaced"
 
-    page = models.ForeignKey(Page, on_delete=models.CASCADE, related_name="illustrations")
     run = models.ForeignKey(
-        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="illustrations"
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="%(class)ss"
     )
     status = models.CharField(max_length=10, choices=Status, default=Status.QUEUED)
     # Higher goes first: "generate this page next".
     priority = models.IntegerField(default=0)
-
-    image = models.ImageField(upload_to=illustration_upload_to, blank=True)
-    width = models.PositiveIntegerField(null=True, blank=True)
-    height = models.PositiveIntegerField(null=True, blank=True)
-    prompt_sent = models.TextField(blank=True)
     provider = models.CharField(max_length=40, blank=True)
     model = models.CharField(max_length=80, blank=True)
-    size = models.CharField(max_length=20, blank=True)
 
-    # Attempts that count against this page (a call that halted the run does not).
+    # Attempts that count against this job (a call that halted the run does not).
     attempts_made = models.PositiveSmallIntegerField(default=0)
     claimed_by = models.CharField(max_length=64, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -109,7 +106,28 @@ class Illustration(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+
+ACTIVE_STATUSES = (Job.Status.QUEUED, Job.Status.GENERATING, Job.Status.RETRYING)
+
+
+class Illustration(Job):
+    """One job to illustrate one page; when complete, it holds the image."""
+
+    page = models.ForeignKey(Page, on_delete=models.CASCADE, related_name="illustrations")
+    image = models.ImageField(upload_to=illustration_upload_to, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    prompt_sent = models.TextField(blank=True)
+    size = models.CharField(max_length=20, blank=True)
+
+    class Meta(Job.Meta):
         constraints = [
             models.UniqueConstraint(
                 fields=["page"],
@@ -132,16 +150,32 @@ class Illustration(models.Model):
     def __str__(self) -> str:
         return f"Illustration {self.pk} of {self.page} ({self.status})"
 
-    @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
 
+class StoryJob(Job):
+    """The story phase: a text service writes a project's pages from a premise."""
 
-ACTIVE_STATUSES = (
-    Illustration.Status.QUEUED,
-    Illustration.Status.GENERATING,
-    Illustration.Status.RETRYING,
-)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="story_jobs")
+    premise = models.TextField()
+    audience = models.CharField(max_length=200, blank=True)
+    pages_wanted = models.PositiveSmallIntegerField()
+    prompt_sent = models.TextField(blank=True)
+    pages_written = models.PositiveSmallIntegerField(default=0)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status__in=["queued", "generating", "retrying"]),
+                name="one_active_story_job_per_project",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["run", "status", "-priority"], name="story_claim_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="story_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Story of {self.project} ({self.status})"
 
 
 class GenerationAttempt(models.Model):
@@ -157,8 +191,12 @@ class GenerationAttempt(models.Model):
         REJECTED = "rejected"
         LOST = "lost", "Worker lost"
 
+    # Exactly one of these names the job the call was made for.
     illustration = models.ForeignKey(
-        Illustration, on_delete=models.CASCADE, related_name="attempts"
+        Illustration, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
+    )
+    story = models.ForeignKey(
+        StoryJob, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
     )
     number = models.PositiveSmallIntegerField()
     started_at = models.DateTimeField()
@@ -177,8 +215,19 @@ class GenerationAttempt(models.Model):
             models.UniqueConstraint(
                 fields=["illustration", "number"], name="attempt_number_unique"
             ),
+            models.UniqueConstraint(fields=["story", "number"], name="story_attempt_number_unique"),
+            models.CheckConstraint(
+                condition=Q(illustration__isnull=False, story__isnull=True)
+                | Q(illustration__isnull=True, story__isnull=False),
+                name="attempt_belongs_to_one_job",
+            ),
         ]
         indexes = [models.Index(fields=["outcome", "started_at"])]
 
     def __str__(self) -> str:
-        return f"Attempt {self.number} of illustration {self.illustration_id}: {self.outcome}"
+        job = (
+            f"illustration {self.illustration_id}"
+            if self.illustration_id
+            else f"story {self.story_id}"
+        )
+        return f"Attempt {self.number} of {job}: {self.outcome}"

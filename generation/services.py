@@ -17,11 +17,22 @@ from django_q.tasks import async_task
 from studio.models import Page, Project
 
 from .engine import run_is, settle_run
-from .models import ACTIVE_STATUSES, OPEN_RUN_STATES, GenerationAttempt, Illustration, Run
+from .kinds import KINDS
+from .models import (
+    ACTIVE_STATUSES,
+    OPEN_RUN_STATES,
+    GenerationAttempt,
+    Illustration,
+    Job,
+    Run,
+    StoryJob,
+)
+from .providers import text_provider_configured
 
 logger = logging.getLogger(__name__)
 
-Status = Illustration.Status
+Status = Job.Status
+MAX_STORY_PAGES = 300
 
 
 @dataclass(frozen=True)
@@ -31,21 +42,82 @@ class Queued:
     resumed: bool = False  # a paused or halted run was set running again
 
 
-def enqueue_jobs(run_id: int, count: int) -> None:
+class StoryNotPossible(Exception):
+    """The story phase cannot start; the message says why, for the editor."""
+
+
+# --- the broker ----------------------------------------------------------------------------
+
+
+def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> None:
     """Hand the broker one task per job; each task claims the run's most urgent job."""
     for _ in range(count):
         async_task(
             "generation.tasks.run_next_job",
             run_id,
-            task_name=f"run-{run_id}-job",
+            kind,
+            task_name=f"run-{run_id}-{kind}",
             group=f"run-{run_id}",
         )
 
 
-def _enqueue_on_commit(run: Run, count: int) -> None:
-    if count:
-        run_id = run.pk
-        transaction.on_commit(lambda: enqueue_jobs(run_id, count))
+def _enqueue_on_commit(run: Run, counts: dict[str, int]) -> None:
+    run_id = run.pk
+    for kind, count in counts.items():
+        if count:
+            transaction.on_commit(lambda kind=kind, count=count: enqueue_jobs(run_id, count, kind))
+
+
+def _queued_counts(run: Run) -> dict[str, int]:
+    return {
+        name: kind.model.objects.filter(run=run, status=Status.QUEUED).count()
+        for name, kind in KINDS.items()
+    }
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def _lock(project_id: int) -> None:
+    # Serialises queuing for one project, so two requests cannot queue the same work.
+    Project.objects.select_for_update().filter(pk=project_id).first()
+
+
+def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
+    """Return the project's open run set running (or a new run), and whether a paused,
+    halted or stopping run was resumed. Call with the project locked."""
+    run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
+    if run is None:
+        return Run.objects.create(project=project, requested_by=requested_by), False
+    if run.state == Run.State.RUNNING:
+        return run, False
+    _set_running(run)
+    return run, True
+
+
+def _set_running(run: Run) -> None:
+    run.state = Run.State.RUNNING
+    run.halt_reason = ""
+    run.message = ""
+    run.consecutive_failures = 0
+    run.finished_at = None
+    run.save()
+
+
+def _queue_pages(project: Project, page_ids: list[int], requested_by) -> Queued:
+    """Add one illustration job per page to the open run and hand the broker their tasks.
+
+    A paused or halted run resumes, since the editor asked for work, and its waiting jobs
+    get their tasks again.
+    """
+    if not page_ids:
+        open_run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
+        if open_run is None or open_run.state == Run.State.RUNNING:
+            return Queued(run=open_run, count=0)
+    run, resumed = _open_run_for_work(project, requested_by)
+    Illustration.objects.bulk_create(Illustration(page_id=pk, run=run) for pk in page_ids)
+    _enqueue_on_commit(run, _queued_counts(run) if resumed else {"illustration": len(page_ids)})
+    return Queued(run=run, count=len(page_ids), resumed=resumed)
 
 
 def missing_pages(project: Project):
@@ -59,35 +131,14 @@ def missing_pages(project: Project):
     )
 
 
-def _queue_pages(project: Project, page_ids: list[int], requested_by) -> Queued:
-    """Add one job per page to the project's open run (or a new one), set it running, and
-    hand the broker their tasks. Call with the project locked.
-
-    A paused or halted run resumes, since the editor asked for work, and its waiting jobs
-    get their tasks again.
-    """
-    run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
-    resumed = run is not None and run.state != Run.State.RUNNING
-    if run is None:
-        if not page_ids:
-            return Queued(run=None, count=0)
-        run = Run.objects.create(project=project, requested_by=requested_by)
-    elif resumed:
-        run.state = Run.State.RUNNING
-        run.halt_reason = ""
-        run.message = ""
-        run.consecutive_failures = 0
-        run.finished_at = None
-        run.save()
-    Illustration.objects.bulk_create(Illustration(page_id=pk, run=run) for pk in page_ids)
-    tasks = run.illustrations.filter(status=Status.QUEUED).count() if resumed else len(page_ids)
-    _enqueue_on_commit(run, tasks)
-    return Queued(run=run, count=len(page_ids), resumed=resumed)
-
-
-def _lock(project_id: int) -> None:
-    # Serialises queuing for one project, so two requests cannot queue the same pages.
-    Project.objects.select_for_update().filter(pk=project_id).first()
+def failed_pages(project: Project):
+    """Return pages that are missing, not active, and whose latest job failed."""
+    latest = Illustration.objects.filter(page=OuterRef("pk")).order_by("-created_at", "-pk")
+    return (
+        missing_pages(project)
+        .annotate(latest_status=latest.values("status")[:1])
+        .filter(latest_status=Status.FAILED)
+    )
 
 
 @transaction.atomic
@@ -110,63 +161,6 @@ def retry_failed(*, project: Project, requested_by=None) -> Queued:
     if not pages:
         return Queued(run=None, count=0)
     return _queue_pages(project, pages, requested_by)
-
-
-def failed_pages(project: Project):
-    """Return pages that are missing, not active, and whose latest job failed."""
-    latest = Illustration.objects.filter(page=OuterRef("pk")).order_by("-created_at", "-pk")
-    return (
-        missing_pages(project)
-        .annotate(latest_status=latest.values("status")[:1])
-        .filter(latest_status=Status.FAILED)
-    )
-
-
-@transaction.atomic
-def stop(*, project: Project) -> Run | None:
-    """Stop the open run: calls in flight finish, queued jobs are canceled, work is kept."""
-    run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
-    if run is None:
-        return None
-    now = timezone.now()
-    run.illustrations.filter(status=Status.QUEUED).update(
-        status=Status.CANCELED, finished_at=now, updated_at=now
-    )
-    working = run.illustrations.filter(status__in=(Status.GENERATING, Status.RETRYING)).exists()
-    run.state = Run.State.STOPPING if working else Run.State.STOPPED
-    run.finished_at = None if working else now
-    run.save()
-    return run
-
-
-@transaction.atomic
-def pause(*, project: Project) -> Run | None:
-    """Pause the running run: calls in flight finish, the queue is kept for Resume."""
-    run = Run.objects.select_for_update().filter(project=project, state=Run.State.RUNNING).first()
-    if run is None:
-        return None
-    run.state = Run.State.PAUSED
-    run.save()
-    return run
-
-
-@transaction.atomic
-def resume(*, project: Project) -> Run | None:
-    """Resume a paused or halted run: the same missing pages continue where they were."""
-    run = (
-        Run.objects.select_for_update()
-        .filter(project=project, state__in=(Run.State.PAUSED, Run.State.HALTED))
-        .first()
-    )
-    if run is None:
-        return None
-    run.state = Run.State.RUNNING
-    run.halt_reason = ""
-    run.message = ""
-    run.consecutive_failures = 0
-    run.save()
-    _enqueue_on_commit(run, run.illustrations.filter(status=Status.QUEUED).count())
-    return run
 
 
 @transaction.atomic
@@ -203,35 +197,124 @@ def prioritize(*, page: Page, requested_by=None) -> bool:
     return bool(updated)
 
 
+@transaction.atomic
+def write_story(
+    *, project: Project, premise: str, pages: int, audience: str = "", requested_by=None
+) -> StoryJob:
+    """Queue the story phase: a text service writes `pages` pages from the premise.
+
+    Return the project's story job (the one already on its way, if any). Raise
+    StoryNotPossible, with a message for the editor, when it cannot start.
+    """
+    _lock(project.pk)
+    if project.pages.exists():
+        raise StoryNotPossible("The story phase is skipped: this project already has pages.")
+    if not text_provider_configured():
+        raise StoryNotPossible(
+            "No text service is configured (set STUDIO_TEXT_PROVIDER=openai), so the studio "
+            "cannot write a story from a premise. Start from a manuscript instead."
+        )
+    if not premise.strip():
+        raise StoryNotPossible("Write a premise: what happens, to whom.")
+    if not 1 <= pages <= MAX_STORY_PAGES:
+        raise StoryNotPossible(f"A story can have 1 to {MAX_STORY_PAGES} pages.")
+    active = project.story_jobs.filter(status__in=ACTIVE_STATUSES).first()
+    if active is not None:
+        return active
+    run, resumed = _open_run_for_work(project, requested_by)
+    job = StoryJob.objects.create(
+        project=project,
+        run=run,
+        premise=premise.strip(),
+        audience=audience.strip(),
+        pages_wanted=pages,
+    )
+    _enqueue_on_commit(run, _queued_counts(run) if resumed else {"story": 1})
+    return job
+
+
+@transaction.atomic
+def stop(*, project: Project) -> Run | None:
+    """Stop the open run: calls in flight finish, queued jobs are canceled, work is kept."""
+    run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
+    if run is None:
+        return None
+    now = timezone.now()
+    working = False
+    for kind in KINDS.values():
+        jobs = kind.model.objects.filter(run=run)
+        jobs.filter(status=Status.QUEUED).update(
+            status=Status.CANCELED, finished_at=now, updated_at=now
+        )
+        working |= jobs.filter(status__in=(Status.GENERATING, Status.RETRYING)).exists()
+    run.state = Run.State.STOPPING if working else Run.State.STOPPED
+    run.finished_at = None if working else now
+    run.save()
+    return run
+
+
+@transaction.atomic
+def pause(*, project: Project) -> Run | None:
+    """Pause the running run: calls in flight finish, the queue is kept for Resume."""
+    run = Run.objects.select_for_update().filter(project=project, state=Run.State.RUNNING).first()
+    if run is None:
+        return None
+    run.state = Run.State.PAUSED
+    run.save()
+    return run
+
+
+@transaction.atomic
+def resume(*, project: Project) -> Run | None:
+    """Resume a paused or halted run: the same missing pages continue where they were."""
+    run = (
+        Run.objects.select_for_update()
+        .filter(project=project, state__in=(Run.State.PAUSED, Run.State.HALTED))
+        .first()
+    )
+    if run is None:
+        return None
+    _set_running(run)
+    _enqueue_on_commit(run, _queued_counts(run))
+    return run
+
+
+# --- repair --------------------------------------------------------------------------------
+
+
 def top_up_broker(*, now) -> int:
     """Make the broker hold at least one waiting task per due queued job of a running run.
     Return how many tasks were added.
 
-    Tasks are interchangeable (each claims its run's most urgent job), so counting is
-    enough. A task can vanish with a killed cluster that had fetched it, or sit locked in
-    the ORM broker until its retry time; the broker cannot tell those from tasks a live
-    cluster has fetched, so this may over-deliver, which is harmless: a task that finds
-    nothing to claim calls nothing.
+    Tasks are interchangeable (each claims its run's most urgent job of its kind), so
+    counting is enough. A task can vanish with a killed cluster that had fetched it, or
+    sit locked in the ORM broker until its retry time; the broker cannot tell those from
+    tasks a live cluster has fetched, so this may over-deliver, which is harmless: a task
+    that finds nothing to claim calls nothing.
     """
-    # Deferred jobs (a long Retry-After) whose time has come become claimable again.
-    Illustration.objects.filter(status=Status.QUEUED, next_attempt_at__lte=now).update(
-        next_attempt_at=None
-    )
-    due_by_run = dict(
-        Illustration.objects.filter(status=Status.QUEUED, run__state=Run.State.RUNNING)
-        .filter(next_attempt_at__isnull=True)
-        .values("run")
-        .annotate(due=Count("pk"))
-        .values_list("run", "due")
-        .order_by("run")
-    )
-    deficit = sum(due_by_run.values()) - get_broker().queue_size()
+    due: list[tuple[str, int, int]] = []
+    for name, kind in KINDS.items():
+        # Deferred jobs (a long Retry-After) whose time has come become claimable again.
+        kind.model.objects.filter(status=Status.QUEUED, next_attempt_at__lte=now).update(
+            next_attempt_at=None
+        )
+        counts = (
+            kind.model.objects.filter(
+                status=Status.QUEUED, run__state=Run.State.RUNNING, next_attempt_at__isnull=True
+            )
+            .values("run")
+            .annotate(due=Count("pk"))
+            .values_list("run", "due")
+            .order_by("run")
+        )
+        due += [(name, run_id, count) for run_id, count in counts]
+    deficit = sum(count for _, _, count in due) - get_broker().queue_size()
     added = 0
-    for run_id, due in due_by_run.items():
-        count = min(due, deficit - added)
+    for name, run_id, count in due:
+        count = min(count, deficit - added)
         if count <= 0:
             break
-        enqueue_jobs(run_id, count)
+        enqueue_jobs(run_id, count, name)
         added += count
     return added
 
@@ -245,41 +328,41 @@ def sweep(*, now=None) -> dict[str, int]:
     3. Runs with nothing left are closed.
     """
     now = now or timezone.now()
-    expired = Illustration.objects.filter(
-        status__in=(Status.GENERATING, Status.RETRYING), lease_expires_at__lt=now
-    )
-    expired_jobs = dict(expired.values_list("pk", "run_id"))
-    GenerationAttempt.objects.filter(
-        illustration_id__in=expired_jobs, outcome=GenerationAttempt.Outcome.IN_FLIGHT
-    ).update(
-        outcome=GenerationAttempt.Outcome.LOST,
-        finished_at=now,
-        message="The worker stopped responding during this call.",
-    )
+    canceled = requeued = 0
     stopped = Q(run__isnull=True) | run_is(Run.State.STOPPING, Run.State.STOPPED)
-    canceled = (
-        expired.filter(pk__in=expired_jobs)
-        .filter(stopped)
-        .update(
+    for kind in KINDS.values():
+        expired = kind.model.objects.filter(
+            status__in=(Status.GENERATING, Status.RETRYING), lease_expires_at__lt=now
+        )
+        expired_ids = list(expired.values_list("pk", flat=True))
+        if not expired_ids:
+            continue
+        GenerationAttempt.objects.filter(
+            **{f"{kind.attempt_field}__in": expired_ids},
+            outcome=GenerationAttempt.Outcome.IN_FLIGHT,
+        ).update(
+            outcome=GenerationAttempt.Outcome.LOST,
+            finished_at=now,
+            message="The worker stopped responding during this call.",
+        )
+        expired = expired.filter(pk__in=expired_ids)
+        canceled += expired.filter(stopped).update(
             status=Status.CANCELED,
             claimed_by="",
             lease_expires_at=None,
             finished_at=now,
             updated_at=now,
         )
-    )
-    requeued = expired.filter(pk__in=expired_jobs).update(
-        status=Status.QUEUED,
-        claimed_by="",
-        lease_expires_at=None,
-        next_attempt_at=None,
-        updated_at=now,
-    )
-
+        requeued += expired.update(
+            status=Status.QUEUED,
+            claimed_by="",
+            lease_expires_at=None,
+            next_attempt_at=None,
+            updated_at=now,
+        )
     reenqueued = top_up_broker(now=now)
-    for run_id in Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING)).values_list(
-        "pk", flat=True
-    ):
+    open_runs = Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING))
+    for run_id in open_runs.values_list("pk", flat=True):
         settle_run(run_id)
     if canceled or requeued or reenqueued:
         logger.info(

@@ -3,9 +3,10 @@
 from . import engine, services
 
 
-def run_next_job(run_id: int) -> int | None:
-    """Work the run's most urgent queued job; return its id (None if nothing was claimed)."""
-    return engine.run_next_job(run_id)
+def run_next_job(run_id: int, kind: str = "illustration") -> int | None:
+    """Work the run's most urgent queued job of a kind; return its id (None if nothing was
+    claimed)."""
+    return engine.run_next_job(run_id, kind)
 
 
 def sweep() -> dict[str, int]:

@@ -30,6 +30,8 @@ class Project(models.Model):
 class Page(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pages")
     number = models.PositiveIntegerField()
+    # An optional name editors number by: "Beat 1.1", "Scene 3 · Shot 2".
+    label = models.CharField(max_length=80, blank=True)
     text = models.TextField()
     prompt = models.TextField(
         blank=True, help_text="What to draw. Leave empty to illustrate the page text."

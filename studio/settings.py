@@ -150,6 +150,14 @@ if STUDIO_IMAGE_PROVIDER not in {"embedded", "openai"}:
     raise ImproperlyConfigured(
         f"STUDIO_IMAGE_PROVIDER must be 'embedded' or 'openai', not {STUDIO_IMAGE_PROVIDER!r}"
     )
+# The story phase: a text service writes pages from a premise. Empty means none is
+# configured, and the premise path says so.
+STUDIO_TEXT_PROVIDER = env_str("STUDIO_TEXT_PROVIDER")
+if STUDIO_TEXT_PROVIDER not in {"", "openai"}:
+    raise ImproperlyConfigured(
+        f"STUDIO_TEXT_PROVIDER must be empty or 'openai', not {STUDIO_TEXT_PROVIDER!r}"
+    )
+STUDIO_TEXT_MODEL = env_str("STUDIO_TEXT_MODEL", "gpt-4o-mini")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
 STUDIO_IMAGE_MODEL = env_str("STUDIO_IMAGE_MODEL", "gpt-image-1")

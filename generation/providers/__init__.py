@@ -12,3 +12,19 @@ PROVIDERS = {
 def get_provider(name: str | None = None):
     """Return an instance of the configured (or named) image provider."""
     return import_string(PROVIDERS[name or settings.STUDIO_IMAGE_PROVIDER])()
+
+
+TEXT_PROVIDERS = {
+    "openai": "generation.providers.openai.OpenAITextProvider",
+}
+
+
+def text_provider_configured() -> bool:
+    return bool(settings.STUDIO_TEXT_PROVIDER)
+
+
+def get_text_provider():
+    """Return the configured text provider (the story phase); raise if there is none."""
+    if not settings.STUDIO_TEXT_PROVIDER:
+        raise LookupError("No text provider is configured (STUDIO_TEXT_PROVIDER).")
+    return import_string(TEXT_PROVIDERS[settings.STUDIO_TEXT_PROVIDER])()

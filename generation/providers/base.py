@@ -34,6 +34,29 @@ class GeneratedImage:
     http_status: int | None = None
 
 
+@dataclass(frozen=True)
+class StoryRequest:
+    premise: str
+    audience: str
+    pages: int
+    idempotency_key: str
+    style_guide: str = ""
+
+
+@dataclass(frozen=True)
+class StoryPage:
+    text: str
+    prompt: str = ""
+
+
+@dataclass(frozen=True)
+class WrittenStory:
+    pages: list[StoryPage]
+    model: str = ""
+    request_id: str = ""
+    http_status: int | None = None
+
+
 class ProviderError(Exception):
     """A call that did not produce an image. Subclasses say what the engine should do."""
 

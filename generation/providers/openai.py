@@ -22,7 +22,10 @@ from .base import (
     ProviderError,
     RateLimited,
     Rejected,
+    StoryPage,
+    StoryRequest,
     Transient,
+    WrittenStory,
     verify_image,
 )
 
@@ -85,40 +88,40 @@ def classify(status: int, body: object, headers) -> ProviderError:
     return Rejected(message, **details)
 
 
-class OpenAIProvider:
-    name = "openai"
+class OpenAICompatible:
+    """What the image and text providers share: auth, timeouts, capped reads, errors."""
+
+    service = "the service"  # how messages name it: "the image service"
 
     def __init__(self):
         self.base_url = settings.OPENAI_BASE_URL
         self.api_key = settings.OPENAI_API_KEY
-        self.model = settings.STUDIO_IMAGE_MODEL
         read = float(settings.STUDIO_PROVIDER_TIMEOUT)
         self.timeout = (min(CONNECT_TIMEOUT, read), read)
         self.session = requests.Session()
 
-    def generate(self, request: ImageRequest) -> GeneratedImage:
+    def post_json(self, path: str, body: dict, *, idempotency_key: str) -> tuple[dict, int, str]:
+        """POST body and return (payload, HTTP status, request id) of a 2xx JSON answer;
+        raise the classified ProviderError for anything else."""
         if not self.api_key:
             raise AuthFailed("OPENAI_API_KEY is not set.")
-        body = {"model": self.model, "prompt": request.prompt, "size": request.size, "n": 1}
-        if self.model.startswith("dall-e"):
-            body["response_format"] = "b64_json"
         try:
             response = self.session.post(
-                f"{self.base_url}/images/generations",
+                f"{self.base_url}{path}",
                 json=body,
                 headers={
                     "Authorization": f"Bearer {self.api_key}",
-                    "Idempotency-Key": request.idempotency_key,
+                    "Idempotency-Key": idempotency_key,
                 },
                 timeout=self.timeout,
                 stream=True,
             )
         except requests.Timeout as exc:
             raise Transient(
-                f"The image service did not answer in time ({self._safe(exc)})"
+                f"{self.service.capitalize()} did not answer in time ({self._safe(exc)})"
             ) from exc
         except requests.RequestException as exc:
-            raise Transient(f"Could not reach the image service ({self._safe(exc)})") from exc
+            raise Transient(f"Could not reach {self.service} ({self._safe(exc)})") from exc
         with response:
             request_id = response.headers.get("x-request-id", "")
             content = self._read_capped(response, MAX_RESPONSE_BYTES, request_id)
@@ -132,11 +135,56 @@ class OpenAIProvider:
                 raise error
             if not isinstance(payload, dict):
                 raise Transient(
-                    "The image service sent a broken answer (invalid JSON).",
+                    f"{self.service.capitalize()} sent a broken answer (invalid JSON).",
                     http_status=response.status_code,
                     request_id=request_id,
                 )
-            image_bytes = self._image_bytes(payload, response.status_code, request_id)
+            return payload, response.status_code, request_id
+
+    def _read_capped(self, response, limit: int, request_id: str) -> bytes:
+        chunks, size = [], 0
+        try:
+            for chunk in response.iter_content(chunk_size=256 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise Transient(
+                        f"The image service sent more than {limit // (1024 * 1024)} MB; refused.",
+                        http_status=response.status_code,
+                        request_id=request_id,
+                    )
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise Transient(
+                f"The answer broke off ({self._safe(exc)})",
+                http_status=response.status_code,
+                request_id=request_id,
+            ) from exc
+        return b"".join(chunks)
+
+    def _safe(self, text: object) -> str:
+        """Return text with the API key removed, so it can be stored and shown."""
+        text = str(text)
+        return text.replace(self.api_key, "[redacted]") if self.api_key else text
+
+
+class OpenAIProvider(OpenAICompatible):
+    """Images: POST {base}/images/generations."""
+
+    name = "openai"
+    service = "the image service"
+
+    def __init__(self):
+        super().__init__()
+        self.model = settings.STUDIO_IMAGE_MODEL
+
+    def generate(self, request: ImageRequest) -> GeneratedImage:
+        body = {"model": self.model, "prompt": request.prompt, "size": request.size, "n": 1}
+        if self.model.startswith("dall-e"):
+            body["response_format"] = "b64_json"
+        payload, status, request_id = self.post_json(
+            "/images/generations", body, idempotency_key=request.idempotency_key
+        )
+        image_bytes = self._image_bytes(payload, status, request_id)
         width, height = verify_image(image_bytes)
         return GeneratedImage(
             content=image_bytes,
@@ -144,7 +192,7 @@ class OpenAIProvider:
             height=height,
             model=self.model,
             request_id=request_id,
-            http_status=response.status_code,
+            http_status=status,
         )
 
     def _image_bytes(self, payload: dict, status: int, request_id: str) -> bytes:
@@ -180,27 +228,80 @@ class OpenAIProvider:
         except requests.RequestException as exc:
             raise Transient(f"Downloading the image failed ({self._safe(exc)})") from exc
 
-    def _read_capped(self, response, limit: int, request_id: str) -> bytes:
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(chunk_size=256 * 1024):
-                size += len(chunk)
-                if size > limit:
-                    raise Transient(
-                        f"The image service sent more than {limit // (1024 * 1024)} MB; refused.",
-                        http_status=response.status_code,
-                        request_id=request_id,
-                    )
-                chunks.append(chunk)
-        except requests.RequestException as exc:
-            raise Transient(
-                f"The answer broke off ({self._safe(exc)})",
-                http_status=response.status_code,
-                request_id=request_id,
-            ) from exc
-        return b"".join(chunks)
 
-    def _safe(self, text: object) -> str:
-        """Return text with the API key removed, so it can be stored and shown."""
-        text = str(text)
-        return text.replace(self.api_key, "[redacted]") if self.api_key else text
+STORY_INSTRUCTIONS = (
+    "You write picture books and storyboards. Answer with JSON only, in the form "
+    '{"pages": [{"text": "...", "prompt": "..."}]}: one object per page, in order, where '
+    '"text" is what the page says and "prompt" describes its illustration.'
+)
+
+
+def story_prompt(request: StoryRequest) -> str:
+    """Return the user message that asks for exactly request.pages pages."""
+    audience = f" for {request.audience}" if request.audience else ""
+    style = f"\nKeep to this style guide: {request.style_guide}" if request.style_guide else ""
+    return f"Write exactly {request.pages} pages{audience}.\nPremise: {request.premise}{style}"
+
+
+class OpenAITextProvider(OpenAICompatible):
+    """Stories: POST {base}/chat/completions, asking for JSON pages."""
+
+    name = "openai"
+    service = "the text service"
+
+    def __init__(self):
+        super().__init__()
+        self.model = settings.STUDIO_TEXT_MODEL
+
+    def write(self, request: StoryRequest) -> WrittenStory:
+        body = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": STORY_INSTRUCTIONS},
+                {"role": "user", "content": story_prompt(request)},
+            ],
+            "response_format": {"type": "json_object"},
+        }
+        payload, status, request_id = self.post_json(
+            "/chat/completions", body, idempotency_key=request.idempotency_key
+        )
+        details = {"http_status": status, "request_id": request_id}
+        choices = payload.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else {}
+        if isinstance(choice, dict) and choice.get("finish_reason") == "content_filter":
+            raise Rejected("The text service refused this premise (content filter).", **details)
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        try:
+            story = json.loads(content)
+        except (TypeError, ValueError):
+            raise Transient(
+                "The text service wrote something that is not the JSON asked for.", **details
+            ) from None
+        pages = (
+            [_story_page(item) for item in (story.get("pages") or [])]
+            if isinstance(story, dict)
+            else []
+        )
+        pages = [page for page in pages if page is not None]
+        if len(pages) < request.pages:
+            raise Transient(
+                f"The story came back with {len(pages)} pages; {request.pages} were asked for.",
+                **details,
+            )
+        return WrittenStory(
+            pages=pages[: request.pages],
+            model=self.model,
+            request_id=request_id,
+            http_status=status,
+        )
+
+
+def _story_page(item: object) -> StoryPage | None:
+    if isinstance(item, str) and item.strip():
+        return StoryPage(text=item.strip())
+    if isinstance(item, dict) and str(item.get("text") or "").strip():
+        return StoryPage(
+            text=str(item["text"]).strip(), prompt=str(item.get("prompt") or "").strip()
+        )
+    return None

@@ -1,0 +1,153 @@
+"""Kinds of job the one engine runs: what each asks a service for and what it keeps.
+
+The engine owns claims, leases, retries, halts and attempt rows for every kind; a kind
+only says how to build its request, which provider to call, and how to store a result.
+"""
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Max
+
+from studio.models import Page
+
+from .models import Illustration, Job, StoryJob
+from .prompts import compose_prompt
+from .providers import get_provider, get_text_provider
+from .providers.base import ImageRequest, StoryRequest
+
+
+class JobKind:
+    name: str
+    model: type[Job]
+    attempt_field: str  # the GenerationAttempt field that points at this kind of job
+    service: str  # how messages name the service: "image service"
+    claim_order: tuple[str, ...] = ("-priority", "pk")
+    select_related: tuple[str, ...] = ()
+
+    def provider(self):
+        raise NotImplementedError
+
+    def prepare(self, job: Job, provider) -> str:
+        """Store what is about to be sent (prompt, provider, model); return the prompt."""
+        raise NotImplementedError
+
+    def call(self, provider, job: Job, prompt: str, number: int):
+        """Make one call; return its result or raise a ProviderError."""
+        raise NotImplementedError
+
+    def complete(self, worker, result, now) -> bool:
+        """Keep the result and mark the worker's job complete, in one transaction, only if
+        the worker still holds it. Return whether it did."""
+        raise NotImplementedError
+
+
+class IllustrationKind(JobKind):
+    name = "illustration"
+    model = Illustration
+    attempt_field = "illustration"
+    service = "image service"
+    claim_order = ("-priority", "page__number")
+    select_related = ("page__project",)
+
+    def provider(self):
+        return get_provider()
+
+    def prepare(self, job: Illustration, provider) -> str:
+        prompt = compose_prompt(job.page)
+        Illustration.objects.filter(pk=job.pk).update(
+            prompt_sent=prompt,
+            provider=provider.name,
+            model=getattr(provider, "model", ""),
+            size=settings.STUDIO_IMAGE_SIZE,
+        )
+        return prompt
+
+    def call(self, provider, job: Illustration, prompt: str, number: int):
+        return provider.generate(
+            ImageRequest(
+                prompt=prompt,
+                size=settings.STUDIO_IMAGE_SIZE,
+                seed=job.pk,
+                idempotency_key=f"studio-illustration-{job.pk}-attempt-{number}",
+                caption=f"Page {job.page.number}",
+            )
+        )
+
+    def complete(self, worker, result, now) -> bool:
+        job = worker.job
+        job.image.save("illustration.png", ContentFile(result.content), save=False)
+        with transaction.atomic():
+            # The page's previous picture (a regeneration) steps aside only now.
+            Illustration.objects.filter(
+                page_id=job.page_id, status=Illustration.Status.COMPLETE
+            ).update(status=Illustration.Status.REPLACED, updated_at=now)
+            done = worker.mark_complete(
+                now,
+                image=job.image.name,
+                width=result.width,
+                height=result.height,
+                model=result.model or job.model,
+            )
+            if not done:
+                transaction.set_rollback(True)
+        if not done:
+            # The job was lost while the call ran (lease expired, run stopped): keep nothing.
+            job.image.delete(save=False)
+        return bool(done)
+
+
+class StoryKind(JobKind):
+    name = "story"
+    model = StoryJob
+    attempt_field = "story"
+    service = "text service"
+    select_related = ("project",)
+
+    def provider(self):
+        return get_text_provider()
+
+    def prepare(self, job: StoryJob, provider) -> str:
+        from .providers.openai import story_prompt
+
+        prompt = story_prompt(self._request(job, number=0))
+        StoryJob.objects.filter(pk=job.pk).update(
+            prompt_sent=prompt, provider=provider.name, model=getattr(provider, "model", "")
+        )
+        return prompt
+
+    def call(self, provider, job: StoryJob, prompt: str, number: int):
+        return provider.write(self._request(job, number=number))
+
+    def _request(self, job: StoryJob, *, number: int) -> StoryRequest:
+        return StoryRequest(
+            premise=job.premise,
+            audience=job.audience,
+            pages=job.pages_wanted,
+            idempotency_key=f"studio-story-{job.pk}-attempt-{number}",
+            style_guide=job.project.style_guide,
+        )
+
+    def complete(self, worker, result, now) -> bool:
+        job = worker.job
+        with transaction.atomic():
+            done = worker.mark_complete(now, pages_written=0, model=result.model or job.model)
+            if not done:
+                transaction.set_rollback(True)
+                return False
+            # The story phase never overwrites pages: if the editor added some meanwhile,
+            # theirs stand.
+            if not job.project.pages.exists():
+                Page.objects.bulk_create(
+                    Page(project=job.project, number=n, text=page.text, prompt=page.prompt)
+                    for n, page in enumerate(result.pages, 1)
+                )
+                StoryJob.objects.filter(pk=job.pk).update(pages_written=len(result.pages))
+        return True
+
+
+KINDS: dict[str, JobKind] = {kind.name: kind for kind in (IllustrationKind(), StoryKind())}
+
+
+def max_attempt_number(job: Job) -> int:
+    return job.attempts.aggregate(n=Max("number"))["n"] or 0

@@ -9,6 +9,7 @@ from django.db.models import Count, Exists, OuterRef, Q, Subquery
 from studio.models import Page, Project
 
 from .models import ACTIVE_STATUSES, Illustration, Run
+from .prompts import compose_prompt
 
 Status = Illustration.Status
 
@@ -74,6 +75,8 @@ class PageCard:
         if self.job is not None and self.job.is_active:
             return self.job.status
         if self.current is not None:
+            if is_outdated(self.page, self.current):
+                return "outdated"  # offered for regeneration, never redrawn silently
             if self.latest_run_id and self.current.run_id != self.latest_run_id:
                 return "exists"  # kept from an earlier run
             return "complete"
@@ -93,6 +96,8 @@ class PageCard:
 def page_cards(project: Project, *, pages=None, latest_run_id=None) -> list[PageCard]:
     """Return one card per page (or per given page), in two queries whatever the count."""
     pages = list(pages if pages is not None else project.pages.all())
+    for page in pages:
+        page.project = project  # the cards compose prompts: no query per page
     latest = Illustration.objects.filter(page=OuterRef("page")).order_by("-created_at", "-pk")
     jobs = Illustration.objects.filter(page__in=[p.pk for p in pages]).filter(
         Q(status=Status.COMPLETE) | Q(pk=Subquery(latest.values("pk")[:1]))
@@ -120,6 +125,18 @@ def changed_pages(project: Project, *, since: datetime):
     """Return the project's pages whose text or jobs changed at or after `since`."""
     touched = Illustration.objects.filter(page=OuterRef("pk"), updated_at__gte=since)
     return project.pages.filter(Q(updated_at__gte=since) | Exists(touched))
+
+
+def latest_runs(projects: list[Project]) -> dict[int, Run]:
+    """Return each project's most recent run, in one query."""
+    latest = Run.objects.filter(project=OuterRef("project")).order_by("-created_at", "-pk")
+    runs = Run.objects.filter(project__in=projects, pk=Subquery(latest.values("pk")[:1]))
+    return {run.project_id: run for run in runs}
+
+
+def is_outdated(page: Page, illustration: Illustration) -> bool:
+    """Return whether the picture was drawn from another prompt than the page's today."""
+    return bool(illustration.prompt_sent) and illustration.prompt_sent != compose_prompt(page)
 
 
 def latest_run(project: Project) -> Run | None:

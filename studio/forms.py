@@ -1,8 +1,120 @@
 from django import forms
 
-from .models import Page
+from generation.services import MAX_STORY_PAGES
+
+from .manuscript import ManuscriptError, decode_manuscript, parse_manuscript
+from .models import Page, Project
 
 MAX_PROMPT_CHARS = 4000
+MAX_STYLE_CHARS = 4000
+
+
+class ProjectForm(forms.ModelForm):
+    class Meta:
+        model = Project
+        fields = ["title", "style_guide"]
+        widgets = {"style_guide": forms.Textarea(attrs={"rows": 4, "maxlength": MAX_STYLE_CHARS})}
+        labels = {"style_guide": "Style guide and characters"}
+        error_messages = {"title": {"required": "Give the project a title."}}
+        help_texts = {
+            "style_guide": "Art style, and the recurring characters and how they look. "
+            "Added to every page's prompt so the book looks like one book."
+        }
+
+    def clean_title(self) -> str:
+        title = self.cleaned_data["title"].strip()
+        if not title:
+            raise forms.ValidationError("Give the project a title.")
+        return title
+
+    def clean_style_guide(self) -> str:
+        style = self.cleaned_data["style_guide"].strip()
+        if len(style) > MAX_STYLE_CHARS:
+            raise forms.ValidationError(
+                f"The style guide can be at most {MAX_STYLE_CHARS:,} characters."
+            )
+        return style
+
+
+class ManuscriptForm(ProjectForm):
+    manuscript = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 12}),
+        help_text="Paste the text; a line holding only --- starts a new page.",
+    )
+    upload = forms.FileField(
+        required=False, label="…or upload a .txt or .md file", help_text="UTF-8, at most 2 MB."
+    )
+
+    class Meta(ProjectForm.Meta):
+        pass
+
+    def clean_upload(self):
+        upload = self.cleaned_data.get("upload")
+        if upload is None:
+            return ""
+        if not upload.name.lower().endswith((".txt", ".md")):
+            raise forms.ValidationError("Upload a .txt or .md file.")
+        try:
+            # Read one byte past the limit: enough to refuse it without reading it all.
+            return decode_manuscript(upload.read(2 * 1024 * 1024 + 1))
+        except ManuscriptError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean(self):
+        cleaned = super().clean()
+        text = cleaned.get("upload") or cleaned.get("manuscript") or ""
+        cleaned["pages"] = []
+        if text.strip():
+            try:
+                cleaned["pages"] = parse_manuscript(text)
+            except ManuscriptError as exc:
+                field = "upload" if cleaned.get("upload") else "manuscript"
+                self.add_error(field, str(exc))
+            else:
+                cleaned["manuscript"] = text  # the preview keeps an upload's text
+        return cleaned
+
+
+class PremiseForm(ProjectForm):
+    premise = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "maxlength": 2000}),
+        max_length=2000,
+        help_text="What happens, to whom.",
+    )
+    audience = forms.CharField(required=False, max_length=200, help_text="For example: ages 4–6.")
+    page_count = forms.IntegerField(
+        label="Pages", min_value=1, max_value=MAX_STORY_PAGES, initial=12
+    )
+
+    class Meta(ProjectForm.Meta):
+        pass
+
+
+class PageForm(forms.ModelForm):
+    class Meta:
+        model = Page
+        fields = ["label", "text", "prompt"]
+        widgets = {
+            "text": forms.Textarea(attrs={"rows": 5, "maxlength": 5000}),
+            "prompt": forms.Textarea(attrs={"rows": 4, "maxlength": MAX_PROMPT_CHARS}),
+        }
+        labels = {"prompt": "What to draw"}
+        error_messages = {"text": {"required": "A page needs some text."}}
+        help_texts = {"label": "Optional, e.g. “Beat 1.1” or “Scene 3 · Shot 2”."}
+
+    def clean_text(self) -> str:
+        text = self.cleaned_data["text"].strip()
+        if not text:
+            raise forms.ValidationError("A page needs some text.")
+        if len(text) > 5000:
+            raise forms.ValidationError(
+                f"A page can have at most 5,000 characters (this one has {len(text):,})."
+            )
+        return text
+
+    def clean_prompt(self) -> str:
+        return _clean_prompt(self.cleaned_data["prompt"])
 
 
 class PromptForm(forms.ModelForm):
@@ -13,10 +125,21 @@ class PromptForm(forms.ModelForm):
         labels = {"prompt": "What to draw"}
 
     def clean_prompt(self) -> str:
-        prompt = self.cleaned_data["prompt"].strip()
-        if len(prompt) > MAX_PROMPT_CHARS:
-            raise forms.ValidationError(
-                f"A prompt can be at most {MAX_PROMPT_CHARS} characters "
-                f"(this one has {len(prompt)})."
-            )
-        return prompt
+        return _clean_prompt(self.cleaned_data["prompt"])
+
+
+class NewPageForm(forms.Form):
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "maxlength": 5000}), max_length=5000
+    )
+    label = forms.CharField(required=False, max_length=80)
+    after = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+
+def _clean_prompt(prompt: str) -> str:
+    prompt = prompt.strip()
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise forms.ValidationError(
+            f"A prompt can be at most {MAX_PROMPT_CHARS} characters (this one has {len(prompt)})."
+        )
+    return prompt

@@ -6,6 +6,10 @@ from studio import views
 
 project_urls = [
     path("", views.project_detail, name="project-detail"),
+    path("settings/", views.project_settings, name="project-settings"),
+    path("delete/", views.project_delete, name="project-delete"),
+    path("pages/", views.project_pages, name="project-pages"),
+    path("pages/add/", views.page_add, name="page-add"),
     path("poll/", views.project_poll, name="project-poll"),
     path("generating/", views.project_generating, name="project-generating"),
     path("generate/", views.project_generate, name="project-generate"),
@@ -16,6 +20,9 @@ project_urls = [
 ]
 
 page_urls = [
+    path("edit/", views.page_edit, name="page-edit"),
+    path("delete/", views.page_delete, name="page-delete"),
+    path("move/", views.page_move, name="page-move"),
     path("retry/", views.page_retry, name="page-retry"),
     path("regenerate/", views.page_regenerate, name="page-regenerate"),
     path("next/", views.page_next, name="page-next"),
@@ -25,6 +32,8 @@ page_urls = [
 
 urlpatterns = [
     path("", views.project_list, name="project-list"),
+    path("projects/new/", views.project_create, name="project-create"),
+    path("projects/new/premise/", views.project_create_premise, name="project-create-premise"),
     path("projects/<int:pk>/", include(project_urls)),
     path("pages/<int:pk>/", include(page_urls)),
     path("images/<int:pk>/", views.illustration_image, name="illustration-image"),

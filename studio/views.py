@@ -17,9 +17,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
 from generation import selectors, services, thumbnails
-from generation.models import Illustration, Run
+from generation.models import ACTIVE_STATUSES, Illustration, Run
+from generation.providers import text_provider_configured
 
-from .forms import PromptForm
+from . import services as studio_services
+from .forms import ManuscriptForm, NewPageForm, PageForm, PremiseForm, ProjectForm, PromptForm
 from .models import Page, Project
 
 TEMPLATE = "studio/project_detail.html"
@@ -102,8 +104,173 @@ def _plural(count: int, word: str) -> str:
 @require_GET
 def project_list(request: HttpRequest) -> HttpResponse:
     projects = list(Project.objects.filter(owner=request.user))
-    rows = [(project, selectors.project_progress(project)) for project in projects]
+    runs = selectors.latest_runs(projects)
+    rows = [
+        (project, selectors.project_progress(project), runs.get(project.pk)) for project in projects
+    ]
     return render(request, "studio/project_list.html", {"rows": rows})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create(request: HttpRequest) -> HttpResponse:
+    """A new project, blank or from a manuscript, with a preview of the split."""
+    form = ManuscriptForm(request.POST or None, request.FILES or None)
+    preview = None
+    if request.method == "POST" and form.is_valid():
+        pages = form.cleaned_data["pages"]
+        if "preview" in request.POST:
+            preview = pages
+            form = ManuscriptForm(
+                initial={**form.cleaned_data, "manuscript": form.cleaned_data["manuscript"]}
+            )
+        else:
+            project = studio_services.create_project(
+                owner=request.user,
+                title=form.cleaned_data["title"],
+                style_guide=form.cleaned_data["style_guide"],
+                pages=pages,
+            )
+            messages.success(
+                request, f"Created “{project.title}” with {_plural(len(pages), 'page')}."
+            )
+            return redirect(project)
+    status = 422 if request.method == "POST" and form.errors else 200
+    context = {"form": form, "preview": preview, "text_provider": text_provider_configured()}
+    return render(request, "studio/project_create.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create_premise(request: HttpRequest) -> HttpResponse:
+    """A new project whose pages a text service writes from a premise (the story phase)."""
+    form = PremiseForm(request.POST or None)
+    configured = text_provider_configured()
+    if request.method == "POST" and configured and form.is_valid():
+        data = form.cleaned_data
+        project = studio_services.create_project(
+            owner=request.user, title=data["title"], style_guide=data["style_guide"]
+        )
+        services.write_story(
+            project=project,
+            premise=data["premise"],
+            audience=data["audience"],
+            pages=data["page_count"],
+            requested_by=request.user,
+        )
+        messages.success(
+            request, f"Writing “{project.title}”: {_plural(data['page_count'], 'page')}."
+        )
+        return redirect("project-generating", pk=project.pk)
+    status = 422 if request.method == "POST" else 200
+    context = {"form": form, "text_provider": configured}
+    return render(request, "studio/project_premise.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    """Rename the project and edit its style guide."""
+    project = _owned_project(request, pk)
+    form = ProjectForm(request.POST or None, instance=project)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Project saved.")
+        return redirect(project)
+    status = 422 if request.method == "POST" else 200
+    return render(
+        request, "studio/project_settings.html", {"project": project, "form": form}, status=status
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask, then delete the project with its pages, history and stored images."""
+    project = _owned_project(request, pk)
+    if request.method == "POST":
+        title = project.title
+        studio_services.delete_project(project=project)
+        messages.success(request, f"Deleted “{title}” and its images.")
+        return redirect("project-list")
+    counts = {
+        "pages": project.pages.count(),
+        "images": Illustration.objects.filter(page__project=project).exclude(image="").count(),
+    }
+    return render(request, "studio/project_delete.html", {"project": project, **counts})
+
+
+@login_required
+@require_GET
+def project_pages(request: HttpRequest, pk: int) -> HttpResponse:
+    """Edit the story: every page with its label, in order, to edit, move, add or remove."""
+    project = _owned_project(request, pk)
+    context = {"project": project, "pages": project.pages.all(), "form": NewPageForm()}
+    return render(request, "studio/project_pages.html", context)
+
+
+@login_required
+@require_POST
+def page_add(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    form = NewPageForm(request.POST)
+    if not form.is_valid():
+        context = {"project": project, "pages": project.pages.all(), "form": form}
+        return render(request, "studio/project_pages.html", context, status=422)
+    after = None
+    if form.cleaned_data["after"]:
+        after = get_object_or_404(Page, pk=form.cleaned_data["after"], project=project)
+    page = studio_services.add_page(
+        project=project,
+        text=form.cleaned_data["text"],
+        label=form.cleaned_data["label"],
+        after=after,
+    )
+    messages.success(request, f"Added page {page.number}." if after is None else "Page added.")
+    return redirect("project-pages", pk=project.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def page_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    page = _owned_page(request, pk)
+    form = PageForm(request.POST or None, instance=page)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, f"Page {page.number} saved.{_outdated_note(page)}")
+        return redirect("project-pages", pk=page.project_id)
+    status = 422 if request.method == "POST" else 200
+    return render(request, "studio/page_edit.html", {"page": page, "form": form}, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def page_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    page = _owned_page(request, pk)
+    if request.method == "POST":
+        number = page.number
+        studio_services.remove_page(page=page)
+        messages.success(request, f"Removed page {number}; the pages after it moved up.")
+        return redirect("project-pages", pk=page.project_id)
+    return render(request, "studio/page_delete.html", {"page": page})
+
+
+@login_required
+@require_POST
+def page_move(request: HttpRequest, pk: int) -> HttpResponse:
+    page = _owned_page(request, pk)
+    direction = request.POST.get("direction")
+    if direction not in ("up", "down"):
+        raise BadRequest("direction must be up or down")
+    studio_services.move_page(page=page, by=-1 if direction == "up" else 1)
+    return redirect("project-pages", pk=page.project_id)
+
+
+def _outdated_note(page: Page) -> str:
+    current = page.illustrations.filter(status=Illustration.Status.COMPLETE).first()
+    if current is not None and selectors.is_outdated(page, current):
+        return " Its picture was drawn from the old prompt: press Regenerate to draw it again."
+    return ""
 
 
 @login_required
@@ -128,7 +295,19 @@ def project_generating(request: HttpRequest, pk: int) -> HttpResponse:
     """The generating view: story, then illustrations. Opening it never starts work."""
     project = _owned_project(request, pk)
     context = _header_context(project)
-    context["header_only"] = True
+    story = project.story_jobs.select_related("run").order_by("-created_at", "-pk").first()
+    context.update(
+        header_only=True,
+        text_provider=text_provider_configured(),
+        story=story,
+        story_polling=story is not None and story.status in ACTIVE_STATUSES,
+    )
+    if request.htmx:
+        # The story phase's own poll: its region, and the header out of band, since the
+        # page count changes when the story lands.
+        context["header_oob"] = True
+        status = 200 if context["story_polling"] else HTMX_STOP_POLLING
+        return render(request, "studio/project_generating.html#story-phase", context, status=status)
     return render(request, "studio/project_generating.html", context)
 
 
@@ -279,15 +458,19 @@ def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
         form.save()
         message = f"Prompt of page {page.number} saved."
         if "retry" in request.POST:
-            queued = services.queue_page(page=page, requested_by=request.user)
+            queued = services.queue_page(page=page, requested_by=request.user, regenerate=True)
             if queued.count:
                 message += " Drawing it again."
+        else:
+            message += _outdated_note(page)
         return _after_action(
             request, page.project, message=message, level="success", started=started
         )
+    has_picture = page.illustrations.filter(status=Illustration.Status.COMPLETE).exists()
     template = "studio/page_prompt.html#prompt-form" if request.htmx else "studio/page_prompt.html"
     status = 422 if request.method == "POST" else 200  # htmx swaps 422: see base.html
-    return render(request, template, {"page": page, "form": form}, status=status)
+    context = {"page": page, "form": form, "has_picture": has_picture}
+    return render(request, template, context, status=status)
 
 
 @login_required

@@ -57,10 +57,10 @@ def make_project(editor):
 def drain():
     """Work a run's queue in this process, one job after another, recording waits."""
 
-    def run(run_id: int, *, waits: list | None = None, limit: int = 1000) -> int:
+    def run(run_id: int, *, waits: list | None = None, limit: int = 1000, kind="illustration"):
         sleep = waits.append if waits is not None else (lambda seconds: None)
         done = 0
-        while done < limit and engine.run_next_job(run_id, sleep=sleep) is not None:
+        while done < limit and engine.run_next_job(run_id, kind, sleep=sleep) is not None:
             done += 1
         return done
 
@@ -150,6 +150,7 @@ def fake_openai():
 def openai_settings(settings, fake_openai):
     """Point this process's engine at the fake service."""
     settings.STUDIO_IMAGE_PROVIDER = "openai"
+    settings.STUDIO_TEXT_PROVIDER = "openai"
     settings.OPENAI_BASE_URL = fake_openai.url
     settings.OPENAI_API_KEY = TEST_API_KEY
     settings.STUDIO_PROVIDER_TIMEOUT = 2.0

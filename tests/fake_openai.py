@@ -8,6 +8,7 @@ calls per prompt and calls in flight, and can hold answers until a test releases
 import base64
 import io
 import json
+import re
 import threading
 import time
 import uuid
@@ -34,6 +35,7 @@ class Reply:
     headers: dict = field(default_factory=dict)
     hang: bool = False  # never answer (until the server shuts down)
     url: bool = False  # answer with data[0].url instead of b64_json
+    story: str = ""  # chat completions only: "malformed" or "few"
 
 
 def ok() -> Reply:
@@ -116,6 +118,10 @@ REPLIES = {
         message="The engine is currently overloaded, please try again later.",
     ),
     "hang": lambda: Reply(hang=True),
+    # Chat completions (the story phase): a reply whose content is not the JSON asked for,
+    # and one with two pages fewer than asked.
+    "story_malformed": lambda: Reply(story="malformed"),
+    "story_few": lambda: Reply(story="few"),
     "broken_json": lambda: Reply(body=b'{"created": 1713833628, "data": [{"b64_json": "iVBO'),
     "bad_b64": lambda: Reply(
         body=json.dumps({"created": 1713833628, "data": [{"b64_json": "not*base64!!"}]}).encode()
@@ -212,7 +218,7 @@ class FakeImageService:
                     self._send(200, content, "image/png")
 
             def do_POST(self):
-                if self.path != "/v1/images/generations":
+                if self.path not in ("/v1/images/generations", "/v1/chat/completions"):
                     self._send(
                         404,
                         json.dumps(
@@ -229,8 +235,11 @@ class FakeImageService:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
+                chat = self.path.endswith("/chat/completions")
+                prompt = request["messages"][-1]["content"] if chat else request.get("prompt", "")
                 call = {
-                    "prompt": request.get("prompt", ""),
+                    "path": self.path,
+                    "prompt": prompt,
                     "body": request,
                     "authorization": self.headers.get("Authorization", ""),
                     "idempotency_key": self.headers.get("Idempotency-Key", ""),
@@ -241,10 +250,45 @@ class FakeImageService:
                     service.in_flight += 1
                     service.max_in_flight = max(service.max_in_flight, service.in_flight)
                 try:
-                    self._answer(service._reply_for(call["prompt"]))
+                    reply = service._reply_for(call["prompt"])
+                    if chat and reply.status == 200 and reply.body is None and not reply.hang:
+                        reply = self._story(call["prompt"], reply)
+                    self._answer(reply)
                 finally:
                     with service._lock:
                         service.in_flight -= 1
+
+            def _story(self, prompt: str, reply: Reply) -> Reply:
+                """Answer a chat completion with the pages the prompt asked for."""
+                wanted = int(re.search(r"Write exactly (\d+) pages", prompt).group(1))
+                count = wanted - 2 if reply.story == "few" else wanted
+                pages = [
+                    {
+                        "text": f"Once, on page {n}, the fox walked on.",
+                        "prompt": f"A fox, scene {n}",
+                    }
+                    for n in range(1, count + 1)
+                ]
+                content = (
+                    "Here is your story!"
+                    if reply.story == "malformed"
+                    else json.dumps({"pages": pages})
+                )
+                body = {
+                    "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": "gpt-4o-mini",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content},
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 80, "completion_tokens": 400, "total_tokens": 480},
+                }
+                return Reply(body=json.dumps(body).encode())
 
             def _answer(self, reply: Reply):
                 if reply.hang:

@@ -61,6 +61,8 @@ def all_urls(project, page, image):
     p, g, i = project.pk, page.pk, image.pk
     return [
         ("get", reverse("project-list"), 200),
+        ("get", reverse("project-create"), 200),
+        ("get", reverse("project-create-premise"), 200),
         ("get", reverse("project-detail", args=[p]), 200),
         ("get", reverse("project-poll", args=[p]) + "?since=0", 286),
         ("get", reverse("project-generating", args=[p]), 200),
@@ -74,6 +76,13 @@ def all_urls(project, page, image):
         ("post", reverse("page-next", args=[g]), 302),
         ("get", reverse("page-prompt", args=[g]), 200),
         ("get", reverse("page-history", args=[g]), 200),
+        ("get", reverse("project-settings", args=[p]), 200),
+        ("get", reverse("project-pages", args=[p]), 200),
+        ("post", reverse("page-add", args=[p]), 422),  # no text given
+        ("get", reverse("page-edit", args=[g]), 200),
+        ("post", reverse("page-move", args=[g]), 400),  # no direction given
+        ("get", reverse("page-delete", args=[g]), 200),
+        ("get", reverse("project-delete", args=[p]), 200),
         ("get", reverse("illustration-image", args=[i]), 200),
         ("get", reverse("illustration-thumbnail", args=[i]), 200),
     ]
@@ -90,8 +99,9 @@ def test_every_url_sends_anonymous_visitors_to_sign_in(client, illustrated):
 def test_every_url_of_another_editors_project_answers_404(client, illustrated, other_editor):
     client.force_login(other_editor)
     image = Illustration.objects.filter(page__project=illustrated).first()
+    own_urls = {reverse(n) for n in ("project-list", "project-create", "project-create-premise")}
     for method, url, _ in all_urls(illustrated, image.page, image):
-        if url == reverse("project-list"):
+        if url in own_urls:
             response = client.get(url)
             assert response.status_code == 200
             assert b"Owned Book" not in response.content

@@ -4,8 +4,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from studio.manuscript import split_pages
-from studio.models import Page, Project
+from studio.manuscript import parse_manuscript
+from studio.models import Project
+from studio.services import create_project
 
 DEMO_USERNAME = "editor"
 DEMO_PASSWORD = "picturebook"
@@ -27,13 +28,12 @@ class Command(BaseCommand):
         if created:
             editor.set_password(DEMO_PASSWORD)
             editor.save()
-        project, created = Project.objects.get_or_create(
-            owner=editor, title=DEMO_TITLE, defaults={"style_guide": DEMO_STYLE}
-        )
+        project = Project.objects.filter(owner=editor, title=DEMO_TITLE).first()
+        created = project is None
         if created:
-            pages = split_pages(STORY.read_text(encoding="utf-8"))
-            Page.objects.bulk_create(
-                Page(project=project, number=n, text=text) for n, text in enumerate(pages, 1)
+            pages = parse_manuscript(STORY.read_text(encoding="utf-8"))
+            project = create_project(
+                owner=editor, title=DEMO_TITLE, style_guide=DEMO_STYLE, pages=pages
             )
         verb = "Created" if created else "Kept"
         self.stdout.write(

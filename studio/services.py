@@ -1,0 +1,92 @@
+"""Changes to projects and pages. Page numbers always stay 1..N without gaps."""
+
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Max
+
+from generation.thumbnails import thumbnail_name
+
+from .models import Page, Project
+
+# Renumbering first moves pages far out of the way, so the unique (project, number)
+# constraint never sees two pages on one number, whatever order the rows update in.
+RENUMBER_OFFSET = 1_000_000
+
+
+@transaction.atomic
+def create_project(*, owner, title: str, style_guide: str = "", pages=()) -> Project:
+    """Create a project with the given page texts, numbered from 1."""
+    project = Project.objects.create(owner=owner, title=title.strip(), style_guide=style_guide)
+    Page.objects.bulk_create(
+        Page(project=project, number=n, text=text) for n, text in enumerate(pages, 1)
+    )
+    return project
+
+
+def delete_project(*, project: Project) -> None:
+    """Delete a project with its pages, jobs and history, and then its stored images."""
+    from generation.models import Illustration
+
+    names = [
+        name
+        for name in Illustration.objects.filter(page__project=project).values_list(
+            "image", flat=True
+        )
+        if name
+    ]
+    with transaction.atomic():
+        project.delete()
+        transaction.on_commit(lambda: _delete_files(names))
+
+
+def _delete_files(names: list[str]) -> None:
+    for name in names:
+        for stored in (name, thumbnail_name(name)):
+            default_storage.delete(stored)
+
+
+def _renumber(project: Project, pages: list[Page]) -> None:
+    for page in pages:
+        page.number += RENUMBER_OFFSET
+    Page.objects.bulk_update(pages, ["number"])
+    for number, page in enumerate(pages, 1):
+        page.number = number
+    Page.objects.bulk_update(pages, ["number"])
+
+
+@transaction.atomic
+def add_page(*, project: Project, text: str, after: Page | None = None, label: str = "") -> Page:
+    """Add a page after the given one (or at the end) and renumber the rest."""
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    last = project.pages.aggregate(n=Max("number"))["n"] or 0
+    page = Page.objects.create(project=project, number=last + 1, text=text, label=label)
+    if after is not None:
+        pages = [p for p in project.pages.order_by("number") if p.pk != page.pk]
+        position = next(i for i, p in enumerate(pages) if p.pk == after.pk) + 1
+        pages.insert(position, page)
+        _renumber(project, pages)
+    return page
+
+
+@transaction.atomic
+def remove_page(*, page: Page) -> None:
+    """Delete a page (with its illustrations) and close the gap in the numbering."""
+    project = page.project
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    page.delete()
+    _renumber(project, list(project.pages.order_by("number")))
+
+
+@transaction.atomic
+def move_page(*, page: Page, by: int) -> bool:
+    """Move a page up (by < 0) or down (by > 0). Return whether it moved."""
+    project = page.project
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    pages = list(project.pages.order_by("number"))
+    index = next(i for i, p in enumerate(pages) if p.pk == page.pk)
+    target = max(0, min(len(pages) - 1, index + by))
+    if target == index:
+        return False
+    pages.insert(target, pages.pop(index))
+    _renumber(project, pages)
+    return True

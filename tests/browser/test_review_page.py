@@ -90,3 +90,23 @@ def test_the_connection_indicator_follows_the_server_and_pause_resume_work(
     fake_openai.release()
     expect(page.locator(".card--complete")).to_have_count(8, timeout=30_000)
     expect(page.locator(".run-state")).to_contain_text("Complete")
+
+
+def test_an_editor_creates_a_book_from_a_manuscript_and_edits_its_pages(page, web_server, editor):
+    server = web_server()
+    sign_in(page, server)
+    page.get_by_role("link", name="New project").click()
+    page.get_by_label("Title").fill("Three Little Pages")
+    page.get_by_label("Style guide and characters").fill("Crayon drawings.")
+    page.locator("#id_manuscript").fill("The first.\n---\nThe second.\n---\nThe third.")
+    page.get_by_role("button", name="Preview pages").click()
+    expect(page.locator("#preview-title")).to_have_text("3 pages")
+    screenshot(page, "create-preview")
+    page.get_by_role("button", name="Create project").click()
+
+    expect(page.locator(".message")).to_contain_text("Created “Three Little Pages” with 3 pages.")
+    expect(page.locator(".card")).to_have_count(3)
+    page.get_by_role("link", name="Edit pages").click()
+    page.get_by_role("button", name="Move page 3 up").click()
+    expect(page.locator(".page-editor__text").nth(1)).to_contain_text("The third.")
+    screenshot(page, "page-editor")

@@ -1,50 +1,168 @@
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
 
-from .models import GenerationAttempt, Illustration, Run
+from . import services, thumbnails
+from .models import GenerationAttempt, Illustration, Run, StoryJob
 
 
-class AttemptInline(admin.TabularInline):
-    model = GenerationAttempt
+class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
-    readonly_fields = [f.name for f in GenerationAttempt._meta.fields]
+    show_change_link = False
 
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class AttemptInline(ReadOnlyInline):
+    model = GenerationAttempt
+    fields = [
+        "number",
+        "started_at",
+        "duration_ms",
+        "outcome",
+        "http_status",
+        "error_code",
+        "retry_after",
+        "message",
+        "provider_request_id",
+    ]
+    readonly_fields = fields
+    ordering = ["number"]
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
 
 @admin.register(Illustration)
 class IllustrationAdmin(admin.ModelAdmin):
-    list_display = ["id", "page", "status", "attempts_made", "failure_reason", "created_at"]
-    list_filter = ["status", "failure_reason"]
+    list_display = [
+        "thumbnail",
+        "id",
+        "page",
+        "status",
+        "attempts_made",
+        "failure_reason",
+        "last_error",
+        "created_at",
+    ]
+    list_display_links = ["id"]
+    list_filter = ["status", "failure_reason", "attempts__outcome", "provider", "created_at"]
+    search_fields = ["page__project__title", "error_message", "prompt_sent"]
     list_select_related = ["page__project"]
     raw_id_fields = ["page", "run"]
+    readonly_fields = ["thumbnail", "claimed_by", "lease_expires_at", "next_attempt_at"]
     inlines = [AttemptInline]
+    actions = ["retry_selected", "regenerate_selected"]
 
+    def get_queryset(self, request):
+        # attempts__outcome filters across a join: one row per illustration all the same.
+        return super().get_queryset(request).distinct()
 
-@admin.register(Run)
-class RunAdmin(admin.ModelAdmin):
-    list_display = ["id", "project", "state", "halt_reason", "created_at", "finished_at"]
-    list_filter = ["state", "halt_reason"]
-    list_select_related = ["project"]
-    raw_id_fields = ["project", "requested_by"]
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.thumbnail_view)
+        return [
+            path("<int:pk>/thumbnail/", view, name="generation_illustration_thumbnail"),
+            *super().get_urls(),
+        ]
+
+    def thumbnail_view(self, request, pk):
+        from studio.views import _private_file
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        illustration = get_object_or_404(Illustration, pk=pk)
+        if not illustration.image:
+            raise Http404("No image")
+        return _private_file(thumbnails.open_thumbnail(illustration.image), "image/webp")
+
+    @admin.display(description="Picture")
+    def thumbnail(self, illustration):
+        if not illustration.image:
+            return "—"
+        url = reverse("admin:generation_illustration_thumbnail", args=[illustration.pk])
+        return format_html('<img src="{}" alt="" width="64" height="64" loading="lazy">', url)
+
+    @admin.display(description="Last error")
+    def last_error(self, illustration):
+        message = illustration.error_message
+        return (message[:117] + "…") if len(message) > 120 else message or "—"
+
+    @admin.action(description="Retry selected (pages without a picture)")
+    def retry_selected(self, request, queryset):
+        queued = self._queue(request, queryset, regenerate=False)
+        self.message_user(request, f"Queued {_plural(queued, 'illustration')}.")
+
+    @admin.action(description="Regenerate selected (old pictures stay until the new are done)")
+    def regenerate_selected(self, request, queryset):
+        queued = self._queue(request, queryset, regenerate=True)
+        self.message_user(request, f"Queued {_plural(queued, 'illustration')} to draw again.")
+
+    def _queue(self, request, queryset, *, regenerate: bool) -> int:
+        pages = {job.page for job in queryset.select_related("page__project")}
+        return sum(
+            services.queue_page(page=page, requested_by=request.user, regenerate=regenerate).count
+            for page in pages
+        )
 
 
 @admin.register(GenerationAttempt)
 class GenerationAttemptAdmin(admin.ModelAdmin):
     list_display = [
         "id",
-        "illustration",
+        "job",
         "number",
         "outcome",
         "http_status",
+        "error_code",
         "started_at",
         "duration_ms",
     ]
     list_filter = ["outcome", "http_status", "started_at"]
+    date_hierarchy = "started_at"
+    search_fields = ["message", "error_code", "provider_request_id"]
+    list_select_related = ["illustration__page__project", "story__project"]
+
+    @admin.display(description="Job")
+    def job(self, attempt):
+        return attempt.illustration or attempt.story
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Run)
+class RunAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "state", "halt_reason", "created_at", "finished_at"]
+    list_filter = ["state", "halt_reason", "created_at"]
+    search_fields = ["project__title", "message"]
+    list_select_related = ["project"]
+    raw_id_fields = ["project", "requested_by"]
+    readonly_fields = ["state", "halt_reason", "message", "consecutive_failures"]
+
+
+class StoryAttemptInline(AttemptInline):
+    fk_name = "story"
+
+
+@admin.register(StoryJob)
+class StoryJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "status", "pages_wanted", "pages_written", "created_at"]
+    list_filter = ["status", "failure_reason"]
+    list_select_related = ["project"]
+    raw_id_fields = ["project", "run"]
+    inlines = [StoryAttemptInline]
+
+
+admin.site.site_header = "Illustration Studio operations"

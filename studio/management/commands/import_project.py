@@ -1,8 +1,9 @@
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from generation.management.commands._common import OperatorCommand
 from studio.manuscript import ManuscriptError, decode_manuscript, parse_manuscript
 from studio.services import create_project
 
@@ -11,7 +12,7 @@ def bad_input(message: str) -> CommandError:
     return CommandError(message, returncode=2)
 
 
-class Command(BaseCommand):
+class Command(OperatorCommand):
     help = (
         "Create a project from a manuscript: UTF-8 text (.txt or .md) in which a line "
         "holding only --- separates pages. Prints the new project's id."

@@ -1,0 +1,85 @@
+"""What the operator commands share: choosing projects, exit codes, tables."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from generation import selectors
+from studio.models import Project
+
+
+class OperatorCommand(BaseCommand):
+    """A command whose every usage error is one line and exit code 2, argparse's included."""
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+
+        def error(message):
+            if parser.called_from_command_line:
+                parser.exit(2, f"{parser.prog}: error: {message}\n")
+            raise CommandError(f"Error: {message}", returncode=2)
+
+        parser.error = error
+        return parser
+
+
+def usage_error(message: str) -> CommandError:
+    """Bad usage: exit code 2 with one line."""
+    return CommandError(message, returncode=2)
+
+
+def add_project_arguments(parser, *, allow_all: bool = True) -> None:
+    parser.add_argument(
+        "--project",
+        type=int,
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a project id (repeat for several)",
+    )
+    if allow_all:
+        parser.add_argument("--all", action="store_true", help="every project")
+
+
+def chosen_projects(options, *, default_all: bool = False) -> list[Project]:
+    """Return the projects named by --project (or all, with --all); exit 2 on bad usage."""
+    ids = options["project"]
+    if ids and options.get("all"):
+        raise usage_error("use --project ID or --all, not both")
+    if options.get("all") or (default_all and not ids):
+        return list(Project.objects.order_by("pk"))
+    if not ids:
+        raise usage_error("name projects with --project ID (repeatable) or pass --all")
+    projects = {p.pk: p for p in Project.objects.filter(pk__in=ids)}
+    missing = [str(pk) for pk in ids if pk not in projects]
+    if missing:
+        raise usage_error(f"no project with id {', '.join(missing)}")
+    return [projects[pk] for pk in dict.fromkeys(ids)]
+
+
+def project_status(project: Project) -> dict:
+    """Return the status of a project in the shape of `generation_status --json`."""
+    progress = selectors.project_progress(project)
+    run = selectors.latest_run(project)
+    return {
+        "id": project.pk,
+        "title": project.title,
+        "pages": progress.pages,
+        "illustrated": progress.illustrated,
+        "missing": progress.missing,
+        "failed": progress.failed,
+        "active": progress.queued + progress.generating,
+        "run": None
+        if run is None
+        else {"state": run.state, "halt_reason": run.halt_reason or None, "message": run.message},
+    }
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """Return rows as a plain text table; columns are (key, heading)."""
+    cells = [[heading for _, heading in columns]]
+    cells += [[str(row[key]) for key, _ in columns] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

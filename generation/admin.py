@@ -75,14 +75,14 @@ class IllustrationAdmin(admin.ModelAdmin):
         ]
 
     def thumbnail_view(self, request, pk):
-        from studio.views import _private_file
+        from studio.views import private_file
 
         if not self.has_view_permission(request):
             raise PermissionDenied
         illustration = get_object_or_404(Illustration, pk=pk)
         if not illustration.image:
             raise Http404("No image")
-        return _private_file(thumbnails.open_thumbnail(illustration.image), "image/webp")
+        return private_file(thumbnails.ensure_thumbnail(illustration.image), "image/webp")
 
     @admin.display(description="Picture")
     def thumbnail(self, illustration):

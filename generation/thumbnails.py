@@ -13,8 +13,8 @@ def thumbnail_name(image_name: str) -> str:
     return f"{image_name.rsplit('.', 1)[0]}.thumb.webp"
 
 
-def open_thumbnail(image):
-    """Return an open file of the image's thumbnail, making it first if needed."""
+def ensure_thumbnail(image) -> str:
+    """Return the stored name of the image's thumbnail, making it first if needed."""
     name = thumbnail_name(image.name)
     if not default_storage.exists(name):
         with image.open("rb") as source, Image.open(source) as picture:
@@ -22,4 +22,4 @@ def open_thumbnail(image):
             buffer = io.BytesIO()
             picture.convert("RGB").save(buffer, format="WEBP", quality=82)
         default_storage.save(name, ContentFile(buffer.getvalue()))
-    return default_storage.open(name, "rb")
+    return name

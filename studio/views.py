@@ -7,9 +7,11 @@ control answer with the header and the cards that changed, as out-of-band swaps.
 
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
+from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -497,8 +499,21 @@ def _owned_image(request: HttpRequest, pk: int) -> Illustration:
     return illustration
 
 
-def _private_file(file, content_type: str) -> FileResponse:
-    response = FileResponse(file, content_type=content_type)
+def private_file(name: str, content_type: str) -> HttpResponse:
+    """Answer with a stored file the caller has already checked access to.
+
+    With STUDIO_SENDFILE_HEADER set, the web server sends the file (nginx X-Accel-Redirect
+    to an internal location, or Apache X-Sendfile); otherwise Django streams it.
+    """
+    header = settings.STUDIO_SENDFILE_HEADER
+    if header == "X-Accel-Redirect":
+        response = HttpResponse(content_type=content_type)
+        response[header] = settings.STUDIO_SENDFILE_PREFIX.rstrip("/") + "/" + name
+    elif header == "X-Sendfile":
+        response = HttpResponse(content_type=content_type)
+        response[header] = default_storage.path(name)
+    else:
+        response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
     response["Cache-Control"] = "private, max-age=86400"
     return response
 
@@ -507,11 +522,11 @@ def _private_file(file, content_type: str) -> FileResponse:
 @require_GET
 def illustration_image(request: HttpRequest, pk: int) -> FileResponse:
     illustration = _owned_image(request, pk)
-    return _private_file(illustration.image.open("rb"), "image/png")
+    return private_file(illustration.image.name, "image/png")
 
 
 @login_required
 @require_GET
 def illustration_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
     illustration = _owned_image(request, pk)
-    return _private_file(thumbnails.open_thumbnail(illustration.image), "image/webp")
+    return private_file(thumbnails.ensure_thumbnail(illustration.image), "image/webp")

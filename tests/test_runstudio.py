@@ -19,17 +19,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def processes_mentioning(text: str) -> list[int]:
-    found = []
+def descendants(root: int) -> list[int]:
+    """Return the pids of every process below root, from /proc."""
+    parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            if text in cmdline:
-                found.append(int(entry.name))
+            # The command name may hold spaces; the parent pid is the 2nd field after it.
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        children = [child for child, parent in parents.items() if parent == pid]
+        found += children
+        frontier += children
     return found
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def answers(url: str) -> bool:
@@ -52,13 +67,16 @@ def test_ctrl_c_stops_the_web_server_and_the_workers_leaving_no_process(broker):
     )
     try:
         wait_until(lambda: answers(f"http://{addrport}/accounts/login/"), timeout=30)
-        wait_until(lambda: len(processes_mentioning("manage.py qcluster")) >= 2, timeout=30)
-        web_and_workers = processes_mentioning(addrport) + processes_mentioning("qcluster")
+        # The web server, the cluster's parent and its workers, monitor and pusher.
+        web_and_workers = wait_until(
+            lambda: (found := descendants(studio.pid)) and len(found) >= 5 and found,
+            timeout=30,
+        )
 
         os.killpg(studio.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
 
         assert studio.wait(timeout=20) == 0
-        alive = [pid for pid in web_and_workers if Path(f"/proc/{pid}").exists()]
+        alive = [pid for pid in web_and_workers if is_alive(pid)]
         assert alive == []
     finally:
         if studio.poll() is None:

@@ -9,9 +9,11 @@ import base64
 import io
 import json
 import re
+import struct
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +28,31 @@ def png_bytes(size=(64, 64), colour=(120, 160, 90)) -> bytes:
 
 
 PNG = png_bytes()
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """Return a tiny PNG whose header claims a huge image: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _b64_reply(content: bytes) -> "Reply":
+    body = {"created": 1713833628, "data": [{"b64_json": base64.b64encode(content).decode()}]}
+    return Reply(body=json.dumps(body).encode())
 
 
 @dataclass
@@ -118,6 +145,12 @@ REPLIES = {
         message="The engine is currently overloaded, please try again later.",
     ),
     "hang": lambda: Reply(hang=True),
+    "bomb": lambda: _b64_reply(bomb_png()),
+    "bomb_9000": lambda: _b64_reply(bomb_png(9000, 9000)),
+    "huge": lambda: Reply(
+        body=b'{"created": 1, "data": [{"b64_json": "' + b"A" * (50 * 1024 * 1024) + b'"}]}'
+    ),
+    "401_echo_key": lambda: error(401, code="invalid_api_key", message="__ECHO_KEY__"),
     # Chat completions (the story phase): a reply whose content is not the JSON asked for,
     # and one with two pages fewer than asked.
     "story_malformed": lambda: Reply(story="malformed"),
@@ -251,6 +284,12 @@ class FakeImageService:
                     service.max_in_flight = max(service.max_in_flight, service.in_flight)
                 try:
                     reply = service._reply_for(call["prompt"])
+                    if reply.body and b"__ECHO_KEY__" in reply.body:
+                        # Some gateways echo the whole key back in their error message.
+                        key = call["authorization"].removeprefix("Bearer ")
+                        reply.body = reply.body.replace(
+                            b"__ECHO_KEY__", f"Incorrect API key provided: {key}.".encode()
+                        )
                     if chat and reply.status == 200 and reply.body is None and not reply.hang:
                         reply = self._story(call["prompt"], reply)
                     self._answer(reply)

@@ -130,12 +130,8 @@ def verify_image(content: bytes) -> tuple[int, int]:
             if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
                 raise Transient(f"image too large ({width}x{height})")
             image.verify()
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
+    except Image.DecompressionBombError as exc:
+        raise Transient(f"refused a decompression bomb: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise Transient(f"not a valid image: {exc}") from exc
     return width, height

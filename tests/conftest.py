@@ -139,7 +139,7 @@ TEST_API_KEY = "sk-test-0123456789abcdefSECRET"
 
 @pytest.fixture
 def fake_openai():
-    from tests.fake_openai import FakeImageService
+    from generation.providers.fake_server import FakeImageService
 
     service = FakeImageService().start()
     yield service

@@ -1,13 +1,19 @@
-"""A loopback OpenAI-compatible Images API that speaks the real wire format and fails on demand.
+"""A loopback OpenAI-compatible service that speaks the real wire format and fails on demand.
 
-It serves POST /v1/images/generations like the real service (b64_json or url answers, the
-`{"error": {"message", "type", "param", "code"}}` envelope, Retry-After headers), counts
-calls per prompt and calls in flight, and can hold answers until a test releases them.
+It serves POST /v1/images/generations (b64_json or url answers) and /v1/chat/completions
+like the real service, with the `{"error": {"message", "type", "param", "code"}}` envelope
+and Retry-After headers; it counts calls per prompt and calls in flight, can hold answers
+until released, and can behave like a real service under load: a latency per image, a
+capacity (calls beyond it get 429 rate_limit_exceeded) and a random failure mix.
+
+The tests use it, and so does `manage.py benchmark`: it is the studio's own stand-in for
+an image service, never a mock of `requests`.
 """
 
 import base64
 import io
 import json
+import random
 import re
 import struct
 import threading
@@ -104,6 +110,13 @@ REPLIES = {
         message="Rate limit reached for gpt-image-1 on requests per min (RPM).",
         headers={"retry-after": "3"},
     ),
+    "429_rate_short": lambda: error(
+        429,
+        code="rate_limit_exceeded",
+        type="requests",
+        message="Too many requests at once.",
+        headers={"retry-after": "1"},
+    ),
     "429_rate_long": lambda: error(
         429,
         code="rate_limit_exceeded",
@@ -178,6 +191,11 @@ class FakeImageService:
         self.in_flight = 0
         self.max_in_flight = 0
         self.default = "ok"
+        self.latency = 0.0  # seconds each successful answer takes
+        self.capacity: int | None = None  # calls beyond this many in flight get a 429
+        self.failure_mix: dict[str, float] = {}  # reply name -> probability, per call
+        self.random = random.Random(0)
+        self.over_capacity = 0
         self.script: deque[str] = deque()  # the next calls' replies, in order, then default
         self.rules: list[tuple[str, str]] = []  # (text in prompt, reply) for every such call
         self._held = threading.Event()
@@ -228,7 +246,16 @@ class FakeImageService:
             for text, name in self.rules:
                 if text in prompt:
                     return REPLIES[name]()
+            if self.capacity is not None and self.in_flight > self.capacity:
+                self.over_capacity += 1
+                return REPLIES["429_rate_short"]()
             name = self.script.popleft() if self.script else self.default
+            draw = self.random.random()
+            for candidate, probability in self.failure_mix.items():
+                if draw < probability:
+                    name = candidate
+                    break
+                draw -= probability
         return REPLIES[name]()
 
     # --- HTTP ----------------------------------------------------------------------
@@ -335,6 +362,8 @@ class FakeImageService:
                     return
                 if reply.status == 200 and reply.body is None:
                     service._held.wait(timeout=60)
+                    if service.latency:
+                        time.sleep(service.latency)
                     if reply.url:
                         name = f"{uuid.uuid4().hex}.png"
                         service._files[name] = PNG

@@ -1,0 +1,435 @@
+"""How close the studio gets to the image service's own limit, in numbers.
+
+Every scenario runs on the configured database and broker, with real `qcluster`
+processes calling the built-in loopback fake service (generation.providers.fake_server),
+under a user of its own whose projects are deleted afterwards.
+"""
+
+import json
+import logging
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.db.models import Max
+from django.test import Client
+from django.test.utils import CaptureQueriesContext, override_settings
+from django.urls import reverse
+from django.utils import timezone
+from django_q.brokers import get_broker
+
+from generation import services
+from generation.models import GenerationAttempt, Illustration, Run
+from generation.providers.fake_server import FakeImageService
+from generation.selectors import project_progress
+from studio.models import Page, Project
+
+from ._common import OperatorCommand
+
+ROOT = Path(__file__).resolve().parents[3]
+BENCH_USER = "benchmark"
+QUEUE_PREFIX = "studio-benchmark"
+SCENARIOS = ["makespan", "overhead", "halt", "pages", "bulk"]
+
+
+class Command(OperatorCommand):
+    help = (
+        "Measure the studio against a loopback fake image service with real clusters on "
+        "the configured database and broker, and print a table (--json for machines)."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--scenario",
+            action="append",
+            choices=SCENARIOS,
+            default=[],
+            help="run only these (repeatable); all by default",
+        )
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument("--pages", type=int, default=48, help="makespan: pages (N)")
+        parser.add_argument("--latency", type=float, default=2.0, help="makespan: seconds/image")
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=0,
+            help="makespan: the service's capacity C = workers (default 4 on SQLite, 8 otherwise)",
+        )
+        parser.add_argument("--overhead-pages", type=int, default=300)
+        parser.add_argument("--review-pages", type=int, default=500)
+        parser.add_argument("--bulk-projects", type=int, default=1000)
+        parser.add_argument("--bulk-pages", type=int, default=24)
+        parser.add_argument(
+            "--quick", action="store_true", help="small sizes, to check the benchmark itself works"
+        )
+
+    def handle(self, *args, **options):
+        # The benchmark's tasks must never reach a studio cluster that shares this
+        # database, nor its clusters the studio's tasks: it runs on a queue of its own,
+        # which django-q2 reads once at import, so it starts itself again on that queue.
+        if not os.environ.get("STUDIO_QUEUE_NAME", "").startswith(QUEUE_PREFIX):
+            env = {**os.environ, "STUDIO_QUEUE_NAME": f"{QUEUE_PREFIX}-{uuid.uuid4().hex[:8]}"}
+            result = subprocess.run([sys.executable, "manage.py", *sys.argv[1:]], cwd=ROOT, env=env)
+            raise SystemExit(result.returncode)
+        if options["quick"]:
+            options.update(
+                pages=8,
+                latency=0.3,
+                overhead_pages=40,
+                review_pages=60,
+                bulk_projects=20,
+                bulk_pages=6,
+            )
+        # One line per enqueued task is noise here.
+        logging.getLogger("django-q").setLevel(logging.WARNING)
+        sqlite = connection.vendor == "sqlite"
+        concurrency = options["concurrency"] or (4 if sqlite else 8)
+        bench = Bench(self, concurrency)
+        scenarios = options["scenario"] or SCENARIOS
+        rows = []
+        try:
+            for name in scenarios:
+                rows += getattr(bench, name)(options)
+        finally:
+            bench.cleanup()
+        report = {
+            "database": connection.vendor,
+            "broker": "redis" if settings.REDIS_URL else "orm",
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "concurrency": concurrency,
+            "rows": rows,
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(report, indent=2))
+        else:
+            self.stdout.write(render_table(report))
+        if any(row["ok"] is False for row in rows):
+            raise SystemExit(1)
+
+
+def render_table(report: dict) -> str:
+    head = (
+        f"database={report['database']} broker={report['broker']} "
+        f"cpus={report['cpus']} C={report['concurrency']}"
+    )
+    lines = [head, ""]
+    columns = [
+        ("scenario", "Scenario"),
+        ("measure", "Measure"),
+        ("value", "Value"),
+        ("goal", "Goal"),
+        ("ok", "Met"),
+    ]
+    cells = [[heading for _, heading in columns]]
+    for row in report["rows"]:
+        value = row["value"]
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        ok = {True: "yes", False: "NO", None: ""}[row["ok"]]
+        cells.append(
+            [row["scenario"], row["measure"], f"{shown} {row['unit']}".strip(), row["goal"], ok]
+        )
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for n, line in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def row(scenario, measure, value, unit="", goal="", ok=None) -> dict:
+    return {
+        "scenario": scenario,
+        "measure": measure,
+        "value": value,
+        "unit": unit,
+        "goal": goal,
+        "ok": ok,
+    }
+
+
+class Bench:
+    def __init__(self, command, concurrency: int):
+        self.command = command
+        self.concurrency = concurrency
+        self.user, _ = get_user_model().objects.get_or_create(username=BENCH_USER)
+        self.broker = get_broker()
+
+    def say(self, text: str) -> None:
+        self.command.stderr.write(text)
+
+    def cleanup(self) -> None:
+        Project.objects.filter(owner=self.user).delete()
+        self.broker.purge_queue()
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def project(self, pages: int, title: str) -> Project:
+        project = Project.objects.create(owner=self.user, title=title)
+        Page.objects.bulk_create(
+            Page(project=project, number=n, text=f"Benchmark page {n}: a fox in field {n}.")
+            for n in range(1, pages + 1)
+        )
+        return project
+
+    @contextmanager
+    def service(self, **behaviour):
+        fake = FakeImageService().start()
+        for key, value in behaviour.items():
+            setattr(fake, key, value)
+        try:
+            yield fake
+        finally:
+            fake.stop()
+
+    @contextmanager
+    def cluster(self, fake: FakeImageService, workers: int, **env):
+        environment = {
+            **os.environ,
+            "STUDIO_IMAGE_PROVIDER": "openai",
+            "OPENAI_BASE_URL": fake.url,
+            "OPENAI_API_KEY": "sk-benchmark",
+            "STUDIO_WORKERS": str(workers),
+            "STUDIO_BACKOFF_BASE": "0.5",
+            **{k: str(v) for k, v in env.items()},
+        }
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            self.warm_up(fake)
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def warm_up(self, fake: FakeImageService) -> None:
+        """Wait until the cluster's workers take tasks: run one page through it."""
+        project = self.project(1, "warm-up")
+        services.generate_missing(project=project)
+        self.wait(lambda: project_progress(project).complete, timeout=60)
+        project.delete()
+        fake.calls.clear()
+        fake.successes = 0
+        fake.max_in_flight = 0
+
+    def wait(self, condition, *, timeout: float, interval: float = 0.05):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(interval)
+        raise SystemExit(f"benchmark: a scenario did not finish within {timeout} s")
+
+    # --- scenarios -------------------------------------------------------------------
+
+    def makespan(self, options) -> list[dict]:
+        pages, latency, c = options["pages"], options["latency"], self.concurrency
+        self.say(f"makespan: {pages} pages, {latency} s each, capacity {c}…")
+        with self.service(latency=latency, capacity=c) as fake, self.cluster(fake, c):
+            project = self.project(pages, "makespan")
+            started = timezone.now()
+            services.generate_missing(project=project)
+            self.wait(lambda: project_progress(project).complete, timeout=pages * latency + 120)
+            finished = Illustration.objects.filter(page__project=project).aggregate(
+                last=Max("finished_at")
+            )["last"]
+        makespan = (finished - started).total_seconds()
+        ideal = math.ceil(pages / c) * latency
+        ratio = makespan / ideal
+        return [
+            row(
+                "makespan",
+                f"N={pages}, {latency:g} s/image, C={c}",
+                makespan,
+                "s",
+                f"ideal {ideal:g} s",
+            ),
+            row("makespan", "ratio to ideal ⌈N/C⌉×latency", ratio, "", "≤ 1.05", ratio <= 1.05),
+            row("makespan", "a sequential loop would take", pages * latency, "s"),
+            row(
+                "makespan",
+                "calls refused over capacity",
+                fake.over_capacity,
+                "",
+                "0",
+                fake.over_capacity == 0,
+            ),
+        ]
+
+    def overhead(self, options) -> list[dict]:
+        pages, workers = options["overhead_pages"], 4
+        self.say(f"overhead: {pages} pages from an instant service, {workers} workers…")
+        with self.service() as fake, self.cluster(fake, workers):
+            project = self.project(pages, "overhead")
+            started = time.monotonic()
+            services.generate_missing(project=project)
+            self.wait(lambda: project_progress(project).complete, timeout=pages + 60)
+            elapsed = time.monotonic() - started
+        jobs = Illustration.objects.filter(page__project=project)
+        calls = dict(
+            GenerationAttempt.objects.filter(illustration__in=jobs).values_list(
+                "illustration_id", "duration_ms"
+            )
+        )
+        costs = sorted(
+            (job.finished_at - job.started_at).total_seconds() * 1000 - calls[job.pk]
+            for job in jobs
+        )
+        median = statistics.median(costs)
+        p95 = costs[min(len(costs) - 1, int(len(costs) * 0.95))]
+        rate = pages / elapsed
+        return [
+            row(
+                "overhead",
+                "engine cost per illustration, median",
+                median,
+                "ms",
+                "≤ 10",
+                median <= 10,
+            ),
+            row("overhead", "engine cost per illustration, p95", p95, "ms"),
+            row(
+                "overhead",
+                f"throughput, {workers} workers",
+                rate,
+                "illustrations/s",
+                "≥ 100",
+                rate >= 100,
+            ),
+        ]
+
+    def halt(self, options) -> list[dict]:
+        pages, workers = 48, self.concurrency
+        self.say(f"halt: {pages} pages, every call answers 402, {workers} workers…")
+        with self.service() as fake, self.cluster(fake, workers):
+            project = self.project(pages, "halt")
+            fake.default = "402"
+            run = services.generate_missing(project=project).run
+            self.wait(lambda: Run.objects.get(pk=run.pk).state == Run.State.HALTED, timeout=60)
+            self.wait(lambda: fake.in_flight == 0, timeout=30)
+            time.sleep(1)  # anything still queued gets its chance to (wrongly) call
+            wasted = fake.call_count - 1
+        return [
+            row(
+                "halt",
+                "calls after the halting 402",
+                wasted,
+                "",
+                f"≤ {workers} (workers)",
+                wasted <= workers,
+            ),
+        ]
+
+    def pages(self, options) -> list[dict]:
+        size = options["review_pages"]
+        self.say(f"pages: the review page and the poll of a {size}-page project…")
+        rows = []
+        for pages in (50, size):
+            project = self.project(pages, f"review {pages}")
+            services.generate_missing(project=project)
+            # Half illustrated, the rest queued: a run in progress.
+            jobs = list(Illustration.objects.filter(page__project=project).order_by("pk"))
+            Illustration.objects.filter(pk__in=[j.pk for j in jobs[: pages // 2]]).update(
+                status=Illustration.Status.COMPLETE,
+                finished_at=timezone.now(),
+                prompt_sent="x",
+                image="illustrations/none.png",
+            )
+            client = Client()
+            client.force_login(self.user)
+            detail = reverse("project-detail", args=[project.pk])
+            poll = reverse("project-poll", args=[project.pk])
+            since = f"{time.time() - 1:.3f}"
+            with override_settings(ALLOWED_HOSTS=["*"]):
+                review_ms, review_q = measure(client.get, detail)
+                poll_ms, poll_q = measure(
+                    client.get, poll, {"since": since}, headers={"HX-Request": "true"}
+                )
+            big = pages == size
+            rows += [
+                row(
+                    "pages",
+                    f"review page, {pages} pages",
+                    review_ms,
+                    "ms",
+                    "≤ 150" if big else "",
+                    review_ms <= 150 if big else None,
+                ),
+                row("pages", f"review page queries, {pages} pages", review_q),
+                row(
+                    "pages",
+                    f"poll, {pages} pages",
+                    poll_ms,
+                    "ms",
+                    "≤ 30" if big else "",
+                    poll_ms <= 30 if big else None,
+                ),
+                row("pages", f"poll queries, {pages} pages", poll_q),
+            ]
+        constant = rows[1]["value"] == rows[5]["value"] and rows[3]["value"] == rows[7]["value"]
+        rows.append(row("pages", "queries constant in pages", constant, "", "yes", constant))
+        return rows
+
+    def bulk(self, options) -> list[dict]:
+        projects, pages = options["bulk_projects"], options["bulk_pages"]
+        self.say(f"bulk: resume {projects} projects × {pages} pages…")
+        Project.objects.bulk_create(
+            Project(owner=self.user, title=f"bulk {n}") for n in range(projects)
+        )
+        created = list(Project.objects.filter(owner=self.user, title__startswith="bulk "))
+        Page.objects.bulk_create(
+            (
+                Page(project=p, number=n, text=f"Page {n}.")
+                for p in created
+                for n in range(1, pages + 1)
+            ),
+            batch_size=2000,
+        )
+        started = time.monotonic()
+        queued = sum(services.generate_missing(project=p).count for p in created)
+        seconds = time.monotonic() - started
+        return [
+            row(
+                "bulk",
+                f"queue {projects} × {pages} pages ({queued} jobs)",
+                seconds,
+                "s",
+                "≤ 30",
+                seconds <= 30,
+            ),
+        ]
+
+
+def measure(get, *args, repeat: int = 15, **kwargs) -> tuple[float, int]:
+    """Return the median milliseconds and the query count of a request."""
+    get(*args, **kwargs)  # warm caches (templates, sessions)
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        response = get(*args, **kwargs)
+        times.append((time.perf_counter() - started) * 1000)
+        assert response.status_code in (200, 286), response.status_code
+    with CaptureQueriesContext(connection) as captured:
+        get(*args, **kwargs)
+    return statistics.median(times), len(captured)

@@ -21,7 +21,7 @@ from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
-from .kinds import KINDS, JobKind, max_attempt_number
+from .kinds import KINDS, JobKind
 from .models import ACTIVE_STATUSES, GenerationAttempt, Job, Run
 from .providers.base import ProviderError, Transient
 from .retry import RetryPolicy, is_retryable
@@ -83,7 +83,9 @@ def run_next_job(
     job = worker.claim_next(run_id)
     if job is not None:
         worker.work(job)
-    settle_run(run_id)
+    # While jobs of this kind are still active the run cannot be over: skip the full check.
+    if not worker.model.objects.filter(run_id=run_id, status__in=ACTIVE_STATUSES).exists():
+        settle_run(run_id)
     return job.pk if job is not None else None
 
 
@@ -140,6 +142,8 @@ class JobWorker:
         self.sleep = sleep or self.wait_unless_interrupted
         self.provider = None
         self.job: Job | None = None
+        self.recorded: dict = {}
+        self.attempt_number = 0
 
     # --- claiming -------------------------------------------------------------------
 
@@ -164,8 +168,16 @@ class JobWorker:
                 updated_at=now,
             )
             if won:
-                return self.model.objects.select_related(*self.kind.select_related).get(
-                    claimed_by=self.id, status=Status.GENERATING
+                attempts = GenerationAttempt.objects.filter(
+                    **{self.kind.attempt_field: OuterRef("pk")}
+                ).order_by("-number")
+                return (
+                    self.model.objects.select_related("run", *self.kind.select_related)
+                    .annotate(
+                        last_attempt=Subquery(attempts.values("number")[:1]),
+                        **self.kind.claim_annotations(),
+                    )
+                    .get(claimed_by=self.id, status=Status.GENERATING)
                 )
             if (
                 not candidate.exists()
@@ -183,6 +195,11 @@ class JobWorker:
 
     # --- working --------------------------------------------------------------------
 
+    @property
+    def failures_seen(self) -> bool:
+        """Whether the run may count transient failures in a row that a success resets."""
+        return self.job.run.consecutive_failures > 0 or self.job.attempts_made > 0
+
     def work(self, job: Job) -> None:
         """Call the service until the job completes, fails, or is interrupted."""
         self.job = job
@@ -191,7 +208,8 @@ class JobWorker:
         except LookupError as error:  # no provider configured for this kind
             self._fail(ProviderError(str(error)))
             return
-        prompt = self.kind.prepare(job, self.provider)
+        prompt, self.recorded = self.kind.prepare(job, self.provider)
+        self.attempt_number = job.last_attempt or 0
         remaining = max(1, self.policy.max_attempts - job.attempts_made)
         retrying = Retrying(
             stop=stop_after_attempt(remaining),
@@ -212,7 +230,7 @@ class JobWorker:
         except ProviderError as error:
             self._fail(error)
             return
-        if self.kind.complete(self, result, timezone.now()):
+        if self.kind.complete(self, result, timezone.now()) and self.failures_seen:
             Run.objects.filter(pk=self.job.run_id, consecutive_failures__gt=0).update(
                 consecutive_failures=0
             )
@@ -228,11 +246,15 @@ class JobWorker:
                 lease_expires_at=now + self.lease,
                 next_attempt_at=None,
                 updated_at=now,
+                # What is sent is recorded with the first renewal, saving a query.
+                **self.recorded,
             )
         )
+        self.recorded = {}
         if not renewed:
             raise Interrupted()
-        number = max_attempt_number(self.job) + 1
+        self.attempt_number += 1
+        number = self.attempt_number
         attempt = GenerationAttempt.objects.create(
             **{self.kind.attempt_field: self.job}, number=number, started_at=now
         )

@@ -7,7 +7,7 @@ only says how to build its request, which provider to call, and how to store a r
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Exists, OuterRef
 
 from studio.models import Page
 
@@ -28,8 +28,13 @@ class JobKind:
     def provider(self):
         raise NotImplementedError
 
-    def prepare(self, job: Job, provider) -> str:
-        """Store what is about to be sent (prompt, provider, model); return the prompt."""
+    def claim_annotations(self) -> dict:
+        """Return annotations to fetch with a claimed job, saving queries later."""
+        return {}
+
+    def prepare(self, job: Job, provider) -> tuple[str, dict]:
+        """Return the prompt about to be sent and the fields that record it on the job
+        (prompt, provider, model); the engine stores them with its first renewal."""
         raise NotImplementedError
 
     def call(self, provider, job: Job, prompt: str, number: int):
@@ -53,15 +58,21 @@ class IllustrationKind(JobKind):
     def provider(self):
         return get_provider()
 
-    def prepare(self, job: Illustration, provider) -> str:
-        prompt = compose_prompt(job.page)
-        Illustration.objects.filter(pk=job.pk).update(
-            prompt_sent=prompt,
-            provider=provider.name,
-            model=getattr(provider, "model", ""),
-            size=settings.STUDIO_IMAGE_SIZE,
+    def claim_annotations(self) -> dict:
+        # A regeneration: the page's current picture must step aside on completion.
+        current = Illustration.objects.filter(
+            page=OuterRef("page"), status=Illustration.Status.COMPLETE
         )
-        return prompt
+        return {"has_picture": Exists(current)}
+
+    def prepare(self, job: Illustration, provider) -> tuple[str, dict]:
+        prompt = compose_prompt(job.page)
+        return prompt, {
+            "prompt_sent": prompt,
+            "provider": provider.name,
+            "model": getattr(provider, "model", ""),
+            "size": settings.STUDIO_IMAGE_SIZE,
+        }
 
     def call(self, provider, job: Illustration, prompt: str, number: int):
         return provider.generate(
@@ -79,9 +90,10 @@ class IllustrationKind(JobKind):
         job.image.save("illustration.png", ContentFile(result.content), save=False)
         with transaction.atomic():
             # The page's previous picture (a regeneration) steps aside only now.
-            Illustration.objects.filter(
-                page_id=job.page_id, status=Illustration.Status.COMPLETE
-            ).update(status=Illustration.Status.REPLACED, updated_at=now)
+            if getattr(job, "has_picture", True):
+                Illustration.objects.filter(
+                    page_id=job.page_id, status=Illustration.Status.COMPLETE
+                ).update(status=Illustration.Status.REPLACED, updated_at=now)
             done = worker.mark_complete(
                 now,
                 image=job.image.name,
@@ -107,14 +119,15 @@ class StoryKind(JobKind):
     def provider(self):
         return get_text_provider()
 
-    def prepare(self, job: StoryJob, provider) -> str:
+    def prepare(self, job: StoryJob, provider) -> tuple[str, dict]:
         from .providers.openai import story_prompt
 
         prompt = story_prompt(self._request(job, number=0))
-        StoryJob.objects.filter(pk=job.pk).update(
-            prompt_sent=prompt, provider=provider.name, model=getattr(provider, "model", "")
-        )
-        return prompt
+        return prompt, {
+            "prompt_sent": prompt,
+            "provider": provider.name,
+            "model": getattr(provider, "model", ""),
+        }
 
     def call(self, provider, job: StoryJob, prompt: str, number: int):
         return provider.write(self._request(job, number=number))
@@ -147,7 +160,3 @@ class StoryKind(JobKind):
 
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (IllustrationKind(), StoryKind())}
-
-
-def max_attempt_number(job: Job) -> int:
-    return job.attempts.aggregate(n=Max("number"))["n"] or 0

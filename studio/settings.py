@@ -122,7 +122,9 @@ else:
         }
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # Workers run many short tasks; reconnecting (and re-running the PRAGMAs) for each
+    # one costs more than the task's own queries.
+    DATABASES["default"]["CONN_MAX_AGE"] = 60
     DATABASES["default"].setdefault("OPTIONS", {}).update(SQLITE_OPTIONS)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -262,7 +264,9 @@ Q_CLUSTER = {
     "retry": JOB_TIMEOUT + 60,
     "max_attempts": 1,
     "ack_failures": True,
-    "save_limit": 200,
+    # Successes are recorded in our own tables (GenerationAttempt); keeping django-q2's
+    # copy costs queries on every task. Failures are always kept.
+    "save_limit": -1,
     # Fetch few tasks ahead: a killed cluster takes what it fetched with it.
     "queue_limit": STUDIO_WORKERS,
     "poll": 0.2,

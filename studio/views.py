@@ -27,10 +27,10 @@ from .forms import ManuscriptForm, NewPageForm, PageForm, PremiseForm, ProjectFo
 from .models import Page, Project
 
 TEMPLATE = "studio/project_detail.html"
-# Changes are re-sent for a few seconds past the cursor, so a write whose timestamp came
-# from a slightly slow clock (another worker machine) is never missed; re-sending a card
-# is harmless.
-CURSOR_MARGIN = timedelta(seconds=5)
+# Changes are re-sent for a moment past the cursor, so a write whose timestamp came from
+# a slightly slow clock (another worker machine) is never missed; re-sending a card is
+# harmless.
+CURSOR_MARGIN = timedelta(seconds=2)
 
 
 def _owned_project(request: HttpRequest, pk: int) -> Project:
@@ -78,7 +78,12 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
     if request.GET.get("cards") == "0":  # the generating view shows no cards
         context.update(cards=[], header_only=True)
     else:
-        pages = selectors.changed_pages(project, since=since)
+        run = context["run"]
+        if run is not None and run.created_at >= since:
+            # A new run: pictures from earlier runs now read "Exists", so every card moves.
+            pages = None
+        else:
+            pages = selectors.changed_pages(project, since=since)
         context["cards"] = _cards(project, context, pages=pages)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll

@@ -287,8 +287,10 @@ def test_regenerate_keeps_the_old_picture_until_the_new_one_is_complete(
     old = page.illustrations.get(status=Status.COMPLETE)
     response = signed_in.post(reverse("page-regenerate", args=[page.pk]), headers=HTMX)
     assert toast(response)["level"] == "success"
-    card = response.content.decode()
-    assert cards_in(card) == [f"page-{page.pk}"]
+    html = response.content.decode()
+    # A new run began, so every card came back (the others now read "Exists").
+    assert len(cards_in(html)) == 3
+    card = re.search(rf'<article id="page-{page.pk}".*?</article>', html, re.S).group(0)
     assert reverse("illustration-thumbnail", args=[old.pk]) in card  # still shown
     assert "Queued" in card
 
@@ -413,3 +415,15 @@ def test_the_generating_view_polls_the_header_only(signed_in, book):
     assert response.status_code == 200
     assert cards_in(response.content.decode()) == []
     assert "cards=0" in response.content.decode()  # it keeps polling the same way
+
+
+def test_a_new_run_resends_the_cards_it_turns_into_exists(signed_in, make_project, drain):
+    project = make_project(pages=3)
+    run = services.generate_missing(project=project).run
+    drain(run.pk, limit=1)
+    services.stop(project=project)
+    Illustration.objects.update(updated_at=timezone.now() - timedelta(minutes=5))
+    response = signed_in.post(reverse("project-generate", args=[project.pk]), headers=HTMX)
+    html = response.content.decode()
+    assert len(cards_in(html)) == 3
+    assert html.count('class="card card--exists"') == 1

@@ -265,6 +265,9 @@ class FakeImageService:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without this, Nagle's algorithm
+            # and delayed ACKs stall every kept-alive answer by ~40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass

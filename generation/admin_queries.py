@@ -16,7 +16,7 @@ def _project_pages():
     return Page.objects.filter(project=OuterRef("pk")).annotate(
         has_complete=Exists(jobs.filter(status=Status.COMPLETE)),
         has_active=Exists(jobs.filter(status__in=ACTIVE_STATUSES)),
-        latest_status=Subquery(jobs.order_by("-created_at", "-pk").values("status")[:1]),
+        latest_status=Subquery(jobs.order_by("-pk").values("status")[:1]),
     )
 
 

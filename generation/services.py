@@ -51,6 +51,9 @@ class StoryNotPossible(Exception):
 
 def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> None:
     """Hand the broker one task per job; each task claims the run's most urgent job."""
+    # One broker for them all: async_task would otherwise open a broker (and a Redis
+    # connection) per task.
+    broker = get_broker()
     for _ in range(count):
         async_task(
             "generation.tasks.run_next_job",
@@ -58,6 +61,7 @@ def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> None:
             kind,
             task_name=f"run-{run_id}-{kind}",
             group=f"run-{run_id}",
+            broker=broker,
         )
 
 
@@ -133,7 +137,7 @@ def missing_pages(project: Project):
 
 def failed_pages(project: Project):
     """Return pages that are missing, not active, and whose latest job failed."""
-    latest = Illustration.objects.filter(page=OuterRef("pk")).order_by("-created_at", "-pk")
+    latest = Illustration.objects.filter(page=OuterRef("pk")).order_by("-pk")
     return (
         missing_pages(project)
         .annotate(latest_status=latest.values("status")[:1])

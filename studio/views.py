@@ -484,7 +484,7 @@ def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def page_history(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    jobs = page.illustrations.prefetch_related("attempts").order_by("-created_at", "-pk")
+    jobs = page.illustrations.prefetch_related("attempts").order_by("-pk")
     template = "studio/page_history.html#history" if request.htmx else "studio/page_history.html"
     return render(request, template, {"page": page, "jobs": jobs})
 

@@ -366,6 +366,7 @@ class Bench:
             a_minute_ago = timezone.now() - timedelta(minutes=1)
             Illustration.objects.filter(page__project=project).update(updated_at=a_minute_ago)
             Page.objects.filter(project=project).update(updated_at=a_minute_ago)
+            Run.objects.filter(project=project).update(created_at=a_minute_ago)
             since = f"{time.time():.3f}"
             Illustration.objects.filter(pk__in=[j.pk for j in jobs[-4:]]).update(
                 status=Illustration.Status.GENERATING, updated_at=timezone.now()

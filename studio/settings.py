@@ -213,6 +213,28 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 # never from a public MEDIA_URL listing.
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
 MEDIA_URL = "/media-not-public/"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+STUDIO_MEDIA_STORAGE = env_str("STUDIO_MEDIA_STORAGE", "filesystem")
+if STUDIO_MEDIA_STORAGE == "s3":
+    # Shared storage for many machines (pip install 'illustration-studio[s3]'); credentials
+    # come from the usual AWS_* variables. Files stay private: the studio's views read
+    # them through the storage and check ownership first.
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env_str("STUDIO_S3_BUCKET"),
+            "endpoint_url": env_str("STUDIO_S3_ENDPOINT_URL") or None,
+            "region_name": env_str("STUDIO_S3_REGION") or None,
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+elif STUDIO_MEDIA_STORAGE != "filesystem":
+    raise ImproperlyConfigured("STUDIO_MEDIA_STORAGE must be 'filesystem' or 's3'")
 
 # --- Generation (names from shared/DESIGN.md) -------------------------------------------
 STUDIO_IMAGE_PROVIDER = env_str("STUDIO_IMAGE_PROVIDER", "embedded")

@@ -3,10 +3,11 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from . import services, thumbnails
-from .models import GenerationAttempt, Illustration, Run, StoryJob
+from .models import GenerationAttempt, Illustration, ProviderGate, Run, StoryJob
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -166,3 +167,20 @@ class StoryJobAdmin(admin.ModelAdmin):
 
 
 admin.site.site_header = "Illustration Studio operations"
+
+
+@admin.register(ProviderGate)
+class ProviderGateAdmin(admin.ModelAdmin):
+    """The image services' state as every worker sees it: ok, or cooling down and why."""
+
+    list_display = ["key", "state", "cooldown_until", "cooldown_reason"]
+    readonly_fields = ["key", "tokens", "refilled_at", "cooldown_until", "cooldown_reason"]
+
+    @admin.display(description="State")
+    def state(self, gate):
+        if gate.cooldown_until and gate.cooldown_until > timezone.now():
+            return f"cooling down until {timezone.localtime(gate.cooldown_until):%H:%M:%S}"
+        return "ok"
+
+    def has_add_permission(self, request):
+        return False

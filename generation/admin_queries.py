@@ -1,11 +1,23 @@
 """Annotations that let admin lists show progress without a query per row."""
 
-from django.db.models import Count, Exists, IntegerField, OuterRef, Q, Subquery, Value
+from decimal import Decimal
+
+from django.db.models import (
+    Count,
+    DecimalField,
+    Exists,
+    IntegerField,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 
 from studio.models import Page
 
-from .models import ACTIVE_STATUSES, Illustration, Run
+from .models import ACTIVE_STATUSES, GenerationAttempt, Illustration, Run
 
 Status = Illustration.Status
 
@@ -36,4 +48,16 @@ def with_progress(projects):
         illustrated_count=_count(pages.filter(has_complete=True)),
         failed_count=_count(pages.filter(failed)),
         run_state=Subquery(runs.values("state")[:1]),
+        spent=Coalesce(
+            Subquery(
+                GenerationAttempt.objects.filter(illustration__page__project=OuterRef("pk"))
+                .order_by()
+                .values("illustration__page__project")
+                .annotate(total=Sum("cost"))
+                .values("total"),
+                output_field=DecimalField(max_digits=12, decimal_places=4),
+            ),
+            Value(Decimal(0)),
+            output_field=DecimalField(max_digits=12, decimal_places=4),
+        ),
     )

@@ -22,8 +22,10 @@ from django.utils import timezone
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
 from .kinds import KINDS, JobKind
+from .limits import BudgetReached, Gate, SystemClock, provider_key
 from .models import ACTIVE_STATUSES, GenerationAttempt, Job, Run
-from .providers.base import ProviderError, Transient
+from .pricing import money
+from .providers.base import ProviderError, RateLimited, Transient
 from .retry import RetryPolicy, is_retryable
 
 logger = logging.getLogger(__name__)
@@ -74,12 +76,16 @@ def new_worker_id() -> str:
 
 
 def run_next_job(
-    run_id: int, kind: str = "illustration", *, sleep: Callable[[float], None] | None = None
+    run_id: int,
+    kind: str = "illustration",
+    *,
+    sleep: Callable[[float], None] | None = None,
+    clock=None,
 ) -> int | None:
     """Claim the run's most urgent queued job of a kind and work it to an end. Return its
     id, or None when there was nothing to claim (another worker has it, or the run is not
     running)."""
-    worker = JobWorker(KINDS[kind], sleep=sleep)
+    worker = JobWorker(KINDS[kind], sleep=sleep, clock=clock)
     job = worker.claim_next(run_id)
     if job is not None:
         worker.work(job)
@@ -116,12 +122,14 @@ def halt_run(
     error: ProviderError | None,
     count: int = 0,
     service: str = "image service",
+    message: str = "",
 ) -> bool:
     """Halt a running run for a reason retrying cannot fix. Return whether this call halted it."""
-    status = f" (HTTP {error.http_status})" if error is not None and error.http_status else ""
-    message = HALT_MESSAGES[reason].format(status=status, count=count, service=service)
-    if error is not None and error.message:
-        message += f" The service said: {error.message}"
+    if not message:
+        status = f" (HTTP {error.http_status})" if error is not None and error.http_status else ""
+        message = HALT_MESSAGES[reason].format(status=status, count=count, service=service)
+        if error is not None and error.message:
+            message += f" The service said: {error.message}"
     halted = Run.objects.filter(pk=run_id, state=Run.State.RUNNING).update(
         state=Run.State.HALTED, halt_reason=reason, message=message, updated_at=timezone.now()
     )
@@ -133,8 +141,10 @@ def halt_run(
 class JobWorker:
     """One claim on one job: every attempt at it, and how it ends."""
 
-    def __init__(self, kind: JobKind, *, sleep: Callable[[float], None] | None = None):
+    def __init__(self, kind: JobKind, *, sleep: Callable[[float], None] | None = None, clock=None):
         self.kind = kind
+        self.clock = clock or SystemClock()
+        self.gate: Gate | None = None
         self.model = kind.model
         self.id = new_worker_id()
         self.policy = RetryPolicy.from_settings()
@@ -209,6 +219,13 @@ class JobWorker:
             self._fail(ProviderError(str(error)))
             return
         prompt, self.recorded = self.kind.prepare(job, self.provider)
+        self.gate = Gate(
+            provider=provider_key(self.provider.name, getattr(self.provider, "model", "")),
+            project=self.kind.project(job),
+            price=self.kind.price(self.provider),
+            lease=settings.STUDIO_LEASE_SECONDS,
+            clock=self.clock,
+        )
         self.attempt_number = job.last_attempt or 0
         remaining = max(1, self.policy.max_attempts - job.attempts_made)
         retrying = Retrying(
@@ -253,33 +270,70 @@ class JobWorker:
         self.recorded = {}
         if not renewed:
             raise Interrupted()
-        self.attempt_number += 1
-        number = self.attempt_number
-        attempt = GenerationAttempt.objects.create(
-            **{self.kind.attempt_field: self.job}, number=number, started_at=now
-        )
-        started = time.monotonic()
+        slot = self._take_slot()
         try:
-            result = self.kind.call(self.provider, self.job, prompt, number)
-        except ProviderError as error:
-            self._record(attempt, started, error=error)
-            self._after_failure(error)
-            if self._should_defer(error):
-                raise Deferred(error) from error
-            raise
-        except Exception as error:  # a bug or an unexpected library error: still one row
-            wrapped = Transient(f"unexpected error: {error!r}")
-            self._record(attempt, started, error=wrapped)
-            self._after_failure(wrapped)
-            raise wrapped from error
-        self._record(attempt, started, result=result)
-        return result
+            self.attempt_number += 1
+            number = self.attempt_number
+            attempt = GenerationAttempt.objects.create(
+                **{self.kind.attempt_field: self.job}, number=number, started_at=timezone.now()
+            )
+            started = time.monotonic()
+            try:
+                result = self.kind.call(self.provider, self.job, prompt, number)
+            except ProviderError as error:
+                self._record(attempt, started, error=error)
+                if isinstance(error, RateLimited) and error.retry_after:
+                    # Every worker waits, not only this one.
+                    self.gate.cool_down(error.retry_after, error.message)
+                self._after_failure(error)
+                if self._should_defer(error):
+                    raise Deferred(error) from error
+                raise
+            except Exception as error:  # a bug or an unexpected library error: still one row
+                wrapped = Transient(f"unexpected error: {error!r}")
+                self._record(attempt, started, error=wrapped)
+                self._after_failure(wrapped)
+                raise wrapped from error
+            self._record(attempt, started, result=result)
+            return result
+        finally:
+            Gate.release(slot)
+
+    def _take_slot(self):
+        """Wait until the shared limits allow a call; halt the run if the budget would be
+        passed; give up (Interrupted) when the run stops, pauses or halts meanwhile."""
+        try:
+            slot = self.gate.acquire(still_wanted=self._still_wanted)
+        except BudgetReached as reached:
+            halt_run(
+                self.job.run_id,
+                reason=Run.HaltReason.BUDGET,
+                error=None,
+                message=(
+                    f"The next illustration would take this project past its budget of "
+                    f"{money(reached.budget)} ({money(reached.spent)} spent, "
+                    f"{money(reached.price)} each). Raise the budget in Settings, then "
+                    f"press Resume."
+                ),
+            )
+            raise Interrupted() from None
+        if slot is None:
+            raise Interrupted()
+        return slot
+
+    def _still_wanted(self) -> bool:
+        """Renew the lease while waiting for a slot; False once the job is not ours."""
+        now = timezone.now()
+        return bool(
+            self.mine().filter(run_is(Run.State.RUNNING)).update(lease_expires_at=now + self.lease)
+        )
 
     def _record(self, attempt, started, *, result=None, error=None) -> None:
         attempt.finished_at = timezone.now()
         attempt.duration_ms = int((time.monotonic() - started) * 1000)
         if error is None:
             attempt.outcome = Outcome.SUCCESS
+            attempt.cost = self.gate.price
             attempt.http_status = result.http_status
             attempt.provider_request_id = result.request_id[:120]
         else:

@@ -9,9 +9,10 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
-from studio.models import Page
+from studio.models import Page, Project
 
 from .models import Illustration, Job, StoryJob
+from .pricing import price_per_image
 from .prompts import compose_prompt
 from .providers import get_provider, get_text_provider
 from .providers.base import ImageRequest, StoryRequest
@@ -31,6 +32,13 @@ class JobKind:
     def claim_annotations(self) -> dict:
         """Return annotations to fetch with a claimed job, saving queries later."""
         return {}
+
+    def project(self, job: Job) -> Project:
+        raise NotImplementedError
+
+    def price(self, provider):
+        """Return what one successful call costs (None: unknown or free)."""
+        return None
 
     def prepare(self, job: Job, provider) -> tuple[str, dict]:
         """Return the prompt about to be sent and the fields that record it on the job
@@ -57,6 +65,14 @@ class IllustrationKind(JobKind):
 
     def provider(self):
         return get_provider()
+
+    def project(self, job: Illustration) -> Project:
+        return job.page.project
+
+    def price(self, provider):
+        return price_per_image(
+            provider.name, getattr(provider, "model", ""), settings.STUDIO_IMAGE_SIZE
+        )
 
     def claim_annotations(self) -> dict:
         # A regeneration: the page's current picture must step aside on completion.
@@ -118,6 +134,9 @@ class StoryKind(JobKind):
 
     def provider(self):
         return get_text_provider()
+
+    def project(self, job: StoryJob) -> Project:
+        return job.project
 
     def prepare(self, job: StoryJob, provider) -> tuple[str, dict]:
         from .providers.openai import story_prompt

@@ -178,6 +178,39 @@ class StoryJob(Job):
         return f"Story of {self.project} ({self.status})"
 
 
+class ProviderGate(models.Model):
+    """Limits shared by every worker on every machine: one row per provider (and model),
+    and one per project that lowers them. Holds the token bucket and the cool-down."""
+
+    key = models.CharField(max_length=120, unique=True)  # "openai:gpt-image-1", "project:7"
+    tokens = models.FloatField(default=0)
+    refilled_at = models.DateTimeField(null=True, blank=True)
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    cooldown_reason = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class ProviderSlot(models.Model):
+    """One call in flight, held until it returns (or its lease runs out, if the worker died)."""
+
+    provider_key = models.CharField(max_length=120)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # What the call will cost if it succeeds, held against the project's budget meanwhile.
+    reserved = models.DecimalField(max_digits=10, decimal_places=4, default=0)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["provider_key", "expires_at"]),
+            models.Index(fields=["project", "expires_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"Slot on {self.provider_key} until {self.expires_at:%H:%M:%S}"
+
+
 class GenerationAttempt(models.Model):
     """One call to an image service, written for every call, whatever its outcome."""
 
@@ -208,6 +241,9 @@ class GenerationAttempt(models.Model):
     message = models.TextField(blank=True)
     retry_after = models.FloatField(null=True, blank=True)
     provider_request_id = models.CharField(max_length=120, blank=True)
+    # What the service charges for this call (a configured price per image; failed calls
+    # cost nothing).
+    cost = models.DecimalField(max_digits=10, decimal_places=4, default=0)
 
     class Meta:
         ordering = ["illustration", "number"]

@@ -3,10 +3,11 @@
 import functools
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from functools import cached_property
 
 from django.conf import settings
-from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery, Sum
 from django.urls import reverse
 
 from studio.models import Page, Project
@@ -181,3 +182,24 @@ def is_outdated(page: Page, illustration: Illustration) -> bool:
 def latest_run(project: Project) -> Run | None:
     """Return the project's most recent run (open or over), or None before the first."""
     return Run.objects.filter(project=project).order_by("-created_at", "-pk").first()
+
+
+@dataclass(frozen=True)
+class Spend:
+    project: Decimal
+    run: Decimal
+
+
+def spend(project: Project, run: Run | None) -> Spend:
+    """Return what the project's calls have cost, in all and in its latest run (one query)."""
+    from .models import GenerationAttempt
+
+    run_filter = Q(illustration__run=run) if run else Q(pk__in=[])
+    totals = GenerationAttempt.objects.filter(illustration__page__project=project).aggregate(
+        project=Sum("cost"), run=Sum("cost", filter=run_filter)
+    )
+    cents = Decimal("0.0001")  # SQLite sums decimals as floats: back to the stored precision
+    return Spend(
+        project=Decimal(totals["project"] or 0).quantize(cents),
+        run=Decimal(totals["run"] or 0).quantize(cents),
+    )

@@ -4,6 +4,7 @@ from django.db.models import F
 from generation import services
 from generation.admin_queries import with_progress
 from generation.models import Run
+from generation.pricing import money
 
 from .models import Page, Project
 
@@ -71,6 +72,10 @@ class ProjectAdmin(admin.ModelAdmin):
     @admin.display(ordering="failed_count")
     def failed(self, project):
         return project.failed_count
+
+    @admin.display(ordering="spent", description="Spent")
+    def cost(self, project):
+        return money(project.spent)
 
     @admin.display(ordering="run_state", description="Run")
     def run_state(self, project):

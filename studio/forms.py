@@ -36,6 +36,25 @@ class ProjectForm(forms.ModelForm):
         return style
 
 
+class ProjectSettingsForm(ProjectForm):
+    """An existing project: its name and look, and its spend and speed limits."""
+
+    class Meta(ProjectForm.Meta):
+        fields = ["title", "style_guide", "budget", "max_concurrent", "requests_per_minute"]
+        labels = {
+            **ProjectForm.Meta.labels,
+            "budget": "Budget (USD)",
+            "max_concurrent": "Calls at once",
+            "requests_per_minute": "Calls per minute",
+        }
+
+    def clean_budget(self):
+        budget = self.cleaned_data["budget"]
+        if budget is not None and budget < 0:
+            raise forms.ValidationError("A budget cannot be negative.")
+        return budget
+
+
 class ManuscriptForm(ProjectForm):
     manuscript = forms.CharField(
         required=False,

@@ -13,6 +13,20 @@ class Project(models.Model):
     style_guide = models.TextField(
         blank=True, help_text="Art style and recurring characters, added to every page prompt."
     )
+    # Spend and speed controls; empty means no limit beyond the studio's own.
+    budget = models.DecimalField(
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Stop before an illustration would take spending past this (USD).",
+    )
+    max_concurrent = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="At most this many calls at once for this project."
+    )
+    requests_per_minute = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="At most this many calls a minute for this project."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

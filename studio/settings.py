@@ -4,6 +4,7 @@ The configuration names in shared/DESIGN.md are a contract; everything here has 
 embedded default so that `make run` works offline on a fresh machine.
 """
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -265,6 +266,17 @@ STUDIO_LEASE_SECONDS = env_number("STUDIO_LEASE_SECONDS", STUDIO_PROVIDER_TIMEOU
 # This many transient failures in a row, across pages, halt the run as an outage instead
 # of burning every page's attempts.
 STUDIO_OUTAGE_THRESHOLD = env_number("STUDIO_OUTAGE_THRESHOLD", 6)
+
+# Speed control shared by every worker on every machine, per provider and model; empty
+# means no limit beyond STUDIO_WORKERS per cluster. Projects can lower them.
+STUDIO_PROVIDER_MAX_CONCURRENT = env_number("STUDIO_PROVIDER_MAX_CONCURRENT", 0) or None
+STUDIO_PROVIDER_REQUESTS_PER_MINUTE = env_number("STUDIO_PROVIDER_REQUESTS_PER_MINUTE", 0) or None
+# Prices in USD per image, by "provider:model:size", "provider:model" or "provider"; merged
+# over the built-in list in generation/pricing.py. Example: {"openai:gpt-image-1": 0.05}
+try:
+    STUDIO_PRICES = json.loads(env_str("STUDIO_PRICES", "{}"))
+except json.JSONDecodeError as exc:
+    raise ImproperlyConfigured(f"STUDIO_PRICES must be a JSON object: {exc}") from None
 
 if STUDIO_MAX_ATTEMPTS < 1:
     raise ImproperlyConfigured("STUDIO_MAX_ATTEMPTS must be at least 1")

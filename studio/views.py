@@ -18,12 +18,19 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
-from generation import selectors, services, thumbnails
+from generation import limits, pricing, selectors, services, thumbnails
 from generation.models import ACTIVE_STATUSES, Illustration, Run
-from generation.providers import text_provider_configured
+from generation.providers import get_provider, text_provider_configured
 
 from . import services as studio_services
-from .forms import ManuscriptForm, NewPageForm, PageForm, PremiseForm, ProjectForm, PromptForm
+from .forms import (
+    ManuscriptForm,
+    NewPageForm,
+    PageForm,
+    PremiseForm,
+    ProjectSettingsForm,
+    PromptForm,
+)
 from .models import Page, Project
 
 TEMPLATE = "studio/project_detail.html"
@@ -47,10 +54,17 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
 def _header_context(project: Project) -> dict:
     progress = selectors.project_progress(project)
     run = selectors.latest_run(project)
+    provider = get_provider()
+    model = getattr(provider, "model", "")
+    price = pricing.price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
     return {
         "project": project,
         "progress": progress,
         "run": run,
+        "spend": selectors.spend(project, run),
+        "price": price,
+        "estimate": None if price is None else price * progress.missing,
+        "provider_state": limits.provider_state(limits.provider_key(provider.name, model)),
         "polling": progress.busy or (run is not None and run.state == Run.State.STOPPING),
         "cursor": timezone.now().timestamp(),
     }
@@ -179,7 +193,7 @@ def project_create_premise(request: HttpRequest) -> HttpResponse:
 def project_settings(request: HttpRequest, pk: int) -> HttpResponse:
     """Rename the project and edit its style guide."""
     project = _owned_project(request, pk)
-    form = ProjectForm(request.POST or None, instance=project)
+    form = ProjectSettingsForm(request.POST or None, instance=project)
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, "Project saved.")

@@ -3,11 +3,13 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 from django_q.brokers import get_broker
 
 from generation import engine
@@ -53,14 +55,36 @@ def make_project(editor):
     return make
 
 
+class FakeClock:
+    """A clock whose sleep() moves time on at once: waits are counted, never slept."""
+
+    def __init__(self):
+        self.offset = timedelta(0)
+        self.slept: list[float] = []
+
+    def now(self):
+        return timezone.now() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.offset += timedelta(seconds=seconds)
+
+
 @pytest.fixture
-def drain():
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def drain(clock):
     """Work a run's queue in this process, one job after another, recording waits."""
 
     def run(run_id: int, *, waits: list | None = None, limit: int = 1000, kind="illustration"):
         sleep = waits.append if waits is not None else (lambda seconds: None)
         done = 0
-        while done < limit and engine.run_next_job(run_id, kind, sleep=sleep) is not None:
+        while (
+            done < limit and engine.run_next_job(run_id, kind, sleep=sleep, clock=clock) is not None
+        ):
             done += 1
         return done
 

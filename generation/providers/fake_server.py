@@ -326,6 +326,8 @@ class FakeImageService:
                 finally:
                     with service._lock:
                         service.in_flight -= 1
+                        call["answered"] = time.monotonic()
+                        call["status"] = reply.status if "reply" in locals() else None
 
             def _story(self, prompt: str, reply: Reply) -> Reply:
                 """Answer a chat completion with the pages the prompt asked for."""

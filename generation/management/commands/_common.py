@@ -59,6 +59,7 @@ def project_status(project: Project) -> dict:
     """Return the status of a project in the shape of `generation_status --json`."""
     progress = selectors.project_progress(project)
     run = selectors.latest_run(project)
+    spend = selectors.spend(project, run)
     return {
         "id": project.pk,
         "title": project.title,
@@ -67,6 +68,7 @@ def project_status(project: Project) -> dict:
         "missing": progress.missing,
         "failed": progress.failed,
         "active": progress.queued + progress.generating,
+        "cost": {"project": str(spend.project), "run": str(spend.run)},
         "run": None
         if run is None
         else {"state": run.state, "halt_reason": run.halt_reason or None, "message": run.message},

@@ -1,0 +1,179 @@
+"""Speed and spend control shared by every worker on every machine.
+
+Before each call a worker takes a slot through a Gate: the provider's and the project's
+concurrency limits, a requests-per-minute bucket for each, a cool-down after a 429 that
+applies to every worker, and the project's budget. The state lives in the database
+(ProviderGate, ProviderSlot), so the limits hold across any number of clusters; a slot
+has a lease, so a killed worker's slot frees itself.
+"""
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from studio.models import Project
+
+from .models import GenerationAttempt, ProviderGate, ProviderSlot
+
+# How often a waiting worker looks again for a free slot.
+POLL_SECONDS = 0.25
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return timezone.now()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class BudgetReached(Exception):
+    """The next call would take the project's spending past its budget."""
+
+    def __init__(self, *, budget: Decimal, spent: Decimal, price: Decimal):
+        super().__init__(f"budget {budget} reached")
+        self.budget, self.spent, self.price = budget, spent, price
+
+
+@dataclass(frozen=True)
+class Limit:
+    key: str
+    max_concurrent: int | None
+    requests_per_minute: int | None
+
+
+def project_spent(project_id: int) -> Decimal:
+    """Return what the project's calls have cost so far."""
+    total = GenerationAttempt.objects.filter(illustration__page__project_id=project_id).aggregate(
+        total=Sum("cost")
+    )["total"]
+    return total or Decimal(0)
+
+
+def provider_key(provider_name: str, model: str) -> str:
+    return f"{provider_name}:{model}" if model else provider_name
+
+
+class Gate:
+    def __init__(
+        self, *, provider: str, project: Project, price: Decimal | None, lease: float, clock=None
+    ):
+        self.provider = provider
+        self.project = project
+        self.price = price or Decimal(0)
+        self.lease = timedelta(seconds=lease)
+        self.clock = clock or SystemClock()
+        self.limits = [
+            Limit(
+                provider,
+                settings.STUDIO_PROVIDER_MAX_CONCURRENT,
+                settings.STUDIO_PROVIDER_REQUESTS_PER_MINUTE,
+            ),
+            Limit(f"project:{project.pk}", project.max_concurrent, project.requests_per_minute),
+        ]
+
+    def acquire(self, *, still_wanted) -> ProviderSlot | None:
+        """Wait for the limits to allow a call and return its slot, or None as soon as
+        still_wanted() says the job is no longer ours. Raise BudgetReached."""
+        ProviderGate.objects.bulk_create(
+            [ProviderGate(key=limit.key, tokens=1) for limit in self.limits],
+            ignore_conflicts=True,
+        )
+        while True:
+            granted = self._try()
+            if isinstance(granted, ProviderSlot):
+                return granted
+            self.clock.sleep(min(granted, 1.0))
+            if not still_wanted():
+                return None
+
+    def _try(self) -> ProviderSlot | float:
+        """Take a slot if every limit allows it now; else return seconds to wait."""
+        now = self.clock.now()
+        with transaction.atomic():
+            gates = {
+                gate.key: gate
+                for gate in ProviderGate.objects.select_for_update().filter(
+                    key__in=[limit.key for limit in self.limits]
+                )
+            }
+            for gate in gates.values():
+                if gate.cooldown_until and gate.cooldown_until > now:
+                    return (gate.cooldown_until - now).total_seconds()
+            active = ProviderSlot.objects.filter(expires_at__gt=now)
+            provider_limit, project_limit = self.limits
+            if (
+                provider_limit.max_concurrent
+                and active.filter(provider_key=self.provider).count()
+                >= provider_limit.max_concurrent
+            ):
+                return POLL_SECONDS
+            if (
+                project_limit.max_concurrent
+                and active.filter(project_id=self.project.pk).count()
+                >= project_limit.max_concurrent
+            ):
+                return POLL_SECONDS
+            for limit in self.limits:
+                if limit.requests_per_minute:
+                    wait = self._refill(gates[limit.key], limit.requests_per_minute, now)
+                    if wait:
+                        return wait
+            if self.project.budget is not None and self.price:
+                reserved = active.filter(project_id=self.project.pk).aggregate(
+                    total=Sum("reserved")
+                )["total"] or Decimal(0)
+                spent = project_spent(self.project.pk)
+                if spent + reserved + self.price > self.project.budget:
+                    raise BudgetReached(budget=self.project.budget, spent=spent, price=self.price)
+            for limit in self.limits:
+                if limit.requests_per_minute:
+                    gate = gates[limit.key]
+                    gate.tokens -= 1
+                    gate.save(update_fields=["tokens", "refilled_at"])
+            return ProviderSlot.objects.create(
+                provider_key=self.provider,
+                project=self.project,
+                reserved=self.price,
+                expires_at=now + self.lease,
+            )
+
+    @staticmethod
+    def _refill(gate: ProviderGate, per_minute: int, now: datetime) -> float:
+        """Refill the bucket (one call's worth at most: calls are spaced, never burst);
+        return seconds until a token is there, or 0 when one is."""
+        rate = per_minute / 60
+        if gate.refilled_at is not None:
+            elapsed = max(0.0, (now - gate.refilled_at).total_seconds())
+            gate.tokens = min(1.0, gate.tokens + elapsed * rate)
+        gate.refilled_at = now
+        if gate.tokens >= 1:
+            return 0
+        gate.save(update_fields=["tokens", "refilled_at"])
+        return (1 - gate.tokens) / rate
+
+    @staticmethod
+    def release(slot: ProviderSlot) -> None:
+        ProviderSlot.objects.filter(pk=slot.pk).delete()
+
+    def cool_down(self, seconds: float, reason: str) -> None:
+        """Make every worker wait `seconds` before calling this provider again."""
+        until = self.clock.now() + timedelta(seconds=seconds)
+        ProviderGate.objects.filter(key=self.provider).exclude(cooldown_until__gt=until).update(
+            cooldown_until=until, cooldown_reason=reason[:300]
+        )
+
+
+def provider_state(key: str, *, now=None) -> dict:
+    """Return {"state": "ok" | "cooling", "until": datetime | None, "reason": str}."""
+    now = now or timezone.now()
+    gate = ProviderGate.objects.filter(key=key).first()
+    if gate is not None and gate.cooldown_until and gate.cooldown_until > now:
+        return {"state": "cooling", "until": gate.cooldown_until, "reason": gate.cooldown_reason}
+    return {"state": "ok", "until": None, "reason": ""}

@@ -55,6 +55,7 @@ def test_status_json_has_the_documented_shape(make_project, openai_settings, fak
         "missing": 3,
         "failed": 0,
         "active": 0,
+        "cost": {"project": "0.0000", "run": "0.0000"},
         "run": None,
     }
     second = data["projects"][1]

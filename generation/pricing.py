@@ -30,6 +30,12 @@ def price_per_image(provider: str, model: str, size: str) -> Decimal | None:
     return None
 
 
+def amount(value) -> Decimal:
+    """Return a sum of costs as a Decimal at the stored precision (SQLite sums decimals
+    as floats)."""
+    return Decimal(value or 0).quantize(Decimal("0.0001"))
+
+
 def money(amount: Decimal | None) -> str:
     if amount is None:
         return "price unknown"

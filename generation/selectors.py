@@ -13,6 +13,7 @@ from django.urls import reverse
 from studio.models import Page, Project
 
 from .models import ACTIVE_STATUSES, Illustration, Run
+from .pricing import amount
 from .prompts import compose_prompt
 
 Status = Illustration.Status
@@ -198,8 +199,4 @@ def spend(project: Project, run: Run | None) -> Spend:
     totals = GenerationAttempt.objects.filter(illustration__page__project=project).aggregate(
         project=Sum("cost"), run=Sum("cost", filter=run_filter)
     )
-    cents = Decimal("0.0001")  # SQLite sums decimals as floats: back to the stored precision
-    return Spend(
-        project=Decimal(totals["project"] or 0).quantize(cents),
-        run=Decimal(totals["run"] or 0).quantize(cents),
-    )
+    return Spend(project=amount(totals["project"]), run=amount(totals["run"]))

@@ -3,7 +3,7 @@ from django import forms
 from generation.services import MAX_STORY_PAGES
 
 from .manuscript import ManuscriptError, decode_manuscript, parse_manuscript
-from .models import Page, Project
+from .models import Export, Page, Project
 
 MAX_PROMPT_CHARS = 4000
 MAX_STYLE_CHARS = 4000
@@ -162,3 +162,12 @@ def _clean_prompt(prompt: str) -> str:
             f"A prompt can be at most {MAX_PROMPT_CHARS} characters (this one has {len(prompt)})."
         )
     return prompt
+
+
+class ExportForm(forms.Form):
+    format = forms.ChoiceField(choices=Export.Format.choices, initial=Export.Format.PDF)
+    page_size = forms.ChoiceField(
+        choices=Export.PageSize.choices,
+        initial=Export.PageSize.A4,
+        help_text="For the PDF book.",
+    )

@@ -1,4 +1,6 @@
-"""Content: an editor's projects and their pages."""
+"""Content: an editor's projects, their pages, and their exports."""
+
+import uuid
 
 from django.conf import settings
 from django.db import models
@@ -66,3 +68,48 @@ class Page(models.Model):
     def illustration_prompt(self) -> str:
         """Return what this page asks the image service to draw (without the style guide)."""
         return self.prompt.strip() or self.text.strip()
+
+
+def export_upload_to(instance: "Export", filename: str) -> str:
+    return f"exports/{instance.project_id}/{uuid.uuid4().hex}/{filename}"
+
+
+class Export(models.Model):
+    """A download of a project, made by a worker: a ZIP of pictures, or a PDF book."""
+
+    class Format(models.TextChoices):
+        ZIP = "zip", "ZIP of pictures and texts"
+        PDF = "pdf", "PDF picture book"
+
+    class PageSize(models.TextChoices):
+        A4 = "a4", "A4"
+        LETTER = "letter", "Letter"
+        SQUARE = "square", "Square (21 × 21 cm)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        COMPLETE = "complete"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
+    format = models.CharField(max_length=3, choices=Format)
+    page_size = models.CharField(max_length=6, choices=PageSize, default=PageSize.A4)
+    status = models.CharField(max_length=8, choices=Status, default=Status.QUEUED)
+    pages_total = models.PositiveIntegerField(default=0)
+    pages_done = models.PositiveIntegerField(default=0)
+    missing = models.PositiveIntegerField(default=0)
+    file = models.FileField(upload_to=export_upload_to, blank=True, max_length=300)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_format_display()} of {self.project} ({self.status})"
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.pages_done / self.pages_total) if self.pages_total else 0

@@ -90,3 +90,17 @@ def move_page(*, page: Page, by: int) -> bool:
     pages.insert(target, pages.pop(index))
     _renumber(project, pages)
     return True
+
+
+@transaction.atomic
+def start_export(*, project: Project, format: str, page_size: str = "a4"):
+    """Queue an export of the project for a worker; return it."""
+    from django_q.tasks import async_task
+
+    from .models import Export
+
+    export = Export.objects.create(project=project, format=format, page_size=page_size)
+    transaction.on_commit(
+        lambda: async_task("studio.tasks.run_export", export.pk, task_name=f"export-{export.pk}")
+    )
+    return export

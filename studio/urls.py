@@ -7,6 +7,7 @@ from studio import views
 project_urls = [
     path("", views.project_detail, name="project-detail"),
     path("settings/", views.project_settings, name="project-settings"),
+    path("export/", views.project_export, name="project-export"),
     path("delete/", views.project_delete, name="project-delete"),
     path("pages/", views.project_pages, name="project-pages"),
     path("pages/add/", views.page_add, name="page-add"),
@@ -36,6 +37,7 @@ urlpatterns = [
     path("projects/new/premise/", views.project_create_premise, name="project-create-premise"),
     path("projects/<int:pk>/", include(project_urls)),
     path("pages/<int:pk>/", include(page_urls)),
+    path("exports/<int:pk>/download/", views.export_download, name="export-download"),
     path("images/<int:pk>/", views.illustration_image, name="illustration-image"),
     path("images/<int:pk>/thumbnail/", views.illustration_thumbnail, name="illustration-thumbnail"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

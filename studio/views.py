@@ -24,6 +24,7 @@ from generation.providers import get_provider, text_provider_configured
 
 from . import services as studio_services
 from .forms import (
+    ExportForm,
     ManuscriptForm,
     NewPageForm,
     PageForm,
@@ -31,7 +32,7 @@ from .forms import (
     ProjectSettingsForm,
     PromptForm,
 )
-from .models import Page, Project
+from .models import Export, Page, Project
 
 TEMPLATE = "studio/project_detail.html"
 # Changes are re-sent for a moment past the cursor, so a write whose timestamp came from
@@ -549,3 +550,51 @@ def illustration_image(request: HttpRequest, pk: int) -> FileResponse:
 def illustration_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
     illustration = _owned_image(request, pk)
     return private_file(thumbnails.ensure_thumbnail(illustration.image), "image/webp")
+
+
+# --- export ------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_export(request: HttpRequest, pk: int) -> HttpResponse:
+    """Start an export (ZIP or PDF) and follow it; warns first about missing pages."""
+    project = _owned_project(request, pk)
+    form = ExportForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        studio_services.start_export(
+            project=project,
+            format=form.cleaned_data["format"],
+            page_size=form.cleaned_data["page_size"],
+        )
+        messages.success(request, "Export started; it will be ready to download here.")
+        return redirect("project-export", pk=project.pk)
+    exports = list(project.exports.all()[:10])
+    context = {
+        "project": project,
+        "form": form,
+        "progress": selectors.project_progress(project),
+        "exports": exports,
+        "polling": any(e.status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in exports),
+    }
+    if request.htmx:
+        status = 200 if context["polling"] else HTMX_STOP_POLLING
+        return render(request, "studio/project_export.html#exports", context, status=status)
+    status = 422 if request.method == "POST" else 200
+    return render(request, "studio/project_export.html", context, status=status)
+
+
+@login_required
+@require_GET
+def export_download(request: HttpRequest, pk: int) -> HttpResponse:
+    export = get_object_or_404(
+        Export, pk=pk, project__owner=request.user, status=Export.Status.COMPLETE
+    )
+    if not export.file:
+        raise Http404("No file")
+    content_type = "application/zip" if export.format == Export.Format.ZIP else "application/pdf"
+    response = private_file(export.file.name, content_type)
+    response["Content-Disposition"] = (
+        f'attachment; filename="{export.file.name.rsplit("/", 1)[-1]}"'
+    )
+    return response

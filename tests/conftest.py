@@ -30,6 +30,21 @@ def wait_until(condition, *, timeout: float, interval: float = 0.1, message: str
     pytest.fail(message or f"condition not met within {timeout} s")
 
 
+class Sweeper:
+    """Run the sweep each call; truthy once the sweeps have put back `expected` jobs in all
+    (leases expire one by one, so one sweep may put back some and the next the rest)."""
+
+    def __init__(self, expected: int):
+        self.expected = expected
+        self.requeued = 0
+
+    def __call__(self) -> bool:
+        from generation import services
+
+        self.requeued += services.sweep()["requeued"]
+        return self.requeued >= self.expected
+
+
 @pytest.fixture
 def editor(django_user_model):
     return django_user_model.objects.create_user(username="alice", password="alice-password")

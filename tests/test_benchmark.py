@@ -29,6 +29,7 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
         "halt",
         "pages",
         "bulk",
+        "export",
     }
     rows = {row["measure"]: row for row in report["rows"]}
     assert rows["queries constant in pages"]["value"] is True

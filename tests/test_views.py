@@ -83,6 +83,7 @@ def all_urls(project, page, image):
         ("post", reverse("page-move", args=[g]), 400),  # no direction given
         ("get", reverse("page-delete", args=[g]), 200),
         ("get", reverse("project-delete", args=[p]), 200),
+        ("get", reverse("project-export", args=[p]), 200),
         ("get", reverse("illustration-image", args=[i]), 200),
         ("get", reverse("illustration-thumbnail", args=[i]), 200),
     ]

@@ -8,7 +8,7 @@ import pytest
 from generation import services
 from generation.models import GenerationAttempt, Illustration, Run
 from generation.selectors import project_progress
-from tests.conftest import openai_env, wait_until
+from tests.conftest import Sweeper, openai_env, wait_until
 
 
 @pytest.mark.django_db(transaction=True)
@@ -126,7 +126,9 @@ def test_a_cluster_killed_with_sigkill_loses_no_page(make_project, qcluster, fak
     fake_openai.release()  # their answers go to dead sockets
 
     # After the leases expire, the sweep puts the four jobs back in the queue.
-    wait_until(lambda: services.sweep()["requeued"] == 4, timeout=30, interval=0.5)
+    sweeper = Sweeper(4)
+    wait_until(sweeper, timeout=30, interval=0.5)
+    assert sweeper.requeued == 4
     assert GenerationAttempt.objects.filter(outcome="lost").count() == 4
 
     qcluster(**env)

@@ -5,6 +5,7 @@ processes calling the built-in loopback fake service (generation.providers.fake_
 under a user of its own whose projects are deleted afterwards.
 """
 
+import io
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import contextmanager
@@ -22,6 +24,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.db.models import Max
 from django.test import Client
@@ -32,6 +36,7 @@ from django_q.brokers import get_broker
 
 from generation import services
 from generation.models import GenerationAttempt, Illustration, Run
+from generation.providers.embedded import render_scene
 from generation.providers.fake_server import FakeImageService
 from generation.selectors import project_progress
 from studio.models import Page, Project
@@ -41,7 +46,7 @@ from ._common import OperatorCommand
 ROOT = Path(__file__).resolve().parents[3]
 BENCH_USER = "benchmark"
 QUEUE_PREFIX = "studio-benchmark"
-SCENARIOS = ["makespan", "overhead", "halt", "pages", "bulk"]
+SCENARIOS = ["makespan", "overhead", "halt", "pages", "bulk", "export"]
 
 
 class Command(OperatorCommand):
@@ -71,6 +76,7 @@ class Command(OperatorCommand):
         parser.add_argument("--review-pages", type=int, default=500)
         parser.add_argument("--bulk-projects", type=int, default=1000)
         parser.add_argument("--bulk-pages", type=int, default=24)
+        parser.add_argument("--export-pages", type=int, default=300)
         parser.add_argument(
             "--quick", action="store_true", help="small sizes, to check the benchmark itself works"
         )
@@ -433,6 +439,66 @@ class Bench:
                 seconds <= 30,
             ),
         ]
+
+    def export(self, options) -> list[dict]:
+        big = options["export_pages"]
+        small = max(1, big // 3)
+        self.say(f"export: peak memory exporting {small} and {big} illustrated pages…")
+        picture = render_scene("A fox in a meadow", 1, 1024, 1024)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        name = default_storage.save("benchmark/picture.png", ContentFile(buffer.getvalue()))
+        peaks = {}
+        try:
+            for pages in (small, big):
+                project = self.project(pages, f"export {pages}")
+                services.generate_missing(project=project)
+                Illustration.objects.filter(page__project=project).update(
+                    status=Illustration.Status.COMPLETE, image=name, finished_at=timezone.now()
+                )
+                for format in ("zip", "pdf"):
+                    peaks[(pages, format)] = self._export_peak(project.pk, format)
+                project.delete()
+        finally:
+            default_storage.delete(name)
+        rows = []
+        for format in ("zip", "pdf"):
+            low, high = peaks[(small, format)], peaks[(big, format)]
+            flat = high <= low * 1.1 + 5
+            rows += [
+                row("export", f"{format.upper()} peak memory, {small} pages", low, "MB"),
+                row(
+                    "export",
+                    f"{format.upper()} peak memory, {big} pages",
+                    high,
+                    "MB",
+                    "flat (≤ +10%)",
+                    flat,
+                ),
+            ]
+        return rows
+
+    def _export_peak(self, project_id: int, format: str) -> float:
+        with tempfile.TemporaryDirectory() as work:
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "export_project",
+                    str(project_id),
+                    "--format",
+                    format,
+                    "--output",
+                    str(Path(work) / f"book.{format}"),
+                    "--memory",
+                ],
+                cwd=ROOT,
+                env=os.environ,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+        return float(result.stderr.strip().rsplit(" ", 2)[-2])
 
 
 def percentile(values: list[float], p: int) -> float:

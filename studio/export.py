@@ -1,0 +1,259 @@
+"""Exports: a ZIP of every current illustration with the texts and a manifest, or a PDF
+picture book. A worker builds them page by page into a temporary file, so memory stays
+flat however long the book; missing pages are never skipped: they get a placeholder.
+"""
+
+import io
+import json
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db.models import Sum
+from django.utils import timezone
+from PIL import Image, ImageDraw, ImageFont
+
+from generation.models import Illustration
+from generation.pricing import amount
+
+from .models import Export, Page, Project
+
+PDF_SIZES = {
+    # points (1/72 inch)
+    Export.PageSize.A4: (595.28, 841.89),
+    Export.PageSize.LETTER: (612.0, 792.0),
+    Export.PageSize.SQUARE: (595.28, 595.28),
+}
+PDF_IMAGE_SIDE = 1600  # pixels: plenty for print at this size, light in the file
+
+
+@dataclass
+class BookPage:
+    page: Page
+    illustration: Illustration | None
+    cost: Decimal
+
+
+def book_pages(project: Project):
+    """Yield every page in order with its current illustration (None when missing)."""
+    current = {
+        job.page_id: job
+        for job in Illustration.objects.filter(
+            page__project=project, status=Illustration.Status.COMPLETE
+        ).annotate(total_cost=Sum("attempts__cost"))
+    }
+    for page in project.pages.order_by("number").iterator(chunk_size=200):
+        job = current.get(page.pk)
+        yield BookPage(page=page, illustration=job, cost=amount(job.total_cost if job else 0))
+
+
+def placeholder_png(number: int, size=(800, 800)) -> bytes:
+    """Return a plain image that says the page has no illustration yet."""
+    image = Image.new("RGB", size, (238, 240, 244))
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=40)
+    text = f"Page {number}\nno illustration yet"
+    box = draw.multiline_textbbox((0, 0), text, font=font, align="center")
+    x = (size[0] - (box[2] - box[0])) / 2
+    y = (size[1] - (box[3] - box[1])) / 2
+    draw.multiline_text((x, y), text, fill=(110, 116, 130), font=font, align="center")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def run_export(export: Export) -> None:
+    """Build the export's file, updating its progress as pages are written."""
+    project = export.project
+    total = project.pages.count()
+    Export.objects.filter(pk=export.pk).update(
+        status=Export.Status.RUNNING, pages_total=total, pages_done=0
+    )
+    build = build_zip if export.format == Export.Format.ZIP else build_pdf
+    with tempfile.TemporaryDirectory(prefix="studio-export-") as work:
+        path = Path(work) / ("book.zip" if export.format == Export.Format.ZIP else "book.pdf")
+        missing = build(export, path)
+        name = f"{slug(project.title)}.{export.format}"
+        with path.open("rb") as built:
+            export.file.save(name, File(built), save=False)
+    Export.objects.filter(pk=export.pk).update(
+        status=Export.Status.COMPLETE,
+        file=export.file.name,
+        missing=missing,
+        pages_done=total,
+        finished_at=timezone.now(),
+    )
+
+
+def slug(title: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
+    return "-".join(part for part in cleaned.split("-") if part)[:60] or "book"
+
+
+def _progress(export: Export, done: int) -> None:
+    if done % 10 == 0:
+        Export.objects.filter(pk=export.pk).update(pages_done=done)
+
+
+def build_zip(export: Export, path: Path) -> int:
+    """Write page-01.png …, page-01.txt … and manifest.json; return the missing count."""
+    project = export.project
+    width = max(2, len(str(project.pages.count())))
+    entries, missing = [], 0
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for done, item in enumerate(book_pages(project), 1):
+            page, job = item.page, item.illustration
+            stem = f"page-{page.number:0{width}d}"
+            if job is not None and job.image:
+                # Pictures are already compressed: store them as they are, one at a time.
+                with (
+                    default_storage.open(job.image.name, "rb") as source,
+                    archive.open(
+                        zipfile.ZipInfo(f"{stem}.png", date_time=_zip_time(job)), "w"
+                    ) as target,
+                ):
+                    shutil.copyfileobj(source, target, length=256 * 1024)
+                image_name = f"{stem}.png"
+            else:
+                missing += 1
+                image_name = f"{stem}-missing.png"
+                archive.writestr(image_name, placeholder_png(page.number))
+            archive.writestr(f"{stem}.txt", page.text + "\n")
+            entries.append(
+                {
+                    "number": page.number,
+                    "label": page.label,
+                    "text": page.text,
+                    "image": image_name,
+                    "missing": job is None,
+                    "prompt_sent": job.prompt_sent if job else None,
+                    "provider": job.provider if job else None,
+                    "model": job.model if job else None,
+                    "size": job.size if job else None,
+                    "cost": str(item.cost) if job else None,
+                    "created": job.finished_at.isoformat() if job and job.finished_at else None,
+                }
+            )
+            _progress(export, done)
+        manifest = {
+            "project": {
+                "id": project.pk,
+                "title": project.title,
+                "style_guide": project.style_guide,
+                "pages": len(entries),
+                "missing": missing,
+                "exported": timezone.now().isoformat(),
+            },
+            "pages": entries,
+        }
+        archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+    return missing
+
+
+def _zip_time(job: Illustration):
+    moment = timezone.localtime(job.finished_at or job.created_at)
+    return (
+        max(moment.year, 1980),
+        moment.month,
+        moment.day,
+        moment.hour,
+        moment.minute,
+        moment.second,
+    )
+
+
+def build_pdf(export: Export, path: Path) -> int:
+    """Write a title page, then one page per book page with its picture and text."""
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.lib.units import mm
+    from reportlab.pdfgen.canvas import Canvas
+
+    project = export.project
+    width, height = PDF_SIZES[export.page_size]
+    margin = 15 * mm
+    canvas = Canvas(str(path), pagesize=(width, height), pageCompression=1)
+    canvas.setTitle(project.title)
+    canvas.setAuthor(project.owner.get_username())
+    text_style = ParagraphStyle("text", fontName="Helvetica", fontSize=12, leading=16)
+
+    pages = project.pages.count()
+    canvas.setFont("Helvetica-Bold", 28)
+    canvas.drawCentredString(width / 2, height * 0.6, project.title[:60])
+    canvas.setFont("Helvetica", 13)
+    canvas.drawCentredString(width / 2, height * 0.6 - 30, f"{pages} pages")
+    canvas.showPage()
+
+    missing = 0
+    text_height = min(height * 0.32, 70 * mm)
+    picture_side = min(width - 2 * margin, height - 2 * margin - text_height - 8 * mm)
+    with tempfile.TemporaryDirectory(prefix="studio-pdf-") as work:
+        for done, item in enumerate(book_pages(project), 1):
+            page, job = item.page, item.illustration
+            x = (width - picture_side) / 2
+            y = height - margin - picture_side
+            if job is not None and job.image:
+                picture = Path(work) / f"{page.number}.jpg"
+                with (
+                    default_storage.open(job.image.name, "rb") as source,
+                    Image.open(source) as image,
+                ):
+                    image.thumbnail((PDF_IMAGE_SIDE, PDF_IMAGE_SIDE))
+                    image.convert("RGB").save(picture, format="JPEG", quality=85)
+                canvas.drawImage(
+                    str(picture),
+                    x,
+                    y,
+                    picture_side,
+                    picture_side,
+                    preserveAspectRatio=True,
+                    anchor="c",
+                )
+                picture.unlink()
+            else:
+                missing += 1
+                canvas.setFillGray(0.93)
+                canvas.rect(x, y, picture_side, picture_side, stroke=0, fill=1)
+                canvas.setFillGray(0.4)
+                canvas.setFont("Helvetica", 14)
+                canvas.drawCentredString(
+                    width / 2, y + picture_side / 2, f"Page {page.number}: no illustration yet"
+                )
+                canvas.setFillGray(0)
+            _draw_text(
+                canvas,
+                page.text,
+                text_style,
+                margin,
+                width - 2 * margin,
+                top=y - 6 * mm,
+                bottom=margin,
+            )
+            canvas.setFont("Helvetica", 9)
+            canvas.drawCentredString(width / 2, margin / 2, str(page.number))
+            canvas.showPage()
+            _progress(export, done)
+    canvas.save()
+    return missing
+
+
+def _draw_text(canvas, text, style, x, width, *, top, bottom) -> None:
+    """Draw the page text under the picture, smaller when it is long, so it always fits."""
+    from reportlab.platypus import Paragraph
+
+    markup = _escape(text).replace("\n", "<br/>")
+    for size in (12, 10, 8, 6):
+        style.fontSize, style.leading = size, size * 1.3
+        paragraph = Paragraph(markup, style)
+        _, needed = paragraph.wrap(width, top - bottom)
+        if needed <= top - bottom or size == 6:
+            paragraph.drawOn(canvas, x, max(bottom, top - needed))
+            return
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -130,11 +130,11 @@ class GenerationAttemptAdmin(admin.ModelAdmin):
     list_filter = ["outcome", "http_status", "started_at"]
     date_hierarchy = "started_at"
     search_fields = ["message", "error_code", "provider_request_id"]
-    list_select_related = ["illustration__page__project", "story__project"]
+    list_select_related = ["illustration__page__project", "story__project", "clip__page__project"]
 
     @admin.display(description="Job")
     def job(self, attempt):
-        return attempt.illustration or attempt.story
+        return attempt.job
 
     def has_add_permission(self, request):
         return False

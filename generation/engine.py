@@ -26,7 +26,7 @@ from .limits import BudgetReached, Gate, SystemClock, provider_key
 from .models import ACTIVE_STATUSES, GenerationAttempt, Job, Run
 from .pricing import money
 from .providers.base import ProviderError, RateLimited, Transient
-from .retry import RetryPolicy, is_retryable
+from .retry import Interrupted, RetryPolicy, is_retryable
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +64,6 @@ class Deferred(Exception):
     def __init__(self, error: ProviderError):
         super().__init__(error.message)
         self.error = error
-
-
-class Interrupted(Exception):
-    """The job is no longer ours to work on: the run stopped, paused or halted, or the
-    lease was lost. Nothing more may be called for it."""
 
 
 def new_worker_id() -> str:
@@ -279,7 +274,15 @@ class JobWorker:
             )
             started = time.monotonic()
             try:
-                result = self.kind.call(self.provider, self.job, prompt, number)
+                result = self.kind.call(self, prompt, number)
+            except Interrupted:
+                # Stopped while waiting on the service (a clip being made): the service's
+                # job id is kept, so whoever resumes this job polls the same one.
+                attempt.finished_at = timezone.now()
+                attempt.outcome = Outcome.INTERRUPTED
+                attempt.message = "Stopped while waiting for the service; resuming polls it again."
+                attempt.save()
+                raise
             except ProviderError as error:
                 self._record(attempt, started, error=error)
                 if isinstance(error, RateLimited) and error.retry_after:
@@ -303,7 +306,7 @@ class JobWorker:
         """Wait until the shared limits allow a call; halt the run if the budget would be
         passed; give up (Interrupted) when the run stops, pauses or halts meanwhile."""
         try:
-            slot = self.gate.acquire(still_wanted=self._still_wanted)
+            slot = self.gate.acquire(still_wanted=self.still_wanted)
         except BudgetReached as reached:
             halt_run(
                 self.job.run_id,
@@ -321,8 +324,9 @@ class JobWorker:
             raise Interrupted()
         return slot
 
-    def _still_wanted(self) -> bool:
-        """Renew the lease while waiting for a slot; False once the job is not ours."""
+    def still_wanted(self) -> bool:
+        """Renew the lease while waiting (for a slot, or on a long job at the service);
+        False once the job is not ours."""
         now = timezone.now()
         return bool(
             self.mine().filter(run_is(Run.State.RUNNING)).update(lease_expires_at=now + self.lease)

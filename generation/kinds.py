@@ -11,11 +11,13 @@ from django.db.models import Exists, OuterRef
 
 from studio.models import Page, Project
 
-from .models import Illustration, Job, StoryJob
+from .models import Clip, Illustration, Job, StoryJob
 from .pricing import price_per_image
 from .prompts import compose_prompt
-from .providers import get_provider, get_text_provider
-from .providers.base import ImageRequest, StoryRequest
+from .providers import get_clip_provider, get_provider, get_text_provider
+from .providers.base import ClipRequest, ImageRequest, Rejected, StoryRequest
+from .providers.replicate import PredictionFailed, PredictionGone
+from .retry import Interrupted
 
 
 class JobKind:
@@ -45,8 +47,8 @@ class JobKind:
         (prompt, provider, model); the engine stores them with its first renewal."""
         raise NotImplementedError
 
-    def call(self, provider, job: Job, prompt: str, number: int):
-        """Make one call; return its result or raise a ProviderError."""
+    def call(self, worker, prompt: str, number: int):
+        """Make one call for the worker's job; return its result or raise a ProviderError."""
         raise NotImplementedError
 
     def complete(self, worker, result, now) -> bool:
@@ -90,8 +92,9 @@ class IllustrationKind(JobKind):
             "size": settings.STUDIO_IMAGE_SIZE,
         }
 
-    def call(self, provider, job: Illustration, prompt: str, number: int):
-        return provider.generate(
+    def call(self, worker, prompt: str, number: int):
+        job = worker.job
+        return worker.provider.generate(
             ImageRequest(
                 prompt=prompt,
                 size=settings.STUDIO_IMAGE_SIZE,
@@ -148,8 +151,8 @@ class StoryKind(JobKind):
             "model": getattr(provider, "model", ""),
         }
 
-    def call(self, provider, job: StoryJob, prompt: str, number: int):
-        return provider.write(self._request(job, number=number))
+    def call(self, worker, prompt: str, number: int):
+        return worker.provider.write(self._request(worker.job, number=number))
 
     def _request(self, job: StoryJob, *, number: int) -> StoryRequest:
         return StoryRequest(
@@ -178,4 +181,87 @@ class StoryKind(JobKind):
         return True
 
 
-KINDS: dict[str, JobKind] = {kind.name: kind for kind in (IllustrationKind(), StoryKind())}
+class ClipKind(JobKind):
+    name = "clip"
+    model = Clip
+    attempt_field = "clip"
+    service = "clip service"
+    claim_order = ("-priority", "page__number")
+    select_related = ("page__project", "source")
+
+    def provider(self):
+        return get_clip_provider()
+
+    def project(self, job: Clip) -> Project:
+        return job.page.project
+
+    def claim_annotations(self) -> dict:
+        current = Clip.objects.filter(page=OuterRef("page"), status=Clip.Status.COMPLETE)
+        return {"has_picture": Exists(current)}
+
+    def prepare(self, job: Clip, provider) -> tuple[str, dict]:
+        prompt = f"Gently animate this picture-book illustration. {compose_prompt(job.page)}"
+        return prompt[:2000], {
+            "prompt_sent": prompt[:2000],
+            "provider": provider.name,
+            "model": getattr(provider, "model", ""),
+        }
+
+    def call(self, worker, prompt: str, number: int):
+        job, provider = worker.job, worker.provider
+        if job.source is None or not job.source.image:
+            raise Rejected("The page has no complete illustration to animate.")
+        with job.source.image.open("rb") as source:
+            request = ClipRequest(
+                image=source.read(),
+                prompt=prompt,
+                seconds=settings.STUDIO_CLIP_SECONDS,
+                idempotency_key=f"studio-clip-{job.pk}-attempt-{number}",
+            )
+        if not provider.asynchronous:
+            return provider.render(request)
+        if not job.provider_job_id:
+            # Stored before the first poll: whoever works this job next polls this one.
+            job.provider_job_id = provider.create(request)
+            Clip.objects.filter(pk=job.pk).update(provider_job_id=job.provider_job_id)
+
+        def keep_polling() -> bool:
+            if not worker.still_wanted():
+                raise Interrupted()
+            return True
+
+        try:
+            return provider.wait(
+                job.provider_job_id, sleep=worker.clock.sleep, still_wanted=keep_polling
+            )
+        except (PredictionFailed, PredictionGone):
+            # That prediction is over without a clip: the next attempt starts a new one.
+            Clip.objects.filter(pk=job.pk).update(provider_job_id="")
+            job.provider_job_id = ""
+            raise
+
+    def complete(self, worker, result, now) -> bool:
+        job = worker.job
+        extension = {"video/mp4": "mp4", "image/gif": "gif"}.get(result.content_type, "webp")
+        job.video.save(f"clip.{extension}", ContentFile(result.content), save=False)
+        with transaction.atomic():
+            if getattr(job, "has_picture", True):
+                Clip.objects.filter(page_id=job.page_id, status=Clip.Status.COMPLETE).update(
+                    status=Clip.Status.REPLACED, updated_at=now
+                )
+            done = worker.mark_complete(
+                now,
+                video=job.video.name,
+                content_type=result.content_type,
+                model=result.model or job.model,
+            )
+            if not done:
+                transaction.set_rollback(True)
+        if not done:
+            job.video.delete(save=False)
+        return bool(done)
+
+
+KINDS: dict[str, JobKind] = {
+    kind.name: kind for kind in (IllustrationKind(), StoryKind(), ClipKind())
+}

@@ -178,6 +178,45 @@ class StoryJob(Job):
         return f"Story of {self.project} ({self.status})"
 
 
+def clip_upload_to(instance: "Clip", filename: str) -> str:
+    return f"clips/{instance.page.project_id}/{uuid.uuid4().hex}.{filename.rsplit('.', 1)[-1]}"
+
+
+class Clip(Job):
+    """One job to animate a page's complete illustration into a short clip."""
+
+    page = models.ForeignKey(Page, on_delete=models.CASCADE, related_name="clips")
+    source = models.ForeignKey(
+        Illustration, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    video = models.FileField(upload_to=clip_upload_to, blank=True)
+    content_type = models.CharField(max_length=40, blank=True)
+    prompt_sent = models.TextField(blank=True)
+    # The service's own job id, stored before the first poll: a worker that takes over
+    # resumes polling this job instead of paying for a second one.
+    provider_job_id = models.CharField(max_length=120, blank=True)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["page"],
+                condition=Q(status__in=["queued", "generating", "retrying"]),
+                name="one_active_clip_per_page",
+            ),
+            models.UniqueConstraint(
+                fields=["page"], condition=Q(status="complete"), name="one_current_clip_per_page"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["run", "status", "-priority"], name="clip_claim_idx"),
+            models.Index(fields=["page", "status"], name="clip_page_status_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="clip_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Clip {self.pk} of {self.page} ({self.status})"
+
+
 class ProviderGate(models.Model):
     """Limits shared by every worker on every machine: one row per provider (and model),
     and one per project that lowers them. Holds the token bucket and the cool-down."""
@@ -223,6 +262,7 @@ class GenerationAttempt(models.Model):
         AUTH = "auth", "Authentication failed"
         REJECTED = "rejected"
         LOST = "lost", "Worker lost"
+        INTERRUPTED = "interrupted"
 
     # Exactly one of these names the job the call was made for.
     illustration = models.ForeignKey(
@@ -230,6 +270,9 @@ class GenerationAttempt(models.Model):
     )
     story = models.ForeignKey(
         StoryJob, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
+    )
+    clip = models.ForeignKey(
+        Clip, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
     )
     number = models.PositiveSmallIntegerField()
     started_at = models.DateTimeField()
@@ -252,18 +295,19 @@ class GenerationAttempt(models.Model):
                 fields=["illustration", "number"], name="attempt_number_unique"
             ),
             models.UniqueConstraint(fields=["story", "number"], name="story_attempt_number_unique"),
+            models.UniqueConstraint(fields=["clip", "number"], name="clip_attempt_number_unique"),
             models.CheckConstraint(
-                condition=Q(illustration__isnull=False, story__isnull=True)
-                | Q(illustration__isnull=True, story__isnull=False),
+                condition=Q(illustration__isnull=False, story__isnull=True, clip__isnull=True)
+                | Q(illustration__isnull=True, story__isnull=False, clip__isnull=True)
+                | Q(illustration__isnull=True, story__isnull=True, clip__isnull=False),
                 name="attempt_belongs_to_one_job",
             ),
         ]
         indexes = [models.Index(fields=["outcome", "started_at"])]
 
     def __str__(self) -> str:
-        job = (
-            f"illustration {self.illustration_id}"
-            if self.illustration_id
-            else f"story {self.story_id}"
-        )
-        return f"Attempt {self.number} of {job}: {self.outcome}"
+        return f"Attempt {self.number} of {self.job}: {self.outcome}"
+
+    @property
+    def job(self):
+        return self.illustration or self.story or self.clip

@@ -8,6 +8,11 @@ from tenacity import RetryCallState, wait_random_exponential
 from .providers.base import ProviderError
 
 
+class Interrupted(Exception):
+    """The job is no longer ours to work on: the run stopped, paused or halted, or the
+    lease was lost. Nothing more may be called for it."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int

@@ -21,6 +21,7 @@ from .kinds import KINDS
 from .models import (
     ACTIVE_STATUSES,
     OPEN_RUN_STATES,
+    Clip,
     GenerationAttempt,
     Illustration,
     Job,
@@ -108,8 +109,10 @@ def _set_running(run: Run) -> None:
     run.save()
 
 
-def _queue_pages(project: Project, page_ids: list[int], requested_by) -> Queued:
-    """Add one illustration job per page to the open run and hand the broker their tasks.
+def _queue_pages(
+    project: Project, page_ids: list[int], requested_by, kind: str = "illustration"
+) -> Queued:
+    """Add one job of a kind per page to the open run and hand the broker their tasks.
 
     A paused or halted run resumes, since the editor asked for work, and its waiting jobs
     get their tasks again.
@@ -119,9 +122,70 @@ def _queue_pages(project: Project, page_ids: list[int], requested_by) -> Queued:
         if open_run is None or open_run.state == Run.State.RUNNING:
             return Queued(run=open_run, count=0)
     run, resumed = _open_run_for_work(project, requested_by)
-    Illustration.objects.bulk_create(Illustration(page_id=pk, run=run) for pk in page_ids)
-    _enqueue_on_commit(run, _queued_counts(run) if resumed else {"illustration": len(page_ids)})
+    if kind == "clip":
+        # A clip animates the page's current picture.
+        sources = dict(
+            Illustration.objects.filter(page__in=page_ids, status=Status.COMPLETE).values_list(
+                "page_id", "pk"
+            )
+        )
+        Clip.objects.bulk_create(
+            Clip(page_id=pk, run=run, source_id=sources.get(pk)) for pk in page_ids
+        )
+    else:
+        Illustration.objects.bulk_create(Illustration(page_id=pk, run=run) for pk in page_ids)
+    _enqueue_on_commit(run, _queued_counts(run) if resumed else {kind: len(page_ids)})
     return Queued(run=run, count=len(page_ids), resumed=resumed)
+
+
+def missing_clip_pages(project: Project):
+    """Return pages with a complete illustration but no complete clip and no active one."""
+    return project.pages.filter(
+        Exists(Illustration.objects.filter(page=OuterRef("pk"), status=Status.COMPLETE))
+    ).exclude(
+        Exists(
+            Clip.objects.filter(page=OuterRef("pk"), status__in=(Status.COMPLETE, *ACTIVE_STATUSES))
+        )
+    )
+
+
+@transaction.atomic
+def generate_missing_clips(*, project: Project, requested_by=None) -> Queued:
+    """Queue one clip job per illustrated page that has no clip yet (idempotent)."""
+    _lock(project.pk)
+    pages = list(missing_clip_pages(project).values_list("pk", flat=True))
+    return _queue_pages(project, pages, requested_by, kind="clip")
+
+
+@transaction.atomic
+def queue_clip(*, page: Page, requested_by=None, regenerate: bool = False) -> Queued:
+    """Queue a clip for a page with a picture and no clip job on its way; with regenerate,
+    also for a page whose clip is complete (it stays until the new one is)."""
+    _lock(page.project_id)
+    if not page.illustrations.filter(status=Status.COMPLETE).exists():
+        return Queued(run=None, count=0)
+    clips = page.clips.all()
+    if clips.filter(status__in=ACTIVE_STATUSES).exists():
+        return Queued(run=None, count=0)
+    if not regenerate and clips.filter(status=Status.COMPLETE).exists():
+        return Queued(run=None, count=0)
+    return _queue_pages(page.project, [page.pk], requested_by, kind="clip")
+
+
+@transaction.atomic
+def retry_failed_clips(*, project: Project, requested_by=None) -> Queued:
+    """Queue a fresh clip job for every illustrated page whose latest clip job failed."""
+    _lock(project.pk)
+    latest = Clip.objects.filter(page=OuterRef("pk")).order_by("-pk")
+    pages = list(
+        missing_clip_pages(project)
+        .annotate(latest_status=latest.values("status")[:1])
+        .filter(latest_status=Status.FAILED)
+        .values_list("pk", flat=True)
+    )
+    if not pages:
+        return Queued(run=None, count=0)
+    return _queue_pages(project, pages, requested_by, kind="clip")
 
 
 def missing_pages(project: Project):

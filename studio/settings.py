@@ -251,6 +251,15 @@ if STUDIO_TEXT_PROVIDER not in {"", "openai"}:
         f"STUDIO_TEXT_PROVIDER must be empty or 'openai', not {STUDIO_TEXT_PROVIDER!r}"
     )
 STUDIO_TEXT_MODEL = env_str("STUDIO_TEXT_MODEL", "gpt-4o-mini")
+# Scene clips: an animation of each page's illustration. "embedded" renders a pan and zoom
+# offline; "replicate" speaks the Replicate predictions protocol (create, poll, download).
+STUDIO_CLIP_PROVIDER = env_str("STUDIO_CLIP_PROVIDER", "embedded")
+if STUDIO_CLIP_PROVIDER not in {"embedded", "replicate"}:
+    raise ImproperlyConfigured("STUDIO_CLIP_PROVIDER must be 'embedded' or 'replicate'")
+STUDIO_CLIP_MODEL = env_str("STUDIO_CLIP_MODEL", "minimax/video-01")
+STUDIO_CLIP_SECONDS = env_number("STUDIO_CLIP_SECONDS", 3.0, float)
+REPLICATE_API_TOKEN = env_str("REPLICATE_API_TOKEN")
+REPLICATE_BASE_URL = env_str("REPLICATE_BASE_URL", "https://api.replicate.com/v1")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
 STUDIO_IMAGE_MODEL = env_str("STUDIO_IMAGE_MODEL", "gpt-image-1")

@@ -28,3 +28,14 @@ def get_text_provider():
     if not settings.STUDIO_TEXT_PROVIDER:
         raise LookupError("No text provider is configured (STUDIO_TEXT_PROVIDER).")
     return import_string(TEXT_PROVIDERS[settings.STUDIO_TEXT_PROVIDER])()
+
+
+CLIP_PROVIDERS = {
+    "embedded": "generation.providers.embedded_clip.EmbeddedClipProvider",
+    "replicate": "generation.providers.replicate.ReplicateClipProvider",
+}
+
+
+def get_clip_provider():
+    """Return the configured clip provider (STUDIO_CLIP_PROVIDER)."""
+    return import_string(CLIP_PROVIDERS[settings.STUDIO_CLIP_PROVIDER])()

@@ -57,6 +57,23 @@ class WrittenStory:
     http_status: int | None = None
 
 
+@dataclass(frozen=True)
+class ClipRequest:
+    image: bytes  # the page's complete illustration
+    prompt: str
+    seconds: float
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class GeneratedClip:
+    content: bytes
+    content_type: str  # "image/webp", "image/gif" or "video/mp4"
+    model: str = ""
+    request_id: str = ""
+    http_status: int | None = None
+
+
 class ProviderError(Exception):
     """A call that did not produce an image. Subclasses say what the engine should do."""
 
@@ -135,3 +152,22 @@ def verify_image(content: bytes) -> tuple[int, int]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise Transient(f"not a valid image: {exc}") from exc
     return width, height
+
+
+def verify_clip(content: bytes) -> str:
+    """Return the content type of clip bytes; raise Transient if they are not a clip."""
+    if content[4:8] == b"ftyp":
+        return "video/mp4"
+    try:
+        with Image.open(io.BytesIO(content)) as clip:
+            kind = clip.format
+            width, height = clip.size
+            if width * height > MAX_IMAGE_PIXELS or max(width, height) > MAX_IMAGE_SIDE:
+                raise Transient(f"clip too large ({width}x{height})")
+    except Image.DecompressionBombError as exc:
+        raise Transient(f"refused a decompression bomb: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise Transient(f"not a valid clip: {exc}") from exc
+    if kind not in {"WEBP", "GIF"}:
+        raise Transient(f"not a clip format the studio plays: {kind}")
+    return f"image/{kind.lower()}"

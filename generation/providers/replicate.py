@@ -1,0 +1,204 @@
+"""Async-job clip service speaking the Replicate predictions protocol.
+
+Create: POST /v1/models/{owner}/{name}/predictions (or POST /v1/predictions with a
+version) → 201 {id, status, urls}. Then poll GET /v1/predictions/{id} through `starting`
+and `processing` to `succeeded`, `failed` or `canceled`, and download the output at once
+(it expires). Errors are problem+json: {"title", "detail", "status"}.
+
+The engine stores the prediction id before the first poll, so a worker that takes over a
+job resumes polling the same prediction and never pays for a second one.
+"""
+
+import base64
+import json
+import re
+import time
+
+import requests
+from django.conf import settings
+
+from .base import (
+    AuthFailed,
+    ClipRequest,
+    GeneratedClip,
+    OutOfCredits,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    Transient,
+    verify_clip,
+)
+from .openai import CONNECT_TIMEOUT, MAX_DOWNLOAD_BYTES, MAX_RESPONSE_BYTES, parse_retry_after
+
+POLL_FIRST = 0.5
+POLL_MAX = 5.0
+# A prediction that has not finished in this long is given up on for this attempt; the
+# next attempt resumes polling the same prediction.
+POLL_DEADLINE = 15 * 60
+TERMINAL_FAILED = {"failed"}
+TERMINAL_CANCELED = {"canceled", "aborted"}
+
+
+class PredictionFailed(Transient):
+    """The service ran the prediction and it failed: the next attempt starts a new one."""
+
+
+class PredictionGone(Transient):
+    """The service no longer knows the prediction (expired): start a new one."""
+
+
+def classify_problem(status: int, body: object, headers) -> ProviderError:
+    """Return the error class for a problem+json answer."""
+    body = body if isinstance(body, dict) else {}
+    detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")
+    details = {
+        "http_status": status,
+        "code": str(body.get("title") or "")[:80],
+        "request_id": headers.get("x-request-id", ""),
+    }
+    if status == 402:
+        return OutOfCredits(detail, **details)
+    if status in (401, 403):
+        return AuthFailed(detail, **details)
+    if status == 429:
+        retry_after = parse_retry_after(headers)
+        if retry_after is None and (match := re.search(r"~?(\d+)\s*s", detail)):
+            retry_after = float(match.group(1))  # "Your rate limit resets in ~30s."
+        return RateLimited(detail, retry_after=retry_after, **details)
+    if status == 408 or status >= 500:
+        return Transient(detail, **details)
+    return Rejected(detail, **details)
+
+
+class ReplicateClipProvider:
+    name = "replicate"
+    asynchronous = True
+
+    def __init__(self):
+        self.base_url = settings.REPLICATE_BASE_URL.rstrip("/")
+        self.token = settings.REPLICATE_API_TOKEN
+        self.model = settings.STUDIO_CLIP_MODEL
+        read = float(settings.STUDIO_PROVIDER_TIMEOUT)
+        self.timeout = (min(CONNECT_TIMEOUT, read), read)
+        self.session = requests.Session()
+
+    # --- create ----------------------------------------------------------------------
+
+    def create(self, request: ClipRequest) -> str:
+        """Start a prediction; return its id."""
+        if not self.token:
+            raise AuthFailed("REPLICATE_API_TOKEN is not set.")
+        image = "data:image/png;base64," + base64.b64encode(request.image).decode()
+        inputs = {"image": image, "prompt": request.prompt, "duration": request.seconds}
+        if "/" in self.model and ":" not in self.model:
+            path, body = f"/models/{self.model}/predictions", {"input": inputs}
+        else:
+            path, body = "/predictions", {"version": self.model, "input": inputs}
+        payload, _, _ = self._json("POST", path, json=body)
+        prediction_id = payload.get("id")
+        if not isinstance(prediction_id, str) or not prediction_id:
+            raise Transient("The clip service answered without a prediction id.")
+        return prediction_id
+
+    # --- poll ------------------------------------------------------------------------
+
+    def wait(self, prediction_id: str, *, sleep, still_wanted=lambda: True) -> GeneratedClip:
+        """Poll the prediction until it ends; return the downloaded clip."""
+        delay = POLL_FIRST
+        started = time.monotonic()
+        while True:
+            payload, status_code, headers = self._json("GET", f"/predictions/{prediction_id}")
+            state = payload.get("status")
+            if state == "succeeded":
+                return self._download(payload, status_code, headers)
+            if state in TERMINAL_FAILED:
+                raise PredictionFailed(
+                    f"The clip service's prediction failed: {payload.get('error') or 'no reason'}",
+                    http_status=status_code,
+                    request_id=prediction_id,
+                )
+            if state in TERMINAL_CANCELED:
+                raise Rejected(
+                    f"The prediction was {state} at the clip service.",
+                    http_status=status_code,
+                    request_id=prediction_id,
+                )
+            if time.monotonic() - started > POLL_DEADLINE:
+                raise Transient("The clip service has not finished; polling again later.")
+            hint = parse_retry_after(headers)
+            sleep(hint if hint is not None else delay)
+            delay = min(POLL_MAX, delay * 2)
+            still_wanted()  # the caller ends the wait (raises) when the job is no longer wanted
+
+    def _download(self, payload: dict, status_code: int, headers) -> GeneratedClip:
+        output = payload.get("output")
+        url = output[0] if isinstance(output, list) and output else output
+        if not isinstance(url, str) or not url:
+            raise PredictionFailed("The prediction succeeded without an output.")
+        try:
+            with self.session.get(url, timeout=self.timeout, stream=True) as response:
+                if response.status_code == 404:
+                    raise PredictionGone("The clip expired before it could be downloaded.")
+                if response.status_code >= 400:
+                    raise Transient(f"Downloading the clip failed (HTTP {response.status_code}).")
+                content = _read_capped(response, MAX_DOWNLOAD_BYTES)
+        except requests.RequestException as exc:
+            raise Transient(f"Downloading the clip failed ({exc})") from exc
+        return GeneratedClip(
+            content=content,
+            content_type=verify_clip(content),
+            model=self.model,
+            request_id=payload.get("id", ""),
+            http_status=status_code,
+        )
+
+    # --- HTTP ------------------------------------------------------------------------
+
+    def _json(self, method: str, path: str, **kwargs) -> tuple[dict, int, dict]:
+        try:
+            response = self.session.request(
+                method,
+                f"{self.base_url}{path}",
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=self.timeout,
+                stream=True,
+                **kwargs,
+            )
+        except requests.Timeout as exc:
+            raise Transient(f"The clip service did not answer in time ({exc})") from exc
+        except requests.RequestException as exc:
+            raise Transient(f"Could not reach the clip service ({exc})") from exc
+        with response:
+            content = _read_capped(response, MAX_RESPONSE_BYTES)
+            try:
+                payload = json.loads(content)
+            except (ValueError, UnicodeDecodeError):
+                payload = None
+            if response.status_code == 404 and method == "GET":
+                raise PredictionGone(
+                    "The clip service no longer knows this prediction.", http_status=404
+                )
+            if response.status_code >= 400:
+                error = classify_problem(response.status_code, payload, response.headers)
+                if self.token:
+                    error.message = error.message.replace(self.token, "[redacted]")
+                raise error
+            if not isinstance(payload, dict):
+                raise Transient(
+                    "The clip service sent a broken answer (invalid JSON).",
+                    http_status=response.status_code,
+                )
+            return payload, response.status_code, response.headers
+
+
+def _read_capped(response, limit: int) -> bytes:
+    chunks, size = [], 0
+    try:
+        for chunk in response.iter_content(chunk_size=256 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise Transient(f"The clip service sent more than {limit // 2**20} MB; refused.")
+            chunks.append(chunk)
+    except requests.RequestException as exc:
+        raise Transient(f"The answer broke off ({exc})") from exc
+    return b"".join(chunks)

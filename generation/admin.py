@@ -7,7 +7,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from . import services, thumbnails
-from .models import GenerationAttempt, Illustration, ProviderGate, Run, StoryJob
+from .models import Clip, GenerationAttempt, Illustration, ProviderGate, Run, StoryJob
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -184,3 +184,41 @@ class ProviderGateAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+class ClipAttemptInline(AttemptInline):
+    fk_name = "clip"
+
+
+@admin.register(Clip)
+class ClipAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "page",
+        "status",
+        "attempts_made",
+        "provider_job_id",
+        "failure_reason",
+        "created_at",
+    ]
+    list_filter = ["status", "failure_reason", "provider"]
+    search_fields = ["page__project__title", "provider_job_id", "error_message"]
+    list_select_related = ["page__project"]
+    raw_id_fields = ["page", "run", "source"]
+    inlines = [ClipAttemptInline]
+    actions = ["retry_selected", "regenerate_selected"]
+
+    @admin.action(description="Retry selected (pages without a clip)")
+    def retry_selected(self, request, queryset):
+        pages = {clip.page for clip in queryset.select_related("page__project")}
+        queued = sum(services.queue_clip(page=p, requested_by=request.user).count for p in pages)
+        self.message_user(request, f"Queued {_plural(queued, 'clip')}.")
+
+    @admin.action(description="Regenerate selected clips")
+    def regenerate_selected(self, request, queryset):
+        pages = {clip.page for clip in queryset.select_related("page__project")}
+        queued = sum(
+            services.queue_clip(page=p, requested_by=request.user, regenerate=True).count
+            for p in pages
+        )
+        self.message_user(request, f"Queued {_plural(queued, 'clip')} to make again.")

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from studio.models import Page, Project
 
-from .models import ACTIVE_STATUSES, Illustration, Run
+from .models import ACTIVE_STATUSES, Clip, Illustration, Run
 from .pricing import amount
 from .prompts import compose_prompt
 
@@ -88,6 +88,10 @@ class CardUrls:
     def __getattr__(self, action: str) -> str:
         if action in {"image", "thumbnail"}:
             return url_for(f"illustration-{action}", self.card.current.pk)
+        if action == "clip":
+            return url_for("clip-video", self.card.clip.pk)
+        if action == "make_clip":
+            return url_for("page-clip", self.card.page.pk)
         return url_for(f"page-{action}", self.card.page.pk)
 
 
@@ -97,6 +101,19 @@ class PageCard:
     job: Illustration | None  # the latest job, whatever its status
     current: Illustration | None  # the complete illustration shown as the picture
     latest_run_id: int | None = None
+    clip_job: Clip | None = None  # the latest clip job
+    clip: Clip | None = None  # the complete clip, played on the card
+
+    @property
+    def clip_state(self) -> str:
+        """Return "" (no clip asked for), the active clip job's status, complete or failed."""
+        if self.clip_job is not None and self.clip_job.is_active:
+            return self.clip_job.status
+        if self.clip is not None:
+            return "complete"
+        if self.clip_job is not None and self.clip_job.status == Status.FAILED:
+            return "failed"
+        return ""
 
     @cached_property
     def urls(self) -> CardUrls:
@@ -132,40 +149,80 @@ def page_cards(project: Project, *, pages=None, latest_run_id=None) -> list[Page
     for page in pages:
         page.project = project  # the cards compose prompts: no query per page
     page_ids = [p.pk for p in pages]
-    # A page's latest job is its highest id; grouping by page beats a correlated subquery
-    # per job on PostgreSQL by an order of magnitude on large projects.
-    latest_ids = (
-        Illustration.objects.filter(page__in=page_ids)
-        .values("page")
-        .annotate(latest=Max("pk"))
-        .values("latest")
-    )
-    jobs = Illustration.objects.filter(
-        Q(pk__in=Subquery(latest_ids)) | Q(page__in=page_ids, status=Status.COMPLETE)
-    )
-    latest_job: dict[int, Illustration] = {}
-    current: dict[int, Illustration] = {}
-    for job in jobs:
-        if job.status == Status.COMPLETE:
-            current[job.page_id] = job
-        known = latest_job.get(job.page_id)
-        if known is None or job.pk > known.pk:
-            latest_job[job.page_id] = job
+    latest_job, current = _latest_and_current(Illustration, page_ids)
+    latest_clip, current_clip = _latest_and_current(Clip, page_ids)
     return [
         PageCard(
             page=p,
             job=latest_job.get(p.pk),
             current=current.get(p.pk),
             latest_run_id=latest_run_id,
+            clip_job=latest_clip.get(p.pk),
+            clip=current_clip.get(p.pk),
         )
         for p in pages
     ]
 
 
+def _latest_and_current(model, page_ids: list[int]) -> tuple[dict, dict]:
+    """Return {page id: latest job} and {page id: complete job} for a kind, in one query."""
+    # A page's latest job is its highest id; grouping by page beats a correlated subquery
+    # per job on PostgreSQL by an order of magnitude on large projects.
+    latest_ids = (
+        model.objects.filter(page__in=page_ids)
+        .values("page")
+        .annotate(latest=Max("pk"))
+        .values("latest")
+    )
+    jobs = model.objects.filter(
+        Q(pk__in=Subquery(latest_ids)) | Q(page__in=page_ids, status=Status.COMPLETE)
+    )
+    latest: dict = {}
+    current: dict = {}
+    for job in jobs:
+        if job.status == Status.COMPLETE:
+            current[job.page_id] = job
+        known = latest.get(job.page_id)
+        if known is None or job.pk > known.pk:
+            latest[job.page_id] = job
+    return latest, current
+
+
+@dataclass(frozen=True)
+class ClipProgress:
+    with_clip: int = 0
+    active: int = 0
+    failed: int = 0
+    to_make: int = 0  # illustrated pages with no clip and none on its way
+
+
+def clip_progress(project: Project) -> ClipProgress:
+    """Return the project's clip counts in one query."""
+    clips = Clip.objects.filter(page=OuterRef("pk"))
+    pages = Page.objects.filter(project=project).annotate(
+        has_picture=Exists(
+            Illustration.objects.filter(page=OuterRef("pk"), status=Status.COMPLETE)
+        ),
+        has_clip=Exists(clips.filter(status=Status.COMPLETE)),
+        clip_active=Exists(clips.filter(status__in=ACTIVE_STATUSES)),
+        latest_clip=Subquery(clips.order_by("-pk").values("status")[:1]),
+    )
+    no_clip = Q(has_clip=False, clip_active=False)
+    return ClipProgress(
+        **pages.aggregate(
+            with_clip=Count("pk", filter=Q(has_clip=True)),
+            active=Count("pk", filter=Q(clip_active=True)),
+            failed=Count("pk", filter=no_clip & Q(latest_clip=Status.FAILED)),
+            to_make=Count("pk", filter=no_clip & Q(has_picture=True)),
+        )
+    )
+
+
 def changed_pages(project: Project, *, since: datetime):
     """Return the project's pages whose text or jobs changed at or after `since`."""
     touched = Illustration.objects.filter(page=OuterRef("pk"), updated_at__gte=since)
-    return project.pages.filter(Q(updated_at__gte=since) | Exists(touched))
+    clipped = Clip.objects.filter(page=OuterRef("pk"), updated_at__gte=since)
+    return project.pages.filter(Q(updated_at__gte=since) | Exists(touched) | Exists(clipped))
 
 
 def latest_runs(projects: list[Project]) -> dict[int, Run]:

@@ -52,7 +52,14 @@ class ProjectAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     raw_id_fields = ["owner"]
     inlines = [PageInline]
-    actions = ["generate_missing", "retry_failed", "stop", "pause", "resume"]
+    actions = [
+        "generate_missing",
+        "generate_missing_clips",
+        "retry_failed",
+        "stop",
+        "pause",
+        "resume",
+    ]
 
     def get_queryset(self, request):
         return with_progress(super().get_queryset(request))
@@ -93,6 +100,17 @@ class ProjectAdmin(admin.ModelAdmin):
         self.message_user(
             request,
             f"Queued {_plural(queued, 'illustration')} across {_plural(projects, 'project')}.",
+        )
+
+    @admin.action(description="Generate missing clips")
+    def generate_missing_clips(self, request, queryset):
+        results = [
+            services.generate_missing_clips(project=p, requested_by=request.user) for p in queryset
+        ]
+        queued = sum(r.count for r in results)
+        projects = sum(1 for r in results if r.count)
+        self.message_user(
+            request, f"Queued {_plural(queued, 'clip')} across {_plural(projects, 'project')}."
         )
 
     @admin.action(description="Retry failed illustrations")

@@ -14,6 +14,10 @@ project_urls = [
     path("poll/", views.project_poll, name="project-poll"),
     path("generating/", views.project_generating, name="project-generating"),
     path("generate/", views.project_generate, name="project-generate"),
+    path("generate-clips/", views.project_generate_clips, name="project-generate-clips"),
+    path(
+        "retry-failed-clips/", views.project_retry_failed_clips, name="project-retry-failed-clips"
+    ),
     path("retry-failed/", views.project_retry_failed, name="project-retry-failed"),
     path("stop/", views.project_stop, name="project-stop"),
     path("pause/", views.project_pause, name="project-pause"),
@@ -29,6 +33,7 @@ page_urls = [
     path("next/", views.page_next, name="page-next"),
     path("prompt/", views.page_prompt, name="page-prompt"),
     path("history/", views.page_history, name="page-history"),
+    path("clip/", views.page_clip, name="page-clip"),
 ]
 
 urlpatterns = [
@@ -38,6 +43,7 @@ urlpatterns = [
     path("projects/<int:pk>/", include(project_urls)),
     path("pages/<int:pk>/", include(page_urls)),
     path("exports/<int:pk>/download/", views.export_download, name="export-download"),
+    path("clips/<int:pk>/", views.clip_video, name="clip-video"),
     path("images/<int:pk>/", views.illustration_image, name="illustration-image"),
     path("images/<int:pk>/thumbnail/", views.illustration_thumbnail, name="illustration-thumbnail"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
 from generation import limits, pricing, selectors, services, thumbnails
-from generation.models import ACTIVE_STATUSES, Illustration, Run
+from generation.models import ACTIVE_STATUSES, Clip, Illustration, Run
 from generation.providers import get_provider, text_provider_configured
 
 from . import services as studio_services
@@ -63,10 +63,12 @@ def _header_context(project: Project) -> dict:
         "progress": progress,
         "run": run,
         "spend": selectors.spend(project, run),
+        "clips": selectors.clip_progress(project),
         "price": price,
         "estimate": None if price is None else price * progress.missing,
         "provider_state": limits.provider_state(limits.provider_key(provider.name, model)),
-        "polling": progress.busy or (run is not None and run.state == Run.State.STOPPING),
+        "polling": progress.busy
+        or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
         "cursor": timezone.now().timestamp(),
     }
 
@@ -499,9 +501,14 @@ def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def page_history(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    jobs = page.illustrations.prefetch_related("attempts").order_by("-pk")
+    jobs = list(page.illustrations.prefetch_related("attempts").order_by("-pk"))
+    clips = list(page.clips.prefetch_related("attempts").order_by("-pk"))
     template = "studio/page_history.html#history" if request.htmx else "studio/page_history.html"
-    return render(request, template, {"page": page, "jobs": jobs})
+    for job in jobs:
+        job.kind_label = "Picture"
+    for clip in clips:
+        clip.kind_label = "Clip"
+    return render(request, template, {"page": page, "jobs": [*jobs, *clips]})
 
 
 # --- images ------------------------------------------------------------------------------
@@ -598,3 +605,71 @@ def export_download(request: HttpRequest, pk: int) -> HttpResponse:
         f'attachment; filename="{export.file.name.rsplit("/", 1)[-1]}"'
     )
     return response
+
+
+# --- clips -------------------------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def project_generate_clips(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    started = timezone.now()
+    queued = services.generate_missing_clips(project=project, requested_by=request.user)
+    message = (
+        f"Queued {_plural(queued.count, 'clip')}."
+        if queued.count
+        else "Nothing to queue: every illustrated page has its clip or one on its way."
+    )
+    level = "success" if queued.count else "info"
+    return _after_action(request, project, message=message, level=level, started=started)
+
+
+@login_required
+@require_POST
+def project_retry_failed_clips(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    started = timezone.now()
+    queued = services.retry_failed_clips(project=project, requested_by=request.user)
+    message = (
+        f"Retrying {_plural(queued.count, 'failed clip')}."
+        if queued.count
+        else "No failed clips to retry."
+    )
+    level = "success" if queued.count else "info"
+    return _after_action(request, project, message=message, level=level, started=started)
+
+
+@login_required
+@require_POST
+def page_clip(request: HttpRequest, pk: int) -> HttpResponse:
+    """Make the page's clip, or make it again (the old one plays until the new is done)."""
+    page = _owned_page(request, pk)
+    started = timezone.now()
+    queued = services.queue_clip(page=page, requested_by=request.user, regenerate=True)
+    message = (
+        f"Page {page.number}'s clip is on its way."
+        if queued.count
+        else f"Page {page.number} needs a picture first, or its clip is already on its way."
+    )
+    return _after_action(
+        request,
+        page.project,
+        message=message,
+        level="success" if queued.count else "info",
+        started=started,
+    )
+
+
+@login_required
+@require_GET
+def clip_video(request: HttpRequest, pk: int) -> HttpResponse:
+    clip = get_object_or_404(
+        Clip,
+        pk=pk,
+        page__project__owner=request.user,
+        status__in=(Clip.Status.COMPLETE, Clip.Status.REPLACED),
+    )
+    if not clip.video:
+        raise Http404("No clip")
+    return private_file(clip.video.name, clip.content_type or "image/webp")

@@ -205,3 +205,29 @@ def openai_env(fake, **overrides) -> dict:
         "STUDIO_PROVIDER_TIMEOUT": "5",
         **overrides,
     }
+
+
+@pytest.fixture
+def fake_predictions():
+    from generation.providers.fake_predictions import FakePredictionService
+
+    service = FakePredictionService().start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def replicate_settings(settings, fake_predictions):
+    settings.STUDIO_CLIP_PROVIDER = "replicate"
+    settings.REPLICATE_BASE_URL = fake_predictions.url
+    settings.REPLICATE_API_TOKEN = "r8_test_token"
+    return settings
+
+
+def replicate_env(fake, **overrides) -> dict:
+    return {
+        "STUDIO_CLIP_PROVIDER": "replicate",
+        "REPLICATE_BASE_URL": fake.url,
+        "REPLICATE_API_TOKEN": "r8_test_token",
+        **overrides,
+    }

@@ -28,6 +28,12 @@ class Command(OperatorCommand):
         parser.add_argument(
             "--interval", type=float, default=1.0, help="seconds between --follow updates"
         )
+        parser.add_argument(
+            "--media",
+            choices=["illustrations", "clips", "all"],
+            default="illustrations",
+            help="what to queue: missing illustrations (default), missing clips, or both",
+        )
 
     def handle(self, *args, **options):
         projects = chosen_projects(options)
@@ -38,7 +44,7 @@ class Command(OperatorCommand):
         rows = []
         for project in projects:
             before = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
-            queued = services.generate_missing(project=project)
+            queued = self._queue(project, options["media"])
             rows.append(
                 {
                     "id": project.pk,
@@ -64,6 +70,21 @@ class Command(OperatorCommand):
         if options["follow"]:
             if not self._follow(projects, options["interval"]):
                 raise CommandError("Some pages failed or a run halted; see above.", returncode=1)
+
+    @staticmethod
+    def _queue(project, media: str) -> services.Queued:
+        """Queue what is missing (which also resumes a halted or paused run)."""
+        if media == "clips":
+            return services.generate_missing_clips(project=project)
+        queued = services.generate_missing(project=project)
+        if media == "all":
+            clips = services.generate_missing_clips(project=project)
+            return services.Queued(
+                run=clips.run or queued.run,
+                count=queued.count + clips.count,
+                resumed=queued.resumed or clips.resumed,
+            )
+        return queued
 
     def _dry_run(self, projects) -> None:
         now = timezone.now()

@@ -107,25 +107,15 @@ class IllustrationKind(JobKind):
     def complete(self, worker, result, now) -> bool:
         job = worker.job
         job.image.save("illustration.png", ContentFile(result.content), save=False)
-        with transaction.atomic():
-            # The page's previous picture (a regeneration) steps aside only now.
-            if getattr(job, "has_picture", True):
-                Illustration.objects.filter(
-                    page_id=job.page_id, status=Illustration.Status.COMPLETE
-                ).update(status=Illustration.Status.REPLACED, updated_at=now)
-            done = worker.mark_complete(
-                now,
-                image=job.image.name,
-                width=result.width,
-                height=result.height,
-                model=result.model or job.model,
-            )
-            if not done:
-                transaction.set_rollback(True)
-        if not done:
-            # The job was lost while the call ran (lease expired, run stopped): keep nothing.
-            job.image.delete(save=False)
-        return bool(done)
+        return replace_current(
+            worker,
+            job.image,
+            now,
+            image=job.image.name,
+            width=result.width,
+            height=result.height,
+            model=result.model or job.model,
+        )
 
 
 class StoryKind(JobKind):
@@ -244,22 +234,33 @@ class ClipKind(JobKind):
         job = worker.job
         extension = {"video/mp4": "mp4", "image/gif": "gif"}.get(result.content_type, "webp")
         job.video.save(f"clip.{extension}", ContentFile(result.content), save=False)
-        with transaction.atomic():
-            if getattr(job, "has_picture", True):
-                Clip.objects.filter(page_id=job.page_id, status=Clip.Status.COMPLETE).update(
-                    status=Clip.Status.REPLACED, updated_at=now
-                )
-            done = worker.mark_complete(
-                now,
-                video=job.video.name,
-                content_type=result.content_type,
-                model=result.model or job.model,
+        return replace_current(
+            worker,
+            job.video,
+            now,
+            video=job.video.name,
+            content_type=result.content_type,
+            model=result.model or job.model,
+        )
+
+
+def replace_current(worker, stored_file, now, **fields) -> bool:
+    """Make the worker's job the page's current one of its kind, in one transaction, only
+    if the worker still holds it; the page's previous one (a regeneration) steps aside only
+    now. Return whether it did; if not, the stored file is deleted: keep nothing."""
+    job, model = worker.job, worker.model
+    with transaction.atomic():
+        if getattr(job, "has_picture", True):
+            model.objects.filter(page_id=job.page_id, status=Job.Status.COMPLETE).update(
+                status=Job.Status.REPLACED, updated_at=now
             )
-            if not done:
-                transaction.set_rollback(True)
+        done = worker.mark_complete(now, **fields)
         if not done:
-            job.video.delete(save=False)
-        return bool(done)
+            transaction.set_rollback(True)
+    if not done:
+        # The job was lost while the call ran (lease expired, run stopped).
+        stored_file.delete(save=False)
+    return bool(done)
 
 
 KINDS: dict[str, JobKind] = {

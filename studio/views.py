@@ -117,6 +117,15 @@ def _after_action(request, project: Project, *, message: str, level: str, starte
     return trigger_client_event(response, "toast", {"level": level, "message": message})
 
 
+def _act(request, project: Project, action, *, done, not_done: str) -> HttpResponse:
+    """Run a service call; toast done(count) when it did something, else not_done."""
+    started = timezone.now()
+    result = action()
+    count = int(result) if isinstance(result, bool | int) else result.count
+    message, level = (done(count), "success") if count else (not_done, "info")
+    return _after_action(request, project, message=message, level=level, started=started)
+
+
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
@@ -357,15 +366,13 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
-    queued = services.retry_failed(project=project, requested_by=request.user)
-    message = (
-        f"Retrying {_plural(queued.count, 'failed page')}."
-        if queued.count
-        else "No failed pages to retry."
+    return _act(
+        request,
+        project,
+        lambda: services.retry_failed(project=project, requested_by=request.user),
+        done=lambda n: f"Retrying {_plural(n, 'failed page')}.",
+        not_done="No failed pages to retry.",
     )
-    level = "success" if queued.count else "info"
-    return _after_action(request, project, message=message, level=level, started=started)
 
 
 @login_required
@@ -415,19 +422,12 @@ def project_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def page_retry(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    started = timezone.now()
-    queued = services.queue_page(page=page, requested_by=request.user)
-    message = (
-        f"Page {page.number} queued."
-        if queued.count
-        else f"Page {page.number} is already illustrated or on its way."
-    )
-    return _after_action(
+    return _act(
         request,
         page.project,
-        message=message,
-        level="success" if queued.count else "info",
-        started=started,
+        lambda: services.queue_page(page=page, requested_by=request.user),
+        done=lambda n: f"Page {page.number} queued.",
+        not_done=f"Page {page.number} is already illustrated or on its way.",
     )
 
 
@@ -435,19 +435,14 @@ def page_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def page_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    started = timezone.now()
-    queued = services.queue_page(page=page, requested_by=request.user, regenerate=True)
-    message = (
-        f"Page {page.number} will be drawn again; its picture stays until the new one is done."
-        if queued.count
-        else f"Page {page.number} is already on its way."
-    )
-    return _after_action(
+    return _act(
         request,
         page.project,
-        message=message,
-        level="success" if queued.count else "info",
-        started=started,
+        lambda: services.queue_page(page=page, requested_by=request.user, regenerate=True),
+        done=lambda n: (
+            f"Page {page.number} will be drawn again; its picture stays until the new one is done."
+        ),
+        not_done=f"Page {page.number} is already on its way.",
     )
 
 
@@ -455,19 +450,12 @@ def page_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def page_next(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    started = timezone.now()
-    moved = services.prioritize(page=page, requested_by=request.user)
-    message = (
-        f"Page {page.number} is next in line."
-        if moved
-        else f"Page {page.number} is not waiting in the queue."
-    )
-    return _after_action(
+    return _act(
         request,
         page.project,
-        message=message,
-        level="success" if moved else "info",
-        started=started,
+        lambda: services.prioritize(page=page, requested_by=request.user),
+        done=lambda n: f"Page {page.number} is next in line.",
+        not_done=f"Page {page.number} is not waiting in the queue.",
     )
 
 
@@ -614,30 +602,26 @@ def export_download(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_generate_clips(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
-    queued = services.generate_missing_clips(project=project, requested_by=request.user)
-    message = (
-        f"Queued {_plural(queued.count, 'clip')}."
-        if queued.count
-        else "Nothing to queue: every illustrated page has its clip or one on its way."
+    return _act(
+        request,
+        project,
+        lambda: services.generate_missing_clips(project=project, requested_by=request.user),
+        done=lambda n: f"Queued {_plural(n, 'clip')}.",
+        not_done="Nothing to queue: every illustrated page has its clip or one on its way.",
     )
-    level = "success" if queued.count else "info"
-    return _after_action(request, project, message=message, level=level, started=started)
 
 
 @login_required
 @require_POST
 def project_retry_failed_clips(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
-    queued = services.retry_failed_clips(project=project, requested_by=request.user)
-    message = (
-        f"Retrying {_plural(queued.count, 'failed clip')}."
-        if queued.count
-        else "No failed clips to retry."
+    return _act(
+        request,
+        project,
+        lambda: services.retry_failed_clips(project=project, requested_by=request.user),
+        done=lambda n: f"Retrying {_plural(n, 'failed clip')}.",
+        not_done="No failed clips to retry.",
     )
-    level = "success" if queued.count else "info"
-    return _after_action(request, project, message=message, level=level, started=started)
 
 
 @login_required
@@ -645,19 +629,12 @@ def project_retry_failed_clips(request: HttpRequest, pk: int) -> HttpResponse:
 def page_clip(request: HttpRequest, pk: int) -> HttpResponse:
     """Make the page's clip, or make it again (the old one plays until the new is done)."""
     page = _owned_page(request, pk)
-    started = timezone.now()
-    queued = services.queue_clip(page=page, requested_by=request.user, regenerate=True)
-    message = (
-        f"Page {page.number}'s clip is on its way."
-        if queued.count
-        else f"Page {page.number} needs a picture first, or its clip is already on its way."
-    )
-    return _after_action(
+    return _act(
         request,
         page.project,
-        message=message,
-        level="success" if queued.count else "info",
-        started=started,
+        lambda: services.queue_clip(page=page, requested_by=request.user, regenerate=True),
+        done=lambda n: f"Page {page.number}'s clip is on its way.",
+        not_done=f"Page {page.number} needs a picture first, or its clip is already on its way.",
     )
 
 

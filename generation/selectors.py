@@ -237,6 +237,16 @@ def is_outdated(page: Page, illustration: Illustration) -> bool:
     return bool(illustration.prompt_sent) and illustration.prompt_sent != compose_prompt(page)
 
 
+def latest_illustration_run_id(project: Project) -> int | None:
+    """Return the id of the latest run that queued pictures for the project."""
+    return (
+        Illustration.objects.filter(page__project=project)
+        .order_by("-pk")
+        .values_list("run_id", flat=True)
+        .first()
+    )
+
+
 def latest_run(project: Project) -> Run | None:
     """Return the project's most recent run (open or over), or None before the first."""
     return Run.objects.filter(project=project).order_by("-created_at", "-pk").first()

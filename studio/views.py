@@ -74,8 +74,10 @@ def _header_context(project: Project) -> dict:
 
 
 def _cards(project: Project, context: dict, pages=None) -> list:
-    run = context["run"]
-    return selectors.page_cards(project, pages=pages, latest_run_id=run.pk if run else None)
+    # "Exists" means kept from before the latest run that drew pictures (a run that only
+    # made clips leaves the pictures as they were).
+    latest = selectors.latest_illustration_run_id(project)
+    return selectors.page_cards(project, pages=pages, latest_run_id=latest)
 
 
 def _since(request: HttpRequest) -> datetime:

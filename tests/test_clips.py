@@ -166,10 +166,11 @@ def test_the_review_page_offers_missing_clips_and_plays_them(client, editor, ill
     client.force_login(editor)
     html = client.get(illustrated.get_absolute_url()).content.decode()
     assert 'Generate Missing Clips <span class="badge">(3)</span>' in html
-    response = client.post(reverse("project-generate-clips", args=[illustrated.pk]),
-                           headers={"HX-Request": "true"})
+    response = client.post(
+        reverse("project-generate-clips", args=[illustrated.pk]), headers={"HX-Request": "true"}
+    )
     assert "Queued 3 clips." in response["HX-Trigger"]
-    assert response.content.decode().count("Clip: <span class=\"chip chip--queued\">") == 3
+    assert response.content.decode().count('Clip: <span class="chip chip--queued">') == 3
     drain(Run.objects.get(state="running").pk, kind="clip")
     html = client.get(illustrated.get_absolute_url()).content.decode()
     clip = clips_of(illustrated).first()
@@ -196,8 +197,9 @@ def test_resume_generation_media_clips(illustrated):
     from django.core.management import call_command
 
     out = StringIO()
-    call_command("resume_generation", "--project", str(illustrated.pk), "--media", "clips",
-                 stdout=out)
+    call_command(
+        "resume_generation", "--project", str(illustrated.pk), "--media", "clips", stdout=out
+    )
     assert clips_of(illustrated).filter(status=Status.QUEUED).count() == 3
     rows = [line.split() for line in out.getvalue().splitlines() if line[:1].isdigit()]
     assert rows[0][-2:] == ["3", "running"]
@@ -208,13 +210,29 @@ def test_admin_clip_actions(client, django_user_model, illustrated, drain):
 
     staff = django_user_model.objects.create_superuser("op", "op@example.com", "pw-op-12345")
     client.force_login(staff)
-    response = client.post(reverse("admin:studio_project_changelist"), {
-        "action": "generate_missing_clips", "_selected_action": [str(illustrated.pk)]},
-        follow=True)
+    response = client.post(
+        reverse("admin:studio_project_changelist"),
+        {"action": "generate_missing_clips", "_selected_action": [str(illustrated.pk)]},
+        follow=True,
+    )
     assert [str(m) for m in response.context["messages"]][-1] == (
-        "Queued 3 clips across 1 project.")
+        "Queued 3 clips across 1 project."
+    )
     drain(Run.objects.get(state="running").pk, kind="clip")
     clip = clips_of(illustrated).first()
-    response = client.post(reverse("admin:generation_clip_changelist"), {
-        "action": "regenerate_selected", "_selected_action": [str(clip.pk)]}, follow=True)
+    response = client.post(
+        reverse("admin:generation_clip_changelist"),
+        {"action": "regenerate_selected", "_selected_action": [str(clip.pk)]},
+        follow=True,
+    )
     assert [str(m) for m in response.context["messages"]][-1] == "Queued 1 clip to make again."
+
+
+def test_pictures_stay_complete_not_exists_when_a_run_only_makes_clips(
+    client, editor, illustrated, drain
+):
+    drain(services.generate_missing_clips(project=illustrated).run.pk, kind="clip")
+    client.force_login(editor)
+    html = client.get(illustrated.get_absolute_url()).content.decode()
+    assert html.count('class="card card--complete"') == 3
+    assert "Exists" not in html

@@ -110,3 +110,19 @@ def test_an_editor_creates_a_book_from_a_manuscript_and_edits_its_pages(page, we
     page.get_by_role("button", name="Move page 3 up").click()
     expect(page.locator(".page-editor__text").nth(1)).to_contain_text("The third.")
     screenshot(page, "page-editor")
+
+
+def test_an_editor_illustrates_then_animates_pages(page, web_server, qcluster, make_project):
+    project = make_project(pages=4, title="Moving Pictures")
+    qcluster(STUDIO_WORKERS=2)
+    server = web_server()
+    sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    page.get_by_role("button", name=re.compile("Generate Missing Illustrations")).click()
+    expect(page.locator(".card--complete")).to_have_count(4, timeout=30_000)
+    clips = page.get_by_role("button", name=re.compile("Generate Missing Clips"))
+    expect(clips).to_have_text("Generate Missing Clips (4)")
+    clips.click()
+    expect(page.locator("img[alt^='Animated clip of page']")).to_have_count(4, timeout=30_000)
+    expect(page.locator(".clip-progress")).to_contain_text("Clips: 4 of 4")
+    expect(clips).to_have_count(0)
+    screenshot(page, "review-clips")

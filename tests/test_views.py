@@ -11,7 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from generation import services
-from generation.models import Illustration, Run
+from generation.models import Clip, Illustration, Run
+from studio.models import Export
+from studio.tasks import run_export
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +31,14 @@ def illustrated(book, drain):
     run = services.generate_missing(project=book).run
     drain(run.pk)
     return book
+
+
+@pytest.fixture
+def everything(illustrated, drain):
+    """The illustrated book with its clips and an export: every kind of URL exists."""
+    drain(services.generate_missing_clips(project=illustrated).run.pk, kind="clip")
+    run_export(Export.objects.create(project=illustrated, format="zip").pk)
+    return illustrated
 
 
 @pytest.fixture
@@ -59,6 +69,8 @@ def poll(client, project, since):
 
 def all_urls(project, page, image):
     p, g, i = project.pk, page.pk, image.pk
+    clip = Clip.objects.filter(page__project=project, status="complete").first()
+    export = Export.objects.get(project=project)
     return [
         ("get", reverse("project-list"), 200),
         ("get", reverse("project-create"), 200),
@@ -84,36 +96,41 @@ def all_urls(project, page, image):
         ("get", reverse("page-delete", args=[g]), 200),
         ("get", reverse("project-delete", args=[p]), 200),
         ("get", reverse("project-export", args=[p]), 200),
+        ("get", reverse("export-download", args=[export.pk]), 200),
+        ("post", reverse("project-generate-clips", args=[p]), 302),
+        ("post", reverse("project-retry-failed-clips", args=[p]), 302),
+        ("post", reverse("page-clip", args=[g]), 302),
+        ("get", reverse("clip-video", args=[clip.pk]), 200),
         ("get", reverse("illustration-image", args=[i]), 200),
         ("get", reverse("illustration-thumbnail", args=[i]), 200),
     ]
 
 
-def test_every_url_sends_anonymous_visitors_to_sign_in(client, illustrated):
-    image = Illustration.objects.filter(page__project=illustrated).first()
-    for method, url, _ in all_urls(illustrated, image.page, image):
+def test_every_url_sends_anonymous_visitors_to_sign_in(client, everything):
+    image = Illustration.objects.filter(page__project=everything).first()
+    for method, url, _ in all_urls(everything, image.page, image):
         response = getattr(client, method)(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith(reverse("login")), url
 
 
-def test_every_url_of_another_editors_project_answers_404(client, illustrated, other_editor):
+def test_every_url_of_another_editors_project_answers_404(client, everything, other_editor):
     client.force_login(other_editor)
-    image = Illustration.objects.filter(page__project=illustrated).first()
+    image = Illustration.objects.filter(page__project=everything).first()
     own_urls = {reverse(n) for n in ("project-list", "project-create", "project-create-premise")}
-    for method, url, _ in all_urls(illustrated, image.page, image):
+    for method, url, _ in all_urls(everything, image.page, image):
         if url in own_urls:
             response = client.get(url)
             assert response.status_code == 200
             assert b"Owned Book" not in response.content
             continue
         assert getattr(client, method)(url).status_code == 404, url
-    assert Illustration.objects.filter(page__project=illustrated).count() == 3  # nothing queued
+    assert Illustration.objects.filter(page__project=everything).count() == 3  # nothing queued
 
 
-def test_every_url_answers_its_owner(signed_in, illustrated):
-    image = Illustration.objects.filter(page__project=illustrated).first()
-    for method, url, status in all_urls(illustrated, image.page, image):
+def test_every_url_answers_its_owner(signed_in, everything):
+    image = Illustration.objects.filter(page__project=everything).first()
+    for method, url, status in all_urls(everything, image.page, image):
         assert getattr(signed_in, method)(url).status_code == status, url
 
 

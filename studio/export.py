@@ -4,6 +4,7 @@ flat however long the book; missing pages are never skipped: they get a placehol
 """
 
 import io
+import itertools
 import json
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ PDF_SIZES = {
     Export.PageSize.SQUARE: (595.28, 595.28),
 }
 PDF_IMAGE_SIDE = 1600  # pixels: plenty for print at this size, light in the file
+PDF_PART_PAGES = 25
 
 
 @dataclass
@@ -95,8 +97,8 @@ def slug(title: str) -> str:
     return "-".join(part for part in cleaned.split("-") if part)[:60] or "book"
 
 
-def _progress(export: Export, done: int) -> None:
-    if done % 10 == 0:
+def _progress(export: Export, done: int, every: int = 10) -> None:
+    if done % every == 0:
         Export.objects.filter(pk=export.pk).update(pages_done=done)
 
 
@@ -168,7 +170,46 @@ def _zip_time(job: Illustration):
 
 
 def build_pdf(export: Export, path: Path) -> int:
-    """Write a title page, then one page per book page with its picture and text."""
+    """Write a title page, then one page per book page with its picture and text.
+
+    reportlab keeps a document in memory until it is saved, so the book is drawn in parts
+    of PDF_PART_PAGES pages, each saved to disk, and pikepdf (qpdf) joins them: it copies
+    the parts' streams from disk as it writes, so memory stays flat however long the book.
+    """
+    import pikepdf
+
+    project = export.project
+    missing = 0
+    with tempfile.TemporaryDirectory(prefix="studio-pdf-") as work:
+        parts = []
+        book = book_pages(project)
+        done = 0
+        while True:
+            part = Path(work) / f"part-{len(parts):04d}.pdf"
+            chunk = list(itertools.islice(book, PDF_PART_PAGES))
+            if parts and not chunk:
+                break
+            missing += _draw_part(export, part, chunk, title_page=not parts, work=Path(work))
+            parts.append(part)
+            done += len(chunk)
+            _progress(export, done, every=1)
+            if len(chunk) < PDF_PART_PAGES:
+                break
+        with pikepdf.Pdf.new() as joined:
+            sources = [pikepdf.Pdf.open(part) for part in parts]
+            try:
+                for source in sources:
+                    joined.pages.extend(source.pages)
+                joined.docinfo["/Title"] = project.title
+                joined.save(path)
+            finally:
+                for source in sources:
+                    source.close()
+    return missing
+
+
+def _draw_part(export: Export, path: Path, chunk: list, *, title_page: bool, work: Path) -> int:
+    """Draw some pages (and the title page first) into a PDF file; return missing ones."""
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
     from reportlab.pdfgen.canvas import Canvas
@@ -177,66 +218,45 @@ def build_pdf(export: Export, path: Path) -> int:
     width, height = PDF_SIZES[export.page_size]
     margin = 15 * mm
     canvas = Canvas(str(path), pagesize=(width, height), pageCompression=1)
-    canvas.setTitle(project.title)
-    canvas.setAuthor(project.owner.get_username())
     text_style = ParagraphStyle("text", fontName="Helvetica", fontSize=12, leading=16)
-
-    pages = project.pages.count()
-    canvas.setFont("Helvetica-Bold", 28)
-    canvas.drawCentredString(width / 2, height * 0.6, project.title[:60])
-    canvas.setFont("Helvetica", 13)
-    canvas.drawCentredString(width / 2, height * 0.6 - 30, f"{pages} pages")
-    canvas.showPage()
-
+    if title_page:
+        canvas.setFont("Helvetica-Bold", 28)
+        canvas.drawCentredString(width / 2, height * 0.6, project.title[:60])
+        canvas.setFont("Helvetica", 13)
+        canvas.drawCentredString(width / 2, height * 0.6 - 30, f"{project.pages.count()} pages")
+        canvas.showPage()
     missing = 0
     text_height = min(height * 0.32, 70 * mm)
     picture_side = min(width - 2 * margin, height - 2 * margin - text_height - 8 * mm)
-    with tempfile.TemporaryDirectory(prefix="studio-pdf-") as work:
-        for done, item in enumerate(book_pages(project), 1):
-            page, job = item.page, item.illustration
-            x = (width - picture_side) / 2
-            y = height - margin - picture_side
-            if job is not None and job.image:
-                picture = Path(work) / f"{page.number}.jpg"
-                with (
-                    default_storage.open(job.image.name, "rb") as source,
-                    Image.open(source) as image,
-                ):
-                    image.thumbnail((PDF_IMAGE_SIDE, PDF_IMAGE_SIDE))
-                    image.convert("RGB").save(picture, format="JPEG", quality=85)
-                canvas.drawImage(
-                    str(picture),
-                    x,
-                    y,
-                    picture_side,
-                    picture_side,
-                    preserveAspectRatio=True,
-                    anchor="c",
-                )
-                picture.unlink()
-            else:
-                missing += 1
-                canvas.setFillGray(0.93)
-                canvas.rect(x, y, picture_side, picture_side, stroke=0, fill=1)
-                canvas.setFillGray(0.4)
-                canvas.setFont("Helvetica", 14)
-                canvas.drawCentredString(
-                    width / 2, y + picture_side / 2, f"Page {page.number}: no illustration yet"
-                )
-                canvas.setFillGray(0)
-            _draw_text(
-                canvas,
-                page.text,
-                text_style,
-                margin,
-                width - 2 * margin,
-                top=y - 6 * mm,
-                bottom=margin,
+    x = (width - picture_side) / 2
+    y = height - margin - picture_side
+    for item in chunk:
+        page, job = item.page, item.illustration
+        if job is not None and job.image:
+            picture = work / f"{page.number}.jpg"
+            with default_storage.open(job.image.name, "rb") as source, Image.open(source) as image:
+                image.thumbnail((PDF_IMAGE_SIDE, PDF_IMAGE_SIDE))
+                image.convert("RGB").save(picture, format="JPEG", quality=85)
+            canvas.drawImage(
+                str(picture), x, y, picture_side, picture_side, preserveAspectRatio=True, anchor="c"
             )
-            canvas.setFont("Helvetica", 9)
-            canvas.drawCentredString(width / 2, margin / 2, str(page.number))
-            canvas.showPage()
-            _progress(export, done)
+            picture.unlink()
+        else:
+            missing += 1
+            canvas.setFillGray(0.93)
+            canvas.rect(x, y, picture_side, picture_side, stroke=0, fill=1)
+            canvas.setFillGray(0.4)
+            canvas.setFont("Helvetica", 14)
+            canvas.drawCentredString(
+                width / 2, y + picture_side / 2, f"Page {page.number}: no illustration yet"
+            )
+            canvas.setFillGray(0)
+        _draw_text(
+            canvas, page.text, text_style, margin, width - 2 * margin, top=y - 6 * mm, bottom=margin
+        )
+        canvas.setFont("Helvetica", 9)
+        canvas.drawCentredString(width / 2, margin / 2, str(page.number))
+        canvas.showPage()
     canvas.save()
     return missing
 

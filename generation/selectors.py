@@ -146,6 +146,8 @@ class PageCard:
 def page_cards(project: Project, *, pages=None, latest_run_id=None) -> list[PageCard]:
     """Return one card per page (or per given page), in two queries whatever the count."""
     pages = list(pages if pages is not None else project.pages.all())
+    if not pages:
+        return []
     for page in pages:
         page.project = project  # the cards compose prompts: no query per page
     page_ids = [p.pk for p in pages]
@@ -196,9 +198,11 @@ class ClipProgress:
     to_make: int = 0  # illustrated pages with no clip and none on its way
 
 
-def clip_progress(project: Project) -> ClipProgress:
-    """Return the project's clip counts in one query."""
+def clip_progress(project: Project, progress: Progress) -> ClipProgress:
+    """Return the project's clip counts (one cheap query while it has no clips at all)."""
     clips = Clip.objects.filter(page=OuterRef("pk"))
+    if not Clip.objects.filter(page__project=project).exists():
+        return ClipProgress(to_make=progress.illustrated)
     pages = Page.objects.filter(project=project).annotate(
         has_picture=Exists(
             Illustration.objects.filter(page=OuterRef("pk"), status=Status.COMPLETE)
@@ -238,13 +242,9 @@ def is_outdated(page: Page, illustration: Illustration) -> bool:
 
 
 def latest_illustration_run_id(project: Project) -> int | None:
-    """Return the id of the latest run that queued pictures for the project."""
-    return (
-        Illustration.objects.filter(page__project=project)
-        .order_by("-pk")
-        .values_list("run_id", flat=True)
-        .first()
-    )
+    """Return the id of the latest run that queued pictures for the project (runs are
+    numbered in order)."""
+    return Illustration.objects.filter(page__project=project).aggregate(run=Max("run_id"))["run"]
 
 
 def latest_run(project: Project) -> Run | None:

@@ -63,7 +63,7 @@ def _header_context(project: Project) -> dict:
         "progress": progress,
         "run": run,
         "spend": selectors.spend(project, run),
-        "clips": selectors.clip_progress(project),
+        "clips": selectors.clip_progress(project, progress),
         "price": price,
         "estimate": None if price is None else price * progress.missing,
         "provider_state": limits.provider_state(limits.provider_key(provider.name, model)),

@@ -1,6 +1,6 @@
-import resource
 import shutil
 import sys
+from pathlib import Path
 
 from django.core.management.base import CommandError
 
@@ -34,5 +34,15 @@ class Command(OperatorCommand):
         export.delete()
         self.stdout.write(f"Wrote {output} ({export.pages_total} pages, {export.missing} missing).")
         if memory:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            sys.stderr.write(f"peak memory: {peak:.1f} MB\n")
+            sys.stderr.write(f"peak memory: {peak_memory_mb():.1f} MB\n")
+
+
+def peak_memory_mb() -> float:
+    """Return this process's peak resident memory. VmHWM, not ru_maxrss: on Linux the
+    latter keeps the parent's peak across fork and exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

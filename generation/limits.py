@@ -23,6 +23,8 @@ from .models import GenerationAttempt, ProviderGate, ProviderSlot
 
 # How often a waiting worker looks again for a free slot.
 POLL_SECONDS = 0.25
+# The slot of a call no limit counts: nothing is stored for it.
+UNLIMITED = ProviderSlot(provider_key="", project_id=0)
 
 
 class SystemClock:
@@ -78,9 +80,23 @@ class Gate:
             Limit(f"project:{project.pk}", project.max_concurrent, project.requests_per_minute),
         ]
 
+    @property
+    def limited(self) -> bool:
+        """Whether any limit or budget applies, beyond a possible cool-down."""
+        return self.project.budget is not None or any(
+            limit.max_concurrent or limit.requests_per_minute for limit in self.limits
+        )
+
     def acquire(self, *, still_wanted) -> ProviderSlot | None:
         """Wait for the limits to allow a call and return its slot, or None as soon as
         still_wanted() says the job is no longer ours. Raise BudgetReached."""
+        if not self.limited:
+            # Nothing to count or reserve: only wait out a cool-down, with one read.
+            while (wait := self._cooldown_wait()) > 0:
+                self.clock.sleep(min(wait, 1.0))
+                if not still_wanted():
+                    return None
+            return UNLIMITED
         ProviderGate.objects.bulk_create(
             [ProviderGate(key=limit.key, tokens=1) for limit in self.limits],
             ignore_conflicts=True,
@@ -158,13 +174,25 @@ class Gate:
         gate.save(update_fields=["tokens", "refilled_at"])
         return (1 - gate.tokens) / rate
 
+    def _cooldown_wait(self) -> float:
+        until = (
+            ProviderGate.objects.filter(key=self.provider, cooldown_until__isnull=False)
+            .values_list("cooldown_until", flat=True)
+            .first()
+        )
+        return (until - self.clock.now()).total_seconds() if until else 0.0
+
     @staticmethod
     def release(slot: ProviderSlot) -> None:
-        ProviderSlot.objects.filter(pk=slot.pk).delete()
+        if slot is not UNLIMITED:
+            ProviderSlot.objects.filter(pk=slot.pk).delete()
 
     def cool_down(self, seconds: float, reason: str) -> None:
         """Make every worker wait `seconds` before calling this provider again."""
         until = self.clock.now() + timedelta(seconds=seconds)
+        ProviderGate.objects.bulk_create(
+            [ProviderGate(key=self.provider, tokens=1)], ignore_conflicts=True
+        )
         ProviderGate.objects.filter(key=self.provider).exclude(cooldown_until__gt=until).update(
             cooldown_until=until, cooldown_reason=reason[:300]
         )

@@ -310,16 +310,25 @@ class Bench:
         elapsed = (jobs[-1].finished_at - started).total_seconds()
         rate = pages / elapsed
         median = statistics.median(gaps)
+        # The goals are set for SQLite on this 2-core machine; elsewhere they are shown only.
+        judged = connection.vendor == "sqlite"
         return [
-            row("overhead", "cost per illustration, median", median, "ms", "≤ 10", median <= 10),
+            row(
+                "overhead",
+                "cost per illustration, median",
+                median,
+                "ms",
+                "≤ 10" if judged else "",
+                median <= 10 if judged else None,
+            ),
             row("overhead", "cost per illustration, p95", percentile(gaps, 95), "ms"),
             row(
                 "overhead",
                 f"throughput, {workers} workers",
                 rate,
                 "illustrations/s",
-                "≥ 100",
-                rate >= 100,
+                "≥ 100" if judged else "",
+                rate >= 100 if judged else None,
             ),
             row(
                 "overhead",

@@ -7,12 +7,24 @@ from decimal import Decimal
 from functools import cached_property
 
 from django.conf import settings
-from django.db.models import Count, Exists, Max, OuterRef, Q, Subquery, Sum
+from django.db.models import (
+    Count,
+    DecimalField,
+    Exists,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+)
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 
 from studio.models import Page, Project
 
-from .models import ACTIVE_STATUSES, Clip, Illustration, Run
+from .models import ACTIVE_STATUSES, Clip, GenerationAttempt, Illustration, Run
 from .pricing import amount
 from .prompts import compose_prompt
 
@@ -45,26 +57,70 @@ class Progress:
         return self.pages > 0 and self.illustrated == self.pages
 
 
-def project_progress(project: Project) -> Progress:
-    """Return the project's page counts, derived from job rows in one query."""
+def with_page_state(pages):
+    """Annotate pages with where their pictures stand: has_complete, active_status (the
+    status of the job on its way, if any) and latest_status (of the latest job)."""
     jobs = Illustration.objects.filter(page=OuterRef("pk"))
-    pages = Page.objects.filter(project=project).annotate(
+    return pages.annotate(
         has_complete=Exists(jobs.filter(status=Status.COMPLETE)),
         active_status=Subquery(jobs.filter(status__in=ACTIVE_STATUSES).values("status")[:1]),
         latest_status=Subquery(jobs.order_by("-pk").values("status")[:1]),
     )
-    missing = Q(has_complete=False)
-    counts = pages.aggregate(
-        pages=Count("pk"),
-        illustrated=Count("pk", filter=Q(has_complete=True)),
-        queued=Count("pk", filter=missing & Q(active_status=Status.QUEUED)),
-        generating=Count("pk", filter=Q(active_status__in=(Status.GENERATING, Status.RETRYING))),
-        failed=Count(
-            "pk",
-            filter=missing & Q(active_status__isnull=True, latest_status=Status.FAILED),
-        ),
+
+
+_MISSING = Q(has_complete=False)
+# Which pages each Progress count counts, over pages annotated by with_page_state.
+PAGE_COUNTS = {
+    "illustrated": Q(has_complete=True),
+    "queued": _MISSING & Q(active_status=Status.QUEUED),
+    "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING)),
+    # Missing, not on its way, and its latest job failed: what "Retry failed" would queue.
+    "failed": _MISSING & Q(active_status__isnull=True, latest_status=Status.FAILED),
+}
+
+
+def project_progress(project: Project) -> Progress:
+    """Return the project's page counts, derived from job rows in one query."""
+    counts = with_page_state(Page.objects.filter(project=project)).aggregate(
+        pages=Count("pk"), **{name: Count("pk", filter=q) for name, q in PAGE_COUNTS.items()}
     )
     return Progress(**counts)
+
+
+def _count(pages) -> Coalesce:
+    counted = pages.order_by().values("project").annotate(n=Count("pk")).values("n")
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def with_progress(projects):
+    """Annotate each project with its Progress counts (page_count, illustrated_count, …),
+    its latest run's state and what it has spent: lists of projects in one query."""
+    pages = with_page_state(Page.objects.filter(project=OuterRef("pk")))
+    runs = Run.objects.filter(project=OuterRef("pk")).order_by("-pk")
+    money_field = DecimalField(max_digits=12, decimal_places=4)
+    spent = (
+        GenerationAttempt.objects.filter(illustration__page__project=OuterRef("pk"))
+        .order_by()
+        .values("illustration__page__project")
+        .annotate(total=Sum("cost"))
+        .values("total")
+    )
+    return projects.annotate(
+        page_count=_count(pages),
+        **{f"{name}_count": _count(pages.filter(q)) for name, q in PAGE_COUNTS.items()},
+        run_state=Subquery(runs.values("state")[:1]),
+        spent=Coalesce(
+            Subquery(spent, output_field=money_field), Value(Decimal(0)), output_field=money_field
+        ),
+    )
+
+
+def annotated_progress(project: Project) -> Progress:
+    """Return the Progress of a project annotated by with_progress."""
+    return Progress(
+        pages=project.page_count,
+        **{name: getattr(project, f"{name}_count") for name in PAGE_COUNTS},
+    )
 
 
 _PLACEHOLDER = 987654321
@@ -260,8 +316,6 @@ class Spend:
 
 def spend(project: Project, run: Run | None) -> Spend:
     """Return what the project's calls have cost, in all and in its latest run (one query)."""
-    from .models import GenerationAttempt
-
     run_filter = Q(illustration__run=run) if run else Q(pk__in=[])
     totals = GenerationAttempt.objects.filter(illustration__page__project=project).aggregate(
         project=Sum("cost"), run=Sum("cost", filter=run_filter)

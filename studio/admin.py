@@ -2,9 +2,9 @@ from django.contrib import admin, messages
 from django.db.models import F
 
 from generation import services
-from generation.admin_queries import with_progress
 from generation.models import Run
 from generation.pricing import money
+from generation.selectors import with_progress
 
 from .models import Page, Project
 

@@ -138,10 +138,11 @@ def _plural(count: int, word: str) -> str:
 @login_required
 @require_GET
 def project_list(request: HttpRequest) -> HttpResponse:
-    projects = list(Project.objects.filter(owner=request.user))
+    projects = list(selectors.with_progress(Project.objects.filter(owner=request.user)))
     runs = selectors.latest_runs(projects)
     rows = [
-        (project, selectors.project_progress(project), runs.get(project.pk)) for project in projects
+        (project, selectors.annotated_progress(project), runs.get(project.pk))
+        for project in projects
     ]
     return render(request, "studio/project_list.html", {"rows": rows})
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from generation import services
 from generation.models import Clip, Illustration, Run
-from studio.models import Export
+from studio.models import Export, Project
 from studio.tasks import run_export
 
 pytestmark = pytest.mark.django_db
@@ -445,3 +445,16 @@ def test_a_new_run_resends_the_cards_it_turns_into_exists(signed_in, make_projec
     html = response.content.decode()
     assert len(cards_in(html)) == 3
     assert html.count('class="card card--exists"') == 1
+
+
+def test_the_project_list_costs_the_same_queries_for_2_or_20_projects(signed_in, make_project):
+    def queries_with(count: int) -> int:
+        while Project.objects.count() < count:
+            services.generate_missing(project=make_project(pages=2))
+        with CaptureQueriesContext(connection) as captured:
+            html = signed_in.get(reverse("project-list")).content.decode()
+        assert html.count('class="project-row"') == count
+        assert html.count("0 of 2 illustrated · 2 queued") == count
+        return len(captured)
+
+    assert queries_with(2) == queries_with(20)

@@ -38,6 +38,10 @@ class JobKind:
     def project(self, job: Job) -> Project:
         raise NotImplementedError
 
+    def create_jobs(self, run, page_ids: list[int]) -> None:
+        """Queue one job per page in the run (kinds made per page)."""
+        raise NotImplementedError
+
     def price(self, provider):
         """Return what one successful call costs (None: unknown or free)."""
         return None
@@ -70,6 +74,9 @@ class IllustrationKind(JobKind):
 
     def project(self, job: Illustration) -> Project:
         return job.page.project
+
+    def create_jobs(self, run, page_ids: list[int]) -> None:
+        Illustration.objects.bulk_create(Illustration(page_id=pk, run=run) for pk in page_ids)
 
     def price(self, provider):
         return price_per_image(
@@ -184,6 +191,17 @@ class ClipKind(JobKind):
 
     def project(self, job: Clip) -> Project:
         return job.page.project
+
+    def create_jobs(self, run, page_ids: list[int]) -> None:
+        # A clip animates the page's current picture.
+        sources = dict(
+            Illustration.objects.filter(
+                page__in=page_ids, status=Illustration.Status.COMPLETE
+            ).values_list("page_id", "pk")
+        )
+        Clip.objects.bulk_create(
+            Clip(page_id=pk, run=run, source_id=sources.get(pk)) for pk in page_ids
+        )
 
     def claim_annotations(self) -> dict:
         current = Clip.objects.filter(page=OuterRef("page"), status=Clip.Status.COMPLETE)

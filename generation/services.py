@@ -122,18 +122,7 @@ def _queue_pages(
         if open_run is None or open_run.state == Run.State.RUNNING:
             return Queued(run=open_run, count=0)
     run, resumed = _open_run_for_work(project, requested_by)
-    if kind == "clip":
-        # A clip animates the page's current picture.
-        sources = dict(
-            Illustration.objects.filter(page__in=page_ids, status=Status.COMPLETE).values_list(
-                "page_id", "pk"
-            )
-        )
-        Clip.objects.bulk_create(
-            Clip(page_id=pk, run=run, source_id=sources.get(pk)) for pk in page_ids
-        )
-    else:
-        Illustration.objects.bulk_create(Illustration(page_id=pk, run=run) for pk in page_ids)
+    KINDS[kind].create_jobs(run, page_ids)
     _enqueue_on_commit(run, _queued_counts(run) if resumed else {kind: len(page_ids)})
     return Queued(run=run, count=len(page_ids), resumed=resumed)
 

@@ -312,6 +312,7 @@ class FakeImageService:
                     service.calls.append(call)
                     service.in_flight += 1
                     service.max_in_flight = max(service.max_in_flight, service.in_flight)
+                reply = None
                 try:
                     reply = service._reply_for(call["prompt"])
                     if reply.body and b"__ECHO_KEY__" in reply.body:
@@ -327,7 +328,7 @@ class FakeImageService:
                     with service._lock:
                         service.in_flight -= 1
                         call["answered"] = time.monotonic()
-                        call["status"] = reply.status if "reply" in locals() else None
+                        call["status"] = reply.status if reply is not None else None
 
             def _story(self, prompt: str, reply: Reply) -> Reply:
                 """Answer a chat completion with the pages the prompt asked for."""

@@ -12,6 +12,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -184,20 +185,25 @@ def project_create_premise(request: HttpRequest) -> HttpResponse:
     configured = text_provider_configured()
     if request.method == "POST" and configured and form.is_valid():
         data = form.cleaned_data
-        project = studio_services.create_project(
-            owner=request.user, title=data["title"], style_guide=data["style_guide"]
-        )
-        services.write_story(
-            project=project,
-            premise=data["premise"],
-            audience=data["audience"],
-            pages=data["page_count"],
-            requested_by=request.user,
-        )
-        messages.success(
-            request, f"Writing “{project.title}”: {_plural(data['page_count'], 'page')}."
-        )
-        return redirect("project-generating", pk=project.pk)
+        try:
+            with transaction.atomic():  # no project is left behind if the story cannot start
+                project = studio_services.create_project(
+                    owner=request.user, title=data["title"], style_guide=data["style_guide"]
+                )
+                services.write_story(
+                    project=project,
+                    premise=data["premise"],
+                    audience=data["audience"],
+                    pages=data["page_count"],
+                    requested_by=request.user,
+                )
+        except services.StoryNotPossible as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            messages.success(
+                request, f"Writing “{project.title}”: {_plural(data['page_count'], 'page')}."
+            )
+            return redirect("project-generating", pk=project.pk)
     status = 422 if request.method == "POST" else 200
     context = {"form": form, "text_provider": configured}
     return render(request, "studio/project_premise.html", context, status=status)

@@ -10,20 +10,31 @@ cannot help.
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q, Subquery
-from django.utils import timezone
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception, stop_after_attempt
 
+from . import ledger
+from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
-from .limits import BudgetReached, Gate, SystemClock, provider_key
-from .models import ACTIVE_STATUSES, GenerationAttempt, Job, Run
+from .limits import BudgetReached, Gate, provider_key
+from .models import (
+    ACTIVE_STATUSES,
+    GenerationAttempt,
+    Job,
+    ProviderSlot,
+    Run,
+    SpendEntry,
+    later,
+    run_is,
+)
 from .pricing import money
 from .providers.base import ProviderError, RateLimited, Transient
 from .retry import Interrupted, RetryPolicy, is_retryable
@@ -45,16 +56,6 @@ HALT_MESSAGES = {
         "Press Resume when it is back."
     ),
 }
-
-
-def run_is(*states: str) -> Exists:
-    """Return a condition on a job row: its run is in one of the states.
-
-    Conditions in compare-and-set UPDATEs must not join: Django turns a joined UPDATE into
-    `WHERE id IN (SELECT ...)`, and PostgreSQL does not re-check such a subquery against
-    the row it waited for, so two workers could both "win" the same job.
-    """
-    return Exists(Run.objects.filter(pk=OuterRef("run_id"), state__in=states))
 
 
 class Deferred(Exception):
@@ -105,9 +106,8 @@ def settle_run(run_id: int) -> None:
             return
         if run_has_active_jobs(run_id):
             return
-        run.state = Run.State.FINISHED if run.state == Run.State.RUNNING else Run.State.STOPPED
-        run.finished_at = timezone.now()
-        run.save(update_fields=["state", "finished_at", "updated_at"])
+        state = Run.State.FINISHED if run.state == Run.State.RUNNING else Run.State.STOPPED
+        Run.objects.filter(pk=run_id).update(state=state, finished_at=Now(), updated_at=Now())
 
 
 def halt_run(
@@ -126,11 +126,49 @@ def halt_run(
         if error is not None and error.message:
             message += f" The service said: {error.message}"
     halted = Run.objects.filter(pk=run_id, state=Run.State.RUNNING).update(
-        state=Run.State.HALTED, halt_reason=reason, message=message, updated_at=timezone.now()
+        state=Run.State.HALTED, halt_reason=reason, message=message, updated_at=Now()
     )
     if halted:
         logger.warning("Run %s halted (%s): %s", run_id, reason, message)
     return bool(halted)
+
+
+class Heartbeat:
+    """Renews a job's lease, and the slot its call holds, while the call is in flight.
+
+    A call may take longer than anyone planned (a slow answer, a clip being made); the
+    claim must hold meanwhile, or the sweep would hand the job to another worker and the
+    picture would be paid for twice. Runs in a thread beside the call, with its own
+    database connection.
+    """
+
+    def __init__(self, worker: "JobWorker", slot: ProviderSlot | None):
+        self.worker = worker
+        self.slot_id = getattr(slot, "pk", None)
+        self.interval = max(0.2, worker.lease / 3)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="lease-heartbeat")
+
+    def __enter__(self) -> "Heartbeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self.stopped.wait(self.interval):
+                self.worker.renew()
+                if self.slot_id is not None:
+                    ProviderSlot.objects.filter(pk=self.slot_id).update(
+                        expires_at=later(self.worker.lease)
+                    )
+        except Exception:  # a heartbeat that fails leaves the lease to run out; log it
+            logger.exception("Lease heartbeat failed for %s", self.worker.id)
+        finally:
+            connection.close()
 
 
 class JobWorker:
@@ -138,39 +176,34 @@ class JobWorker:
 
     def __init__(self, kind: JobKind, *, sleep: Callable[[float], None] | None = None, clock=None):
         self.kind = kind
-        self.clock = clock or SystemClock()
+        self.clock = clock or DatabaseClock()
         self.gate: Gate | None = None
         self.model = kind.model
         self.id = new_worker_id()
         self.policy = RetryPolicy.from_settings()
-        self.lease = timedelta(seconds=settings.STUDIO_LEASE_SECONDS)
+        self.lease = float(settings.STUDIO_LEASE_SECONDS)
         self.sleep = sleep or self.wait_unless_interrupted
         self.provider = None
         self.job: Job | None = None
         self.recorded: dict = {}
         self.attempt_number = 0
+        # The key of a call the service may have charged without a whole answer: the
+        # next attempt sends it again, so a service that deduplicates never bills twice.
+        self.repeat_key = ""
 
     # --- claiming -------------------------------------------------------------------
 
     def claim_next(self, run_id: int) -> Job | None:
         """Claim the highest-priority due queued job of a running run with one UPDATE."""
         for _ in range(10):
-            now = timezone.now()
             candidate = (
                 self.model.objects.filter(run_id=run_id, status=Status.QUEUED)
-                .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+                .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=Now()))
                 .order_by(*self.kind.claim_order)
                 .values("pk")[:1]
             )
-            won = self.model.objects.filter(
-                run_is(Run.State.RUNNING), pk=Subquery(candidate), status=Status.QUEUED
-            ).update(
-                status=Status.GENERATING,
-                claimed_by=self.id,
-                lease_expires_at=now + self.lease,
-                next_attempt_at=None,
-                started_at=now,
-                updated_at=now,
+            won = self.model.objects.filter(pk=Subquery(candidate)).claim(
+                worker_id=self.id, lease=self.lease
             )
             if won:
                 attempts = GenerationAttempt.objects.filter(
@@ -194,8 +227,13 @@ class JobWorker:
 
     def mine(self):
         """Return the job's row, only while this worker holds it."""
-        return self.model.objects.filter(
-            pk=self.job.pk, claimed_by=self.id, status__in=(Status.GENERATING, Status.RETRYING)
+        return self.model.objects.filter(pk=self.job.pk).held_by(self.id)
+
+    def renew(self) -> bool:
+        """Extend the lease while the job is ours (a call in flight is kept whatever
+        happens to the run meanwhile)."""
+        return bool(
+            self.model.objects.filter(pk=self.job.pk).renew(worker_id=self.id, lease=self.lease)
         )
 
     # --- working --------------------------------------------------------------------
@@ -218,10 +256,12 @@ class JobWorker:
             provider=provider_key(self.provider.name, getattr(self.provider, "model", "")),
             project=self.kind.project(job),
             price=self.kind.price(self.provider),
-            lease=settings.STUDIO_LEASE_SECONDS,
+            lease=self.lease,
             clock=self.clock,
         )
         self.attempt_number = job.last_attempt or 0
+        if self.attempt_number:
+            self.repeat_key = self._unconfirmed_key()
         remaining = max(1, self.policy.max_attempts - job.attempts_made)
         retrying = Retrying(
             stop=stop_after_attempt(remaining),
@@ -242,49 +282,89 @@ class JobWorker:
         except ProviderError as error:
             self._fail(error)
             return
-        if self.kind.complete(self, result, timezone.now()) and self.failures_seen:
+        if self._keep(result) and self.failures_seen:
             Run.objects.filter(pk=self.job.run_id, consecutive_failures__gt=0).update(
                 consecutive_failures=0
             )
 
+    def _unconfirmed_key(self) -> str:
+        """Return the key of the job's last call if the service may have charged it
+        without a whole answer (its worker was lost, its answer broke off), else ""."""
+        last = (
+            GenerationAttempt.objects.filter(
+                **{self.kind.attempt_field: self.job}, number=self.attempt_number
+            )
+            .values_list("idempotency_key", "charge_unconfirmed")
+            .first()
+        )
+        return last[0] if last and last[1] else ""
+
+    def _keep(self, result) -> bool:
+        """Store the paid result and complete the job. If it cannot be stored (a full
+        disk, a storage service down), halt the run instead of paying for it again."""
+        try:
+            return self.kind.complete(self, result)
+        except Exception as error:  # any storage backend's failure; a paid call is at stake
+            logger.exception("Could not store the result of job %s", self.job.pk)
+            halt_run(
+                self.job.run_id,
+                reason=Run.HaltReason.STORAGE,
+                error=None,
+                message=(
+                    f"The studio could not save a picture it had received and paid for "
+                    f"({type(error).__name__}: {error}). Free disk space or fix the storage "
+                    f"settings, then press Resume."
+                )[:2000],
+            )
+            self._release()
+            return False
+
     def _attempt(self, prompt: str):
         """Make one call to the service, recorded as one GenerationAttempt row."""
-        now = timezone.now()
-        renewed = (
-            self.mine()
-            .filter(run_is(Run.State.RUNNING))
-            .update(
-                status=Status.GENERATING,
-                lease_expires_at=now + self.lease,
-                next_attempt_at=None,
-                updated_at=now,
-                # What is sent is recorded with the first renewal, saving a query.
-                **self.recorded,
-            )
+        started = self.model.objects.filter(pk=self.job.pk).start_attempt(
+            # What is sent is recorded with the first renewal, saving a query.
+            worker_id=self.id,
+            lease=self.lease,
+            **self.recorded,
         )
         self.recorded = {}
-        if not renewed:
+        if not started:
             raise Interrupted()
         slot = self._take_slot()
         try:
             self.attempt_number += 1
             number = self.attempt_number
-            attempt = GenerationAttempt.objects.create(
-                **{self.kind.attempt_field: self.job}, number=number, started_at=timezone.now()
-            )
+            key = self.repeat_key or f"studio-{self.kind.name}-{self.job.pk}-{number}"
+            self.repeat_key = ""
+            try:
+                attempt = GenerationAttempt.objects.create(
+                    **{self.kind.attempt_field: self.job},
+                    number=number,
+                    started_at=self.clock.now(),
+                    idempotency_key=key,
+                    account=getattr(self.provider, "account", self.provider.name),
+                )
+            except IntegrityError:  # the page (or project) was deleted meanwhile
+                raise Interrupted() from None
             started = time.monotonic()
             try:
-                result = self.kind.call(self, prompt, number)
+                with Heartbeat(self, slot):
+                    result = self.kind.call(self, prompt, key)
             except Interrupted:
                 # Stopped while waiting on the service (a clip being made): the service's
                 # job id is kept, so whoever resumes this job polls the same one.
-                attempt.finished_at = timezone.now()
-                attempt.outcome = Outcome.INTERRUPTED
-                attempt.message = "Stopped while waiting for the service; resuming polls it again."
-                attempt.save()
+                self._save(
+                    attempt,
+                    finished_at=Now(),
+                    outcome=Outcome.INTERRUPTED,
+                    message=getattr(self, "interrupt_note", "")
+                    or "Stopped while waiting for the service; resuming polls it again.",
+                )
                 raise
             except ProviderError as error:
                 self._record(attempt, started, error=error)
+                if error.maybe_paid:
+                    self.repeat_key = key
                 if isinstance(error, RateLimited) and error.retry_after:
                     # Every worker waits, not only this one.
                     self.gate.cool_down(error.retry_after, error.message)
@@ -308,46 +388,85 @@ class JobWorker:
         try:
             slot = self.gate.acquire(still_wanted=self.still_wanted)
         except BudgetReached as reached:
-            halt_run(
-                self.job.run_id,
-                reason=Run.HaltReason.BUDGET,
-                error=None,
-                message=(
+            if reached.price is None:
+                message = (
+                    f"This project has a budget of {money(reached.budget)}, but the studio "
+                    f"knows no price for {self.gate.provider} images, so it cannot keep to "
+                    f"it. Set the price in STUDIO_PRICES (or remove the budget in "
+                    f"Settings), then press Resume."
+                )
+            else:
+                message = (
                     f"The next illustration would take this project past its budget of "
                     f"{money(reached.budget)} ({money(reached.spent)} spent, "
                     f"{money(reached.price)} each). Raise the budget in Settings, then "
                     f"press Resume."
-                ),
-            )
+                )
+            halt_run(self.job.run_id, reason=Run.HaltReason.BUDGET, error=None, message=message)
             raise Interrupted() from None
         if slot is None:
             raise Interrupted()
         return slot
 
+    def run_stopping(self) -> bool:
+        return Run.objects.filter(
+            pk=self.job.run_id, state__in=(Run.State.STOPPING, Run.State.STOPPED)
+        ).exists()
+
     def still_wanted(self) -> bool:
         """Renew the lease while waiting (for a slot, or on a long job at the service);
-        False once the job is not ours."""
-        now = timezone.now()
+        False once the job is not ours or its run is no longer running."""
         return bool(
-            self.mine().filter(run_is(Run.State.RUNNING)).update(lease_expires_at=now + self.lease)
+            self.model.objects.filter(pk=self.job.pk).renew(
+                worker_id=self.id, lease=self.lease, running=True
+            )
         )
 
+    @staticmethod
+    def _save(attempt, **fields) -> None:
+        """Update the attempt row; it may be gone with its page (deleted mid-call)."""
+        GenerationAttempt.objects.filter(pk=attempt.pk).update(**fields)
+
     def _record(self, attempt, started, *, result=None, error=None) -> None:
-        attempt.finished_at = timezone.now()
-        attempt.duration_ms = int((time.monotonic() - started) * 1000)
+        """Finish the attempt's row and enter what the call cost in the ledger."""
+        fields = {
+            "finished_at": Now(),
+            "duration_ms": int((time.monotonic() - started) * 1000),
+        }
+        cost, basis, confirmed = None, SpendEntry.Basis.PRICE, True
         if error is None:
-            attempt.outcome = Outcome.SUCCESS
-            attempt.cost = self.gate.price
-            attempt.http_status = result.http_status
-            attempt.provider_request_id = result.request_id[:120]
+            cost, basis = self.kind.charged(self.provider, result)
+            fields.update(
+                outcome=Outcome.SUCCESS,
+                http_status=result.http_status,
+                provider_request_id=result.request_id[:120],
+            )
         else:
-            attempt.outcome = error.outcome
-            attempt.http_status = error.http_status
-            attempt.error_code = (error.code or "")[:80]
-            attempt.message = error.message[:2000]
-            attempt.retry_after = error.retry_after
-            attempt.provider_request_id = (error.request_id or "")[:120]
-        attempt.save()
+            if error.maybe_paid:
+                cost, basis, confirmed = self.gate.price, SpendEntry.Basis.LIKELY, False
+            fields.update(
+                outcome=error.outcome,
+                http_status=error.http_status,
+                error_code=(error.code or "")[:80],
+                message=error.message[:2000],
+                retry_after=error.retry_after,
+                provider_request_id=(error.request_id or "")[:120],
+                charge_unconfirmed=error.maybe_paid,
+            )
+        fields["cost"] = cost or 0
+        self._save(attempt, **fields)
+        ledger.enter(
+            attempt_id=attempt.pk,
+            amount=cost,
+            basis=basis,
+            confirmed=confirmed,
+            project_id=self.gate.project.pk,
+            run_id=self.job.run_id,
+            kind=self.kind.name,
+            account=attempt.account,
+            provider=self.provider.name,
+            model=getattr(self.provider, "model", ""),
+        )
 
     def _after_failure(self, error: ProviderError) -> None:
         """Count the attempt against the job unless it halted the run; halt when needed."""
@@ -370,9 +489,7 @@ class JobWorker:
                 )
                 if halted:
                     raise Interrupted()
-        self.model.objects.filter(pk=self.job.pk).update(
-            attempts_made=F("attempts_made") + 1, updated_at=timezone.now()
-        )
+        self.model.objects.filter(pk=self.job.pk).count_attempt()
         self.job.attempts_made += 1
 
     def _should_defer(self, error: ProviderError) -> bool:
@@ -383,13 +500,8 @@ class JobWorker:
         )
 
     def _mark_retrying(self, retry_state) -> None:
-        wait = retry_state.upcoming_sleep
-        now = timezone.now()
-        self.mine().update(
-            status=Status.RETRYING,
-            next_attempt_at=now + timedelta(seconds=wait),
-            lease_expires_at=now + timedelta(seconds=wait) + self.lease,
-            updated_at=now,
+        self.model.objects.filter(pk=self.job.pk).wait_to_retry(
+            worker_id=self.id, wait=retry_state.upcoming_sleep, lease=self.lease
         )
 
     def wait_unless_interrupted(self, seconds: float) -> None:
@@ -402,65 +514,22 @@ class JobWorker:
 
     # --- endings --------------------------------------------------------------------
 
-    def mark_complete(self, now, **fields) -> int:
+    def mark_complete(self, **fields) -> int:
         """Mark the job complete if this worker still holds it; return rows updated."""
-        return self.mine().update(
-            status=Status.COMPLETE,
-            attempts_made=F("attempts_made") + 1,
-            claimed_by="",
-            lease_expires_at=None,
-            failure_reason="",
-            error_message="",
-            finished_at=now,
-            updated_at=now,
-            **fields,
-        )
+        return self.model.objects.filter(pk=self.job.pk).complete(worker_id=self.id, **fields)
 
     def _fail(self, error: ProviderError) -> None:
         if error.halts_run:
             self._release()
             return
         reason = "rejected" if error.outcome == Outcome.REJECTED else "exhausted"
-        now = timezone.now()
-        self.mine().update(
-            status=Status.FAILED,
-            failure_reason=reason,
-            error_message=error.message[:2000],
-            claimed_by="",
-            lease_expires_at=None,
-            next_attempt_at=None,
-            finished_at=now,
-            updated_at=now,
+        self.model.objects.filter(pk=self.job.pk).fail(
+            worker_id=self.id, reason=reason, message=error.message
         )
 
     def _defer(self, error: ProviderError) -> None:
-        now = timezone.now()
-        self.mine().update(
-            status=Status.QUEUED,
-            claimed_by="",
-            lease_expires_at=None,
-            next_attempt_at=now + timedelta(seconds=error.retry_after),
-            updated_at=now,
-        )
+        self.model.objects.filter(pk=self.job.pk).defer(worker_id=self.id, wait=error.retry_after)
 
     def _release(self) -> None:
         """Give the job back: queued again if its run may resume, canceled if it stopped."""
-        state = Run.objects.filter(pk=self.job.run_id).values_list("state", flat=True).first()
-        now = timezone.now()
-        if state in (Run.State.STOPPING, Run.State.STOPPED, None):
-            self.mine().update(
-                status=Status.CANCELED,
-                claimed_by="",
-                lease_expires_at=None,
-                next_attempt_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
-        else:
-            self.mine().update(
-                status=Status.QUEUED,
-                claimed_by="",
-                lease_expires_at=None,
-                next_attempt_at=None,
-                updated_at=now,
-            )
+        self.model.objects.filter(pk=self.job.pk).release(worker_id=self.id)

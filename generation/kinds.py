@@ -4,6 +4,8 @@ The engine owns claims, leases, retries, halts and attempt rows for every kind; 
 only says how to build its request, which provider to call, and how to store a result.
 """
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
@@ -12,10 +14,10 @@ from django.db.models import Exists, OuterRef
 from studio.models import Page, Project
 
 from .models import Clip, Illustration, Job, StoryJob
-from .pricing import price_per_image
+from .pricing import charged, price_per_image
 from .prompts import compose_prompt
 from .providers import get_clip_provider, get_provider, get_text_provider
-from .providers.base import ClipRequest, ImageRequest, Rejected, StoryRequest
+from .providers.base import ClipRequest, ImageRequest, ProviderError, Rejected, StoryRequest
 from .providers.replicate import PredictionFailed, PredictionGone
 from .retry import Interrupted
 
@@ -46,16 +48,27 @@ class JobKind:
         """Return what one successful call costs (None: unknown or free)."""
         return None
 
+    def charged(self, provider, result):
+        """Return (cost, basis) of a successful call: what the service reported, or the
+        configured price."""
+        return self.price(provider), "price"
+
+    def likely_price(self, job: Job):
+        """Return what a call for the job most likely cost when no answer came (its worker
+        was lost): the price list's figure for the provider and model it was sent to."""
+        return None
+
     def prepare(self, job: Job, provider) -> tuple[str, dict]:
         """Return the prompt about to be sent and the fields that record it on the job
         (prompt, provider, model); the engine stores them with its first renewal."""
         raise NotImplementedError
 
-    def call(self, worker, prompt: str, number: int):
-        """Make one call for the worker's job; return its result or raise a ProviderError."""
+    def call(self, worker, prompt: str, key: str):
+        """Make one call for the worker's job, sending the idempotency key; return its
+        result or raise a ProviderError."""
         raise NotImplementedError
 
-    def complete(self, worker, result, now) -> bool:
+    def complete(self, worker, result) -> bool:
         """Keep the result and mark the worker's job complete, in one transaction, only if
         the worker still holds it. Return whether it did."""
         raise NotImplementedError
@@ -83,6 +96,13 @@ class IllustrationKind(JobKind):
             provider.name, getattr(provider, "model", ""), settings.STUDIO_IMAGE_SIZE
         )
 
+    def charged(self, provider, result):
+        model = result.model or getattr(provider, "model", "")
+        return charged(provider.name, model, settings.STUDIO_IMAGE_SIZE, result)
+
+    def likely_price(self, job: Illustration):
+        return price_per_image(job.provider, job.model, job.size or settings.STUDIO_IMAGE_SIZE)
+
     def claim_annotations(self) -> dict:
         # A regeneration: the page's current picture must step aside on completion.
         current = Illustration.objects.filter(
@@ -99,25 +119,24 @@ class IllustrationKind(JobKind):
             "size": settings.STUDIO_IMAGE_SIZE,
         }
 
-    def call(self, worker, prompt: str, number: int):
+    def call(self, worker, prompt: str, key: str):
         job = worker.job
         return worker.provider.generate(
             ImageRequest(
                 prompt=prompt,
                 size=settings.STUDIO_IMAGE_SIZE,
                 seed=job.pk,
-                idempotency_key=f"studio-illustration-{job.pk}-attempt-{number}",
+                idempotency_key=key,
                 caption=f"Page {job.page.number}",
             )
         )
 
-    def complete(self, worker, result, now) -> bool:
+    def complete(self, worker, result) -> bool:
         job = worker.job
         job.image.save("illustration.png", ContentFile(result.content), save=False)
         return replace_current(
             worker,
             job.image,
-            now,
             image=job.image.name,
             width=result.width,
             height=result.height,
@@ -135,35 +154,39 @@ class StoryKind(JobKind):
     def provider(self):
         return get_text_provider()
 
+    def price(self, provider):
+        # The story is one text call of a cent or so: not held against the picture budget.
+        return Decimal(0)
+
     def project(self, job: StoryJob) -> Project:
         return job.project
 
     def prepare(self, job: StoryJob, provider) -> tuple[str, dict]:
         from .providers.openai import story_prompt
 
-        prompt = story_prompt(self._request(job, number=0))
+        prompt = story_prompt(self._request(job, key=""))
         return prompt, {
             "prompt_sent": prompt,
             "provider": provider.name,
             "model": getattr(provider, "model", ""),
         }
 
-    def call(self, worker, prompt: str, number: int):
-        return worker.provider.write(self._request(worker.job, number=number))
+    def call(self, worker, prompt: str, key: str):
+        return worker.provider.write(self._request(worker.job, key=key))
 
-    def _request(self, job: StoryJob, *, number: int) -> StoryRequest:
+    def _request(self, job: StoryJob, *, key: str) -> StoryRequest:
         return StoryRequest(
             premise=job.premise,
             audience=job.audience,
             pages=job.pages_wanted,
-            idempotency_key=f"studio-story-{job.pk}-attempt-{number}",
+            idempotency_key=key,
             style_guide=job.project.style_guide,
         )
 
-    def complete(self, worker, result, now) -> bool:
+    def complete(self, worker, result) -> bool:
         job = worker.job
         with transaction.atomic():
-            done = worker.mark_complete(now, pages_written=0, model=result.model or job.model)
+            done = worker.mark_complete(pages_written=0, model=result.model or job.model)
             if not done:
                 transaction.set_rollback(True)
                 return False
@@ -188,6 +211,14 @@ class ClipKind(JobKind):
 
     def provider(self):
         return get_clip_provider()
+
+    def price(self, provider):
+        # Only the offline renderer has a known price (nothing); a budget with a paid clip
+        # service and no STUDIO_PRICES entry for it halts rather than being ignored.
+        return price_per_image(provider.name, getattr(provider, "model", ""), "clip")
+
+    def likely_price(self, job: Clip):
+        return price_per_image(job.provider, job.model, "clip")
 
     def project(self, job: Clip) -> Project:
         return job.page.project
@@ -215,7 +246,7 @@ class ClipKind(JobKind):
             "model": getattr(provider, "model", ""),
         }
 
-    def call(self, worker, prompt: str, number: int):
+    def call(self, worker, prompt: str, key: str):
         job, provider = worker.job, worker.provider
         if job.source is None or not job.source.image:
             raise Rejected("The page has no complete illustration to animate.")
@@ -224,7 +255,7 @@ class ClipKind(JobKind):
                 image=source.read(),
                 prompt=prompt,
                 seconds=settings.STUDIO_CLIP_SECONDS,
-                idempotency_key=f"studio-clip-{job.pk}-attempt-{number}",
+                idempotency_key=key,
             )
         if not provider.asynchronous:
             return provider.render(request)
@@ -235,6 +266,15 @@ class ClipKind(JobKind):
 
         def keep_polling() -> bool:
             if not worker.still_wanted():
+                if worker.run_stopping():
+                    # Stopped: the prediction would go on (and be billed) at the service
+                    # while nobody waits for it, and "Generate missing clips" would pay
+                    # for a second one. Cancel it there.
+                    Clip.objects.filter(pk=job.pk).update(provider_job_id="")
+                    status = _cancel(provider, job.provider_job_id)
+                    worker.interrupt_note = (
+                        f"Stopped: the prediction was canceled at the clip service ({status})."
+                    )
                 raise Interrupted()
             return True
 
@@ -248,37 +288,42 @@ class ClipKind(JobKind):
             job.provider_job_id = ""
             raise
 
-    def complete(self, worker, result, now) -> bool:
+    def complete(self, worker, result) -> bool:
         job = worker.job
         extension = {"video/mp4": "mp4", "image/gif": "gif"}.get(result.content_type, "webp")
         job.video.save(f"clip.{extension}", ContentFile(result.content), save=False)
         return replace_current(
             worker,
             job.video,
-            now,
             video=job.video.name,
             content_type=result.content_type,
             model=result.model or job.model,
         )
 
 
-def replace_current(worker, stored_file, now, **fields) -> bool:
+def replace_current(worker, stored_file, **fields) -> bool:
     """Make the worker's job the page's current one of its kind, in one transaction, only
     if the worker still holds it; the page's previous one (a regeneration) steps aside only
     now. Return whether it did; if not, the stored file is deleted: keep nothing."""
     job, model = worker.job, worker.model
     with transaction.atomic():
         if getattr(job, "has_picture", True):
-            model.objects.filter(page_id=job.page_id, status=Job.Status.COMPLETE).update(
-                status=Job.Status.REPLACED, updated_at=now
-            )
-        done = worker.mark_complete(now, **fields)
+            model.objects.replace_current(page_id=job.page_id)
+        done = worker.mark_complete(**fields)
         if not done:
             transaction.set_rollback(True)
     if not done:
         # The job was lost while the call ran (lease expired, run stopped).
         stored_file.delete(save=False)
     return bool(done)
+
+
+def _cancel(provider, job_id: str) -> str:
+    """Cancel a job at the service; return what the service said (or why it could not)."""
+    try:
+        return provider.cancel(job_id) or "cancel requested"
+    except ProviderError as error:
+        return f"cancel failed: {error.message}"
 
 
 KINDS: dict[str, JobKind] = {

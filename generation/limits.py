@@ -4,10 +4,10 @@ Before each call a worker takes a slot through a Gate: the provider's and the pr
 concurrency limits, a requests-per-minute bucket for each, a cool-down after a 429 that
 applies to every worker, and the project's budget. The state lives in the database
 (ProviderGate, ProviderSlot), so the limits hold across any number of clusters; a slot
-has a lease, so a killed worker's slot frees itself.
+has a lease, renewed while its call is in flight, so a killed worker's slot frees itself.
+Every time here comes from the database's clock (generation.clock).
 """
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -15,11 +15,13 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from studio.models import Project
 
-from .models import GenerationAttempt, ProviderGate, ProviderSlot
+from . import ledger
+from .clock import DatabaseClock
+from .models import ProviderGate, ProviderSlot
 
 # How often a waiting worker looks again for a free slot.
 POLL_SECONDS = 0.25
@@ -27,18 +29,11 @@ POLL_SECONDS = 0.25
 UNLIMITED = ProviderSlot(provider_key="", project_id=0)
 
 
-class SystemClock:
-    def now(self) -> datetime:
-        return timezone.now()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
 class BudgetReached(Exception):
-    """The next call would take the project's spending past its budget."""
+    """The next call would take the project's spending past its budget (or, with no known
+    price, might: price is None)."""
 
-    def __init__(self, *, budget: Decimal, spent: Decimal, price: Decimal):
+    def __init__(self, *, budget: Decimal, spent: Decimal, price: Decimal | None):
         super().__init__(f"budget {budget} reached")
         self.budget, self.spent, self.price = budget, spent, price
 
@@ -51,11 +46,8 @@ class Limit:
 
 
 def project_spent(project_id: int) -> Decimal:
-    """Return what the project's calls have cost so far."""
-    total = GenerationAttempt.objects.filter(illustration__page__project_id=project_id).aggregate(
-        total=Sum("cost")
-    )["total"]
-    return total or Decimal(0)
+    """Return what the project's calls have cost so far, from the spend ledger."""
+    return ledger.spent(project_id=project_id)
 
 
 def provider_key(provider_name: str, model: str) -> str:
@@ -68,9 +60,10 @@ class Gate:
     ):
         self.provider = provider
         self.project = project
+        self.known_price = price
         self.price = price or Decimal(0)
         self.lease = timedelta(seconds=lease)
-        self.clock = clock or SystemClock()
+        self.clock = clock or DatabaseClock()
         self.limits = [
             Limit(
                 provider,
@@ -141,6 +134,12 @@ class Gate:
                     wait = self._refill(gates[limit.key], limit.requests_per_minute, now)
                     if wait:
                         return wait
+            if self.project.budget is not None and self.known_price is None:
+                raise BudgetReached(
+                    budget=self.project.budget,
+                    spent=project_spent(self.project.pk),
+                    price=None,
+                )
             if self.project.budget is not None and self.price:
                 reserved = active.filter(project_id=self.project.pk).aggregate(
                     total=Sum("reserved")
@@ -200,8 +199,9 @@ class Gate:
 
 def provider_state(key: str, *, now=None) -> dict:
     """Return {"state": "ok" | "cooling", "until": datetime | None, "reason": str}."""
-    now = now or timezone.now()
-    gate = ProviderGate.objects.filter(key=key).first()
-    if gate is not None and gate.cooldown_until and gate.cooldown_until > now:
+    gate = ProviderGate.objects.filter(
+        key=key, cooldown_until__gt=now if now is not None else Now()
+    ).first()
+    if gate is not None:
         return {"state": "cooling", "until": gate.cooldown_until, "reason": gate.cooldown_reason}
     return {"state": "ok", "until": None, "reason": ""}

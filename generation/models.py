@@ -5,10 +5,12 @@ happening to a page and when its next try is due.
 """
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.functions import Now
 
 from studio.models import Page, Project
 
@@ -29,6 +31,7 @@ class Run(models.Model):
         AUTH = "auth", "Authentication failed"
         OUTAGE = "outage", "Service outage"
         BUDGET = "budget", "Budget reached"
+        STORAGE = "storage", "Could not store a picture"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
     state = models.CharField(max_length=10, choices=State, default=State.RUNNING)
@@ -61,9 +64,168 @@ class Run(models.Model):
 OPEN_RUN_STATES = (Run.State.RUNNING, Run.State.PAUSED, Run.State.STOPPING, Run.State.HALTED)
 
 
+def run_is(*states: str) -> Exists:
+    """Return a condition on a job row: its run is in one of the states.
+
+    Conditions in compare-and-set UPDATEs must not join: Django turns a joined UPDATE into
+    `WHERE id IN (SELECT ...)`, and PostgreSQL does not re-check such a subquery against
+    the row it waited for, so two workers could both "win" the same job.
+    """
+    return Exists(Run.objects.filter(pk=OuterRef("run_id"), state__in=states))
+
+
+def later(seconds: float | timedelta):
+    """Return an expression for the database's clock plus a duration: the one clock that
+    every process on every machine shares."""
+    if not isinstance(seconds, timedelta):
+        seconds = timedelta(seconds=seconds)
+    return models.ExpressionWrapper(Now() + seconds, output_field=models.DateTimeField())
+
+
 def illustration_upload_to(instance: "Illustration", filename: str) -> str:
     # Unguessable names: images are private to their project's owner.
     return f"illustrations/{instance.page.project_id}/{uuid.uuid4().hex}.png"
+
+
+class JobQuerySet(models.QuerySet):
+    """Every change of a job's state, each written once as a compare-and-set UPDATE.
+
+    Each transition names the claim it needs (status, the worker's id, the run's state) in
+    its WHERE clause and returns the rows it changed: 0 means the job was not in that
+    state (another worker has it, its lease was reclaimed, its run stopped), and the
+    caller must then change and call nothing. Times come from the database's clock.
+    """
+
+    def held_by(self, worker_id: str):
+        return self.filter(claimed_by=worker_id, status__in=WORKING_STATUSES)
+
+    def claim(self, *, worker_id: str, lease: float) -> int:
+        """queued → generating for this worker, only while the job's run is running."""
+        return self.filter(run_is(Run.State.RUNNING), status=Job.Status.QUEUED).update(
+            status=Job.Status.GENERATING,
+            claimed_by=worker_id,
+            lease_expires_at=later(lease),
+            next_attempt_at=None,
+            started_at=Now(),
+            updated_at=Now(),
+        )
+
+    def renew(self, *, worker_id: str, lease: float, running: bool = False, **fields) -> int:
+        """Extend the worker's lease (with running, only while the run is running; a call
+        already in flight is kept whatever happens to the run)."""
+        rows = self.held_by(worker_id)
+        if running:
+            rows = rows.filter(run_is(Run.State.RUNNING))
+        if fields:
+            fields.setdefault("updated_at", Now())
+        return rows.update(lease_expires_at=later(lease), **fields)
+
+    def start_attempt(self, *, worker_id: str, lease: float, **recorded) -> int:
+        """Before a call: generating again (after a retry wait), lease renewed, only while
+        the run is running."""
+        return self.renew(
+            worker_id=worker_id,
+            lease=lease,
+            running=True,
+            status=Job.Status.GENERATING,
+            next_attempt_at=None,
+            **recorded,
+        )
+
+    def wait_to_retry(self, *, worker_id: str, wait: float, lease: float) -> int:
+        """generating → retrying, showing when the next try is due."""
+        return self.held_by(worker_id).update(
+            status=Job.Status.RETRYING,
+            next_attempt_at=later(wait),
+            lease_expires_at=later(wait + lease),
+            updated_at=Now(),
+        )
+
+    def count_attempt(self) -> int:
+        """One more attempt counts against the job (a call that failed or was lost)."""
+        return self.update(attempts_made=F("attempts_made") + 1, updated_at=Now())
+
+    def defer(self, *, worker_id: str, wait: float) -> int:
+        """Back to the queue with the time of its next try (a long Retry-After)."""
+        return self.held_by(worker_id).update(
+            status=Job.Status.QUEUED,
+            claimed_by="",
+            lease_expires_at=None,
+            next_attempt_at=later(wait),
+            updated_at=Now(),
+        )
+
+    def release(self, *, worker_id: str | None = None, **fields) -> tuple[int, int]:
+        """Give jobs back: canceled where their run stopped (or is gone), queued again
+        where it may resume. With worker_id, only that worker's job; without, the jobs of
+        this queryset (the sweep's expired ones). Return (requeued, canceled)."""
+        rows = self.held_by(worker_id) if worker_id else self
+        stopped = Q(run__isnull=True) | run_is(Run.State.STOPPING, Run.State.STOPPED)
+        canceled = rows.filter(stopped).update(
+            status=Job.Status.CANCELED,
+            claimed_by="",
+            lease_expires_at=None,
+            next_attempt_at=None,
+            finished_at=Now(),
+            updated_at=Now(),
+            **fields,
+        )
+        requeued = rows.update(
+            status=Job.Status.QUEUED,
+            claimed_by="",
+            lease_expires_at=None,
+            next_attempt_at=None,
+            updated_at=Now(),
+            **fields,
+        )
+        return requeued, canceled
+
+    def fail(self, *, worker_id: str | None = None, reason: str, message: str, **fields) -> int:
+        """Failed for good (until an editor retries), with the reason shown."""
+        rows = self.held_by(worker_id) if worker_id else self
+        return rows.update(
+            **fields,
+            status=Job.Status.FAILED,
+            failure_reason=reason,
+            error_message=message[:2000],
+            claimed_by="",
+            lease_expires_at=None,
+            next_attempt_at=None,
+            finished_at=Now(),
+            updated_at=Now(),
+        )
+
+    def complete(self, *, worker_id: str, **fields) -> int:
+        """Complete, keeping what the call made, only while the worker holds the job."""
+        return self.held_by(worker_id).update(
+            status=Job.Status.COMPLETE,
+            attempts_made=F("attempts_made") + 1,
+            claimed_by="",
+            lease_expires_at=None,
+            failure_reason="",
+            error_message="",
+            finished_at=Now(),
+            updated_at=Now(),
+            **fields,
+        )
+
+    def cancel_queued(self) -> int:
+        """Queued jobs of a stopped run are canceled; jobs in flight finish."""
+        return self.filter(status=Job.Status.QUEUED).update(
+            status=Job.Status.CANCELED, finished_at=Now(), updated_at=Now()
+        )
+
+    def expired(self, *, now=None):
+        """Jobs whose worker stopped renewing its lease (killed, or cut off)."""
+        return self.filter(
+            status__in=WORKING_STATUSES, lease_expires_at__lt=now if now is not None else Now()
+        )
+
+    def replace_current(self, *, page_id: int) -> int:
+        """The page's complete job steps aside for a newer one (a regeneration)."""
+        return self.filter(page_id=page_id, status=Job.Status.COMPLETE).update(
+            status=Job.Status.REPLACED, updated_at=Now()
+        )
 
 
 class Job(models.Model):
@@ -105,6 +267,8 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = JobQuerySet.as_manager()
+
     class Meta:
         abstract = True
         ordering = ["-created_at"]
@@ -115,6 +279,8 @@ class Job(models.Model):
 
 
 ACTIVE_STATUSES = (Job.Status.QUEUED, Job.Status.GENERATING, Job.Status.RETRYING)
+# A worker holds the job (a call in flight, or a wait before the next one).
+WORKING_STATUSES = (Job.Status.GENERATING, Job.Status.RETRYING)
 
 
 class Illustration(Job):
@@ -284,8 +450,15 @@ class GenerationAttempt(models.Model):
     message = models.TextField(blank=True)
     retry_after = models.FloatField(null=True, blank=True)
     provider_request_id = models.CharField(max_length=120, blank=True)
-    # What the service charges for this call (a configured price per image; failed calls
-    # cost nothing).
+    # Sent with the call; a call that may repeat a paid one (after a lost worker or an
+    # answer that broke off) sends the same key again.
+    idempotency_key = models.CharField(max_length=120, blank=True)
+    account = models.CharField(max_length=200, blank=True)  # the provider account called
+    # The service most likely charged for this call although its answer never arrived
+    # whole (the worker was lost, the answer broke off): its cost is a likely price.
+    charge_unconfirmed = models.BooleanField(default=False)
+    # What the service charges for this call, as also written to the spend ledger (which
+    # keeps it when this row goes with its page).
     cost = models.DecimalField(max_digits=10, decimal_places=4, default=0)
 
     class Meta:
@@ -311,3 +484,47 @@ class GenerationAttempt(models.Model):
     @property
     def job(self):
         return self.illustration or self.story or self.clip
+
+
+class SpendEntry(models.Model):
+    """One call the studio paid for, or most likely paid for: an append-only ledger.
+
+    Entries outlive the pages, runs and attempts they came from, so deleting an
+    illustrated page never refunds its spend; budgets and every spend figure read it.
+    """
+
+    class Basis(models.TextChoices):
+        PRICE = "price", "Price list"
+        USAGE = "usage", "Reported usage at token prices"
+        REPORTED = "reported", "Cost reported by the service"
+        LIKELY = "likely", "Likely price (unconfirmed)"
+
+    # The attempt it records (not a foreign key: the attempt may be deleted, the entry
+    # stays); unique, so a call is never entered twice.
+    attempt_id = models.BigIntegerField(unique=True)
+    # Plain ids, not foreign keys: a call finishing after its project was deleted is still
+    # entered, and entries stay when projects and runs go.
+    project_id = models.BigIntegerField(null=True, blank=True)
+    run_id = models.BigIntegerField(null=True, blank=True)
+    kind = models.CharField(max_length=20)
+    account = models.CharField(max_length=200)  # provider, endpoint and key fingerprint
+    provider = models.CharField(max_length=40)
+    model = models.CharField(max_length=80, blank=True)
+    day = models.DateField()
+    amount = models.DecimalField(max_digits=10, decimal_places=4)
+    basis = models.CharField(max_length=10, choices=Basis)
+    # False for a call whose answer never arrived whole (lost worker, broken answer): the
+    # service most likely charged it, but it did not say so.
+    confirmed = models.BooleanField(default=True)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        verbose_name_plural = "spend entries"
+        indexes = [
+            models.Index(fields=["project_id", "day"]),
+            models.Index(fields=["account", "day"]),
+            models.Index(fields=["run_id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} on {self.day} ({self.get_basis_display()})"

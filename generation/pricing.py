@@ -21,13 +21,73 @@ DEFAULT_PRICES = {
 }
 
 
+# Published token prices (USD per million tokens) for models whose answers report usage:
+# text input, image input, image output. STUDIO_PRICES may set "provider:model:tokens".
+DEFAULT_TOKEN_PRICES = {
+    "openai:gpt-image-1:tokens": {"text_input": 5, "image_input": 10, "output": 40},
+    "openai:gpt-image-1-mini:tokens": {"text_input": 2, "image_input": 2.5, "output": 8},
+}
+MILLION = Decimal(1_000_000)
+
+
+def _keys(provider: str, model: str, size: str) -> tuple[str, ...]:
+    return (f"{provider}:{model}:{size}", f"{provider}:{model}", provider)
+
+
 def price_per_image(provider: str, model: str, size: str) -> Decimal | None:
     """Return the price of one image, the most specific configured one; None if unknown."""
     prices = {**DEFAULT_PRICES, **{k: str(v) for k, v in settings.STUDIO_PRICES.items()}}
-    for key in (f"{provider}:{model}:{size}", f"{provider}:{model}", provider):
-        if key in prices:
+    for key in _keys(provider, model, size):
+        if key in prices and not isinstance(prices[key], dict):
             return Decimal(prices[key])
     return None
+
+
+def _configured_per_image(provider: str, model: str, size: str) -> bool:
+    return any(
+        not isinstance(settings.STUDIO_PRICES.get(key), dict | type(None))
+        for key in _keys(provider, model, size)
+    )
+
+
+def usage_cost(provider: str, model: str, usage: dict | None) -> Decimal | None:
+    """Return the cost of a call from the tokens its answer reports (OpenAI images'
+    `usage`), or None without usage or token prices for the model."""
+    if not isinstance(usage, dict):
+        return None
+    key = f"{provider}:{model}:tokens"
+    prices = settings.STUDIO_PRICES.get(key) or DEFAULT_TOKEN_PRICES.get(key)
+    if not isinstance(prices, dict):
+        return None
+    try:
+        details = usage.get("input_tokens_details") or {}
+        image_in = int(details.get("image_tokens") or 0)
+        text_in = int(
+            details.get("text_tokens") or (int(usage.get("input_tokens") or 0) - image_in)
+        )
+        output = int(usage.get("output_tokens") or 0)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    total = (
+        text_in * Decimal(str(prices.get("text_input", 0)))
+        + image_in * Decimal(str(prices.get("image_input", 0)))
+        + output * Decimal(str(prices.get("output", 0)))
+    )
+    return (total / MILLION).quantize(Decimal("0.0001"))
+
+
+def charged(provider: str, model: str, size: str, result) -> tuple[Decimal | None, str]:
+    """Return what a successful call cost and on what basis ("reported", "usage" or
+    "price"): the service's own figure first, then its reported usage at token prices;
+    a per-image price set in STUDIO_PRICES wins over usage at built-in token prices."""
+    reported = getattr(result, "reported_cost", None)
+    if reported is not None:
+        return Decimal(str(reported)), "reported"
+    if not _configured_per_image(provider, model, size):
+        by_usage = usage_cost(provider, model, getattr(result, "usage", None))
+        if by_usage is not None:
+            return by_usage, "usage"
+    return price_per_image(provider, model, size), "price"
 
 
 def amount(value) -> Decimal:

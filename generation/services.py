@@ -8,24 +8,29 @@ halted run before its next call and gives the job back.
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q
-from django.utils import timezone
+from django.db.models import Count, Exists, F, OuterRef
+from django.db.models.functions import Now
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from studio.models import Page, Project
 
-from .engine import run_is, settle_run
+from . import ledger
+from .clock import db_now
+from .engine import settle_run
 from .kinds import KINDS
 from .models import (
     ACTIVE_STATUSES,
     OPEN_RUN_STATES,
+    WORKING_STATUSES,
     Clip,
     GenerationAttempt,
     Illustration,
     Job,
     Run,
+    SpendEntry,
     StoryJob,
 )
 from .providers import text_provider_configured
@@ -249,7 +254,7 @@ def prioritize(*, page: Page, requested_by=None) -> bool:
         .first()
     ) or 0
     updated = Illustration.objects.filter(pk=job.pk, status=Status.QUEUED).update(
-        priority=top + 1, updated_at=timezone.now()
+        priority=top + 1, updated_at=Now()
     )
     return bool(updated)
 
@@ -296,16 +301,13 @@ def stop(*, project: Project) -> Run | None:
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
     if run is None:
         return None
-    now = timezone.now()
     working = False
     for kind in KINDS.values():
         jobs = kind.model.objects.filter(run=run)
-        jobs.filter(status=Status.QUEUED).update(
-            status=Status.CANCELED, finished_at=now, updated_at=now
-        )
-        working |= jobs.filter(status__in=(Status.GENERATING, Status.RETRYING)).exists()
+        jobs.cancel_queued()
+        working |= jobs.filter(status__in=WORKING_STATUSES).exists()
     run.state = Run.State.STOPPING if working else Run.State.STOPPED
-    run.finished_at = None if working else now
+    run.finished_at = None if working else db_now()
     run.save()
     return run
 
@@ -376,53 +378,99 @@ def top_up_broker(*, now) -> int:
     return added
 
 
+def reclaim_expired(*, now=None) -> dict[str, int]:
+    """Take back jobs whose worker stopped renewing its lease (killed, or cut off from the
+    database). Return counts.
+
+    A call the worker had in flight is recorded as lost: it counts as an attempt and, since
+    the service most likely charged it, is entered in the ledger at its likely price,
+    unconfirmed. A job whose worker was lost on its last allowed attempt fails, so no path
+    reclaims forever; the others go back to the queue (canceled if their run stopped).
+    """
+    counts = {"requeued": 0, "canceled": 0, "failed": 0}
+    max_attempts = settings.STUDIO_MAX_ATTEMPTS
+    for kind in KINDS.values():
+        for job in kind.model.objects.expired(now=now).select_related(*kind.select_related):
+            rows = kind.model.objects.filter(pk=job.pk).expired(now=now)
+            lost = list(
+                GenerationAttempt.objects.filter(
+                    **{kind.attempt_field: job}, outcome=GenerationAttempt.Outcome.IN_FLIGHT
+                )
+            )
+            extra = {"attempts_made": F("attempts_made") + 1} if lost else {}
+            if lost and job.attempts_made + 1 >= max_attempts:
+                times = (
+                    1
+                    + GenerationAttempt.objects.filter(
+                        **{kind.attempt_field: job}, outcome=GenerationAttempt.Outcome.LOST
+                    ).count()
+                )
+                changed = rows.fail(
+                    reason="exhausted",
+                    message=f"The worker was lost {_times(times)} during the call.",
+                    **extra,
+                )
+                counts["failed"] += changed
+            else:
+                requeued, canceled = rows.release(**extra)
+                counts["requeued"] += requeued
+                counts["canceled"] += canceled
+                changed = requeued + canceled
+            if changed:
+                for attempt in lost:
+                    _record_lost(kind, job, attempt)
+    return counts
+
+
+def _times(count: int) -> str:
+    return {1: "once", 2: "twice"}.get(count, f"{count} times")
+
+
+def _record_lost(kind, job, attempt: GenerationAttempt) -> None:
+    price = kind.likely_price(job)
+    GenerationAttempt.objects.filter(pk=attempt.pk).update(
+        outcome=GenerationAttempt.Outcome.LOST,
+        finished_at=Now(),
+        message="The worker stopped responding during this call; the service most likely "
+        "charged it.",
+        charge_unconfirmed=True,
+        cost=price or 0,
+    )
+    ledger.enter(
+        attempt_id=attempt.pk,
+        amount=price,
+        basis=SpendEntry.Basis.LIKELY,
+        confirmed=False,
+        project_id=kind.project(job).pk,
+        run_id=job.run_id,
+        kind=kind.name,
+        account=attempt.account,
+        provider=job.provider,
+        model=job.model,
+    )
+
+
 def sweep(*, now=None) -> dict[str, int]:
     """Repair what dead workers and lost broker tasks left behind. Return counts.
 
-    1. Jobs whose lease expired go back to queued (canceled if their run stopped); the call
-       their worker had in flight is recorded as lost.
+    1. Jobs whose lease expired go back to queued (canceled if their run stopped, failed
+       if their worker was lost on every allowed attempt); the call their worker had in
+       flight is recorded as lost.
     2. The broker gets a task for every due queued job it holds no waiting task for.
     3. Runs with nothing left are closed.
     """
-    now = now or timezone.now()
-    canceled = requeued = 0
-    stopped = Q(run__isnull=True) | run_is(Run.State.STOPPING, Run.State.STOPPED)
-    for kind in KINDS.values():
-        expired = kind.model.objects.filter(
-            status__in=(Status.GENERATING, Status.RETRYING), lease_expires_at__lt=now
-        )
-        expired_ids = list(expired.values_list("pk", flat=True))
-        if not expired_ids:
-            continue
-        GenerationAttempt.objects.filter(
-            **{f"{kind.attempt_field}__in": expired_ids},
-            outcome=GenerationAttempt.Outcome.IN_FLIGHT,
-        ).update(
-            outcome=GenerationAttempt.Outcome.LOST,
-            finished_at=now,
-            message="The worker stopped responding during this call.",
-        )
-        expired = expired.filter(pk__in=expired_ids)
-        canceled += expired.filter(stopped).update(
-            status=Status.CANCELED,
-            claimed_by="",
-            lease_expires_at=None,
-            finished_at=now,
-            updated_at=now,
-        )
-        requeued += expired.update(
-            status=Status.QUEUED,
-            claimed_by="",
-            lease_expires_at=None,
-            next_attempt_at=None,
-            updated_at=now,
-        )
+    now = now or db_now()
+    counts = reclaim_expired(now=now)
     reenqueued = top_up_broker(now=now)
     open_runs = Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING))
     for run_id in open_runs.values_list("pk", flat=True):
         settle_run(run_id)
-    if canceled or requeued or reenqueued:
+    if any(counts.values()) or reenqueued:
         logger.info(
-            "Sweep: %s requeued, %s canceled, %s re-enqueued", requeued, canceled, reenqueued
+            "Sweep: %s requeued, %s canceled, %s failed, %s re-enqueued",
+            counts["requeued"],
+            counts["canceled"],
+            counts["failed"],
+            reenqueued,
         )
-    return {"requeued": requeued, "canceled": canceled, "reenqueued": reenqueued}
+    return {**counts, "reenqueued": reenqueued}

@@ -258,6 +258,8 @@ if STUDIO_CLIP_PROVIDER not in {"embedded", "replicate"}:
     raise ImproperlyConfigured("STUDIO_CLIP_PROVIDER must be 'embedded' or 'replicate'")
 STUDIO_CLIP_MODEL = env_str("STUDIO_CLIP_MODEL", "minimax/video-01")
 STUDIO_CLIP_SECONDS = env_number("STUDIO_CLIP_SECONDS", 3.0, float)
+# How long one attempt polls an asynchronous clip job before the next attempt resumes it.
+STUDIO_CLIP_POLL_SECONDS = env_number("STUDIO_CLIP_POLL_SECONDS", 900.0, float)
 REPLICATE_API_TOKEN = env_str("REPLICATE_API_TOKEN")
 REPLICATE_BASE_URL = env_str("REPLICATE_BASE_URL", "https://api.replicate.com/v1")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
@@ -267,11 +269,17 @@ STUDIO_IMAGE_SIZE = env_str("STUDIO_IMAGE_SIZE", "1024x1024")
 STUDIO_MAX_ATTEMPTS = env_number("STUDIO_MAX_ATTEMPTS", 3)
 STUDIO_BACKOFF_BASE = env_number("STUDIO_BACKOFF_BASE", 2.0, float)
 STUDIO_BACKOFF_MAX = env_number("STUDIO_BACKOFF_MAX", 60.0, float)
+# The whole of one call (connecting, waiting, reading, downloading the picture), not each read.
 STUDIO_PROVIDER_TIMEOUT = env_number("STUDIO_PROVIDER_TIMEOUT", 120.0, float)
 STUDIO_WORKERS = env_number("STUDIO_WORKERS", 4)
-# A claimed job's lease must outlive one provider call; the worker renews it before every
-# attempt and while it waits between attempts, so only a dead worker lets it expire.
+# A claimed job's lease outlives one call's deadline, and the worker renews it while the
+# call is in flight (a heartbeat), between attempts and while it waits for a slot, so only
+# a dead worker lets it expire.
 STUDIO_LEASE_SECONDS = env_number("STUDIO_LEASE_SECONDS", STUDIO_PROVIDER_TIMEOUT + 30, float)
+if STUDIO_LEASE_SECONDS <= STUDIO_PROVIDER_TIMEOUT:
+    raise ImproperlyConfigured(
+        "STUDIO_LEASE_SECONDS must be longer than STUDIO_PROVIDER_TIMEOUT (one call's deadline)."
+    )
 # This many transient failures in a row, across pages, halt the run as an outage instead
 # of burning every page's attempts.
 STUDIO_OUTAGE_THRESHOLD = env_number("STUDIO_OUTAGE_THRESHOLD", 6)
@@ -291,11 +299,16 @@ if STUDIO_MAX_ATTEMPTS < 1:
     raise ImproperlyConfigured("STUDIO_MAX_ATTEMPTS must be at least 1")
 
 # --- Workers (django-q2) --------------------------------------------------------------
-# One task runs one job: every attempt with the waits between them. The broker must never
-# re-deliver a task that is still running, so retry > timeout; and our retries live in
-# generation/, not in the queue (max_attempts=1, ack_failures).
+# One task runs one job: every attempt with the waits between them, and must never be
+# killed mid-call. The longest attempt is a clip's: its create, its whole polling window
+# and its download. The broker must never re-deliver a task that is still running, so
+# retry > timeout; and our retries live in generation/, not in the queue (max_attempts=1,
+# ack_failures).
+LONGEST_ATTEMPT = max(
+    STUDIO_PROVIDER_TIMEOUT, 2 * STUDIO_PROVIDER_TIMEOUT + STUDIO_CLIP_POLL_SECONDS
+)
 JOB_TIMEOUT = int(
-    STUDIO_MAX_ATTEMPTS * (STUDIO_PROVIDER_TIMEOUT + 30)
+    STUDIO_MAX_ATTEMPTS * (LONGEST_ATTEMPT + 30)
     + (STUDIO_MAX_ATTEMPTS - 1) * STUDIO_BACKOFF_MAX
     + 60
 )

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
 from generation import limits, pricing, selectors, services, thumbnails
+from generation.clock import db_now
 from generation.models import ACTIVE_STATUSES, Clip, Illustration, Run
 from generation.providers import get_provider, text_provider_configured
 
@@ -70,7 +71,8 @@ def _header_context(project: Project) -> dict:
         "provider_state": limits.provider_state(limits.provider_key(provider.name, model)),
         "polling": progress.busy
         or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
-        "cursor": timezone.now().timestamp(),
+        # The database's clock, which stamps every change the poll looks for.
+        "cursor": db_now().timestamp(),
     }
 
 
@@ -115,14 +117,14 @@ def _after_action(request, project: Project, *, message: str, level: str, starte
     if not request.htmx:
         getattr(messages, level)(request, message)
         return redirect(project)
-    # Only the cards this action changed: its writes are stamped on this server's clock.
+    # Only the cards this action changed: its writes are stamped by the database clock.
     response = _regions(request, project, since=started)
     return trigger_client_event(response, "toast", {"level": level, "message": message})
 
 
 def _act(request, project: Project, action, *, done, not_done: str) -> HttpResponse:
     """Run a service call; toast done(count) when it did something, else not_done."""
-    started = timezone.now()
+    started = db_now()
     result = action()
     count = int(result) if isinstance(result, bool | int) else result.count
     message, level = (done(count), "success") if count else (not_done, "info")
@@ -360,7 +362,7 @@ def project_generating(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
+    started = db_now()
     queued = services.generate_missing(project=project, requested_by=request.user)
     if queued.count:
         message, level = f"Queued {_plural(queued.count, 'illustration')}.", "success"
@@ -388,7 +390,7 @@ def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_stop(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
+    started = db_now()
     run = services.stop(project=project)
     if run is None:
         message, level = "Nothing is running.", "info"
@@ -406,7 +408,7 @@ def project_stop(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_pause(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
+    started = db_now()
     run = services.pause(project=project)
     message, level = (
         ("Paused. Press Resume to continue.", "warning") if run else ("Nothing to pause.", "info")
@@ -418,7 +420,7 @@ def project_pause(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_resume(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
+    started = db_now()
     run = services.resume(project=project)
     message, level = ("Resumed.", "success") if run else ("Nothing to resume.", "info")
     return _after_action(request, project, message=message, level=level, started=started)
@@ -475,7 +477,7 @@ def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
     form = PromptForm(request.POST or None, instance=page)
     if request.method == "POST" and form.is_valid():
-        started = timezone.now()
+        started = db_now()
         form.save()
         message = f"Prompt of page {page.number} saved."
         if "retry" in request.POST:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 from django_q.brokers import get_broker
 
 from generation import engine
+from generation.clock import db_now
 from studio.models import Page, Project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,14 +71,15 @@ def make_project(editor):
 
 
 class FakeClock:
-    """A clock whose sleep() moves time on at once: waits are counted, never slept."""
+    """The database's clock, whose sleep() moves time on at once: waits are counted, never
+    slept."""
 
     def __init__(self):
         self.offset = timedelta(0)
         self.slept: list[float] = []
 
     def now(self):
-        return timezone.now() + self.offset
+        return db_now() + self.offset
 
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)

@@ -129,7 +129,9 @@ def test_a_worker_killed_mid_poll_is_followed_by_one_polling_the_same_prediction
     illustrated, qcluster, fake_predictions
 ):
     fake_predictions.polls_needed = None  # predictions run until the test says
-    env = replicate_env(fake_predictions, STUDIO_WORKERS=2, STUDIO_LEASE_SECONDS=3)
+    env = replicate_env(
+        fake_predictions, STUDIO_WORKERS=2, STUDIO_LEASE_SECONDS=3, STUDIO_PROVIDER_TIMEOUT=2
+    )
     doomed = qcluster(**env)
     services.generate_missing_clips(project=illustrated)
     wait_until(

@@ -258,8 +258,9 @@ def test_the_sweep_requeues_jobs_of_dead_workers_and_records_the_lost_call(book,
     GenerationAttempt.objects.create(illustration=job, number=1, started_at=past)
 
     # Nothing was handed to the broker in this test, so every due job gets its task.
-    assert services.sweep() == {"requeued": 1, "canceled": 0, "reenqueued": 24}
+    assert services.sweep() == {"requeued": 1, "canceled": 0, "failed": 0, "reenqueued": 24}
     job.refresh_from_db()
     assert (job.status, job.claimed_by) == (Status.QUEUED, "")
     assert job.attempts.get().outcome == GenerationAttempt.Outcome.LOST
+    assert job.attempts_made == 1  # a lost call counts, so no job is reclaimed for ever
     assert broker.queue_size() == 24

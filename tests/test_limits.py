@@ -9,11 +9,18 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from generation import services
-from generation.models import GenerationAttempt, Illustration, ProviderGate, Run
+from generation.models import GenerationAttempt, Illustration, ProviderGate, Run, SpendEntry
 from generation.selectors import spend
 from tests.conftest import openai_env, wait_until
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def per_image_price(settings):
+    """These tests count in a configured price per image, which wins over the usage the
+    service reports (see test_reported_usage_is_priced_at_token_prices)."""
+    settings.STUDIO_PRICES = {"openai:gpt-image-1": "0.042"}
 
 
 def test_each_successful_call_costs_the_configured_price(
@@ -28,6 +35,22 @@ def test_each_successful_call_costs_the_configured_price(
     assert {cost for outcome, cost in costs[1:]} == {Decimal("0.042")}
     totals = spend(project, run)
     assert (totals.project, totals.run) == (Decimal("1.008"), Decimal("1.008"))
+
+
+def test_reported_usage_is_priced_at_token_prices_and_the_ledger_says_so(
+    settings, make_project, openai_settings, drain
+):
+    settings.STUDIO_PRICES = {}
+    project = make_project(pages=2)
+    drain(services.generate_missing(project=project).run.pk)
+    # The fake reports gpt-image-1's usage for one 1024² picture: 50 text tokens in at
+    # $5/M and 1,056 image tokens out at $40/M.
+    entries = SpendEntry.objects.filter(project_id=project.pk)
+    assert [(e.amount, e.basis, e.confirmed) for e in entries] == [
+        (Decimal("0.0425"), "usage", True),
+        (Decimal("0.0425"), "usage", True),
+    ]
+    assert spend(project, None).project == Decimal("0.085")
 
 
 def test_configured_prices_win_over_the_built_in_list(make_project, openai_settings, drain):

@@ -35,7 +35,9 @@ def test_three_clusters_share_the_work_and_never_do_it_twice(make_project, qclus
 
 def test_killing_one_of_three_clusters_loses_no_page(make_project, qcluster, fake_openai):
     project = make_project(pages=48)
-    env = openai_env(fake_openai, STUDIO_WORKERS=4, STUDIO_LEASE_SECONDS=3)
+    env = openai_env(
+        fake_openai, STUDIO_WORKERS=4, STUDIO_LEASE_SECONDS=3, STUDIO_PROVIDER_TIMEOUT=2
+    )
     clusters = [qcluster(**env) for _ in range(3)]
     fake_openai.hold()
     services.generate_missing(project=project)

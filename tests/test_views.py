@@ -411,7 +411,7 @@ def test_queries_per_poll_do_not_grow_with_the_pages(signed_in, make_project, ed
         return len(captured)
 
     small, large = queries_for(10), queries_for(500)
-    assert small == large == 12
+    assert small == large == 13  # one of them reads the database's clock for the cursor
 
 
 def test_the_generating_view_skips_the_story_and_offers_the_missing_pages(signed_in, book):

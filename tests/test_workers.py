@@ -116,7 +116,9 @@ def test_stop_mid_run_lets_calls_in_flight_finish_and_starts_no_other(
 def test_a_cluster_killed_with_sigkill_loses_no_page(make_project, qcluster, fake_openai):
     project = make_project(pages=24)
     fake_openai.hold()
-    env = openai_env(fake_openai, STUDIO_WORKERS=4, STUDIO_LEASE_SECONDS=3)
+    env = openai_env(
+        fake_openai, STUDIO_WORKERS=4, STUDIO_LEASE_SECONDS=3, STUDIO_PROVIDER_TIMEOUT=2
+    )
     doomed = qcluster(**env)
     run_id = services.generate_missing(project=project).run.pk
     wait_until(lambda: fake_openai.in_flight == 4, timeout=60)

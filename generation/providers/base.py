@@ -4,8 +4,10 @@ Providers translate their service's answers into these classes and know nothing 
 Django models; the engine decides what each class means for the page and the run.
 """
 
+import hashlib
 import io
 from dataclasses import dataclass
+from decimal import Decimal
 
 from PIL import Image, UnidentifiedImageError
 
@@ -19,7 +21,7 @@ class ImageRequest:
     prompt: str
     size: str  # "1024x1024"
     seed: int
-    # Stable for one job attempt, so a service that honours it never bills a retry twice.
+    # The same for every call that may repeat one paid request (see the engine).
     idempotency_key: str
     caption: str = ""
 
@@ -32,6 +34,9 @@ class GeneratedImage:
     model: str = ""
     request_id: str = ""
     http_status: int | None = None
+    # What the service said it charged, or the usage it reported (tokens), if it did.
+    reported_cost: Decimal | None = None
+    usage: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class ProviderError(Exception):
         code: str = "",
         request_id: str = "",
         retry_after: float | None = None,
+        maybe_paid: bool = False,
     ):
         super().__init__(message)
         self.message = message
@@ -96,6 +102,9 @@ class ProviderError(Exception):
         self.code = code
         self.request_id = request_id
         self.retry_after = retry_after
+        # The service most likely charged for this call although no whole answer came
+        # (it broke off, or the picture could not be downloaded): recorded as unconfirmed.
+        self.maybe_paid = maybe_paid
 
 
 class Transient(ProviderError):
@@ -171,3 +180,12 @@ def verify_clip(content: bytes) -> str:
     if kind not in {"WEBP", "GIF"}:
         raise Transient(f"not a clip format the studio plays: {kind}")
     return f"image/{kind.lower()}"
+
+
+def account_key(provider: str, endpoint: str = "", api_key: str = "") -> str:
+    """Return what names a provider account: the provider, its endpoint and a fingerprint
+    of its key (never the key itself). Every project on one key shares its credits."""
+    if not endpoint and not api_key:
+        return provider
+    fingerprint = hashlib.sha256(api_key.encode()).hexdigest()[:12] if api_key else "no-key"
+    return f"{provider}|{endpoint.rstrip('/')}|{fingerprint}"

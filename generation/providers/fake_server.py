@@ -382,7 +382,13 @@ class FakeImageService:
                         {
                             "created": int(time.time()),
                             "data": [item],
-                            "usage": {"input_tokens": 50, "output_tokens": 50, "total_tokens": 100},
+                            # gpt-image-1's usage for one 1024x1024 picture.
+                            "usage": {
+                                "input_tokens": 50,
+                                "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
+                                "output_tokens": 1056,
+                                "total_tokens": 1106,
+                            },
                         }
                     ).encode()
                     with service._lock:

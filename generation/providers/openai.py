@@ -8,11 +8,9 @@ one of the error classes in base.py, chosen by HTTP status *and* the body's erro
 import base64
 import binascii
 import json
-from email.utils import parsedate_to_datetime
 
 import requests
 from django.conf import settings
-from django.utils import timezone
 
 from .base import (
     AuthFailed,
@@ -26,13 +24,17 @@ from .base import (
     StoryRequest,
     Transient,
     WrittenStory,
+    account_key,
     verify_image,
 )
-
-# A b64 PNG of the largest sizes is a few MB; anything far beyond is not an answer.
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-MAX_DOWNLOAD_BYTES = 24 * 1024 * 1024
-CONNECT_TIMEOUT = 10.0
+from .http import (
+    MAX_DOWNLOAD_BYTES,
+    MAX_RESPONSE_BYTES,
+    Deadline,
+    parse_retry_after,
+    read_capped,
+    redact,
+)
 
 CREDIT_CODES = {"insufficient_quota", "credit_balance_exhausted", "billing_hard_limit_reached"}
 CREDIT_SUFFIXES = ("_spend_limit_exceeded", "_usage_limit_exceeded")
@@ -42,26 +44,6 @@ def is_credit_error(code: str, error_type: str) -> bool:
     return any(
         value in CREDIT_CODES or value.endswith(CREDIT_SUFFIXES) for value in (code, error_type)
     )
-
-
-def parse_retry_after(headers) -> float | None:
-    """Return seconds to wait from retry-after-ms or Retry-After (seconds or HTTP date)."""
-    if value := headers.get("retry-after-ms"):
-        try:
-            return max(0.0, float(value) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - timezone.now()).total_seconds())
-    except (TypeError, ValueError):
-        return None
 
 
 def classify(status: int, body: object, headers) -> ProviderError:
@@ -89,18 +71,27 @@ def classify(status: int, body: object, headers) -> ProviderError:
 
 
 class OpenAICompatible:
-    """What the image and text providers share: auth, timeouts, capped reads, errors."""
+    """What the image and text providers share: auth, the call's deadline, capped reads,
+    errors."""
 
     service = "the service"  # how messages name it: "the image service"
 
     def __init__(self):
         self.base_url = settings.OPENAI_BASE_URL
         self.api_key = settings.OPENAI_API_KEY
-        read = float(settings.STUDIO_PROVIDER_TIMEOUT)
-        self.timeout = (min(CONNECT_TIMEOUT, read), read)
+        self.seconds = float(settings.STUDIO_PROVIDER_TIMEOUT)
         self.session = requests.Session()
 
-    def post_json(self, path: str, body: dict, *, idempotency_key: str) -> tuple[dict, int, str]:
+    @property
+    def account(self) -> str:
+        return account_key(self.name, self.base_url, self.api_key)
+
+    def deadline(self) -> Deadline:
+        return Deadline(self.seconds, service=self.service)
+
+    def post_json(
+        self, path: str, body: dict, *, idempotency_key: str, deadline: Deadline
+    ) -> tuple[dict, int, str]:
         """POST body and return (payload, HTTP status, request id) of a 2xx JSON answer;
         raise the classified ProviderError for anything else."""
         if not self.api_key:
@@ -113,7 +104,7 @@ class OpenAICompatible:
                     "Authorization": f"Bearer {self.api_key}",
                     "Idempotency-Key": idempotency_key,
                 },
-                timeout=self.timeout,
+                timeout=deadline.timeout(),
                 stream=True,
             )
         except requests.Timeout as exc:
@@ -124,7 +115,15 @@ class OpenAICompatible:
             raise Transient(f"Could not reach {self.service} ({self._safe(exc)})") from exc
         with response:
             request_id = response.headers.get("x-request-id", "")
-            content = self._read_capped(response, MAX_RESPONSE_BYTES, request_id)
+            # A 200 is sent once the picture is made: if its body then breaks off, the
+            # service has most likely charged for it.
+            content = read_capped(
+                response,
+                limit=MAX_RESPONSE_BYTES,
+                deadline=deadline,
+                request_id=request_id,
+                paid=response.status_code < 300,
+            )
             try:
                 payload = json.loads(content)
             except (ValueError, UnicodeDecodeError):
@@ -138,33 +137,13 @@ class OpenAICompatible:
                     f"{self.service.capitalize()} sent a broken answer (invalid JSON).",
                     http_status=response.status_code,
                     request_id=request_id,
+                    maybe_paid=True,
                 )
             return payload, response.status_code, request_id
 
-    def _read_capped(self, response, limit: int, request_id: str) -> bytes:
-        chunks, size = [], 0
-        try:
-            for chunk in response.iter_content(chunk_size=256 * 1024):
-                size += len(chunk)
-                if size > limit:
-                    raise Transient(
-                        f"The image service sent more than {limit // (1024 * 1024)} MB; refused.",
-                        http_status=response.status_code,
-                        request_id=request_id,
-                    )
-                chunks.append(chunk)
-        except requests.RequestException as exc:
-            raise Transient(
-                f"The answer broke off ({self._safe(exc)})",
-                http_status=response.status_code,
-                request_id=request_id,
-            ) from exc
-        return b"".join(chunks)
-
     def _safe(self, text: object) -> str:
         """Return text with the API key removed, so it can be stored and shown."""
-        text = str(text)
-        return text.replace(self.api_key, "[redacted]") if self.api_key else text
+        return redact(text, self.api_key)
 
 
 class OpenAIProvider(OpenAICompatible):
@@ -181,11 +160,17 @@ class OpenAIProvider(OpenAICompatible):
         body = {"model": self.model, "prompt": request.prompt, "size": request.size, "n": 1}
         if self.model.startswith("dall-e"):
             body["response_format"] = "b64_json"
+        deadline = self.deadline()  # the whole exchange, download included
         payload, status, request_id = self.post_json(
-            "/images/generations", body, idempotency_key=request.idempotency_key
+            "/images/generations", body, idempotency_key=request.idempotency_key, deadline=deadline
         )
-        image_bytes = self._image_bytes(payload, status, request_id)
-        width, height = verify_image(image_bytes)
+        image_bytes = self._image_bytes(payload, status, request_id, deadline)
+        try:
+            width, height = verify_image(image_bytes)
+        except Transient as error:
+            error.maybe_paid = True  # the service made something and billed it
+            raise
+        usage = payload.get("usage")
         return GeneratedImage(
             content=image_bytes,
             width=width,
@@ -193,9 +178,10 @@ class OpenAIProvider(OpenAICompatible):
             model=self.model,
             request_id=request_id,
             http_status=status,
+            usage=usage if isinstance(usage, dict) else None,
         )
 
-    def _image_bytes(self, payload: dict, status: int, request_id: str) -> bytes:
+    def _image_bytes(self, payload: dict, status: int, request_id: str, deadline) -> bytes:
         data = payload.get("data")
         item = data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else {}
         if b64 := item.get("b64_json"):
@@ -206,27 +192,40 @@ class OpenAIProvider(OpenAICompatible):
                     "The image service sent image data that is not valid base64.",
                     http_status=status,
                     request_id=request_id,
+                    maybe_paid=True,
                 ) from exc
         if url := item.get("url"):
-            return self._download(url, request_id)
+            return self._download(url, request_id, deadline)
         raise Transient(
             "The image service answered without an image.",
             http_status=status,
             request_id=request_id,
         )
 
-    def _download(self, url: str, request_id: str) -> bytes:
+    def _download(self, url: str, request_id: str, deadline: Deadline) -> bytes:
+        """Fetch the picture a URL answer points at: made and billed already, so any
+        failure here is a call the service most likely charged for."""
         try:
-            with self.session.get(url, timeout=self.timeout, stream=True) as response:
+            with self.session.get(url, timeout=deadline.timeout(), stream=True) as response:
                 if response.status_code >= 400:
                     raise Transient(
                         f"Downloading the image failed (HTTP {response.status_code}).",
                         http_status=response.status_code,
                         request_id=request_id,
+                        maybe_paid=True,
                     )
-                return self._read_capped(response, MAX_DOWNLOAD_BYTES, request_id)
+                return read_capped(
+                    response,
+                    limit=MAX_DOWNLOAD_BYTES,
+                    deadline=deadline,
+                    what="image download",
+                    request_id=request_id,
+                    paid=True,
+                )
         except requests.RequestException as exc:
-            raise Transient(f"Downloading the image failed ({self._safe(exc)})") from exc
+            raise Transient(
+                f"Downloading the image failed ({self._safe(exc)})", maybe_paid=True
+            ) from exc
 
 
 STORY_INSTRUCTIONS = (
@@ -263,7 +262,10 @@ class OpenAITextProvider(OpenAICompatible):
             "response_format": {"type": "json_object"},
         }
         payload, status, request_id = self.post_json(
-            "/chat/completions", body, idempotency_key=request.idempotency_key
+            "/chat/completions",
+            body,
+            idempotency_key=request.idempotency_key,
+            deadline=self.deadline(),
         )
         details = {"http_status": status, "request_id": request_id}
         choices = payload.get("choices")

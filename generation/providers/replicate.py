@@ -26,15 +26,20 @@ from .base import (
     RateLimited,
     Rejected,
     Transient,
+    account_key,
     verify_clip,
 )
-from .openai import CONNECT_TIMEOUT, MAX_DOWNLOAD_BYTES, MAX_RESPONSE_BYTES, parse_retry_after
+from .http import (
+    MAX_DOWNLOAD_BYTES,
+    MAX_RESPONSE_BYTES,
+    Deadline,
+    parse_retry_after,
+    read_capped,
+    redact,
+)
 
 POLL_FIRST = 0.5
 POLL_MAX = 5.0
-# A prediction that has not finished in this long is given up on for this attempt; the
-# next attempt resumes polling the same prediction.
-POLL_DEADLINE = 15 * 60
 TERMINAL_FAILED = {"failed"}
 TERMINAL_CANCELED = {"canceled", "aborted"}
 
@@ -78,9 +83,15 @@ class ReplicateClipProvider:
         self.base_url = settings.REPLICATE_BASE_URL.rstrip("/")
         self.token = settings.REPLICATE_API_TOKEN
         self.model = settings.STUDIO_CLIP_MODEL
-        read = float(settings.STUDIO_PROVIDER_TIMEOUT)
-        self.timeout = (min(CONNECT_TIMEOUT, read), read)
+        self.seconds = float(settings.STUDIO_PROVIDER_TIMEOUT)
+        # A prediction that has not finished in this long is given up on for this
+        # attempt; the next attempt resumes polling the same prediction.
+        self.poll_window = float(settings.STUDIO_CLIP_POLL_SECONDS)
         self.session = requests.Session()
+
+    @property
+    def account(self) -> str:
+        return account_key(self.name, self.base_url, self.token)
 
     # --- create ----------------------------------------------------------------------
 
@@ -94,7 +105,9 @@ class ReplicateClipProvider:
             path, body = f"/models/{self.model}/predictions", {"input": inputs}
         else:
             path, body = "/predictions", {"version": self.model, "input": inputs}
-        payload, _, _ = self._json("POST", path, json=body)
+        payload, _, _ = self._json(
+            "POST", path, json=body, headers={"Idempotency-Key": request.idempotency_key}
+        )
         prediction_id = payload.get("id")
         if not isinstance(prediction_id, str) or not prediction_id:
             raise Transient("The clip service answered without a prediction id.")
@@ -123,27 +136,44 @@ class ReplicateClipProvider:
                     http_status=status_code,
                     request_id=prediction_id,
                 )
-            if time.monotonic() - started > POLL_DEADLINE:
+            if time.monotonic() - started > self.poll_window:
                 raise Transient("The clip service has not finished; polling again later.")
             hint = parse_retry_after(headers)
             sleep(hint if hint is not None else delay)
             delay = min(POLL_MAX, delay * 2)
             still_wanted()  # the caller ends the wait (raises) when the job is no longer wanted
 
+    def cancel(self, prediction_id: str) -> str:
+        """Ask the service to stop a prediction (POST /predictions/{id}/cancel); return
+        its status after the request ("canceled", or "succeeded"/"failed" if it had
+        already ended)."""
+        payload, _, _ = self._json("POST", f"/predictions/{prediction_id}/cancel")
+        return str(payload.get("status") or "")
+
     def _download(self, payload: dict, status_code: int, headers) -> GeneratedClip:
         output = payload.get("output")
         url = output[0] if isinstance(output, list) and output else output
         if not isinstance(url, str) or not url:
             raise PredictionFailed("The prediction succeeded without an output.")
+        deadline = Deadline(self.seconds, service="the clip service")
         try:
-            with self.session.get(url, timeout=self.timeout, stream=True) as response:
+            with self.session.get(url, timeout=deadline.timeout(), stream=True) as response:
                 if response.status_code == 404:
                     raise PredictionGone("The clip expired before it could be downloaded.")
                 if response.status_code >= 400:
-                    raise Transient(f"Downloading the clip failed (HTTP {response.status_code}).")
-                content = _read_capped(response, MAX_DOWNLOAD_BYTES)
+                    raise Transient(
+                        f"Downloading the clip failed (HTTP {response.status_code}).",
+                        maybe_paid=True,
+                    )
+                content = read_capped(
+                    response,
+                    limit=MAX_DOWNLOAD_BYTES,
+                    deadline=deadline,
+                    what="clip download",
+                    paid=True,
+                )
         except requests.RequestException as exc:
-            raise Transient(f"Downloading the clip failed ({exc})") from exc
+            raise Transient(f"Downloading the clip failed ({exc})", maybe_paid=True) from exc
         return GeneratedClip(
             content=content,
             content_type=verify_clip(content),
@@ -154,13 +184,16 @@ class ReplicateClipProvider:
 
     # --- HTTP ------------------------------------------------------------------------
 
-    def _json(self, method: str, path: str, **kwargs) -> tuple[dict, int, dict]:
+    def _json(
+        self, method: str, path: str, *, headers: dict | None = None, **kwargs
+    ) -> tuple[dict, int, dict]:
+        deadline = Deadline(self.seconds, service="the clip service")
         try:
             response = self.session.request(
                 method,
                 f"{self.base_url}{path}",
-                headers={"Authorization": f"Bearer {self.token}"},
-                timeout=self.timeout,
+                headers={"Authorization": f"Bearer {self.token}", **(headers or {})},
+                timeout=deadline.timeout(),
                 stream=True,
                 **kwargs,
             )
@@ -169,7 +202,7 @@ class ReplicateClipProvider:
         except requests.RequestException as exc:
             raise Transient(f"Could not reach the clip service ({exc})") from exc
         with response:
-            content = _read_capped(response, MAX_RESPONSE_BYTES)
+            content = read_capped(response, limit=MAX_RESPONSE_BYTES, deadline=deadline)
             try:
                 payload = json.loads(content)
             except (ValueError, UnicodeDecodeError):
@@ -180,8 +213,7 @@ class ReplicateClipProvider:
                 )
             if response.status_code >= 400:
                 error = classify_problem(response.status_code, payload, response.headers)
-                if self.token:
-                    error.message = error.message.replace(self.token, "[redacted]")
+                error.message = redact(error.message, self.token)
                 raise error
             if not isinstance(payload, dict):
                 raise Transient(
@@ -189,16 +221,3 @@ class ReplicateClipProvider:
                     http_status=response.status_code,
                 )
             return payload, response.status_code, response.headers
-
-
-def _read_capped(response, limit: int) -> bytes:
-    chunks, size = [], 0
-    try:
-        for chunk in response.iter_content(chunk_size=256 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise Transient(f"The clip service sent more than {limit // 2**20} MB; refused.")
-            chunks.append(chunk)
-    except requests.RequestException as exc:
-        raise Transient(f"The answer broke off ({exc})") from exc
-    return b"".join(chunks)

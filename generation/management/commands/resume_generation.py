@@ -1,11 +1,10 @@
 import time
 
 from django.core.management.base import CommandError
-from django.utils import timezone
 
 from generation import services
 from generation.kinds import KINDS
-from generation.models import OPEN_RUN_STATES, Job, Run
+from generation.models import OPEN_RUN_STATES, Run
 
 from ._common import OperatorCommand, add_project_arguments, chosen_projects, project_status, table
 
@@ -87,13 +86,7 @@ class Command(OperatorCommand):
         return queued
 
     def _dry_run(self, projects) -> None:
-        now = timezone.now()
-        expired = sum(
-            kind.model.objects.filter(
-                status__in=(Job.Status.GENERATING, Job.Status.RETRYING), lease_expires_at__lt=now
-            ).count()
-            for kind in KINDS.values()
-        )
+        expired = sum(kind.model.objects.expired().count() for kind in KINDS.values())
         rows = []
         for project in projects:
             run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()

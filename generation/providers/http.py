@@ -1,0 +1,136 @@
+"""What every HTTP provider shares: one overall deadline per call, capped reads, key
+redaction and Retry-After parsing.
+
+A call's deadline covers the whole exchange (connecting, waiting for the answer, reading a
+trickling body, downloading the picture a URL points at), not each read: a service that
+sends a byte now and then must not hold a worker, and its lease, for ever.
+"""
+
+import math
+import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import requests
+import urllib3
+
+from .base import Transient
+
+CONNECT_TIMEOUT = 10.0
+# A b64 PNG of the largest sizes is a few MB; anything far beyond is not an answer.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+MAX_DOWNLOAD_BYTES = 24 * 1024 * 1024
+CHUNK = 256 * 1024
+# Longer waits than this are not believed: a broken or hostile header must not park a
+# page for days (the engine also caps waits by its own settings).
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
+class Deadline:
+    """The end of one call: every network wait of the call fits before it."""
+
+    def __init__(self, seconds: float, *, service: str = "the service"):
+        self.seconds = seconds
+        self.service = service
+        self.ends = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return self.ends - time.monotonic()
+
+    def timeout(self) -> tuple[float, float]:
+        """Return (connect, read) timeouts for requests that end by the deadline."""
+        left = max(0.05, self.remaining())
+        return min(CONNECT_TIMEOUT, left), left
+
+    def check(self, **details) -> None:
+        if self.remaining() <= 0:
+            raise Transient(
+                f"{self.service.capitalize()} did not finish within {self.seconds:g} s.",
+                **details,
+            )
+
+
+def read_capped(
+    response: requests.Response,
+    *,
+    limit: int,
+    deadline: Deadline,
+    what: str = "answer",
+    request_id: str = "",
+    paid: bool = False,
+) -> bytes:
+    """Return the body of a streamed response, refusing more than `limit` bytes and
+    anything still arriving at the deadline. With paid, a body that broke off is marked
+    as a call the service most likely charged for."""
+    details = {"http_status": response.status_code, "request_id": request_id}
+    chunks, size = [], 0
+    raw = response.raw
+    try:
+        while True:
+            deadline.check(maybe_paid=paid, **details)
+            _read_timeout(raw, deadline.remaining())
+            chunk = raw.read1(CHUNK) if hasattr(raw, "read1") else raw.read(CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise Transient(
+                    f"The service sent more than {limit // 2**20} MB; refused.", **details
+                )
+            chunks.append(chunk)
+    except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+        if deadline.remaining() <= 0:
+            deadline.check(maybe_paid=paid, **details)
+        raise Transient(f"The {what} broke off ({exc})", maybe_paid=paid, **details) from exc
+    return b"".join(chunks)
+
+
+def _read_timeout(raw, seconds: float) -> None:
+    """Let the next read wait no longer than the deadline allows."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(max(0.05, seconds))
+
+
+def parse_retry_after(headers, *, now: datetime | None = None) -> float | None:
+    """Return seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP
+    date), clamped to [0, MAX_RETRY_AFTER]; None when absent or unreadable. Never raises."""
+    value = headers.get("retry-after-ms")
+    if value:
+        seconds = _number(value)
+        if seconds is not None:
+            return _clamp(seconds / 1000)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return _clamp(seconds)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return _clamp((when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _number(value: str) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _clamp(seconds: float) -> float:
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def redact(text: object, *secrets: str) -> str:
+    """Return text with every secret removed, so it can be stored, logged and shown."""
+    text = str(text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text

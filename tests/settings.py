@@ -28,3 +28,13 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The test client's login() authenticates without a request, which django-axes refuses;
 # the sign-in throttling tests switch it back on.
 AXES_ENABLED = False
+
+if skew := os.environ.get("STUDIO_TEST_CLOCK_SKEW"):
+    # A worker on a machine whose clock is off by this many seconds: everything that asks
+    # Django for the time gets the skewed clock. Only the database's clock is shared.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _real_now = timezone.now
+    timezone.now = lambda: _real_now() + timedelta(seconds=float(skew))

@@ -60,6 +60,8 @@ class FakePredictionService:
         self.polls_needed = 3  # polls a prediction answers "processing" before it ends
         self.finish = threading.Event()  # when polls_needed is None, end only once set
         self.predictions: dict[str, dict] = {}
+        self.canceled: list[str] = []  # predictions canceled through the cancel endpoint
+        self.idempotency_keys: list[str] = []  # the Idempotency-Key of every create
         self.output = animated_webp()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -90,8 +92,13 @@ class FakePredictionService:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 json.loads(self.rfile.read(length) or b"{}")
+                parts = self.path.strip("/").split("/")
+                if parts[:2] == ["v1", "predictions"] and len(parts) == 4 and parts[3] == "cancel":
+                    return self._cancel(parts[2])
                 if not self.path.endswith("/predictions"):
                     return self._send(404, {"title": "Not found", "status": 404})
+                with service._lock:
+                    service.idempotency_keys.append(self.headers.get("Idempotency-Key", ""))
                 with service._lock:
                     reply = service.create_script.popleft() if service.create_script else "ok"
                     if reply != "ok":
@@ -114,12 +121,27 @@ class FakePredictionService:
                         return self._send(404, {"title": "Not found", "status": 404})
                     service.polls[prediction_id] += 1
                     polls = service.polls[prediction_id]
+                    if service.predictions[prediction_id]["status"] == "canceled":
+                        return self._send(200, self._prediction(prediction_id, "canceled"))
                 needed = service.polls_needed
                 done = service.finish.is_set() if needed is None else polls > needed
                 if not done:
                     state = "starting" if polls == 1 else "processing"
                     return self._send(200, self._prediction(prediction_id, state))
                 self._send(200, self._prediction(prediction_id, service.outcome))
+
+            def _cancel(self, prediction_id: str):
+                """POST /v1/predictions/{id}/cancel: the prediction ends as canceled (one
+                that already ended keeps its status)."""
+                with service._lock:
+                    prediction = service.predictions.get(prediction_id)
+                    if prediction is None:
+                        return self._send(404, {"title": "Not found", "status": 404})
+                    if prediction["status"] not in ("succeeded", "failed", "canceled"):
+                        prediction["status"] = "canceled"
+                        service.canceled.append(prediction_id)
+                    status = prediction["status"]
+                self._send(200, self._prediction(prediction_id, status))
 
             def _prediction(self, prediction_id: str, status: str) -> dict:
                 base = service.url

@@ -69,6 +69,10 @@ class Reply:
     hang: bool = False  # never answer (until the server shuts down)
     url: bool = False  # answer with data[0].url instead of b64_json
     story: str = ""  # chat completions only: "malformed" or "few"
+    # A 200 whose body arrives a few bytes at a time, over `trickle` seconds (the picture
+    # is made and billed; its answer dawdles), or breaks off half-way (`cut`).
+    trickle: float = 0.0
+    cut: bool = False
 
 
 def ok() -> Reply:
@@ -158,6 +162,8 @@ REPLIES = {
         message="The engine is currently overloaded, please try again later.",
     ),
     "hang": lambda: Reply(hang=True),
+    "trickle": lambda: Reply(trickle=30.0),
+    "cut": lambda: Reply(cut=True),
     "bomb": lambda: _b64_reply(bomb_png()),
     "bomb_9000": lambda: _b64_reply(bomb_png(9000, 9000)),
     "huge": lambda: Reply(
@@ -307,6 +313,7 @@ class FakeImageService:
                     "authorization": self.headers.get("Authorization", ""),
                     "idempotency_key": self.headers.get("Idempotency-Key", ""),
                     "started": time.monotonic(),
+                    "at": time.time(),
                 }
                 with service._lock:
                     service.calls.append(call)
@@ -366,6 +373,9 @@ class FakeImageService:
                 if reply.hang:
                     service._shutdown.wait(timeout=30)
                     return
+                if reply.trickle or reply.cut:
+                    self._dawdle(reply)
+                    return
                 if reply.status == 200 and reply.body is None:
                     service._held.wait(timeout=60)
                     if service.latency:
@@ -400,6 +410,34 @@ class FakeImageService:
                     reply.body or b"",
                     headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}", **reply.headers},
                 )
+
+            def _dawdle(self, reply: Reply):
+                body = json.dumps(
+                    {
+                        "created": int(time.time()),
+                        "data": [{"b64_json": base64.b64encode(PNG).decode()}],
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    if reply.cut:
+                        self.wfile.write(body[: len(body) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        return
+                    pieces = [body[i : i + 16] for i in range(0, len(body), 16)]
+                    for piece in pieces:
+                        if service._shutdown.is_set():
+                            break
+                        self.wfile.write(piece)
+                        self.wfile.flush()
+                        service._shutdown.wait(timeout=reply.trickle / len(pieces))
+                    self.close_connection = True
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def _send(self, status, body, content_type="application/json", headers=None):
                 self.send_response(status)

@@ -1,11 +1,19 @@
 """Files follow their owner: deleting a page or project deletes its stored files once the
-deletion commits."""
+deletion commits, and purge_orphan_files removes what no row owns."""
 
+import os
+import re
+import subprocess
+import sys
+import time
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import transaction
 from django.urls import reverse
 
@@ -176,3 +184,161 @@ def test_the_delete_page_says_what_goes_and_the_message_stays_true(
         "Deleted “A Book” with its images, clips and exports."
     ]
     assert stored(media) == []
+
+
+# --- purge_orphan_files ------------------------------------------------------------------------
+
+
+def age(media: Path, name: str, *, minutes: float) -> None:
+    then = time.time() - minutes * 60
+    os.utime(media / name, (then, then))
+
+
+def purge(*args) -> list[str]:
+    out = StringIO()
+    call_command("purge_orphan_files", *args, stdout=out)
+    return out.getvalue().splitlines()
+
+
+@pytest.fixture
+def orphans(media, book):
+    """Files that no row names, as a killed worker or a deletion from before this fix left
+    them, all written 20 minutes ago: {name: listed size}."""
+    pid = book.pk
+    left = {
+        f"illustrations/{pid}/killed.png": 300,
+        f"illustrations/{pid}/killed.thumb.webp": 40,
+        f"illustrations/{pid}/gone-long-ago.thumb.webp": 40,
+        f"clips/{pid}/killed.mp4": 3000,
+        f"exports/{pid}/0123abcd/a-book.pdf": 2_000_000,
+        "illustrations/999999/deleted-project.png": 5,
+        "exports/not-a-project/notes.txt": 5,
+        "clips/stray.mp4": 1,
+    }
+    for name, size in left.items():
+        default_storage.save(name, ContentFile(b"x" * size))
+    for name in stored(media):
+        age(media, name, minutes=20)
+    return left
+
+
+LISTED = {300: "300 bytes", 40: "40 bytes", 3000: "2.9 KB", 2_000_000: "1.9 MB", 5: "5 bytes"}
+
+
+def listing(orphans: dict) -> list[str]:
+    return sorted(f"{name}  {LISTED.get(size, '1 byte')}" for name, size in orphans.items())
+
+
+@pytest.mark.django_db
+def test_purge_removes_only_the_files_no_row_owns_and_reports_counts_and_bytes(media, orphans):
+    owned = sorted(set(stored(media)) - set(orphans))
+    assert len(owned) == 9
+
+    *removed, summary = purge()
+
+    assert sorted(removed) == listing(orphans)
+    assert summary == "Removed 8 orphan files (1.9 MB)."
+    assert stored(media) == owned
+    assert purge() == ["Removed 0 orphan files (0 bytes)."]
+
+
+@pytest.mark.django_db
+def test_a_dry_run_lists_what_it_would_remove_and_removes_nothing(media, orphans):
+    before = stored(media)
+
+    *listed, summary = purge("--dry-run")
+
+    assert sorted(listed) == listing(orphans)
+    assert summary == "Would remove 8 orphan files (1.9 MB)."
+    assert stored(media) == before
+
+
+@pytest.mark.django_db
+def test_files_written_within_the_grace_period_are_left_for_a_live_worker(media, book):
+    name = f"illustrations/{book.pk}/saving-now.png"
+    default_storage.save(name, ContentFile(b"x" * 10))
+    age(media, name, minutes=5)
+
+    assert purge() == [
+        "Removed 0 orphan files (0 bytes).",
+        "Skipped 1 unowned file written in the last 15 minutes.",
+    ]
+    assert purge("--min-age", "4") == [f"{name}  10 bytes", "Removed 1 orphan file (10 bytes)."]
+    assert not default_storage.exists(name)
+
+
+@pytest.mark.django_db
+def test_a_file_named_by_a_row_of_another_project_is_owned(media, book, make_project):
+    # The admin can move a job to another project's page; its files stay where they were.
+    moved = Illustration.objects.filter(page__project=book, status=Status.COMPLETE).first()
+    Illustration.objects.filter(pk=moved.pk).update(page=make_project(pages=1).pages.get())
+    for name in stored(media):
+        age(media, name, minutes=20)
+
+    assert purge() == ["Removed 0 orphan files (0 bytes)."]
+    assert len(stored(media)) == 9
+
+
+@pytest.mark.django_db
+def test_a_file_the_storage_cannot_delete_is_reported_and_exits_1(media, orphans, monkeypatch):
+    stuck = "clips/stray.mp4"
+    delete = default_storage.delete
+
+    def storage_refuses(name):
+        if name == stuck:
+            raise OSError("storage unavailable")
+        delete(name)
+
+    monkeypatch.setattr(default_storage, "delete", storage_refuses)
+    out = StringIO()
+    with pytest.raises(CommandError, match="Could not remove 1 file; see the warnings above.") as e:
+        call_command("purge_orphan_files", stdout=out)
+    assert e.value.returncode == 1
+    assert out.getvalue().splitlines()[-1] == "Removed 7 orphan files (1.9 MB)."
+    assert [name for name in stored(media) if name in orphans] == [stuck]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("min_age", "message"),
+    [
+        ("-1", "--min-age must be 0 or more minutes"),
+        ("soon", "argument --min-age: invalid int value: 'soon'"),
+    ],
+)
+def test_a_bad_min_age_exits_2_with_one_line(min_age, message):
+    with pytest.raises(CommandError, match=re.escape(message)) as raised:
+        call_command("purge_orphan_files", "--min-age", min_age)
+    assert raised.value.returncode == 2
+
+
+def test_from_the_shell_an_unknown_option_exits_2_with_one_line():
+    from tests.conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "purge_orphan_files", "--yes"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PATH": "/usr/bin:/bin"},
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        "manage.py purge_orphan_files: error: unrecognized arguments: --yes"
+    ]
+
+
+@pytest.mark.django_db
+def test_purge_asks_the_database_per_project_folder_not_per_file(
+    media, make_project, django_assert_num_queries
+):
+    for _ in range(3):
+        for page in make_project(pages=10).pages.all():
+            picture(page, Status.COMPLETE, thumbnail=True)
+    for name in stored(media):
+        age(media, name, minutes=20)
+
+    # Each project folder: its pictures, clips and exports, in three queries.
+    with django_assert_num_queries(9):
+        assert purge() == ["Removed 0 orphan files (0 bytes)."]
+    assert len(stored(media)) == 60

@@ -186,6 +186,27 @@ def test_the_delete_page_says_what_goes_and_the_message_stays_true(
     assert stored(media) == []
 
 
+@pytest.mark.django_db
+def test_deleting_projects_in_the_admin_deletes_their_files_too(
+    media, book, make_project, client, django_user_model, django_capture_on_commit_callbacks
+):
+    client.force_login(django_user_model.objects.create_superuser("operator", "", "op-password"))
+    other = make_project(pages=1, title="Another Book")
+    picture(other.pages.get(), Status.COMPLETE, thumbnail=True)
+    assert len(stored(media)) == 11
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("admin:studio_project_delete", args=[book.pk]), {"post": "yes"})
+    assert len(stored(media)) == 2
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(
+            reverse("admin:studio_project_changelist"),
+            {"action": "delete_selected", "_selected_action": [other.pk], "post": "yes"},
+        )
+
+    assert (Project.objects.count(), stored(media)) == (0, [])
+
+
 # --- purge_orphan_files ------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from generation.models import Run
 from generation.pricing import money
 from generation.selectors import with_progress
 
+from . import services as studio_services
 from .models import Page, Project
 
 
@@ -63,6 +64,14 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return with_progress(super().get_queryset(request))
+
+    def delete_model(self, request, obj):
+        # The web page's deletion, so the project's files go too once it commits.
+        studio_services.delete_project(project=obj)
+
+    def delete_queryset(self, request, queryset):
+        for project in queryset:
+            studio_services.delete_project(project=project)
 
     @admin.display(ordering="page_count")
     def pages(self, project):

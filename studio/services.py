@@ -1,11 +1,9 @@
 """Changes to projects and pages. Page numbers always stay 1..N without gaps."""
 
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Max
 
-from generation.thumbnails import thumbnail_name
-
+from . import files
 from .models import Page, Project
 
 # Renumbering first moves pages far out of the way, so the unique (project, number)
@@ -23,26 +21,14 @@ def create_project(*, owner, title: str, style_guide: str = "", pages=()) -> Pro
     return project
 
 
+@transaction.atomic
 def delete_project(*, project: Project) -> None:
-    """Delete a project with its pages, jobs and history, and then its stored images."""
-    from generation.models import Illustration
-
-    names = [
-        name
-        for name in Illustration.objects.filter(page__project=project).values_list(
-            "image", flat=True
-        )
-        if name
-    ]
-    with transaction.atomic():
-        project.delete()
-        transaction.on_commit(lambda: _delete_files(names))
-
-
-def _delete_files(names: list[str]) -> None:
-    for name in names:
-        for stored in (name, thumbnail_name(name)):
-            default_storage.delete(stored)
+    """Delete a project with its pages, jobs, history and exports; once that commits, delete
+    every file it stored: the ones its rows name and whatever else is in its folders."""
+    names = files.owned_files(project=project)
+    folders = files.project_folders(project.pk)
+    project.delete()
+    files.delete_after_commit(names, folders=folders)
 
 
 def _renumber(project: Project, pages: list[Page]) -> None:
@@ -70,10 +56,13 @@ def add_page(*, project: Project, text: str, after: Page | None = None, label: s
 
 @transaction.atomic
 def remove_page(*, page: Page) -> None:
-    """Delete a page (with its illustrations) and close the gap in the numbering."""
+    """Delete a page with its illustrations and clips, close the gap in the numbering, and
+    once that commits delete their files: every version of the picture, thumbnails, clips."""
     project = page.project
     Project.objects.select_for_update().filter(pk=project.pk).first()
+    names = files.owned_files(pages=[page])
     page.delete()
+    files.delete_after_commit(names)
     _renumber(project, list(project.pages.order_by("number")))
 
 

@@ -230,16 +230,18 @@ def project_settings(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
-    """Ask, then delete the project with its pages, history and stored images."""
+    """Ask, then delete the project with its pages, history and stored files."""
     project = _owned_project(request, pk)
     if request.method == "POST":
         title = project.title
         studio_services.delete_project(project=project)
-        messages.success(request, f"Deleted “{title}” and its images.")
+        messages.success(request, f"Deleted “{title}” with its images, clips and exports.")
         return redirect("project-list")
     counts = {
         "pages": project.pages.count(),
         "images": Illustration.objects.filter(page__project=project).exclude(image="").count(),
+        "clips": Clip.objects.filter(page__project=project).exclude(video="").count(),
+        "exports": project.exports.exclude(file="").count(),
     }
     return render(request, "studio/project_delete.html", {"project": project, **counts})
 

@@ -42,7 +42,8 @@ class Run(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The database's clock: the review page compares it with its poll cursor.
+    created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -262,8 +263,11 @@ class Job(models.Model):
     failure_reason = models.CharField(max_length=20, blank=True)
     error_message = models.TextField(blank=True)
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    # Stamped by the database's clock, on creation and by every transition, so the review
+    # page's poll (which looks for rows changed since its cursor) misses none whatever
+    # the clocks of the machines that changed them.
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

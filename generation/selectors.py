@@ -24,7 +24,7 @@ from django.urls import reverse
 
 from studio.models import Page, Project
 
-from .models import ACTIVE_STATUSES, Clip, GenerationAttempt, Illustration, Run
+from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
 from .pricing import amount
 from .prompts import compose_prompt
 
@@ -99,10 +99,10 @@ def with_progress(projects):
     runs = Run.objects.filter(project=OuterRef("pk")).order_by("-pk")
     money_field = DecimalField(max_digits=12, decimal_places=4)
     spent = (
-        GenerationAttempt.objects.filter(illustration__page__project=OuterRef("pk"))
+        SpendEntry.objects.filter(project_id=OuterRef("pk"))
         .order_by()
-        .values("illustration__page__project")
-        .annotate(total=Sum("cost"))
+        .values("project_id")
+        .annotate(total=Sum("amount"))
         .values("total")
     )
     return projects.annotate(
@@ -315,9 +315,10 @@ class Spend:
 
 
 def spend(project: Project, run: Run | None) -> Spend:
-    """Return what the project's calls have cost, in all and in its latest run (one query)."""
-    run_filter = Q(illustration__run=run) if run else Q(pk__in=[])
-    totals = GenerationAttempt.objects.filter(illustration__page__project=project).aggregate(
-        project=Sum("cost"), run=Sum("cost", filter=run_filter)
+    """Return what the project's calls have cost, in all and in its latest run (one query),
+    from the spend ledger."""
+    run_filter = Q(run_id=run.pk) if run else Q(pk__in=[])
+    totals = SpendEntry.objects.filter(project_id=project.pk).aggregate(
+        project=Sum("amount"), run=Sum("amount", filter=run_filter)
     )
     return Spend(project=amount(totals["project"]), run=amount(totals["run"]))

@@ -24,6 +24,7 @@ from generation.models import (
     Run,
     SpendEntry,
 )
+from generation.selectors import spend
 from studio import services as studio_services
 from tests.conftest import openai_env, wait_until
 
@@ -173,8 +174,7 @@ def test_a_reclaimed_call_resends_the_lost_calls_key(
     drain(run.pk)
     assert [call["idempotency_key"] for call in fake_openai.calls] == ["studio-lost-key"]
     # A regeneration is a new request: a new key.
-    services.queue_page(page=job.page, regenerate=True)
-    drain(run.pk)
+    drain(services.queue_page(page=job.page, regenerate=True).run.pk)
     assert fake_openai.calls[1]["idempotency_key"] not in ("", "studio-lost-key")
 
 
@@ -223,7 +223,7 @@ def test_workers_whose_clocks_are_a_minute_apart_share_cool_downs_rate_and_lease
 
 @pytest.mark.django_db
 def test_the_poll_cursor_follows_the_database_clock_not_the_web_servers(
-    client, editor, make_project, monkeypatch
+    client, editor, make_project, monkeypatch, drain
 ):
     import re
 
@@ -231,15 +231,24 @@ def test_the_poll_cursor_follows_the_database_clock_not_the_web_servers(
 
     project = make_project(pages=3)
     client.force_login(editor)
-    real_now = timezone.now
-    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(seconds=60))
-    html = client.get(project.get_absolute_url()).content.decode()
+    run = start(project)
+    a_while_ago = db_now() - timedelta(minutes=5)
+    Run.objects.filter(pk=run.pk).update(created_at=a_while_ago)
+    Illustration.objects.update(updated_at=a_while_ago)
+    project.pages.update(updated_at=a_while_ago)
+    # The web server that serves the page runs a minute ahead; the worker does not.
+    with monkeypatch.context() as skewed:
+        real_now = timezone.now
+        skewed.setattr(timezone, "now", lambda: real_now() + timedelta(seconds=60))
+        html = client.get(project.get_absolute_url()).content.decode()
     cursor = re.search(r"since=([0-9.]+)", html).group(1)
-    start(project)  # jobs stamped by the database's clock, after the page was served
+    drain(run.pk, limit=1)  # a worker draws page 1 after the page was served
     answer = client.get(
         reverse("project-poll", args=[project.pk]), {"since": cursor}, HTTP_HX_REQUEST="true"
     ).content.decode()
-    assert answer.count('class="card ') == 3
+    assert [int(n) for n in re.findall(r'id="page-(\d+)"', answer)] == [
+        project.pages.get(number=1).pk
+    ]
 
 
 # --- 3. our own failures -------------------------------------------------------------------
@@ -349,7 +358,7 @@ def test_deleting_illustrated_pages_refunds_nothing(
     services.stop(project=project)
     drain(start(project).pk)
     assert fake_openai.call_count == 2  # the $0.10 was spent; deleting pages gave none back
-    assert services.selectors.spend(project, None).project == Decimal("0.10")
+    assert spend(project, None).project == Decimal("0.10")
 
 
 @pytest.mark.django_db

@@ -30,9 +30,13 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
         "pages",
         "bulk",
         "export",
+        "slow-calls",
+        "skew",
     }
     rows = {row["measure"]: row for row in report["rows"]}
     assert rows["queries constant in pages"]["value"] is True
     assert rows["calls after the halting 402"]["ok"] is True
+    assert rows["paid calls per kept image (2.5 s calls, 1 s lease)"]["value"] == 1.0
+    assert rows["calls in the busiest minute"]["ok"] is True
     assert rows["queue 20 × 6 pages (120 jobs)"]["value"] > 0
     assert Project.objects.filter(owner__username="benchmark").count() == 0

@@ -46,7 +46,7 @@ from ._common import OperatorCommand
 ROOT = Path(__file__).resolve().parents[3]
 BENCH_USER = "benchmark"
 QUEUE_PREFIX = "studio-benchmark"
-SCENARIOS = ["makespan", "overhead", "halt", "pages", "bulk", "export"]
+SCENARIOS = ["makespan", "overhead", "halt", "pages", "bulk", "export", "slow-calls", "skew"]
 
 
 class Command(OperatorCommand):
@@ -77,6 +77,11 @@ class Command(OperatorCommand):
         parser.add_argument("--bulk-projects", type=int, default=1000)
         parser.add_argument("--bulk-pages", type=int, default=24)
         parser.add_argument("--export-pages", type=int, default=300)
+        parser.add_argument("--slow-pages", type=int, default=12)
+        parser.add_argument("--skew-pages", type=int, default=36)
+        parser.add_argument(
+            "--skew-rate", type=int, default=30, help="skew: the shared limit, calls a minute"
+        )
         parser.add_argument(
             "--quick", action="store_true", help="small sizes, to check the benchmark itself works"
         )
@@ -97,6 +102,9 @@ class Command(OperatorCommand):
                 review_pages=60,
                 bulk_projects=20,
                 bulk_pages=6,
+                slow_pages=4,
+                skew_pages=6,
+                skew_rate=120,
             )
         # One line per enqueued task is noise here.
         logging.getLogger("django-q").setLevel(logging.WARNING)
@@ -107,7 +115,7 @@ class Command(OperatorCommand):
         rows = []
         try:
             for name in scenarios:
-                rows += getattr(bench, name)(options)
+                rows += getattr(bench, name.replace("-", "_"))(options)
         finally:
             bench.cleanup()
         report = {
@@ -201,7 +209,7 @@ class Bench:
             fake.stop()
 
     @contextmanager
-    def cluster(self, fake: FakeImageService, workers: int, **env):
+    def cluster(self, fake: FakeImageService, workers: int, warm_up: bool = True, **env):
         environment = {
             **os.environ,
             "STUDIO_IMAGE_PROVIDER": "openai",
@@ -220,7 +228,8 @@ class Bench:
             start_new_session=True,
         )
         try:
-            self.warm_up(fake)
+            if warm_up:
+                self.warm_up(fake)
             yield process
         finally:
             os.killpg(process.pid, signal.SIGINT)
@@ -358,6 +367,80 @@ class Bench:
                 "",
                 f"≤ {workers} (workers)",
                 wasted <= workers,
+            ),
+        ]
+
+    def slow_calls(self, options) -> list[dict]:
+        """Calls that take longer than the lease: the heartbeat keeps each claim, so every
+        kept picture is paid for once."""
+        pages, workers, lease, latency = options["slow_pages"], 4, 1.0, 2.5
+        self.say(f"slow-calls: {pages} pages, {latency} s calls, a {lease:g} s lease…")
+        env = {"STUDIO_LEASE_SECONDS": lease, "STUDIO_PROVIDER_TIMEOUT": 10}
+        with self.service() as fake, self.cluster(fake, workers, **env):
+            fake.latency = latency
+            project = self.project(pages, "slow-calls")
+            services.generate_missing(project=project)
+
+            def done() -> bool:
+                services.sweep()  # as the schedule would, looking for expired leases
+                return project_progress(project).complete
+
+            self.wait(done, timeout=pages * latency + 120)
+            kept = Illustration.objects.filter(
+                page__project=project, status=Illustration.Status.COMPLETE
+            ).count()
+            paid = fake.successes
+        ratio = paid / kept if kept else float("inf")
+        return [
+            row(
+                "slow-calls",
+                f"paid calls per kept image ({latency:g} s calls, {lease:g} s lease)",
+                ratio,
+                "",
+                "= 1.00",
+                kept == pages and paid == kept,
+            )
+        ]
+
+    def skew(self, options) -> list[dict]:
+        """Two clusters whose clocks are a minute apart share one rate limit."""
+        pages, rate = options["skew_pages"], options["skew_rate"]
+        self.say(f"skew: two clusters 60 s apart, {pages} pages under {rate}/min…")
+        # The test settings let a process run on a skewed clock (STUDIO_TEST_CLOCK_SKEW).
+        env = {
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "STUDIO_PROVIDER_REQUESTS_PER_MINUTE": rate,
+        }
+        with (
+            self.service() as fake,
+            self.cluster(fake, 2, warm_up=False, STUDIO_TEST_CLOCK_SKEW=30, **env),
+            self.cluster(fake, 2, warm_up=False, STUDIO_TEST_CLOCK_SKEW=-30, **env),
+        ):
+            project = self.project(pages, "skew")
+            services.generate_missing(project=project)
+            self.wait(lambda: project_progress(project).complete, timeout=pages * 60 / rate + 120)
+            starts = sorted(call["at"] for call in fake.calls)
+        busiest = max(sum(1 for other in starts if start <= other < start + 60) for start in starts)
+        span = starts[-1] - starts[0]
+        observed = (len(starts) - 1) / span * 60 if span else float("inf")
+        window = min(pages, rate)  # what one minute may hold
+        return [
+            row("skew", "calls", len(starts), "", f"{pages}", len(starts) == pages),
+            row("skew", "observed rate", observed, "/min", f"≈ {rate} (limit)"),
+            row(
+                "skew",
+                "calls in the busiest minute",
+                busiest,
+                "",
+                f"≤ {window}",
+                busiest <= window,
+            ),
+            row(
+                "skew",
+                "shortest gap between calls",
+                min(b - a for a, b in zip(starts, starts[1:], strict=False)) if pages > 1 else 0.0,
+                "s",
+                f"≈ {60 / rate:g} s",
             ),
         ]
 

@@ -68,15 +68,31 @@ def with_page_state(pages):
     )
 
 
-_MISSING = Q(has_complete=False)
-# Which pages each Progress count counts, over pages annotated by with_page_state.
+# What each state of a page means, over pages annotated by with_page_state: the one
+# definition that the counts, the badges and the services' queues all read.
+MISSING = Q(has_complete=False)
+# Missing and no job on its way: what "Generate missing" queues.
+TO_QUEUE = MISSING & Q(active_status__isnull=True)
+# Missing, not on its way, and its latest job failed: what "Retry failed" queues.
+FAILED = TO_QUEUE & Q(latest_status=Status.FAILED)
+# Which pages each Progress count counts.
 PAGE_COUNTS = {
     "illustrated": Q(has_complete=True),
-    "queued": _MISSING & Q(active_status=Status.QUEUED),
+    "queued": MISSING & Q(active_status=Status.QUEUED),
     "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING)),
-    # Missing, not on its way, and its latest job failed: what "Retry failed" would queue.
-    "failed": _MISSING & Q(active_status__isnull=True, latest_status=Status.FAILED),
+    "failed": FAILED,
 }
+
+
+def missing_pages(project: Project):
+    """Return the project's pages with no complete illustration and no job on its way."""
+    return with_page_state(project.pages.all()).filter(TO_QUEUE)
+
+
+def failed_pages(project: Project):
+    """Return the project's pages that are missing, not on their way, and whose latest job
+    failed."""
+    return with_page_state(project.pages.all()).filter(FAILED)
 
 
 def project_progress(project: Project) -> Progress:
@@ -254,12 +270,11 @@ class ClipProgress:
     to_make: int = 0  # illustrated pages with no clip and none on its way
 
 
-def clip_progress(project: Project, progress: Progress) -> ClipProgress:
-    """Return the project's clip counts (one cheap query while it has no clips at all)."""
+def with_clip_state(pages):
+    """Annotate pages with where their clips stand: has_picture (a complete illustration to
+    animate), has_clip, clip_active and latest_clip (the status of the latest clip job)."""
     clips = Clip.objects.filter(page=OuterRef("pk"))
-    if not Clip.objects.filter(page__project=project).exists():
-        return ClipProgress(to_make=progress.illustrated)
-    pages = Page.objects.filter(project=project).annotate(
+    return pages.annotate(
         has_picture=Exists(
             Illustration.objects.filter(page=OuterRef("pk"), status=Status.COMPLETE)
         ),
@@ -267,13 +282,36 @@ def clip_progress(project: Project, progress: Progress) -> ClipProgress:
         clip_active=Exists(clips.filter(status__in=ACTIVE_STATUSES)),
         latest_clip=Subquery(clips.order_by("-pk").values("status")[:1]),
     )
-    no_clip = Q(has_clip=False, clip_active=False)
+
+
+# Over pages annotated by with_clip_state, as for pictures above.
+# A picture, no clip and none on its way: what "Generate missing clips" queues.
+CLIP_TO_MAKE = Q(has_picture=True, has_clip=False, clip_active=False)
+# ... and its latest clip job failed: what "Retry failed clips" queues.
+CLIP_FAILED = CLIP_TO_MAKE & Q(latest_clip=Status.FAILED)
+
+
+def missing_clip_pages(project: Project):
+    """Return pages with a complete illustration but no complete clip and no active one."""
+    return with_clip_state(project.pages.all()).filter(CLIP_TO_MAKE)
+
+
+def failed_clip_pages(project: Project):
+    """Return the pages missing a clip whose latest clip job failed."""
+    return with_clip_state(project.pages.all()).filter(CLIP_FAILED)
+
+
+def clip_progress(project: Project, progress: Progress) -> ClipProgress:
+    """Return the project's clip counts (one cheap query while it has no clips at all)."""
+    if not Clip.objects.filter(page__project=project).exists():
+        return ClipProgress(to_make=progress.illustrated)
+    pages = with_clip_state(Page.objects.filter(project=project))
     return ClipProgress(
         **pages.aggregate(
             with_clip=Count("pk", filter=Q(has_clip=True)),
             active=Count("pk", filter=Q(clip_active=True)),
-            failed=Count("pk", filter=no_clip & Q(latest_clip=Status.FAILED)),
-            to_make=Count("pk", filter=no_clip & Q(has_picture=True)),
+            failed=Count("pk", filter=CLIP_FAILED),
+            to_make=Count("pk", filter=CLIP_TO_MAKE),
         )
     )
 

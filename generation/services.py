@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
@@ -21,7 +21,6 @@ from .kinds import KINDS
 from .models import (
     ACTIVE_STATUSES,
     OPEN_RUN_STATES,
-    Clip,
     GenerationAttempt,
     Illustration,
     Job,
@@ -29,6 +28,7 @@ from .models import (
     StoryJob,
 )
 from .providers import text_provider_configured
+from .selectors import failed_clip_pages, failed_pages, missing_clip_pages, missing_pages
 
 logger = logging.getLogger(__name__)
 
@@ -127,17 +127,6 @@ def _queue_pages(
     return Queued(run=run, count=len(page_ids), resumed=resumed)
 
 
-def missing_clip_pages(project: Project):
-    """Return pages with a complete illustration but no complete clip and no active one."""
-    return project.pages.filter(
-        Exists(Illustration.objects.filter(page=OuterRef("pk"), status=Status.COMPLETE))
-    ).exclude(
-        Exists(
-            Clip.objects.filter(page=OuterRef("pk"), status__in=(Status.COMPLETE, *ACTIVE_STATUSES))
-        )
-    )
-
-
 @transaction.atomic
 def generate_missing_clips(*, project: Project, requested_by=None) -> Queued:
     """Queue one clip job per illustrated page that has no clip yet (idempotent)."""
@@ -165,37 +154,10 @@ def queue_clip(*, page: Page, requested_by=None, regenerate: bool = False) -> Qu
 def retry_failed_clips(*, project: Project, requested_by=None) -> Queued:
     """Queue a fresh clip job for every illustrated page whose latest clip job failed."""
     _lock(project.pk)
-    latest = Clip.objects.filter(page=OuterRef("pk")).order_by("-pk")
-    pages = list(
-        missing_clip_pages(project)
-        .annotate(latest_status=latest.values("status")[:1])
-        .filter(latest_status=Status.FAILED)
-        .values_list("pk", flat=True)
-    )
+    pages = list(failed_clip_pages(project).values_list("pk", flat=True))
     if not pages:
         return Queued(run=None, count=0)
     return _queue_pages(project, pages, requested_by, kind="clip")
-
-
-def missing_pages(project: Project):
-    """Return the project's pages with no complete illustration and no active job."""
-    return project.pages.exclude(
-        Exists(
-            Illustration.objects.filter(
-                page=OuterRef("pk"), status__in=(Status.COMPLETE, *ACTIVE_STATUSES)
-            )
-        )
-    )
-
-
-def failed_pages(project: Project):
-    """Return pages that are missing, not active, and whose latest job failed."""
-    latest = Illustration.objects.filter(page=OuterRef("pk")).order_by("-pk")
-    return (
-        missing_pages(project)
-        .annotate(latest_status=latest.values("status")[:1])
-        .filter(latest_status=Status.FAILED)
-    )
 
 
 @transaction.atomic

@@ -3,7 +3,7 @@ import time
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from generation import services
+from generation import selectors, services
 from generation.kinds import KINDS
 from generation.models import OPEN_RUN_STATES, Job, Run
 
@@ -103,7 +103,7 @@ class Command(OperatorCommand):
                     "title": project.title,
                     "run": run.state if run else "—",
                     "resume": "yes" if run and run.state != Run.State.RUNNING else "no",
-                    "queue": services.missing_pages(project).count(),
+                    "queue": selectors.missing_pages(project).count(),
                 }
             )
         self.stdout.write(f"Would reclaim {expired} job(s) from expired leases.")

@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from studio.models import Project
 
-from .models import GenerationAttempt, ProviderGate, ProviderSlot
+from . import selectors
+from .models import ProviderGate, ProviderSlot
 
 # How often a waiting worker looks again for a free slot.
 POLL_SECONDS = 0.25
@@ -52,10 +53,7 @@ class Limit:
 
 def project_spent(project_id: int) -> Decimal:
     """Return what the project's calls have cost so far."""
-    total = GenerationAttempt.objects.filter(illustration__page__project_id=project_id).aggregate(
-        total=Sum("cost")
-    )["total"]
-    return total or Decimal(0)
+    return selectors.project_spent(project_id)
 
 
 def provider_key(provider_name: str, model: str) -> str:

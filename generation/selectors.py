@@ -113,21 +113,11 @@ def with_progress(projects):
     its latest run's state and what it has spent: lists of projects in one query."""
     pages = with_page_state(Page.objects.filter(project=OuterRef("pk")))
     runs = Run.objects.filter(project=OuterRef("pk")).order_by("-pk")
-    money_field = DecimalField(max_digits=12, decimal_places=4)
-    spent = (
-        GenerationAttempt.objects.filter(illustration__page__project=OuterRef("pk"))
-        .order_by()
-        .values("illustration__page__project")
-        .annotate(total=Sum("cost"))
-        .values("total")
-    )
     return projects.annotate(
         page_count=_count(pages),
         **{f"{name}_count": _count(pages.filter(q)) for name, q in PAGE_COUNTS.items()},
         run_state=Subquery(runs.values("state")[:1]),
-        spent=Coalesce(
-            Subquery(spent, output_field=money_field), Value(Decimal(0)), output_field=money_field
-        ),
+        spent=spending(OuterRef("pk")),
     )
 
 
@@ -346,6 +336,34 @@ def latest_run(project: Project) -> Run | None:
     return Run.objects.filter(project=project).order_by("-created_at", "-pk").first()
 
 
+MONEY = DecimalField(max_digits=12, decimal_places=4)
+
+
+def spending(project, *, run=None) -> Coalesce:
+    """Return what a project's calls have cost (in one run, if given), as an expression for
+    annotate() and values(); `project` may be an OuterRef.
+
+    The one definition of spend: the budget, the review page, the admin and
+    generation_status all read it, so the ledger replaces this body alone.
+    """
+    costs = GenerationAttempt.objects.filter(illustration__page__project=project)
+    if run is not None:
+        costs = costs.filter(illustration__run=run)
+    total = (
+        costs.order_by()
+        .values("illustration__page__project")
+        .annotate(total=Sum("cost"))
+        .values("total")
+    )
+    return Coalesce(Subquery(total, output_field=MONEY), Value(Decimal(0)), output_field=MONEY)
+
+
+def project_spent(project_id: int) -> Decimal:
+    """Return what the project's calls have cost so far."""
+    projects = Project.objects.filter(pk=project_id)
+    return amount(projects.values_list(spending(OuterRef("pk")), flat=True).first())
+
+
 @dataclass(frozen=True)
 class Spend:
     project: Decimal
@@ -354,8 +372,12 @@ class Spend:
 
 def spend(project: Project, run: Run | None) -> Spend:
     """Return what the project's calls have cost, in all and in its latest run (one query)."""
-    run_filter = Q(illustration__run=run) if run else Q(pk__in=[])
-    totals = GenerationAttempt.objects.filter(illustration__page__project=project).aggregate(
-        project=Sum("cost"), run=Sum("cost", filter=run_filter)
-    )
-    return Spend(project=amount(totals["project"]), run=amount(totals["run"]))
+    totals = (
+        Project.objects.filter(pk=project.pk)
+        .values(
+            total=spending(OuterRef("pk")),
+            in_run=spending(OuterRef("pk"), run=run) if run else Value(Decimal(0)),
+        )
+        .first()
+    ) or {}
+    return Spend(project=amount(totals.get("total")), run=amount(totals.get("in_run")))

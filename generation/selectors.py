@@ -1,10 +1,8 @@
 """Read-side queries: where every page of a project stands, in a constant number of queries."""
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import cached_property
 
 from django.conf import settings
 from django.db.models import (
@@ -20,13 +18,14 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Coalesce
-from django.urls import reverse
 
 from studio.models import Page, Project
 
+from . import limits
 from .models import ACTIVE_STATUSES, Clip, GenerationAttempt, Illustration, Run
-from .pricing import amount
+from .pricing import amount, price_per_image
 from .prompts import compose_prompt
+from .providers import get_provider, text_provider_configured
 
 Status = Illustration.Status
 
@@ -129,107 +128,9 @@ def annotated_progress(project: Project) -> Progress:
     )
 
 
-_PLACEHOLDER = 987654321
-
-
-@functools.cache
-def _url_pattern(name: str) -> str:
-    return reverse(name, args=[_PLACEHOLDER])
-
-
-def url_for(name: str, pk: int) -> str:
-    """Return reverse(name, args=[pk]) for the review page's many per-card links, without
-    resolving the URLconf once per link (a 500-page review page has thousands)."""
-    return _url_pattern(name).replace(str(_PLACEHOLDER), str(pk))
-
-
-class CardUrls:
-    def __init__(self, card: "PageCard"):
-        self.card = card
-
-    def __getattr__(self, action: str) -> str:
-        if action in {"image", "thumbnail"}:
-            return url_for(f"illustration-{action}", self.card.current.pk)
-        if action == "clip":
-            return url_for("clip-video", self.card.clip.pk)
-        if action == "make_clip":
-            return url_for("page-clip", self.card.page.pk)
-        return url_for(f"page-{action}", self.card.page.pk)
-
-
-@dataclass
-class PageCard:
-    page: Page
-    job: Illustration | None  # the latest job, whatever its status
-    current: Illustration | None  # the complete illustration shown as the picture
-    latest_run_id: int | None = None
-    clip_job: Clip | None = None  # the latest clip job
-    clip: Clip | None = None  # the complete clip, played on the card
-
-    @property
-    def clip_state(self) -> str:
-        """Return "" (no clip asked for), the active clip job's status, complete or failed."""
-        if self.clip_job is not None and self.clip_job.is_active:
-            return self.clip_job.status
-        if self.clip is not None:
-            return "complete"
-        if self.clip_job is not None and self.clip_job.status == Status.FAILED:
-            return "failed"
-        return ""
-
-    @cached_property
-    def urls(self) -> CardUrls:
-        return CardUrls(self)
-
-    @cached_property
-    def state(self) -> str:
-        """Return what the card shows: the active job's status, else complete, else why not."""
-        if self.job is not None and self.job.is_active:
-            return self.job.status
-        if self.current is not None:
-            if is_outdated(self.page, self.current):
-                return "outdated"  # offered for regeneration, never redrawn silently
-            if self.latest_run_id and self.current.run_id != self.latest_run_id:
-                return "exists"  # kept from an earlier run
-            return "complete"
-        if self.job is not None and self.job.status == Status.FAILED:
-            return "rejected" if self.job.failure_reason == "rejected" else "failed"
-        return "pending"
-
-    @property
-    def attempt_number(self) -> int:
-        return (self.job.attempts_made if self.job else 0) + 1
-
-    @property
-    def max_attempts(self) -> int:
-        return settings.STUDIO_MAX_ATTEMPTS
-
-
-def page_cards(project: Project, *, pages=None, latest_run_id=None) -> list[PageCard]:
-    """Return one card per page (or per given page), in two queries whatever the count."""
-    pages = list(pages if pages is not None else project.pages.all())
-    if not pages:
-        return []
-    for page in pages:
-        page.project = project  # the cards compose prompts: no query per page
-    page_ids = [p.pk for p in pages]
-    latest_job, current = _latest_and_current(Illustration, page_ids)
-    latest_clip, current_clip = _latest_and_current(Clip, page_ids)
-    return [
-        PageCard(
-            page=p,
-            job=latest_job.get(p.pk),
-            current=current.get(p.pk),
-            latest_run_id=latest_run_id,
-            clip_job=latest_clip.get(p.pk),
-            clip=current_clip.get(p.pk),
-        )
-        for p in pages
-    ]
-
-
-def _latest_and_current(model, page_ids: list[int]) -> tuple[dict, dict]:
-    """Return {page id: latest job} and {page id: complete job} for a kind, in one query."""
+def latest_and_current(model, page_ids: list[int]) -> tuple[dict, dict]:
+    """Return {page id: latest job} and {page id: complete job} of a kind (Illustration,
+    Clip) for the given pages, in one query."""
     # A page's latest job is its highest id; grouping by page beats a correlated subquery
     # per job on PostgreSQL by an order of magnitude on large projects.
     latest_ids = (
@@ -381,3 +282,42 @@ def spend(project: Project, run: Run | None) -> Spend:
         .first()
     ) or {}
     return Spend(project=amount(totals.get("total")), run=amount(totals.get("in_run")))
+
+
+@dataclass(frozen=True)
+class ReviewHeader:
+    """What the review page's header shows: progress, run, spend, price and the service."""
+
+    progress: Progress
+    run: Run | None
+    spend: Spend
+    clips: ClipProgress
+    price: Decimal | None  # of one picture at current settings; None: unknown
+    estimate: Decimal | None  # of the missing pictures, one attempt each
+    provider_state: dict  # limits.provider_state of the image service
+    polling: bool  # whether the page keeps asking for changes
+
+
+def review_header(project: Project) -> ReviewHeader:
+    """Return the review page's header for the project, in a constant number of queries."""
+    progress = project_progress(project)
+    run = latest_run(project)
+    provider = get_provider()
+    model = getattr(provider, "model", "")
+    price = price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
+    return ReviewHeader(
+        progress=progress,
+        run=run,
+        spend=spend(project, run),
+        clips=clip_progress(project, progress),
+        price=price,
+        estimate=None if price is None else price * progress.missing,
+        provider_state=limits.provider_state(limits.provider_key(provider.name, model)),
+        polling=progress.busy
+        or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
+    )
+
+
+def story_phase_available() -> bool:
+    """Return whether a text service is configured to write a project's pages from a premise."""
+    return text_provider_configured()

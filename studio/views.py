@@ -19,10 +19,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
-from generation import limits, pricing, selectors, services, thumbnails
+from generation import selectors, services, thumbnails
 from generation.models import ACTIVE_STATUSES, Clip, Illustration, Run
-from generation.providers import get_provider, text_provider_configured
 
+from . import review
 from . import services as studio_services
 from .forms import (
     ExportForm,
@@ -54,31 +54,8 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
 
 
 def _header_context(project: Project) -> dict:
-    progress = selectors.project_progress(project)
-    run = selectors.latest_run(project)
-    provider = get_provider()
-    model = getattr(provider, "model", "")
-    price = pricing.price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
-    return {
-        "project": project,
-        "progress": progress,
-        "run": run,
-        "spend": selectors.spend(project, run),
-        "clips": selectors.clip_progress(project, progress),
-        "price": price,
-        "estimate": None if price is None else price * progress.missing,
-        "provider_state": limits.provider_state(limits.provider_key(provider.name, model)),
-        "polling": progress.busy
-        or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
-        "cursor": timezone.now().timestamp(),
-    }
-
-
-def _cards(project: Project, context: dict, pages=None) -> list:
-    # "Exists" means kept from before the latest run that drew pictures (a run that only
-    # made clips leaves the pictures as they were).
-    latest = selectors.latest_illustration_run_id(project)
-    return selectors.page_cards(project, pages=pages, latest_run_id=latest)
+    header = selectors.review_header(project)
+    return {"project": project, **vars(header), "cursor": timezone.now().timestamp()}
 
 
 def _since(request: HttpRequest) -> datetime:
@@ -104,7 +81,7 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
-        context["cards"] = _cards(project, context, pages=pages)
+        context["cards"] = review.page_cards(project, pages=pages)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
     status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
@@ -173,7 +150,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
             )
             return redirect(project)
     status = 422 if request.method == "POST" and form.errors else 200
-    context = {"form": form, "preview": preview, "text_provider": text_provider_configured()}
+    context = {"form": form, "preview": preview, "text_provider": selectors.story_phase_available()}
     return render(request, "studio/project_create.html", context, status=status)
 
 
@@ -182,7 +159,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
 def project_create_premise(request: HttpRequest) -> HttpResponse:
     """A new project whose pages a text service writes from a premise (the story phase)."""
     form = PremiseForm(request.POST or None)
-    configured = text_provider_configured()
+    configured = selectors.story_phase_available()
     if request.method == "POST" and configured and form.is_valid():
         data = form.cleaned_data
         try:
@@ -320,7 +297,7 @@ def _outdated_note(page: Page) -> str:
 def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
     context = _header_context(project)
-    context["cards"] = _cards(project, context)
+    context["cards"] = review.page_cards(project)
     return render(request, TEMPLATE, context)
 
 
@@ -340,7 +317,7 @@ def project_generating(request: HttpRequest, pk: int) -> HttpResponse:
     story = project.story_jobs.select_related("run").order_by("-created_at", "-pk").first()
     context.update(
         header_only=True,
-        text_provider=text_provider_configured(),
+        text_provider=selectors.story_phase_available(),
         story=story,
         story_polling=story is not None and story.status in ACTIVE_STATUSES,
     )

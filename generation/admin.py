@@ -6,6 +6,8 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from studio.files import private_file
+
 from . import services, thumbnails
 from .models import Clip, GenerationAttempt, Illustration, ProviderGate, Run, StoryJob
 
@@ -76,8 +78,6 @@ class IllustrationAdmin(admin.ModelAdmin):
         ]
 
     def thumbnail_view(self, request, pk):
-        from studio.views import private_file
-
         if not self.has_view_permission(request):
             raise PermissionDenied
         illustration = get_object_or_404(Illustration, pk=pk)

@@ -7,11 +7,9 @@ control answer with the header and the cards that changed, as out-of-band swaps.
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -24,6 +22,7 @@ from generation.models import ACTIVE_STATUSES, Clip, Illustration, Run
 
 from . import review
 from . import services as studio_services
+from .files import private_file
 from .forms import (
     ExportForm,
     ManuscriptForm,
@@ -498,25 +497,6 @@ def _owned_image(request: HttpRequest, pk: int) -> Illustration:
     if not illustration.image:
         raise Http404("No image")
     return illustration
-
-
-def private_file(name: str, content_type: str) -> HttpResponse:
-    """Answer with a stored file the caller has already checked access to.
-
-    With STUDIO_SENDFILE_HEADER set, the web server sends the file (nginx X-Accel-Redirect
-    to an internal location, or Apache X-Sendfile); otherwise Django streams it.
-    """
-    header = settings.STUDIO_SENDFILE_HEADER
-    if header == "X-Accel-Redirect":
-        response = HttpResponse(content_type=content_type)
-        response[header] = settings.STUDIO_SENDFILE_PREFIX.rstrip("/") + "/" + name
-    elif header == "X-Sendfile":
-        response = HttpResponse(content_type=content_type)
-        response[header] = default_storage.path(name)
-    else:
-        response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
 
 
 @login_required

@@ -35,13 +35,12 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 
 from generation import services
+from generation.management.base import OperatorCommand
 from generation.models import GenerationAttempt, Illustration, Run
 from generation.providers.embedded import render_scene
 from generation.providers.fake_server import FakeImageService
 from generation.selectors import project_progress
 from studio.models import Page, Project
-
-from ._common import OperatorCommand
 
 ROOT = Path(__file__).resolve().parents[3]
 BENCH_USER = "benchmark"

@@ -1,6 +1,5 @@
 from generation import services
-
-from ._common import OperatorCommand, add_project_arguments, chosen_projects
+from generation.management.base import OperatorCommand, add_project_arguments, chosen_projects
 
 
 class Command(OperatorCommand):

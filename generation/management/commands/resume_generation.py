@@ -5,9 +5,14 @@ from django.utils import timezone
 
 from generation import selectors, services
 from generation.kinds import KINDS
+from generation.management.base import (
+    OperatorCommand,
+    add_project_arguments,
+    chosen_projects,
+    project_status,
+    table,
+)
 from generation.models import OPEN_RUN_STATES, Job, Run
-
-from ._common import OperatorCommand, add_project_arguments, chosen_projects, project_status, table
 
 ACTIVE_RUN_STATES = (Run.State.RUNNING, Run.State.STOPPING)
 

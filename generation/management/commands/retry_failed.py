@@ -1,6 +1,10 @@
 from generation import services
-
-from ._common import OperatorCommand, add_project_arguments, chosen_projects, table
+from generation.management.base import (
+    OperatorCommand,
+    add_project_arguments,
+    chosen_projects,
+    table,
+)
 
 
 class Command(OperatorCommand):

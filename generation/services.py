@@ -29,11 +29,11 @@ from .models import (
 )
 from .providers import text_provider_configured
 from .selectors import failed_clip_pages, failed_pages, missing_clip_pages, missing_pages
+from .story import MAX_STORY_PAGES
 
 logger = logging.getLogger(__name__)
 
 Status = Job.Status
-MAX_STORY_PAGES = 300
 
 
 @dataclass(frozen=True)

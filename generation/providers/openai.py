@@ -14,6 +14,7 @@ import requests
 from django.conf import settings
 from django.utils import timezone
 
+from ..story import story_prompt
 from .base import (
     AuthFailed,
     GeneratedImage,
@@ -234,13 +235,6 @@ STORY_INSTRUCTIONS = (
     '{"pages": [{"text": "...", "prompt": "..."}]}: one object per page, in order, where '
     '"text" is what the page says and "prompt" describes its illustration.'
 )
-
-
-def story_prompt(request: StoryRequest) -> str:
-    """Return the user message that asks for exactly request.pages pages."""
-    audience = f" for {request.audience}" if request.audience else ""
-    style = f"\nKeep to this style guide: {request.style_guide}" if request.style_guide else ""
-    return f"Write exactly {request.pages} pages{audience}.\nPremise: {request.premise}{style}"
 
 
 class OpenAITextProvider(OpenAICompatible):

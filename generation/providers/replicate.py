@@ -25,6 +25,7 @@ from .base import (
     ProviderError,
     RateLimited,
     Rejected,
+    StartOver,
     Transient,
     verify_clip,
 )
@@ -39,11 +40,11 @@ TERMINAL_FAILED = {"failed"}
 TERMINAL_CANCELED = {"canceled", "aborted"}
 
 
-class PredictionFailed(Transient):
+class PredictionFailed(StartOver):
     """The service ran the prediction and it failed: the next attempt starts a new one."""
 
 
-class PredictionGone(Transient):
+class PredictionGone(StartOver):
     """The service no longer knows the prediction (expired): start a new one."""
 
 

@@ -15,6 +15,7 @@ from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from studio.models import Page, Project
+from studio.services import create_project
 
 from .engine import run_is, settle_run
 from .kinds import KINDS
@@ -37,9 +38,12 @@ Status = Job.Status
 
 
 @dataclass(frozen=True)
-class Queued:
-    run: Run | None
-    count: int
+class ControlResult:
+    """What a control service did; every one (queue, retry, prioritize, stop, pause,
+    resume) answers with this, so views, admin and commands read one shape."""
+
+    run: Run | None = None  # the open run it worked with; None: there was none to act on
+    count: int = 0  # jobs it queued, or moved to the front of the line
     resumed: bool = False  # a paused or halted run was set running again
 
 
@@ -111,7 +115,7 @@ def _set_running(run: Run) -> None:
 
 def _queue_pages(
     project: Project, page_ids: list[int], requested_by, kind: str = "illustration"
-) -> Queued:
+) -> ControlResult:
     """Add one job of a kind per page to the open run and hand the broker their tasks.
 
     A paused or halted run resumes, since the editor asked for work, and its waiting jobs
@@ -120,15 +124,15 @@ def _queue_pages(
     if not page_ids:
         open_run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
         if open_run is None or open_run.state == Run.State.RUNNING:
-            return Queued(run=open_run, count=0)
+            return ControlResult(run=open_run, count=0)
     run, resumed = _open_run_for_work(project, requested_by)
     KINDS[kind].create_jobs(run, page_ids)
     _enqueue_on_commit(run, _queued_counts(run) if resumed else {kind: len(page_ids)})
-    return Queued(run=run, count=len(page_ids), resumed=resumed)
+    return ControlResult(run=run, count=len(page_ids), resumed=resumed)
 
 
 @transaction.atomic
-def generate_missing_clips(*, project: Project, requested_by=None) -> Queued:
+def generate_missing_clips(*, project: Project, requested_by=None) -> ControlResult:
     """Queue one clip job per illustrated page that has no clip yet (idempotent)."""
     _lock(project.pk)
     pages = list(missing_clip_pages(project).values_list("pk", flat=True))
@@ -136,32 +140,32 @@ def generate_missing_clips(*, project: Project, requested_by=None) -> Queued:
 
 
 @transaction.atomic
-def queue_clip(*, page: Page, requested_by=None, regenerate: bool = False) -> Queued:
+def queue_clip(*, page: Page, requested_by=None, regenerate: bool = False) -> ControlResult:
     """Queue a clip for a page with a picture and no clip job on its way; with regenerate,
     also for a page whose clip is complete (it stays until the new one is)."""
     _lock(page.project_id)
     if not page.illustrations.filter(status=Status.COMPLETE).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     clips = page.clips.all()
     if clips.filter(status__in=ACTIVE_STATUSES).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     if not regenerate and clips.filter(status=Status.COMPLETE).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     return _queue_pages(page.project, [page.pk], requested_by, kind="clip")
 
 
 @transaction.atomic
-def retry_failed_clips(*, project: Project, requested_by=None) -> Queued:
+def retry_failed_clips(*, project: Project, requested_by=None) -> ControlResult:
     """Queue a fresh clip job for every illustrated page whose latest clip job failed."""
     _lock(project.pk)
     pages = list(failed_clip_pages(project).values_list("pk", flat=True))
     if not pages:
-        return Queued(run=None, count=0)
+        return ControlResult()
     return _queue_pages(project, pages, requested_by, kind="clip")
 
 
 @transaction.atomic
-def generate_missing(*, project: Project, requested_by=None) -> Queued:
+def generate_missing(*, project: Project, requested_by=None) -> ControlResult:
     """Queue one job per page without a complete illustration or an active job.
 
     Idempotent: pages already queued or complete are left alone, so a double click queues
@@ -173,37 +177,37 @@ def generate_missing(*, project: Project, requested_by=None) -> Queued:
 
 
 @transaction.atomic
-def retry_failed(*, project: Project, requested_by=None) -> Queued:
+def retry_failed(*, project: Project, requested_by=None) -> ControlResult:
     """Queue a fresh job, with fresh attempts, for every page whose latest job failed."""
     _lock(project.pk)
     pages = list(failed_pages(project).values_list("pk", flat=True))
     if not pages:
-        return Queued(run=None, count=0)
+        return ControlResult()
     return _queue_pages(project, pages, requested_by)
 
 
 @transaction.atomic
-def queue_page(*, page: Page, requested_by=None, regenerate: bool = False) -> Queued:
+def queue_page(*, page: Page, requested_by=None, regenerate: bool = False) -> ControlResult:
     """Queue one job for a page that has none active: a missing page (retry), or with
     regenerate, also a complete one, whose picture stays until the new one is complete."""
     _lock(page.project_id)
     jobs = page.illustrations.all()
     if jobs.filter(status__in=ACTIVE_STATUSES).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     if not regenerate and jobs.filter(status=Status.COMPLETE).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     return _queue_pages(page.project, [page.pk], requested_by)
 
 
 @transaction.atomic
-def prioritize(*, page: Page, requested_by=None) -> bool:
+def prioritize(*, page: Page, requested_by=None) -> ControlResult:
     """Move the page's job to the front of its run, queuing one if the page is missing.
-    Return whether the page is now first in line."""
-    job = page.illustrations.filter(status=Status.QUEUED).first()
+    The result counts 1 when the page is now first in line."""
+    job = page.illustrations.select_related("run").filter(status=Status.QUEUED).first()
     if job is None:
         if not queue_page(page=page, requested_by=requested_by).count:
-            return False
-        job = page.illustrations.get(status=Status.QUEUED)
+            return ControlResult()
+        job = page.illustrations.select_related("run").get(status=Status.QUEUED)
     top = (
         Illustration.objects.filter(run_id=job.run_id, status=Status.QUEUED)
         .order_by("-priority")
@@ -213,7 +217,7 @@ def prioritize(*, page: Page, requested_by=None) -> bool:
     updated = Illustration.objects.filter(pk=job.pk, status=Status.QUEUED).update(
         priority=top + 1, updated_at=timezone.now()
     )
-    return bool(updated)
+    return ControlResult(run=job.run, count=updated)
 
 
 @transaction.atomic
@@ -253,11 +257,25 @@ def write_story(
 
 
 @transaction.atomic
-def stop(*, project: Project) -> Run | None:
+def create_story_project(
+    *, owner, title: str, premise: str, pages: int, style_guide: str = "", audience: str = ""
+) -> Project:
+    """Create a project whose pages a text service writes from the premise, with its story
+    phase queued; return it. Raise StoryNotPossible, leaving no project behind, when the
+    story cannot start."""
+    project = create_project(owner=owner, title=title, style_guide=style_guide)
+    write_story(
+        project=project, premise=premise, audience=audience, pages=pages, requested_by=owner
+    )
+    return project
+
+
+@transaction.atomic
+def stop(*, project: Project) -> ControlResult:
     """Stop the open run: calls in flight finish, queued jobs are canceled, work is kept."""
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
     if run is None:
-        return None
+        return ControlResult()
     now = timezone.now()
     working = False
     for kind in KINDS.values():
@@ -269,22 +287,22 @@ def stop(*, project: Project) -> Run | None:
     run.state = Run.State.STOPPING if working else Run.State.STOPPED
     run.finished_at = None if working else now
     run.save()
-    return run
+    return ControlResult(run=run)
 
 
 @transaction.atomic
-def pause(*, project: Project) -> Run | None:
+def pause(*, project: Project) -> ControlResult:
     """Pause the running run: calls in flight finish, the queue is kept for Resume."""
     run = Run.objects.select_for_update().filter(project=project, state=Run.State.RUNNING).first()
     if run is None:
-        return None
+        return ControlResult()
     run.state = Run.State.PAUSED
     run.save()
-    return run
+    return ControlResult(run=run)
 
 
 @transaction.atomic
-def resume(*, project: Project) -> Run | None:
+def resume(*, project: Project) -> ControlResult:
     """Resume a paused or halted run: the same missing pages continue where they were."""
     run = (
         Run.objects.select_for_update()
@@ -292,10 +310,10 @@ def resume(*, project: Project) -> Run | None:
         .first()
     )
     if run is None:
-        return None
+        return ControlResult()
     _set_running(run)
     _enqueue_on_commit(run, _queued_counts(run))
-    return run
+    return ControlResult(run=run, resumed=True)
 
 
 # --- repair --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from generation.pricing import money
 from generation.selectors import with_progress
 
 from .models import Page, Project
+from .text import plural
 
 
 class PageInline(admin.TabularInline):
@@ -29,10 +30,6 @@ class RunStateFilter(admin.SimpleListFilter):
         if self.value():
             return queryset.filter(run_state=self.value())
         return queryset
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 @admin.register(Project)
@@ -99,7 +96,7 @@ class ProjectAdmin(admin.ModelAdmin):
         projects = sum(1 for r in results if r.count)
         self.message_user(
             request,
-            f"Queued {_plural(queued, 'illustration')} across {_plural(projects, 'project')}.",
+            f"Queued {plural(queued, 'illustration')} across {plural(projects, 'project')}.",
         )
 
     @admin.action(description="Generate missing clips")
@@ -110,7 +107,7 @@ class ProjectAdmin(admin.ModelAdmin):
         queued = sum(r.count for r in results)
         projects = sum(1 for r in results if r.count)
         self.message_user(
-            request, f"Queued {_plural(queued, 'clip')} across {_plural(projects, 'project')}."
+            request, f"Queued {plural(queued, 'clip')} across {plural(projects, 'project')}."
         )
 
     @admin.action(description="Retry failed illustrations")
@@ -120,21 +117,21 @@ class ProjectAdmin(admin.ModelAdmin):
         projects = sum(1 for r in results if r.count)
         self.message_user(
             request,
-            f"Retrying {_plural(queued, 'failed illustration')} across "
-            f"{_plural(projects, 'project')}.",
+            f"Retrying {plural(queued, 'failed illustration')} across "
+            f"{plural(projects, 'project')}.",
         )
 
     @admin.action(description="Stop generation")
     def stop(self, request, queryset):
-        stopped = sum(1 for p in queryset if services.stop(project=p) is not None)
-        self.message_user(request, f"Stopped {_plural(stopped, 'run')}.", messages.WARNING)
+        stopped = sum(1 for p in queryset if services.stop(project=p).run is not None)
+        self.message_user(request, f"Stopped {plural(stopped, 'run')}.", messages.WARNING)
 
     @admin.action(description="Pause generation")
     def pause(self, request, queryset):
-        paused = sum(1 for p in queryset if services.pause(project=p) is not None)
-        self.message_user(request, f"Paused {_plural(paused, 'run')}.", messages.WARNING)
+        paused = sum(1 for p in queryset if services.pause(project=p).run is not None)
+        self.message_user(request, f"Paused {plural(paused, 'run')}.", messages.WARNING)
 
     @admin.action(description="Resume paused or halted generation")
     def resume(self, request, queryset):
-        resumed = sum(1 for p in queryset if services.resume(project=p) is not None)
-        self.message_user(request, f"Resumed {_plural(resumed, 'run')}.")
+        resumed = sum(1 for p in queryset if services.resume(project=p).run is not None)
+        self.message_user(request, f"Resumed {plural(resumed, 'run')}.")

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -33,6 +32,7 @@ from .forms import (
     PromptForm,
 )
 from .models import Export, Page, Project
+from .text import plural
 
 TEMPLATE = "studio/project_detail.html"
 # Changes are re-sent for a moment past the cursor, so a write whose timestamp came from
@@ -96,17 +96,21 @@ def _after_action(request, project: Project, *, message: str, level: str, starte
     return trigger_client_event(response, "toast", {"level": level, "message": message})
 
 
-def _act(request, project: Project, action, *, done, not_done: str) -> HttpResponse:
-    """Run a service call; toast done(count) when it did something, else not_done."""
+def _control(request, project: Project, action, say) -> HttpResponse:
+    """Run a control service and answer with what it changed and a toast: say(result)
+    returns the toast's message and level."""
     started = timezone.now()
-    result = action()
-    count = int(result) if isinstance(result, bool | int) else result.count
-    message, level = (done(count), "success") if count else (not_done, "info")
+    message, level = say(action())
     return _after_action(request, project, message=message, level=level, started=started)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+def _if_queued(done, nothing: str):
+    """Return the say() of a control that queues: done(count) when it did, else nothing."""
+
+    def say(result: services.ControlResult) -> tuple[str, str]:
+        return (done(result.count), "success") if result.count else (nothing, "info")
+
+    return say
 
 
 # --- pages -------------------------------------------------------------------------------
@@ -145,7 +149,7 @@ def project_create(request: HttpRequest) -> HttpResponse:
                 pages=pages,
             )
             messages.success(
-                request, f"Created “{project.title}” with {_plural(len(pages), 'page')}."
+                request, f"Created “{project.title}” with {plural(len(pages), 'page')}."
             )
             return redirect(project)
     status = 422 if request.method == "POST" and form.errors else 200
@@ -162,22 +166,19 @@ def project_create_premise(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and configured and form.is_valid():
         data = form.cleaned_data
         try:
-            with transaction.atomic():  # no project is left behind if the story cannot start
-                project = studio_services.create_project(
-                    owner=request.user, title=data["title"], style_guide=data["style_guide"]
-                )
-                services.write_story(
-                    project=project,
-                    premise=data["premise"],
-                    audience=data["audience"],
-                    pages=data["page_count"],
-                    requested_by=request.user,
-                )
+            project = services.create_story_project(
+                owner=request.user,
+                title=data["title"],
+                style_guide=data["style_guide"],
+                premise=data["premise"],
+                audience=data["audience"],
+                pages=data["page_count"],
+            )
         except services.StoryNotPossible as refusal:
             form.add_error(None, str(refusal))
         else:
             messages.success(
-                request, f"Writing “{project.title}”: {_plural(data['page_count'], 'page')}."
+                request, f"Writing “{project.title}”: {plural(data['page_count'], 'page')}."
             )
             return redirect("project-generating", pk=project.pk)
     status = 422 if request.method == "POST" else 200
@@ -336,27 +337,31 @@ def project_generating(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
-    queued = services.generate_missing(project=project, requested_by=request.user)
-    if queued.count:
-        message, level = f"Queued {_plural(queued.count, 'illustration')}.", "success"
-    elif queued.resumed:
-        message, level = "Resumed: the missing pages were already queued.", "success"
-    else:
-        message, level = "Nothing to queue: every page is illustrated or on its way.", "info"
-    return _after_action(request, project, message=message, level=level, started=started)
+
+    def say(queued: services.ControlResult) -> tuple[str, str]:
+        if queued.count:
+            return f"Queued {plural(queued.count, 'illustration')}.", "success"
+        if queued.resumed:
+            return "Resumed: the missing pages were already queued.", "success"
+        return "Nothing to queue: every page is illustrated or on its way.", "info"
+
+    return _control(
+        request,
+        project,
+        lambda: services.generate_missing(project=project, requested_by=request.user),
+        say,
+    )
 
 
 @login_required
 @require_POST
 def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    return _act(
+    return _control(
         request,
         project,
         lambda: services.retry_failed(project=project, requested_by=request.user),
-        done=lambda n: f"Retrying {_plural(n, 'failed page')}.",
-        not_done="No failed pages to retry.",
+        _if_queued(lambda n: f"Retrying {plural(n, 'failed page')}.", "No failed pages to retry."),
     )
 
 
@@ -364,40 +369,43 @@ def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_stop(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
-    run = services.stop(project=project)
-    if run is None:
-        message, level = "Nothing is running.", "info"
-    elif run.state == Run.State.STOPPING:
-        message, level = (
-            "Stopping: the images being drawn now will finish; the rest waits.",
-            "warning",
-        )
-    else:
-        message, level = "Stopped. Completed illustrations are kept.", "warning"
-    return _after_action(request, project, message=message, level=level, started=started)
+
+    def say(stopped: services.ControlResult) -> tuple[str, str]:
+        if stopped.run is None:
+            return "Nothing is running.", "info"
+        if stopped.run.state == Run.State.STOPPING:
+            return "Stopping: the images being drawn now will finish; the rest waits.", "warning"
+        return "Stopped. Completed illustrations are kept.", "warning"
+
+    return _control(request, project, lambda: services.stop(project=project), say)
 
 
 @login_required
 @require_POST
 def project_pause(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
-    run = services.pause(project=project)
-    message, level = (
-        ("Paused. Press Resume to continue.", "warning") if run else ("Nothing to pause.", "info")
+    return _control(
+        request,
+        project,
+        lambda: services.pause(project=project),
+        lambda paused: (
+            ("Paused. Press Resume to continue.", "warning")
+            if paused.run
+            else ("Nothing to pause.", "info")
+        ),
     )
-    return _after_action(request, project, message=message, level=level, started=started)
 
 
 @login_required
 @require_POST
 def project_resume(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = timezone.now()
-    run = services.resume(project=project)
-    message, level = ("Resumed.", "success") if run else ("Nothing to resume.", "info")
-    return _after_action(request, project, message=message, level=level, started=started)
+    return _control(
+        request,
+        project,
+        lambda: services.resume(project=project),
+        lambda resumed: ("Resumed.", "success") if resumed.run else ("Nothing to resume.", "info"),
+    )
 
 
 # --- page controls ---------------------------------------------------------------------
@@ -407,12 +415,14 @@ def project_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def page_retry(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    return _act(
+    return _control(
         request,
         page.project,
         lambda: services.queue_page(page=page, requested_by=request.user),
-        done=lambda n: f"Page {page.number} queued.",
-        not_done=f"Page {page.number} is already illustrated or on its way.",
+        _if_queued(
+            lambda n: f"Page {page.number} queued.",
+            f"Page {page.number} is already illustrated or on its way.",
+        ),
     )
 
 
@@ -420,14 +430,17 @@ def page_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def page_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    return _act(
+    return _control(
         request,
         page.project,
         lambda: services.queue_page(page=page, requested_by=request.user, regenerate=True),
-        done=lambda n: (
-            f"Page {page.number} will be drawn again; its picture stays until the new one is done."
+        _if_queued(
+            lambda n: (
+                f"Page {page.number} will be drawn again; "
+                "its picture stays until the new one is done."
+            ),
+            f"Page {page.number} is already on its way.",
         ),
-        not_done=f"Page {page.number} is already on its way.",
     )
 
 
@@ -435,12 +448,14 @@ def page_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def page_next(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    return _act(
+    return _control(
         request,
         page.project,
         lambda: services.prioritize(page=page, requested_by=request.user),
-        done=lambda n: f"Page {page.number} is next in line.",
-        not_done=f"Page {page.number} is not waiting in the queue.",
+        _if_queued(
+            lambda n: f"Page {page.number} is next in line.",
+            f"Page {page.number} is not waiting in the queue.",
+        ),
     )
 
 
@@ -568,12 +583,14 @@ def export_download(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_generate_clips(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    return _act(
+    return _control(
         request,
         project,
         lambda: services.generate_missing_clips(project=project, requested_by=request.user),
-        done=lambda n: f"Queued {_plural(n, 'clip')}.",
-        not_done="Nothing to queue: every illustrated page has its clip or one on its way.",
+        _if_queued(
+            lambda n: f"Queued {plural(n, 'clip')}.",
+            "Nothing to queue: every illustrated page has its clip or one on its way.",
+        ),
     )
 
 
@@ -581,12 +598,11 @@ def project_generate_clips(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_retry_failed_clips(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    return _act(
+    return _control(
         request,
         project,
         lambda: services.retry_failed_clips(project=project, requested_by=request.user),
-        done=lambda n: f"Retrying {_plural(n, 'failed clip')}.",
-        not_done="No failed clips to retry.",
+        _if_queued(lambda n: f"Retrying {plural(n, 'failed clip')}.", "No failed clips to retry."),
     )
 
 
@@ -595,12 +611,14 @@ def project_retry_failed_clips(request: HttpRequest, pk: int) -> HttpResponse:
 def page_clip(request: HttpRequest, pk: int) -> HttpResponse:
     """Make the page's clip, or make it again (the old one plays until the new is done)."""
     page = _owned_page(request, pk)
-    return _act(
+    return _control(
         request,
         page.project,
         lambda: services.queue_clip(page=page, requested_by=request.user, regenerate=True),
-        done=lambda n: f"Page {page.number}'s clip is on its way.",
-        not_done=f"Page {page.number} needs a picture first, or its clip is already on its way.",
+        _if_queued(
+            lambda n: f"Page {page.number}'s clip is on its way.",
+            f"Page {page.number} needs a picture first, or its clip is already on its way.",
+        ),
     )
 
 

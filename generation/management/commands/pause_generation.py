@@ -10,6 +10,6 @@ class Command(OperatorCommand):
 
     def handle(self, *args, **options):
         for project in chosen_projects(options):
-            run = services.pause(project=project)
+            run = services.pause(project=project).run
             state = run.state if run else "nothing running"
             self.stdout.write(f"Project {project.pk} ({project.title}): {state}")

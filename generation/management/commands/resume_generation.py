@@ -77,14 +77,14 @@ class Command(OperatorCommand):
                 raise CommandError("Some pages failed or a run halted; see above.", returncode=1)
 
     @staticmethod
-    def _queue(project, media: str) -> services.Queued:
+    def _queue(project, media: str) -> services.ControlResult:
         """Queue what is missing (which also resumes a halted or paused run)."""
         if media == "clips":
             return services.generate_missing_clips(project=project)
         queued = services.generate_missing(project=project)
         if media == "all":
             clips = services.generate_missing_clips(project=project)
-            return services.Queued(
+            return services.ControlResult(
                 run=clips.run or queued.run,
                 count=queued.count + clips.count,
                 resumed=queued.resumed or clips.resumed,

@@ -41,6 +41,7 @@ class ProjectAdmin(admin.ModelAdmin):
         "illustrated",
         "missing",
         "failed",
+        "cost",
         "run_state",
         "created_at",
     ]

@@ -90,36 +90,24 @@ class ProjectAdmin(admin.ModelAdmin):
 
     @admin.action(description="Generate missing illustrations")
     def generate_missing(self, request, queryset):
-        results = [
-            services.generate_missing(project=p, requested_by=request.user) for p in queryset
-        ]
-        queued = sum(r.count for r in results)
-        projects = sum(1 for r in results if r.count)
-        self.message_user(
-            request,
-            f"Queued {plural(queued, 'illustration')} across {plural(projects, 'project')}.",
-        )
+        self._queue_each(request, queryset, services.generate_missing, "Queued", "illustration")
 
     @admin.action(description="Generate missing clips")
     def generate_missing_clips(self, request, queryset):
-        results = [
-            services.generate_missing_clips(project=p, requested_by=request.user) for p in queryset
-        ]
-        queued = sum(r.count for r in results)
-        projects = sum(1 for r in results if r.count)
-        self.message_user(
-            request, f"Queued {plural(queued, 'clip')} across {plural(projects, 'project')}."
-        )
+        self._queue_each(request, queryset, services.generate_missing_clips, "Queued", "clip")
 
     @admin.action(description="Retry failed illustrations")
     def retry_failed(self, request, queryset):
-        results = [services.retry_failed(project=p, requested_by=request.user) for p in queryset]
+        self._queue_each(
+            request, queryset, services.retry_failed, "Retrying", "failed illustration"
+        )
+
+    def _queue_each(self, request, queryset, control, verb: str, word: str) -> None:
+        results = [control(project=p, requested_by=request.user) for p in queryset]
         queued = sum(r.count for r in results)
         projects = sum(1 for r in results if r.count)
         self.message_user(
-            request,
-            f"Retrying {plural(queued, 'failed illustration')} across "
-            f"{plural(projects, 'project')}.",
+            request, f"{verb} {plural(queued, word)} across {plural(projects, 'project')}."
         )
 
     @admin.action(description="Stop generation")

@@ -31,47 +31,33 @@ def url_for(name: str, pk: int) -> str:
     return _url_pattern(name).replace(str(_PLACEHOLDER), str(pk))
 
 
+class _Link:
+    """One link of a card: a named route, for the pk of the card's page, picture or clip."""
+
+    def __init__(self, route: str, *, of: str = "page"):
+        self.route, self.of = route, of
+
+    def __get__(self, urls: "CardUrls | None", owner=None):
+        if urls is None:
+            return self
+        return url_for(self.route, getattr(urls.card, self.of).pk)
+
+
 class CardUrls:
     """The links of one card."""
 
+    image = _Link("illustration-image", of="current")
+    thumbnail = _Link("illustration-thumbnail", of="current")
+    clip = _Link("clip-video", of="clip")
+    make_clip = _Link("page-clip")
+    retry = _Link("page-retry")
+    next = _Link("page-next")
+    regenerate = _Link("page-regenerate")
+    prompt = _Link("page-prompt")
+    history = _Link("page-history")
+
     def __init__(self, card: "PageCard"):
         self.card = card
-
-    @property
-    def image(self) -> str:
-        return url_for("illustration-image", self.card.current.pk)
-
-    @property
-    def thumbnail(self) -> str:
-        return url_for("illustration-thumbnail", self.card.current.pk)
-
-    @property
-    def clip(self) -> str:
-        return url_for("clip-video", self.card.clip.pk)
-
-    @property
-    def make_clip(self) -> str:
-        return url_for("page-clip", self.card.page.pk)
-
-    @property
-    def retry(self) -> str:
-        return url_for("page-retry", self.card.page.pk)
-
-    @property
-    def next(self) -> str:
-        return url_for("page-next", self.card.page.pk)
-
-    @property
-    def regenerate(self) -> str:
-        return url_for("page-regenerate", self.card.page.pk)
-
-    @property
-    def prompt(self) -> str:
-        return url_for("page-prompt", self.card.page.pk)
-
-    @property
-    def history(self) -> str:
-        return url_for("page-history", self.card.page.pk)
 
 
 @dataclass

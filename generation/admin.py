@@ -6,6 +6,9 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from studio.files import private_file
+from studio.text import plural
+
 from . import services, thumbnails
 from .models import Clip, GenerationAttempt, Illustration, ProviderGate, Run, StoryJob
 
@@ -37,10 +40,6 @@ class AttemptInline(ReadOnlyInline):
     ]
     readonly_fields = fields
     ordering = ["number"]
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 @admin.register(Illustration)
@@ -76,8 +75,6 @@ class IllustrationAdmin(admin.ModelAdmin):
         ]
 
     def thumbnail_view(self, request, pk):
-        from studio.views import private_file
-
         if not self.has_view_permission(request):
             raise PermissionDenied
         illustration = get_object_or_404(Illustration, pk=pk)
@@ -100,12 +97,12 @@ class IllustrationAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected (pages without a picture)")
     def retry_selected(self, request, queryset):
         queued = self._queue(request, queryset, regenerate=False)
-        self.message_user(request, f"Queued {_plural(queued, 'illustration')}.")
+        self.message_user(request, f"Queued {plural(queued, 'illustration')}.")
 
     @admin.action(description="Regenerate selected (old pictures stay until the new are done)")
     def regenerate_selected(self, request, queryset):
         queued = self._queue(request, queryset, regenerate=True)
-        self.message_user(request, f"Queued {_plural(queued, 'illustration')} to draw again.")
+        self.message_user(request, f"Queued {plural(queued, 'illustration')} to draw again.")
 
     def _queue(self, request, queryset, *, regenerate: bool) -> int:
         pages = {job.page for job in queryset.select_related("page__project")}
@@ -212,7 +209,7 @@ class ClipAdmin(admin.ModelAdmin):
     def retry_selected(self, request, queryset):
         pages = {clip.page for clip in queryset.select_related("page__project")}
         queued = sum(services.queue_clip(page=p, requested_by=request.user).count for p in pages)
-        self.message_user(request, f"Queued {_plural(queued, 'clip')}.")
+        self.message_user(request, f"Queued {plural(queued, 'clip')}.")
 
     @admin.action(description="Regenerate selected clips")
     def regenerate_selected(self, request, queryset):
@@ -221,4 +218,4 @@ class ClipAdmin(admin.ModelAdmin):
             services.queue_clip(page=p, requested_by=request.user, regenerate=True).count
             for p in pages
         )
-        self.message_user(request, f"Queued {_plural(queued, 'clip')} to make again.")
+        self.message_user(request, f"Queued {plural(queued, 'clip')} to make again.")

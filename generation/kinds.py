@@ -17,9 +17,16 @@ from .models import Clip, Illustration, Job, StoryJob
 from .pricing import charged, price_per_image
 from .prompts import compose_prompt
 from .providers import get_clip_provider, get_provider, get_text_provider
-from .providers.base import ClipRequest, ImageRequest, ProviderError, Rejected, StoryRequest
-from .providers.replicate import PredictionFailed, PredictionGone
+from .providers.base import (
+    ClipRequest,
+    ImageRequest,
+    ProviderError,
+    Rejected,
+    StartOver,
+    StoryRequest,
+)
 from .retry import Interrupted
+from .story import story_prompt
 
 
 class JobKind:
@@ -162,8 +169,6 @@ class StoryKind(JobKind):
         return job.project
 
     def prepare(self, job: StoryJob, provider) -> tuple[str, dict]:
-        from .providers.openai import story_prompt
-
         prompt = story_prompt(self._request(job, key=""))
         return prompt, {
             "prompt_sent": prompt,
@@ -282,7 +287,7 @@ class ClipKind(JobKind):
             return provider.wait(
                 job.provider_job_id, sleep=worker.clock.sleep, still_wanted=keep_polling
             )
-        except (PredictionFailed, PredictionGone):
+        except StartOver:
             # That prediction is over without a clip: the next attempt starts a new one.
             Clip.objects.filter(pk=job.pk).update(provider_job_id="")
             job.provider_job_id = ""

@@ -19,7 +19,7 @@ from django.db.models.functions import Now
 
 from studio.models import Project
 
-from . import ledger
+from . import selectors
 from .clock import DatabaseClock
 from .models import ProviderGate, ProviderSlot
 
@@ -47,7 +47,7 @@ class Limit:
 
 def project_spent(project_id: int) -> Decimal:
     """Return what the project's calls have cost so far, from the spend ledger."""
-    return ledger.spent(project_id=project_id)
+    return selectors.project_spent(project_id)
 
 
 def provider_key(provider_name: str, model: str) -> str:

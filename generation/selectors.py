@@ -1,10 +1,8 @@
 """Read-side queries: where every page of a project stands, in a constant number of queries."""
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import cached_property
 
 from django.conf import settings
 from django.db.models import (
@@ -20,13 +18,14 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Coalesce
-from django.urls import reverse
 
 from studio.models import Page, Project
 
+from . import limits
 from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
-from .pricing import amount
+from .pricing import amount, price_per_image
 from .prompts import compose_prompt
+from .providers import get_provider, text_provider_configured
 
 Status = Illustration.Status
 
@@ -68,15 +67,31 @@ def with_page_state(pages):
     )
 
 
-_MISSING = Q(has_complete=False)
-# Which pages each Progress count counts, over pages annotated by with_page_state.
+# What each state of a page means, over pages annotated by with_page_state: the one
+# definition that the counts, the badges and the services' queues all read.
+MISSING = Q(has_complete=False)
+# Missing and no job on its way: what "Generate missing" queues.
+TO_QUEUE = MISSING & Q(active_status__isnull=True)
+# Missing, not on its way, and its latest job failed: what "Retry failed" queues.
+FAILED = TO_QUEUE & Q(latest_status=Status.FAILED)
+# Which pages each Progress count counts.
 PAGE_COUNTS = {
     "illustrated": Q(has_complete=True),
-    "queued": _MISSING & Q(active_status=Status.QUEUED),
+    "queued": MISSING & Q(active_status=Status.QUEUED),
     "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING)),
-    # Missing, not on its way, and its latest job failed: what "Retry failed" would queue.
-    "failed": _MISSING & Q(active_status__isnull=True, latest_status=Status.FAILED),
+    "failed": FAILED,
 }
+
+
+def missing_pages(project: Project):
+    """Return the project's pages with no complete illustration and no job on its way."""
+    return with_page_state(project.pages.all()).filter(TO_QUEUE)
+
+
+def failed_pages(project: Project):
+    """Return the project's pages that are missing, not on their way, and whose latest job
+    failed."""
+    return with_page_state(project.pages.all()).filter(FAILED)
 
 
 def project_progress(project: Project) -> Progress:
@@ -97,21 +112,11 @@ def with_progress(projects):
     its latest run's state and what it has spent: lists of projects in one query."""
     pages = with_page_state(Page.objects.filter(project=OuterRef("pk")))
     runs = Run.objects.filter(project=OuterRef("pk")).order_by("-pk")
-    money_field = DecimalField(max_digits=12, decimal_places=4)
-    spent = (
-        SpendEntry.objects.filter(project_id=OuterRef("pk"))
-        .order_by()
-        .values("project_id")
-        .annotate(total=Sum("amount"))
-        .values("total")
-    )
     return projects.annotate(
         page_count=_count(pages),
         **{f"{name}_count": _count(pages.filter(q)) for name, q in PAGE_COUNTS.items()},
         run_state=Subquery(runs.values("state")[:1]),
-        spent=Coalesce(
-            Subquery(spent, output_field=money_field), Value(Decimal(0)), output_field=money_field
-        ),
+        spent=spending(OuterRef("pk")),
     )
 
 
@@ -123,107 +128,9 @@ def annotated_progress(project: Project) -> Progress:
     )
 
 
-_PLACEHOLDER = 987654321
-
-
-@functools.cache
-def _url_pattern(name: str) -> str:
-    return reverse(name, args=[_PLACEHOLDER])
-
-
-def url_for(name: str, pk: int) -> str:
-    """Return reverse(name, args=[pk]) for the review page's many per-card links, without
-    resolving the URLconf once per link (a 500-page review page has thousands)."""
-    return _url_pattern(name).replace(str(_PLACEHOLDER), str(pk))
-
-
-class CardUrls:
-    def __init__(self, card: "PageCard"):
-        self.card = card
-
-    def __getattr__(self, action: str) -> str:
-        if action in {"image", "thumbnail"}:
-            return url_for(f"illustration-{action}", self.card.current.pk)
-        if action == "clip":
-            return url_for("clip-video", self.card.clip.pk)
-        if action == "make_clip":
-            return url_for("page-clip", self.card.page.pk)
-        return url_for(f"page-{action}", self.card.page.pk)
-
-
-@dataclass
-class PageCard:
-    page: Page
-    job: Illustration | None  # the latest job, whatever its status
-    current: Illustration | None  # the complete illustration shown as the picture
-    latest_run_id: int | None = None
-    clip_job: Clip | None = None  # the latest clip job
-    clip: Clip | None = None  # the complete clip, played on the card
-
-    @property
-    def clip_state(self) -> str:
-        """Return "" (no clip asked for), the active clip job's status, complete or failed."""
-        if self.clip_job is not None and self.clip_job.is_active:
-            return self.clip_job.status
-        if self.clip is not None:
-            return "complete"
-        if self.clip_job is not None and self.clip_job.status == Status.FAILED:
-            return "failed"
-        return ""
-
-    @cached_property
-    def urls(self) -> CardUrls:
-        return CardUrls(self)
-
-    @cached_property
-    def state(self) -> str:
-        """Return what the card shows: the active job's status, else complete, else why not."""
-        if self.job is not None and self.job.is_active:
-            return self.job.status
-        if self.current is not None:
-            if is_outdated(self.page, self.current):
-                return "outdated"  # offered for regeneration, never redrawn silently
-            if self.latest_run_id and self.current.run_id != self.latest_run_id:
-                return "exists"  # kept from an earlier run
-            return "complete"
-        if self.job is not None and self.job.status == Status.FAILED:
-            return "rejected" if self.job.failure_reason == "rejected" else "failed"
-        return "pending"
-
-    @property
-    def attempt_number(self) -> int:
-        return (self.job.attempts_made if self.job else 0) + 1
-
-    @property
-    def max_attempts(self) -> int:
-        return settings.STUDIO_MAX_ATTEMPTS
-
-
-def page_cards(project: Project, *, pages=None, latest_run_id=None) -> list[PageCard]:
-    """Return one card per page (or per given page), in two queries whatever the count."""
-    pages = list(pages if pages is not None else project.pages.all())
-    if not pages:
-        return []
-    for page in pages:
-        page.project = project  # the cards compose prompts: no query per page
-    page_ids = [p.pk for p in pages]
-    latest_job, current = _latest_and_current(Illustration, page_ids)
-    latest_clip, current_clip = _latest_and_current(Clip, page_ids)
-    return [
-        PageCard(
-            page=p,
-            job=latest_job.get(p.pk),
-            current=current.get(p.pk),
-            latest_run_id=latest_run_id,
-            clip_job=latest_clip.get(p.pk),
-            clip=current_clip.get(p.pk),
-        )
-        for p in pages
-    ]
-
-
-def _latest_and_current(model, page_ids: list[int]) -> tuple[dict, dict]:
-    """Return {page id: latest job} and {page id: complete job} for a kind, in one query."""
+def latest_and_current(model, page_ids: list[int]) -> tuple[dict, dict]:
+    """Return {page id: latest job} and {page id: complete job} of a kind (Illustration,
+    Clip) for the given pages, in one query."""
     # A page's latest job is its highest id; grouping by page beats a correlated subquery
     # per job on PostgreSQL by an order of magnitude on large projects.
     latest_ids = (
@@ -254,12 +161,11 @@ class ClipProgress:
     to_make: int = 0  # illustrated pages with no clip and none on its way
 
 
-def clip_progress(project: Project, progress: Progress) -> ClipProgress:
-    """Return the project's clip counts (one cheap query while it has no clips at all)."""
+def with_clip_state(pages):
+    """Annotate pages with where their clips stand: has_picture (a complete illustration to
+    animate), has_clip, clip_active and latest_clip (the status of the latest clip job)."""
     clips = Clip.objects.filter(page=OuterRef("pk"))
-    if not Clip.objects.filter(page__project=project).exists():
-        return ClipProgress(to_make=progress.illustrated)
-    pages = Page.objects.filter(project=project).annotate(
+    return pages.annotate(
         has_picture=Exists(
             Illustration.objects.filter(page=OuterRef("pk"), status=Status.COMPLETE)
         ),
@@ -267,13 +173,36 @@ def clip_progress(project: Project, progress: Progress) -> ClipProgress:
         clip_active=Exists(clips.filter(status__in=ACTIVE_STATUSES)),
         latest_clip=Subquery(clips.order_by("-pk").values("status")[:1]),
     )
-    no_clip = Q(has_clip=False, clip_active=False)
+
+
+# Over pages annotated by with_clip_state, as for pictures above.
+# A picture, no clip and none on its way: what "Generate missing clips" queues.
+CLIP_TO_MAKE = Q(has_picture=True, has_clip=False, clip_active=False)
+# ... and its latest clip job failed: what "Retry failed clips" queues.
+CLIP_FAILED = CLIP_TO_MAKE & Q(latest_clip=Status.FAILED)
+
+
+def missing_clip_pages(project: Project):
+    """Return pages with a complete illustration but no complete clip and no active one."""
+    return with_clip_state(project.pages.all()).filter(CLIP_TO_MAKE)
+
+
+def failed_clip_pages(project: Project):
+    """Return the pages missing a clip whose latest clip job failed."""
+    return with_clip_state(project.pages.all()).filter(CLIP_FAILED)
+
+
+def clip_progress(project: Project, progress: Progress) -> ClipProgress:
+    """Return the project's clip counts (one cheap query while it has no clips at all)."""
+    if not Clip.objects.filter(page__project=project).exists():
+        return ClipProgress(to_make=progress.illustrated)
+    pages = with_clip_state(Page.objects.filter(project=project))
     return ClipProgress(
         **pages.aggregate(
             with_clip=Count("pk", filter=Q(has_clip=True)),
             active=Count("pk", filter=Q(clip_active=True)),
-            failed=Count("pk", filter=no_clip & Q(latest_clip=Status.FAILED)),
-            to_make=Count("pk", filter=no_clip & Q(has_picture=True)),
+            failed=Count("pk", filter=CLIP_FAILED),
+            to_make=Count("pk", filter=CLIP_TO_MAKE),
         )
     )
 
@@ -308,6 +237,29 @@ def latest_run(project: Project) -> Run | None:
     return Run.objects.filter(project=project).order_by("-created_at", "-pk").first()
 
 
+MONEY = DecimalField(max_digits=12, decimal_places=4)
+
+
+def spending(project, *, run=None) -> Coalesce:
+    """Return what a project's calls have cost (in one run, if given), as an expression for
+    annotate() and values(); `project` may be an OuterRef.
+
+    The one definition of spend: the budget, the review page, the admin and
+    generation_status all read it; it reads the spend ledger, which outlives deleted pages.
+    """
+    costs = SpendEntry.objects.filter(project_id=getattr(project, "pk", project))
+    if run is not None:
+        costs = costs.filter(run_id=getattr(run, "pk", run))
+    total = costs.order_by().values("project_id").annotate(total=Sum("amount")).values("total")
+    return Coalesce(Subquery(total, output_field=MONEY), Value(Decimal(0)), output_field=MONEY)
+
+
+def project_spent(project_id: int) -> Decimal:
+    """Return what the project's calls have cost so far."""
+    projects = Project.objects.filter(pk=project_id)
+    return amount(projects.values_list(spending(OuterRef("pk")), flat=True).first())
+
+
 @dataclass(frozen=True)
 class Spend:
     project: Decimal
@@ -315,10 +267,52 @@ class Spend:
 
 
 def spend(project: Project, run: Run | None) -> Spend:
-    """Return what the project's calls have cost, in all and in its latest run (one query),
-    from the spend ledger."""
-    run_filter = Q(run_id=run.pk) if run else Q(pk__in=[])
-    totals = SpendEntry.objects.filter(project_id=project.pk).aggregate(
-        project=Sum("amount"), run=Sum("amount", filter=run_filter)
+    """Return what the project's calls have cost, in all and in its latest run (one query)."""
+    totals = (
+        Project.objects.filter(pk=project.pk)
+        .values(
+            total=spending(OuterRef("pk")),
+            in_run=spending(OuterRef("pk"), run=run) if run else Value(Decimal(0)),
+        )
+        .first()
+    ) or {}
+    return Spend(project=amount(totals.get("total")), run=amount(totals.get("in_run")))
+
+
+@dataclass(frozen=True)
+class ReviewHeader:
+    """What the review page's header shows: progress, run, spend, price and the service."""
+
+    progress: Progress
+    run: Run | None
+    spend: Spend
+    clips: ClipProgress
+    price: Decimal | None  # of one picture at current settings; None: unknown
+    estimate: Decimal | None  # of the missing pictures, one attempt each
+    provider_state: dict  # limits.provider_state of the image service
+    polling: bool  # whether the page keeps asking for changes
+
+
+def review_header(project: Project) -> ReviewHeader:
+    """Return the review page's header for the project, in a constant number of queries."""
+    progress = project_progress(project)
+    run = latest_run(project)
+    provider = get_provider()
+    model = getattr(provider, "model", "")
+    price = price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
+    return ReviewHeader(
+        progress=progress,
+        run=run,
+        spend=spend(project, run),
+        clips=clip_progress(project, progress),
+        price=price,
+        estimate=None if price is None else price * progress.missing,
+        provider_state=limits.provider_state(limits.provider_key(provider.name, model)),
+        polling=progress.busy
+        or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
     )
-    return Spend(project=amount(totals["project"]), run=amount(totals["run"]))
+
+
+def story_phase_available() -> bool:
+    """Return whether a text service is configured to write a project's pages from a premise."""
+    return text_provider_configured()

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef
+from django.db.models import Count, F
 from django.db.models.functions import Now
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
 from studio.models import Page, Project
+from studio.services import create_project
 
 from . import ledger
 from .clock import db_now
@@ -25,7 +26,6 @@ from .models import (
     ACTIVE_STATUSES,
     OPEN_RUN_STATES,
     WORKING_STATUSES,
-    Clip,
     GenerationAttempt,
     Illustration,
     Job,
@@ -34,17 +34,21 @@ from .models import (
     StoryJob,
 )
 from .providers import text_provider_configured
+from .selectors import failed_clip_pages, failed_pages, missing_clip_pages, missing_pages
+from .story import MAX_STORY_PAGES
 
 logger = logging.getLogger(__name__)
 
 Status = Job.Status
-MAX_STORY_PAGES = 300
 
 
 @dataclass(frozen=True)
-class Queued:
-    run: Run | None
-    count: int
+class ControlResult:
+    """What a control service did; every one (queue, retry, prioritize, stop, pause,
+    resume) answers with this, so views, admin and commands read one shape."""
+
+    run: Run | None = None  # the open run it worked with; None: there was none to act on
+    count: int = 0  # jobs it queued, or moved to the front of the line
     resumed: bool = False  # a paused or halted run was set running again
 
 
@@ -116,7 +120,7 @@ def _set_running(run: Run) -> None:
 
 def _queue_pages(
     project: Project, page_ids: list[int], requested_by, kind: str = "illustration"
-) -> Queued:
+) -> ControlResult:
     """Add one job of a kind per page to the open run and hand the broker their tasks.
 
     A paused or halted run resumes, since the editor asked for work, and its waiting jobs
@@ -125,26 +129,15 @@ def _queue_pages(
     if not page_ids:
         open_run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
         if open_run is None or open_run.state == Run.State.RUNNING:
-            return Queued(run=open_run, count=0)
+            return ControlResult(run=open_run, count=0)
     run, resumed = _open_run_for_work(project, requested_by)
     KINDS[kind].create_jobs(run, page_ids)
     _enqueue_on_commit(run, _queued_counts(run) if resumed else {kind: len(page_ids)})
-    return Queued(run=run, count=len(page_ids), resumed=resumed)
-
-
-def missing_clip_pages(project: Project):
-    """Return pages with a complete illustration but no complete clip and no active one."""
-    return project.pages.filter(
-        Exists(Illustration.objects.filter(page=OuterRef("pk"), status=Status.COMPLETE))
-    ).exclude(
-        Exists(
-            Clip.objects.filter(page=OuterRef("pk"), status__in=(Status.COMPLETE, *ACTIVE_STATUSES))
-        )
-    )
+    return ControlResult(run=run, count=len(page_ids), resumed=resumed)
 
 
 @transaction.atomic
-def generate_missing_clips(*, project: Project, requested_by=None) -> Queued:
+def generate_missing_clips(*, project: Project, requested_by=None) -> ControlResult:
     """Queue one clip job per illustrated page that has no clip yet (idempotent)."""
     _lock(project.pk)
     pages = list(missing_clip_pages(project).values_list("pk", flat=True))
@@ -152,59 +145,32 @@ def generate_missing_clips(*, project: Project, requested_by=None) -> Queued:
 
 
 @transaction.atomic
-def queue_clip(*, page: Page, requested_by=None, regenerate: bool = False) -> Queued:
+def queue_clip(*, page: Page, requested_by=None, regenerate: bool = False) -> ControlResult:
     """Queue a clip for a page with a picture and no clip job on its way; with regenerate,
     also for a page whose clip is complete (it stays until the new one is)."""
     _lock(page.project_id)
     if not page.illustrations.filter(status=Status.COMPLETE).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     clips = page.clips.all()
     if clips.filter(status__in=ACTIVE_STATUSES).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     if not regenerate and clips.filter(status=Status.COMPLETE).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     return _queue_pages(page.project, [page.pk], requested_by, kind="clip")
 
 
 @transaction.atomic
-def retry_failed_clips(*, project: Project, requested_by=None) -> Queued:
+def retry_failed_clips(*, project: Project, requested_by=None) -> ControlResult:
     """Queue a fresh clip job for every illustrated page whose latest clip job failed."""
     _lock(project.pk)
-    latest = Clip.objects.filter(page=OuterRef("pk")).order_by("-pk")
-    pages = list(
-        missing_clip_pages(project)
-        .annotate(latest_status=latest.values("status")[:1])
-        .filter(latest_status=Status.FAILED)
-        .values_list("pk", flat=True)
-    )
+    pages = list(failed_clip_pages(project).values_list("pk", flat=True))
     if not pages:
-        return Queued(run=None, count=0)
+        return ControlResult()
     return _queue_pages(project, pages, requested_by, kind="clip")
 
 
-def missing_pages(project: Project):
-    """Return the project's pages with no complete illustration and no active job."""
-    return project.pages.exclude(
-        Exists(
-            Illustration.objects.filter(
-                page=OuterRef("pk"), status__in=(Status.COMPLETE, *ACTIVE_STATUSES)
-            )
-        )
-    )
-
-
-def failed_pages(project: Project):
-    """Return pages that are missing, not active, and whose latest job failed."""
-    latest = Illustration.objects.filter(page=OuterRef("pk")).order_by("-pk")
-    return (
-        missing_pages(project)
-        .annotate(latest_status=latest.values("status")[:1])
-        .filter(latest_status=Status.FAILED)
-    )
-
-
 @transaction.atomic
-def generate_missing(*, project: Project, requested_by=None) -> Queued:
+def generate_missing(*, project: Project, requested_by=None) -> ControlResult:
     """Queue one job per page without a complete illustration or an active job.
 
     Idempotent: pages already queued or complete are left alone, so a double click queues
@@ -216,37 +182,37 @@ def generate_missing(*, project: Project, requested_by=None) -> Queued:
 
 
 @transaction.atomic
-def retry_failed(*, project: Project, requested_by=None) -> Queued:
+def retry_failed(*, project: Project, requested_by=None) -> ControlResult:
     """Queue a fresh job, with fresh attempts, for every page whose latest job failed."""
     _lock(project.pk)
     pages = list(failed_pages(project).values_list("pk", flat=True))
     if not pages:
-        return Queued(run=None, count=0)
+        return ControlResult()
     return _queue_pages(project, pages, requested_by)
 
 
 @transaction.atomic
-def queue_page(*, page: Page, requested_by=None, regenerate: bool = False) -> Queued:
+def queue_page(*, page: Page, requested_by=None, regenerate: bool = False) -> ControlResult:
     """Queue one job for a page that has none active: a missing page (retry), or with
     regenerate, also a complete one, whose picture stays until the new one is complete."""
     _lock(page.project_id)
     jobs = page.illustrations.all()
     if jobs.filter(status__in=ACTIVE_STATUSES).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     if not regenerate and jobs.filter(status=Status.COMPLETE).exists():
-        return Queued(run=None, count=0)
+        return ControlResult()
     return _queue_pages(page.project, [page.pk], requested_by)
 
 
 @transaction.atomic
-def prioritize(*, page: Page, requested_by=None) -> bool:
+def prioritize(*, page: Page, requested_by=None) -> ControlResult:
     """Move the page's job to the front of its run, queuing one if the page is missing.
-    Return whether the page is now first in line."""
-    job = page.illustrations.filter(status=Status.QUEUED).first()
+    The result counts 1 when the page is now first in line."""
+    job = page.illustrations.select_related("run").filter(status=Status.QUEUED).first()
     if job is None:
         if not queue_page(page=page, requested_by=requested_by).count:
-            return False
-        job = page.illustrations.get(status=Status.QUEUED)
+            return ControlResult()
+        job = page.illustrations.select_related("run").get(status=Status.QUEUED)
     top = (
         Illustration.objects.filter(run_id=job.run_id, status=Status.QUEUED)
         .order_by("-priority")
@@ -256,7 +222,7 @@ def prioritize(*, page: Page, requested_by=None) -> bool:
     updated = Illustration.objects.filter(pk=job.pk, status=Status.QUEUED).update(
         priority=top + 1, updated_at=Now()
     )
-    return bool(updated)
+    return ControlResult(run=job.run, count=updated)
 
 
 @transaction.atomic
@@ -296,11 +262,25 @@ def write_story(
 
 
 @transaction.atomic
-def stop(*, project: Project) -> Run | None:
+def create_story_project(
+    *, owner, title: str, premise: str, pages: int, style_guide: str = "", audience: str = ""
+) -> Project:
+    """Create a project whose pages a text service writes from the premise, with its story
+    phase queued; return it. Raise StoryNotPossible, leaving no project behind, when the
+    story cannot start."""
+    project = create_project(owner=owner, title=title, style_guide=style_guide)
+    write_story(
+        project=project, premise=premise, audience=audience, pages=pages, requested_by=owner
+    )
+    return project
+
+
+@transaction.atomic
+def stop(*, project: Project) -> ControlResult:
     """Stop the open run: calls in flight finish, queued jobs are canceled, work is kept."""
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
     if run is None:
-        return None
+        return ControlResult()
     working = False
     for kind in KINDS.values():
         jobs = kind.model.objects.filter(run=run)
@@ -309,22 +289,22 @@ def stop(*, project: Project) -> Run | None:
     run.state = Run.State.STOPPING if working else Run.State.STOPPED
     run.finished_at = None if working else db_now()
     run.save()
-    return run
+    return ControlResult(run=run)
 
 
 @transaction.atomic
-def pause(*, project: Project) -> Run | None:
+def pause(*, project: Project) -> ControlResult:
     """Pause the running run: calls in flight finish, the queue is kept for Resume."""
     run = Run.objects.select_for_update().filter(project=project, state=Run.State.RUNNING).first()
     if run is None:
-        return None
+        return ControlResult()
     run.state = Run.State.PAUSED
     run.save()
-    return run
+    return ControlResult(run=run)
 
 
 @transaction.atomic
-def resume(*, project: Project) -> Run | None:
+def resume(*, project: Project) -> ControlResult:
     """Resume a paused or halted run: the same missing pages continue where they were."""
     run = (
         Run.objects.select_for_update()
@@ -332,10 +312,10 @@ def resume(*, project: Project) -> Run | None:
         .first()
     )
     if run is None:
-        return None
+        return ControlResult()
     _set_running(run)
     _enqueue_on_commit(run, _queued_counts(run))
-    return run
+    return ControlResult(run=run, resumed=True)
 
 
 # --- repair --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from generation.selectors import with_progress
 
 from . import services as studio_services
 from .models import Page, Project
+from .text import plural
 
 
 class PageInline(admin.TabularInline):
@@ -32,10 +33,6 @@ class RunStateFilter(admin.SimpleListFilter):
         return queryset
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = [
@@ -45,6 +42,7 @@ class ProjectAdmin(admin.ModelAdmin):
         "illustrated",
         "missing",
         "failed",
+        "cost",
         "run_state",
         "created_at",
     ]
@@ -101,49 +99,37 @@ class ProjectAdmin(admin.ModelAdmin):
 
     @admin.action(description="Generate missing illustrations")
     def generate_missing(self, request, queryset):
-        results = [
-            services.generate_missing(project=p, requested_by=request.user) for p in queryset
-        ]
-        queued = sum(r.count for r in results)
-        projects = sum(1 for r in results if r.count)
-        self.message_user(
-            request,
-            f"Queued {_plural(queued, 'illustration')} across {_plural(projects, 'project')}.",
-        )
+        self._queue_each(request, queryset, services.generate_missing, "Queued", "illustration")
 
     @admin.action(description="Generate missing clips")
     def generate_missing_clips(self, request, queryset):
-        results = [
-            services.generate_missing_clips(project=p, requested_by=request.user) for p in queryset
-        ]
-        queued = sum(r.count for r in results)
-        projects = sum(1 for r in results if r.count)
-        self.message_user(
-            request, f"Queued {_plural(queued, 'clip')} across {_plural(projects, 'project')}."
-        )
+        self._queue_each(request, queryset, services.generate_missing_clips, "Queued", "clip")
 
     @admin.action(description="Retry failed illustrations")
     def retry_failed(self, request, queryset):
-        results = [services.retry_failed(project=p, requested_by=request.user) for p in queryset]
+        self._queue_each(
+            request, queryset, services.retry_failed, "Retrying", "failed illustration"
+        )
+
+    def _queue_each(self, request, queryset, control, verb: str, word: str) -> None:
+        results = [control(project=p, requested_by=request.user) for p in queryset]
         queued = sum(r.count for r in results)
         projects = sum(1 for r in results if r.count)
         self.message_user(
-            request,
-            f"Retrying {_plural(queued, 'failed illustration')} across "
-            f"{_plural(projects, 'project')}.",
+            request, f"{verb} {plural(queued, word)} across {plural(projects, 'project')}."
         )
 
     @admin.action(description="Stop generation")
     def stop(self, request, queryset):
-        stopped = sum(1 for p in queryset if services.stop(project=p) is not None)
-        self.message_user(request, f"Stopped {_plural(stopped, 'run')}.", messages.WARNING)
+        stopped = sum(1 for p in queryset if services.stop(project=p).run is not None)
+        self.message_user(request, f"Stopped {plural(stopped, 'run')}.", messages.WARNING)
 
     @admin.action(description="Pause generation")
     def pause(self, request, queryset):
-        paused = sum(1 for p in queryset if services.pause(project=p) is not None)
-        self.message_user(request, f"Paused {_plural(paused, 'run')}.", messages.WARNING)
+        paused = sum(1 for p in queryset if services.pause(project=p).run is not None)
+        self.message_user(request, f"Paused {plural(paused, 'run')}.", messages.WARNING)
 
     @admin.action(description="Resume paused or halted generation")
     def resume(self, request, queryset):
-        resumed = sum(1 for p in queryset if services.resume(project=p) is not None)
-        self.message_user(request, f"Resumed {_plural(resumed, 'run')}.")
+        resumed = sum(1 for p in queryset if services.resume(project=p).run is not None)
+        self.message_user(request, f"Resumed {plural(resumed, 'run')}.")

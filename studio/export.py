@@ -12,11 +12,13 @@ import zipfile
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db.models import Sum
 from django.utils import timezone
+from django.utils.text import slugify
 from PIL import Image, ImageDraw, ImageFont
 
 from generation.models import Illustration
@@ -80,7 +82,7 @@ def run_export(export: Export) -> None:
     with tempfile.TemporaryDirectory(prefix="studio-export-") as work:
         path = Path(work) / ("book.zip" if export.format == Export.Format.ZIP else "book.pdf")
         missing = build(export, path)
-        name = f"{slug(project.title)}.{export.format}"
+        name = f"{slugify(project.title)[:60].strip('-') or 'book'}.{export.format}"
         with path.open("rb") as built:
             export.file.save(name, File(built), save=False)
     Export.objects.filter(pk=export.pk).update(
@@ -90,11 +92,6 @@ def run_export(export: Export) -> None:
         pages_done=total,
         finished_at=timezone.now(),
     )
-
-
-def slug(title: str) -> str:
-    cleaned = "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-")
-    return "-".join(part for part in cleaned.split("-") if part)[:60] or "book"
 
 
 def _progress(export: Export, done: int, every: int = 10) -> None:
@@ -265,7 +262,7 @@ def _draw_text(canvas, text, style, x, width, *, top, bottom) -> None:
     """Draw the page text under the picture, smaller when it is long, so it always fits."""
     from reportlab.platypus import Paragraph
 
-    markup = _escape(text).replace("\n", "<br/>")
+    markup = escape(text).replace("\n", "<br/>")
     for size in (12, 10, 8, 6):
         style.fontSize, style.leading = size, size * 1.3
         paragraph = Paragraph(markup, style)
@@ -273,7 +270,3 @@ def _draw_text(canvas, text, style, x, width, *, top, bottom) -> None:
         if needed <= top - bottom or size == 6:
             paragraph.drawOn(canvas, x, max(bottom, top - needed))
             return
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,5 +1,5 @@
-"""Stored files and their owners: which files a project or page owns, deleting them once
-the rows are gone, and finding the files no row owns.
+"""Stored files: answering them to a browser, which files a project or page owns, deleting
+them once the rows are gone, and finding the files no row owns.
 
 Names: illustrations/<project>/<hex>.png with its thumbnail <hex>.thumb.webp beside it,
 clips/<project>/<hex>.<ext>, exports/<project>/<hex>/<title>.<ext>. Only the Storage API
@@ -11,8 +11,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.http import FileResponse, HttpResponse
 
 from generation.models import Clip, Illustration
 from generation.thumbnails import thumbnail_name
@@ -172,3 +174,22 @@ def _named_elsewhere(candidates: list[str]) -> set[str]:
             )
     thumbnails = {thumbnail_name(name) for name in named}
     return named | (thumbnails & set(candidates))
+
+
+def private_file(name: str, content_type: str) -> HttpResponse:
+    """Answer with a stored file the caller has already checked access to.
+
+    With STUDIO_SENDFILE_HEADER set, the web server sends the file (nginx X-Accel-Redirect
+    to an internal location, or Apache X-Sendfile); otherwise Django streams it.
+    """
+    header = settings.STUDIO_SENDFILE_HEADER
+    if header == "X-Accel-Redirect":
+        response = HttpResponse(content_type=content_type)
+        response[header] = settings.STUDIO_SENDFILE_PREFIX.rstrip("/") + "/" + name
+    elif header == "X-Sendfile":
+        response = HttpResponse(content_type=content_type)
+        response[header] = default_storage.path(name)
+    else:
+        response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
+    response["Cache-Control"] = "private, max-age=86400"
+    return response

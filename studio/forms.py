@@ -1,6 +1,6 @@
 from django import forms
 
-from generation.services import MAX_STORY_PAGES
+from generation.story import MAX_STORY_PAGES
 
 from .manuscript import ManuscriptError, decode_manuscript, parse_manuscript
 from .models import Export, Page, Project

@@ -7,24 +7,22 @@ control answer with the header and the cards that changed, as out-of-band swaps.
 
 from datetime import datetime, timedelta
 
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.core.files.storage import default_storage
-from django.db import transaction
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
-from generation import limits, pricing, selectors, services, thumbnails
+from generation import selectors, services, thumbnails
 from generation.clock import db_now
 from generation.models import ACTIVE_STATUSES, Clip, Illustration, Run
-from generation.providers import get_provider, text_provider_configured
 
+from . import review
 from . import services as studio_services
+from .files import private_file
 from .forms import (
     ExportForm,
     ManuscriptForm,
@@ -35,6 +33,7 @@ from .forms import (
     PromptForm,
 )
 from .models import Export, Page, Project
+from .text import plural
 
 TEMPLATE = "studio/project_detail.html"
 # Changes are re-sent for a moment past the cursor, so a write whose timestamp came from
@@ -55,32 +54,9 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
 
 
 def _header_context(project: Project) -> dict:
-    progress = selectors.project_progress(project)
-    run = selectors.latest_run(project)
-    provider = get_provider()
-    model = getattr(provider, "model", "")
-    price = pricing.price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
-    return {
-        "project": project,
-        "progress": progress,
-        "run": run,
-        "spend": selectors.spend(project, run),
-        "clips": selectors.clip_progress(project, progress),
-        "price": price,
-        "estimate": None if price is None else price * progress.missing,
-        "provider_state": limits.provider_state(limits.provider_key(provider.name, model)),
-        "polling": progress.busy
-        or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
-        # The database's clock, which stamps every change the poll looks for.
-        "cursor": db_now().timestamp(),
-    }
-
-
-def _cards(project: Project, context: dict, pages=None) -> list:
-    # "Exists" means kept from before the latest run that drew pictures (a run that only
-    # made clips leaves the pictures as they were).
-    latest = selectors.latest_illustration_run_id(project)
-    return selectors.page_cards(project, pages=pages, latest_run_id=latest)
+    header = selectors.review_header(project)
+    # The cursor is the database's clock, which stamps every change the poll looks for.
+    return {"project": project, **vars(header), "cursor": db_now().timestamp()}
 
 
 def _since(request: HttpRequest) -> datetime:
@@ -106,7 +82,7 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
-        context["cards"] = _cards(project, context, pages=pages)
+        context["cards"] = review.page_cards(project, pages=pages)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
     status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
@@ -122,17 +98,21 @@ def _after_action(request, project: Project, *, message: str, level: str, starte
     return trigger_client_event(response, "toast", {"level": level, "message": message})
 
 
-def _act(request, project: Project, action, *, done, not_done: str) -> HttpResponse:
-    """Run a service call; toast done(count) when it did something, else not_done."""
+def _control(request, project: Project, action, say) -> HttpResponse:
+    """Run a control service and answer with what it changed and a toast: say(result)
+    returns the toast's message and level."""
     started = db_now()
-    result = action()
-    count = int(result) if isinstance(result, bool | int) else result.count
-    message, level = (done(count), "success") if count else (not_done, "info")
+    message, level = say(action())
     return _after_action(request, project, message=message, level=level, started=started)
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+def _if_queued(done, nothing: str):
+    """Return the say() of a control that queues: done(count) when it did, else nothing."""
+
+    def say(result: services.ControlResult) -> tuple[str, str]:
+        return (done(result.count), "success") if result.count else (nothing, "info")
+
+    return say
 
 
 # --- pages -------------------------------------------------------------------------------
@@ -171,11 +151,11 @@ def project_create(request: HttpRequest) -> HttpResponse:
                 pages=pages,
             )
             messages.success(
-                request, f"Created “{project.title}” with {_plural(len(pages), 'page')}."
+                request, f"Created “{project.title}” with {plural(len(pages), 'page')}."
             )
             return redirect(project)
     status = 422 if request.method == "POST" and form.errors else 200
-    context = {"form": form, "preview": preview, "text_provider": text_provider_configured()}
+    context = {"form": form, "preview": preview, "text_provider": selectors.story_phase_available()}
     return render(request, "studio/project_create.html", context, status=status)
 
 
@@ -184,26 +164,23 @@ def project_create(request: HttpRequest) -> HttpResponse:
 def project_create_premise(request: HttpRequest) -> HttpResponse:
     """A new project whose pages a text service writes from a premise (the story phase)."""
     form = PremiseForm(request.POST or None)
-    configured = text_provider_configured()
+    configured = selectors.story_phase_available()
     if request.method == "POST" and configured and form.is_valid():
         data = form.cleaned_data
         try:
-            with transaction.atomic():  # no project is left behind if the story cannot start
-                project = studio_services.create_project(
-                    owner=request.user, title=data["title"], style_guide=data["style_guide"]
-                )
-                services.write_story(
-                    project=project,
-                    premise=data["premise"],
-                    audience=data["audience"],
-                    pages=data["page_count"],
-                    requested_by=request.user,
-                )
+            project = services.create_story_project(
+                owner=request.user,
+                title=data["title"],
+                style_guide=data["style_guide"],
+                premise=data["premise"],
+                audience=data["audience"],
+                pages=data["page_count"],
+            )
         except services.StoryNotPossible as refusal:
             form.add_error(None, str(refusal))
         else:
             messages.success(
-                request, f"Writing “{project.title}”: {_plural(data['page_count'], 'page')}."
+                request, f"Writing “{project.title}”: {plural(data['page_count'], 'page')}."
             )
             return redirect("project-generating", pk=project.pk)
     status = 422 if request.method == "POST" else 200
@@ -324,7 +301,7 @@ def _outdated_note(page: Page) -> str:
 def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
     context = _header_context(project)
-    context["cards"] = _cards(project, context)
+    context["cards"] = review.page_cards(project)
     return render(request, TEMPLATE, context)
 
 
@@ -344,7 +321,7 @@ def project_generating(request: HttpRequest, pk: int) -> HttpResponse:
     story = project.story_jobs.select_related("run").order_by("-created_at", "-pk").first()
     context.update(
         header_only=True,
-        text_provider=text_provider_configured(),
+        text_provider=selectors.story_phase_available(),
         story=story,
         story_polling=story is not None and story.status in ACTIVE_STATUSES,
     )
@@ -364,27 +341,31 @@ def project_generating(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = db_now()
-    queued = services.generate_missing(project=project, requested_by=request.user)
-    if queued.count:
-        message, level = f"Queued {_plural(queued.count, 'illustration')}.", "success"
-    elif queued.resumed:
-        message, level = "Resumed: the missing pages were already queued.", "success"
-    else:
-        message, level = "Nothing to queue: every page is illustrated or on its way.", "info"
-    return _after_action(request, project, message=message, level=level, started=started)
+
+    def say(queued: services.ControlResult) -> tuple[str, str]:
+        if queued.count:
+            return f"Queued {plural(queued.count, 'illustration')}.", "success"
+        if queued.resumed:
+            return "Resumed: the missing pages were already queued.", "success"
+        return "Nothing to queue: every page is illustrated or on its way.", "info"
+
+    return _control(
+        request,
+        project,
+        lambda: services.generate_missing(project=project, requested_by=request.user),
+        say,
+    )
 
 
 @login_required
 @require_POST
 def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    return _act(
+    return _control(
         request,
         project,
         lambda: services.retry_failed(project=project, requested_by=request.user),
-        done=lambda n: f"Retrying {_plural(n, 'failed page')}.",
-        not_done="No failed pages to retry.",
+        _if_queued(lambda n: f"Retrying {plural(n, 'failed page')}.", "No failed pages to retry."),
     )
 
 
@@ -392,40 +373,43 @@ def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_stop(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = db_now()
-    run = services.stop(project=project)
-    if run is None:
-        message, level = "Nothing is running.", "info"
-    elif run.state == Run.State.STOPPING:
-        message, level = (
-            "Stopping: the images being drawn now will finish; the rest waits.",
-            "warning",
-        )
-    else:
-        message, level = "Stopped. Completed illustrations are kept.", "warning"
-    return _after_action(request, project, message=message, level=level, started=started)
+
+    def say(stopped: services.ControlResult) -> tuple[str, str]:
+        if stopped.run is None:
+            return "Nothing is running.", "info"
+        if stopped.run.state == Run.State.STOPPING:
+            return "Stopping: the images being drawn now will finish; the rest waits.", "warning"
+        return "Stopped. Completed illustrations are kept.", "warning"
+
+    return _control(request, project, lambda: services.stop(project=project), say)
 
 
 @login_required
 @require_POST
 def project_pause(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = db_now()
-    run = services.pause(project=project)
-    message, level = (
-        ("Paused. Press Resume to continue.", "warning") if run else ("Nothing to pause.", "info")
+    return _control(
+        request,
+        project,
+        lambda: services.pause(project=project),
+        lambda paused: (
+            ("Paused. Press Resume to continue.", "warning")
+            if paused.run
+            else ("Nothing to pause.", "info")
+        ),
     )
-    return _after_action(request, project, message=message, level=level, started=started)
 
 
 @login_required
 @require_POST
 def project_resume(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    started = db_now()
-    run = services.resume(project=project)
-    message, level = ("Resumed.", "success") if run else ("Nothing to resume.", "info")
-    return _after_action(request, project, message=message, level=level, started=started)
+    return _control(
+        request,
+        project,
+        lambda: services.resume(project=project),
+        lambda resumed: ("Resumed.", "success") if resumed.run else ("Nothing to resume.", "info"),
+    )
 
 
 # --- page controls ---------------------------------------------------------------------
@@ -435,12 +419,14 @@ def project_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def page_retry(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    return _act(
+    return _control(
         request,
         page.project,
         lambda: services.queue_page(page=page, requested_by=request.user),
-        done=lambda n: f"Page {page.number} queued.",
-        not_done=f"Page {page.number} is already illustrated or on its way.",
+        _if_queued(
+            lambda n: f"Page {page.number} queued.",
+            f"Page {page.number} is already illustrated or on its way.",
+        ),
     )
 
 
@@ -448,14 +434,17 @@ def page_retry(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def page_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    return _act(
+    return _control(
         request,
         page.project,
         lambda: services.queue_page(page=page, requested_by=request.user, regenerate=True),
-        done=lambda n: (
-            f"Page {page.number} will be drawn again; its picture stays until the new one is done."
+        _if_queued(
+            lambda n: (
+                f"Page {page.number} will be drawn again; "
+                "its picture stays until the new one is done."
+            ),
+            f"Page {page.number} is already on its way.",
         ),
-        not_done=f"Page {page.number} is already on its way.",
     )
 
 
@@ -463,12 +452,14 @@ def page_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def page_next(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
-    return _act(
+    return _control(
         request,
         page.project,
         lambda: services.prioritize(page=page, requested_by=request.user),
-        done=lambda n: f"Page {page.number} is next in line.",
-        not_done=f"Page {page.number} is not waiting in the queue.",
+        _if_queued(
+            lambda n: f"Page {page.number} is next in line.",
+            f"Page {page.number} is not waiting in the queue.",
+        ),
     )
 
 
@@ -525,25 +516,6 @@ def _owned_image(request: HttpRequest, pk: int) -> Illustration:
     if not illustration.image:
         raise Http404("No image")
     return illustration
-
-
-def private_file(name: str, content_type: str) -> HttpResponse:
-    """Answer with a stored file the caller has already checked access to.
-
-    With STUDIO_SENDFILE_HEADER set, the web server sends the file (nginx X-Accel-Redirect
-    to an internal location, or Apache X-Sendfile); otherwise Django streams it.
-    """
-    header = settings.STUDIO_SENDFILE_HEADER
-    if header == "X-Accel-Redirect":
-        response = HttpResponse(content_type=content_type)
-        response[header] = settings.STUDIO_SENDFILE_PREFIX.rstrip("/") + "/" + name
-    elif header == "X-Sendfile":
-        response = HttpResponse(content_type=content_type)
-        response[header] = default_storage.path(name)
-    else:
-        response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
-    response["Cache-Control"] = "private, max-age=86400"
-    return response
 
 
 @login_required
@@ -615,12 +587,14 @@ def export_download(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_generate_clips(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    return _act(
+    return _control(
         request,
         project,
         lambda: services.generate_missing_clips(project=project, requested_by=request.user),
-        done=lambda n: f"Queued {_plural(n, 'clip')}.",
-        not_done="Nothing to queue: every illustrated page has its clip or one on its way.",
+        _if_queued(
+            lambda n: f"Queued {plural(n, 'clip')}.",
+            "Nothing to queue: every illustrated page has its clip or one on its way.",
+        ),
     )
 
 
@@ -628,12 +602,11 @@ def project_generate_clips(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_retry_failed_clips(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
-    return _act(
+    return _control(
         request,
         project,
         lambda: services.retry_failed_clips(project=project, requested_by=request.user),
-        done=lambda n: f"Retrying {_plural(n, 'failed clip')}.",
-        not_done="No failed clips to retry.",
+        _if_queued(lambda n: f"Retrying {plural(n, 'failed clip')}.", "No failed clips to retry."),
     )
 
 
@@ -642,12 +615,14 @@ def project_retry_failed_clips(request: HttpRequest, pk: int) -> HttpResponse:
 def page_clip(request: HttpRequest, pk: int) -> HttpResponse:
     """Make the page's clip, or make it again (the old one plays until the new is done)."""
     page = _owned_page(request, pk)
-    return _act(
+    return _control(
         request,
         page.project,
         lambda: services.queue_clip(page=page, requested_by=request.user, regenerate=True),
-        done=lambda n: f"Page {page.number}'s clip is on its way.",
-        not_done=f"Page {page.number} needs a picture first, or its clip is already on its way.",
+        _if_queued(
+            lambda n: f"Page {page.number}'s clip is on its way.",
+            f"Page {page.number} needs a picture first, or its clip is already on its way.",
+        ),
     )
 
 

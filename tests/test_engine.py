@@ -243,7 +243,7 @@ def test_stop_cancels_the_queue_keeps_the_work_and_generate_missing_finishes_it(
 
 def test_generate_this_page_next_moves_it_to_the_front(book, fake_openai, drain):
     run = start(book)
-    assert services.prioritize(page=book.pages.get(number=17)) is True
+    assert services.prioritize(page=book.pages.get(number=17)).count == 1
     drain(run.pk, limit=1)
     assert fake_openai.calls[0]["prompt"].startswith("Page 17:")
 

@@ -317,7 +317,7 @@ def test_admin_pages_show_thumbnails_and_keep_attempts_read_only(staff, make_pro
 @pytest.mark.parametrize(
     "model", ["studio_project", "generation_illustration", "generation_generationattempt"]
 )
-def test_admin_lists_cost_the_same_queries_for_5_or_50_rows(staff, make_project, drain, model):
+def test_admin_lists_take_the_same_queries_for_5_or_50_rows(staff, make_project, drain, model):
     def queries_with(projects: int) -> int:
         for _ in range(projects - Project.objects.count()):
             project = make_project(pages=1)
@@ -327,6 +327,19 @@ def test_admin_lists_cost_the_same_queries_for_5_or_50_rows(staff, make_project,
         return len(captured)
 
     assert queries_with(5) == queries_with(50)
+
+
+@pytest.mark.django_db
+def test_the_admin_project_list_shows_what_each_project_spent(
+    staff, make_project, openai_settings, fake_openai, drain
+):
+    paid = make_project(pages=4, title="Paid for")
+    drain(services.generate_missing(project=paid).run.pk)  # 4 × $0.042
+    make_project(pages=2, title="Not started")
+    html = staff.get(reverse("admin:studio_project_changelist")).content.decode()
+    assert '<th scope="col" class="sortable column-cost">' in html
+    rows = re.findall(r'field-title"><a [^>]*>([^<]+)</a>.*?field-cost">([^<]+)<', html, re.S)
+    assert sorted(rows) == [("Not started", "$0.00"), ("Paid for", "$0.17")]
 
 
 @pytest.mark.django_db

@@ -133,6 +133,11 @@ class AuthFailed(ProviderError):
     halts_run = True
 
 
+class StartOver(Transient):
+    """The service's own job for this call ended without a result (it failed, or the
+    service forgot it): the next attempt starts a new job instead of following this one."""
+
+
 class Rejected(ProviderError):
     """The service refused this prompt: this page fails at once, no retries."""
 

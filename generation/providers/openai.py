@@ -12,6 +12,7 @@ import json
 import requests
 from django.conf import settings
 
+from ..story import story_prompt
 from .base import (
     AuthFailed,
     GeneratedImage,
@@ -233,13 +234,6 @@ STORY_INSTRUCTIONS = (
     '{"pages": [{"text": "...", "prompt": "..."}]}: one object per page, in order, where '
     '"text" is what the page says and "prompt" describes its illustration.'
 )
-
-
-def story_prompt(request: StoryRequest) -> str:
-    """Return the user message that asks for exactly request.pages pages."""
-    audience = f" for {request.audience}" if request.audience else ""
-    style = f"\nKeep to this style guide: {request.style_guide}" if request.style_guide else ""
-    return f"Write exactly {request.pages} pages{audience}.\nPremise: {request.premise}{style}"
 
 
 class OpenAITextProvider(OpenAICompatible):

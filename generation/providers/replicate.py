@@ -25,6 +25,7 @@ from .base import (
     ProviderError,
     RateLimited,
     Rejected,
+    StartOver,
     Transient,
     account_key,
     verify_clip,
@@ -44,11 +45,11 @@ TERMINAL_FAILED = {"failed"}
 TERMINAL_CANCELED = {"canceled", "aborted"}
 
 
-class PredictionFailed(Transient):
+class PredictionFailed(StartOver):
     """The service ran the prediction and it failed: the next attempt starts a new one."""
 
 
-class PredictionGone(Transient):
+class PredictionGone(StartOver):
     """The service no longer knows the prediction (expired): start a new one."""
 
 

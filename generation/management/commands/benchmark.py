@@ -35,13 +35,12 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 
 from generation import services
+from generation.management.base import OperatorCommand, table
 from generation.models import GenerationAttempt, Illustration, Run
 from generation.providers.embedded import render_scene
 from generation.providers.fake_server import FakeImageService
 from generation.selectors import project_progress
 from studio.models import Page, Project
-
-from ._common import OperatorCommand
 
 ROOT = Path(__file__).resolve().parents[3]
 BENCH_USER = "benchmark"
@@ -139,7 +138,14 @@ def render_table(report: dict) -> str:
         f"database={report['database']} broker={report['broker']} "
         f"cpus={report['cpus']} C={report['concurrency']}"
     )
-    lines = [head, ""]
+    shown = [
+        {
+            **row,
+            "value": f"{_number(row['value'])} {row['unit']}".strip(),
+            "ok": {True: "yes", False: "NO", None: ""}[row["ok"]],
+        }
+        for row in report["rows"]
+    ]
     columns = [
         ("scenario", "Scenario"),
         ("measure", "Measure"),
@@ -147,20 +153,11 @@ def render_table(report: dict) -> str:
         ("goal", "Goal"),
         ("ok", "Met"),
     ]
-    cells = [[heading for _, heading in columns]]
-    for row in report["rows"]:
-        value = row["value"]
-        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        ok = {True: "yes", False: "NO", None: ""}[row["ok"]]
-        cells.append(
-            [row["scenario"], row["measure"], f"{shown} {row['unit']}".strip(), row["goal"], ok]
-        )
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    for n, line in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return f"{head}\n\n{table(shown, columns)}"
+
+
+def _number(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def row(scenario, measure, value, unit="", goal="", ok=None) -> dict:
@@ -310,12 +307,12 @@ class Bench:
         # What the studio spends per illustration when the service costs nothing: the gap
         # between one completion and the next, across all workers.
         ends = [started] + [job.finished_at for job in jobs]
-        gaps = sorted((b - a).total_seconds() * 1000 for a, b in zip(ends, ends[1:], strict=False))
+        gaps = [(b - a).total_seconds() * 1000 for a, b in zip(ends, ends[1:], strict=False)]
         # And inside one worker: from its claim to the job's completion, minus the call.
-        inside = sorted(
+        inside = [
             (job.finished_at - job.started_at).total_seconds() * 1000 - calls[job.pk]
             for job in jobs
-        )
+        ]
         elapsed = (jobs[-1].finished_at - started).total_seconds()
         rate = pages / elapsed
         median = statistics.median(gaps)
@@ -330,7 +327,7 @@ class Bench:
                 "≤ 10" if judged else "",
                 median <= 10 if judged else None,
             ),
-            row("overhead", "cost per illustration, p95", percentile(gaps, 95), "ms"),
+            row("overhead", "cost per illustration, p95", p95(gaps), "ms"),
             row(
                 "overhead",
                 f"throughput, {workers} workers",
@@ -345,7 +342,7 @@ class Bench:
                 statistics.median(inside),
                 "ms",
             ),
-            row("overhead", "claim to complete minus the call, p95", percentile(inside, 95), "ms"),
+            row("overhead", "claim to complete minus the call, p95", p95(inside), "ms"),
         ]
 
     def halt(self, options) -> list[dict]:
@@ -484,26 +481,21 @@ class Bench:
                     client.get, poll, {"since": since}, headers={"HX-Request": "true"}
                 )
             big = pages == size
-            rows += [
-                row(
-                    "pages",
-                    f"review page, {pages} pages",
-                    review_ms,
-                    "ms",
-                    "≤ 150" if big else "",
-                    review_ms <= 150 if big else None,
-                ),
-                row("pages", f"review page queries, {pages} pages", review_q),
-                row(
-                    "pages",
-                    f"poll, {pages} pages",
-                    poll_ms,
-                    "ms",
-                    "≤ 30" if big else "",
-                    poll_ms <= 30 if big else None,
-                ),
-                row("pages", f"poll queries, {pages} pages", poll_q),
-            ]
+            for name, ms, queries, goal in (
+                ("review page", review_ms, review_q, 150),
+                ("poll", poll_ms, poll_q, 30),
+            ):
+                rows += [
+                    row(
+                        "pages",
+                        f"{name}, {pages} pages",
+                        ms,
+                        "ms",
+                        f"≤ {goal}" if big else "",
+                        ms <= goal if big else None,
+                    ),
+                    row("pages", f"{name} queries, {pages} pages", queries),
+                ]
         constant = rows[1]["value"] == rows[5]["value"] and rows[3]["value"] == rows[7]["value"]
         rows.append(row("pages", "queries constant in pages", constant, "", "yes", constant))
         return rows
@@ -598,8 +590,8 @@ class Bench:
         return float(result.stderr.strip().rsplit(" ", 2)[-2])
 
 
-def percentile(values: list[float], p: int) -> float:
-    return values[min(len(values) - 1, int(len(values) * p / 100))]
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1]
 
 
 def measure(get, *args, repeat: int = 15, **kwargs) -> tuple[float, int]:

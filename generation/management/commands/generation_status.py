@@ -1,6 +1,12 @@
 import json
 
-from ._common import OperatorCommand, add_project_arguments, chosen_projects, project_status, table
+from generation.management.base import (
+    OperatorCommand,
+    add_project_arguments,
+    chosen_projects,
+    project_status,
+    table,
+)
 
 
 class Command(OperatorCommand):

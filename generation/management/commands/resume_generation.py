@@ -2,11 +2,16 @@ import time
 
 from django.core.management.base import CommandError
 
-from generation import services
+from generation import selectors, services
 from generation.kinds import KINDS
+from generation.management.base import (
+    OperatorCommand,
+    add_project_arguments,
+    chosen_projects,
+    project_status,
+    table,
+)
 from generation.models import OPEN_RUN_STATES, Run
-
-from ._common import OperatorCommand, add_project_arguments, chosen_projects, project_status, table
 
 ACTIVE_RUN_STATES = (Run.State.RUNNING, Run.State.STOPPING)
 
@@ -71,14 +76,14 @@ class Command(OperatorCommand):
                 raise CommandError("Some pages failed or a run halted; see above.", returncode=1)
 
     @staticmethod
-    def _queue(project, media: str) -> services.Queued:
+    def _queue(project, media: str) -> services.ControlResult:
         """Queue what is missing (which also resumes a halted or paused run)."""
         if media == "clips":
             return services.generate_missing_clips(project=project)
         queued = services.generate_missing(project=project)
         if media == "all":
             clips = services.generate_missing_clips(project=project)
-            return services.Queued(
+            return services.ControlResult(
                 run=clips.run or queued.run,
                 count=queued.count + clips.count,
                 resumed=queued.resumed or clips.resumed,
@@ -96,7 +101,7 @@ class Command(OperatorCommand):
                     "title": project.title,
                     "run": run.state if run else "—",
                     "resume": "yes" if run and run.state != Run.State.RUNNING else "no",
-                    "queue": services.missing_pages(project).count(),
+                    "queue": selectors.missing_pages(project).count(),
                 }
             )
         self.stdout.write(f"Would reclaim {expired} job(s) from expired leases.")

@@ -1,6 +1,11 @@
 from generation import services
-
-from ._common import OperatorCommand, add_project_arguments, chosen_projects, table
+from generation.management.base import (
+    OperatorCommand,
+    add_project_arguments,
+    chosen_projects,
+    table,
+)
+from studio.text import plural
 
 
 class Command(OperatorCommand):
@@ -16,4 +21,4 @@ class Command(OperatorCommand):
             rows.append({"id": project.pk, "title": project.title, "queued": queued.count})
         self.stdout.write(table(rows, [("id", "ID"), ("title", "Title"), ("queued", "Retrying")]))
         total = sum(row["queued"] for row in rows)
-        self.stdout.write(f"Retrying {total} failed page{'' if total == 1 else 's'}.")
+        self.stdout.write(f"Retrying {plural(total, 'failed page')}.")

@@ -1,16 +1,10 @@
 from generation import services
+from generation.management.base import RunControlCommand
 
-from ._common import OperatorCommand, add_project_arguments, chosen_projects
 
-
-class Command(OperatorCommand):
+class Command(RunControlCommand):
     help = "Stop the projects' runs: calls in flight finish, queued pages are canceled."
+    nothing = "nothing to stop"
 
-    def add_arguments(self, parser):
-        add_project_arguments(parser, allow_all=False)
-
-    def handle(self, *args, **options):
-        for project in chosen_projects(options):
-            run = services.stop(project=project)
-            state = run.state if run else "nothing to stop"
-            self.stdout.write(f"Project {project.pk} ({project.title}): {state}")
+    def control(self, project):
+        return services.stop(project=project)

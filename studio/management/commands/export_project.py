@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import CommandError
 
-from generation.management.commands._common import OperatorCommand
+from generation.management.base import OperatorCommand
 from studio.export import run_export
 from studio.models import Export, Project
 

@@ -3,7 +3,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
-from generation.management.commands._common import OperatorCommand
+from generation.management.base import OperatorCommand
 from studio.manuscript import ManuscriptError, decode_manuscript, parse_manuscript
 from studio.services import create_project
 

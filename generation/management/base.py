@@ -21,6 +21,26 @@ class OperatorCommand(BaseCommand):
         return parser
 
 
+class RunControlCommand(OperatorCommand):
+    """A command that applies one control service to each project named with --project and
+    says the state of the run it acted on."""
+
+    nothing = "nothing to do"  # what it says when a project had no run to act on
+
+    def control(self, project: Project):
+        """Return the control service's ControlResult for the project."""
+        raise NotImplementedError
+
+    def add_arguments(self, parser):
+        add_project_arguments(parser, allow_all=False)
+
+    def handle(self, *args, **options):
+        for project in chosen_projects(options):
+            run = self.control(project).run
+            state = run.state if run else self.nothing
+            self.stdout.write(f"Project {project.pk} ({project.title}): {state}")
+
+
 def usage_error(message: str) -> CommandError:
     """Bad usage: exit code 2 with one line."""
     return CommandError(message, returncode=2)

@@ -144,6 +144,19 @@ class Rejected(ProviderError):
     outcome = "rejected"
 
 
+class ConfigError(ProviderError):
+    """The request names something the service does not have or take (a wrong endpoint,
+    an unknown model, an invalid size or quality): every page would fail the same way, so
+    the account halts once, and the message names the setting to fix."""
+
+    outcome = "config"
+    halts_run = True
+
+    def __init__(self, message: str, *, setting: str = "", **details):
+        super().__init__(message, **details)
+        self.setting = setting  # e.g. "STUDIO_IMAGE_MODEL"
+
+
 def parse_size(size: str) -> tuple[int, int]:
     """Return (width, height) from "WxH"; raise ValueError on anything else."""
     width, _, height = size.lower().partition("x")

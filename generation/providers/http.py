@@ -7,6 +7,7 @@ sends a byte now and then must not hold a worker, and its lease, for ever.
 """
 
 import math
+import re
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -134,3 +135,30 @@ def redact(text: object, *secrets: str) -> str:
         if secret:
             text = text.replace(secret, "[redacted]")
     return text
+
+
+# Wording that says the account's money or quota is used up, whatever status and code a
+# gateway put around it: gateways and proxies often pass the upstream's message on but
+# replace its code with their own.
+_OUT_OF_CREDITS = re.compile(
+    r"exceeded your current quota|check your plan and billing|insufficient[_ ](credit|balance|"
+    r"funds|quota)|exhausted[_ ]balance|balance (is )?(exhausted|too low|insufficient)|"
+    r"out of credits?|no credits? (left|remaining)|credit[_ ]balance|add (more )?funds|"
+    r"payment required|billing[_ ](hard[_ ]limit|not[_ ]active)|spend(ing)?[_ ]limit|"
+    r"prepay(ment)? credits",
+    re.IGNORECASE,
+)
+
+
+def says_out_of_credits(*texts: object) -> bool:
+    """Return whether any text says the account's credits, balance, quota or billing is
+    exhausted."""
+    return any(_OUT_OF_CREDITS.search(str(text or "")) for text in texts)
+
+
+def looks_like_html(content: bytes, headers) -> bool:
+    """Return whether a body is an HTML page (a proxy's error page), not the service's own
+    JSON answer."""
+    kind = str(headers.get("content-type") or "").lower()
+    head = content[:512].lstrip().lower()
+    return "html" in kind or head.startswith((b"<!doctype html", b"<html"))

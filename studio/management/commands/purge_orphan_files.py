@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from generation.management.commands._common import OperatorCommand, usage_error
+from generation.management.base import OperatorCommand, usage_error
 from studio import files
 
 

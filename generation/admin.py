@@ -9,8 +9,8 @@ from django.utils.html import format_html
 from studio.files import private_file
 from studio.text import plural
 
-from . import services, thumbnails
-from .models import Clip, GenerationAttempt, Illustration, ProviderGate, Run, StoryJob
+from . import accounts, services, thumbnails
+from .models import Clip, GenerationAttempt, Illustration, ProviderAccount, Run, StoryJob
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -147,7 +147,7 @@ class RunAdmin(admin.ModelAdmin):
     search_fields = ["project__title", "message"]
     list_select_related = ["project"]
     raw_id_fields = ["project", "requested_by"]
-    readonly_fields = ["state", "halt_reason", "message", "consecutive_failures"]
+    readonly_fields = ["state", "halt_reason", "message", "halted_account"]
 
 
 class StoryAttemptInline(AttemptInline):
@@ -166,18 +166,47 @@ class StoryJobAdmin(admin.ModelAdmin):
 admin.site.site_header = "Illustration Studio operations"
 
 
-@admin.register(ProviderGate)
-class ProviderGateAdmin(admin.ModelAdmin):
-    """The image services' state as every worker sees it: ok, or cooling down and why."""
+@admin.register(ProviderAccount)
+class ProviderAccountAdmin(admin.ModelAdmin):
+    """Provider accounts as every worker sees them: ok, cooling down until a time, or
+    halted (out of credits, key refused, configuration, outage) with the next probe."""
 
-    list_display = ["key", "state", "cooldown_until", "cooldown_reason"]
-    readonly_fields = ["key", "tokens", "refilled_at", "cooldown_until", "cooldown_reason"]
+    list_display = ["label", "state_shown", "reason", "failures_in_row", "next_probe_at"]
+    list_filter = ["state", "reason"]
+    readonly_fields = [
+        "key",
+        "provider",
+        "endpoint",
+        "state",
+        "reason",
+        "message",
+        "cooldown_until",
+        "cooldown_reason",
+        "failures_in_row",
+        "next_probe_at",
+        "probes",
+        "halted_at",
+    ]
+    exclude = ["probe_by", "probe_started_at"]
+    actions = ["resume"]
 
     @admin.display(description="State")
-    def state(self, gate):
-        if gate.cooldown_until and gate.cooldown_until > timezone.now():
-            return f"cooling down until {timezone.localtime(gate.cooldown_until):%H:%M:%S}"
-        return "ok"
+    def state_shown(self, account):
+        state = accounts.state_of(account.key)
+        if state["state"] == "cooling":
+            return f"cooling down until {timezone.localtime(state['until']):%H:%M:%S}"
+        if state["state"] == "halted" and state["until"]:
+            return f"halted (next probe {timezone.localtime(state['until']):%H:%M:%S})"
+        return state["state"]
+
+    @admin.action(description="Resume: clear the halt and continue every run it halted")
+    def resume(self, request, queryset):
+        resumed = [services.resume_account(account.key) for account in queryset]
+        self.message_user(
+            request,
+            f"Resumed {plural(len(queryset), 'account')}, continuing "
+            f"{plural(sum(resumed), 'run')}.",
+        )
 
     def has_add_permission(self, request):
         return False

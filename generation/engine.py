@@ -17,11 +17,11 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Now
-from tenacity import Retrying, retry_if_exception, stop_after_attempt
+from tenacity import Retrying, retry_if_exception
 
-from . import ledger
+from . import accounts, ledger
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
 from .limits import BudgetReached, Gate, provider_key
@@ -36,6 +36,7 @@ from .models import (
     run_is,
 )
 from .pricing import money
+from .providers import account_of
 from .providers.base import ProviderError, RateLimited, Transient
 from .retry import Interrupted, RetryPolicy, is_retryable
 
@@ -46,25 +47,35 @@ Outcome = GenerationAttempt.Outcome
 
 HALT_MESSAGES = {
     Run.HaltReason.OUT_OF_CREDITS: (
-        "The {service} says the account is out of credits{status}. Add credits, then press Resume."
+        "The {service} ({provider}) says the account is out of credits{status}. Add credits, "
+        "then press Resume."
     ),
     Run.HaltReason.AUTH: (
-        "The {service} refused the API key{status}. Check OPENAI_API_KEY, then press Resume."
+        "The {service} ({provider}) refused the API key{status}. Check {key_setting}, then "
+        "press Resume."
     ),
     Run.HaltReason.OUTAGE: (
-        "The {service} failed {count} times in a row{status}; it looks like an outage. "
-        "Press Resume when it is back."
+        "The {service} ({provider}) failed {count} times in a row{status}; it looks like an "
+        "outage. The studio tries one page again by itself in a moment, or press Resume "
+        "when it is back."
     ),
+    Run.HaltReason.CONFIG: "{detail} Fix {setting}, then press Resume.",
 }
+
+
+class OutOfPatience(ProviderError):
+    """The service kept answering "rate limited" for longer than STUDIO_RATE_LIMIT_PATIENCE."""
+
+    outcome = "rate_limited"
 
 
 class Deferred(Exception):
     """The service asked for a longer wait than a worker should sleep: the job goes back to
     the queue with the time of its next try, and the sweep hands it out when it is due."""
 
-    def __init__(self, error: ProviderError):
-        super().__init__(error.message)
-        self.error = error
+    def __init__(self, seconds: float, message: str = ""):
+        super().__init__(message)
+        self.seconds = seconds
 
 
 def new_worker_id() -> str:
@@ -110,27 +121,71 @@ def settle_run(run_id: int) -> None:
         Run.objects.filter(pk=run_id).update(state=state, finished_at=Now(), updated_at=Now())
 
 
-def halt_run(
-    run_id: int,
-    *,
-    reason: str,
-    error: ProviderError | None,
-    count: int = 0,
-    service: str = "image service",
-    message: str = "",
-) -> bool:
+def halt_message(reason: str, error: ProviderError | None, *, provider, service: str, count=0):
+    """Return the banner for a halt: what happened, which service, which setting to fix."""
+    status = f" (HTTP {error.http_status})" if error is not None and error.http_status else ""
+    message = HALT_MESSAGES[reason].format(
+        status=status,
+        count=count,
+        service=service,
+        provider=getattr(provider, "name", "?"),
+        key_setting=getattr(provider, "key_setting", "the API key setting"),
+        detail=error.message if error is not None else "",
+        setting=getattr(error, "setting", "") or "the service's settings",
+    )
+    if error is not None and error.message and reason != Run.HaltReason.CONFIG:
+        message += f" The service said: {error.message}"
+    return message[:2000]
+
+
+def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bool:
     """Halt a running run for a reason retrying cannot fix. Return whether this call halted it."""
-    if not message:
-        status = f" (HTTP {error.http_status})" if error is not None and error.http_status else ""
-        message = HALT_MESSAGES[reason].format(status=status, count=count, service=service)
-        if error is not None and error.message:
-            message += f" The service said: {error.message}"
     halted = Run.objects.filter(pk=run_id, state=Run.State.RUNNING).update(
-        state=Run.State.HALTED, halt_reason=reason, message=message, updated_at=Now()
+        state=Run.State.HALTED,
+        halt_reason=reason,
+        message=message,
+        halted_account=account,
+        updated_at=Now(),
     )
     if halted:
         logger.warning("Run %s halted (%s): %s", run_id, reason, message)
     return bool(halted)
+
+
+def kinds_on_account(key: str) -> list[JobKind]:
+    """Return the kinds of job whose service calls go to the account."""
+    found = []
+    for kind in KINDS.values():
+        try:
+            provider = kind.provider()
+        except LookupError:
+            continue
+        if account_of(provider) == key:
+            found.append(kind)
+    return found
+
+
+def halt_account(key: str, *, reason: str, message: str, provider=None) -> int:
+    """Halt the account and every running run with work for it. Return runs halted."""
+    accounts.halt(
+        key,
+        reason=reason,
+        message=message,
+        provider=getattr(provider, "name", ""),
+        endpoint=getattr(provider, "base_url", ""),
+    )
+    waiting = Q()
+    for kind in kinds_on_account(key):
+        waiting |= Exists(kind.model.objects.filter(run=OuterRef("pk"), status__in=ACTIVE_STATUSES))
+    if not waiting:
+        return 0
+    return Run.objects.filter(waiting, state=Run.State.RUNNING).update(
+        state=Run.State.HALTED,
+        halt_reason=reason,
+        message=message,
+        halted_account=key,
+        updated_at=Now(),
+    )
 
 
 class Heartbeat:
@@ -238,11 +293,6 @@ class JobWorker:
 
     # --- working --------------------------------------------------------------------
 
-    @property
-    def failures_seen(self) -> bool:
-        """Whether the run may count transient failures in a row that a success resets."""
-        return self.job.run.consecutive_failures > 0 or self.job.attempts_made > 0
-
     def work(self, job: Job) -> None:
         """Call the service until the job completes, fails, or is interrupted."""
         self.job = job
@@ -259,12 +309,13 @@ class JobWorker:
             lease=self.lease,
             clock=self.clock,
         )
+        self.account = account_of(self.provider)
         self.attempt_number = job.last_attempt or 0
         if self.attempt_number:
             self.repeat_key = self._unconfirmed_key()
-        remaining = max(1, self.policy.max_attempts - job.attempts_made)
         retrying = Retrying(
-            stop=stop_after_attempt(remaining),
+            # Only counted attempts end the tries: a rate limit waits, it does not fail.
+            stop=lambda state: self.job.attempts_made >= self.policy.max_attempts,
             wait=self.policy.wait,
             retry=retry_if_exception(is_retryable),
             before_sleep=self._mark_retrying,
@@ -277,15 +328,12 @@ class JobWorker:
             self._release()
             return
         except Deferred as deferred:
-            self._defer(deferred.error)
+            self._defer(deferred.seconds)
             return
         except ProviderError as error:
             self._fail(error)
             return
-        if self._keep(result) and self.failures_seen:
-            Run.objects.filter(pk=self.job.run_id, consecutive_failures__gt=0).update(
-                consecutive_failures=0
-            )
+        self._keep(result)
 
     def _unconfirmed_key(self) -> str:
         """Return the key of the job's last call if the service may have charged it
@@ -309,7 +357,6 @@ class JobWorker:
             halt_run(
                 self.job.run_id,
                 reason=Run.HaltReason.STORAGE,
-                error=None,
                 message=(
                     f"The studio could not save a picture it had received and paid for "
                     f"({type(error).__name__}: {error}). Free disk space or fix the storage "
@@ -330,6 +377,7 @@ class JobWorker:
         self.recorded = {}
         if not started:
             raise Interrupted()
+        probing = self._admit()
         slot = self._take_slot()
         try:
             self.attempt_number += 1
@@ -365,22 +413,53 @@ class JobWorker:
                 self._record(attempt, started, error=error)
                 if error.maybe_paid:
                     self.repeat_key = key
-                if isinstance(error, RateLimited) and error.retry_after:
-                    # Every worker waits, not only this one.
-                    self.gate.cool_down(error.retry_after, error.message)
-                self._after_failure(error)
-                if self._should_defer(error):
-                    raise Deferred(error) from error
+                self._after_failure(error, probing=probing)
                 raise
             except Exception as error:  # a bug or an unexpected library error: still one row
                 wrapped = Transient(f"unexpected error: {error!r}")
                 self._record(attempt, started, error=wrapped)
-                self._after_failure(wrapped)
+                self._after_failure(wrapped, probing=probing)
                 raise wrapped from error
             self._record(attempt, started, result=result)
+            self._after_success(probing=probing)
             return result
         finally:
             Gate.release(slot)
+
+    def _admit(self) -> bool:
+        """Wait for the account to allow a call: a short cool-down is waited out here, a
+        long one gives the job back with its next-try time; a halted account halts this run
+        too. Return whether this call is the probe of a downed account."""
+        while True:
+            admission = accounts.admit(self.account, worker_id=self.id)
+            if admission.verdict == "go":
+                return False
+            if admission.verdict == "probe":
+                return True
+            if admission.verdict == "halted":
+                halt_run(
+                    self.job.run_id,
+                    reason=admission.reason,
+                    message=admission.message,
+                    account=self.account,
+                )
+                raise Interrupted()
+            if admission.wait > accounts.WAIT_IN_WORKER:
+                raise Deferred(admission.wait, "The service asked every worker to wait.")
+            self.clock.sleep(min(admission.wait, 1.0))
+            if not self.still_wanted():
+                raise Interrupted()
+
+    def _after_success(self, *, probing: bool) -> None:
+        accounts.succeeded(self.account)
+        self.model.objects.filter(pk=self.job.pk, rate_limited_since__isnull=False).update(
+            rate_limited_since=None
+        )
+        if probing:
+            # The service is back: every run the outage halted continues by itself.
+            from . import services  # services import the engine
+
+            services.resume_account(self.account)
 
     def _take_slot(self):
         """Wait until the shared limits allow a call; halt the run if the budget would be
@@ -402,7 +481,7 @@ class JobWorker:
                     f"{money(reached.price)} each). Raise the budget in Settings, then "
                     f"press Resume."
                 )
-            halt_run(self.job.run_id, reason=Run.HaltReason.BUDGET, error=None, message=message)
+            halt_run(self.job.run_id, reason=Run.HaltReason.BUDGET, message=message)
             raise Interrupted() from None
         if slot is None:
             raise Interrupted()
@@ -468,36 +547,82 @@ class JobWorker:
             model=getattr(self.provider, "model", ""),
         )
 
-    def _after_failure(self, error: ProviderError) -> None:
-        """Count the attempt against the job unless it halted the run; halt when needed."""
-        run_id = self.job.run_id
+    def _after_failure(self, error: ProviderError, *, probing: bool = False) -> None:
+        """Decide what the failure means beyond this attempt: halt the account, count the
+        outage breaker, wait out a rate limit, or count the attempt against the job."""
         service = self.kind.service
         if error.halts_run:
-            halt_run(run_id, reason=error.outcome, error=error, service=service)
+            message = halt_message(error.outcome, error, provider=self.provider, service=service)
+            halt_account(
+                self.account, reason=error.outcome, message=message, provider=self.provider
+            )
             return  # a halting attempt never counts against the job
+        if isinstance(error, RateLimited):
+            self._wait_for_rate_limit(error)
+            return
+        if probing:
+            message = self._probe_message(error)
+            accounts.probe_failed(self.account, message)
+            halt_run(
+                self.job.run_id, reason=Run.HaltReason.OUTAGE, message=message, account=self.account
+            )
+            raise Interrupted()
         if error.retryable:
-            Run.objects.filter(pk=run_id).update(consecutive_failures=F("consecutive_failures") + 1)
-            failures = Run.objects.filter(pk=run_id).values_list("consecutive_failures", flat=True)
-            count = failures.first() or 0
+            count = accounts.count_failure(
+                self.account,
+                provider=self.provider.name,
+                endpoint=getattr(self.provider, "base_url", ""),
+            )
             if count >= settings.STUDIO_OUTAGE_THRESHOLD:
-                halted = halt_run(
-                    run_id,
-                    reason=Run.HaltReason.OUTAGE,
-                    error=error,
-                    count=count,
+                message = halt_message(
+                    Run.HaltReason.OUTAGE,
+                    error,
+                    provider=self.provider,
                     service=service,
+                    count=count,
                 )
-                if halted:
-                    raise Interrupted()
+                halt_account(
+                    self.account,
+                    reason=Run.HaltReason.OUTAGE,
+                    message=message,
+                    provider=self.provider,
+                )
+                raise Interrupted()
         self.model.objects.filter(pk=self.job.pk).count_attempt()
         self.job.attempts_made += 1
+        if error.retryable and (error.retry_after or 0) > accounts.WAIT_IN_WORKER:
+            if self.job.attempts_made < self.policy.max_attempts:
+                raise Deferred(error.retry_after, error.message) from error
 
-    def _should_defer(self, error: ProviderError) -> bool:
+    def _probe_message(self, error: ProviderError) -> str:
         return (
-            error.retryable
-            and (error.retry_after or 0) > self.policy.backoff_max
-            and self.job.attempts_made < self.policy.max_attempts
+            f"The {self.kind.service} ({self.provider.name}) is still failing "
+            f"({error.message[:300]}); the studio tries again later by itself, or press "
+            f"Resume when it is back."
         )
+
+    def _wait_for_rate_limit(self, error: RateLimited) -> None:
+        """A rate limit is waiting, not failing: every worker on the account waits its
+        Retry-After; the page waits at most STUDIO_RATE_LIMIT_PATIENCE in all."""
+        patience = float(settings.STUDIO_RATE_LIMIT_PATIENCE)
+        wait = min(error.retry_after or self.policy.backoff_base or 1.0, patience)
+        accounts.cool_down(
+            self.account,
+            wait,
+            error.message,
+            provider=self.provider.name,
+            endpoint=getattr(self.provider, "base_url", ""),
+        )
+        rows = self.model.objects.filter(pk=self.job.pk)
+        rows.filter(rate_limited_since__isnull=True).update(rate_limited_since=Now())
+        if rows.filter(rate_limited_since__lt=later(-patience)).exists():
+            raise OutOfPatience(
+                f"Rate limited for {round(patience / 60)} minutes: the {self.kind.service} kept "
+                f"answering that too many requests were made. Its last answer: {error.message}",
+                http_status=error.http_status,
+            )
+        if wait > accounts.WAIT_IN_WORKER:
+            raise Deferred(wait, error.message) from error
 
     def _mark_retrying(self, retry_state) -> None:
         self.model.objects.filter(pk=self.job.pk).wait_to_retry(
@@ -527,8 +652,8 @@ class JobWorker:
             worker_id=self.id, reason=reason, message=error.message
         )
 
-    def _defer(self, error: ProviderError) -> None:
-        self.model.objects.filter(pk=self.job.pk).defer(worker_id=self.id, wait=error.retry_after)
+    def _defer(self, seconds: float) -> None:
+        self.model.objects.filter(pk=self.job.pk).defer(worker_id=self.id, wait=seconds)
 
     def _release(self) -> None:
         """Give the job back: queued again if its run may resume, canceled if it stopped."""

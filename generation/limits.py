@@ -1,11 +1,11 @@
 """Speed and spend control shared by every worker on every machine.
 
 Before each call a worker takes a slot through a Gate: the provider's and the project's
-concurrency limits, a requests-per-minute bucket for each, a cool-down after a 429 that
-applies to every worker, and the project's budget. The state lives in the database
-(ProviderGate, ProviderSlot), so the limits hold across any number of clusters; a slot
-has a lease, renewed while its call is in flight, so a killed worker's slot frees itself.
-Every time here comes from the database's clock (generation.clock).
+concurrency limits, a requests-per-minute bucket for each, and the project's budget (a
+Retry-After cool-down belongs to the provider account: generation.accounts). The state
+lives in the database (ProviderGate, ProviderSlot), so the limits hold across any number
+of clusters; a slot has a lease, renewed while its call is in flight, so a killed
+worker's slot frees itself. Every time here comes from the database's clock (generation.clock).
 """
 
 from dataclasses import dataclass
@@ -15,7 +15,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
-from django.db.models.functions import Now
 
 from studio.models import Project
 
@@ -84,12 +83,7 @@ class Gate:
         """Wait for the limits to allow a call and return its slot, or None as soon as
         still_wanted() says the job is no longer ours. Raise BudgetReached."""
         if not self.limited:
-            # Nothing to count or reserve: only wait out a cool-down, with one read.
-            while (wait := self._cooldown_wait()) > 0:
-                self.clock.sleep(min(wait, 1.0))
-                if not still_wanted():
-                    return None
-            return UNLIMITED
+            return UNLIMITED  # nothing to count or reserve: no query at all
         ProviderGate.objects.bulk_create(
             [ProviderGate(key=limit.key, tokens=1) for limit in self.limits],
             ignore_conflicts=True,
@@ -112,9 +106,6 @@ class Gate:
                     key__in=[limit.key for limit in self.limits]
                 )
             }
-            for gate in gates.values():
-                if gate.cooldown_until and gate.cooldown_until > now:
-                    return (gate.cooldown_until - now).total_seconds()
             active = ProviderSlot.objects.filter(expires_at__gt=now)
             provider_limit, project_limit = self.limits
             if (
@@ -173,35 +164,7 @@ class Gate:
         gate.save(update_fields=["tokens", "refilled_at"])
         return (1 - gate.tokens) / rate
 
-    def _cooldown_wait(self) -> float:
-        until = (
-            ProviderGate.objects.filter(key=self.provider, cooldown_until__isnull=False)
-            .values_list("cooldown_until", flat=True)
-            .first()
-        )
-        return (until - self.clock.now()).total_seconds() if until else 0.0
-
     @staticmethod
     def release(slot: ProviderSlot) -> None:
         if slot is not UNLIMITED:
             ProviderSlot.objects.filter(pk=slot.pk).delete()
-
-    def cool_down(self, seconds: float, reason: str) -> None:
-        """Make every worker wait `seconds` before calling this provider again."""
-        until = self.clock.now() + timedelta(seconds=seconds)
-        ProviderGate.objects.bulk_create(
-            [ProviderGate(key=self.provider, tokens=1)], ignore_conflicts=True
-        )
-        ProviderGate.objects.filter(key=self.provider).exclude(cooldown_until__gt=until).update(
-            cooldown_until=until, cooldown_reason=reason[:300]
-        )
-
-
-def provider_state(key: str, *, now=None) -> dict:
-    """Return {"state": "ok" | "cooling", "until": datetime | None, "reason": str}."""
-    gate = ProviderGate.objects.filter(
-        key=key, cooldown_until__gt=now if now is not None else Now()
-    ).first()
-    if gate is not None:
-        return {"state": "cooling", "until": gate.cooldown_until, "reason": gate.cooldown_reason}
-    return {"state": "ok", "until": None, "reason": ""}

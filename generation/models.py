@@ -32,13 +32,15 @@ class Run(models.Model):
         OUTAGE = "outage", "Service outage"
         BUDGET = "budget", "Budget reached"
         STORAGE = "storage", "Could not store a picture"
+        CONFIG = "config", "Configuration"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
     state = models.CharField(max_length=10, choices=State, default=State.RUNNING)
     halt_reason = models.CharField(max_length=20, choices=HaltReason, blank=True)
     message = models.TextField(blank=True)
-    # Transient failures in a row across the run's pages; a success resets it.
-    consecutive_failures = models.PositiveIntegerField(default=0)
+    # The provider account whose halt halted this run (out of credits, auth, config,
+    # outage): resuming the account resumes every run it halted.
+    halted_account = models.CharField(max_length=200, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -262,6 +264,9 @@ class Job(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     failure_reason = models.CharField(max_length=20, blank=True)
     error_message = models.TextField(blank=True)
+    # Since when the service has answered this job with rate limits only: waiting, not
+    # failing, for up to STUDIO_RATE_LIMIT_PATIENCE.
+    rate_limited_since = models.DateTimeField(null=True, blank=True)
 
     # Stamped by the database's clock, on creation and by every transition, so the review
     # page's poll (which looks for rows changed since its cursor) misses none whatever
@@ -389,16 +394,64 @@ class Clip(Job):
 
 class ProviderGate(models.Model):
     """Limits shared by every worker on every machine: one row per provider (and model),
-    and one per project that lowers them. Holds the token bucket and the cool-down."""
+    and one per project that lowers them. Holds the requests-per-minute token bucket."""
 
     key = models.CharField(max_length=120, unique=True)  # "openai:gpt-image-1", "project:7"
     tokens = models.FloatField(default=0)
     refilled_at = models.DateTimeField(null=True, blank=True)
-    cooldown_until = models.DateTimeField(null=True, blank=True)
-    cooldown_reason = models.CharField(max_length=300, blank=True)
 
     def __str__(self) -> str:
         return self.key
+
+
+class ProviderAccount(models.Model):
+    """A provider plus its endpoint plus a fingerprint of its key: what credits, a key, an
+    outage and Retry-After cool-downs belong to. Shared by every worker and every project
+    that calls through it. No row means ok."""
+
+    class State(models.TextChoices):
+        OK = "ok"
+        COOLING = "cooling"
+        HALTED = "halted"
+        PROBING = "probing"  # halted by an outage, one real call is trying it
+
+    class Reason(models.TextChoices):
+        OUT_OF_CREDITS = "out_of_credits", "Out of credits"
+        AUTH = "auth", "Authentication failed"
+        OUTAGE = "outage", "Service outage"
+        CONFIG = "config", "Configuration"
+
+    key = models.CharField(max_length=200, unique=True)
+    provider = models.CharField(max_length=40)
+    endpoint = models.CharField(max_length=300, blank=True)
+    state = models.CharField(max_length=10, choices=State, default=State.OK)
+    reason = models.CharField(max_length=20, choices=Reason, blank=True)
+    message = models.TextField(blank=True)
+    # Cooling: no call starts before this (Retry-After), for any worker.
+    cooldown_until = models.DateTimeField(null=True, blank=True)
+    cooldown_reason = models.CharField(max_length=300, blank=True)
+    # The outage breaker: transient failures in a row across every project; any success
+    # resets it.
+    failures_in_row = models.PositiveIntegerField(default=0)
+    # An outage heals itself: one real call is tried at next_probe_at, then at growing
+    # intervals (30 s, 1, 2, 4, 8, 15 min, … capped by STUDIO_OUTAGE_PROBE_MAX).
+    next_probe_at = models.DateTimeField(null=True, blank=True)
+    probes = models.PositiveSmallIntegerField(default=0)
+    probe_by = models.CharField(max_length=64, blank=True)  # the worker making the probe
+    probe_started_at = models.DateTimeField(null=True, blank=True)
+    halted_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """The provider and endpoint, never the key's fingerprint alone."""
+        return f"{self.provider} at {self.endpoint}" if self.endpoint else self.provider
 
 
 class ProviderSlot(models.Model):
@@ -431,6 +484,7 @@ class GenerationAttempt(models.Model):
         OUT_OF_CREDITS = "out_of_credits", "Out of credits"
         AUTH = "auth", "Authentication failed"
         REJECTED = "rejected"
+        CONFIG = "config", "Configuration"
         LOST = "lost", "Worker lost"
         INTERRUPTED = "interrupted"
 

@@ -21,11 +21,11 @@ from django.db.models.functions import Coalesce
 
 from studio.models import Page, Project
 
-from . import limits
+from . import accounts
 from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
 from .pricing import amount, price_per_image
 from .prompts import compose_prompt
-from .providers import get_provider, text_provider_configured
+from .providers import account_of, get_provider, text_provider_configured
 
 Status = Illustration.Status
 
@@ -289,7 +289,7 @@ class ReviewHeader:
     clips: ClipProgress
     price: Decimal | None  # of one picture at current settings; None: unknown
     estimate: Decimal | None  # of the missing pictures, one attempt each
-    provider_state: dict  # limits.provider_state of the image service
+    account: dict  # the image service's provider account: accounts.state_of
     polling: bool  # whether the page keeps asking for changes
 
 
@@ -307,7 +307,7 @@ def review_header(project: Project) -> ReviewHeader:
         clips=clip_progress(project, progress),
         price=price,
         estimate=None if price is None else price * progress.missing,
-        provider_state=limits.provider_state(limits.provider_key(provider.name, model)),
+        account=accounts.state_of(account_of(provider)),
         polling=progress.busy
         or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
     )

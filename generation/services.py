@@ -7,6 +7,7 @@ halted run before its next call and gives the job back.
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -18,7 +19,7 @@ from django_q.tasks import async_task
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import ledger
+from . import accounts, ledger
 from .clock import db_now
 from .engine import settle_run
 from .kinds import KINDS
@@ -29,11 +30,12 @@ from .models import (
     GenerationAttempt,
     Illustration,
     Job,
+    ProviderAccount,
     Run,
     SpendEntry,
     StoryJob,
 )
-from .providers import text_provider_configured
+from .providers import account_of, get_provider, text_provider_configured
 from .selectors import failed_clip_pages, failed_pages, missing_clip_pages, missing_pages
 from .story import MAX_STORY_PAGES
 
@@ -110,12 +112,68 @@ def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
 
 
 def _set_running(run: Run) -> None:
+    """Set the run running again. If its provider account halted it, that is one Resume
+    for the account: it is cleared and every other run it halted continues too."""
+    account = run.halted_account
     run.state = Run.State.RUNNING
     run.halt_reason = ""
     run.message = ""
-    run.consecutive_failures = 0
+    run.halted_account = ""
     run.finished_at = None
     run.save()
+    if account:
+        resume_account(account)
+
+
+@transaction.atomic
+def resume_account(key: str) -> int:
+    """Clear a halted provider account and continue every run it halted, each with its
+    waiting jobs handed to the broker once (nothing is queued twice). Return how many runs
+    continued."""
+    accounts.clear(key)
+    Run.objects.filter(halted_account=key, state=Run.State.RUNNING).update(halted_account="")
+    runs = list(Run.objects.select_for_update().filter(halted_account=key, state=Run.State.HALTED))
+    for run in runs:
+        _set_running(run)
+        _enqueue_on_commit(run, _queued_counts(run))
+    return len(runs)
+
+
+def probe_accounts(*, now) -> int:
+    """Start the due probes of accounts an outage halted: one run the outage halted runs
+    again, and the account lets exactly one call through. Return probes started."""
+    started = 0
+    # A probe whose worker died never reports: try again.
+    ProviderAccount.objects.filter(
+        state=ProviderAccount.State.PROBING,
+        updated_at__lt=now - timedelta(seconds=settings.STUDIO_LEASE_SECONDS),
+    ).update(state=ProviderAccount.State.HALTED, next_probe_at=now, probe_by="")
+    due = ProviderAccount.objects.filter(
+        state=ProviderAccount.State.HALTED,
+        reason=ProviderAccount.Reason.OUTAGE,
+        next_probe_at__lte=now,
+    )
+    for account in due:
+        run = (
+            Run.objects.filter(state=Run.State.HALTED, halted_account=account.key)
+            .order_by("pk")
+            .first()
+        )
+        counts = _queued_counts(run) if run is not None else {}
+        if not any(counts.values()):
+            continue  # nothing waits on the account: the next run will find it halted
+        won = ProviderAccount.objects.filter(
+            pk=account.pk, state=ProviderAccount.State.HALTED, next_probe_at__lte=now
+        ).update(state=ProviderAccount.State.PROBING, probe_by="", updated_at=Now())
+        if not won:
+            continue
+        Run.objects.filter(pk=run.pk, state=Run.State.HALTED).update(
+            state=Run.State.RUNNING, updated_at=Now()
+        )
+        kind = next(name for name, count in counts.items() if count)
+        enqueue_jobs(run.pk, 1, kind)
+        started += 1
+    return started
 
 
 def _queue_pages(
@@ -305,14 +363,24 @@ def pause(*, project: Project) -> ControlResult:
 
 @transaction.atomic
 def resume(*, project: Project) -> ControlResult:
-    """Resume a paused or halted run: the same missing pages continue where they were."""
+    """Resume a paused or halted run: the same missing pages continue where they were. A
+    run whose provider account halted it resumes the account, and with it every run the
+    account halted; so does Resume on a project whose run found the account halted."""
     run = (
         Run.objects.select_for_update()
         .filter(project=project, state__in=(Run.State.PAUSED, Run.State.HALTED))
         .first()
     )
     if run is None:
-        return ControlResult()
+        key = account_of(get_provider())
+        running = Run.objects.filter(project=project, state=Run.State.RUNNING).first()
+        halted = ProviderAccount.objects.filter(
+            key=key, state__in=(ProviderAccount.State.HALTED, ProviderAccount.State.PROBING)
+        )
+        if running is None or not halted.exists():
+            return ControlResult()
+        resume_account(key)
+        return ControlResult(run=running, resumed=True)
     _set_running(run)
     _enqueue_on_commit(run, _queued_counts(run))
     return ControlResult(run=run, resumed=True)
@@ -441,6 +509,7 @@ def sweep(*, now=None) -> dict[str, int]:
     """
     now = now or db_now()
     counts = reclaim_expired(now=now)
+    probes = probe_accounts(now=now)
     reenqueued = top_up_broker(now=now)
     open_runs = Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING))
     for run_id in open_runs.values_list("pk", flat=True):
@@ -453,4 +522,4 @@ def sweep(*, now=None) -> dict[str, int]:
             counts["failed"],
             reenqueued,
         )
-    return {**counts, "reenqueued": reenqueued}
+    return {**counts, "reenqueued": reenqueued, "probes": probes}

@@ -282,6 +282,12 @@ if STUDIO_LEASE_SECONDS < 1:
 # This many transient failures in a row, across pages, halt the run as an outage instead
 # of burning every page's attempts.
 STUDIO_OUTAGE_THRESHOLD = env_number("STUDIO_OUTAGE_THRESHOLD", 6)
+# An outage heals itself: one real page is tried after 30 s, then 1, 2, 4, 8 minutes…, at
+# most this many seconds apart.
+STUDIO_OUTAGE_PROBE_MAX = env_number("STUDIO_OUTAGE_PROBE_MAX", 900.0, float)
+# Rate limits are waiting, not failing: a page the service keeps answering 429 waits this
+# long in all before it fails.
+STUDIO_RATE_LIMIT_PATIENCE = env_number("STUDIO_RATE_LIMIT_PATIENCE", 1800.0, float)
 
 # Speed control shared by every worker on every machine, per provider and model; empty
 # means no limit beyond STUDIO_WORKERS per cluster. Projects can lower them.

@@ -2,12 +2,14 @@
 
 import os
 import signal
+from datetime import timedelta
 
 import pytest
 from PIL import Image
 
 from generation import services
-from generation.models import Clip, GenerationAttempt, Run
+from generation.clock import db_now
+from generation.models import Clip, GenerationAttempt, ProviderAccount, Run
 from tests.conftest import Sweeper, replicate_env, wait_until
 
 pytestmark = pytest.mark.django_db
@@ -93,7 +95,9 @@ def test_insufficient_credit_halts_the_run(
     drain(run.pk, kind="clip")
     run.refresh_from_db()
     assert (run.state, run.halt_reason) == ("halted", "out_of_credits")
-    assert run.message.startswith("The clip service says the account is out of credits (HTTP 402).")
+    assert run.message.startswith(
+        "The clip service (replicate) says the account is out of credits (HTTP 402)."
+    )
     assert fake_predictions.creates == 0
     assert clips_of(illustrated).filter(status=Status.QUEUED).count() == 3
 
@@ -103,9 +107,17 @@ def test_throttled_creates_wait_as_long_as_asked(
 ):
     fake_predictions.create_script.append("429")
     queued = services.queue_clip(page=illustrated.pages.first())
-    waits = []
-    drain(queued.run.pk, kind="clip", waits=waits)
-    assert waits and waits[0] >= 30  # "Your rate limit resets in ~30s."
+    drain(queued.run.pk, kind="clip")
+    # "Your rate limit resets in ~30s.": longer than a worker waits, so the clip goes back
+    # to the queue with its next try in 30 s, and the whole account cools down meanwhile.
+    clip = clips_of(illustrated).get()
+    assert (clip.status, clip.attempts_made) == (Status.QUEUED, 0)
+    assert clip.next_attempt_at >= db_now() + timedelta(seconds=29)
+    assert ProviderAccount.objects.get().cooldown_until >= db_now() + timedelta(seconds=29)
+
+    ProviderAccount.objects.update(cooldown_until=db_now())  # thirty seconds later
+    services.sweep(now=db_now() + timedelta(seconds=31))
+    drain(queued.run.pk, kind="clip")
     assert clips_of(illustrated).get().status == Status.COMPLETE
     outcomes = [a.outcome for a in GenerationAttempt.objects.filter(clip__isnull=False)]
     assert outcomes == ["rate_limited", "success"]

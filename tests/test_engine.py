@@ -9,7 +9,8 @@ import pytest
 from django.utils import timezone
 
 from generation import engine, services
-from generation.models import GenerationAttempt, Illustration, Run
+from generation.clock import db_now
+from generation.models import GenerationAttempt, Illustration, ProviderAccount, Run
 from generation.selectors import project_progress
 
 pytestmark = pytest.mark.django_db
@@ -112,16 +113,24 @@ def test_a_retry_after_longer_than_a_worker_should_sleep_defers_the_job(
 
     job = Illustration.objects.get(page__number=1)
     assert waits == []
-    assert job.status == Status.QUEUED
-    assert job.next_attempt_at >= timezone.now() + timedelta(seconds=590)
+    assert (job.status, job.attempts_made) == (Status.QUEUED, 0)  # waiting is not failing
+    assert job.next_attempt_at >= db_now() + timedelta(seconds=590)
     drain(run.pk)
-    assert fake_openai.calls_for("meadow number 1.") == 1  # not due: nobody called again
+    # The cool-down belongs to the account: no worker calls for any page meanwhile, and
+    # each page goes back to the queue with its next-try time instead of a worker sleeping.
+    assert fake_openai.call_count == 1
+    assert (
+        Illustration.objects.filter(status=Status.QUEUED, next_attempt_at__isnull=False).count()
+        == 24
+    )
 
-    result = services.sweep(now=timezone.now() + timedelta(seconds=601))
-    assert result["reenqueued"] == 1
-    assert broker.queue_size() == 1
-    assert drain(run.pk) == 1
-    assert Illustration.objects.get(pk=job.pk).status == Status.COMPLETE
+    # Ten minutes later, by the database's clock.
+    ProviderAccount.objects.update(cooldown_until=db_now() - timedelta(seconds=1))
+    result = services.sweep(now=db_now() + timedelta(seconds=601))
+    assert result["reenqueued"] == 24
+    assert broker.queue_size() == 24
+    assert drain(run.pk) == 24
+    assert Illustration.objects.filter(status=Status.COMPLETE).count() == 24
 
 
 def test_a_rejected_prompt_fails_that_page_at_once_and_the_rest_complete(book, fake_openai, drain):
@@ -258,7 +267,13 @@ def test_the_sweep_requeues_jobs_of_dead_workers_and_records_the_lost_call(book,
     GenerationAttempt.objects.create(illustration=job, number=1, started_at=past)
 
     # Nothing was handed to the broker in this test, so every due job gets its task.
-    assert services.sweep() == {"requeued": 1, "canceled": 0, "failed": 0, "reenqueued": 24}
+    assert services.sweep() == {
+        "requeued": 1,
+        "canceled": 0,
+        "failed": 0,
+        "reenqueued": 24,
+        "probes": 0,
+    }
     job.refresh_from_db()
     assert (job.status, job.claimed_by) == (Status.QUEUED, "")
     assert job.attempts.get().outcome == GenerationAttempt.Outcome.LOST

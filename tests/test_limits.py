@@ -1,6 +1,7 @@
 """Spend and speed control: costs, estimates, budgets, shared limits, cool-downs."""
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from io import StringIO
 
@@ -9,7 +10,13 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from generation import services
-from generation.models import GenerationAttempt, Illustration, ProviderGate, Run, SpendEntry
+from generation.models import (
+    GenerationAttempt,
+    Illustration,
+    ProviderAccount,
+    Run,
+    SpendEntry,
+)
 from generation.selectors import spend
 from tests.conftest import openai_env, wait_until
 
@@ -144,16 +151,15 @@ def test_a_retry_after_shows_the_provider_cooling_down(
     from generation import engine
 
     project = make_project(pages=2)
-    fake_openai.script.append("429_rate")
+    fake_openai.script.append("429_rate_long")
     run = services.generate_missing(project=project).run
-    # The 429 arrives; the retry waits out the cool-down on the injected clock.
-    engine.run_next_job(run.pk, sleep=lambda s: None, clock=clock)
-    assert sum(clock.slept) >= 2.9
-    gate = ProviderGate.objects.get(key="openai:gpt-image-1")
-    assert gate.cooldown_until > timezone.now()
+    # The 429 arrives (Retry-After: 600): the whole account cools down for ten minutes.
+    engine.run_next_job(run.pk, sleep=lambda seconds: None, clock=clock)
+    account = ProviderAccount.objects.get()
+    assert account.cooldown_until > timezone.now() + timedelta(seconds=590)
     client.force_login(editor)
     html = client.get(project.get_absolute_url()).content.decode()
-    assert "cooling down until" in html and "Rate limit reached" in html
+    assert "cooling down until" in html and "Rate limit reached." in html
 
 
 @pytest.mark.django_db(transaction=True)

@@ -20,13 +20,14 @@ from generation.models import (
     Clip,
     GenerationAttempt,
     Illustration,
-    ProviderGate,
+    ProviderAccount,
     Run,
     SpendEntry,
 )
+from generation.providers.base import account_key
 from generation.selectors import spend
 from studio import services as studio_services
-from tests.conftest import openai_env, wait_until
+from tests.conftest import TEST_API_KEY, openai_env, wait_until
 
 Status = Illustration.Status
 Outcome = GenerationAttempt.Outcome
@@ -188,9 +189,9 @@ def test_workers_whose_clocks_are_a_minute_apart_share_cool_downs_rate_and_lease
     project = make_project(pages=4)
     # The service asked every worker to wait 2 s; a worker whose clock runs a minute
     # ahead must wait too.
-    ProviderGate.objects.create(
-        key="openai:gpt-image-1",
-        tokens=1,
+    ProviderAccount.objects.create(
+        key=account_key("openai", fake_openai.url, TEST_API_KEY),
+        provider="openai",
         cooldown_until=db_now() + timedelta(seconds=2),
         cooldown_reason="Retry-After",
     )

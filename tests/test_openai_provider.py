@@ -4,6 +4,7 @@ import pytest
 
 from generation.providers.base import (
     AuthFailed,
+    ConfigError,
     ImageRequest,
     OutOfCredits,
     RateLimited,
@@ -60,7 +61,7 @@ def test_it_downloads_an_image_given_by_url(provider, fake_openai):
         ("429_quota", OutOfCredits, 429, "insufficient_quota"),
         ("400_billing", OutOfCredits, 400, "billing_hard_limit_reached"),
         ("401", AuthFailed, 401, "invalid_api_key"),
-        ("403", AuthFailed, 403, "unsupported_country_region_territory"),
+        ("403", ConfigError, 403, "unsupported_country_region_territory"),
         ("429_rate", RateLimited, 429, "rate_limit_exceeded"),
         ("400_policy", Rejected, 400, "content_policy_violation"),
         ("400_moderation", Rejected, 400, "moderation_blocked"),
@@ -170,7 +171,7 @@ def test_a_missing_key_halts_as_auth(openai_settings):
                 }
             },
             {},
-            Rejected,
+            ConfigError,
         ),
     ],
 )

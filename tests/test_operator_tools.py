@@ -57,13 +57,15 @@ def test_status_json_has_the_documented_shape(make_project, openai_settings, fak
         "active": 0,
         "cost": {"project": "0.0000", "run": "0.0000"},
         "run": None,
+        # The other project's 402 halted the account both draw through.
+        "account": {"state": "halted", "reason": "out_of_credits", "until": None},
     }
     second = data["projects"][1]
     assert second["id"] == halted.pk
     assert (second["missing"], second["active"], second["failed"]) == (24, 24, 0)
     assert second["run"]["state"] == "halted"
     assert second["run"]["halt_reason"] == "out_of_credits"
-    assert second["run"]["message"].startswith("The image service says the account is out")
+    assert second["run"]["message"].startswith("The image service (openai) says the account is out")
 
     only = json.loads(run_command("generation_status", "--project", str(fresh.pk), "--json"))
     assert [p["id"] for p in only["projects"]] == [fresh.pk]
@@ -87,7 +89,10 @@ def test_status_table_names_every_column_and_halts(
         "Halt",
         "reason",
     ]
-    assert f"Project {project.pk}: The image service says the account is out of credits" in out
+    assert (
+        f"Project {project.pk}: The image service (openai) says the account is out of credits"
+        in out
+    )
 
 
 @pytest.mark.django_db

@@ -55,7 +55,9 @@ def test_no_credits_halts_the_story_like_any_run(
     drain(job.run_id, kind="story")
     run = Run.objects.get(pk=job.run_id)
     assert (run.state, run.halt_reason) == ("halted", "out_of_credits")
-    assert run.message.startswith("The text service says the account is out of credits (HTTP 402).")
+    assert run.message.startswith(
+        "The text service (openai) says the account is out of credits (HTTP 402)."
+    )
     assert StoryJob.objects.get().status == "queued"
     assert Page.objects.count() == 0
 

@@ -229,7 +229,7 @@ def test_a_halted_run_shows_a_banner_with_the_next_action(
     html = detail(signed_in, book)
     assert "Generation halted." in html
     assert (
-        "The image service says the account is out of credits (HTTP 402). "
+        "The image service (openai) says the account is out of credits (HTTP 402). "
         "Add credits, then press Resume."
     ) in html
     assert ">Resume<" in html and ">Stop<" in html

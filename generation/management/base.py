@@ -2,7 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation import selectors
+from generation import accounts, selectors
+from generation.providers import account_of, get_provider
 from studio.models import Project
 
 
@@ -92,6 +93,20 @@ def project_status(project: Project) -> dict:
         "run": None
         if run is None
         else {"state": run.state, "halt_reason": run.halt_reason or None, "message": run.message},
+        "account": project_account(),
+    }
+
+
+def project_account() -> dict:
+    """Return the state of the provider account the project's pictures are drawn through:
+    {"state": "ok" | "cooling" | "halted", "reason": …, "until": …} (until: the end of a
+    cool-down, or the next automatic probe of an outage)."""
+    state = accounts.state_of(account_of(get_provider()))
+    until = state["until"]
+    return {
+        "state": state["state"],
+        "reason": state["reason"] or None,
+        "until": until.isoformat() if until else None,
     }
 
 

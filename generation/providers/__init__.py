@@ -39,3 +39,8 @@ CLIP_PROVIDERS = {
 def get_clip_provider():
     """Return the configured clip provider (STUDIO_CLIP_PROVIDER)."""
     return import_string(CLIP_PROVIDERS[settings.STUDIO_CLIP_PROVIDER])()
+
+
+def account_of(provider) -> str:
+    """Return the provider account a provider calls (its name, for offline renderers)."""
+    return getattr(provider, "account", "") or provider.name

@@ -79,8 +79,16 @@ def ok() -> Reply:
     return Reply()
 
 
-def error(status: int, *, code=None, type="invalid_request_error", message="error", headers=None):
-    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
+def error(
+    status: int,
+    *,
+    code=None,
+    type="invalid_request_error",
+    message="error",
+    headers=None,
+    param=None,
+):
+    body = {"error": {"message": message, "type": type, "param": param, "code": code}}
     return Reply(status=status, body=json.dumps(body).encode(), headers=headers or {})
 
 
@@ -160,6 +168,84 @@ REPLIES = {
         code="server_is_overloaded",
         type="service_unavailable_error",
         message="The engine is currently overloaded, please try again later.",
+    ),
+    # As gateways and proxies send them (shared/reference/image-services-2026.md).
+    "429_gateway_quota": lambda: error(
+        429,
+        code="429",
+        type="throttling_error",
+        message="You exceeded your current quota, please check your plan and billing details.",
+    ),
+    "403_locked": lambda: Reply(
+        status=403,
+        body=json.dumps(
+            {"detail": "User is locked. Reason: Exhausted balance. Top up your balance."}
+        ).encode(),
+    ),
+    "400_billing_not_active": lambda: error(
+        400,
+        code="billing_not_active",
+        message="Your account is not active, please check your billing details on our website.",
+    ),
+    "404_model": lambda: error(
+        404,
+        code="model_not_found",
+        message="The model `gpt-imgae-1` does not exist or you do not have access to it.",
+    ),
+    "404_route": lambda: Reply(status=404, body=b'{"detail": "Not Found"}'),
+    "400_size": lambda: error(
+        400,
+        code="invalid_value",
+        param="size",
+        message="Invalid value: '999x999'. Supported values are: '1024x1024', '1024x1536'.",
+    ),
+    "403_html": lambda: Reply(
+        status=403,
+        body=b"<!DOCTYPE html><html><body><h1>403 Forbidden</h1>by the proxy</body></html>",
+        headers={"Content-Type": "text/html"},
+    ),
+    "502_html": lambda: Reply(
+        status=502,
+        body=b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>",
+        headers={"Content-Type": "text/html"},
+    ),
+    "200_error": lambda: Reply(
+        body=json.dumps({"error": {"message": "Upstream provider failed", "code": 502}}).encode()
+    ),
+    "200_refusal": lambda: Reply(
+        body=json.dumps(
+            {
+                "error": {
+                    "message": "Request blocked by the content filter",
+                    "code": "content_filter",
+                }
+            }
+        ).encode()
+    ),
+    "200_no_image": lambda: Reply(body=json.dumps({"created": 1713833628, "data": []}).encode()),
+    "503_retry_after": lambda: error(
+        503, type="service_unavailable_error", message="Slow down", headers={"retry-after": "2"}
+    ),
+    "529": lambda: error(
+        529, type="overloaded_error", message="Overloaded", headers={"retry-after-ms": "1500"}
+    ),
+    "429_absurd": lambda: error(
+        429, code="rate_limit_exceeded", message="Slow down.", headers={"retry-after": "1e400"}
+    ),
+    "429_far_future": lambda: error(
+        429,
+        code="rate_limit_exceeded",
+        message="Slow down.",
+        headers={"retry-after": "Fri, 31 Dec 2100 23:59:59 GMT"},
+    ),
+    "429_negative": lambda: error(
+        429, code="rate_limit_exceeded", message="Slow down.", headers={"retry-after": "-5"}
+    ),
+    "429_brief": lambda: error(
+        429,
+        code="rate_limit_exceeded",
+        message="Too many requests.",
+        headers={"retry-after-ms": "60"},
     ),
     "hang": lambda: Reply(hang=True),
     "trickle": lambda: Reply(trickle=30.0),
@@ -405,11 +491,9 @@ class FakeImageService:
                         service.successes += 1
                     self._send(200, body, headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}"})
                     return
-                self._send(
-                    reply.status,
-                    reply.body or b"",
-                    headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}", **reply.headers},
-                )
+                headers = {"x-request-id": f"req_{uuid.uuid4().hex[:12]}", **reply.headers}
+                kind = headers.pop("Content-Type", "application/json")
+                self._send(reply.status, reply.body or b"", kind, headers=headers)
 
             def _dawdle(self, reply: Reply):
                 body = json.dumps(

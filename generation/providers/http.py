@@ -22,9 +22,9 @@ CONNECT_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_DOWNLOAD_BYTES = 24 * 1024 * 1024
 CHUNK = 256 * 1024
-# Longer waits than this are not believed: a broken or hostile header must not park a
-# page for days (the engine also caps waits by its own settings).
-MAX_RETRY_AFTER = 24 * 3600.0
+# Longer waits than this are not believed: a broken or hostile header (1e400, a date in
+# 2100) must not park a page for days; the engine also caps a wait by its patience.
+MAX_RETRY_AFTER = 3600.0
 
 
 class Deadline:

@@ -15,6 +15,7 @@ from django.conf import settings
 from ..story import story_prompt
 from .base import (
     AuthFailed,
+    ConfigError,
     GeneratedImage,
     ImageRequest,
     OutOfCredits,
@@ -32,9 +33,11 @@ from .http import (
     MAX_DOWNLOAD_BYTES,
     MAX_RESPONSE_BYTES,
     Deadline,
+    looks_like_html,
     parse_retry_after,
     read_capped,
     redact,
+    says_out_of_credits,
 )
 
 CREDIT_CODES = {"insufficient_quota", "credit_balance_exhausted", "billing_hard_limit_reached"}
@@ -47,28 +50,128 @@ def is_credit_error(code: str, error_type: str) -> bool:
     )
 
 
-def classify(status: int, body: object, headers) -> ProviderError:
-    """Return the error class for a non-2xx answer, by status and error.code / error.type."""
+# Parameters an invalid request may be about that are settings, not the page's prompt.
+SETTING_PARAMS = {
+    "model": "STUDIO_IMAGE_MODEL",
+    "size": "STUDIO_IMAGE_SIZE",
+    "quality": "STUDIO_IMAGE_QUALITY",
+    "n": "STUDIO_IMAGE_MODEL",
+    "response_format": "STUDIO_IMAGE_MODEL",
+    "style": "STUDIO_IMAGE_MODEL",
+    "output_format": "STUDIO_IMAGE_MODEL",
+    "background": "STUDIO_IMAGE_MODEL",
+}
+REFUSAL_CODES = {"content_policy_violation", "moderation_blocked", "content_filter", "safety"}
+AUTH_CODES = {"invalid_api_key", "invalid_authentication", "unauthorized", "authentication_error"}
+REGION_CODES = {"unsupported_country_region_territory"}
+
+
+def classify(
+    status: int,
+    body: object,
+    headers,
+    *,
+    content: bytes = b"",
+    model: str = "",
+    service: str = "the image service",
+    settings_named: dict | None = None,
+) -> ProviderError:
+    """Return the error class for a non-2xx answer, by status, body *and* wording.
+
+    Gateways and proxies rewrite codes, so what the message says counts too: wording that
+    says the quota, balance, credits or billing is exhausted is out of credits whatever
+    the code; an HTML page from a proxy is transient whatever its status; only 401, or a
+    403 with a JSON auth error, means the key was refused; a 404 or an invalid parameter
+    that is not the prompt is configuration, halted once and named.
+    """
+    names = {"model": "STUDIO_IMAGE_MODEL", "base_url": "OPENAI_BASE_URL", **(settings_named or {})}
     error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, str):
+        error = {"message": error}
     error = error if isinstance(error, dict) else {}
     code = str(error.get("code") or "")
     error_type = str(error.get("type") or "")
-    message = str(error.get("message") or f"HTTP {status} from the image service")
+    param = str(error.get("param") or "")
+    fallback = body.get("detail") or body.get("message") if isinstance(body, dict) else None
+    message = str(error.get("message") or fallback or f"HTTP {status} from {service}")
     details = {
         "http_status": status,
         "code": code or error_type,
         "request_id": headers.get("x-request-id", ""),
+        "retry_after": parse_retry_after(headers),
     }
-    if status == 402 or is_credit_error(code, error_type):
+    if looks_like_html(content, headers) or (body is None and content.lstrip()[:1] == b"<"):
+        # A proxy's error page (a 403 from a firewall, a 502 from a load balancer): not
+        # the service's word on the key, the prompt or the account.
+        return Transient(
+            f"{service.capitalize()} answered with an HTML page (HTTP {status}).", **details
+        )
+    if (
+        status == 402
+        or is_credit_error(code, error_type)
+        or says_out_of_credits(message, code, error_type)
+    ):
         return OutOfCredits(message, **details)
-    if status in (401, 403):
+    if status == 401 or (status == 403 and (code in AUTH_CODES or error_type in AUTH_CODES)):
+        return AuthFailed(message, **details)
+    if status == 403 and code in REGION_CODES:
+        return ConfigError(
+            f"{service.capitalize()} does not serve the region the studio calls from "
+            f"(HTTP 403: {message})",
+            setting=names["base_url"],
+            **details,
+        )
+    if status == 403 and (code in REFUSAL_CODES or "moderation" in message.lower()):
+        return Rejected(message, **details)
+    if status == 403:
         return AuthFailed(message, **details)
     if status == 429:
-        return RateLimited(message, retry_after=parse_retry_after(headers), **details)
+        return RateLimited(message, **details)
     if status == 408 or status >= 500:
         return Transient(message, **details)
-    # 400 content_policy_violation, moderation_blocked and any other invalid request.
+    if status == 404:
+        if param == "model" or "model" in code or "model" in message.lower():
+            return ConfigError(
+                f"{service.capitalize()} does not know the model '{model}' (HTTP 404).",
+                setting=names["model"],
+                **details,
+            )
+        return ConfigError(
+            f"{service.capitalize()} has no such endpoint (HTTP 404: {message}).",
+            setting=names["base_url"],
+            **details,
+        )
+    if code in REFUSAL_CODES or error_type == "image_generation_user_error" and not param:
+        return Rejected(message, **details)
+    if param in SETTING_PARAMS and param != "prompt":
+        setting = names.get(param) or SETTING_PARAMS[param]
+        return ConfigError(
+            f"{service.capitalize()} refused the request's {param} (HTTP {status}: {message})",
+            setting=setting,
+            **details,
+        )
+    # 400 content_policy_violation, moderation_blocked and any other invalid prompt.
     return Rejected(message, **details)
+
+
+def classify_in_band(payload: dict, *, status: int, request_id: str, service: str):
+    """Return the error a 200 carries in its body (gateways that report failures after the
+    model started), or None: a refusal is rejected, credits wording out of credits,
+    anything else transient."""
+    error = payload.get("error")
+    if not error:
+        return None
+    error = error if isinstance(error, dict) else {"message": str(error)}
+    message = str(error.get("message") or f"{service.capitalize()} reported an error.")
+    code = str(error.get("code") or error.get("type") or "")
+    details = {"http_status": status, "code": code[:80], "request_id": request_id}
+    if code in REFUSAL_CODES or any(
+        word in message.lower() for word in ("safety", "moderation", "content filter", "refus")
+    ):
+        return Rejected(message, **details)
+    if says_out_of_credits(message, code):
+        return OutOfCredits(message, **details)
+    return Transient(message, **details)
 
 
 class OpenAICompatible:
@@ -130,7 +233,15 @@ class OpenAICompatible:
             except (ValueError, UnicodeDecodeError):
                 payload = None
             if response.status_code >= 400:
-                error = classify(response.status_code, payload, response.headers)
+                error = classify(
+                    response.status_code,
+                    payload,
+                    response.headers,
+                    content=content,
+                    model=getattr(self, "model", ""),
+                    service=self.service,
+                    settings_named={"model": getattr(self, "model_setting", "STUDIO_IMAGE_MODEL")},
+                )
                 error.message = self._safe(error.message)
                 raise error
             if not isinstance(payload, dict):
@@ -140,6 +251,12 @@ class OpenAICompatible:
                     request_id=request_id,
                     maybe_paid=True,
                 )
+            in_band = classify_in_band(
+                payload, status=response.status_code, request_id=request_id, service=self.service
+            )
+            if in_band is not None:
+                in_band.message = self._safe(in_band.message)
+                raise in_band
             return payload, response.status_code, request_id
 
     def _safe(self, text: object) -> str:
@@ -152,6 +269,8 @@ class OpenAIProvider(OpenAICompatible):
 
     name = "openai"
     service = "the image service"
+    key_setting = "OPENAI_API_KEY"
+    model_setting = "STUDIO_IMAGE_MODEL"
 
     def __init__(self):
         super().__init__()
@@ -241,6 +360,8 @@ class OpenAITextProvider(OpenAICompatible):
 
     name = "openai"
     service = "the text service"
+    key_setting = "OPENAI_API_KEY"
+    model_setting = "STUDIO_TEXT_MODEL"
 
     def __init__(self):
         super().__init__()

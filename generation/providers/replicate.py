@@ -20,6 +20,7 @@ from django.conf import settings
 from .base import (
     AuthFailed,
     ClipRequest,
+    ConfigError,
     GeneratedClip,
     OutOfCredits,
     ProviderError,
@@ -34,9 +35,11 @@ from .http import (
     MAX_DOWNLOAD_BYTES,
     MAX_RESPONSE_BYTES,
     Deadline,
+    looks_like_html,
     parse_retry_after,
     read_capped,
     redact,
+    says_out_of_credits,
 )
 
 POLL_FIRST = 0.5
@@ -53,24 +56,35 @@ class PredictionGone(StartOver):
     """The service no longer knows the prediction (expired): start a new one."""
 
 
-def classify_problem(status: int, body: object, headers) -> ProviderError:
-    """Return the error class for a problem+json answer."""
+def classify_problem(
+    status: int, body: object, headers, *, content: bytes = b"", model_setting: str = ""
+) -> ProviderError:
+    """Return the error class for a problem+json answer, by status, body and wording."""
+    html = looks_like_html(content, headers)
     body = body if isinstance(body, dict) else {}
     detail = str(body.get("detail") or body.get("title") or f"HTTP {status}")
     details = {
         "http_status": status,
         "code": str(body.get("title") or "")[:80],
         "request_id": headers.get("x-request-id", ""),
+        "retry_after": parse_retry_after(headers),
     }
-    if status == 402:
+    if html:
+        return Transient(f"The service answered with an HTML page (HTTP {status}).", **details)
+    if status == 402 or says_out_of_credits(detail, body.get("title")):
         return OutOfCredits(detail, **details)
     if status in (401, 403):
         return AuthFailed(detail, **details)
+    if status == 404 and model_setting:
+        return ConfigError(
+            f"The service does not know this model or route (HTTP 404: {detail})",
+            setting=model_setting,
+            **details,
+        )
     if status == 429:
-        retry_after = parse_retry_after(headers)
-        if retry_after is None and (match := re.search(r"~?(\d+)\s*s", detail)):
-            retry_after = float(match.group(1))  # "Your rate limit resets in ~30s."
-        return RateLimited(detail, retry_after=retry_after, **details)
+        if details["retry_after"] is None and (match := re.search(r"~?(\d+)\s*s", detail)):
+            details["retry_after"] = float(match.group(1))  # "Your rate limit resets in ~30s."
+        return RateLimited(detail, **details)
     if status == 408 or status >= 500:
         return Transient(detail, **details)
     return Rejected(detail, **details)
@@ -79,6 +93,8 @@ def classify_problem(status: int, body: object, headers) -> ProviderError:
 class ReplicateClipProvider:
     name = "replicate"
     asynchronous = True
+    key_setting = "REPLICATE_API_TOKEN"
+    model_setting = "STUDIO_CLIP_MODEL"
 
     def __init__(self):
         self.base_url = settings.REPLICATE_BASE_URL.rstrip("/")
@@ -213,7 +229,13 @@ class ReplicateClipProvider:
                     "The clip service no longer knows this prediction.", http_status=404
                 )
             if response.status_code >= 400:
-                error = classify_problem(response.status_code, payload, response.headers)
+                error = classify_problem(
+                    response.status_code,
+                    payload,
+                    response.headers,
+                    content=content,
+                    model_setting=self.model_setting if method == "POST" else "",
+                )
                 error.message = redact(error.message, self.token)
                 raise error
             if not isinstance(payload, dict):

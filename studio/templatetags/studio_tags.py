@@ -9,3 +9,11 @@ register = template.Library()
 def money(amount) -> str:
     """Return an amount in dollars: $0.96, $0.042, or "price unknown"."""
     return format_money(amount)
+
+
+@register.filter
+def halt_reason(reason: str) -> str:
+    """Return a halt reason in words: "out of credits", "authentication failed"…"""
+    from generation.models import Run
+
+    return str(dict(Run.HaltReason.choices).get(reason, reason)).lower()

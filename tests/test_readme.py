@@ -225,7 +225,7 @@ def run_block(block: Block, copy: Path) -> None:
         deadline = time.monotonic() + STOP_SECONDS
         while processes_in(copy) and time.monotonic() < deadline:
             time.sleep(0.2)
-        left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes() for pid in processes_in(copy)}
+        left = {pid: process_state(pid) for pid in processes_in(copy)}
         assert left == {}, f"{block}: processes left after Ctrl-C\n{output.tail()}"
     finally:
         if process.poll() is None:

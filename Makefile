@@ -4,14 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ADDRPORT ?= 127.0.0.1:8000
+ENV_FILE := .env
 
 .PHONY: run test install lint benchmark clean
 
-run: $(STAMP)
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py migrate --noinput
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py seed_demo
+run: $(STAMP) $(ENV_FILE)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py seed_demo
 	@echo "Open http://$(ADDRPORT)/"
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py runstudio --addrport $(ADDRPORT)
+	$(BIN)/python manage.py runstudio --addrport $(ADDRPORT)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -24,9 +25,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-benchmark: $(STAMP)
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py migrate --noinput
-	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(BIN)/python manage.py benchmark
+benchmark: $(STAMP) $(ENV_FILE)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py benchmark
+
+# This checkout's development settings, written once and never overwritten (settings read
+# it; the environment wins over it). Delete it to start over; production has none.
+$(ENV_FILE):
+	@echo "Writing $@: development mode and a fresh secret key (git-ignored)"
+	@$(PYTHON) -c 'import secrets; print("DJANGO_DEBUG=true"); print("DJANGO_SECRET_KEY=" + secrets.token_urlsafe(50))' > $@.tmp
+	@mv $@.tmp $@
 
 # Style, formatting and the layering (the import contracts in pyproject.toml).
 lint: $(STAMP)

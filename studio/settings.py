@@ -12,8 +12,18 @@ from pathlib import Path
 import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# A checkout's own settings: `make run` writes a git-ignored .env once (development mode, a
+# fresh secret key), so that every command in a second shell runs as `make run` does.
+# It only fills in what the environment leaves unset: the environment always wins.
+# Production has no .env; STUDIO_ENV_FILE names another file, or none when empty (the
+# test settings set it empty, so a developer's .env never reaches the suite).
+ENV_FILE = os.environ.get("STUDIO_ENV_FILE", str(BASE_DIR / ".env"))
+if ENV_FILE:
+    load_dotenv(ENV_FILE, override=False)
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -50,6 +60,7 @@ SECRET_KEY = env_str("DJANGO_SECRET_KEY") or (
 if not SECRET_KEY:
     raise ImproperlyConfigured(
         "Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=true for local development)."
+        " `make run` writes both to .env for a development checkout."
     )
 
 ALLOWED_HOSTS = [h for h in env_str("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1").split(",") if h]

@@ -8,6 +8,9 @@ import os
 import tempfile
 from pathlib import Path
 
+# The suite runs the same with or without a developer's .env: it never reads one (forced,
+# for the workers the tests start too).
+os.environ["STUDIO_ENV_FILE"] = ""
 os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("STUDIO_IMAGE_SIZE", "256x256")
 # One broker queue per test session, shared with the workers the tests start.

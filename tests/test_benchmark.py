@@ -2,13 +2,24 @@
 not the tests' (they are checked in the README's table, on this machine)."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from studio.models import Project
-from tests.conftest import ROOT, worker_env
+from tests.conftest import ROOT, stop_process_group, wait_until, worker_env
+from tests.test_runstudio import descendants, is_alive
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
 
 
 @pytest.mark.django_db(transaction=True)
@@ -39,4 +50,32 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["paid calls per kept image (2.5 s calls, 1 s lease)"]["value"] == 1.0
     assert rows["calls in the busiest minute"]["ok"] is True
     assert rows["queue 20 × 6 pages (120 jobs)"]["value"] > 0
+    assert Project.objects.filter(owner__username="benchmark").count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_stops_the_benchmarks_clusters_and_deletes_its_projects(broker):
+    benchmark = subprocess.Popen(
+        [sys.executable, "manage.py", "benchmark", "--scenario", "makespan"],
+        cwd=ROOT,
+        env=worker_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # The makespan project comes once its cluster has warmed up: 48 pages take 24 s.
+        wait_until(
+            lambda: Project.objects.filter(owner__username="benchmark", title="makespan").exists(),
+            timeout=60,
+            message="the benchmark's cluster did not warm up",
+        )
+        below = {pid: cmdline(pid) for pid in descendants(benchmark.pid)}
+        os.killpg(benchmark.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        benchmark.wait(timeout=30)
+    finally:
+        stop_process_group(benchmark)
+
+    assert any(command.endswith("manage.py qcluster") for command in below.values())
+    assert [pid for pid in below if is_alive(pid)] == []
     assert Project.objects.filter(owner__username="benchmark").count() == 0

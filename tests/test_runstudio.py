@@ -81,3 +81,28 @@ def test_ctrl_c_stops_the_web_server_and_the_workers_leaving_no_process(broker):
     finally:
         if studio.poll() is None:
             os.killpg(studio.pid, signal.SIGKILL)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_as_soon_as_it_says_it_runs_stops_the_web_server_and_the_workers_too(broker):
+    studio = subprocess.Popen(
+        [sys.executable, "manage.py", "runstudio", "--addrport", f"127.0.0.1:{free_port()}"],
+        cwd=ROOT,
+        env=worker_env(DJANGO_DEBUG="true"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert studio.stdout.readline().startswith("Studio running at http://127.0.0.1:")
+        os.killpg(studio.pid, signal.SIGINT)  # at once: its children are still starting
+        children = Path(f"/proc/{studio.pid}/task/{studio.pid}/children").read_text().split()
+
+        assert studio.wait(timeout=20) == 0
+        assert len(children) == 2  # the web server and the cluster
+        assert [pid for pid in map(int, children) if is_alive(pid)] == []
+    finally:
+        if studio.poll() is None:
+            os.killpg(studio.pid, signal.SIGKILL)
+            studio.wait()

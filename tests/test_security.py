@@ -200,6 +200,7 @@ def production_env(**extra) -> dict:
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DJANGO_SETTINGS_MODULE": "studio.settings",
+        "STUDIO_ENV_FILE": "",  # production has no .env; a developer's must not count here
         "DJANGO_DEBUG": "false",
         "DJANGO_SECRET_KEY": "k" * 20 + "-production-secret-key-of-good-length-0123456789",
         "DJANGO_ALLOWED_HOSTS": "studio.example.com",

@@ -89,10 +89,13 @@ class Command(OperatorCommand):
         # The benchmark's tasks must never reach a studio cluster that shares this
         # database, nor its clusters the studio's tasks: it runs on a queue of its own,
         # which django-q2 reads once at import, so it starts itself again on that queue.
+        # It becomes that process (exec), so that Ctrl-C reaches the one process that stops
+        # its clusters and deletes its projects.
         if not os.environ.get("STUDIO_QUEUE_NAME", "").startswith(QUEUE_PREFIX):
             env = {**os.environ, "STUDIO_QUEUE_NAME": f"{QUEUE_PREFIX}-{uuid.uuid4().hex[:8]}"}
-            result = subprocess.run([sys.executable, "manage.py", *sys.argv[1:]], cwd=ROOT, env=env)
-            raise SystemExit(result.returncode)
+            sys.stdout.flush()
+            os.chdir(ROOT)
+            os.execve(sys.executable, [sys.executable, "manage.py", *sys.argv[1:]], env)
         if options["quick"]:
             options.update(
                 pages=8,

@@ -16,6 +16,15 @@ class Command(BaseCommand):
         parser.add_argument("--addrport", default="127.0.0.1:8000")
 
     def handle(self, *args, addrport, **options):
+        stopping = False
+
+        def request_stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        # Before the children start: a Ctrl-C at any moment from here on stops them too.
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
         manage = [sys.executable, "manage.py"]
         # Each child gets its own process group, so the terminal's Ctrl-C reaches only us
         # and we stop them in the way each stops cleanly: SIGINT to the whole group
@@ -25,14 +34,6 @@ class Command(BaseCommand):
             "workers": self._spawn([*manage, "qcluster"]),
         }
         self.stdout.write(f"Studio running at http://{addrport}/ — press Ctrl-C to stop.")
-        stopping = False
-
-        def request_stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, request_stop)
-        signal.signal(signal.SIGTERM, request_stop)
         exit_code = 0
         while not stopping:
             for name, child in children.items():

@@ -29,6 +29,7 @@ from .models import (
     ACTIVE_STATUSES,
     GenerationAttempt,
     Job,
+    ProviderAccount,
     ProviderSlot,
     Run,
     SpendEntry,
@@ -138,9 +139,24 @@ def halt_message(reason: str, error: ProviderError | None, *, provider, service:
     return message[:2000]
 
 
+def account_halted(key: str) -> Exists:
+    """A condition: the account is (still) halted. Halting a run for its account checks it
+    in the same UPDATE, so a worker that read the account just before a Resume never halts
+    a run again after it."""
+    return Exists(
+        ProviderAccount.objects.filter(
+            key=key, state__in=(ProviderAccount.State.HALTED, ProviderAccount.State.PROBING)
+        )
+    )
+
+
 def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bool:
-    """Halt a running run for a reason retrying cannot fix. Return whether this call halted it."""
-    halted = Run.objects.filter(pk=run_id, state=Run.State.RUNNING).update(
+    """Halt a running run for a reason retrying cannot fix (with account, only while that
+    account is halted). Return whether this call halted it."""
+    rows = Run.objects.filter(pk=run_id, state=Run.State.RUNNING)
+    if account:
+        rows = rows.filter(account_halted(account))
+    halted = rows.update(
         state=Run.State.HALTED,
         halt_reason=reason,
         message=message,
@@ -179,7 +195,7 @@ def halt_account(key: str, *, reason: str, message: str, provider=None) -> int:
         waiting |= Exists(kind.model.objects.filter(run=OuterRef("pk"), status__in=ACTIVE_STATUSES))
     if not waiting:
         return 0
-    return Run.objects.filter(waiting, state=Run.State.RUNNING).update(
+    return Run.objects.filter(waiting, account_halted(key), state=Run.State.RUNNING).update(
         state=Run.State.HALTED,
         halt_reason=reason,
         message=message,

@@ -85,8 +85,11 @@ def _enqueue_on_commit(run: Run, counts: dict[str, int]) -> None:
 
 
 def _queued_counts(run: Run) -> dict[str, int]:
+    """Return how many tasks a resumed run needs per kind: its queued jobs, and the jobs a
+    worker still holds, which a worker that saw the halt may be giving back right now
+    (a task with nothing left to claim calls nothing, so over-delivery is harmless)."""
     return {
-        name: kind.model.objects.filter(run=run, status=Status.QUEUED).count()
+        name: kind.model.objects.filter(run=run, status__in=ACTIVE_STATUSES).count()
         for name, kind in KINDS.items()
     }
 
@@ -134,6 +137,7 @@ def resume_account(key: str) -> int:
     Run.objects.filter(halted_account=key, state=Run.State.RUNNING).update(halted_account="")
     runs = list(Run.objects.select_for_update().filter(halted_account=key, state=Run.State.HALTED))
     for run in runs:
+        run.halted_account = ""  # cleared here: _set_running must not resume it again
         _set_running(run)
         _enqueue_on_commit(run, _queued_counts(run))
     return len(runs)

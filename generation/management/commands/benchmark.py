@@ -193,7 +193,7 @@ class Bench:
     def project(self, pages: int, title: str) -> Project:
         project = Project.objects.create(owner=self.user, title=title)
         Page.objects.bulk_create(
-            Page(project=project, number=n, text=f"Benchmark page {n}: a fox in field {n}.")
+            Page(project=project, number=n, text=f"{title}, page {n}: a fox in field {n}.")
             for n in range(1, pages + 1)
         )
         return project
@@ -359,6 +359,29 @@ class Bench:
             self.wait(lambda: fake.in_flight == 0, timeout=30)
             time.sleep(1)  # anything still queued gets its chance to (wrongly) call
             wasted = fake.call_count - 1
+            services.resume(project=project)  # clear the account for the next part
+
+            # Three projects on one key: the account halts, and so do all three.
+            books = [self.project(pages // 3, f"halt {n}") for n in range(3)]
+            fake.calls.clear()
+            runs = [services.generate_missing(project=book).run for book in books]
+            self.wait(
+                lambda: all(Run.objects.get(pk=r.pk).state == Run.State.HALTED for r in runs),
+                timeout=60,
+            )
+            self.wait(lambda: fake.in_flight == 0, timeout=30)
+            time.sleep(1)
+            wasted_shared = len(fake.calls) - 1
+            fake.default = "ok"
+            fake.calls.clear()
+            services.resume(project=books[0])  # one Resume, for every project on the key
+            self.wait(
+                lambda: all(project_progress(book).complete for book in books),
+                timeout=pages * 2 + 60,
+            )
+            prompts = fake.prompts()
+            repeated = sum(count - 1 for count in prompts.values() if count > 1)
+            finished = all(project_progress(book).complete for book in books)
         return [
             row(
                 "halt",
@@ -367,6 +390,22 @@ class Bench:
                 "",
                 f"≤ {workers} (workers)",
                 wasted <= workers,
+            ),
+            row(
+                "halt",
+                "3 projects on one key: calls after the halting 402",
+                wasted_shared,
+                "",
+                f"≤ {workers} (workers)",
+                wasted_shared <= workers,
+            ),
+            row(
+                "halt",
+                "3 projects: one Resume finishes all, duplicate calls",
+                repeated,
+                "",
+                "0",
+                finished and repeated == 0,
             ),
         ]
 

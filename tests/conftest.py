@@ -179,7 +179,7 @@ TEST_API_KEY = "sk-test-0123456789abcdefSECRET"
 
 @pytest.fixture
 def fake_openai():
-    from generation.providers.fake_server import FakeImageService
+    from generation.fakes.openai import FakeImageService
 
     service = FakeImageService().start()
     yield service
@@ -210,7 +210,7 @@ def openai_env(fake, **overrides) -> dict:
 
 @pytest.fixture
 def fake_predictions():
-    from generation.providers.fake_predictions import FakePredictionService
+    from generation.fakes.replicate import FakePredictionService
 
     service = FakePredictionService().start()
     yield service

@@ -6,9 +6,14 @@ trickling body, downloading the picture a URL points at), not each read: a servi
 sends a byte now and then must not hold a worker, and its lease, for ever.
 """
 
+import base64
+import binascii
+import json
 import math
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
@@ -162,3 +167,160 @@ def looks_like_html(content: bytes, headers) -> bool:
     kind = str(headers.get("content-type") or "").lower()
     head = content[:512].lstrip().lower()
     return "html" in kind or head.startswith((b"<!doctype html", b"<html"))
+
+
+def as_json(body: object) -> object:
+    """Return a body as parsed JSON (a dict or list), or None when it is not JSON: the
+    classifiers take the raw bytes, the text, or an already parsed body alike."""
+    if isinstance(body, dict | list):
+        return body
+    if isinstance(body, bytes | str):
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def as_bytes(body: object) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return b""
+
+
+def decode_base64(data: object, **details) -> bytes:
+    """Return the bytes of base64 text; raise Transient (most likely paid: the picture was
+    made) when it is not valid base64."""
+    try:
+        return base64.b64decode(str(data), validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise Transient(
+            "The service sent image data that is not valid base64.", maybe_paid=True, **details
+        ) from exc
+
+
+def decode_data_url(url: str, **details) -> bytes:
+    """Return the bytes of a `data:<type>;base64,<data>` URL."""
+    head, _, data = url.partition(",")
+    if not head.startswith("data:") or not head.endswith(";base64"):
+        raise Transient(
+            "The service sent a data URL that is not base64.", maybe_paid=True, **details
+        )
+    return decode_base64(data, **details)
+
+
+@dataclass
+class Answer:
+    """One HTTP answer, read whole (within the caps and the deadline)."""
+
+    status: int
+    headers: Mapping
+    content: bytes
+
+    @property
+    def payload(self) -> object:
+        return as_json(self.content)
+
+    def json_object(self) -> dict | None:
+        payload = self.payload
+        return payload if isinstance(payload, dict) else None
+
+
+class Client:
+    """One session per provider: every request ends by the call's deadline, reads at most
+    a capped body, and every message it raises has the key removed."""
+
+    def __init__(self, *, service: str, seconds: float, secrets: tuple[str, ...] = ()):
+        self.service = service  # how messages name it: "the image service (Gemini)"
+        self.seconds = seconds
+        self.secrets = secrets
+        self.session = requests.Session()
+
+    def deadline(self) -> Deadline:
+        return Deadline(self.seconds, service=self.service)
+
+    def safe(self, text: object) -> str:
+        """Return text with every key removed, so it can be stored and shown."""
+        return redact(text, *self.secrets)
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline: Deadline,
+        headers: dict | None = None,
+        json: object = None,
+        params: dict | None = None,
+        paid: bool = False,
+        read_timeout: float | None = None,
+        request_id_header: str = "x-request-id",
+    ) -> Answer:
+        """Send one request and return its answer, whatever its status; raise Transient when
+        the service cannot be reached or does not answer by the deadline. With paid, a 2xx
+        body that breaks off is marked as most likely charged for."""
+        connect, read = deadline.timeout()
+        if read_timeout is not None:
+            read = min(read, read_timeout)
+        try:
+            response = self.session.request(
+                method,
+                url,
+                headers=headers,
+                json=json,
+                params=params,
+                timeout=(connect, read),
+                stream=True,
+            )
+        except requests.Timeout as exc:
+            raise Transient(
+                f"{self.service.capitalize()} did not answer in time ({self.safe(exc)})"
+            ) from exc
+        except requests.RequestException as exc:
+            raise Transient(f"Could not reach {self.service} ({self.safe(exc)})") from exc
+        with response:
+            content = read_capped(
+                response,
+                limit=MAX_RESPONSE_BYTES,
+                deadline=deadline,
+                request_id=response.headers.get(request_id_header, ""),
+                paid=paid and response.status_code < 300,
+            )
+            return Answer(response.status_code, response.headers, content)
+
+    def download(self, url: str, *, deadline: Deadline, request_id: str = "") -> bytes:
+        """Fetch the picture a URL answer points at: made and billed already, so any failure
+        here is a call the service most likely charged for."""
+        try:
+            with self.session.get(url, timeout=deadline.timeout(), stream=True) as response:
+                if response.status_code >= 400:
+                    raise Transient(
+                        f"Downloading the image failed (HTTP {response.status_code}).",
+                        http_status=response.status_code,
+                        request_id=request_id,
+                        maybe_paid=True,
+                    )
+                return read_capped(
+                    response,
+                    limit=MAX_DOWNLOAD_BYTES,
+                    deadline=deadline,
+                    what="image download",
+                    request_id=request_id,
+                    paid=True,
+                )
+        except requests.RequestException as exc:
+            raise Transient(
+                f"Downloading the image failed ({self.safe(exc)})",
+                request_id=request_id,
+                maybe_paid=True,
+            ) from exc
+
+    def raise_for(self, answer: Answer, classify) -> None:
+        """Raise the classified error of a 4xx/5xx answer, its message redacted."""
+        if answer.status >= 400:
+            error = classify(answer.status, answer.headers, answer.content)
+            error.message = self.safe(error.message)
+            error.args = (error.message,)
+            raise error

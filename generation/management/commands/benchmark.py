@@ -35,10 +35,10 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 
 from generation import services
+from generation.fakes.openai import FakeImageService
 from generation.management.base import OperatorCommand, table
 from generation.models import GenerationAttempt, Illustration, Run
 from generation.providers.embedded import render_scene
-from generation.fakes.openai import FakeImageService
 from generation.selectors import project_progress
 from studio.models import Page, Project
 

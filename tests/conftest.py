@@ -232,3 +232,23 @@ def replicate_env(fake, **overrides) -> dict:
         "REPLICATE_API_TOKEN": "r8_test_token",
         **overrides,
     }
+
+
+@pytest.fixture
+def fake_gemini():
+    from generation.fakes.gemini import FakeGemini
+
+    service = FakeGemini().start()
+    yield service
+    service.stop()
+
+
+GEMINI_TEST_KEY = "AIzaSyTEST-0123456789-SECRET"
+
+
+@pytest.fixture
+def gemini_settings(settings, fake_gemini):
+    settings.GEMINI_BASE_URL = fake_gemini.url
+    settings.GEMINI_API_KEY = GEMINI_TEST_KEY
+    settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    return settings

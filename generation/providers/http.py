@@ -20,7 +20,7 @@ from email.utils import parsedate_to_datetime
 import requests
 import urllib3
 
-from .base import Transient
+from .base import Transient, verify_image
 
 CONNECT_TIMEOUT = 10.0
 # A b64 PNG of the largest sizes is a few MB; anything far beyond is not an answer.
@@ -30,6 +30,11 @@ CHUNK = 256 * 1024
 # Longer waits than this are not believed: a broken or hostile header must not park a
 # page for days (the engine also caps waits by its own settings).
 MAX_RETRY_AFTER = 24 * 3600.0
+
+
+def sentence(text: str) -> str:
+    """Return text with its first letter capitalised (and the rest, "(Gemini)", kept)."""
+    return text[:1].upper() + text[1:]
 
 
 class Deadline:
@@ -51,7 +56,7 @@ class Deadline:
     def check(self, **details) -> None:
         if self.remaining() <= 0:
             raise Transient(
-                f"{self.service.capitalize()} did not finish within {self.seconds:g} s.",
+                f"{sentence(self.service)} did not finish within {self.seconds:g} s.",
                 **details,
             )
 
@@ -211,6 +216,18 @@ def decode_data_url(url: str, **details) -> bytes:
     return decode_base64(data, **details)
 
 
+def verified_image(content: bytes, *, http_status: int | None, request_id: str = ""):
+    """Return (width, height) of a received picture; raise Transient, marked as most likely
+    paid (the service made something and billed it), when it is not a sane image."""
+    try:
+        return verify_image(content)
+    except Transient as error:
+        error.maybe_paid = True
+        error.http_status = http_status
+        error.request_id = request_id
+        raise
+
+
 @dataclass
 class Answer:
     """One HTTP answer, read whole (within the caps and the deadline)."""
@@ -276,7 +293,7 @@ class Client:
             )
         except requests.Timeout as exc:
             raise Transient(
-                f"{self.service.capitalize()} did not answer in time ({self.safe(exc)})"
+                f"{sentence(self.service)} did not answer in time ({self.safe(exc)})"
             ) from exc
         except requests.RequestException as exc:
             raise Transient(f"Could not reach {self.service} ({self.safe(exc)})") from exc

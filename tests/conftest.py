@@ -252,3 +252,23 @@ def gemini_settings(settings, fake_gemini):
     settings.GEMINI_API_KEY = GEMINI_TEST_KEY
     settings.STUDIO_PROVIDER_TIMEOUT = 2.0
     return settings
+
+
+@pytest.fixture
+def fake_chat_images():
+    from generation.fakes.chat_images import FakeChatImages
+
+    service = FakeChatImages().start()
+    yield service
+    service.stop()
+
+
+CHAT_TEST_KEY = "sk-or-v1-test0123456789SECRET"
+
+
+@pytest.fixture
+def chat_image_settings(settings, fake_chat_images):
+    settings.STUDIO_CHAT_IMAGE_BASE_URL = fake_chat_images.url
+    settings.STUDIO_CHAT_IMAGE_API_KEY = CHAT_TEST_KEY
+    settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    return settings

@@ -272,3 +272,11 @@ def chat_image_settings(settings, fake_chat_images):
     settings.STUDIO_CHAT_IMAGE_API_KEY = CHAT_TEST_KEY
     settings.STUDIO_PROVIDER_TIMEOUT = 2.0
     return settings
+
+
+@pytest.fixture
+def replicate_image_settings(settings, fake_predictions):
+    settings.REPLICATE_BASE_URL = fake_predictions.url
+    settings.REPLICATE_API_TOKEN = "r8_test_token"
+    settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    return settings

@@ -92,6 +92,7 @@ class FakePredictionService(LoopbackServer):
         self.canceled: list[str] = []  # predictions canceled through the cancel endpoint
         self.idempotency_keys: list[str] = []  # the Idempotency-Key of every create
         self.prefer: list[str] = []  # the Prefer header of every create ("" without)
+        self.inputs: list[dict] = []  # the input of every create
         self.output = animated_webp()  # a clip model's output
         self.image = png_bytes()  # an image model's output
         self.files_expired = False  # output URLs answer 404 (outputs are deleted after 1 h)
@@ -138,6 +139,7 @@ class FakePredictionService(LoopbackServer):
             with service._lock:
                 service.idempotency_keys.append(self.headers.get("Idempotency-Key", ""))
                 service.prefer.append(self.headers.get("Prefer", ""))
+                service.inputs.append(json.loads(raw)["input"])
                 reply = service.create_script.popleft() if service.create_script else "ok"
                 if reply != "ok":
                     return self._problem(PROBLEMS[reply])

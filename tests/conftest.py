@@ -280,3 +280,24 @@ def replicate_image_settings(settings, fake_predictions):
     settings.REPLICATE_API_TOKEN = "r8_test_token"
     settings.STUDIO_PROVIDER_TIMEOUT = 2.0
     return settings
+
+
+@pytest.fixture
+def fake_fal():
+    from generation.fakes.fal import FakeFal
+
+    service = FakeFal().start()
+    yield service
+    service.stop()
+
+
+FAL_TEST_KEY = "fal-test-key-id:0123456789SECRET"
+
+
+@pytest.fixture
+def fal_settings(settings, fake_fal):
+    settings.FAL_QUEUE_URL = fake_fal.origin
+    settings.FAL_PLATFORM_URL = fake_fal.platform_url
+    settings.FAL_KEY = FAL_TEST_KEY
+    settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    return settings

@@ -193,6 +193,8 @@ def test_every_image_provider_name_builds_its_provider(settings, name, cls):
     assert provider.name == name
     if name != "embedded":
         assert provider.account.startswith(name)
+        assert provider.key_setting.endswith(("_KEY", "_TOKEN"))
+        assert provider.model_setting.endswith("_MODEL")
 
 
 def test_the_settings_accept_every_image_provider_name():

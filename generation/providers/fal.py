@@ -110,6 +110,8 @@ def classify(status: int, headers, body: object) -> ProviderError:
 class FalProvider:
     name = "fal"
     label = "fal"
+    key_setting = "FAL_KEY"
+    model_setting = MODEL_SETTING
     asynchronous = True
 
     def __init__(self):

@@ -167,6 +167,8 @@ class GeminiProvider:
 
     name = "gemini"
     label = "Gemini"
+    key_setting = "GEMINI_API_KEY"
+    model_setting = "GEMINI_IMAGE_MODEL"
 
     def __init__(self):
         self.base_url = settings.GEMINI_BASE_URL.rstrip("/")

@@ -156,6 +156,8 @@ class OpenAIProvider(OpenAICompatible):
 
     name = "openai"
     service = "the image service"
+    key_setting = "OPENAI_API_KEY"
+    model_setting = "STUDIO_IMAGE_MODEL"
 
     def __init__(self):
         super().__init__()

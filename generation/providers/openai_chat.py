@@ -115,6 +115,8 @@ class ChatImageProvider:
 
     name = "openai-chat"
     label = "Chat gateway (OpenRouter, Lovable)"
+    key_setting = "STUDIO_CHAT_IMAGE_API_KEY"
+    model_setting = "STUDIO_CHAT_IMAGE_MODEL"
 
     def __init__(self):
         self.base_url = settings.STUDIO_CHAT_IMAGE_BASE_URL.rstrip("/")

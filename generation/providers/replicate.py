@@ -83,6 +83,7 @@ class ReplicateAPI:
 
     name = "replicate"
     asynchronous = True
+    key_setting = "REPLICATE_API_TOKEN"
     service = "the service"  # how messages name it: "the clip service"
 
     def __init__(self, model: str):
@@ -168,6 +169,7 @@ class ReplicateAPI:
 
 class ReplicateClipProvider(ReplicateAPI):
     service = "the clip service"
+    model_setting = "STUDIO_CLIP_MODEL"
 
     def __init__(self):
         super().__init__(settings.STUDIO_CLIP_MODEL)

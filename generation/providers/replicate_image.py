@@ -93,6 +93,7 @@ def classify(status: int, headers, body: object) -> ProviderError:
 class ReplicateImageProvider(ReplicateAPI):
     service = SERVICE
     label = "Replicate"
+    model_setting = MODEL_SETTING
 
     def __init__(self):
         super().__init__(settings.STUDIO_REPLICATE_IMAGE_MODEL)

@@ -18,6 +18,24 @@ DEFAULT_PRICES = {
     "openai:dall-e-2:256x256": "0.016",
     "openai:dall-e-2:512x512": "0.018",
     "openai:dall-e-2:1024x1024": "0.02",
+    # Gemini: an image is 1290 output tokens at $30 per million for 2.5 Flash Image ($0.039),
+    # 1120 tokens at $120 per million for 3 Pro Image at 1K/2K ($0.134); ai.google.dev pricing.
+    "gemini:gemini-2.5-flash-image": "0.039",
+    "gemini:gemini-3-pro-image-preview": "0.134",
+    # OpenRouter passes Google's price on (openrouter.ai/google/gemini-2.5-flash-image) and
+    # reports each call's cost in usage.cost, which the ledger takes over this estimate.
+    "openai-chat:google/gemini-2.5-flash-image": "0.039",
+    "openai-chat:google/gemini-2.5-flash-image-preview": "0.039",
+    # Replicate lists flux-schnell at $3 per thousand images and flux-dev at $0.025 per
+    # image (replicate.com/pricing, the models' pages).
+    "replicate:black-forest-labs/flux-schnell": "0.003",
+    "replicate:black-forest-labs/flux-dev": "0.025",
+    # fal bills flux/schnell by the megapixel, $0.003 each (rounded up), flux/dev at $0.025
+    # per megapixel (fal.ai/models/fal-ai/flux/schnell, /dev): one 1024x1024 picture is 1 MP.
+    "fal:fal-ai/flux/schnell": "0.003",
+    "fal:fal-ai/flux/schnell:1024x1536": "0.006",
+    "fal:fal-ai/flux/schnell:1536x1024": "0.006",
+    "fal:fal-ai/flux/dev": "0.025",
 }
 
 

@@ -249,10 +249,12 @@ elif STUDIO_MEDIA_STORAGE != "filesystem":
     raise ImproperlyConfigured("STUDIO_MEDIA_STORAGE must be 'filesystem' or 's3'")
 
 # --- Generation (names from shared/DESIGN.md) -------------------------------------------
+IMAGE_PROVIDERS = ("embedded", "openai", "openai-chat", "gemini", "replicate", "fal")
 STUDIO_IMAGE_PROVIDER = env_str("STUDIO_IMAGE_PROVIDER", "embedded")
-if STUDIO_IMAGE_PROVIDER not in {"embedded", "openai"}:
+if STUDIO_IMAGE_PROVIDER not in IMAGE_PROVIDERS:
     raise ImproperlyConfigured(
-        f"STUDIO_IMAGE_PROVIDER must be 'embedded' or 'openai', not {STUDIO_IMAGE_PROVIDER!r}"
+        f"STUDIO_IMAGE_PROVIDER must be one of {', '.join(IMAGE_PROVIDERS)}, "
+        f"not {STUDIO_IMAGE_PROVIDER!r}"
     )
 # The story phase: a text service writes pages from a premise. Empty means none is
 # configured, and the premise path says so.
@@ -277,6 +279,29 @@ OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
 STUDIO_IMAGE_MODEL = env_str("STUDIO_IMAGE_MODEL", "gpt-image-1")
 STUDIO_IMAGE_SIZE = env_str("STUDIO_IMAGE_SIZE", "1024x1024")
+# The other image services (each used only when its key is set; see the README's Services).
+# Gemini, native: POST {GEMINI_BASE_URL}/models/{model}:generateContent.
+GEMINI_API_KEY = env_str("GEMINI_API_KEY")
+GEMINI_BASE_URL = env_str(
+    "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com/v1beta"
+).rstrip("/")
+GEMINI_IMAGE_MODEL = env_str("GEMINI_IMAGE_MODEL", "gemini-2.5-flash-image")
+# OpenAI-compatible chat completions that answer with images (OpenRouter, the Lovable AI
+# gateway at https://ai.gateway.lovable.dev/v1, others).
+STUDIO_CHAT_IMAGE_BASE_URL = env_str(
+    "STUDIO_CHAT_IMAGE_BASE_URL", "https://openrouter.ai/api/v1"
+).rstrip("/")
+STUDIO_CHAT_IMAGE_API_KEY = env_str("STUDIO_CHAT_IMAGE_API_KEY")
+STUDIO_CHAT_IMAGE_MODEL = env_str("STUDIO_CHAT_IMAGE_MODEL", "google/gemini-2.5-flash-image")
+# Replicate for pictures (REPLICATE_API_TOKEN and REPLICATE_BASE_URL are shared with clips).
+STUDIO_REPLICATE_IMAGE_MODEL = env_str(
+    "STUDIO_REPLICATE_IMAGE_MODEL", "black-forest-labs/flux-schnell"
+)
+# The fal queue; FAL_PLATFORM_URL is only read by check_services (its free model lookup).
+FAL_KEY = env_str("FAL_KEY")
+FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run").rstrip("/")
+FAL_PLATFORM_URL = env_str("FAL_PLATFORM_URL", "https://api.fal.ai/v1").rstrip("/")
+STUDIO_FAL_IMAGE_MODEL = env_str("STUDIO_FAL_IMAGE_MODEL", "fal-ai/flux/schnell")
 STUDIO_MAX_ATTEMPTS = env_number("STUDIO_MAX_ATTEMPTS", 3)
 STUDIO_BACKOFF_BASE = env_number("STUDIO_BACKOFF_BASE", 2.0, float)
 STUDIO_BACKOFF_MAX = env_number("STUDIO_BACKOFF_MAX", 60.0, float)

@@ -179,7 +179,7 @@ TEST_API_KEY = "sk-test-0123456789abcdefSECRET"
 
 @pytest.fixture
 def fake_openai():
-    from generation.providers.fake_server import FakeImageService
+    from generation.fakes.openai import FakeImageService
 
     service = FakeImageService().start()
     yield service
@@ -210,7 +210,7 @@ def openai_env(fake, **overrides) -> dict:
 
 @pytest.fixture
 def fake_predictions():
-    from generation.providers.fake_predictions import FakePredictionService
+    from generation.fakes.replicate import FakePredictionService
 
     service = FakePredictionService().start()
     yield service
@@ -232,3 +232,72 @@ def replicate_env(fake, **overrides) -> dict:
         "REPLICATE_API_TOKEN": "r8_test_token",
         **overrides,
     }
+
+
+@pytest.fixture
+def fake_gemini():
+    from generation.fakes.gemini import FakeGemini
+
+    service = FakeGemini().start()
+    yield service
+    service.stop()
+
+
+GEMINI_TEST_KEY = "AIzaSyTEST-0123456789-SECRET"
+
+
+@pytest.fixture
+def gemini_settings(settings, fake_gemini):
+    settings.GEMINI_BASE_URL = fake_gemini.url
+    settings.GEMINI_API_KEY = GEMINI_TEST_KEY
+    settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    return settings
+
+
+@pytest.fixture
+def fake_chat_images():
+    from generation.fakes.chat_images import FakeChatImages
+
+    service = FakeChatImages().start()
+    yield service
+    service.stop()
+
+
+CHAT_TEST_KEY = "sk-or-v1-test0123456789SECRET"
+
+
+@pytest.fixture
+def chat_image_settings(settings, fake_chat_images):
+    settings.STUDIO_CHAT_IMAGE_BASE_URL = fake_chat_images.url
+    settings.STUDIO_CHAT_IMAGE_API_KEY = CHAT_TEST_KEY
+    settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    return settings
+
+
+@pytest.fixture
+def replicate_image_settings(settings, fake_predictions):
+    settings.REPLICATE_BASE_URL = fake_predictions.url
+    settings.REPLICATE_API_TOKEN = "r8_test_token"
+    settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    return settings
+
+
+@pytest.fixture
+def fake_fal():
+    from generation.fakes.fal import FakeFal
+
+    service = FakeFal().start()
+    yield service
+    service.stop()
+
+
+FAL_TEST_KEY = "fal-test-key-id:0123456789SECRET"
+
+
+@pytest.fixture
+def fal_settings(settings, fake_fal):
+    settings.FAL_QUEUE_URL = fake_fal.origin
+    settings.FAL_PLATFORM_URL = fake_fal.platform_url
+    settings.FAL_KEY = FAL_TEST_KEY
+    settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    return settings

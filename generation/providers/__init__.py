@@ -1,17 +1,62 @@
 """Image services, chosen by STUDIO_IMAGE_PROVIDER. The only code that talks HTTP."""
 
+from dataclasses import dataclass
+from decimal import Decimal
+
 from django.conf import settings
 from django.utils.module_loading import import_string
+
+from ..pricing import price_per_image
 
 PROVIDERS = {
     "embedded": "generation.providers.embedded.EmbeddedProvider",
     "openai": "generation.providers.openai.OpenAIProvider",
+    "openai-chat": "generation.providers.openai_chat.ChatImageProvider",
+    "gemini": "generation.providers.gemini.GeminiProvider",
+    "replicate": "generation.providers.replicate_image.ReplicateImageProvider",
+    "fal": "generation.providers.fal.FalProvider",
 }
 
 
 def get_provider(name: str | None = None):
     """Return an instance of the configured (or named) image provider."""
     return import_string(PROVIDERS[name or settings.STUDIO_IMAGE_PROVIDER])()
+
+
+@dataclass(frozen=True)
+class ImageService:
+    name: str  # a key of PROVIDERS
+    label: str  # how the studio names it to editors
+    model: str
+    price: Decimal | None  # one image at STUDIO_IMAGE_SIZE; None when unknown
+
+
+# name -> (label, the setting holding its key, the setting holding its model)
+IMAGE_SERVICES = {
+    "embedded": ("Offline renderer", "", ""),
+    "openai": ("OpenAI images", "OPENAI_API_KEY", "STUDIO_IMAGE_MODEL"),
+    "gemini": ("Gemini", "GEMINI_API_KEY", "GEMINI_IMAGE_MODEL"),
+    "openai-chat": (
+        "Chat gateway (OpenRouter, Lovable)",
+        "STUDIO_CHAT_IMAGE_API_KEY",
+        "STUDIO_CHAT_IMAGE_MODEL",
+    ),
+    "replicate": ("Replicate", "REPLICATE_API_TOKEN", "STUDIO_REPLICATE_IMAGE_MODEL"),
+    "fal": ("fal", "FAL_KEY", "STUDIO_FAL_IMAGE_MODEL"),
+}
+
+
+def configured_image_services() -> list[ImageService]:
+    """Return the image services whose keys are configured, the offline renderer first,
+    each with its model and the price of one image."""
+    services = []
+    for name, (label, key_setting, model_setting) in IMAGE_SERVICES.items():
+        if key_setting and not getattr(settings, key_setting, ""):
+            continue
+        model = getattr(settings, model_setting, "") if model_setting else ""
+        price = price_per_image(name, model, settings.STUDIO_IMAGE_SIZE)
+        services.append(ImageService(name=name, label=label, model=model, price=price))
+    return services
 
 
 TEXT_PROVIDERS = {

@@ -6,16 +6,21 @@ trickling body, downloading the picture a URL points at), not each read: a servi
 sends a byte now and then must not hold a worker, and its lease, for ever.
 """
 
+import base64
+import binascii
+import json
 import math
 import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import requests
 import urllib3
 
-from .base import Transient
+from .base import Transient, verify_image
 
 CONNECT_TIMEOUT = 10.0
 # A b64 PNG of the largest sizes is a few MB; anything far beyond is not an answer.
@@ -25,6 +30,11 @@ CHUNK = 256 * 1024
 # Longer waits than this are not believed: a broken or hostile header (1e400, a date in
 # 2100) must not park a page for days; the engine also caps a wait by its patience.
 MAX_RETRY_AFTER = 3600.0
+
+
+def sentence(text: str) -> str:
+    """Return text with its first letter capitalised (and the rest, "(Gemini)", kept)."""
+    return text[:1].upper() + text[1:]
 
 
 class Deadline:
@@ -46,7 +56,7 @@ class Deadline:
     def check(self, **details) -> None:
         if self.remaining() <= 0:
             raise Transient(
-                f"{self.service.capitalize()} did not finish within {self.seconds:g} s.",
+                f"{sentence(self.service)} did not finish within {self.seconds:g} s.",
                 **details,
             )
 
@@ -162,3 +172,172 @@ def looks_like_html(content: bytes, headers) -> bool:
     kind = str(headers.get("content-type") or "").lower()
     head = content[:512].lstrip().lower()
     return "html" in kind or head.startswith((b"<!doctype html", b"<html"))
+
+
+def as_json(body: object) -> object:
+    """Return a body as parsed JSON (a dict or list), or None when it is not JSON: the
+    classifiers take the raw bytes, the text, or an already parsed body alike."""
+    if isinstance(body, dict | list):
+        return body
+    if isinstance(body, bytes | str):
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return None
+
+
+def as_bytes(body: object) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return b""
+
+
+def decode_base64(data: object, **details) -> bytes:
+    """Return the bytes of base64 text; raise Transient (most likely paid: the picture was
+    made) when it is not valid base64."""
+    try:
+        return base64.b64decode(str(data), validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise Transient(
+            "The service sent image data that is not valid base64.", maybe_paid=True, **details
+        ) from exc
+
+
+def decode_data_url(url: str, **details) -> bytes:
+    """Return the bytes of a `data:<type>;base64,<data>` URL."""
+    head, _, data = url.partition(",")
+    if not head.startswith("data:") or not head.endswith(";base64"):
+        raise Transient(
+            "The service sent a data URL that is not base64.", maybe_paid=True, **details
+        )
+    return decode_base64(data, **details)
+
+
+def verified_image(content: bytes, *, http_status: int | None, request_id: str = ""):
+    """Return (width, height) of a received picture; raise Transient, marked as most likely
+    paid (the service made something and billed it), when it is not a sane image."""
+    try:
+        return verify_image(content)
+    except Transient as error:
+        error.maybe_paid = True
+        error.http_status = http_status
+        error.request_id = request_id
+        raise
+
+
+@dataclass
+class Answer:
+    """One HTTP answer, read whole (within the caps and the deadline)."""
+
+    status: int
+    headers: Mapping
+    content: bytes
+
+    @property
+    def payload(self) -> object:
+        return as_json(self.content)
+
+    def json_object(self) -> dict | None:
+        payload = self.payload
+        return payload if isinstance(payload, dict) else None
+
+
+class Client:
+    """One session per provider: every request ends by the call's deadline, reads at most
+    a capped body, and every message it raises has the key removed."""
+
+    def __init__(self, *, service: str, seconds: float, secrets: tuple[str, ...] = ()):
+        self.service = service  # how messages name it: "the image service (Gemini)"
+        self.seconds = seconds
+        self.secrets = secrets
+        self.session = requests.Session()
+
+    def deadline(self) -> Deadline:
+        return Deadline(self.seconds, service=self.service)
+
+    def safe(self, text: object) -> str:
+        """Return text with every key removed, so it can be stored and shown."""
+        return redact(text, *self.secrets)
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline: Deadline,
+        headers: dict | None = None,
+        json: object = None,
+        params: dict | None = None,
+        paid: bool = False,
+        read_timeout: float | None = None,
+        request_id_header: str = "x-request-id",
+    ) -> Answer:
+        """Send one request and return its answer, whatever its status; raise Transient when
+        the service cannot be reached or does not answer by the deadline. With paid, a 2xx
+        body that breaks off is marked as most likely charged for."""
+        connect, read = deadline.timeout()
+        if read_timeout is not None:
+            read = min(read, read_timeout)
+        try:
+            response = self.session.request(
+                method,
+                url,
+                headers=headers,
+                json=json,
+                params=params,
+                timeout=(connect, read),
+                stream=True,
+            )
+        except requests.Timeout as exc:
+            raise Transient(
+                f"{sentence(self.service)} did not answer in time ({self.safe(exc)})"
+            ) from exc
+        except requests.RequestException as exc:
+            raise Transient(f"Could not reach {self.service} ({self.safe(exc)})") from exc
+        with response:
+            content = read_capped(
+                response,
+                limit=MAX_RESPONSE_BYTES,
+                deadline=deadline,
+                request_id=response.headers.get(request_id_header, ""),
+                paid=paid and response.status_code < 300,
+            )
+            return Answer(response.status_code, response.headers, content)
+
+    def download(self, url: str, *, deadline: Deadline, request_id: str = "") -> bytes:
+        """Fetch the picture a URL answer points at: made and billed already, so any failure
+        here is a call the service most likely charged for."""
+        try:
+            with self.session.get(url, timeout=deadline.timeout(), stream=True) as response:
+                if response.status_code >= 400:
+                    raise Transient(
+                        f"Downloading the image failed (HTTP {response.status_code}).",
+                        http_status=response.status_code,
+                        request_id=request_id,
+                        maybe_paid=True,
+                    )
+                return read_capped(
+                    response,
+                    limit=MAX_DOWNLOAD_BYTES,
+                    deadline=deadline,
+                    what="image download",
+                    request_id=request_id,
+                    paid=True,
+                )
+        except requests.RequestException as exc:
+            raise Transient(
+                f"Downloading the image failed ({self.safe(exc)})",
+                request_id=request_id,
+                maybe_paid=True,
+            ) from exc
+
+    def raise_for(self, answer: Answer, classify) -> None:
+        """Raise the classified error of a 4xx/5xx answer, its message redacted."""
+        if answer.status >= 400:
+            error = classify(answer.status, answer.headers, answer.content)
+            error.message = self.safe(error.message)
+            error.args = (error.message,)
+            raise error

@@ -29,10 +29,13 @@ from .base import (
     account_key,
     verify_image,
 )
+from .checks import Check, check_get
 from .http import (
     MAX_DOWNLOAD_BYTES,
     MAX_RESPONSE_BYTES,
+    Client,
     Deadline,
+    as_json,
     looks_like_html,
     parse_retry_after,
     read_capped,
@@ -299,6 +302,30 @@ class OpenAIProvider(OpenAICompatible):
             request_id=request_id,
             http_status=status,
             usage=usage if isinstance(usage, dict) else None,
+        )
+
+    def check(self) -> list[Check]:
+        """Return what the free model look-up (GET /models/{model}) says of the key and the
+        model."""
+
+        def headers() -> dict:
+            if not self.api_key:
+                raise AuthFailed("OPENAI_API_KEY is not set.")
+            return {"Authorization": f"Bearer {self.api_key}"}
+
+        def by_status(status, headers, body) -> ProviderError:
+            error = classify(status, as_json(body), headers)
+            if status == 404:
+                return ConfigError(error.message, setting="STUDIO_IMAGE_MODEL")
+            return error
+
+        client = Client(service=self.service, seconds=self.seconds, secrets=(self.api_key,))
+        return check_get(
+            client,
+            f"{self.base_url}/models/{self.model}",
+            headers=headers,
+            classify=by_status,
+            what=("key", "model"),
         )
 
     def _image_bytes(self, payload: dict, status: int, request_id: str, deadline) -> bytes:

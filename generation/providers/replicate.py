@@ -40,6 +40,7 @@ from .http import (
     read_capped,
     redact,
     says_out_of_credits,
+    sentence,
 )
 
 POLL_FIRST = 0.5
@@ -90,25 +91,111 @@ def classify_problem(
     return Rejected(detail, **details)
 
 
-class ReplicateClipProvider:
+class ReplicateAPI:
+    """What the clip and image providers share: the token, one session, the create path
+    for a model or a version, cancel, and problem+json answers."""
+
     name = "replicate"
     asynchronous = True
     key_setting = "REPLICATE_API_TOKEN"
-    model_setting = "STUDIO_CLIP_MODEL"
+    service = "the service"  # how messages name it: "the clip service"
 
-    def __init__(self):
+    def __init__(self, model: str):
         self.base_url = settings.REPLICATE_BASE_URL.rstrip("/")
         self.token = settings.REPLICATE_API_TOKEN
-        self.model = settings.STUDIO_CLIP_MODEL
+        self.model = model
         self.seconds = float(settings.STUDIO_PROVIDER_TIMEOUT)
-        # A prediction that has not finished in this long is given up on for this
-        # attempt; the next attempt resumes polling the same prediction.
-        self.poll_window = float(settings.STUDIO_CLIP_POLL_SECONDS)
         self.session = requests.Session()
 
     @property
     def account(self) -> str:
         return account_key(self.name, self.base_url, self.token)
+
+    def create_path(self, inputs: dict) -> tuple[str, dict]:
+        """Return the path and body that start a prediction of the model: an official
+        model by name ("owner/name"), anything else by version."""
+        if "/" in self.model and ":" not in self.model:
+            return f"/models/{self.model}/predictions", {"input": inputs}
+        return "/predictions", {"version": self.model, "input": inputs}
+
+    def cancel(self, prediction_id: str) -> str:
+        """Ask the service to stop a prediction (POST /predictions/{id}/cancel); return
+        its status after the request ("canceled", or "succeeded"/"failed" if it had
+        already ended)."""
+        payload, _, _ = self._json("POST", f"/predictions/{prediction_id}/cancel")
+        return str(payload.get("status") or "")
+
+    def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict | None = None,
+        deadline: Deadline | None = None,
+        classify=None,
+        **kwargs,
+    ) -> tuple[dict, int, dict]:
+        """Send one request; return (payload, status, headers) of a 2xx JSON answer, raise
+        the classified error otherwise (PredictionGone for a GET the service answers 404)."""
+        deadline = deadline or Deadline(self.seconds, service=self.service)
+        try:
+            response = self.session.request(
+                method,
+                f"{self.base_url}{path}",
+                headers={"Authorization": f"Bearer {self.token}", **(headers or {})},
+                timeout=deadline.timeout(),
+                stream=True,
+                **kwargs,
+            )
+        except requests.Timeout as exc:
+            raise Transient(
+                f"{sentence(self.service)} did not answer in time ({self._safe(exc)})"
+            ) from exc
+        except requests.RequestException as exc:
+            raise Transient(f"Could not reach {self.service} ({self._safe(exc)})") from exc
+        with response:
+            content = read_capped(response, limit=MAX_RESPONSE_BYTES, deadline=deadline)
+            try:
+                payload = json.loads(content)
+            except (ValueError, UnicodeDecodeError):
+                payload = None
+            if response.status_code == 404 and method == "GET":
+                raise PredictionGone(
+                    f"{sentence(self.service)} no longer knows this prediction.", http_status=404
+                )
+            if response.status_code >= 400:
+                if classify is None:
+                    error = classify_problem(
+                        response.status_code,
+                        payload,
+                        response.headers,
+                        content=content,
+                        model_setting=self.model_setting if method == "POST" else "",
+                    )
+                else:
+                    error = classify(response.status_code, response.headers, content)
+                error.message = self._safe(error.message)
+                raise error
+            if not isinstance(payload, dict):
+                raise Transient(
+                    f"{sentence(self.service)} sent a broken answer (invalid JSON).",
+                    http_status=response.status_code,
+                )
+            return payload, response.status_code, response.headers
+
+    def _safe(self, text: object) -> str:
+        return redact(text, self.token)
+
+
+class ReplicateClipProvider(ReplicateAPI):
+    service = "the clip service"
+    model_setting = "STUDIO_CLIP_MODEL"
+
+    def __init__(self):
+        super().__init__(settings.STUDIO_CLIP_MODEL)
+        # A prediction that has not finished in this long is given up on for this
+        # attempt; the next attempt resumes polling the same prediction.
+        self.poll_window = float(settings.STUDIO_CLIP_POLL_SECONDS)
 
     # --- create ----------------------------------------------------------------------
 
@@ -118,10 +205,7 @@ class ReplicateClipProvider:
             raise AuthFailed("REPLICATE_API_TOKEN is not set.")
         image = "data:image/png;base64," + base64.b64encode(request.image).decode()
         inputs = {"image": image, "prompt": request.prompt, "duration": request.seconds}
-        if "/" in self.model and ":" not in self.model:
-            path, body = f"/models/{self.model}/predictions", {"input": inputs}
-        else:
-            path, body = "/predictions", {"version": self.model, "input": inputs}
+        path, body = self.create_path(inputs)
         payload, _, _ = self._json(
             "POST", path, json=body, headers={"Idempotency-Key": request.idempotency_key}
         )
@@ -160,13 +244,6 @@ class ReplicateClipProvider:
             delay = min(POLL_MAX, delay * 2)
             still_wanted()  # the caller ends the wait (raises) when the job is no longer wanted
 
-    def cancel(self, prediction_id: str) -> str:
-        """Ask the service to stop a prediction (POST /predictions/{id}/cancel); return
-        its status after the request ("canceled", or "succeeded"/"failed" if it had
-        already ended)."""
-        payload, _, _ = self._json("POST", f"/predictions/{prediction_id}/cancel")
-        return str(payload.get("status") or "")
-
     def _download(self, payload: dict, status_code: int, headers) -> GeneratedClip:
         output = payload.get("output")
         url = output[0] if isinstance(output, list) and output else output
@@ -198,49 +275,3 @@ class ReplicateClipProvider:
             request_id=payload.get("id", ""),
             http_status=status_code,
         )
-
-    # --- HTTP ------------------------------------------------------------------------
-
-    def _json(
-        self, method: str, path: str, *, headers: dict | None = None, **kwargs
-    ) -> tuple[dict, int, dict]:
-        deadline = Deadline(self.seconds, service="the clip service")
-        try:
-            response = self.session.request(
-                method,
-                f"{self.base_url}{path}",
-                headers={"Authorization": f"Bearer {self.token}", **(headers or {})},
-                timeout=deadline.timeout(),
-                stream=True,
-                **kwargs,
-            )
-        except requests.Timeout as exc:
-            raise Transient(f"The clip service did not answer in time ({exc})") from exc
-        except requests.RequestException as exc:
-            raise Transient(f"Could not reach the clip service ({exc})") from exc
-        with response:
-            content = read_capped(response, limit=MAX_RESPONSE_BYTES, deadline=deadline)
-            try:
-                payload = json.loads(content)
-            except (ValueError, UnicodeDecodeError):
-                payload = None
-            if response.status_code == 404 and method == "GET":
-                raise PredictionGone(
-                    "The clip service no longer knows this prediction.", http_status=404
-                )
-            if response.status_code >= 400:
-                error = classify_problem(
-                    response.status_code,
-                    payload,
-                    response.headers,
-                    content=content,
-                    model_setting=self.model_setting if method == "POST" else "",
-                )
-                error.message = redact(error.message, self.token)
-                raise error
-            if not isinstance(payload, dict):
-                raise Transient(
-                    "The clip service sent a broken answer (invalid JSON).",
-                    http_status=response.status_code,
-                )
-            return payload, response.status_code, response.headers

@@ -1,7 +1,7 @@
 """How close the studio gets to the image service's own limit, in numbers.
 
 Every scenario runs on the configured database and broker, with real `qcluster`
-processes calling the built-in loopback fake service (generation.providers.fake_server),
+processes calling the built-in loopback fake service (generation.fakes.openai),
 under a user of its own whose projects are deleted afterwards.
 """
 
@@ -35,10 +35,10 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 
 from generation import services
+from generation.fakes.openai import FakeImageService
 from generation.management.base import OperatorCommand, table
 from generation.models import GenerationAttempt, Illustration, Run
 from generation.providers.embedded import render_scene
-from generation.providers.fake_server import FakeImageService
 from generation.selectors import project_progress
 from studio.models import Page, Project
 

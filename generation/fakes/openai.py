@@ -16,15 +16,15 @@ import json
 import random
 import re
 import struct
-import threading
 import time
 import uuid
 import zlib
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
+
+from .base import FakeHandler, LoopbackServer
 
 
 def png_bytes(size=(64, 64), colour=(120, 160, 90)) -> bytes:
@@ -275,59 +275,28 @@ REPLIES = {
 }
 
 
-class FakeImageService:
+class FakeImageService(LoopbackServer):
+    path_prefix = "/v1"
+    # Models GET /v1/models/{model} knows (what check_services asks about).
+    models = {"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "dall-e-2", "dall-e-3"}
+
     def __init__(self):
-        self._lock = threading.Lock()
-        self.calls: list[dict] = []
         self.successes = 0
         self.in_flight = 0
         self.max_in_flight = 0
-        self.default = "ok"
         self.latency = 0.0  # seconds each successful answer takes
         self.capacity: int | None = None  # calls beyond this many in flight get a 429
         self.failure_mix: dict[str, float] = {}  # reply name -> probability, per call
         self.random = random.Random(0)
         self.over_capacity = 0
-        self.script: deque[str] = deque()  # the next calls' replies, in order, then default
         self.rules: list[tuple[str, str]] = []  # (text in prompt, reply) for every such call
-        self._held = threading.Event()
-        self._held.set()
-        self._shutdown = threading.Event()
+        self.valid_keys: set[str] | None = None  # GET /models: None accepts any bearer key
         self._files: dict[str, bytes] = {}
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    # --- control -------------------------------------------------------------------
-
-    def start(self) -> "FakeImageService":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._shutdown.set()
-        self._held.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-    def hold(self) -> None:
-        """Keep every successful answer waiting until release()."""
-        self._held.clear()
-
-    def release(self) -> None:
-        self._held.set()
+        super().__init__()
 
     def calls_for(self, text: str) -> int:
         with self._lock:
             return sum(1 for call in self.calls if text in call["prompt"])
-
-    @property
-    def call_count(self) -> int:
-        with self._lock:
-            return len(self.calls)
 
     def prompts(self) -> Counter:
         with self._lock:
@@ -355,22 +324,36 @@ class FakeImageService:
     def _handler(self):
         service = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in separate writes: without this, Nagle's algorithm
-            # and delayed ACKs stall every kept-alive answer by ~40 ms.
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(FakeHandler):
             def do_GET(self):
+                if self.path.startswith("/v1/models/"):
+                    return self._model(self.path.removeprefix("/v1/models/"))
                 name = self.path.rsplit("/", 1)[-1]
                 content = service._files.get(name)
                 if content is None:
                     self._send(404, b"not found", "text/plain")
                 else:
                     self._send(200, content, "image/png")
+
+            def _model(self, model: str):
+                """GET /v1/models/{model}: free, tells whether the key and the model exist."""
+                key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if not key or (service.valid_keys is not None and key not in service.valid_keys):
+                    body = json.loads(REPLIES["401"]().body)
+                    return self.send_json(401, body)
+                if model not in service.models:
+                    message = f"The model '{model}' does not exist"
+                    body = {
+                        "error": {
+                            "message": message,
+                            "type": "invalid_request_error",
+                            "param": "model",
+                            "code": "model_not_found",
+                        }
+                    }
+                    return self.send_json(404, body)
+                body = {"id": model, "object": "model", "created": 1698785189, "owned_by": "system"}
+                self.send_json(200, body)
 
             def do_POST(self):
                 if self.path not in ("/v1/images/generations", "/v1/chat/completions"):

@@ -1,0 +1,117 @@
+"""What every loopback fake shares: a threaded HTTP server on 127.0.0.1 port 0, a script
+of replies, a record of every call, and a hold/release switch for answers."""
+
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class LoopbackServer:
+    """Start with start(), stop with stop(); `url` is the service's base URL.
+
+    Subclasses set `path_prefix` (e.g. "/v1") and give a `Handler` class (a subclass of
+    FakeHandler) whose methods can reach this object as `self.service`.
+    """
+
+    path_prefix = ""
+    Handler: type["FakeHandler"]
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.calls: list[dict] = []
+        self.script: deque[str] = deque()  # the next calls' replies, in order, then default
+        self.default = "ok"
+        self._held = threading.Event()
+        self._held.set()
+        self._shutdown = threading.Event()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server.daemon_threads = True
+        self.origin = f"http://127.0.0.1:{self.server.server_port}"
+        self.url = self.origin + self.path_prefix
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def _handler(self) -> type["FakeHandler"]:
+        return type("Handler", (self.Handler,), {"service": self})
+
+    # --- control -------------------------------------------------------------------
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._shutdown.set()
+        self._held.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def hold(self) -> None:
+        """Keep every successful answer waiting until release()."""
+        self._held.clear()
+
+    def release(self) -> None:
+        self._held.set()
+
+    def wait_if_held(self, timeout: float = 60) -> None:
+        self._held.wait(timeout=timeout)
+
+    def next_reply(self) -> str:
+        """Return the name of the next scripted reply, or the default."""
+        with self._lock:
+            return self.script.popleft() if self.script else self.default
+
+    def record(self, call: dict) -> dict:
+        call.setdefault("at", time.time())
+        with self._lock:
+            self.calls.append(call)
+        return call
+
+    @property
+    def call_count(self) -> int:
+        with self._lock:
+            return len(self.calls)
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    """A request handler that answers JSON, keeps connections alive, logs nothing."""
+
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, Nagle's algorithm and
+    # delayed ACKs stall every kept-alive answer by ~40 ms.
+    disable_nagle_algorithm = True
+    service: LoopbackServer
+
+    def log_message(self, *args):
+        pass
+
+    def read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def is_json(self) -> bool:
+        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        return kind == "application/json"
+
+    def send_json(self, status: int, body, headers=None, content_type="application/json"):
+        self.send_bytes(status, json.dumps(body).encode(), content_type, headers)
+
+    def send_bytes(self, status: int, content: bytes, content_type: str, headers=None):
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(content)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        try:
+            self.wfile.write(content)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def hang(self) -> None:
+        """Never answer (until the server shuts down)."""
+        self.service._shutdown.wait(timeout=30)
+        self.close_connection = True

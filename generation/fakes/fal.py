@@ -1,0 +1,292 @@
+"""A loopback fal queue (queue.fal.run) that answers like fal does.
+
+POST /{model} submits (→ `request_id`, `status_url`, `response_url`, `cancel_url`,
+`queue_position`); GET /{owner}/{app}/requests/{id}/status goes IN_QUEUE (with
+`queue_position`, 202) → IN_PROGRESS (202) → COMPLETED (200); GET …/requests/{id} gives the
+result (`images: [{url, width, height, content_type}]`, `has_nsfw_concepts`) or the model's
+error; PUT …/cancel answers CANCELLATION_REQUESTED or ALREADY_COMPLETED. Failures on demand:
+401, 403 "User is locked. Reason: Exhausted balance", 404 unknown app, 422 (content policy,
+a bad prompt, a bad image_size), 500, and the request errors with `X-Fal-Error-Type`
+(request_timeout 504, runner_disconnected 503). GET /platform/v1/models?endpoint_id= is the
+Platform API's free model search.
+
+As strict as fal: no `Authorization: Key …` (a Bearer token included) → 401; a body that is
+not JSON → 422; no prompt → 422 `missing`; an image_size it does not take → 422.
+"""
+
+import json
+import threading
+import uuid
+from collections import Counter, deque
+from urllib.parse import parse_qs, urlsplit
+
+from .base import FakeHandler, LoopbackServer
+from .openai import png_bytes
+
+PNG = png_bytes(colour=(60, 180, 120))
+MODELS = {"fal-ai/flux/schnell", "fal-ai/flux/dev", "fal-ai/flux-pro/kontext"}
+SIZE_NAMES = {
+    "square_hd",
+    "square",
+    "portrait_4_3",
+    "portrait_16_9",
+    "landscape_4_3",
+    "landscape_16_9",
+}
+
+
+def validation(loc: list, msg: str, type_: str, **ctx) -> dict:
+    item = {"loc": loc, "msg": msg, "type": type_, "url": f"https://docs.fal.ai/errors/#{type_}"}
+    if ctx:
+        item["ctx"] = ctx
+    return {"detail": [item]}
+
+
+# name -> (status, body, headers)
+ERRORS = {
+    "401": (401, {"detail": "Authentication is required to access this application."}, {}),
+    "403_locked": (
+        403,
+        {
+            "detail": "User is locked. Reason: Exhausted balance. Top up your balance at "
+            "fal.ai/dashboard/billing."
+        },
+        {},
+    ),
+    "404": (404, {"detail": "Application 'flux-schnel' not found"}, {}),
+    "422_policy": (
+        422,
+        validation(
+            ["body", "prompt"],
+            "The content could not be processed because it contained material flagged by a "
+            "content checker.",
+            "content_policy_violation",
+        ),
+        {"X-Fal-Retryable": "false"},
+    ),
+    "422_size": (
+        422,
+        validation(
+            ["body", "image_size"],
+            "Input should be 'square_hd', 'square', 'portrait_4_3', 'portrait_16_9', "
+            "'landscape_4_3' or 'landscape_16_9'",
+            "enum",
+        ),
+        {"X-Fal-Retryable": "false"},
+    ),
+    "500": (500, {"detail": "Internal server error"}, {}),
+    "504_timeout": (
+        504,
+        {"detail": "Request timed out", "error_type": "request_timeout"},
+        {"X-Fal-Error-Type": "request_timeout"},
+    ),
+    "503_runner": (
+        503,
+        {"detail": "Runner disconnected", "error_type": "runner_disconnected"},
+        {"X-Fal-Error-Type": "runner_disconnected"},
+    ),
+    "502_html": (502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", {}),
+}
+
+
+class FakeFal(LoopbackServer):
+    def __init__(self):
+        self.valid_keys: set[str] | None = None  # None accepts any key
+        self.models = set(MODELS)
+        self.submit_script: deque[str] = deque()  # replies to the next submits, then "ok"
+        # How the next requests' results come out: "ok", "nsfw", "no_image", or an ERRORS
+        # name (the result answers that error).
+        self.result = "ok"
+        self.queue_positions = [2, 1, 0]  # what the first status polls say, in the queue
+        self.in_progress_polls = 1  # then this many IN_PROGRESS, then COMPLETED
+        self.finish = threading.Event()  # with in_progress_polls None, complete once set
+        self.requests: dict[str, dict] = {}
+        self.polls: Counter = Counter()
+        self.submits = 0
+        self.canceled: list[str] = []
+        self.no_retry: list[str] = []  # the x-fal-no-retry header of every submit
+        self.files: dict[str, bytes] = {}
+        super().__init__()
+        self.platform_url = self.origin + "/platform/v1"
+
+    class Handler(FakeHandler):
+        def _reply(self, status, body, headers=None):
+            if isinstance(body, bytes):
+                return self.send_bytes(status, body, "text/html", headers)
+            headers = {"x-fal-request-id": uuid.uuid4().hex, **(headers or {})}
+            self.send_json(status, body, headers)
+
+        def _auth_error(self):
+            auth = self.headers.get("Authorization", "")
+            key = auth.removeprefix("Key ").strip()
+            if not auth.startswith("Key ") or not key:
+                return ERRORS["401"]
+            valid = self.service.valid_keys
+            if valid is not None and key not in valid:
+                return 401, {"detail": "Invalid API key"}, {}
+            return None
+
+        def do_POST(self):
+            service = self.service
+            raw = self.read_body()
+            model = urlsplit(self.path).path.strip("/")
+            call = service.record({"model": model, "raw": raw})
+            if (error := self._auth_error()) is not None:
+                return self._reply(*error)
+            if model not in service.models:
+                return self._reply(404, {"detail": f"Application '{model}' not found"})
+            try:
+                body = json.loads(raw) if self.is_json() else None
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return self._reply(
+                    422, validation(["body"], "Input should be a valid dictionary", "dict_type")
+                )
+            call["body"] = body
+            if not str(body.get("prompt") or "").strip():
+                return self._reply(422, validation(["body", "prompt"], "Field required", "missing"))
+            size = body.get("image_size")
+            if size is not None and not (
+                isinstance(size, str)
+                and size in SIZE_NAMES
+                or isinstance(size, dict)
+                and all(
+                    isinstance(size.get(k), int) and 0 < size[k] <= 14142
+                    for k in ("width", "height")
+                )
+            ):
+                return self._reply(*ERRORS["422_size"])
+            with service._lock:
+                service.no_retry.append(self.headers.get("x-fal-no-retry", ""))
+                reply = service.submit_script.popleft() if service.submit_script else "ok"
+                if reply != "ok":
+                    return self._reply(*ERRORS[reply])
+                service.submits += 1
+                request_id = str(uuid.uuid4())
+                service.requests[request_id] = {"state": "IN_QUEUE", "result": service.result}
+            app = "/".join(model.split("/")[:2])
+            base = f"{service.origin}/{app}/requests/{request_id}"
+            self._reply(
+                200,
+                {
+                    "status": "IN_QUEUE",
+                    "request_id": request_id,
+                    "response_url": base,
+                    "status_url": f"{base}/status",
+                    "cancel_url": f"{base}/cancel",
+                    "logs": None,
+                    "metrics": {},
+                    "queue_position": service.queue_positions[0] if service.queue_positions else 0,
+                },
+            )
+
+        def do_GET(self):
+            service = self.service
+            split = urlsplit(self.path)
+            path = split.path.strip("/")
+            if path.startswith("files/"):
+                content = service.files.get(path.removeprefix("files/"))
+                if content is None:
+                    return self.send_bytes(404, b"Not Found", "text/plain")
+                return self.send_bytes(200, content, "image/png")
+            if path == "platform/v1/models":
+                wanted = parse_qs(split.query).get("endpoint_id", [])
+                found = [
+                    {"endpoint_id": m, "metadata": {"display_name": m, "category": "text-to-image"}}
+                    for m in wanted
+                    if m in service.models
+                ]
+                return self._reply(200, {"models": found, "has_more": False, "next_cursor": None})
+            if (error := self._auth_error()) is not None:
+                return self._reply(*error)
+            parts = path.split("/")
+            if len(parts) >= 4 and parts[2] == "requests":
+                request_id = parts[3]
+                with service._lock:
+                    known = request_id in service.requests
+                if not known:
+                    return self._reply(404, {"detail": "Request not found"})
+                if parts[4:] == ["status"]:
+                    return self._status(request_id)
+                if len(parts) == 4:
+                    return self._result(request_id)
+            self._reply(404, {"detail": "Not Found"})
+
+        def _status(self, request_id: str):
+            service = self.service
+            with service._lock:
+                service.polls[request_id] += 1
+                polls = service.polls[request_id]
+                request = service.requests[request_id]
+            app_base = self.path.rsplit("/status", 1)[0]
+            queued = len(service.queue_positions)
+            if request["state"] == "CANCELED":
+                state = "COMPLETED"
+            elif polls <= queued:
+                body = {"status": "IN_QUEUE", "queue_position": service.queue_positions[polls - 1]}
+                return self._reply(202, {**body, "response_url": service.origin + app_base})
+            elif service.in_progress_polls is None:
+                state = "COMPLETED" if service.finish.is_set() else "IN_PROGRESS"
+            else:
+                state = "COMPLETED" if polls > queued + service.in_progress_polls else "IN_PROGRESS"
+            with service._lock:
+                request["state"] = state if request["state"] != "CANCELED" else "CANCELED"
+            body = {"status": state, "response_url": service.origin + app_base, "logs": None}
+            if state == "COMPLETED":
+                body["metrics"] = {"inference_time": 0.41}
+                return self._reply(200, body)
+            self._reply(202, body)
+
+        def _result(self, request_id: str):
+            service = self.service
+            request = service.requests[request_id]
+            if request["state"] == "CANCELED":
+                return self._reply(400, {"detail": "Request was cancelled"})
+            if request["state"] != "COMPLETED":
+                return self._reply(400, {"detail": "Request is still in progress"})
+            outcome = request["result"]
+            if outcome in ERRORS:
+                return self._reply(*ERRORS[outcome])
+            name = f"{request_id}.png"
+            service.files[name] = PNG
+            images = (
+                []
+                if outcome == "no_image"
+                else [
+                    {
+                        "url": f"{service.origin}/files/{name}",
+                        "width": 64,
+                        "height": 64,
+                        "content_type": "image/png",
+                    }
+                ]
+            )
+            self._reply(
+                200,
+                {
+                    "images": images,
+                    "timings": {"inference": 0.41},
+                    "seed": 7,
+                    "has_nsfw_concepts": [outcome == "nsfw"],
+                    "prompt": "",
+                },
+            )
+
+        def do_PUT(self):
+            service = self.service
+            self.read_body()
+            if (error := self._auth_error()) is not None:
+                return self._reply(*error)
+            parts = urlsplit(self.path).path.strip("/").split("/")
+            if len(parts) != 5 or parts[2] != "requests" or parts[4] != "cancel":
+                return self._reply(404, {"detail": "Not Found"})
+            with service._lock:
+                request = service.requests.get(parts[3])
+                if request is None:
+                    return self._reply(404, {"status": "NOT_FOUND"})
+                if request["state"] == "COMPLETED":
+                    return self._reply(400, {"status": "ALREADY_COMPLETED"})
+                request["state"] = "CANCELED"
+                service.canceled.append(parts[3])
+            self._reply(202, {"status": "CANCELLATION_REQUESTED"})

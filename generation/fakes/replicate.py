@@ -1,0 +1,291 @@
+"""A loopback service speaking the Replicate predictions protocol, for tests and demos.
+
+POST /v1/models/{owner}/{name}/predictions (or /v1/predictions with a version) answers 201
+with a prediction that goes `starting` → `processing` → `succeeded` after a number of
+polls, or `failed` / `canceled` on demand. A clip model's output is a URL to an animated
+WebP, an image model's a list with one PNG URL; both are served here (and can expire).
+With `Prefer: wait`, a prediction that needs no poll comes back finished from the create.
+Create can fail with the real problem+json bodies: 402 insufficient credit, 429 throttled,
+401, 404 unknown model, 422 invalid input, 503. It also serves the free lookups
+check_services uses: GET /v1/account and GET /v1/models/{owner}/{name}.
+
+As strict as the service: no `Authorization: Bearer <token>` → 401; a create that is not a
+JSON object with an `input` object (or, on /v1/predictions, without a `version`) → 422; an
+image model without a prompt or with an aspect ratio it does not know → 422.
+"""
+
+import io
+import json
+import threading
+import uuid
+from collections import Counter, deque
+
+from PIL import Image
+
+from .base import FakeHandler, LoopbackServer
+from .openai import png_bytes
+
+PROBLEMS = {
+    "402": (
+        402,
+        {
+            "title": "Insufficient credit",
+            "status": 402,
+            "detail": "You have insufficient credit to run this model. Go to "
+            "https://replicate.com/account/billing#billing to purchase credit.",
+        },
+        {},
+    ),
+    "429": (
+        429,
+        {"detail": "Request was throttled. Your rate limit resets in ~30s.", "status": 429},
+        {},
+    ),
+    "401": (
+        401,
+        {"title": "Unauthenticated", "detail": "You did not pass a valid token.", "status": 401},
+        {},
+    ),
+    "503": (503, {"title": "Service unavailable", "detail": "Try again.", "status": 503}, {}),
+}
+
+FLAGGED = (
+    "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"
+)
+# flux-schnell's aspect_ratio choices (its input schema on replicate.com).
+ASPECT_RATIOS = {"1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"}
+# Known models and what they make.
+MODELS = {
+    "minimax/video-01": "video",
+    "black-forest-labs/flux-schnell": "image",
+    "black-forest-labs/flux-dev": "image",
+}
+
+
+def animated_webp(frames: int = 4, side: int = 64) -> bytes:
+    images = [Image.new("RGB", (side, side), (40 * n, 120, 200 - 30 * n)) for n in range(frames)]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer, format="WEBP", save_all=True, append_images=images[1:], duration=100, loop=0
+    )
+    return buffer.getvalue()
+
+
+def problem(status: int, title: str, detail: str, **extra) -> tuple[int, dict, dict]:
+    return status, {"title": title, "detail": detail, "status": status, **extra}, {}
+
+
+class FakePredictionService(LoopbackServer):
+    path_prefix = "/v1"
+
+    def __init__(self):
+        self.creates = 0
+        self.polls: Counter = Counter()
+        self.create_script: deque[str] = deque()  # replies to the next creates, then "ok"
+        # How predictions end: succeeded, failed, canceled, or flagged (failed with E005).
+        self.outcome = "succeeded"
+        # Polls a prediction answers "starting"/"processing" before it ends; 0: it ends
+        # before the first (and a create with Prefer: wait answers it finished).
+        self.polls_needed = 3
+        self.finish = threading.Event()  # when polls_needed is None, end only once set
+        self.predictions: dict[str, dict] = {}
+        self.canceled: list[str] = []  # predictions canceled through the cancel endpoint
+        self.idempotency_keys: list[str] = []  # the Idempotency-Key of every create
+        self.prefer: list[str] = []  # the Prefer header of every create ("" without)
+        self.inputs: list[dict] = []  # the input of every create
+        self.output = animated_webp()  # a clip model's output
+        self.image = png_bytes()  # an image model's output
+        self.files_expired = False  # output URLs answer 404 (outputs are deleted after 1 h)
+        self.valid_tokens: set[str] | None = None  # None accepts any bearer token
+        self.models = dict(MODELS)
+        super().__init__()
+
+    class Handler(FakeHandler):
+        def _token_problem(self):
+            auth = self.headers.get("Authorization", "")
+            token = auth.removeprefix("Bearer ").strip()
+            if not auth.startswith("Bearer ") or not token:
+                return problem(401, "Unauthenticated", "You did not pass an authentication token")
+            valid = self.service.valid_tokens
+            if valid is not None and token not in valid:
+                return PROBLEMS["401"]
+            return None
+
+        def _problem(self, reply):
+            status, body, headers = reply
+            self.send_json(status, body, headers, content_type="application/problem+json")
+
+        def do_POST(self):
+            service = self.service
+            raw = self.read_body()
+            parts = self.path.strip("/").split("/")
+            if (bad := self._token_problem()) is not None:
+                return self._problem(bad)
+            if parts[:2] == ["v1", "predictions"] and len(parts) == 4 and parts[3] == "cancel":
+                return self._cancel(parts[2])
+            if not self.path.endswith("/predictions"):
+                return self._problem(problem(404, "Not found", "Not found."))
+            model = None
+            if parts[:2] == ["v1", "models"] and len(parts) == 5:
+                model = f"{parts[2]}/{parts[3]}"
+                if model not in service.models:
+                    return self._problem(
+                        problem(404, "Not found", "The requested model could not be found.")
+                    )
+            elif parts != ["v1", "predictions"]:
+                return self._problem(problem(404, "Not found", "Not found."))
+            if (bad := self._invalid(raw, model)) is not None:
+                return self._problem(bad)
+            with service._lock:
+                service.idempotency_keys.append(self.headers.get("Idempotency-Key", ""))
+                service.prefer.append(self.headers.get("Prefer", ""))
+                service.inputs.append(json.loads(raw)["input"])
+                reply = service.create_script.popleft() if service.create_script else "ok"
+                if reply != "ok":
+                    return self._problem(PROBLEMS[reply])
+                service.creates += 1
+                prediction_id = uuid.uuid4().hex[:20]
+                kind = service.models.get(model or "", "video")
+                service.predictions[prediction_id] = {"status": "starting", "kind": kind}
+            status = "starting"
+            if self.headers.get("Prefer", "").startswith("wait") and service.polls_needed == 0:
+                status = self._end(prediction_id)
+            self.send_json(201, self._prediction(prediction_id, status))
+
+        def _invalid(self, raw: bytes, model: str | None):
+            """Return the 422 problem the service gives a malformed create, or None."""
+            try:
+                body = json.loads(raw) if self.is_json() else None
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return problem(422, "Input validation failed", "- (root): Invalid JSON body")
+            if model is None and not body.get("version"):
+                return problem(422, "Input validation failed", "- version: version is required")
+            inputs = body.get("input")
+            if not isinstance(inputs, dict):
+                return problem(
+                    422,
+                    "Input validation failed",
+                    "- input: Invalid type. Expected: object, given: null",
+                )
+            if self.service.models.get(model or "") == "image":
+                if not str(inputs.get("prompt") or "").strip():
+                    return problem(422, "Input validation failed", "- input: prompt is required")
+                ratio = inputs.get("aspect_ratio")
+                if ratio is not None and ratio not in ASPECT_RATIOS:
+                    detail = (
+                        "- input.aspect_ratio: aspect_ratio must be one of the following: "
+                        + ", ".join(f'"{r}"' for r in sorted(ASPECT_RATIOS))
+                    )
+                    return problem(
+                        422,
+                        "Input validation failed",
+                        detail,
+                        invalid_fields=[
+                            {"type": "enum", "field": "input.aspect_ratio", "description": detail}
+                        ],
+                    )
+            return None
+
+        def do_GET(self):
+            service = self.service
+            parts = self.path.strip("/").split("/")
+            if parts[:2] == ["v1", "files"]:
+                if service.files_expired:
+                    return self.send_bytes(404, b"Not found", "text/plain")
+                if self.path.endswith(".png"):
+                    return self.send_bytes(200, service.image, "image/png")
+                return self.send_bytes(200, service.output, "image/webp")
+            if (bad := self._token_problem()) is not None:
+                return self._problem(bad)
+            if parts == ["v1", "account"]:
+                account = {"type": "user", "username": "studio", "name": "Studio"}
+                return self.send_json(200, account)
+            if parts[:2] == ["v1", "models"] and len(parts) == 4:
+                return self._model(f"{parts[2]}/{parts[3]}")
+            if parts[:2] != ["v1", "predictions"] or len(parts) != 3:
+                return self._problem(problem(404, "Not found", "Not found."))
+            prediction_id = parts[2]
+            with service._lock:
+                if prediction_id not in service.predictions:
+                    return self._problem(problem(404, "Not found", "Not found."))
+                service.polls[prediction_id] += 1
+                polls = service.polls[prediction_id]
+                state = service.predictions[prediction_id]["status"]
+                if state in ("canceled", "succeeded", "failed"):
+                    return self.send_json(200, self._prediction(prediction_id, state))
+            needed = service.polls_needed
+            done = service.finish.is_set() if needed is None else polls > needed
+            if not done:
+                state = "starting" if polls == 1 else "processing"
+                return self.send_json(200, self._prediction(prediction_id, state))
+            self.send_json(200, self._prediction(prediction_id, self._end(prediction_id)))
+
+        def _end(self, prediction_id: str) -> str:
+            """End the prediction the way the service is set to; return its status."""
+            service = self.service
+            status = "failed" if service.outcome == "flagged" else service.outcome
+            with service._lock:
+                prediction = service.predictions[prediction_id]
+                prediction["status"] = status
+                prediction["flagged"] = service.outcome == "flagged"
+            return status
+
+        def _model(self, model: str):
+            if model not in self.service.models:
+                return self._problem(
+                    problem(404, "Not found", "The requested model could not be found.")
+                )
+            owner, name = model.split("/")
+            self.send_json(
+                200,
+                {
+                    "url": f"https://replicate.com/{model}",
+                    "owner": owner,
+                    "name": name,
+                    "visibility": "public",
+                    "latest_version": {"id": uuid.uuid5(uuid.NAMESPACE_URL, model).hex * 2},
+                },
+            )
+
+        def _cancel(self, prediction_id: str):
+            """POST /v1/predictions/{id}/cancel: the prediction ends as canceled (one
+            that already ended keeps its status)."""
+            service = self.service
+            with service._lock:
+                prediction = service.predictions.get(prediction_id)
+                if prediction is None:
+                    return self._problem(problem(404, "Not found", "Not found."))
+                if prediction["status"] not in ("succeeded", "failed", "canceled"):
+                    prediction["status"] = "canceled"
+                    service.canceled.append(prediction_id)
+                status = prediction["status"]
+            self.send_json(200, self._prediction(prediction_id, status))
+
+        def _prediction(self, prediction_id: str, status: str) -> dict:
+            service = self.service
+            base = service.url
+            prediction = service.predictions[prediction_id]
+            image = prediction["kind"] == "image"
+            body = {
+                "id": prediction_id,
+                "model": "black-forest-labs/flux-schnell" if image else "minimax/video-01",
+                "status": status,
+                "input": {},
+                "output": None,
+                "error": None,
+                "logs": "",
+                "urls": {
+                    "get": f"{base}/predictions/{prediction_id}",
+                    "cancel": f"{base}/predictions/{prediction_id}/cancel",
+                },
+            }
+            if status == "succeeded":
+                if image:
+                    body["output"] = [f"{base}/files/{prediction_id}-0.png"]
+                else:
+                    body["output"] = f"{base}/files/{prediction_id}.webp"
+            if status == "failed":
+                body["error"] = FLAGGED if prediction.get("flagged") else "CUDA out of memory"
+            return body

@@ -1,0 +1,310 @@
+"""Pictures from the fal queue (fal-ai/flux/schnell by default), in the asynchronous
+shape of clips: create(request) → request id, stored by the engine before the first poll;
+wait(id) → the downloaded picture; cancel(id).
+
+Submit: POST {FAL_QUEUE_URL}/{model} with `Authorization: Key …` and `x-fal-no-retry: 1`
+(the queue's own retries of 503/504 would run behind our back; retries stay ours). The
+answer names `status_url`, `response_url` and `cancel_url`: they are used as given while this
+process remembers them, and built the documented way ({queue}/{owner}/{app}/requests/{id},
+without the model's subpath) by a worker that takes the job over. Status goes IN_QUEUE
+(with `queue_position`, reported through `progress`) → IN_PROGRESS → COMPLETED; the
+result (or the model's error) is then at `response_url`.
+
+fal's errors: 403 "User is locked. Reason: Exhausted balance" is out of credits; 422 (a
+model's `{"detail": [{loc, msg, type}]}`) is this prompt's rejection, unless it is about a
+parameter other than the prompt; 5xx and the request errors of `X-Fal-Error-Type`
+(request_timeout, runner_disconnected, …) are worth another try.
+"""
+
+import re
+import time
+
+from django.conf import settings
+
+from .base import (
+    AuthFailed,
+    ConfigError,
+    GeneratedImage,
+    ImageRequest,
+    OutOfCredits,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    StartOver,
+    Transient,
+    account_key,
+    parse_size,
+)
+from .checks import Check, check_get, not_checked
+from .http import (
+    Client,
+    as_bytes,
+    as_json,
+    decode_data_url,
+    looks_like_html,
+    parse_retry_after,
+    says_out_of_credits,
+    sentence,
+    verified_image,
+)
+
+SERVICE = "the image service (fal)"
+MODEL_SETTING = "STUDIO_FAL_IMAGE_MODEL"
+POLL_FIRST = 0.5
+POLL_MAX = 5.0
+SIZE_FIELDS = {"image_size", "width", "height", "aspect_ratio"}
+
+
+def _detail_text(detail: object) -> str:
+    if isinstance(detail, list):
+        return "; ".join(
+            str(item.get("msg") or item.get("type") or item)
+            for item in detail
+            if isinstance(item, dict)
+        )
+    return str(detail or "")
+
+
+def classify(status: int, headers, body: object) -> ProviderError:
+    """Return the error class for a non-2xx answer from the fal queue or a model."""
+    payload = as_json(body)
+    payload = payload if isinstance(payload, dict) else {}
+    detail = payload.get("detail")
+    error_type = str(headers.get("x-fal-error-type") or payload.get("error_type") or "")
+    message = _detail_text(detail) or f"HTTP {status} from {SERVICE}"
+    items = [item for item in detail if isinstance(item, dict)] if isinstance(detail, list) else []
+    types = {str(item.get("type") or "") for item in items}
+    details = {
+        "http_status": status,
+        "code": error_type or ",".join(sorted(types - {""})) or str(status),
+        "request_id": headers.get("x-fal-request-id", ""),
+    }
+    if not payload and looks_like_html(as_bytes(body), headers) and status != 401:
+        return Transient(f"{sentence(SERVICE)} answered HTTP {status} (an HTML page).", **details)
+    if status == 402 or says_out_of_credits(message) or re.search(r"user is locked", message, re.I):
+        # 403 "User is locked. Reason: Exhausted balance…" (it may last a while after a top-up)
+        return OutOfCredits(message, **details)
+    if status in (401, 403):
+        return AuthFailed(message, **details)
+    if status == 429:
+        return RateLimited(message, retry_after=parse_retry_after(headers), **details)
+    if error_type or status == 408 or status >= 500:
+        return Transient(message, **details)
+    if status == 404:
+        return ConfigError(message, setting=MODEL_SETTING, **details)
+    if status in (400, 422):
+        if "content_policy_violation" in types:
+            return Rejected(message, **details)
+        fields = {
+            str(item["loc"][-1])
+            for item in items
+            if isinstance(item.get("loc"), list) and item["loc"] and item["loc"][-1] != "body"
+        }
+        if fields & SIZE_FIELDS:
+            return ConfigError(message, setting="STUDIO_IMAGE_SIZE", **details)
+        if fields - {"prompt"}:
+            return ConfigError(message, setting=MODEL_SETTING, **details)
+    return Rejected(message, **details)
+
+
+class FalProvider:
+    name = "fal"
+    label = "fal"
+    key_setting = "FAL_KEY"
+    model_setting = MODEL_SETTING
+    asynchronous = True
+
+    def __init__(self):
+        self.queue_url = settings.FAL_QUEUE_URL.rstrip("/")
+        self.platform_url = settings.FAL_PLATFORM_URL.rstrip("/")
+        self.key = settings.FAL_KEY
+        self.model = settings.STUDIO_FAL_IMAGE_MODEL.strip("/")
+        self.seconds = float(settings.STUDIO_PROVIDER_TIMEOUT)
+        self.client = Client(service=SERVICE, seconds=self.seconds, secrets=(self.key,))
+        self._urls: dict[str, dict] = {}  # request id -> the URLs its submit answer named
+
+    @property
+    def account(self) -> str:
+        return account_key(self.name, self.queue_url, self.key)
+
+    def headers(self) -> dict:
+        if not self.key:
+            raise AuthFailed("FAL_KEY is not set.")
+        return {"Authorization": f"Key {self.key}"}
+
+    def generate(self, request: ImageRequest, *, sleep=None) -> GeneratedImage:
+        """Submit and wait in one call (for callers that need not store the id)."""
+        return self.wait(self.create(request), sleep=sleep or time.sleep)
+
+    def create(self, request: ImageRequest) -> str:
+        """Submit the request to the queue; return its request id."""
+        width, height = parse_size(request.size)
+        body = {
+            "prompt": request.prompt,
+            "image_size": {"width": width, "height": height},
+            "num_images": 1,
+            "seed": request.seed,
+            "enable_safety_checker": True,
+        }
+        answer = self.client.send(
+            "POST",
+            f"{self.queue_url}/{self.model}",
+            deadline=self.client.deadline(),
+            headers={**self.headers(), "x-fal-no-retry": "1"},
+            json=body,
+            request_id_header="x-fal-request-id",
+        )
+        self.client.raise_for(answer, classify)
+        payload = answer.json_object() or {}
+        request_id = payload.get("request_id")
+        if not isinstance(request_id, str) or not request_id:
+            raise Transient(f"{sentence(SERVICE)} answered without a request id.")
+        self._urls[request_id] = {
+            key: payload[key]
+            for key in ("status_url", "response_url", "cancel_url")
+            if isinstance(payload.get(key), str)
+        }
+        return request_id
+
+    def urls(self, request_id: str) -> dict:
+        """Return the status, response and cancel URLs of a request: as its submit named
+        them, or built the documented way (the app id without the model's subpath)."""
+        app = "/".join(self.model.split("/")[:2])
+        base = f"{self.queue_url}/{app}/requests/{request_id}"
+        built = {
+            "status_url": f"{base}/status",
+            "response_url": base,
+            "cancel_url": f"{base}/cancel",
+        }
+        return {**built, **self._urls.get(request_id, {})}
+
+    def wait(
+        self, request_id: str, *, sleep, still_wanted=lambda: True, progress=None
+    ) -> GeneratedImage:
+        """Poll the request until it is completed (within one call's deadline), then fetch
+        and download its picture. A request still queued or running at the deadline raises
+        Transient: the next attempt polls the same request again."""
+        urls = self.urls(request_id)
+        deadline = self.client.deadline()
+        delay = POLL_FIRST
+        while True:
+            answer = self.client.send(
+                "GET", urls["status_url"], deadline=deadline, headers=self.headers()
+            )
+            if answer.status == 404:
+                raise StartOver(
+                    f"{sentence(SERVICE)} no longer knows this request.",
+                    http_status=404,
+                    request_id=request_id,
+                )
+            self.client.raise_for(answer, classify)
+            status = answer.json_object() or {}
+            state = status.get("status")
+            if state == "COMPLETED":
+                break
+            if progress is not None:
+                if state == "IN_QUEUE":
+                    position = status.get("queue_position")
+                    progress(
+                        f"In queue (position {position})"
+                        if isinstance(position, int)
+                        else "In queue"
+                    )
+                else:
+                    progress("Generating")
+            pause = min(delay, deadline.remaining())
+            if pause > 0:
+                sleep(pause)
+            delay = min(POLL_MAX, delay * 2)
+            still_wanted()  # the caller ends the wait (raises) when no longer wanted
+            if deadline.remaining() <= 0:
+                raise Transient(
+                    f"{sentence(SERVICE)} has not finished; polling again later.",
+                    request_id=request_id,
+                )
+        return self._result(request_id, urls, deadline)
+
+    def _result(self, request_id: str, urls: dict, deadline) -> GeneratedImage:
+        answer = self.client.send(
+            "GET", urls["response_url"], deadline=deadline, headers=self.headers(), paid=True
+        )
+        if answer.status == 404:
+            raise StartOver(
+                f"{sentence(SERVICE)} no longer has this request's result.",
+                http_status=404,
+                request_id=request_id,
+            )
+        self.client.raise_for(answer, classify)
+        details = {"http_status": answer.status, "request_id": request_id}
+        result = answer.json_object()
+        if result is None:
+            raise Transient(
+                f"{sentence(SERVICE)} sent a broken answer (invalid JSON).",
+                maybe_paid=True,
+                **details,
+            )
+        nsfw = result.get("has_nsfw_concepts")
+        if isinstance(nsfw, list) and nsfw and nsfw[0] is True:
+            # The safety checker blanked the picture: this prompt is refused (and billed).
+            raise Rejected(
+                "fal's safety checker flagged the picture as NSFW.",
+                code="nsfw",
+                maybe_paid=True,
+                **details,
+            )
+        images = result.get("images")
+        image = images[0] if isinstance(images, list) and images else {}
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str) or not url:
+            raise Transient(
+                f"{sentence(SERVICE)} completed without an image.", maybe_paid=True, **details
+            )
+        if url.startswith("data:"):
+            content = decode_data_url(url, **details)
+        else:
+            content = self.client.download(url, deadline=deadline, request_id=request_id)
+        width, height = verified_image(content, **details)
+        return GeneratedImage(
+            content=content,
+            width=width,
+            height=height,
+            model=self.model,
+            request_id=request_id,
+            http_status=answer.status,
+        )
+
+    def cancel(self, request_id: str) -> str:
+        """Ask the queue to drop the request (PUT cancel_url); return what it says:
+        CANCELLATION_REQUESTED, ALREADY_COMPLETED or NOT_FOUND."""
+        answer = self.client.send(
+            "PUT",
+            self.urls(request_id)["cancel_url"],
+            deadline=self.client.deadline(),
+            headers=self.headers(),
+        )
+        said = (answer.json_object() or {}).get("status")
+        if isinstance(said, str) and said:
+            return said
+        self.client.raise_for(answer, classify)
+        return ""
+
+    def check(self) -> list[Check]:
+        """fal has no free call that proves a key works; the model is looked up in the
+        Platform API's model search (GET /models?endpoint_id=…, free)."""
+        key = not_checked("key", "fal has no free call that checks a key")
+        model = check_get(
+            self.client,
+            f"{self.platform_url}/models",
+            params={"endpoint_id": self.model},
+            classify=classify,
+            what=("model",),
+            found=lambda payload: (
+                any(
+                    isinstance(item, dict) and item.get("endpoint_id") == self.model
+                    for item in (payload or {}).get("models") or []
+                )
+                if isinstance(payload, dict)
+                else False
+            ),
+        )
+        return [key, *model]

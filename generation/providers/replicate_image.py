@@ -1,0 +1,233 @@
+"""Pictures from Replicate (black-forest-labs/flux-schnell by default), in the same
+asynchronous shape as clips: create(request) → prediction id, which the engine stores
+before the first poll; wait(id) → the downloaded picture; cancel(id).
+
+The create asks the service to hold the answer (`Prefer: wait=N`, N ≤ 60): a model as fast
+as flux-schnell usually answers finished, and that finished prediction is kept for wait(),
+which then polls nothing. Otherwise wait() polls GET /v1/predictions/{id}. A prediction that
+failed because its input or output was flagged as sensitive (E005) is this prompt's
+rejection; any other failure starts over with a new prediction. Outputs are deleted after
+an hour: they are downloaded at once, within the same deadline.
+"""
+
+import re
+import time
+
+from django.conf import settings
+
+from .base import (
+    AuthFailed,
+    ConfigError,
+    GeneratedImage,
+    ImageRequest,
+    OutOfCredits,
+    ProviderError,
+    RateLimited,
+    Rejected,
+    StartOver,
+    Transient,
+)
+from .checks import Check, check_get
+from .gemini import aspect_ratio
+from .http import (
+    Client,
+    Deadline,
+    as_bytes,
+    as_json,
+    looks_like_html,
+    parse_retry_after,
+    sentence,
+    verified_image,
+)
+from .replicate import POLL_FIRST, POLL_MAX, PredictionFailed, PredictionGone, ReplicateAPI
+
+SERVICE = "the image service (Replicate)"
+MODEL_SETTING = "STUDIO_REPLICATE_IMAGE_MODEL"
+MAX_PREFER_WAIT = 60  # seconds: the most Replicate holds a create (Prefer: wait=1..60)
+FINISHED = {"succeeded", "failed", "canceled", "aborted"}
+# The output (or input) was flagged by the safety checker: E005.
+_FLAGGED = re.compile(r"flagged as sensitive|\bE005\b|nsfw", re.IGNORECASE)
+
+
+def classify(status: int, headers, body: object) -> ProviderError:
+    """Return the error class for a problem+json answer to a picture's prediction."""
+    payload = as_json(body)
+    payload = payload if isinstance(payload, dict) else {}
+    detail = str(payload.get("detail") or payload.get("title") or f"HTTP {status}")
+    details = {
+        "http_status": status,
+        "code": str(payload.get("title") or "")[:80],
+        "request_id": headers.get("x-request-id", ""),
+    }
+    if not payload and looks_like_html(as_bytes(body), headers) and status not in (401, 404):
+        return Transient(f"{sentence(SERVICE)} answered HTTP {status} (an HTML page).", **details)
+    if status == 402:
+        return OutOfCredits(detail, **details)
+    if status in (401, 403):
+        return AuthFailed(detail, **details)
+    if status == 429:
+        retry_after = parse_retry_after(headers)
+        if retry_after is None and (match := re.search(r"~?(\d+)\s*s\b", detail)):
+            retry_after = float(match.group(1))  # "Your rate limit resets in ~30s."
+        return RateLimited(detail, retry_after=retry_after, **details)
+    if status == 404:
+        # Create answers 404 for a model (or version) it does not know.
+        return ConfigError(detail, setting=MODEL_SETTING, **details)
+    if status == 408 or status >= 500:
+        return Transient(detail, **details)
+    if status == 422:
+        fields = " ".join(
+            str(field.get("field") or "")
+            for field in payload.get("invalid_fields") or []
+            if isinstance(field, dict)
+        )
+        about = f"{fields} {detail}"
+        if re.search(r"input\.aspect_ratio|aspect_ratio|width|height|megapixels", about):
+            return ConfigError(detail, setting="STUDIO_IMAGE_SIZE", **details)
+        if re.search(r"input\.prompt|prompt", about) or not re.search(r"input\.\w|version", about):
+            return Rejected(detail, **details)
+        return ConfigError(detail, setting=MODEL_SETTING, **details)
+    return Rejected(detail, **details)
+
+
+class ReplicateImageProvider(ReplicateAPI):
+    service = SERVICE
+    label = "Replicate"
+    model_setting = MODEL_SETTING
+
+    def __init__(self):
+        super().__init__(settings.STUDIO_REPLICATE_IMAGE_MODEL)
+        self.client = Client(service=SERVICE, seconds=self.seconds, secrets=(self.token,))
+        self.client.session = self.session
+        # Predictions that came back finished from create: wait() needs no poll for them.
+        self._finished: dict[str, dict] = {}
+
+    def headers(self) -> dict:
+        if not self.token:
+            raise AuthFailed("REPLICATE_API_TOKEN is not set.")
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def generate(self, request: ImageRequest, *, sleep=None) -> GeneratedImage:
+        """Create and wait in one call (for callers that need not store the id)."""
+        return self.wait(self.create(request), sleep=sleep or time.sleep)
+
+    def create(self, request: ImageRequest) -> str:
+        """Start a prediction; return its id (a finished one is kept for wait())."""
+        self.headers()
+        inputs = {
+            "prompt": request.prompt,
+            "aspect_ratio": aspect_ratio(request.size),
+            "num_outputs": 1,
+            "output_format": "png",
+            "seed": request.seed,
+        }
+        path, body = self.create_path(inputs)
+        deadline = Deadline(self.seconds, service=self.service)
+        # Held no longer than the call's deadline allows (the read waits a little longer).
+        hold = max(1, min(MAX_PREFER_WAIT, int(deadline.remaining() - 1)))
+        payload, status, _ = self._json(
+            "POST",
+            path,
+            json=body,
+            headers={"Prefer": f"wait={hold}", "Idempotency-Key": request.idempotency_key},
+            deadline=deadline,
+            classify=classify,
+        )
+        prediction_id = payload.get("id")
+        if not isinstance(prediction_id, str) or not prediction_id:
+            raise Transient(f"{sentence(SERVICE)} answered without a prediction id.")
+        if payload.get("status") in FINISHED:
+            self._finished[prediction_id] = {**payload, "_http_status": status}
+        return prediction_id
+
+    def wait(
+        self, prediction_id: str, *, sleep, still_wanted=lambda: True, progress=None
+    ) -> GeneratedImage:
+        """Follow the prediction until it ends (within one call's deadline); return the
+        downloaded picture. A prediction still running at the deadline raises Transient:
+        the next attempt polls the same id again."""
+        deadline = Deadline(self.seconds, service=self.service)
+        payload = self._finished.pop(prediction_id, None)
+        status_code = payload.pop("_http_status", 201) if payload else 0
+        delay = POLL_FIRST
+        headers: dict = {}
+        while payload is None or payload.get("status") not in FINISHED:
+            if payload is not None:
+                if progress is not None:
+                    progress("Starting" if payload.get("status") == "starting" else "Generating")
+                hint = parse_retry_after(headers)
+                pause = min(hint if hint is not None else delay, deadline.remaining())
+                if pause > 0:
+                    sleep(pause)
+                delay = min(POLL_MAX, delay * 2)
+                still_wanted()  # the caller ends the wait (raises) when no longer wanted
+                if deadline.remaining() <= 0:
+                    raise Transient(
+                        f"{sentence(SERVICE)} has not finished; polling again later.",
+                        request_id=prediction_id,
+                    )
+            payload, status_code, headers = self._json(
+                "GET", f"/predictions/{prediction_id}", deadline=deadline, classify=classify
+            )
+        return self._result(payload, status_code, prediction_id, deadline)
+
+    def _result(self, payload: dict, status_code: int, prediction_id: str, deadline):
+        details = {"http_status": status_code, "request_id": prediction_id}
+        state = payload.get("status")
+        if state == "failed":
+            reason = str(payload.get("error") or "no reason given")
+            if _FLAGGED.search(reason):
+                raise Rejected(f"Replicate refused this prompt: {reason}", code="E005", **details)
+            raise PredictionFailed(f"Replicate's prediction failed: {reason}", **details)
+        if state == "aborted":
+            raise StartOver("Replicate gave the prediction up before it started.", **details)
+        if state == "canceled":
+            raise Rejected("The prediction was canceled at Replicate.", **details)
+        output = payload.get("output")
+        url = output[0] if isinstance(output, list) and output else output
+        if not isinstance(url, str) or not url:
+            raise PredictionFailed("Replicate's prediction succeeded without an output.", **details)
+        try:
+            content = self.client.download(url, deadline=deadline, request_id=prediction_id)
+        except Transient as error:
+            if error.http_status == 404:
+                raise PredictionGone(
+                    "The picture expired before it could be downloaded.",
+                    maybe_paid=True,
+                    **details,
+                ) from error
+            raise
+        width, height = verified_image(content, **details)
+        metrics = payload.get("metrics")
+        return GeneratedImage(
+            content=content,
+            width=width,
+            height=height,
+            model=self.model,
+            request_id=prediction_id,
+            http_status=status_code,
+            usage=metrics if isinstance(metrics, dict) else None,
+        )
+
+    def check(self) -> list[Check]:
+        """Return what Replicate's free look-ups say: the token (GET /account) and the model
+        (GET /models/{owner}/{name})."""
+        key = check_get(
+            self.client,
+            f"{self.base_url}/account",
+            headers=self.headers,
+            classify=classify,
+            what=("key",),
+        )
+        if key[0].state == "refused":
+            return [*key, Check("model", "not checked", "the key was refused")]
+        if "/" not in self.model or ":" in self.model:
+            return [*key, Check("model", "not checked", "a version id, not a model name")]
+        model = check_get(
+            self.client,
+            f"{self.base_url}/models/{self.model}",
+            headers=self.headers,
+            classify=classify,
+            what=("model",),
+        )
+        return key + model

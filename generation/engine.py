@@ -168,19 +168,6 @@ def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bo
     return bool(halted)
 
 
-def kinds_on_account(key: str) -> list[JobKind]:
-    """Return the kinds of job whose service calls go to the account."""
-    found = []
-    for kind in KINDS.values():
-        try:
-            provider = kind.provider()
-        except LookupError:
-            continue
-        if account_of(provider) == key:
-            found.append(kind)
-    return found
-
-
 def halt_account(key: str, *, reason: str, message: str, provider=None) -> int:
     """Halt the account and every running run with work for it. Return runs halted."""
     accounts.halt(
@@ -190,11 +177,12 @@ def halt_account(key: str, *, reason: str, message: str, provider=None) -> int:
         provider=getattr(provider, "name", ""),
         endpoint=getattr(provider, "base_url", ""),
     )
-    waiting = Q()
-    for kind in kinds_on_account(key):
-        waiting |= Exists(kind.model.objects.filter(run=OuterRef("pk"), status__in=ACTIVE_STATUSES))
-    if not waiting:
-        return 0
+    waiting = Q(pk__in=[])
+    for kind in KINDS.values():
+        try:
+            waiting |= kind.runs_on_account(key)
+        except LookupError:  # no provider configured for this kind
+            continue
     return Run.objects.filter(waiting, account_halted(key), state=Run.State.RUNNING).update(
         state=Run.State.HALTED,
         halt_reason=reason,
@@ -313,7 +301,7 @@ class JobWorker:
         """Call the service until the job completes, fails, or is interrupted."""
         self.job = job
         try:
-            self.provider = self.kind.provider()
+            self.provider = self.kind.provider(job)
         except LookupError as error:  # no provider configured for this kind
             self._fail(ProviderError(str(error)))
             return

@@ -9,14 +9,22 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Now
 
 from studio.models import Page, Project
 
-from .models import Clip, Illustration, Job, StoryJob
+from .models import ACTIVE_STATUSES, Clip, Illustration, Job, StoryJob
 from .pricing import charged, price_per_image
 from .prompts import compose_prompt
-from .providers import get_clip_provider, get_provider, get_text_provider
+from .providers import (
+    account_of,
+    get_clip_provider,
+    get_provider,
+    get_text_provider,
+    project_provider,
+    services_on_account,
+)
 from .providers.base import (
     ClipRequest,
     ImageRequest,
@@ -37,8 +45,18 @@ class JobKind:
     claim_order: tuple[str, ...] = ("-priority", "pk")
     select_related: tuple[str, ...] = ()
 
-    def provider(self):
+    def provider(self, job: Job | None = None):
+        """Return the provider that works the job (the kind's own, without a job)."""
         raise NotImplementedError
+
+    def runs_on_account(self, key: str) -> Q:
+        """Return a condition on runs: they have work of this kind for the account."""
+        if account_of(self.provider()) != key:
+            return Q(pk__in=[])
+        return Q(self._active_in_run())
+
+    def _active_in_run(self) -> Exists:
+        return Exists(self.model.objects.filter(run=OuterRef("pk"), status__in=ACTIVE_STATUSES))
 
     def claim_annotations(self) -> dict:
         """Return annotations to fetch with a claimed job, saving queries later."""
@@ -89,8 +107,18 @@ class IllustrationKind(JobKind):
     claim_order = ("-priority", "page__number")
     select_related = ("page__project",)
 
-    def provider(self):
-        return get_provider()
+    def provider(self, job: Illustration | None = None):
+        # Each project chooses its image service (Settings), among those configured.
+        return project_provider(job.page.project) if job is not None else get_provider()
+
+    def runs_on_account(self, key: str) -> Q:
+        names = services_on_account(key)
+        if not names:
+            return Q(pk__in=[])
+        chosen = Q(project__image_service__in=names)
+        if settings.STUDIO_IMAGE_PROVIDER in names:
+            chosen |= Q(project__image_service="")
+        return Q(self._active_in_run()) & chosen
 
     def project(self, job: Illustration) -> Project:
         return job.page.project
@@ -128,15 +156,16 @@ class IllustrationKind(JobKind):
 
     def call(self, worker, prompt: str, key: str):
         job = worker.job
-        return worker.provider.generate(
-            ImageRequest(
-                prompt=prompt,
-                size=settings.STUDIO_IMAGE_SIZE,
-                seed=job.pk,
-                idempotency_key=key,
-                caption=f"Page {job.page.number}",
-            )
+        request = ImageRequest(
+            prompt=prompt,
+            size=settings.STUDIO_IMAGE_SIZE,
+            seed=job.pk,
+            idempotency_key=key,
+            caption=f"Page {job.page.number}",
         )
+        if getattr(worker.provider, "asynchronous", False):
+            return follow_service_job(worker, request, progress=True)
+        return worker.provider.generate(request)
 
     def complete(self, worker, result) -> bool:
         job = worker.job
@@ -158,7 +187,7 @@ class StoryKind(JobKind):
     service = "text service"
     select_related = ("project",)
 
-    def provider(self):
+    def provider(self, job: StoryJob | None = None):
         return get_text_provider()
 
     def price(self, provider):
@@ -214,7 +243,7 @@ class ClipKind(JobKind):
     claim_order = ("-priority", "page__number")
     select_related = ("page__project", "source")
 
-    def provider(self):
+    def provider(self, job: Clip | None = None):
         return get_clip_provider()
 
     def price(self, provider):
@@ -264,34 +293,7 @@ class ClipKind(JobKind):
             )
         if not provider.asynchronous:
             return provider.render(request)
-        if not job.provider_job_id:
-            # Stored before the first poll: whoever works this job next polls this one.
-            job.provider_job_id = provider.create(request)
-            Clip.objects.filter(pk=job.pk).update(provider_job_id=job.provider_job_id)
-
-        def keep_polling() -> bool:
-            if not worker.still_wanted():
-                if worker.run_stopping():
-                    # Stopped: the prediction would go on (and be billed) at the service
-                    # while nobody waits for it, and "Generate missing clips" would pay
-                    # for a second one. Cancel it there.
-                    Clip.objects.filter(pk=job.pk).update(provider_job_id="")
-                    status = _cancel(provider, job.provider_job_id)
-                    worker.interrupt_note = (
-                        f"Stopped: the prediction was canceled at the clip service ({status})."
-                    )
-                raise Interrupted()
-            return True
-
-        try:
-            return provider.wait(
-                job.provider_job_id, sleep=worker.clock.sleep, still_wanted=keep_polling
-            )
-        except StartOver:
-            # That prediction is over without a clip: the next attempt starts a new one.
-            Clip.objects.filter(pk=job.pk).update(provider_job_id="")
-            job.provider_job_id = ""
-            raise
+        return follow_service_job(worker, request)
 
     def complete(self, worker, result) -> bool:
         job = worker.job
@@ -321,6 +323,51 @@ def replace_current(worker, stored_file, **fields) -> bool:
         # The job was lost while the call ran (lease expired, run stopped).
         stored_file.delete(save=False)
     return bool(done)
+
+
+def follow_service_job(worker, request, *, progress: bool = False):
+    """Make one call to an asynchronous service (a prediction, a queued request): create
+    its job once, storing the id before the first poll so whoever works this job next
+    polls the same one, then poll it to its result. Stop cancels it at the service."""
+    job, provider, model = worker.job, worker.provider, worker.model
+    rows = model.objects.filter(pk=job.pk)
+    if not job.provider_job_id:
+        job.provider_job_id = provider.create(request)
+        rows.update(provider_job_id=job.provider_job_id)
+
+    def keep_polling() -> bool:
+        if not worker.still_wanted():
+            if worker.run_stopping():
+                # Stopped: the job would go on (and be billed) at the service while nobody
+                # waits for it, and "Generate missing" would pay for a second. Cancel it.
+                rows.update(provider_job_id="", progress_note="")
+                status = _cancel(provider, job.provider_job_id)
+                worker.interrupt_note = (
+                    f"Stopped: the job was canceled at the {worker.kind.service} ({status})."
+                )
+            raise Interrupted()
+        return True
+
+    shown = {"note": job.progress_note}
+
+    def note(text: str) -> None:
+        if text != shown["note"]:  # a write only when what the card shows changes
+            shown["note"] = text
+            rows.update(progress_note=text[:120], updated_at=Now())
+
+    extra = {"progress": note} if progress else {}
+    try:
+        result = provider.wait(
+            job.provider_job_id, sleep=worker.clock.sleep, still_wanted=keep_polling, **extra
+        )
+    except StartOver:
+        # That job is over without a result: the next attempt starts a new one.
+        rows.update(provider_job_id="", progress_note="")
+        job.provider_job_id = ""
+        raise
+    if shown["note"]:
+        rows.update(progress_note="")
+    return result
 
 
 def _cancel(provider, job_id: str) -> str:

@@ -267,6 +267,12 @@ class Job(models.Model):
     # Since when the service has answered this job with rate limits only: waiting, not
     # failing, for up to STUDIO_RATE_LIMIT_PATIENCE.
     rate_limited_since = models.DateTimeField(null=True, blank=True)
+    # An asynchronous service's own job id (a Replicate prediction, a fal request),
+    # stored before the first poll: a worker that takes over resumes polling this one
+    # instead of paying for a second.
+    provider_job_id = models.CharField(max_length=120, blank=True)
+    # What that service says of the job while it waits ("In queue (position 3)").
+    progress_note = models.CharField(max_length=120, blank=True)
 
     # Stamped by the database's clock, on creation and by every transition, so the review
     # page's poll (which looks for rows changed since its cursor) misses none whatever
@@ -367,9 +373,6 @@ class Clip(Job):
     video = models.FileField(upload_to=clip_upload_to, blank=True)
     content_type = models.CharField(max_length=40, blank=True)
     prompt_sent = models.TextField(blank=True)
-    # The service's own job id, stored before the first poll: a worker that takes over
-    # resumes polling this job instead of paying for a second one.
-    provider_job_id = models.CharField(max_length=120, blank=True)
 
     class Meta(Job.Meta):
         constraints = [

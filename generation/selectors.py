@@ -25,7 +25,14 @@ from . import accounts
 from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
 from .pricing import amount, price_per_image
 from .prompts import compose_prompt
-from .providers import account_of, get_provider, text_provider_configured
+from .providers import (
+    IMAGE_SERVICES,
+    account_of,
+    configured_image_services,
+    image_service_of,
+    project_provider,
+    text_provider_configured,
+)
 
 Status = Illustration.Status
 
@@ -290,6 +297,8 @@ class ReviewHeader:
     price: Decimal | None  # of one picture at current settings; None: unknown
     estimate: Decimal | None  # of the missing pictures, one attempt each
     account: dict  # the image service's provider account: accounts.state_of
+    service: str  # how editors know the project's image service: "Gemini (gemini-2.5-…)"
+    alternatives: list  # other configured services to continue with, after a halt
     polling: bool  # whether the page keeps asking for changes
 
 
@@ -297,7 +306,7 @@ def review_header(project: Project) -> ReviewHeader:
     """Return the review page's header for the project, in a constant number of queries."""
     progress = project_progress(project)
     run = latest_run(project)
-    provider = get_provider()
+    provider = project_provider(project)
     model = getattr(provider, "model", "")
     price = price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
     return ReviewHeader(
@@ -308,6 +317,12 @@ def review_header(project: Project) -> ReviewHeader:
         price=price,
         estimate=None if price is None else price * progress.missing,
         account=accounts.state_of(account_of(provider)),
+        service=service_label(image_service_of(project), model),
+        alternatives=[
+            choice
+            for choice in configured_image_services()
+            if choice.name not in (image_service_of(project), "embedded")
+        ],
         polling=progress.busy
         or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
     )
@@ -316,3 +331,28 @@ def review_header(project: Project) -> ReviewHeader:
 def story_phase_available() -> bool:
     """Return whether a text service is configured to write a project's pages from a premise."""
     return text_provider_configured()
+
+
+def service_label(name: str, model: str = "") -> str:
+    """Return how editors know an image service: its label, and its model if it has one."""
+    label = IMAGE_SERVICES.get(name, (name,))[0]
+    return f"{label} ({model})" if model and name != "embedded" else label
+
+
+def image_service_choices() -> list[tuple[str, str]]:
+    """Return the image services a project may choose (those whose keys are configured,
+    and the offline renderer), as form choices naming model and price."""
+    from .pricing import money
+
+    return [
+        (
+            choice.name,
+            f"{service_label(choice.name, choice.model)} · {money(choice.price)} an image",
+        )
+        for choice in configured_image_services()
+    ]
+
+
+def project_service_name(project: Project) -> str:
+    """Return the name of the image service that draws the project's pictures."""
+    return image_service_of(project)

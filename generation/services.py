@@ -35,7 +35,7 @@ from .models import (
     SpendEntry,
     StoryJob,
 )
-from .providers import account_of, get_provider, text_provider_configured
+from .providers import account_of, project_provider, text_provider_configured
 from .selectors import failed_clip_pages, failed_pages, missing_clip_pages, missing_pages
 from .story import MAX_STORY_PAGES
 
@@ -376,7 +376,7 @@ def resume(*, project: Project) -> ControlResult:
         .first()
     )
     if run is None:
-        key = account_of(get_provider())
+        key = account_of(project_provider(project))
         running = Run.objects.filter(project=project, state=Run.State.RUNNING).first()
         halted = ProviderAccount.objects.filter(
             key=key, state__in=(ProviderAccount.State.HALTED, ProviderAccount.State.PROBING)
@@ -385,6 +385,23 @@ def resume(*, project: Project) -> ControlResult:
             return ControlResult()
         resume_account(key)
         return ControlResult(run=running, resumed=True)
+    _set_running(run)
+    _enqueue_on_commit(run, _queued_counts(run))
+    return ControlResult(run=run, resumed=True)
+
+
+@transaction.atomic
+def switch_service(*, project: Project, service: str) -> ControlResult:
+    """Draw the project's remaining pages with another image service: the project's choice
+    changes, and a run its old service's account halted continues on the new one (the old
+    account stays halted for the projects still on it; pictures already drawn stay)."""
+    _lock(project.pk)
+    Project.objects.filter(pk=project.pk).update(image_service=service)
+    project.image_service = service
+    run = Run.objects.select_for_update().filter(project=project, state=Run.State.HALTED).first()
+    if run is None or not run.halted_account:
+        return ControlResult()
+    run.halted_account = ""  # this run leaves the old account; the account stays halted
     _set_running(run)
     _enqueue_on_commit(run, _queued_counts(run))
     return ControlResult(run=run, resumed=True)

@@ -1,5 +1,6 @@
 from django import forms
 
+from generation import selectors
 from generation.story import MAX_STORY_PAGES
 
 from .manuscript import ManuscriptError, decode_manuscript, parse_manuscript
@@ -37,10 +38,34 @@ class ProjectForm(forms.ModelForm):
 
 
 class ProjectSettingsForm(ProjectForm):
-    """An existing project: its name and look, and its spend and speed limits."""
+    """An existing project: its name and look, its image service, and its spend and speed
+    limits."""
+
+    image_service = forms.ChoiceField(
+        label="Image service",
+        required=False,
+        help_text="Who draws this project's pictures: the services whose keys are configured.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        choices = selectors.image_service_choices()
+        self.fields["image_service"].choices = choices
+        self.initial.setdefault("image_service", selectors.project_service_name(self.instance))
+
+    def clean_image_service(self) -> str:
+        # Left out of the form: the project keeps its service.
+        return self.cleaned_data["image_service"] or self.instance.image_service
 
     class Meta(ProjectForm.Meta):
-        fields = ["title", "style_guide", "budget", "max_concurrent", "requests_per_minute"]
+        fields = [
+            "title",
+            "style_guide",
+            "image_service",
+            "budget",
+            "max_concurrent",
+            "requests_per_minute",
+        ]
         labels = {
             **ProjectForm.Meta.labels,
             "budget": "Budget (USD)",

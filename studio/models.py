@@ -15,6 +15,10 @@ class Project(models.Model):
     style_guide = models.TextField(
         blank=True, help_text="Art style and recurring characters, added to every page prompt."
     )
+    # Which image service draws this project's pictures (a name of
+    # generation.providers.PROVIDERS); empty means the studio's default,
+    # STUDIO_IMAGE_PROVIDER.
+    image_service = models.CharField(max_length=40, blank=True)
     # Spend and speed controls; empty means no limit beyond the studio's own.
     budget = models.DecimalField(
         max_digits=10,

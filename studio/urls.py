@@ -22,6 +22,7 @@ project_urls = [
     path("stop/", views.project_stop, name="project-stop"),
     path("pause/", views.project_pause, name="project-pause"),
     path("resume/", views.project_resume, name="project-resume"),
+    path("switch-service/", views.project_switch_service, name="project-switch-service"),
 ]
 
 page_urls = [

@@ -412,6 +412,28 @@ def project_resume(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
+@login_required
+@require_POST
+def project_switch_service(request: HttpRequest, pk: int) -> HttpResponse:
+    """Continue the project's remaining pages with another configured image service."""
+    project = _owned_project(request, pk)
+    service = request.POST.get("service", "")
+    if service not in dict(selectors.image_service_choices()):
+        raise BadRequest("service must be one of the configured image services")
+    label = dict(selectors.image_service_choices())[service].split(" · ")[0]
+    return _control(
+        request,
+        project,
+        lambda: services.switch_service(project=project, service=service),
+        lambda switched: (
+            f"The remaining pages continue with {label}."
+            if switched.run
+            else f"New pictures of this project will be drawn by {label}.",
+            "success",
+        ),
+    )
+
+
 # --- page controls ---------------------------------------------------------------------
 
 

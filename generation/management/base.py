@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from generation import accounts, selectors
-from generation.providers import account_of, get_provider
+from generation.providers import account_of, project_provider
 from studio.models import Project
 
 
@@ -93,15 +93,15 @@ def project_status(project: Project) -> dict:
         "run": None
         if run is None
         else {"state": run.state, "halt_reason": run.halt_reason or None, "message": run.message},
-        "account": project_account(),
+        "account": project_account(project),
     }
 
 
-def project_account() -> dict:
+def project_account(project: Project) -> dict:
     """Return the state of the provider account the project's pictures are drawn through:
     {"state": "ok" | "cooling" | "halted", "reason": …, "until": …} (until: the end of a
     cool-down, or the next automatic probe of an outage)."""
-    state = accounts.state_of(account_of(get_provider()))
+    state = accounts.state_of(account_of(project_provider(project)))
     until = state["until"]
     return {
         "state": state["state"],

@@ -23,6 +23,23 @@ def get_provider(name: str | None = None):
     return import_string(PROVIDERS[name or settings.STUDIO_IMAGE_PROVIDER])()
 
 
+def image_service_of(project) -> str:
+    """Return the name of the image service that draws a project's pictures: its own
+    choice, else the studio's default (STUDIO_IMAGE_PROVIDER)."""
+    chosen = getattr(project, "image_service", "")
+    return chosen if chosen in PROVIDERS else settings.STUDIO_IMAGE_PROVIDER
+
+
+def project_provider(project):
+    """Return the image provider that draws a project's pictures."""
+    return get_provider(image_service_of(project))
+
+
+def services_on_account(key: str) -> list[str]:
+    """Return the names of the image services whose calls go to the provider account."""
+    return [name for name in PROVIDERS if account_of(get_provider(name)) == key]
+
+
 @dataclass(frozen=True)
 class ImageService:
     name: str  # a key of PROVIDERS

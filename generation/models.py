@@ -596,6 +596,8 @@ class Heartbeat(models.Model):
     """When a periodic duty (the sweep) last ran, by the database's clock: what the
     operations page and /healthz report."""
 
+    SWEEP = "sweep"
+
     name = models.CharField(max_length=40, unique=True)
     at = models.DateTimeField(db_default=Now())
 

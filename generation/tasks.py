@@ -3,8 +3,6 @@
 from . import engine, services
 from .models import Heartbeat
 
-SWEEP = "sweep"
-
 
 def run_next_job(run_id: int, kind: str = "illustration") -> int | None:
     """Work the run's most urgent queued job of a kind; return its id (None if nothing was
@@ -16,5 +14,5 @@ def sweep() -> dict[str, int]:
     """Reclaim expired leases and re-enqueue lost jobs (scheduled every minute); record
     when it ran, for the operations page and /healthz."""
     counts = services.sweep()
-    Heartbeat.beat(SWEEP)
+    Heartbeat.beat(Heartbeat.SWEEP)
     return counts

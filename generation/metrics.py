@@ -15,6 +15,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
+from prometheus_client.utils import floatToGoString
 
 from . import operations, workers
 from .clock import db_now
@@ -62,7 +63,9 @@ def _latency():
         labels=["service", "model"],
     )
     for row in rows:
-        cumulative = [(str(bound), row[f"le_{i}"]) for i, bound in enumerate(LATENCY_BUCKETS)]
+        cumulative = [
+            (floatToGoString(bound), row[f"le_{i}"]) for i, bound in enumerate(LATENCY_BUCKETS)
+        ]
         histogram.add_metric(
             [row["service"] or "", row["model_name"] or ""],
             buckets=[*cumulative, ("+Inf", row["count"])],

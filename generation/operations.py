@@ -70,11 +70,16 @@ def _floor(moment: datetime, step: timedelta) -> datetime:
     return epoch + ((moment - epoch) // step) * step
 
 
+def window_bounds(now: datetime, window: str) -> tuple[datetime, datetime]:
+    """Return the window's start and end: whole 5-minute bars, the last one holding now."""
+    end = _floor(now, BUCKET) + BUCKET
+    return end - WINDOWS[window], end
+
+
 def call_chart(*, now: datetime, window: str = "1h") -> CallChart:
     """Return calls by outcome class in 5-minute bars over the window (one query: counts
     per minute and outcome, folded into bars here)."""
-    end = _floor(now, BUCKET) + BUCKET
-    start = end - WINDOWS[window]
+    start, end = window_bounds(now, window)
     bars = [Bar(start=start + i * BUCKET) for i in range(WINDOWS[window] // BUCKET)]
     totals = dict.fromkeys(CHART_OUTCOMES, 0)
     rows = (
@@ -106,9 +111,10 @@ def latencies(*, now: datetime, window: str = "1h") -> list[Latency]:
     rank, exact), in one query: the database ranks the durations and returns only the
     two ranks wanted per service and model."""
     group = [F("service"), F("model_name")]
+    start, end = window_bounds(now, window)  # the chart's window
     rows = (
         GenerationAttempt.objects.filter(
-            started_at__gte=now - WINDOWS[window], duration_ms__isnull=False
+            started_at__gte=start, started_at__lt=end, duration_ms__isnull=False
         )
         .annotate(service=SERVICE, model_name=MODEL)
         .annotate(
@@ -301,6 +307,11 @@ class Overview:
     @property
     def sweep_age_s(self) -> float | None:
         return None if self.sweep_at is None else (self.now - self.sweep_at).total_seconds()
+
+    @property
+    def oldest_wait_s(self) -> float | None:
+        oldest = self.queues.oldest
+        return None if oldest is None else (self.now - oldest.oldest).total_seconds()
 
     @property
     def alive(self) -> list[workers.Cluster]:

@@ -30,3 +30,16 @@ def seconds(milliseconds) -> str:
     if value < 60:
         return f"{value:.1f} s"
     return f"{value:.0f} s"
+
+
+@register.filter
+def duration(seconds) -> str:
+    """Return a number of seconds in words: 42 s, 3 min, 2 h 5 min."""
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

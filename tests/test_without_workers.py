@@ -102,3 +102,24 @@ def test_stop_settles_when_the_only_cluster_was_killed_mid_call(
     assert lost.outcome == "lost"  # the call the dead worker had in flight
     assert SpendEntry.objects.filter(attempt_id=lost.pk, confirmed=False).count() == 1
     assert "Run stopped" in detail(client, project)
+
+
+@pytest.mark.django_db
+def test_stop_is_offered_again_while_stopping_without_workers(client, editor, make_project):
+    project = make_project(pages=2)
+    run = services.generate_missing(project=project).run
+    job = Illustration.objects.filter(run=run).order_by("pk").first()
+    Illustration.objects.filter(pk=job.pk).update(
+        status="generating", claimed_by="gone:1:x", lease_expires_at=db_now() + timedelta(seconds=1)
+    )
+    client.force_login(editor)
+    services.stop(project=project)  # its lease has not run out yet: stopping
+    assert Run.objects.get().state == Run.State.STOPPING
+    html = detail(client, project)
+    assert "No workers are running, so 1 page is waiting." in html
+    assert html.count(">Stop</button>") == 1
+
+    Illustration.objects.filter(pk=job.pk).update(lease_expires_at=db_now() - timedelta(seconds=1))
+    client.post(reverse("project-stop", args=[project.pk]), headers=HTMX)
+    assert Run.objects.get().state == Run.State.STOPPED
+    assert ">Stop</button>" not in detail(client, project)

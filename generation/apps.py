@@ -19,9 +19,17 @@ def register_sweep_schedule(sender, using="default", **kwargs) -> None:
     )
 
 
+def create_cache_tables(sender, using="default", **kwargs) -> None:
+    """Create the database caches' tables (the workers' heartbeats); idempotent."""
+    from django.core.management import call_command
+
+    call_command("createcachetable", database=using, verbosity=0)
+
+
 class GenerationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "generation"
 
     def ready(self) -> None:
         post_migrate.connect(register_sweep_schedule, sender=self)
+        post_migrate.connect(create_cache_tables, sender=self)

@@ -21,7 +21,7 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception
 
-from . import accounts, ledger
+from . import accounts, ledger, logs
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
 from .limits import BudgetReached, Gate, provider_key
@@ -120,6 +120,7 @@ def settle_run(run_id: int) -> None:
             return
         state = Run.State.FINISHED if run.state == Run.State.RUNNING else Run.State.STOPPED
         Run.objects.filter(pk=run_id).update(state=state, finished_at=Now(), updated_at=Now())
+    logs.run_state(run, state)
 
 
 def halt_message(reason: str, error: ProviderError | None, *, provider, service: str, count=0):
@@ -165,6 +166,7 @@ def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bo
     )
     if halted:
         logger.warning("Run %s halted (%s): %s", run_id, reason, message)
+        logs.run_state(run_id, Run.State.HALTED, reason=reason)
     return bool(halted)
 
 
@@ -183,13 +185,18 @@ def halt_account(key: str, *, reason: str, message: str, provider=None) -> int:
             waiting |= kind.runs_on_account(key)
         except LookupError:  # no provider configured for this kind
             continue
-    return Run.objects.filter(waiting, account_halted(key), state=Run.State.RUNNING).update(
+    rows = Run.objects.filter(waiting, account_halted(key), state=Run.State.RUNNING)
+    running = list(rows.values("pk", "project"))
+    halted = rows.update(
         state=Run.State.HALTED,
         halt_reason=reason,
         message=message,
         halted_account=key,
         updated_at=Now(),
     )
+    for run in running:  # the runs that were running a moment ago are the ones it halted
+        logs.run_state(run["pk"], Run.State.HALTED, reason=reason, project_id=run["project"])
+    return halted
 
 
 class Heartbeat:
@@ -372,6 +379,7 @@ class JobWorker:
 
     def _attempt(self, prompt: str):
         """Make one call to the service, recorded as one GenerationAttempt row."""
+        self.prompt = prompt  # logged only with STUDIO_LOG_PROMPTS
         started = self.model.objects.filter(pk=self.job.pk).start_attempt(
             # What is sent is recorded with the first renewal, saving a query.
             worker_id=self.id,
@@ -549,6 +557,21 @@ class JobWorker:
             account=attempt.account,
             provider=self.provider.name,
             model=getattr(self.provider, "model", ""),
+        )
+        logs.attempt(
+            run_id=self.job.run_id,
+            project_id=self.gate.project.pk,
+            page_id=getattr(self.job, "page_id", None),
+            kind=self.kind.name,
+            service=self.provider.name,
+            model=getattr(self.provider, "model", ""),
+            number=attempt.number,
+            outcome=fields["outcome"],
+            http_status=fields["http_status"],
+            duration_ms=fields["duration_ms"],
+            cost=fields["cost"],
+            request_id=fields["provider_request_id"],
+            prompt=self.prompt,
         )
 
     def _after_failure(self, error: ProviderError, *, probing: bool = False) -> None:

@@ -537,7 +537,11 @@ class GenerationAttempt(models.Model):
                 name="attempt_belongs_to_one_job",
             ),
         ]
-        indexes = [models.Index(fields=["outcome", "started_at"])]
+        indexes = [
+            models.Index(fields=["outcome", "started_at"]),
+            # The operations page and /metrics read the last hour or day of calls.
+            models.Index(fields=["started_at"], name="attempt_started_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"Attempt {self.number} of {self.job}: {self.outcome}"
@@ -589,3 +593,22 @@ class SpendEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} on {self.day} ({self.get_basis_display()})"
+
+
+class Heartbeat(models.Model):
+    """When a periodic duty (the sweep) last ran, by the database's clock: what the
+    operations page and /healthz report."""
+
+    SWEEP = "sweep"
+
+    name = models.CharField(max_length=40, unique=True)
+    at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at:%H:%M:%S}"
+
+    @classmethod
+    def beat(cls, name: str) -> None:
+        """Record that the duty ran now."""
+        if not cls.objects.filter(name=name).update(at=Now()):
+            cls.objects.bulk_create([cls(name=name)], ignore_conflicts=True)

@@ -21,7 +21,7 @@ from django.db.models.functions import Coalesce
 
 from studio.models import Page, Project
 
-from . import accounts
+from . import accounts, workers
 from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
 from .pricing import amount, price_per_image
 from .prompts import compose_prompt
@@ -300,6 +300,9 @@ class ReviewHeader:
     service: str  # how editors know the project's image service: "Gemini (gemini-2.5-…)"
     alternatives: list  # other configured services to continue with, after a halt
     polling: bool  # whether the page keeps asking for changes
+    # Pages waiting for a worker while no worker cluster is alive (0 when one is, or
+    # when nothing waits): "No workers are running, so 24 pages are waiting."
+    waiting_for_workers: int = 0
 
 
 def review_header(project: Project) -> ReviewHeader:
@@ -309,6 +312,10 @@ def review_header(project: Project) -> ReviewHeader:
     provider = project_provider(project)
     model = getattr(provider, "model", "")
     price = price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
+    waiting = 0
+    if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
+        # Only a project with work waiting asks whether any worker is alive.
+        waiting = 0 if workers.alive() else progress.queued + progress.generating
     return ReviewHeader(
         progress=progress,
         run=run,
@@ -325,6 +332,7 @@ def review_header(project: Project) -> ReviewHeader:
         ],
         polling=progress.busy
         or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
+        waiting_for_workers=waiting,
     )
 
 

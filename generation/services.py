@@ -19,7 +19,7 @@ from django_q.tasks import async_task
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import accounts, ledger
+from . import accounts, ledger, logs
 from .clock import db_now
 from .engine import settle_run
 from .kinds import KINDS
@@ -107,7 +107,9 @@ def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
     halted or stopping run was resumed. Call with the project locked."""
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
     if run is None:
-        return Run.objects.create(project=project, requested_by=requested_by), False
+        run = Run.objects.create(project=project, requested_by=requested_by)
+        logs.run_state(run, Run.State.RUNNING)
+        return run, False
     if run.state == Run.State.RUNNING:
         return run, False
     _set_running(run)
@@ -124,6 +126,7 @@ def _set_running(run: Run) -> None:
     run.halted_account = ""
     run.finished_at = None
     run.save()
+    logs.run_state(run, Run.State.RUNNING)
     if account:
         resume_account(account)
 
@@ -174,6 +177,7 @@ def probe_accounts(*, now) -> int:
         Run.objects.filter(pk=run.pk, state=Run.State.HALTED).update(
             state=Run.State.RUNNING, updated_at=Now()
         )
+        logs.run_state(run, Run.State.RUNNING, reason="probe")
         kind = next(name for name, count in counts.items() if count)
         enqueue_jobs(run.pk, 1, kind)
         started += 1
@@ -339,10 +343,16 @@ def create_story_project(
 
 @transaction.atomic
 def stop(*, project: Project) -> ControlResult:
-    """Stop the open run: calls in flight finish, queued jobs are canceled, work is kept."""
+    """Stop the open run: calls in flight finish, queued jobs are canceled, work is kept.
+
+    The request settles what it can itself, so "Stopping" never waits for a worker that is
+    not there: jobs whose worker's lease ran out (the worker is dead) are taken back now,
+    canceled, their calls recorded as lost, as the sweep would."""
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
     if run is None:
         return ControlResult()
+    Run.objects.filter(pk=run.pk).update(state=Run.State.STOPPING, updated_at=Now())
+    reclaim_expired(run_id=run.pk)
     working = False
     for kind in KINDS.values():
         jobs = kind.model.objects.filter(run=run)
@@ -351,6 +361,7 @@ def stop(*, project: Project) -> ControlResult:
     run.state = Run.State.STOPPING if working else Run.State.STOPPED
     run.finished_at = None if working else db_now()
     run.save()
+    logs.run_state(run, run.state)
     return ControlResult(run=run)
 
 
@@ -362,6 +373,7 @@ def pause(*, project: Project) -> ControlResult:
         return ControlResult()
     run.state = Run.State.PAUSED
     run.save()
+    logs.run_state(run, Run.State.PAUSED)
     return ControlResult(run=run)
 
 
@@ -447,7 +459,7 @@ def top_up_broker(*, now) -> int:
     return added
 
 
-def reclaim_expired(*, now=None) -> dict[str, int]:
+def reclaim_expired(*, now=None, run_id: int | None = None) -> dict[str, int]:
     """Take back jobs whose worker stopped renewing its lease (killed, or cut off from the
     database). Return counts.
 
@@ -459,7 +471,10 @@ def reclaim_expired(*, now=None) -> dict[str, int]:
     counts = {"requeued": 0, "canceled": 0, "failed": 0}
     max_attempts = settings.STUDIO_MAX_ATTEMPTS
     for kind in KINDS.values():
-        for job in kind.model.objects.expired(now=now).select_related(*kind.select_related):
+        expired = kind.model.objects.expired(now=now)
+        if run_id is not None:  # one run's (Stop)
+            expired = expired.filter(run_id=run_id)
+        for job in expired.select_related(*kind.select_related):
             rows = kind.model.objects.filter(pk=job.pk).expired(now=now)
             lost = list(
                 GenerationAttempt.objects.filter(

@@ -1,6 +1,7 @@
 """django-q2 entry points: thin wrappers that take ids and call the engine or services."""
 
 from . import engine, services
+from .models import Heartbeat
 
 
 def run_next_job(run_id: int, kind: str = "illustration") -> int | None:
@@ -10,5 +11,8 @@ def run_next_job(run_id: int, kind: str = "illustration") -> int | None:
 
 
 def sweep() -> dict[str, int]:
-    """Reclaim expired leases and re-enqueue lost jobs (scheduled every minute)."""
-    return services.sweep()
+    """Reclaim expired leases and re-enqueue lost jobs (scheduled every minute); record
+    when it ran, for the operations page and /healthz."""
+    counts = services.sweep()
+    Heartbeat.beat(Heartbeat.SWEEP)
+    return counts

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.urls import reverse
 
 from generation import selectors
-from generation.models import Clip, Illustration
+from generation.clock import db_now
+from generation.models import WORKING_STATUSES, Clip, Illustration
 
 from .models import Page, Project
 
@@ -68,6 +69,8 @@ class PageCard:
     latest_run_id: int | None = None
     clip_job: Clip | None = None  # the latest clip job
     clip: Clip | None = None  # the complete clip, played on the card
+    # Its worker's lease ran out: the worker is gone and the sweep has not taken it back.
+    stalled: bool = False
 
     @property
     def clip_state(self) -> str:
@@ -121,6 +124,8 @@ def page_cards(project: Project, *, pages=None) -> list[PageCard]:
     latest_run_id = selectors.latest_illustration_run_id(project)
     latest_job, current = selectors.latest_and_current(Illustration, page_ids)
     latest_clip, current_clip = selectors.latest_and_current(Clip, page_ids)
+    held = [job for job in latest_job.values() if job.status in WORKING_STATUSES]
+    now = db_now() if held else None  # the database's clock, only when a worker holds a job
     return [
         PageCard(
             page=p,
@@ -129,6 +134,16 @@ def page_cards(project: Project, *, pages=None) -> list[PageCard]:
             latest_run_id=latest_run_id,
             clip_job=latest_clip.get(p.pk),
             clip=current_clip.get(p.pk),
+            stalled=_stalled(latest_job.get(p.pk), now),
         )
         for p in pages
     ]
+
+
+def _stalled(job: Illustration | None, now) -> bool:
+    return (
+        job is not None
+        and job.status in WORKING_STATUSES
+        and job.lease_expires_at is not None
+        and job.lease_expires_at < now
+    )

@@ -374,12 +374,52 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+    # Clusters' heartbeats (django-q2's Stat) go to a Django cache on the ORM broker: one
+    # every process reads, a table in the database (created by `migrate`), so the web
+    # server can tell whether any worker is alive. On Redis the broker keeps them.
+    Q_CLUSTER["cache"] = "cluster-stats"
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "cluster-stats": {
+        "BACKEND": "generation.workers.ClusterStatsCache",
+        "LOCATION": "studio_cluster_stats",
+    },
+}
+
+# --- Operations ------------------------------------------------------------------------
+# /metrics answers only with this bearer token, and not at all when it is unset.
+STUDIO_METRICS_TOKEN = env_str("STUDIO_METRICS_TOKEN")
+# One line per call and per run state change: readable text, or JSON for a log pipeline.
+STUDIO_LOG_FORMAT = env_str("STUDIO_LOG_FORMAT", "text")
+if STUDIO_LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(
+        f"STUDIO_LOG_FORMAT must be 'text' or 'json', not {STUDIO_LOG_FORMAT!r}"
+    )
+# Prompts are the editors' words: kept out of the logs unless an operator asks.
+STUDIO_LOG_PROMPTS = env_bool("STUDIO_LOG_PROMPTS", False)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        # Every `extra` field of a record becomes a key (generation.logs puts the facts
+        # there), beside the time, level, logger and message.
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "filters": {"redact": {"()": "generation.logs.RedactSecrets"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": STUDIO_LOG_FORMAT,
+            "filters": ["redact"],
+        }
+    },
     "loggers": {
         "generation": {"handlers": ["console"], "level": env_str("STUDIO_LOG_LEVEL", "INFO")},
     },

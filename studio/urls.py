@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import views
+from studio import operations, views
 
 project_urls = [
     path("", views.project_detail, name="project-detail"),
@@ -49,5 +49,13 @@ urlpatterns = [
     path("images/<int:pk>/thumbnail/", views.illustration_thumbnail, name="illustration-thumbnail"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("operations/", operations.operations_page, name="operations"),
+    path(
+        "operations/accounts/resume/",
+        operations.account_resume,
+        name="operations-account-resume",
+    ),
+    path("healthz", operations.healthz, name="healthz"),
+    path("metrics", operations.prometheus_metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.cache import caches
 from django.db import connection
 from django_q.brokers import get_broker
 
@@ -107,13 +108,23 @@ def drain(clock):
     return run
 
 
+def forget_clusters() -> None:
+    """Drop the worker clusters' heartbeats: the database cache holding them is no model's
+    table, so no flush empties it, and a cluster a test killed would look alive to the
+    next test for up to a minute."""
+    caches["cluster-stats"].clear()
+
+
 @pytest.fixture
 def broker():
-    """The configured broker (ORM, or Redis when REDIS_URL is set), emptied around a test."""
+    """The configured broker (ORM, or Redis when REDIS_URL is set), emptied around a test,
+    with no cluster heartbeat left from another test."""
     broker = get_broker()
     broker.purge_queue()
+    forget_clusters()
     yield broker
     broker.purge_queue()
+    forget_clusters()
 
 
 def _database_url() -> str:

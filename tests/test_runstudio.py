@@ -106,3 +106,61 @@ def test_ctrl_c_as_soon_as_it_says_it_runs_stops_the_web_server_and_the_workers_
         if studio.poll() is None:
             os.killpg(studio.pid, signal.SIGKILL)
             studio.wait()
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def cluster_of(studio_pid: int) -> int | None:
+    """Return the pid of runstudio's live qcluster child, if any."""
+    found = [pid for pid in children_of(studio_pid) if "qcluster" in cmdline(pid) and is_alive(pid)]
+    return found[0] if found else None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_cluster_comes_back_and_the_web_server_stays_up(broker, tmp_path):
+    from generation import workers
+
+    addrport = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "runstudio.err"
+    studio = subprocess.Popen(
+        [sys.executable, "manage.py", "runstudio", "--addrport", addrport],
+        cwd=ROOT,
+        env=worker_env(DJANGO_DEBUG="true"),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: answers(f"http://{addrport}/accounts/login/"), timeout=30)
+        first = wait_until(lambda: cluster_of(studio.pid), timeout=30)
+        wait_until(lambda: any(c.pid == first for c in workers.alive()), timeout=30)
+        group = [first, *descendants(first)]
+
+        os.killpg(first, signal.SIGKILL)  # the whole cluster, as the OOM killer might
+
+        second = wait_until(
+            lambda: (pid := cluster_of(studio.pid)) and pid != first and pid, timeout=30
+        )
+        assert answers(f"http://{addrport}/accounts/login/")  # the web server never went
+        wait_until(lambda: any(c.pid == second for c in workers.alive()), timeout=30)
+        assert [pid for pid in group if is_alive(pid)] == []
+        assert studio.poll() is None
+        assert "The workers exited (-9); starting them again in 1 s (restart 1)." in (
+            log.read_text()
+        )
+
+        os.killpg(studio.pid, signal.SIGINT)
+        assert studio.wait(timeout=20) == 0
+    finally:
+        if studio.poll() is None:
+            os.killpg(studio.pid, signal.SIGKILL)
+            studio.wait()

@@ -17,3 +17,29 @@ def halt_reason(reason: str) -> str:
     from generation.models import Run
 
     return str(dict(Run.HaltReason.choices).get(reason, reason)).lower()
+
+
+@register.filter
+def seconds(milliseconds) -> str:
+    """Return a duration in milliseconds as seconds: 0.84 s, 12.3 s, 95 s."""
+    if milliseconds is None:
+        return "—"
+    value = milliseconds / 1000
+    if value < 10:
+        return f"{value:.2f} s"
+    if value < 60:
+        return f"{value:.1f} s"
+    return f"{value:.0f} s"
+
+
+@register.filter
+def duration(seconds) -> str:
+    """Return a number of seconds in words: 42 s, 3 min, 2 h 5 min."""
+    if seconds is None:
+        return "—"
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

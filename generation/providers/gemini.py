@@ -12,8 +12,6 @@ ErrorInfo).
 import math
 import re
 
-from django.conf import settings
-
 from .base import (
     AuthFailed,
     ConfigError,
@@ -24,12 +22,11 @@ from .base import (
     RateLimited,
     Rejected,
     Transient,
-    account_key,
     parse_size,
 )
 from .checks import Check, check_get
 from .http import (
-    Client,
+    KeyedImageProvider,
     as_bytes,
     as_json,
     decode_base64,
@@ -162,32 +159,18 @@ def classify(status: int, headers, body: object) -> ProviderError:
     return Rejected(message, **details)
 
 
-class GeminiProvider:
+class GeminiProvider(KeyedImageProvider):
     """Images: POST {base}/models/{model}:generateContent with x-goog-api-key."""
 
     name = "gemini"
     label = "Gemini"
+    service = SERVICE
+    base_url_setting = "GEMINI_BASE_URL"
     key_setting = "GEMINI_API_KEY"
     model_setting = "GEMINI_IMAGE_MODEL"
 
-    def __init__(self):
-        self.base_url = settings.GEMINI_BASE_URL.rstrip("/")
-        self.api_key = settings.GEMINI_API_KEY
-        self.model = settings.GEMINI_IMAGE_MODEL
-        self.client = Client(
-            service=SERVICE,
-            seconds=float(settings.STUDIO_PROVIDER_TIMEOUT),
-            secrets=(self.api_key,),
-        )
-
-    @property
-    def account(self) -> str:
-        return account_key(self.name, self.base_url, self.api_key)
-
     def headers(self) -> dict:
-        if not self.api_key:
-            raise AuthFailed("GEMINI_API_KEY is not set.")
-        return {"x-goog-api-key": self.api_key}
+        return {"x-goog-api-key": self.require_key()}
 
     def generate(self, request: ImageRequest) -> GeneratedImage:
         body = {

@@ -19,8 +19,9 @@ from email.utils import parsedate_to_datetime
 
 import requests
 import urllib3
+from django.conf import settings
 
-from .base import Transient, verify_image
+from .base import AuthFailed, Transient, account_key, verify_image
 
 CONNECT_TIMEOUT = 10.0
 # A b64 PNG of the largest sizes is a few MB; anything far beyond is not an answer.
@@ -308,31 +309,10 @@ class Client:
             return Answer(response.status_code, response.headers, content)
 
     def download(self, url: str, *, deadline: Deadline, request_id: str = "") -> bytes:
-        """Fetch the picture a URL answer points at: made and billed already, so any failure
-        here is a call the service most likely charged for."""
-        try:
-            with self.session.get(url, timeout=deadline.timeout(), stream=True) as response:
-                if response.status_code >= 400:
-                    raise Transient(
-                        f"Downloading the image failed (HTTP {response.status_code}).",
-                        http_status=response.status_code,
-                        request_id=request_id,
-                        maybe_paid=True,
-                    )
-                return read_capped(
-                    response,
-                    limit=MAX_DOWNLOAD_BYTES,
-                    deadline=deadline,
-                    what="image download",
-                    request_id=request_id,
-                    paid=True,
-                )
-        except requests.RequestException as exc:
-            raise Transient(
-                f"Downloading the image failed ({self.safe(exc)})",
-                request_id=request_id,
-                maybe_paid=True,
-            ) from exc
+        """Fetch the picture a URL answer points at (see download_image)."""
+        return download_image(
+            self.session, url, deadline=deadline, request_id=request_id, safe=self.safe
+        )
 
     def raise_for(self, answer: Answer, classify) -> None:
         """Raise the classified error of a 4xx/5xx answer, its message redacted."""
@@ -341,3 +321,57 @@ class Client:
             error.message = self.safe(error.message)
             error.args = (error.message,)
             raise error
+
+
+def download_image(session, url: str, *, deadline: Deadline, request_id: str = "", safe=str):
+    """Fetch the picture a URL answer points at, within the call's deadline: made and
+    billed already, so any failure here is a call the service most likely charged for."""
+    try:
+        with session.get(url, timeout=deadline.timeout(), stream=True) as response:
+            if response.status_code >= 400:
+                raise Transient(
+                    f"Downloading the image failed (HTTP {response.status_code}).",
+                    http_status=response.status_code,
+                    request_id=request_id,
+                    maybe_paid=True,
+                )
+            return read_capped(
+                response,
+                limit=MAX_DOWNLOAD_BYTES,
+                deadline=deadline,
+                what="image download",
+                request_id=request_id,
+                paid=True,
+            )
+    except requests.RequestException as exc:
+        raise Transient(
+            f"Downloading the image failed ({safe(exc)})", request_id=request_id, maybe_paid=True
+        ) from exc
+
+
+class KeyedImageProvider:
+    """What the keyed HTTP image providers share: their endpoint, key and model read from
+    the settings they name, one Client, and the provider account they call."""
+
+    name = ""
+    service = "the image service"
+    base_url_setting = key_setting = model_setting = ""
+
+    def __init__(self):
+        self.base_url = getattr(settings, self.base_url_setting).rstrip("/")
+        self.api_key = getattr(settings, self.key_setting)
+        self.model = getattr(settings, self.model_setting)
+        self.client = Client(
+            service=self.service,
+            seconds=float(settings.STUDIO_PROVIDER_TIMEOUT),
+            secrets=(self.api_key,),
+        )
+
+    @property
+    def account(self) -> str:
+        return account_key(self.name, self.base_url, self.api_key)
+
+    def require_key(self) -> str:
+        if not self.api_key:
+            raise AuthFailed(f"{self.key_setting} is not set.")
+        return self.api_key

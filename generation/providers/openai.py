@@ -31,11 +31,11 @@ from .base import (
 )
 from .checks import Check, check_get
 from .http import (
-    MAX_DOWNLOAD_BYTES,
     MAX_RESPONSE_BYTES,
     Client,
     Deadline,
     as_json,
+    download_image,
     looks_like_html,
     parse_retry_after,
     read_capped,
@@ -350,29 +350,9 @@ class OpenAIProvider(OpenAICompatible):
         )
 
     def _download(self, url: str, request_id: str, deadline: Deadline) -> bytes:
-        """Fetch the picture a URL answer points at: made and billed already, so any
-        failure here is a call the service most likely charged for."""
-        try:
-            with self.session.get(url, timeout=deadline.timeout(), stream=True) as response:
-                if response.status_code >= 400:
-                    raise Transient(
-                        f"Downloading the image failed (HTTP {response.status_code}).",
-                        http_status=response.status_code,
-                        request_id=request_id,
-                        maybe_paid=True,
-                    )
-                return read_capped(
-                    response,
-                    limit=MAX_DOWNLOAD_BYTES,
-                    deadline=deadline,
-                    what="image download",
-                    request_id=request_id,
-                    paid=True,
-                )
-        except requests.RequestException as exc:
-            raise Transient(
-                f"Downloading the image failed ({self._safe(exc)})", maybe_paid=True
-            ) from exc
+        return download_image(
+            self.session, url, deadline=deadline, request_id=request_id, safe=self._safe
+        )
 
 
 STORY_INSTRUCTIONS = (

@@ -13,8 +13,6 @@ the body. Each is classified by what it says.
 import re
 from decimal import Decimal, InvalidOperation
 
-from django.conf import settings
-
 from .base import (
     AuthFailed,
     ConfigError,
@@ -25,12 +23,11 @@ from .base import (
     RateLimited,
     Rejected,
     Transient,
-    account_key,
 )
 from .checks import Check, check_get
 from .gemini import aspect_ratio
 from .http import (
-    Client,
+    KeyedImageProvider,
     as_bytes,
     as_json,
     decode_data_url,
@@ -110,32 +107,18 @@ def classify_in_band(error: dict, **details) -> ProviderError:
     return Transient(message, **details)
 
 
-class ChatImageProvider:
+class ChatImageProvider(KeyedImageProvider):
     """Images: POST {base}/chat/completions with modalities ["image", "text"]."""
 
     name = "openai-chat"
     label = "Chat gateway (OpenRouter, Lovable)"
+    service = SERVICE
+    base_url_setting = "STUDIO_CHAT_IMAGE_BASE_URL"
     key_setting = "STUDIO_CHAT_IMAGE_API_KEY"
     model_setting = "STUDIO_CHAT_IMAGE_MODEL"
 
-    def __init__(self):
-        self.base_url = settings.STUDIO_CHAT_IMAGE_BASE_URL.rstrip("/")
-        self.api_key = settings.STUDIO_CHAT_IMAGE_API_KEY
-        self.model = settings.STUDIO_CHAT_IMAGE_MODEL
-        self.client = Client(
-            service=SERVICE,
-            seconds=float(settings.STUDIO_PROVIDER_TIMEOUT),
-            secrets=(self.api_key,),
-        )
-
-    @property
-    def account(self) -> str:
-        return account_key(self.name, self.base_url, self.api_key)
-
     def headers(self) -> dict:
-        if not self.api_key:
-            raise AuthFailed("STUDIO_CHAT_IMAGE_API_KEY is not set.")
-        return {"Authorization": f"Bearer {self.api_key}"}
+        return {"Authorization": f"Bearer {self.require_key()}"}
 
     def generate(self, request: ImageRequest) -> GeneratedImage:
         body = {

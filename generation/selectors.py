@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce
 from studio.models import Page, Project
 
 from . import accounts, workers
+from .clock import db_now
 from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
 from .pricing import amount, price_per_image
 from .prompts import compose_prompt
@@ -303,6 +304,9 @@ class ReviewHeader:
     # Pages waiting for a worker while no worker cluster is alive (0 when one is, or
     # when nothing waits): "No workers are running, so 24 pages are waiting."
     waiting_for_workers: int = 0
+    # The database's clock when the header was read: the poll's cursor, since every change
+    # the poll looks for is stamped by that clock.
+    now: datetime | None = None
 
 
 def review_header(project: Project) -> ReviewHeader:
@@ -312,10 +316,11 @@ def review_header(project: Project) -> ReviewHeader:
     provider = project_provider(project)
     model = getattr(provider, "model", "")
     price = price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
+    now = db_now()
     waiting = 0
     if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
         # Only a project with work waiting asks whether any worker is alive.
-        waiting = 0 if workers.alive() else progress.queued + progress.generating
+        waiting = 0 if workers.alive(now=now) else progress.queued + progress.generating
     return ReviewHeader(
         progress=progress,
         run=run,
@@ -333,6 +338,7 @@ def review_header(project: Project) -> ReviewHeader:
         polling=progress.busy
         or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
         waiting_for_workers=waiting,
+        now=now,
     )
 
 

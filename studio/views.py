@@ -56,7 +56,7 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
 def _header_context(project: Project) -> dict:
     header = selectors.review_header(project)
     # The cursor is the database's clock, which stamps every change the poll looks for.
-    return {"project": project, **vars(header), "cursor": db_now().timestamp()}
+    return {"project": project, **vars(header), "cursor": header.now.timestamp()}
 
 
 def _since(request: HttpRequest) -> datetime:

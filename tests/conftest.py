@@ -111,8 +111,15 @@ def drain(clock):
 def forget_clusters() -> None:
     """Drop the worker clusters' heartbeats: the database cache holding them is no model's
     table, so no flush empties it, and a cluster a test killed would look alive to the
-    next test for up to a minute."""
+    next test for up to a minute. On Redis they are the broker's own keys."""
     caches["cluster-stats"].clear()
+    broker = get_broker()
+    if hasattr(broker, "connection") and hasattr(broker.connection, "keys"):
+        from django_q.conf import Conf
+
+        stale = broker.connection.keys(f"{Conf.Q_STAT}:*")
+        if stale:
+            broker.connection.delete(*stale)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -268,4 +269,5 @@ def test_the_page_costs_the_same_queries_for_100_and_100000_attempts(staff, make
     add_attempts(100_000)
     assert GenerationAttempt.objects.count() == 100_000
     large = queries()
-    assert small == large == 17
+    # One of them reads the ORM broker's cluster heartbeats (on Redis, no query at all).
+    assert small == large == (17 if "orm" in settings.Q_CLUSTER else 16)

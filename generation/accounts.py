@@ -33,6 +33,7 @@ class Admission:
 
     verdict: str  # "go", "probe" (the one call trying a downed account), "wait", "halted"
     wait: float = 0.0
+    failures_in_row: int = 0  # the outage count: a success resets it when it is not 0
     reason: str = ""
     message: str = ""
 
@@ -51,24 +52,25 @@ def admit(key: str, *, worker_id: str) -> Admission:
     """Return whether this worker may call the account now (one query when all is well)."""
     row = (
         ProviderAccount.objects.filter(key=key)
-        .values("state", "reason", "message", "cooldown_until")
+        .values("state", "reason", "message", "cooldown_until", "failures_in_row")
         .annotate(now=Now())
         .first()
     )
     if row is None:
         return GO
+    failures = row["failures_in_row"]
     if row["state"] == State.PROBING:
         won = ProviderAccount.objects.filter(key=key, state=State.PROBING, probe_by="").update(
             probe_by=worker_id, probe_started_at=Now(), updated_at=Now()
         )
         if won:
-            return Admission("probe")
+            return Admission("probe", failures_in_row=failures)
     if row["state"] in (State.HALTED, State.PROBING):
         return Admission("halted", reason=row["reason"], message=row["message"])
     until, now = row["cooldown_until"], _aware(row["now"])
     if until is not None and until > now:
-        return Admission("wait", wait=(until - now).total_seconds())
-    return GO
+        return Admission("wait", wait=(until - now).total_seconds(), failures_in_row=failures)
+    return Admission("go", failures_in_row=failures)
 
 
 def _aware(value) -> datetime:
@@ -97,7 +99,8 @@ def count_failure(key: str, *, provider: str = "", endpoint: str = "") -> int:
 
 
 def succeeded(key: str) -> None:
-    """A success anywhere on the account resets its outage count."""
+    """A success anywhere on the account resets its outage count (the engine calls it when
+    the count was above zero as its call was admitted)."""
     ProviderAccount.objects.filter(key=key, failures_in_row__gt=0).update(failures_in_row=0)
 
 

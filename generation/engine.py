@@ -256,6 +256,8 @@ class JobWorker:
         # The key of a call the service may have charged without a whole answer: the
         # next attempt sends it again, so a service that deduplicates never bills twice.
         self.repeat_key = ""
+        self.failures_before = 0  # the account's outage count when this call was admitted
+        self.rate_limited = False  # this worker saw a rate limit for the job
 
     # --- claiming -------------------------------------------------------------------
 
@@ -400,7 +402,7 @@ class JobWorker:
                 attempt = GenerationAttempt.objects.create(
                     **{self.kind.attempt_field: self.job},
                     number=number,
-                    started_at=self.clock.now(),
+                    started_at=Now(),
                     idempotency_key=key,
                     account=getattr(self.provider, "account", self.provider.name),
                 )
@@ -444,6 +446,7 @@ class JobWorker:
         too. Return whether this call is the probe of a downed account."""
         while True:
             admission = accounts.admit(self.account, worker_id=self.id)
+            self.failures_before = admission.failures_in_row
             if admission.verdict == "go":
                 return False
             if admission.verdict == "probe":
@@ -463,10 +466,11 @@ class JobWorker:
                 raise Interrupted()
 
     def _after_success(self, *, probing: bool) -> None:
-        accounts.succeeded(self.account)
-        self.model.objects.filter(pk=self.job.pk, rate_limited_since__isnull=False).update(
-            rate_limited_since=None
-        )
+        # Writes only where there is something to reset: most calls succeed first time.
+        if self.failures_before or probing:
+            accounts.succeeded(self.account)
+        if self.job.rate_limited_since is not None or self.rate_limited:
+            self.model.objects.filter(pk=self.job.pk).update(rate_limited_since=None)
         if probing:
             # The service is back: every run the outage halted continues by itself.
             from . import services  # services import the engine
@@ -640,6 +644,7 @@ class JobWorker:
             provider=self.provider.name,
             endpoint=getattr(self.provider, "base_url", ""),
         )
+        self.rate_limited = True
         rows = self.model.objects.filter(pk=self.job.pk)
         rows.filter(rate_limited_since__isnull=True).update(rate_limited_since=Now())
         if rows.filter(rate_limited_since__lt=later(-patience)).exists():

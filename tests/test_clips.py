@@ -168,7 +168,10 @@ def test_a_worker_killed_mid_poll_is_followed_by_one_polling_the_same_prediction
     assert fake_predictions.creates == 3  # the third page's, and no second create for any
     assert ids <= set(clips_of(illustrated).values_list("provider_job_id", flat=True))
     assert GenerationAttempt.objects.filter(clip__isnull=False, outcome="lost").count() == 2
-    assert Run.objects.filter(project=illustrated, state=Run.State.FINISHED).exists()
+    wait_until(
+        lambda: Run.objects.filter(project=illustrated, state=Run.State.FINISHED).exists(),
+        timeout=10,
+    )
 
 
 # --- the review page, the command and the admin -----------------------------------------

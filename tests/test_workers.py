@@ -138,5 +138,5 @@ def test_a_cluster_killed_with_sigkill_loses_no_page(make_project, qcluster, fak
     completed = Illustration.objects.filter(page__project=project, status="complete")
     assert completed.count() == 24
     assert len({job.page_id for job in completed}) == 24
-    assert _run(run_id).state == Run.State.FINISHED
+    wait_until(lambda: _run(run_id).state == Run.State.FINISHED, timeout=10)
     assert fake_openai.successes == 28  # 24 kept + the 4 answers the dead workers never read

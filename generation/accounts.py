@@ -9,7 +9,6 @@ one Resume (or, for an outage, a successful probe) continues them all.
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.conf import settings
 from django.db.models import F, Q
@@ -67,19 +66,10 @@ def admit(key: str, *, worker_id: str) -> Admission:
             return Admission("probe", failures_in_row=failures)
     if row["state"] in (State.HALTED, State.PROBING):
         return Admission("halted", reason=row["reason"], message=row["message"])
-    until, now = row["cooldown_until"], _aware(row["now"])
+    until, now = row["cooldown_until"], row["now"]  # both from the database's clock
     if until is not None and until > now:
         return Admission("wait", wait=(until - now).total_seconds(), failures_in_row=failures)
     return Admission("go", failures_in_row=failures)
-
-
-def _aware(value) -> datetime:
-    from .clock import db_now
-
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value
-    # SQLite answers Now() as text in annotations: ask again, as a datetime.
-    return db_now()
 
 
 def cool_down(key: str, seconds: float, reason: str, *, provider: str = "", endpoint: str = ""):
@@ -177,8 +167,15 @@ def state_of(key: str) -> dict:
     row = (
         ProviderAccount.objects.filter(key=key)
         .annotate(cooling=Q(cooldown_until__gt=Now()))
-        .values("state", "reason", "message", "cooldown_until", "cooldown_reason", "cooling")
-        .annotate(next_probe_at=F("next_probe_at"))
+        .values(
+            "state",
+            "reason",
+            "message",
+            "cooldown_until",
+            "cooldown_reason",
+            "cooling",
+            "next_probe_at",
+        )
         .first()
     )
     if row is None:

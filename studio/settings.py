@@ -303,6 +303,9 @@ FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run").rstrip("/")
 FAL_PLATFORM_URL = env_str("FAL_PLATFORM_URL", "https://api.fal.ai/v1").rstrip("/")
 STUDIO_FAL_IMAGE_MODEL = env_str("STUDIO_FAL_IMAGE_MODEL", "fal-ai/flux/schnell")
 STUDIO_MAX_ATTEMPTS = env_number("STUDIO_MAX_ATTEMPTS", 3)
+# Reference pictures (characters, settings, props, the style reference) sent with one call,
+# the page's own characters first.
+STUDIO_MAX_REFERENCES = env_number("STUDIO_MAX_REFERENCES", 4)
 STUDIO_BACKOFF_BASE = env_number("STUDIO_BACKOFF_BASE", 2.0, float)
 STUDIO_BACKOFF_MAX = env_number("STUDIO_BACKOFF_MAX", 60.0, float)
 # The whole of one call (connecting, waiting, reading, downloading the picture), not each read.

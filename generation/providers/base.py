@@ -17,6 +17,17 @@ MAX_IMAGE_SIDE = 8192
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A picture sent with a call so the service keeps a character, setting, prop or the
+    book's style the same from page to page (issue 18)."""
+
+    name: str  # "Peter"; "Style" for the style reference
+    description: str  # what must not change: species, colours, clothes
+    content: bytes  # PNG, JPEG or WebP bytes as stored (providers downscale to their limit)
+    kind: str = "character"  # character | setting | prop | style
+
+
+@dataclass(frozen=True)
 class ImageRequest:
     prompt: str
     size: str  # "1024x1024"
@@ -24,6 +35,13 @@ class ImageRequest:
     # The same for every call that may repeat one paid request (see the engine).
     idempotency_key: str
     caption: str = ""
+    # Labelled reference pictures, style reference first, then the page's characters;
+    # at most STUDIO_MAX_REFERENCES. Each provider sends them the way its service takes
+    # them (its `max_references` says how many; 0 means it takes none).
+    references: tuple[Reference, ...] = ()
+    # "page" for a book page; "sheet" for a character sheet (front, three-quarter and
+    # back view on a plain background), drawn from `prompt` and the style guide.
+    subject: str = "page"
 
 
 @dataclass(frozen=True)

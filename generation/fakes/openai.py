@@ -275,6 +275,228 @@ REPLIES = {
 }
 
 
+# /images/edits, as the service takes it: up to 16 pictures, PNG, JPEG or WebP, each under
+# 50 MB; input_fidelity high|low, not on gpt-image-1-mini; dall-e-3 edits nothing.
+EDIT_MAX_IMAGES = 16
+EDIT_MAX_BYTES = 50 * 1024 * 1024
+EDIT_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+EDIT_FIELDS = {
+    "model",
+    "prompt",
+    "size",
+    "n",
+    "quality",
+    "background",
+    "output_format",
+    "output_compression",
+    "input_fidelity",
+    "response_format",
+    "user",
+}
+
+
+def parse_multipart(content_type: str, raw: bytes) -> list[tuple[dict, bytes]] | None:
+    """Return the (headers, body) of each part of a multipart/form-data body, or None when
+    the body is not multipart/form-data with a boundary."""
+    kind, _, params = content_type.partition(";")
+    match = re.search(r'boundary="?([^";]+)"?', params)
+    if kind.strip().lower() != "multipart/form-data" or not match:
+        return None
+    delimiter = b"--" + match.group(1).encode()
+    chunks = raw.split(delimiter)
+    if len(chunks) < 2 or not chunks[-1].startswith(b"--"):
+        return None  # no closing delimiter: a broken body
+    parts = []
+    for chunk in chunks[1:-1]:
+        chunk = chunk.removeprefix(b"\r\n").removesuffix(b"\r\n")
+        head, _, body = chunk.partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        parts.append((headers, body))
+    return parts
+
+
+def _disposition(headers: dict, param: str) -> str | None:
+    match = re.search(rf'(?:^|;)\s*{param}="([^"]*)"', headers.get("content-disposition", ""))
+    return match.group(1) if match else None
+
+
+def parse_edit(content_type: str, raw: bytes, max_bytes: int = EDIT_MAX_BYTES):
+    """Return (fields, images, problem) for an /images/edits body: its text fields, its
+    pictures in order ({field, filename, content_type, bytes, width, height, format}), and
+    the 400 the service answers a malformed request with (None when it is well formed)."""
+    fields: dict = {}
+    images: list[dict] = []
+    parts = parse_multipart(content_type, raw)
+    if parts is None:
+        kind = content_type.split(";")[0].strip() or "none"
+        return (
+            fields,
+            images,
+            error(
+                400,
+                message=f"Invalid Content-Type header ({kind}), expected multipart/form-data.",
+                code="invalid_content_type",
+            ),
+        )
+    for headers, body in parts:
+        name = _disposition(headers, "name")
+        filename = _disposition(headers, "filename")
+        if name in ("image", "image[]"):
+            images.append(
+                {
+                    "field": name,
+                    "filename": filename,
+                    "content_type": headers.get("content-type", ""),
+                    "bytes": body,
+                }
+            )
+        elif name is not None and filename is None:
+            fields[name] = body.decode("utf-8", "replace")
+    for name in fields:
+        if name not in EDIT_FIELDS:
+            return (
+                fields,
+                images,
+                error(
+                    400,
+                    message=f"Unknown parameter: '{name}'.",
+                    param=name,
+                    code="unknown_parameter",
+                ),
+            )
+    if not fields.get("prompt", "").strip():
+        return (
+            fields,
+            images,
+            error(
+                400,
+                message="Missing required parameter: 'prompt'.",
+                param="prompt",
+                code="missing_required_parameter",
+            ),
+        )
+    if not images:
+        return (
+            fields,
+            images,
+            error(
+                400,
+                message="Missing required parameter: 'image'.",
+                param="image",
+                code="missing_required_parameter",
+            ),
+        )
+    model = fields.get("model", "dall-e-2")
+    if model == "dall-e-3":
+        return (
+            fields,
+            images,
+            error(
+                400,
+                message="Invalid value: 'dall-e-3'. Value must be 'dall-e-2' or a GPT image model.",
+                param="model",
+                code="invalid_value",
+            ),
+        )
+    most = 1 if model == "dall-e-2" else EDIT_MAX_IMAGES
+    if len(images) > most:
+        return (
+            fields,
+            images,
+            error(
+                400,
+                message=f"Too many images: {len(images)} were given, at most {most} are allowed.",
+                param="image",
+                code="too_many_images",
+            ),
+        )
+    fidelity = fields.get("input_fidelity")
+    if fidelity is not None:
+        if fidelity not in ("high", "low"):
+            return (
+                fields,
+                images,
+                error(
+                    400,
+                    message=f"Invalid value: '{fidelity}'. Supported values are: 'high' and 'low'.",
+                    param="input_fidelity",
+                    code="invalid_value",
+                ),
+            )
+        if not model.startswith("gpt-image") or model.endswith("-mini"):
+            return (
+                fields,
+                images,
+                error(
+                    400,
+                    message=f"input_fidelity is not supported for the model '{model}'.",
+                    param="input_fidelity",
+                    code="unsupported_parameter",
+                ),
+            )
+    for n, image in enumerate(images, start=1):
+        declared = image["content_type"].split(";")[0].strip().lower()
+        if image["filename"] is None:
+            return (
+                fields,
+                images,
+                error(
+                    400,
+                    message="Invalid type for 'image': expected a file, but got a string instead.",
+                    param="image",
+                    code="invalid_type",
+                ),
+            )
+        if declared not in EDIT_TYPES:
+            return (
+                fields,
+                images,
+                error(
+                    400,
+                    message=f"Invalid file 'image': unsupported mimetype ('{declared or 'none'}'). "
+                    "Supported file formats are 'image/jpeg', 'image/png', and 'image/webp'.",
+                    param="image",
+                    code="unsupported_file_mimetype",
+                ),
+            )
+        if len(image["bytes"]) > max_bytes:
+            return (
+                fields,
+                images,
+                error(
+                    400,
+                    message=f"Invalid file 'image': image {n} is too large "
+                    f"({len(image['bytes'])} bytes); each image must be under "
+                    f"{max_bytes // (1024 * 1024) or max_bytes} MB.",
+                    param="image",
+                    code="image_too_large",
+                ),
+            )
+        try:
+            with Image.open(io.BytesIO(image["bytes"])) as picture:
+                picture.verify()
+                kind = picture.format
+                image.update(width=picture.width, height=picture.height, format=kind)
+        except Exception:  # noqa: BLE001 - any decoding failure is the same refusal
+            kind = None
+        if kind != EDIT_TYPES[declared]:
+            return (
+                fields,
+                images,
+                error(
+                    400,
+                    message=f"Invalid image file or mode for image {n}, please check your image "
+                    "file.",
+                    param="image",
+                    code="invalid_image_file",
+                ),
+            )
+    return fields, images, None
+
+
 class FakeImageService(LoopbackServer):
     path_prefix = "/v1"
     # Models GET /v1/models/{model} knows (what check_services asks about).
@@ -292,6 +514,7 @@ class FakeImageService(LoopbackServer):
         self.rules: list[tuple[str, str]] = []  # (text in prompt, reply) for every such call
         self.valid_keys: set[str] | None = None  # GET /models: None accepts any bearer key
         self._files: dict[str, bytes] = {}
+        self.max_image_bytes = EDIT_MAX_BYTES  # /images/edits: the most one picture weighs
         super().__init__()
 
     def calls_for(self, text: str) -> int:
@@ -356,6 +579,8 @@ class FakeImageService(LoopbackServer):
                 self.send_json(200, body)
 
             def do_POST(self):
+                if self.path == "/v1/images/edits":
+                    return self._edit()
                 if self.path not in ("/v1/images/generations", "/v1/chat/completions"):
                     self._send(
                         404,
@@ -375,7 +600,10 @@ class FakeImageService(LoopbackServer):
                 request = json.loads(self.rfile.read(length) or b"{}")
                 chat = self.path.endswith("/chat/completions")
                 prompt = request["messages"][-1]["content"] if chat else request.get("prompt", "")
-                call = {
+                self._serve(self._call(prompt, request), chat=chat)
+
+            def _call(self, prompt: str, request: dict, **extra) -> dict:
+                return {
                     "path": self.path,
                     "prompt": prompt,
                     "body": request,
@@ -383,7 +611,25 @@ class FakeImageService(LoopbackServer):
                     "idempotency_key": self.headers.get("Idempotency-Key", ""),
                     "started": time.monotonic(),
                     "at": time.time(),
+                    **extra,
                 }
+
+            def _edit(self):
+                """POST /v1/images/edits (multipart/form-data): reference pictures as
+                `image[]` parts (or one `image`), as strict as the service about them."""
+                raw = self.read_body()
+                fields, images, problem = parse_edit(
+                    self.headers.get("Content-Type", ""), raw, service.max_image_bytes
+                )
+                call = self._call(fields.get("prompt", ""), fields, images=images)
+                if problem is not None:
+                    call.update(status=problem.status, refused=json.loads(problem.body))
+                    service.record(call)
+                    headers = {"x-request-id": f"req_{uuid.uuid4().hex[:12]}"}
+                    return self._send(problem.status, problem.body, headers=headers)
+                self._serve(call, chat=False)
+
+            def _serve(self, call: dict, *, chat: bool):
                 with service._lock:
                     service.calls.append(call)
                     service.in_flight += 1

@@ -42,6 +42,19 @@ from .http import (
     redact,
     says_out_of_credits,
 )
+from .references import named_prompt, prepared
+
+# /images/edits: up to 16 input pictures; `input_fidelity` is taken by the GPT image models
+# but not by gpt-image-1-mini (shared/reference/image-services-2026.md).
+MAX_EDIT_IMAGES = 16
+# References are downscaled to this longer side: enough for a character to be recognised,
+# and far under the 50 MB a picture may weigh.
+REFERENCE_SIDE = 1536
+
+
+def takes_input_fidelity(model: str) -> bool:
+    return model.startswith("gpt-image") and not model.endswith("-mini")
+
 
 CREDIT_CODES = {"insufficient_quota", "credit_balance_exhausted", "billing_hard_limit_reached"}
 CREDIT_SUFFIXES = ("_spend_limit_exceeded", "_usage_limit_exceeded")
@@ -197,16 +210,24 @@ class OpenAICompatible:
         return Deadline(self.seconds, service=self.service)
 
     def post_json(
-        self, path: str, body: dict, *, idempotency_key: str, deadline: Deadline
+        self,
+        path: str,
+        body: dict,
+        *,
+        idempotency_key: str,
+        deadline: Deadline,
+        files: list | None = None,
     ) -> tuple[dict, int, str]:
         """POST body and return (payload, HTTP status, request id) of a 2xx JSON answer;
-        raise the classified ProviderError for anything else."""
+        raise the classified ProviderError for anything else. With files (a list of
+        (field, (filename, bytes, MIME type))), body and files go as multipart/form-data."""
         if not self.api_key:
             raise AuthFailed("OPENAI_API_KEY is not set.")
+        sent = {"data": list(body.items()), "files": files} if files else {"json": body}
         try:
             response = self.session.post(
                 f"{self.base_url}{path}",
-                json=body,
+                **sent,
                 headers={
                     "Authorization": f"Bearer {self.api_key}",
                     "Idempotency-Key": idempotency_key,
@@ -279,13 +300,37 @@ class OpenAIProvider(OpenAICompatible):
         super().__init__()
         self.model = settings.STUDIO_IMAGE_MODEL
 
+    @property
+    def max_references(self) -> int:
+        """How many reference pictures one call takes: /images/edits takes up to 16 for
+        the GPT image models; dall-e models take none (dall-e-2 edits one square PNG)."""
+        return 0 if self.model.startswith("dall-e") else MAX_EDIT_IMAGES
+
     def generate(self, request: ImageRequest) -> GeneratedImage:
-        body = {"model": self.model, "prompt": request.prompt, "size": request.size, "n": 1}
+        references = prepared(request, limit=self.max_references, max_side=REFERENCE_SIDE)
+        prompt = named_prompt(request.prompt, [reference for reference, _ in references])
+        body = {"model": self.model, "prompt": prompt, "size": request.size, "n": 1}
         if self.model.startswith("dall-e"):
             body["response_format"] = "b64_json"
+        files = None
+        path = "/images/generations"
+        if references:
+            # POST /images/edits, multipart: one image[] part per picture, in order (the
+            # style reference first), as the official SDK sends a list of images.
+            path = "/images/edits"
+            files = [
+                ("image[]", (picture.filename, picture.content, picture.mime_type))
+                for _, picture in references
+            ]
+            if takes_input_fidelity(self.model):
+                body["input_fidelity"] = "high"
         deadline = self.deadline()  # the whole exchange, download included
         payload, status, request_id = self.post_json(
-            "/images/generations", body, idempotency_key=request.idempotency_key, deadline=deadline
+            path,
+            body,
+            idempotency_key=request.idempotency_key,
+            deadline=deadline,
+            files=files,
         )
         image_bytes = self._image_bytes(payload, status, request_id, deadline)
         try:

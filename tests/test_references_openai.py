@@ -28,9 +28,7 @@ def noise(size=(200, 200)) -> bytes:
 
 STYLE = Reference("Style", "soft watercolour, ink outlines", picture((240, 230, 200)), "style")
 PETER = Reference("Peter", "a small brown rabbit in a blue jacket", picture((40, 80, 170)))
-MOTHER = Reference(
-    "Mother", "an old rabbit in a red cloak", picture((180, 40, 40), kind="JPEG")
-)
+MOTHER = Reference("Mother", "an old rabbit in a red cloak", picture((180, 40, 40), kind="JPEG"))
 
 
 def request(*references, prompt="Peter squeezes under the gate") -> ImageRequest:
@@ -113,9 +111,7 @@ def test_gpt_image_1_mini_gets_the_pictures_without_input_fidelity(openai_settin
     assert "input_fidelity" not in call["body"]
 
 
-def test_dall_e_models_take_no_references_and_get_a_plain_generation(
-    openai_settings, fake_openai
-):
+def test_dall_e_models_take_no_references_and_get_a_plain_generation(openai_settings, fake_openai):
     openai_settings.STUDIO_IMAGE_MODEL = "dall-e-3"
     provider = OpenAIProvider()
     assert provider.max_references == 0
@@ -145,9 +141,7 @@ def test_a_gif_reference_is_sent_as_png(provider, fake_openai):
     )
 
 
-def test_the_services_refusal_of_an_oversize_picture_is_this_pages_rejection(
-    provider, fake_openai
-):
+def test_the_services_refusal_of_an_oversize_picture_is_this_pages_rejection(provider, fake_openai):
     fake_openai.max_image_bytes = 50_000
     with pytest.raises(Rejected) as caught:
         provider.generate(request(Reference("Peter", "a rabbit", noise())))

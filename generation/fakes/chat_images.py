@@ -17,10 +17,14 @@ ones do).
 """
 
 import base64
+import io
 import json
+import re
 import time
 import uuid
 from urllib.parse import urlsplit
+
+from PIL import Image
 
 from .base import FakeHandler, LoopbackServer
 from .openai import png_bytes
@@ -194,6 +198,57 @@ REPLIES = {
 }
 
 
+# Pictures a message may carry (OpenRouter: image inputs as URLs or base64 data URLs).
+DATA_URL = re.compile(r"data:(image/(?:png|jpeg|webp|gif));base64,(.*)", re.DOTALL)
+PILLOW_FORMATS = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/webp": "WEBP",
+    "image/gif": "GIF",
+}
+
+
+def content_parts(content: list, call: dict) -> str | None:
+    """Check a message's content parts as the gateway does: each a text part or an
+    image_url whose url is an https URL or a base64 data URL of an image. Record the parts
+    in order in call["parts"] and the inline pictures in call["images"]; return the
+    gateway's message for a bad part, or None."""
+    call["parts"], call["images"] = [], []
+    for n, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            call["parts"].append(("text", part["text"]))
+            continue
+        if kind != "image_url":
+            return f"messages[0].content[{n}]: unknown content part type '{kind}'"
+        image_url = part.get("image_url")
+        url = image_url.get("url") if isinstance(image_url, dict) else None
+        if not isinstance(url, str):
+            return f"messages[0].content[{n}].image_url.url is required"
+        if url.startswith("https://"):
+            call["parts"].append(("image", url))
+            continue
+        match = DATA_URL.fullmatch(url)
+        if match is None:
+            return (
+                f"messages[0].content[{n}].image_url.url: Invalid image URL: expected an "
+                "https URL or a base64 data URL of a PNG, JPEG, WebP or GIF image"
+            )
+        try:
+            data = base64.b64decode(match.group(2), validate=True)
+            with Image.open(io.BytesIO(data)) as picture:
+                picture.verify()
+                found = picture.format
+                size = picture.size
+        except Exception:  # noqa: BLE001 - bad base64 or bytes that are no picture
+            found, size = None, None
+        if found != PILLOW_FORMATS[match.group(1)]:
+            return f"messages[0].content[{n}].image_url.url: the data URL is not a valid image"
+        call["parts"].append(("image", match.group(1)))
+        call["images"].append({"mime_type": match.group(1), "bytes": data, "size": size})
+    return None
+
+
 class FakeChatImages(LoopbackServer):
     path_prefix = "/api/v1"
 
@@ -278,9 +333,13 @@ class FakeChatImages(LoopbackServer):
                 return self._reply(400, or_error(400, "No models provided"))
             if model not in service.models:
                 return self._reply(400, or_error(400, f"{model} is not a valid model ID"))
-            call["prompt"] = str(
-                messages[-1].get("content") if isinstance(messages[-1], dict) else ""
-            )
+            content = messages[-1].get("content") if isinstance(messages[-1], dict) else ""
+            if isinstance(content, list):
+                if (problem := content_parts(content, call)) is not None:
+                    return self._reply(400, or_error(400, problem))
+                call["prompt"] = " ".join(text for kind, text in call["parts"] if kind == "text")
+            else:
+                call["prompt"] = str(content or "")
             name = service.next_reply()
             call["reply"] = name
             if "image" not in (body.get("modalities") or []) and name == "ok":

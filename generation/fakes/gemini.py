@@ -13,9 +13,13 @@ INVALID_ARGUMENT; a model it does not know → 404 NOT_FOUND.
 """
 
 import base64
+import binascii
+import io
 import json
 import uuid
 from urllib.parse import parse_qs, urlsplit
+
+from PIL import Image
 
 from .base import FakeHandler, LoopbackServer
 from .openai import png_bytes
@@ -235,11 +239,71 @@ def invalid(message: str) -> dict:
     return google_error(400, "INVALID_ARGUMENT", message)
 
 
+# What an inline picture may be (ai.google.dev, image understanding: supported formats).
+INLINE_TYPES = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/webp": "WEBP",
+    "image/heic": None,
+    "image/heif": None,
+}
+MAX_REQUEST_BYTES = 20 * 1024 * 1024  # inline data: the whole request is at most 20 MB
+
+
+def inline_parts(contents: list, call: dict) -> str | None:
+    """Check every inline picture as Gemini does (a MIME type it takes, valid base64, an
+    image that decodes); record the parts in order in call["parts"] ("text" or "image")
+    and the pictures in call["images"]. Return Google's message for a bad one, or None."""
+    call["parts"], call["images"] = [], []
+    for c, content in enumerate(contents):
+        for p, part in enumerate(content.get("parts") or [] if isinstance(content, dict) else []):
+            if not isinstance(part, dict):
+                continue
+            inline = part.get("inlineData", part.get("inline_data"))
+            if inline is None:
+                if "text" in part:
+                    call["parts"].append(("text", part["text"]))
+                continue
+            where = f"contents[{c}].parts[{p}].inline_data"
+            if not isinstance(inline, dict):
+                return f"Invalid value at '{where}': expected an object."
+            mime = inline.get("mimeType", inline.get("mime_type"))
+            if mime not in INLINE_TYPES:
+                return f"Unsupported MIME type: {mime}"
+            data = inline.get("data")
+            try:
+                content_bytes = base64.b64decode(str(data or ""), validate=True)
+            except (binascii.Error, ValueError):
+                return (
+                    f"Invalid value at '{where}.data' (TYPE_BYTES), Base64 decoding failed "
+                    f'for "{str(data)[:40]}"'
+                )
+            image = {"mime_type": mime, "bytes": content_bytes}
+            if INLINE_TYPES[mime] is not None:
+                try:
+                    with Image.open(io.BytesIO(content_bytes)) as picture:
+                        picture.verify()
+                        image.update(
+                            format=picture.format, width=picture.width, height=picture.height
+                        )
+                except Exception:  # noqa: BLE001 - any decoding failure is the same refusal
+                    image["format"] = None
+                if image["format"] != INLINE_TYPES[mime]:
+                    return (
+                        "Unable to process input image. Please retry or report in "
+                        "https://developers.generativeai.google/guide/troubleshooting"
+                    )
+            call["parts"].append(("image", mime))
+            call["images"].append(image)
+    return None
+
+
 class FakeGemini(LoopbackServer):
     path_prefix = "/v1beta"
 
     def __init__(self):
         self.valid_keys: set[str] | None = None  # None accepts any non-empty key
+        self.max_request_bytes = MAX_REQUEST_BYTES
         self.models = set(MODELS)
         super().__init__()
 
@@ -342,6 +406,13 @@ class FakeGemini(LoopbackServer):
             if not any(isinstance(text, str) and text.strip() for text in texts):
                 return "* GenerateContentRequest.contents[0].parts: contains an empty Part."
             call["prompt"] = " ".join(texts)
+            if len(raw) > self.service.max_request_bytes:
+                return (
+                    "Request payload size exceeds the limit: "
+                    f"{self.service.max_request_bytes} bytes."
+                )
+            if (problem := inline_parts(contents, call)) is not None:
+                return problem
             config = body.get("generationConfig") or {}
             for name in config:
                 if name not in GENERATION_FIELDS:

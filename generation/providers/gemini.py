@@ -35,6 +35,7 @@ from .http import (
     sentence,
     verified_image,
 )
+from .references import KEEP_THEM, introduction, prepared
 
 SERVICE = "the image service (Gemini)"
 # imageConfig.aspectRatio values the image models take (ai.google.dev image generation).
@@ -56,6 +57,14 @@ REFUSALS = {
     "NO_IMAGE",
 }
 TYPE_PREFIX = "type.googleapis.com/google.rpc."
+# Reference pictures are sent no larger than this (a request is at most 20 MB in all).
+REFERENCE_SIDE = 1024
+
+
+def reference_limit(model: str) -> int:
+    """Return how many reference pictures a Gemini image model takes in one call: the
+    Gemini 3 image models up to 14, gemini-2.5-flash-image works best with up to 3."""
+    return 14 if "gemini-3" in model else 3
 
 
 def aspect_ratio(size: str) -> str:
@@ -172,9 +181,13 @@ class GeminiProvider(KeyedImageProvider):
     def headers(self) -> dict:
         return {"x-goog-api-key": self.require_key()}
 
+    @property
+    def max_references(self) -> int:
+        return reference_limit(self.model)
+
     def generate(self, request: ImageRequest) -> GeneratedImage:
         body = {
-            "contents": [{"role": "user", "parts": [{"text": request.prompt}]}],
+            "contents": [{"role": "user", "parts": self.parts(request)}],
             "generationConfig": {
                 "responseModalities": ["IMAGE"],
                 "imageConfig": {"aspectRatio": aspect_ratio(request.size)},
@@ -214,6 +227,18 @@ class GeminiProvider(KeyedImageProvider):
             http_status=answer.status,
             usage=usage if isinstance(usage, dict) else None,
         )
+
+    def parts(self, request: ImageRequest) -> list[dict]:
+        """Return the request's parts: each reference picture introduced by a text part
+        naming it, then the picture inline, and the page's prompt last."""
+        parts: list[dict] = []
+        references = prepared(request, limit=self.max_references, max_side=REFERENCE_SIDE)
+        for n, (reference, picture) in enumerate(references):
+            parts.append({"text": introduction(n, reference)})
+            parts.append({"inlineData": {"mimeType": picture.mime_type, "data": picture.base64()}})
+        prompt = f"{KEEP_THEM}\n\n{request.prompt}" if references else request.prompt
+        parts.append({"text": prompt})
+        return parts
 
     def check(self) -> list[Check]:
         """Return what Gemini's free model look-up (GET /models/{model}) says of the key

@@ -25,7 +25,7 @@ from .base import (
     Transient,
 )
 from .checks import Check, check_get
-from .gemini import aspect_ratio
+from .gemini import REFERENCE_SIDE, aspect_ratio, reference_limit
 from .http import (
     KeyedImageProvider,
     as_bytes,
@@ -37,6 +37,7 @@ from .http import (
     sentence,
     verified_image,
 )
+from .references import KEEP_THEM, introduction, prepared
 
 SERVICE = "the image service (chat gateway)"
 # Wording of a refusal of the prompt (moderation, a content filter, a safety system).
@@ -120,10 +121,27 @@ class ChatImageProvider(KeyedImageProvider):
     def headers(self) -> dict:
         return {"Authorization": f"Bearer {self.require_key()}"}
 
+    @property
+    def max_references(self) -> int:
+        return reference_limit(self.model)
+
+    def content(self, request: ImageRequest) -> str | list[dict]:
+        """Return the message's content: the prompt alone, or each reference picture (a
+        data URL) introduced by a text part naming it, and the prompt last."""
+        references = prepared(request, limit=self.max_references, max_side=REFERENCE_SIDE)
+        if not references:
+            return request.prompt
+        content: list[dict] = []
+        for n, (reference, picture) in enumerate(references):
+            content.append({"type": "text", "text": introduction(n, reference)})
+            content.append({"type": "image_url", "image_url": {"url": picture.data_url()}})
+        content.append({"type": "text", "text": f"{KEEP_THEM}\n\n{request.prompt}"})
+        return content
+
     def generate(self, request: ImageRequest) -> GeneratedImage:
         body = {
             "model": self.model,
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": [{"role": "user", "content": self.content(request)}],
             "modalities": ["image", "text"],
         }
         ratio = aspect_ratio(request.size)

@@ -14,17 +14,115 @@ As strict as fal: no `Authorization: Key …` (a Bearer token included) → 401;
 not JSON → 422; no prompt → 422 `missing`; an image_size it does not take → 422.
 """
 
+import base64
+import io
 import json
+import re
 import threading
 import uuid
 from collections import Counter, deque
 from urllib.parse import parse_qs, urlsplit
 
+from PIL import Image
+
 from .base import FakeHandler, LoopbackServer
 from .openai import png_bytes
 
 PNG = png_bytes(colour=(60, 180, 120))
-MODELS = {"fal-ai/flux/schnell", "fal-ai/flux/dev", "fal-ai/flux-pro/kontext"}
+MODELS = {
+    "fal-ai/flux/schnell",
+    "fal-ai/flux/dev",
+    "fal-ai/flux-pro/kontext",
+    "fal-ai/flux-pro/kontext/text-to-image",
+    "fal-ai/flux-pro/kontext/multi",
+    "fal-ai/nano-banana",
+    "fal-ai/nano-banana/edit",
+}
+# Models that take input pictures, as their input schemas say: the field, whether it is
+# required, the most pictures, and the aspect ratios they take.
+KONTEXT_RATIOS = {"21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"}
+BANANA_RATIOS = {"21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16"}
+PICTURE_INPUTS = {
+    "fal-ai/flux-pro/kontext": ("image_url", 1, KONTEXT_RATIOS),
+    "fal-ai/flux-pro/kontext/multi": ("image_urls", 4, KONTEXT_RATIOS),
+    "fal-ai/nano-banana/edit": ("image_urls", 10, BANANA_RATIOS),
+}
+RATIOS = {
+    "fal-ai/flux-pro/kontext/text-to-image": KONTEXT_RATIOS,
+    "fal-ai/nano-banana": BANANA_RATIOS,
+    **{model: ratios for model, (_, _, ratios) in PICTURE_INPUTS.items()},
+}
+DATA_URI = re.compile(r"data:(image/(?:png|jpeg|webp|gif));base64,(.*)", re.DOTALL)
+FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP", "image/gif": "GIF"}
+
+
+def check_pictures(model: str, body: dict, call: dict):
+    """Return the 422 a model answers bad input pictures (or aspect ratio) with, or None;
+    record each good data URI picture in call["images"] ({mime_type, format, size,
+    bytes}), in order."""
+    call["images"] = []
+    ratio = body.get("aspect_ratio")
+    if model in RATIOS and ratio is not None and ratio not in RATIOS[model]:
+        return (
+            422,
+            validation(
+                ["body", "aspect_ratio"],
+                "Input should be " + ", ".join(f"'{r}'" for r in sorted(RATIOS[model])),
+                "enum",
+            ),
+            {"X-Fal-Retryable": "false"},
+        )
+    if model not in PICTURE_INPUTS:
+        return None
+    field, most, _ = PICTURE_INPUTS[model]
+    value = body.get(field)
+    if value is None:
+        return 422, validation(["body", field], "Field required", "missing"), {}
+    values = value if field == "image_urls" else [value]
+    if field == "image_urls" and not isinstance(value, list) or not values:
+        return 422, validation(["body", field], "Input should be a valid list", "list_type"), {}
+    if len(values) > most:
+        return (
+            422,
+            validation(
+                ["body", field],
+                f"List should have at most {most} items after validation, not {len(values)}",
+                "too_long",
+                max_length=most,
+            ),
+            {},
+        )
+    for n, url in enumerate(values):
+        loc = ["body", field, n] if field == "image_urls" else ["body", field]
+        if isinstance(url, str) and url.startswith("https://"):
+            continue
+        match = DATA_URI.fullmatch(url) if isinstance(url, str) else None
+        if match is None:
+            return (
+                422,
+                validation(
+                    loc,
+                    "Input should be a valid URL or a base64 data URI of an image",
+                    "url_parsing",
+                ),
+                {},
+            )
+        try:
+            data = base64.b64decode(match.group(2), validate=True)
+            with Image.open(io.BytesIO(data)) as picture:
+                picture.verify()
+                found, size = picture.format, picture.size
+        except Exception:  # noqa: BLE001 - bad base64 or bytes that are no picture
+            found, size = None, None
+        if found != FORMATS[match.group(1)]:
+            message = "Could not load the image from the data URI"
+            return 422, validation(loc, message, "image_load_error"), {}
+        call["images"].append(
+            {"mime_type": match.group(1), "format": found, "size": size, "bytes": data}
+        )
+    return None
+
+
 SIZE_NAMES = {
     "square_hd",
     "square",
@@ -146,6 +244,8 @@ class FakeFal(LoopbackServer):
             call["body"] = body
             if not str(body.get("prompt") or "").strip():
                 return self._reply(422, validation(["body", "prompt"], "Field required", "missing"))
+            if (bad := check_pictures(model, body, call)) is not None:
+                return self._reply(*bad)
             size = body.get("image_size")
             if size is not None and not (
                 isinstance(size, str)

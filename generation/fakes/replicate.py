@@ -14,8 +14,10 @@ JSON object with an `input` object (or, on /v1/predictions, without a `version`)
 image model without a prompt or with an aspect ratio it does not know → 422.
 """
 
+import base64
 import io
 import json
+import re
 import threading
 import uuid
 from collections import Counter, deque
@@ -59,7 +61,72 @@ MODELS = {
     "minimax/video-01": "video",
     "black-forest-labs/flux-schnell": "image",
     "black-forest-labs/flux-dev": "image",
+    "black-forest-labs/flux-kontext-pro": "image",
+    "black-forest-labs/flux-kontext-max": "image",
 }
+# Models whose schema takes one input picture (`input_image`, a URI) and answers one URL.
+KONTEXT = {"black-forest-labs/flux-kontext-pro", "black-forest-labs/flux-kontext-max"}
+KONTEXT_RATIOS = ASPECT_RATIOS | {"match_input_image", "2:1", "1:2"}
+DATA_URI = re.compile(r"data:(image/(?:png|jpeg|webp|gif));base64,(.*)", re.DOTALL)
+PILLOW_FORMATS = {
+    "image/png": "PNG",
+    "image/jpeg": "JPEG",
+    "image/webp": "WEBP",
+    "image/gif": "GIF",
+}
+
+
+def invalid_input(field: str, detail: str):
+    detail = f"- input.{field}: {detail}"
+    return problem(
+        422,
+        "Input validation failed",
+        detail,
+        invalid_fields=[{"type": "format", "field": f"input.{field}", "description": detail}],
+    )
+
+
+def check_input_image(inputs: dict):
+    """Return the 422 a FLUX Kontext model answers a bad input picture with, or None."""
+    value = inputs.get("input_image")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return invalid_input("input_image", "Invalid type. Expected: string")
+    if value.startswith(("https://", "http://")):
+        return None
+    match = DATA_URI.fullmatch(value)
+    if match is None:
+        return invalid_input("input_image", "Does not match format 'uri'")
+    try:
+        data = base64.b64decode(match.group(2), validate=True)
+        with Image.open(io.BytesIO(data)) as picture:
+            picture.verify()
+            found = picture.format
+    except Exception:  # noqa: BLE001 - bad base64 or bytes that are no picture
+        found = None
+    if found != PILLOW_FORMATS[match.group(1)]:
+        return invalid_input("input_image", "cannot identify image file")
+    if int(inputs.get("safety_tolerance", 2)) > 2:
+        return invalid_input(
+            "safety_tolerance", "safety_tolerance must be at most 2 with an input image"
+        )
+    return None
+
+
+def describe_input_image(inputs: dict) -> dict | None:
+    """Return what a well-formed data URI input picture is: MIME type, format, size, bytes."""
+    match = DATA_URI.fullmatch(str(inputs.get("input_image") or ""))
+    if match is None:
+        return None
+    data = base64.b64decode(match.group(2))
+    with Image.open(io.BytesIO(data)) as picture:
+        return {
+            "mime_type": match.group(1),
+            "format": picture.format,
+            "size": picture.size,
+            "bytes": data,
+        }
 
 
 def animated_webp(frames: int = 4, side: int = 64) -> bytes:
@@ -93,6 +160,8 @@ class FakePredictionService(LoopbackServer):
         self.idempotency_keys: list[str] = []  # the Idempotency-Key of every create
         self.prefer: list[str] = []  # the Prefer header of every create ("" without)
         self.inputs: list[dict] = []  # the input of every create
+        # The input picture of every create (a data URI described), or None.
+        self.input_images: list[dict | None] = []
         self.output = animated_webp()  # a clip model's output
         self.image = png_bytes()  # an image model's output
         self.files_expired = False  # output URLs answer 404 (outputs are deleted after 1 h)
@@ -140,13 +209,18 @@ class FakePredictionService(LoopbackServer):
                 service.idempotency_keys.append(self.headers.get("Idempotency-Key", ""))
                 service.prefer.append(self.headers.get("Prefer", ""))
                 service.inputs.append(json.loads(raw)["input"])
+                service.input_images.append(describe_input_image(service.inputs[-1]))
                 reply = service.create_script.popleft() if service.create_script else "ok"
                 if reply != "ok":
                     return self._problem(PROBLEMS[reply])
                 service.creates += 1
                 prediction_id = uuid.uuid4().hex[:20]
                 kind = service.models.get(model or "", "video")
-                service.predictions[prediction_id] = {"status": "starting", "kind": kind}
+                service.predictions[prediction_id] = {
+                    "status": "starting",
+                    "kind": kind,
+                    "model": model,
+                }
             status = "starting"
             if self.headers.get("Prefer", "").startswith("wait") and service.polls_needed == 0:
                 status = self._end(prediction_id)
@@ -172,11 +246,14 @@ class FakePredictionService(LoopbackServer):
             if self.service.models.get(model or "") == "image":
                 if not str(inputs.get("prompt") or "").strip():
                     return problem(422, "Input validation failed", "- input: prompt is required")
+                ratios = KONTEXT_RATIOS if model in KONTEXT else ASPECT_RATIOS
+                if model in KONTEXT and (bad := check_input_image(inputs)) is not None:
+                    return bad
                 ratio = inputs.get("aspect_ratio")
-                if ratio is not None and ratio not in ASPECT_RATIOS:
+                if ratio is not None and ratio not in ratios:
                     detail = (
                         "- input.aspect_ratio: aspect_ratio must be one of the following: "
-                        + ", ".join(f'"{r}"' for r in sorted(ASPECT_RATIOS))
+                        + ", ".join(f'"{r}"' for r in sorted(ratios))
                     )
                     return problem(
                         422,
@@ -282,7 +359,9 @@ class FakePredictionService(LoopbackServer):
                 },
             }
             if status == "succeeded":
-                if image:
+                if prediction.get("model") in KONTEXT:
+                    body["output"] = f"{base}/files/{prediction_id}-0.png"  # one URL
+                elif image:
                     body["output"] = [f"{base}/files/{prediction_id}-0.png"]
                 else:
                     body["output"] = f"{base}/files/{prediction_id}.webp"

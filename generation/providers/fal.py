@@ -16,8 +16,10 @@ parameter other than the prompt; 5xx and the request errors of `X-Fal-Error-Type
 (request_timeout, runner_disconnected, …) are worth another try.
 """
 
+import math
 import re
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -47,12 +49,59 @@ from .http import (
     sentence,
     verified_image,
 )
+from .references import compose_sheet, named_prompt, prepared, sheet_prompt
 
 SERVICE = "the image service (fal)"
 MODEL_SETTING = "STUDIO_FAL_IMAGE_MODEL"
 POLL_FIRST = 0.5
 POLL_MAX = 5.0
 SIZE_FIELDS = {"image_size", "width", "height", "aspect_ratio"}
+REFERENCE_SIDE = 1024
+SHEET_BYTES = 1024 * 1024
+
+
+KONTEXT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
+NANO_BANANA_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16")
+
+
+@dataclass(frozen=True)
+class EditModel:
+    field: str  # "image_urls" (each picture) or "image_url" (one composed sheet)
+    text_model: str  # the sibling that draws from the prompt alone, for pages without any
+    most: int  # the most pictures it is given
+    ratios: tuple[str, ...] = KONTEXT_RATIOS  # the aspect_ratio values it takes
+
+
+def nearest_ratio(size: str, ratios: tuple[str, ...]) -> str:
+    """Return the ratio ("W:H") nearest to a "WxH" size."""
+    width, height = parse_size(size)
+    wanted = math.log(width / height)
+
+    def distance(ratio: str) -> float:
+        w, h = (int(n) for n in ratio.split(":"))
+        return abs(math.log(w / h) - wanted)
+
+    return min(ratios, key=distance)
+
+
+# Models that take reference pictures (their input schemas on fal.ai): nano-banana's edit
+# endpoint and FLUX Kontext's multi endpoints take `image_urls`; FLUX Kontext [pro] and
+# [max] take one `image_url`.
+EDIT_MODELS = {
+    "fal-ai/nano-banana/edit": EditModel(
+        "image_urls", "fal-ai/nano-banana", 10, NANO_BANANA_RATIOS
+    ),
+    "fal-ai/flux-pro/kontext/multi": EditModel(
+        "image_urls", "fal-ai/flux-pro/kontext/text-to-image", 4
+    ),
+    "fal-ai/flux-pro/kontext/max/multi": EditModel(
+        "image_urls", "fal-ai/flux-pro/kontext/max/text-to-image", 4
+    ),
+    "fal-ai/flux-pro/kontext": EditModel("image_url", "fal-ai/flux-pro/kontext/text-to-image", 16),
+    "fal-ai/flux-pro/kontext/max": EditModel(
+        "image_url", "fal-ai/flux-pro/kontext/max/text-to-image", 16
+    ),
+}
 
 
 def _detail_text(detail: object) -> str:
@@ -95,6 +144,13 @@ def classify(status: int, headers, body: object) -> ProviderError:
     if status in (400, 422):
         if "content_policy_violation" in types:
             return Rejected(message, **details)
+        named = {
+            str(part) for item in items if isinstance(item.get("loc"), list) for part in item["loc"]
+        }
+        if named & {"image_url", "image_urls"}:
+            # A reference picture the model could not take: the pages that send it fail,
+            # not the account.
+            return Rejected(message, **details)
         fields = {
             str(item["loc"][-1])
             for item in items
@@ -136,19 +192,59 @@ class FalProvider:
         """Submit and wait in one call (for callers that need not store the id)."""
         return self.wait(self.create(request), sleep=sleep or time.sleep)
 
-    def create(self, request: ImageRequest) -> str:
-        """Submit the request to the queue; return its request id."""
+    @property
+    def edits(self) -> EditModel | None:
+        return EDIT_MODELS.get(self.model)
+
+    @property
+    def max_references(self) -> int:
+        """How many references one call takes: an edit model that takes `image_urls` takes
+        each picture, one that takes a single `image_url` takes them composed into one
+        labelled sheet (up to STUDIO_MAX_REFERENCES either way); text-to-image models such
+        as flux/schnell take none."""
+        if self.edits is None:
+            return 0
+        return min(self.edits.most, int(settings.STUDIO_MAX_REFERENCES))
+
+    def submission(self, request: ImageRequest) -> tuple[str, dict]:
+        """Return the model to submit to and the body: an edit model gets the page's
+        references (data URLs); without references it is its text-to-image sibling."""
         width, height = parse_size(request.size)
+        edits = self.edits
+        if edits is None:
+            return self.model, {
+                "prompt": request.prompt,
+                "image_size": {"width": width, "height": height},
+                "num_images": 1,
+                "seed": request.seed,
+                "enable_safety_checker": True,
+            }
+        references = request.references[: self.max_references]
         body = {
             "prompt": request.prompt,
-            "image_size": {"width": width, "height": height},
+            "aspect_ratio": nearest_ratio(request.size, edits.ratios),
             "num_images": 1,
+            "output_format": "png",
             "seed": request.seed,
-            "enable_safety_checker": True,
         }
+        if not references:
+            return edits.text_model, body
+        if edits.field == "image_url":
+            sheet = compose_sheet(references, max_side=REFERENCE_SIDE, max_bytes=SHEET_BYTES)
+            body["prompt"] = sheet_prompt(request.prompt, references)
+            body["image_url"] = sheet.data_url()
+        else:
+            pictures = prepared(request, limit=len(references), max_side=REFERENCE_SIDE)
+            body["prompt"] = named_prompt(request.prompt, references)
+            body["image_urls"] = [picture.data_url() for _, picture in pictures]
+        return self.model, body
+
+    def create(self, request: ImageRequest) -> str:
+        """Submit the request to the queue; return its request id."""
+        model, body = self.submission(request)
         answer = self.client.send(
             "POST",
-            f"{self.queue_url}/{self.model}",
+            f"{self.queue_url}/{model}",
             deadline=self.client.deadline(),
             headers={**self.headers(), "x-fal-no-retry": "1"},
             json=body,

@@ -136,9 +136,10 @@ def introduction(index: int, reference: Reference) -> str:
     return f"Picture {index + 1} shows {what_it_shows(reference).rstrip('.')}."
 
 
-def compose_sheet(references, *, max_side: int) -> Picture:
+def compose_sheet(references, *, max_side: int, max_bytes: int | None = None) -> Picture:
     """Return one picture of the references side by side, each labelled with its name
-    underneath, for a model that takes a single input picture; no wider than max_side."""
+    underneath, for a model that takes a single input picture: no longer than max_side,
+    and, with max_bytes, a JPEG made smaller until it weighs no more than that."""
     cell = 512
     label = 56
     pad = 16
@@ -163,9 +164,21 @@ def compose_sheet(references, *, max_side: int) -> Picture:
             fill=(20, 20, 30),
             font=font,
         )
-    buffer = io.BytesIO()
-    sheet.save(buffer, format="PNG")
-    return prepare(buffer.getvalue(), max_side=max_side, name="references")
+    if max_bytes is None:
+        buffer = io.BytesIO()
+        sheet.save(buffer, format="PNG")
+        return prepare(buffer.getvalue(), max_side=max_side, name="references")
+    side = max_side
+    while True:
+        copy = sheet.copy()
+        copy.thumbnail((side, side), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        copy.save(buffer, format="JPEG", quality=88)
+        if buffer.tell() <= max_bytes or side <= 256:
+            return Picture(
+                buffer.getvalue(), "image/jpeg", "references.jpg", copy.width, copy.height
+            )
+        side = int(side * 0.8)
 
 
 def sheet_prompt(prompt: str, references) -> str:

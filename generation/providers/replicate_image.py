@@ -39,12 +39,24 @@ from .http import (
     sentence,
     verified_image,
 )
+from .references import compose_sheet, sheet_prompt
 from .replicate import POLL_FIRST, POLL_MAX, PredictionFailed, PredictionGone, ReplicateAPI
 
 SERVICE = "the image service (Replicate)"
 MODEL_SETTING = "STUDIO_REPLICATE_IMAGE_MODEL"
 MAX_PREFER_WAIT = 60  # seconds: the most Replicate holds a create (Prefer: wait=1..60)
 FINISHED = {"succeeded", "failed", "canceled", "aborted"}
+# Models that take one input picture, and the input that takes it: the page's references
+# go to them as one composed, labelled sheet (a data URL, kept under 1 MB as Replicate
+# recommends for data URLs). The FLUX Kontext models edit from it; without references they
+# draw from the prompt alone.
+SHEET_MODELS = {
+    "black-forest-labs/flux-kontext-pro": "input_image",
+    "black-forest-labs/flux-kontext-max": "input_image",
+    "black-forest-labs/flux-kontext-dev": "input_image",
+}
+SHEET_SIDE = 1024
+DATA_URL_BYTES = 1024 * 1024
 # The output (or input) was flagged by the safety checker: E005.
 _FLAGGED = re.compile(r"flagged as sensitive|\bE005\b|nsfw", re.IGNORECASE)
 
@@ -84,6 +96,10 @@ def classify(status: int, headers, body: object) -> ProviderError:
         about = f"{fields} {detail}"
         if re.search(r"input\.aspect_ratio|aspect_ratio|width|height|megapixels", about):
             return ConfigError(detail, setting="STUDIO_IMAGE_SIZE", **details)
+        if re.search(r"input_image", about):
+            # A reference picture the model could not take: the pages that send it fail,
+            # not the account.
+            return Rejected(detail, **details)
         if re.search(r"input\.prompt|prompt", about) or not re.search(r"input\.\w|version", about):
             return Rejected(detail, **details)
         return ConfigError(detail, setting=MODEL_SETTING, **details)
@@ -111,16 +127,45 @@ class ReplicateImageProvider(ReplicateAPI):
         """Create and wait in one call (for callers that need not store the id)."""
         return self.wait(self.create(request), sleep=sleep or time.sleep)
 
-    def create(self, request: ImageRequest) -> str:
-        """Start a prediction; return its id (a finished one is kept for wait())."""
-        self.headers()
+    @property
+    def input_image(self) -> str:
+        """The input that takes one picture in the model's schema ("" when it takes none)."""
+        return SHEET_MODELS.get(self.model.split(":")[0], "")
+
+    @property
+    def max_references(self) -> int:
+        """How many references one call takes: a model with one input picture gets up to
+        STUDIO_MAX_REFERENCES composed into one labelled sheet; flux-schnell, flux-dev and
+        models named by version take none."""
+        return int(settings.STUDIO_MAX_REFERENCES) if self.input_image else 0
+
+    def inputs(self, request: ImageRequest) -> dict:
+        """Return the prediction's input: the model's own fields, and for a model that takes
+        one input picture, the page's references composed into one labelled sheet."""
+        references = request.references[: self.max_references]
+        if not self.input_image:
+            return {
+                "prompt": request.prompt,
+                "aspect_ratio": aspect_ratio(request.size),
+                "num_outputs": 1,
+                "output_format": "png",
+                "seed": request.seed,
+            }
         inputs = {
-            "prompt": request.prompt,
+            "prompt": sheet_prompt(request.prompt, references),
             "aspect_ratio": aspect_ratio(request.size),
-            "num_outputs": 1,
             "output_format": "png",
             "seed": request.seed,
         }
+        if references:
+            sheet = compose_sheet(references, max_side=SHEET_SIDE, max_bytes=DATA_URL_BYTES)
+            inputs[self.input_image] = sheet.data_url()
+        return inputs
+
+    def create(self, request: ImageRequest) -> str:
+        """Start a prediction; return its id (a finished one is kept for wait())."""
+        self.headers()
+        inputs = self.inputs(request)
         path, body = self.create_path(inputs)
         deadline = Deadline(self.seconds, service=self.service)
         # Held no longer than the call's deadline allows (the read waits a little longer).

@@ -13,9 +13,11 @@ import math
 import random
 import re
 
+from django.conf import settings
 from PIL import Image, ImageDraw, ImageFont
 
 from .base import GeneratedImage, ImageRequest, parse_size
+from .embedded_figures import draw_characters, render_sheet
 
 THEMES = {
     "night": {"night", "moon", "dark", "evening", "stars", "sleep", "bed", "asleep", "dusk"},
@@ -52,9 +54,34 @@ class EmbeddedProvider:
     name = "embedded"
     model = "embedded-draft-1"
 
+    @property
+    def max_references(self) -> int:
+        return int(settings.STUDIO_MAX_REFERENCES)
+
     def generate(self, request: ImageRequest) -> GeneratedImage:
         width, height = parse_size(request.size)
-        image = render_scene(request.prompt, request.seed, width, height, request.caption)
+        references = request.references[: self.max_references]
+        if request.subject == "sheet":
+            image = render_sheet(request.prompt, width, height, references)
+        else:
+            # The page's own characters stand in for the generic rabbit and person.
+            drawn = any(reference.kind != "style" for reference in references)
+            image = render_scene(
+                request.prompt,
+                request.seed,
+                width,
+                height,
+                request.caption,
+                without={"rabbit", "person"} if drawn else set(),
+            )
+            if references:
+                # Each character drawn from its reference, where its name puts it; then
+                # the draft's caption again on top.
+                draw_characters(image, references)
+                unit = min(width, height) / 100
+                _draw_caption(
+                    ImageDraw.Draw(image), width, height, unit, request.caption, request.prompt
+                )
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=3)
         return GeneratedImage(
@@ -67,12 +94,15 @@ def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def render_scene(prompt: str, seed: int, width: int, height: int, caption: str = "") -> Image.Image:
-    """Return a composed scene for the prompt; deterministic in (prompt, seed, size)."""
+def render_scene(
+    prompt: str, seed: int, width: int, height: int, caption: str = "", without=frozenset()
+) -> Image.Image:
+    """Return a composed scene for the prompt; deterministic in (prompt, seed, size). The
+    themes named in `without` are not drawn (the page's own characters stand in for them)."""
     digest = hashlib.sha256(f"{seed}:{prompt}".encode()).digest()
     rng = random.Random(digest)
     words = words_of(prompt)
-    themes = {name for name, keys in THEMES.items() if words & keys}
+    themes = {name for name, keys in THEMES.items() if words & keys} - set(without)
     night = "night" in themes
     rain = "rain" in themes
 

@@ -355,13 +355,15 @@ def service_label(name: str, model: str = "") -> str:
 
 def image_service_choices() -> list[tuple[str, str]]:
     """Return the image services a project may choose (those whose keys are configured,
-    and the offline renderer), as form choices naming model and price."""
+    and the offline renderer), as form choices naming model and price, and "no references"
+    for a model that takes no reference pictures (its pages ignore the characters')."""
     from .pricing import money
 
     return [
         (
             choice.name,
-            f"{service_label(choice.name, choice.model)} · {money(choice.price)} an image",
+            f"{service_label(choice.name, choice.model)} · {money(choice.price)} an image"
+            + ("" if choice.max_references else " · no references"),
         )
         for choice in configured_image_services()
     ]

@@ -46,6 +46,9 @@ class ImageService:
     label: str  # how the studio names it to editors
     model: str
     price: Decimal | None  # one image at STUDIO_IMAGE_SIZE; None when unknown
+    # How many reference pictures its model takes in one call; 0: it draws every page from
+    # the prompt alone, without the characters' pictures (e.g. flux-schnell).
+    max_references: int = 0
 
 
 # name -> (label, the setting holding its key, the setting holding its model)
@@ -72,7 +75,12 @@ def configured_image_services() -> list[ImageService]:
             continue
         model = getattr(settings, model_setting, "") if model_setting else ""
         price = price_per_image(name, model, settings.STUDIO_IMAGE_SIZE)
-        services.append(ImageService(name=name, label=label, model=model, price=price))
+        references = getattr(get_provider(name), "max_references", 0)
+        services.append(
+            ImageService(
+                name=name, label=label, model=model, price=price, max_references=references
+            )
+        )
     return services
 
 

@@ -12,7 +12,9 @@ free look-ups.
 
 As strict as the gateway: no `Authorization: Bearer …` → 401; a body that is not JSON →
 400; no `model` or no `messages` → 400; a model it does not know → 400 "not a valid model
-ID". Without `"image"` in `modalities`, an image model answers with text only (as the real
+ID"; a content part that is not text or an image_url whose url is an https URL or a base64
+data URL of a picture → 400 (each call records its parts in order). Without `"image"` in
+`modalities`, an image model answers with text only (as the real
 ones do).
 """
 

@@ -9,7 +9,9 @@ prompt, an IMAGE_SAFETY finish, text only), or an error in Google's envelope
 As strict as the service: no `x-goog-api-key` (nor `?key=`) → 403 PERMISSION_DENIED; a key
 it does not know → 400 API_KEY_INVALID; a body that is not JSON → 400 INVALID_ARGUMENT;
 no `contents`, an unknown field, a modality or aspect ratio it does not take → 400
-INVALID_ARGUMENT; a model it does not know → 404 NOT_FOUND.
+INVALID_ARGUMENT; an inlineData picture of a MIME type it does not take, bad base64, bytes
+that are no picture, or a request over 20 MB → 400 INVALID_ARGUMENT; a model it does not
+know → 404 NOT_FOUND. Each call records its parts in order ("text" or "image") and pictures.
 """
 
 import base64

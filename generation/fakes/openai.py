@@ -1,7 +1,11 @@
 """A loopback OpenAI-compatible service that speaks the real wire format and fails on demand.
 
-It serves POST /v1/images/generations (b64_json or url answers) and /v1/chat/completions
-like the real service, with the `{"error": {"message", "type", "param", "code"}}` envelope
+It serves POST /v1/images/generations (b64_json or url answers), /v1/images/edits
+(multipart/form-data with `image[]` parts, refused as the service refuses a missing picture,
+a type other than PNG, JPEG or WebP, bytes that are not the declared picture, a picture over
+`max_image_bytes`, more than 16, or input_fidelity where the model takes none; each call
+records its pictures in order under "images") and /v1/chat/completions like the real
+service, with the `{"error": {"message", "type", "param", "code"}}` envelope
 and Retry-After headers; it counts calls per prompt and calls in flight, can hold answers
 until released, and can behave like a real service under load: a latency per image, a
 capacity (calls beyond it get 429 rate_limit_exceeded) and a random failure mix.

@@ -1,4 +1,5 @@
-"""OpenAI-compatible Images API: POST {base}/images/generations.
+"""OpenAI-compatible Images API: POST {base}/images/generations, or, for a page with
+reference pictures, POST {base}/images/edits (multipart, one `image[]` part per picture).
 
 The only job here is translation: a request goes out with explicit timeouts and an
 idempotency key, and whatever comes back becomes image bytes that Pillow verified, or

@@ -4,6 +4,7 @@ loopback fakes, which refuse malformed pictures as the services do."""
 
 import base64
 import io
+import os
 
 import pytest
 import requests
@@ -209,3 +210,21 @@ def test_the_chat_fake_refuses_an_image_url_that_is_not_a_picture_it_takes(fake_
 def test_the_chat_fake_takes_an_https_url_or_a_data_url_of_a_picture(fake_chat_images):
     assert chat_post(fake_chat_images, "https://example.com/peter.png") == (200, {})
     assert chat_post(fake_chat_images, data_url("image/png", PETER.content)) == (200, {})
+
+
+def noise(side: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_gemini_makes_the_pictures_smaller_until_together_they_fit_its_request_limit(
+    gemini_settings, fake_gemini, monkeypatch
+):
+    monkeypatch.setattr("generation.providers.gemini.REFERENCE_BYTES", 600_000)
+    heavy = [Reference(name, "a rabbit", noise(600)) for name in ("Peter", "Flopsy", "Mopsy")]
+    GeminiProvider().generate(request(*heavy))
+    images = fake_gemini.calls[0]["images"]
+    assert len(images) == 3
+    assert sum(len(image["bytes"]) for image in images) <= 600_000
+    assert all(image["width"] == image["height"] < 600 for image in images)

@@ -59,6 +59,8 @@ REFUSALS = {
 TYPE_PREFIX = "type.googleapis.com/google.rpc."
 # Reference pictures are sent no larger than this (a request is at most 20 MB in all).
 REFERENCE_SIDE = 1024
+# Their bytes together, so that base64 and the rest of the request stay under 20 MB.
+REFERENCE_BYTES = 14 * 1024 * 1024
 
 
 def reference_limit(model: str) -> int:
@@ -232,7 +234,12 @@ class GeminiProvider(KeyedImageProvider):
         """Return the request's parts: each reference picture introduced by a text part
         naming it, then the picture inline, and the page's prompt last."""
         parts: list[dict] = []
-        references = prepared(request, limit=self.max_references, max_side=REFERENCE_SIDE)
+        references = prepared(
+            request,
+            limit=self.max_references,
+            max_side=REFERENCE_SIDE,
+            max_total=REFERENCE_BYTES,
+        )
         for n, (reference, picture) in enumerate(references):
             parts.append({"text": introduction(n, reference)})
             parts.append({"inlineData": {"mimeType": picture.mime_type, "data": picture.base64()}})

@@ -25,7 +25,7 @@ from .base import (
     Transient,
 )
 from .checks import Check, check_get
-from .gemini import REFERENCE_SIDE, aspect_ratio, reference_limit
+from .gemini import REFERENCE_BYTES, REFERENCE_SIDE, aspect_ratio, reference_limit
 from .http import (
     KeyedImageProvider,
     as_bytes,
@@ -128,7 +128,12 @@ class ChatImageProvider(KeyedImageProvider):
     def content(self, request: ImageRequest) -> str | list[dict]:
         """Return the message's content: the prompt alone, or each reference picture (a
         data URL) introduced by a text part naming it, and the prompt last."""
-        references = prepared(request, limit=self.max_references, max_side=REFERENCE_SIDE)
+        references = prepared(
+            request,
+            limit=self.max_references,
+            max_side=REFERENCE_SIDE,
+            max_total=REFERENCE_BYTES,
+        )
         if not references:
             return request.prompt
         content: list[dict] = []

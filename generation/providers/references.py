@@ -94,13 +94,19 @@ def _filename(name: str, kind: str) -> str:
 
 
 def prepared(
-    request: ImageRequest, *, limit: int, max_side: int
+    request: ImageRequest, *, limit: int, max_side: int, max_total: int | None = None
 ) -> list[tuple[Reference, Picture]]:
-    """Return the request's first `limit` references with their pictures as sent."""
-    return [
-        (reference, prepare(reference.content, max_side=max_side, name=reference.name))
-        for reference in request.references[: max(0, limit)]
-    ]
+    """Return the request's first `limit` references with their pictures as sent; with
+    max_total, made smaller until all of them weigh no more than that together."""
+    while True:
+        pictures = [
+            (reference, prepare(reference.content, max_side=max_side, name=reference.name))
+            for reference in request.references[: max(0, limit)]
+        ]
+        total = sum(len(picture.content) for _, picture in pictures)
+        if max_total is None or total <= max_total or max_side <= 256:
+            return pictures
+        max_side = max_side * 3 // 4
 
 
 def what_it_shows(reference: Reference) -> str:

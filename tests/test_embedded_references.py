@@ -114,3 +114,20 @@ def test_an_uploaded_photo_gives_its_own_dominant_colours():
     photo.paste((20, 110, 60), (60, 100, 140, 200))
     colours = dominant_colours(png(photo))
     assert close(colours[0], (200, 120, 30), 4) and close(colours[1], (20, 110, 60), 4)
+
+
+def test_the_style_reference_frames_the_page_in_its_main_colour():
+    style = Image.new("RGB", (120, 80), (200, 150, 60))
+    reference = Reference("Style", "warm ochre watercolour", png(style), "style")
+    page = generate("A quiet meadow", references=(reference,))
+    assert page.getpixel((1, 240)) == page.getpixel((638, 240)) == (200, 150, 60)
+
+
+def test_a_prop_is_drawn_as_an_object_in_its_colours_where_its_name_puts_it():
+    can = Image.new("RGB", (100, 100), (255, 255, 255))
+    can.paste((30, 150, 90), (20, 20, 80, 80))
+    reference = Reference("Watering can", "a green watering can", png(can), "prop")
+    page = generate("The garden", references=(reference,))
+    left, top, right, bottom = figure_box("Watering can", 640, 480)
+    centre = ((left + right) // 2, bottom - (bottom - top) // 10)
+    assert close(page.getpixel(centre), (30, 150, 90), 4)

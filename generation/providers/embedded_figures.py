@@ -196,8 +196,9 @@ def draw_figure(draw: ImageDraw.ImageDraw, x, feet, tall, colours, *, view="Fron
 
 
 def draw_characters(image: Image.Image, references) -> None:
-    """Draw each character (and prop or setting) of a page from its reference picture,
-    where its name puts it; the style reference frames the page in its main colour."""
+    """Draw each character of a page from its reference picture, where its name puts it; a
+    prop as a small object there in its colours, a setting as a band of its colours along
+    the ground; the style reference frames the page in its main colour."""
     draw = ImageDraw.Draw(image)
     width, height = image.size
     font = ImageFont.load_default(size=max(10, int(min(width, height) / 40)))
@@ -208,7 +209,24 @@ def draw_characters(image: Image.Image, references) -> None:
             draw.rectangle([0, 0, width - 1, height - 1], outline=colours[0], width=border)
             continue
         x, feet, tall = placement(reference.name, width, height)
-        draw_figure(draw, x, feet, tall, colours)
+        if reference.kind == "setting":
+            band = height * 0.05
+            top = height * 0.94 - band
+            for n, colour in enumerate(colours):
+                left, right = width * n / len(colours), width * (n + 1) / len(colours)
+                draw.rectangle([left, top, right, top + band], fill=colour)
+            continue
+        if reference.kind == "prop":
+            side = tall * 0.25
+            draw.rounded_rectangle(
+                [x - side / 2, feet - side, x + side / 2, feet],
+                radius=side / 6,
+                fill=colours[0],
+                outline=colours[1],
+                width=max(1, int(side / 12)),
+            )
+        else:
+            draw_figure(draw, x, feet, tall, colours)
         box = draw.textbbox((0, 0), reference.name, font=font)
         label_x = x - (box[2] - box[0]) / 2
         draw.text(

@@ -633,7 +633,9 @@ def illustration_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
 def project_export(request: HttpRequest, pk: int) -> HttpResponse:
     """Start an export (ZIP or PDF) and follow it; warns first about missing pages."""
     project = _owned_project(request, pk)
-    form = ExportForm(request.POST or None)
+    last = project.exports.first()  # the form offers the last choice again
+    initial = {"format": last.format, "page_size": last.page_size} if last else None
+    form = ExportForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         studio_services.start_export(
             project=project,

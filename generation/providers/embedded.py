@@ -54,7 +54,8 @@ class EmbeddedProvider:
 
     def generate(self, request: ImageRequest) -> GeneratedImage:
         width, height = parse_size(request.size)
-        image = render_scene(request.prompt, request.seed, width, height, request.caption)
+        # No page badge: a page that moves keeps its picture, which must not name a number.
+        image = render_scene(request.prompt, request.seed, width, height)
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=3)
         return GeneratedImage(

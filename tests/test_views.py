@@ -80,6 +80,8 @@ def all_urls(project, page, image):
         ("get", reverse("project-poll", args=[p]) + "?since=0", 286),
         ("get", reverse("project-generating", args=[p]), 200),
         ("post", reverse("project-generate", args=[p]), 302),
+        ("post", reverse("project-generate-section", args=[p]), 400),  # no section given
+        ("post", reverse("pages-reorder", args=[p]), 400),  # no order given
         ("post", reverse("project-retry-failed", args=[p]), 302),
         ("post", reverse("project-stop", args=[p]), 302),
         ("post", reverse("project-pause", args=[p]), 302),
@@ -143,6 +145,8 @@ def test_state_changing_urls_refuse_get(signed_in, book):
         ("project-pause", book.pk),
         ("project-resume", book.pk),
         ("project-retry-failed", book.pk),
+        ("project-generate-section", book.pk),
+        ("pages-reorder", book.pk),
         ("page-retry", page.pk),
         ("page-regenerate", page.pk),
         ("page-next", page.pk),

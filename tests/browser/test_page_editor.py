@@ -109,3 +109,22 @@ def test_the_review_page_groups_pages_by_section_and_generates_one_section(
     expect(chapter_one.get_by_role("button")).to_have_text("Generate missing in this section (2)")
     assert fake_openai.successes == 2
     screenshot(page, "review-sections")
+
+
+def test_the_manuscript_preview_scrolls_into_view_with_sections_and_paragraphs(
+    page, web_server, editor
+):
+    server = web_server()
+    sign_in(page, server, next_url="/projects/new/")
+    page.get_by_label("Title").fill("River Fox")
+    page.get_by_label("Manuscript").fill(
+        "The fox woke.\n---\n## Chapter 1\nThe fox ran.\n\nIt was cold.\n---\nThe fox swam."
+    )
+    page.get_by_role("button", name="Preview pages").click()
+
+    preview = page.get_by_role("heading", name="3 pages")
+    expect(preview).to_be_in_viewport()
+    expect(page.locator(".preview-list__section")).to_have_text("Section: Chapter 1")
+    expect(page.locator(".preview-list__text").nth(1).locator("p")).to_have_text(
+        ["The fox ran.", "It was cold."]
+    )

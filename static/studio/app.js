@@ -113,14 +113,17 @@
   if (list) {
     let dragged = null;
     let before = [];
+    // Only the handle drags (the row's text stays selectable); the row is what moves.
     list.addEventListener("dragstart", (event) => {
-      const row = event.target.closest && event.target.closest("li[data-page-id]");
+      const handle = event.target.closest && event.target.closest("[data-drag-handle]");
+      const row = handle && handle.closest("li[data-page-id]");
       if (!row) return;
       dragged = row;
       before = rows();
       row.classList.add("is-dragging");
       event.dataTransfer.effectAllowed = "move";
       event.dataTransfer.setData("text/plain", row.dataset.pageId);
+      event.dataTransfer.setDragImage(row, 16, 16);
     });
     list.addEventListener("dragover", (event) => {
       if (!dragged) return;

@@ -27,7 +27,7 @@ def test_an_editor_drags_a_page_to_a_new_place(page, web_server, make_project):
     server = web_server()
     sign_in(page, server, next_url=f"/projects/{project.pk}/pages/")
 
-    row(page, one).drag_to(row(page, three))
+    row(page, one).locator("[data-drag-handle]").drag_to(row(page, three))
 
     expect(page.locator("#reorder-status")).to_have_text("Page moved to position 3 of 4.")
     wait_until(lambda: order_of(project) == [two, three, one, four], timeout=10)

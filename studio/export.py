@@ -42,6 +42,7 @@ class BookPage:
     page: Page
     illustration: Illustration | None
     cost: Decimal
+    starts_section: bool = False  # the first page of a named section: the PDF heads it
 
 
 def book_pages(project: Project):
@@ -52,9 +53,17 @@ def book_pages(project: Project):
             page__project=project, status=Illustration.Status.COMPLETE
         ).annotate(total_cost=Sum("attempts__cost"))
     }
+    section = ""
     for page in project.pages.order_by("number").iterator(chunk_size=200):
         job = current.get(page.pk)
-        yield BookPage(page=page, illustration=job, cost=amount(job.total_cost if job else 0))
+        starts = bool(page.section) and page.section != section
+        section = page.section
+        yield BookPage(
+            page=page,
+            illustration=job,
+            cost=amount(job.total_cost if job else 0),
+            starts_section=starts,
+        )
 
 
 def placeholder_png(number: int, size=(800, 800)) -> bytes:
@@ -128,6 +137,7 @@ def build_zip(export: Export, path: Path) -> int:
                 {
                     "number": page.number,
                     "label": page.label,
+                    "section": page.section,
                     "text": page.text,
                     "image": image_name,
                     "missing": job is None,
@@ -277,7 +287,7 @@ def _draw_part(export: Export, path: Path, chunk: list, *, title_page: bool, wor
             _draw_placeholder(canvas, page.number, layout)
         if layout.spread:
             canvas.showPage()  # the facing page holds the text
-        _draw_text(canvas, page.text, layout)
+        _draw_text(canvas, page.text, layout, heading=page.section if item.starts_section else "")
         canvas.setFont(BOOK_FONT, 10)
         canvas.setFillGray(0.35)
         canvas.drawCentredString(width / 2, layout.folio_y, str(page.number))
@@ -334,9 +344,10 @@ def paragraphs_of(text: str) -> list[str]:
     return [part.strip() for part in PARAGRAPH_BREAK.split(text.strip()) if part.strip()]
 
 
-def _draw_text(canvas, text: str, layout: BookLayout) -> None:
+def _draw_text(canvas, text: str, layout: BookLayout, *, heading: str = "") -> None:
     """Set the page text in the book face, paragraph by paragraph, at the largest size
-    that fits its box; on a text page of a spread it sits in the middle of the page."""
+    that fits its box, under the section's name on a section's first page; on a text page
+    of a spread it sits in the middle of the page."""
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.platypus import Paragraph
 
@@ -347,6 +358,9 @@ def _draw_text(canvas, text: str, layout: BookLayout) -> None:
             "text", fontName=BOOK_FONT, fontSize=size, leading=size * 1.4, spaceAfter=size * 0.8
         )
         paragraphs = [Paragraph(part, style) for part in parts]
+        if heading:
+            bold = ParagraphStyle("heading", parent=style, fontName=BOOK_FONT_BOLD)
+            paragraphs.insert(0, Paragraph(escape(heading), bold))
         heights = [paragraph.wrap(width, top - bottom)[1] for paragraph in paragraphs]
         needed = sum(heights) + style.spaceAfter * max(0, len(paragraphs) - 1)
         if needed <= top - bottom or size == TEXT_SIZES[-1]:

@@ -2,6 +2,7 @@
 and paragraph breaks survive into the ZIP and the PDF."""
 
 import io
+import json
 import zipfile
 
 import pypdfium2
@@ -143,3 +144,13 @@ def test_the_fake_picture_colour_is_what_the_test_looks_for():
     from PIL import Image
 
     assert Image.open(io.BytesIO(png_bytes())).getpixel((0, 0)) == PICTURE
+
+
+def test_a_sections_first_page_is_headed_by_its_name_in_the_pdf_and_the_zip(book):
+    book.pages.filter(number__in=[2, 3]).update(section="Chapter 1")
+    reader = PdfReader(io.BytesIO(export_file(book, "pdf", "a4")))
+    texts = [page.extract_text() for page in reader.pages[1:]]
+    assert ["Chapter 1" in text for text in texts] == [False, True, False]
+    archive = zipfile.ZipFile(io.BytesIO(export_file(book, "zip", "a4")))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert [page["section"] for page in manifest["pages"]] == ["", "Chapter 1", "Chapter 1"]

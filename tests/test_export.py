@@ -62,6 +62,7 @@ def test_the_zip_holds_every_picture_its_text_and_a_manifest(book):
     assert third == {
         "number": 3,
         "label": "Beat 1.3",
+        "section": "",
         "text": "Page 3: the fox crosses meadow number 3.",
         "image": "page-03.png",
         "missing": False,

@@ -145,6 +145,7 @@ class PageForm(forms.ModelForm):
         model = Page
         fields = ["section", "label", "text", "prompt"]
         widgets = {
+            "section": forms.TextInput(attrs={"list": "project-sections"}),
             "text": forms.Textarea(attrs={"rows": 5, "maxlength": 5000}),
             "prompt": forms.Textarea(attrs={"rows": 4, "maxlength": MAX_PROMPT_CHARS}),
         }
@@ -188,7 +189,12 @@ class NewPageForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "maxlength": 5000}), max_length=5000
     )
     label = forms.CharField(required=False, max_length=80)
-    section = forms.CharField(required=False, max_length=80, help_text=SECTION_HELP)
+    section = forms.CharField(
+        required=False,
+        max_length=80,
+        help_text=SECTION_HELP,
+        widget=forms.TextInput(attrs={"list": "project-sections"}),
+    )
     after = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
 

@@ -231,7 +231,8 @@ def _pages_context(project: Project, form: NewPageForm, after: Page | None = Non
     pictures = selectors.current_picture_ids([page.pk for page in pages])
     for page in pages:
         page.picture_id = pictures.get(page.pk)
-    return {"project": project, "pages": pages, "form": form, "after": after}
+    sections = list(dict.fromkeys(page.section for page in pages if page.section))
+    return {"project": project, "pages": pages, "form": form, "after": after, "sections": sections}
 
 
 @login_required
@@ -303,7 +304,13 @@ def page_edit(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Page {page.number} saved.{_outdated_note(page)}")
         return redirect("project-pages", pk=page.project_id)
     status = 422 if request.method == "POST" else 200
-    return render(request, "studio/page_edit.html", {"page": page, "form": form}, status=status)
+    sections = page.project.pages.exclude(section="").order_by("number")
+    context = {"page": page, "form": form, "sections": _distinct(sections, "section")}
+    return render(request, "studio/page_edit.html", context, status=status)
+
+
+def _distinct(pages, field: str) -> list[str]:
+    return list(dict.fromkeys(pages.values_list(field, flat=True)))
 
 
 @login_required

@@ -201,3 +201,17 @@ def test_with_a_text_service_the_new_project_page_offers_writing_from_a_premise(
     html = signed_in.get(reverse("project-create")).content.decode()
     assert f'href="{reverse("project-create-premise")}"' in html
     assert "not set up" not in html
+
+
+def test_the_section_field_suggests_the_projects_sections(signed_in, make_project):
+    project = make_project(pages=3)
+    project.pages.filter(number=1).update(section="Chapter 1")
+    project.pages.filter(number__in=[2, 3]).update(section="Chapter 2")
+    page = project.pages.get(number=3)
+    for url in (reverse("page-edit", args=[page.pk]), reverse("project-pages", args=[project.pk])):
+        html = signed_in.get(url).content.decode()
+        assert 'list="project-sections"' in html
+        assert (
+            '<datalist id="project-sections"><option value="Chapter 1">'
+            '<option value="Chapter 2"></datalist>'
+        ) in html

@@ -110,6 +110,20 @@ def project_progress(project: Project) -> Progress:
     return Progress(**counts)
 
 
+def section_progress(project: Project) -> dict[str, Progress]:
+    """Return the Progress of each section of the project, by section name ("" for pages
+    in no section), in one query."""
+    rows = (
+        with_page_state(Page.objects.filter(project=project))
+        .values("section")
+        .annotate(
+            pages=Count("pk"), **{name: Count("pk", filter=q) for name, q in PAGE_COUNTS.items()}
+        )
+        .order_by()
+    )
+    return {row.pop("section"): Progress(**row) for row in rows}
+
+
 def _count(pages) -> Coalesce:
     counted = pages.order_by().values("project").annotate(n=Count("pk")).values("n")
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
@@ -133,6 +147,15 @@ def annotated_progress(project: Project) -> Progress:
     return Progress(
         pages=project.page_count,
         **{name: getattr(project, f"{name}_count") for name in PAGE_COUNTS},
+    )
+
+
+def current_picture_ids(page_ids: list[int]) -> dict[int, int]:
+    """Return {page id: id of its current (complete) illustration} in one query."""
+    return dict(
+        Illustration.objects.filter(page__in=page_ids, status=Status.COMPLETE).values_list(
+            "page_id", "pk"
+        )
     )
 
 

@@ -248,6 +248,17 @@ def generate_missing(*, project: Project, requested_by=None) -> ControlResult:
 
 
 @transaction.atomic
+def generate_missing_in_section(
+    *, project: Project, section: str, requested_by=None
+) -> ControlResult:
+    """Queue one job per page of the named section ("" for the pages before any section)
+    without a complete illustration or an active job: generate_missing, for one section."""
+    _lock(project.pk)
+    pages = list(missing_pages(project).filter(section=section).values_list("pk", flat=True))
+    return _queue_pages(project, pages, requested_by)
+
+
+@transaction.atomic
 def retry_failed(*, project: Project, requested_by=None) -> ControlResult:
     """Queue a fresh job, with fresh attempts, for every page whose latest job failed."""
     _lock(project.pk)

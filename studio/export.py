@@ -6,6 +6,7 @@ flat however long the book; missing pages are never skipped: they get a placehol
 import io
 import itertools
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -41,6 +42,7 @@ class BookPage:
     page: Page
     illustration: Illustration | None
     cost: Decimal
+    starts_section: bool = False  # the first page of a named section: the PDF heads it
 
 
 def book_pages(project: Project):
@@ -51,9 +53,17 @@ def book_pages(project: Project):
             page__project=project, status=Illustration.Status.COMPLETE
         ).annotate(total_cost=Sum("attempts__cost"))
     }
+    section = ""
     for page in project.pages.order_by("number").iterator(chunk_size=200):
         job = current.get(page.pk)
-        yield BookPage(page=page, illustration=job, cost=amount(job.total_cost if job else 0))
+        starts = bool(page.section) and page.section != section
+        section = page.section
+        yield BookPage(
+            page=page,
+            illustration=job,
+            cost=amount(job.total_cost if job else 0),
+            starts_section=starts,
+        )
 
 
 def placeholder_png(number: int, size=(800, 800)) -> bytes:
@@ -127,6 +137,7 @@ def build_zip(export: Export, path: Path) -> int:
                 {
                     "number": page.number,
                     "label": page.label,
+                    "section": page.section,
                     "text": page.text,
                     "image": image_name,
                     "missing": job is None,
@@ -167,7 +178,7 @@ def _zip_time(job: Illustration):
 
 
 def build_pdf(export: Export, path: Path) -> int:
-    """Write a title page, then one page per book page with its picture and text.
+    """Write a title page, then every book page as a picture book: see BookLayout.
 
     reportlab keeps a document in memory until it is saved, so the book is drawn in parts
     of PDF_PART_PAGES pages, each saved to disk, and pikepdf (qpdf) joins them: it copies
@@ -198,6 +209,8 @@ def build_pdf(export: Export, path: Path) -> int:
                 for source in sources:
                     joined.pages.extend(source.pages)
                 joined.docinfo["/Title"] = project.title
+                # Viewers open it as a book: the title page alone, then facing pages.
+                joined.Root.PageLayout = pikepdf.Name.TwoPageRight
                 joined.save(path)
             finally:
                 for source in sources:
@@ -205,68 +218,155 @@ def build_pdf(export: Export, path: Path) -> int:
     return missing
 
 
+# The book face: reportlab's built-in Times (no font file to ship; it covers Latin-1).
+BOOK_FONT, BOOK_FONT_BOLD, BOOK_FONT_ITALIC = "Times-Roman", "Times-Bold", "Times-Italic"
+TEXT_SIZES = (18, 16, 15, 14, 13, 12, 11, 10, 9, 8)  # points: the largest that fits is used
+PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+
+
+@dataclass(frozen=True)
+class BookLayout:
+    """Where a book page's picture and text go on a sheet of the chosen size.
+
+    A square sheet has no room under the picture: each book page is a spread, the picture
+    full-bleed on the left-hand page and the text on the facing page. A portrait sheet
+    (A4, Letter) holds both: the picture full-bleed across the top, the text beneath; two
+    book pages then face each other as a spread. Either way the PDF opens as spreads.
+    """
+
+    width: float
+    height: float
+    spread: bool
+    picture: tuple[float, float, float, float]  # x, y, width, height (points)
+    text: tuple[float, float, float, float]  # x, bottom, width, top
+    folio_y: float
+
+
+def book_layout(width: float, height: float) -> BookLayout:
+    from reportlab.lib.units import mm
+
+    if height < width * 1.2:  # square (or nearly): picture page + text page
+        margin = 22 * mm
+        return BookLayout(
+            width,
+            height,
+            spread=True,
+            picture=(0, 0, width, height),
+            text=(margin, margin, width - 2 * margin, height - margin),
+            folio_y=10 * mm,
+        )
+    picture_height = min(width, height * 0.68)
+    margin = 18 * mm
+    return BookLayout(
+        width,
+        height,
+        spread=False,
+        picture=(0, height - picture_height, width, picture_height),
+        text=(margin, 16 * mm, width - 2 * margin, height - picture_height - 10 * mm),
+        folio_y=8 * mm,
+    )
+
+
 def _draw_part(export: Export, path: Path, chunk: list, *, title_page: bool, work: Path) -> int:
     """Draw some pages (and the title page first) into a PDF file; return missing ones."""
-    from reportlab.lib.styles import ParagraphStyle
-    from reportlab.lib.units import mm
     from reportlab.pdfgen.canvas import Canvas
 
     project = export.project
     width, height = PDF_SIZES[export.page_size]
-    margin = 15 * mm
+    layout = book_layout(width, height)
     canvas = Canvas(str(path), pagesize=(width, height), pageCompression=1)
-    text_style = ParagraphStyle("text", fontName="Helvetica", fontSize=12, leading=16)
     if title_page:
-        canvas.setFont("Helvetica-Bold", 28)
-        canvas.drawCentredString(width / 2, height * 0.6, project.title[:60])
-        canvas.setFont("Helvetica", 13)
-        canvas.drawCentredString(width / 2, height * 0.6 - 30, f"{project.pages.count()} pages")
-        canvas.showPage()
+        _draw_title(canvas, project, width, height)
     missing = 0
-    text_height = min(height * 0.32, 70 * mm)
-    picture_side = min(width - 2 * margin, height - 2 * margin - text_height - 8 * mm)
-    x = (width - picture_side) / 2
-    y = height - margin - picture_side
     for item in chunk:
         page, job = item.page, item.illustration
         if job is not None and job.image:
-            picture = work / f"{page.number}.jpg"
-            with default_storage.open(job.image.name, "rb") as source, Image.open(source) as image:
-                image.thumbnail((PDF_IMAGE_SIDE, PDF_IMAGE_SIDE))
-                image.convert("RGB").save(picture, format="JPEG", quality=85)
-            canvas.drawImage(
-                str(picture), x, y, picture_side, picture_side, preserveAspectRatio=True, anchor="c"
-            )
-            picture.unlink()
+            _draw_picture(canvas, job, layout, work / f"{page.number}.jpg")
         else:
             missing += 1
-            canvas.setFillGray(0.93)
-            canvas.rect(x, y, picture_side, picture_side, stroke=0, fill=1)
-            canvas.setFillGray(0.4)
-            canvas.setFont("Helvetica", 14)
-            canvas.drawCentredString(
-                width / 2, y + picture_side / 2, f"Page {page.number}: no illustration yet"
-            )
-            canvas.setFillGray(0)
-        _draw_text(
-            canvas, page.text, text_style, margin, width - 2 * margin, top=y - 6 * mm, bottom=margin
-        )
-        canvas.setFont("Helvetica", 9)
-        canvas.drawCentredString(width / 2, margin / 2, str(page.number))
+            _draw_placeholder(canvas, page.number, layout)
+        if layout.spread:
+            canvas.showPage()  # the facing page holds the text
+        _draw_text(canvas, page.text, layout, heading=page.section if item.starts_section else "")
+        canvas.setFont(BOOK_FONT, 10)
+        canvas.setFillGray(0.35)
+        canvas.drawCentredString(width / 2, layout.folio_y, str(page.number))
+        canvas.setFillGray(0)
         canvas.showPage()
     canvas.save()
     return missing
 
 
-def _draw_text(canvas, text, style, x, width, *, top, bottom) -> None:
-    """Draw the page text under the picture, smaller when it is long, so it always fits."""
+def _draw_title(canvas, project: Project, width: float, height: float) -> None:
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.lib.units import mm
     from reportlab.platypus import Paragraph
 
-    markup = escape(text).replace("\n", "<br/>")
-    for size in (12, 10, 8, 6):
-        style.fontSize, style.leading = size, size * 1.3
-        paragraph = Paragraph(markup, style)
-        _, needed = paragraph.wrap(width, top - bottom)
-        if needed <= top - bottom or size == 6:
-            paragraph.drawOn(canvas, x, max(bottom, top - needed))
-            return
+    style = ParagraphStyle("title", fontName=BOOK_FONT_BOLD, fontSize=34, leading=40, alignment=1)
+    title = Paragraph(escape(project.title), style)
+    _, needed = title.wrap(width - 40 * mm, height / 2)
+    title.drawOn(canvas, 20 * mm, height * 0.58)
+    canvas.setFont(BOOK_FONT_ITALIC, 14)
+    pages = project.pages.count()
+    canvas.drawCentredString(
+        width / 2, height * 0.58 - 28, f"{pages} page{'s' if pages != 1 else ''}"
+    )
+    canvas.showPage()
+
+
+def _draw_picture(canvas, job: Illustration, layout: BookLayout, picture: Path) -> None:
+    """Draw the picture filling its box edge to edge (cropped to the box, never squashed)."""
+    from PIL import ImageOps
+
+    x, y, box_width, box_height = layout.picture
+    scale = PDF_IMAGE_SIDE / max(box_width, box_height)
+    pixels = (max(1, round(box_width * scale)), max(1, round(box_height * scale)))
+    with default_storage.open(job.image.name, "rb") as source, Image.open(source) as image:
+        ImageOps.fit(image.convert("RGB"), pixels).save(picture, format="JPEG", quality=85)
+    canvas.drawImage(str(picture), x, y, box_width, box_height)
+    picture.unlink()
+
+
+def _draw_placeholder(canvas, number: int, layout: BookLayout) -> None:
+    x, y, box_width, box_height = layout.picture
+    canvas.setFillGray(0.93)
+    canvas.rect(x, y, box_width, box_height, stroke=0, fill=1)
+    canvas.setFillGray(0.4)
+    canvas.setFont(BOOK_FONT_ITALIC, 16)
+    canvas.drawCentredString(
+        x + box_width / 2, y + box_height / 2, f"Page {number}: no illustration yet"
+    )
+    canvas.setFillGray(0)
+
+
+def paragraphs_of(text: str) -> list[str]:
+    """Return the page text's paragraphs: blank lines separate them."""
+    return [part.strip() for part in PARAGRAPH_BREAK.split(text.strip()) if part.strip()]
+
+
+def _draw_text(canvas, text: str, layout: BookLayout, *, heading: str = "") -> None:
+    """Set the page text in the book face, paragraph by paragraph, at the largest size
+    that fits its box, under the section's name on a section's first page; on a text page
+    of a spread it sits in the middle of the page."""
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.platypus import Paragraph
+
+    x, bottom, width, top = layout.text
+    parts = [escape(part).replace("\n", "<br/>") for part in paragraphs_of(text)]
+    for size in TEXT_SIZES:
+        style = ParagraphStyle(
+            "text", fontName=BOOK_FONT, fontSize=size, leading=size * 1.4, spaceAfter=size * 0.8
+        )
+        paragraphs = [Paragraph(part, style) for part in parts]
+        if heading:
+            bold = ParagraphStyle("heading", parent=style, fontName=BOOK_FONT_BOLD)
+            paragraphs.insert(0, Paragraph(escape(heading), bold))
+        heights = [paragraph.wrap(width, top - bottom)[1] for paragraph in paragraphs]
+        needed = sum(heights) + style.spaceAfter * max(0, len(paragraphs) - 1)
+        if needed <= top - bottom or size == TEXT_SIZES[-1]:
+            break
+    y = top - max(0, (top - bottom - needed) / 2) if layout.spread else top
+    for paragraph, paragraph_height in zip(paragraphs, heights, strict=True):
+        y -= paragraph_height
+        paragraph.drawOn(canvas, x, max(bottom, y))
+        y -= style.spaceAfter

@@ -8,6 +8,10 @@ from .models import Export, Page, Project
 
 MAX_PROMPT_CHARS = 4000
 MAX_STYLE_CHARS = 4000
+SECTION_HELP = (
+    "Optional: the chapter or scene this page belongs to, e.g. “Chapter 2”. "
+    "The review page groups pages by section."
+)
 
 
 class ProjectForm(forms.ModelForm):
@@ -84,7 +88,8 @@ class ManuscriptForm(ProjectForm):
     manuscript = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 12}),
-        help_text="Paste the text; a line holding only --- starts a new page.",
+        help_text="Paste the text; a line holding only --- starts a new page, and a line "
+        "“## Chapter 1” at the top of a page starts a section.",
     )
     upload = forms.FileField(
         required=False, label="…or upload a .txt or .md file", help_text="UTF-8, at most 2 MB."
@@ -138,14 +143,21 @@ class PremiseForm(ProjectForm):
 class PageForm(forms.ModelForm):
     class Meta:
         model = Page
-        fields = ["label", "text", "prompt"]
+        fields = ["section", "label", "text", "prompt"]
         widgets = {
+            "section": forms.TextInput(attrs={"list": "project-sections"}),
             "text": forms.Textarea(attrs={"rows": 5, "maxlength": 5000}),
             "prompt": forms.Textarea(attrs={"rows": 4, "maxlength": MAX_PROMPT_CHARS}),
         }
         labels = {"prompt": "What to draw"}
         error_messages = {"text": {"required": "A page needs some text."}}
-        help_texts = {"label": "Optional, e.g. “Beat 1.1” or “Scene 3 · Shot 2”."}
+        help_texts = {
+            "label": "Optional, e.g. “Beat 1.1” or “Scene 3 · Shot 2”.",
+            "section": SECTION_HELP,
+        }
+
+    def clean_section(self) -> str:
+        return self.cleaned_data["section"].strip()
 
     def clean_text(self) -> str:
         text = self.cleaned_data["text"].strip()
@@ -177,6 +189,12 @@ class NewPageForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "maxlength": 5000}), max_length=5000
     )
     label = forms.CharField(required=False, max_length=80)
+    section = forms.CharField(
+        required=False,
+        max_length=80,
+        help_text=SECTION_HELP,
+        widget=forms.TextInput(attrs={"list": "project-sections"}),
+    )
     after = forms.IntegerField(required=False, widget=forms.HiddenInput)
 
 

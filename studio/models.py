@@ -52,6 +52,9 @@ class Page(models.Model):
     number = models.PositiveIntegerField()
     # An optional name editors number by: "Beat 1.1", "Scene 3 · Shot 2".
     label = models.CharField(max_length=80, blank=True)
+    # An optional named part of the book: "Chapter 1", "Scene 4". Consecutive pages with
+    # the same section are shown together on the review page.
+    section = models.CharField(max_length=80, blank=True)
     text = models.TextField()
     prompt = models.TextField(
         blank=True, help_text="What to draw. Leave empty to illustrate the page text."

@@ -71,6 +71,8 @@ class PageCard:
     clip: Clip | None = None  # the complete clip, played on the card
     # Its worker's lease ran out: the worker is gone and the sweep has not taken it back.
     stalled: bool = False
+    # Set on the first card of each section when the project has sections.
+    section_head: "SectionHead | None" = None
 
     @property
     def clip_state(self) -> str:
@@ -147,3 +149,39 @@ def _stalled(job: Illustration | None, now) -> bool:
         and job.lease_expires_at is not None
         and job.lease_expires_at < now
     )
+
+
+@dataclass
+class SectionHead:
+    """The heading of one section on the review page: consecutive pages that share a
+    section name, with that section's progress and its "Generate missing" control."""
+
+    index: int  # the section's place on the page: its heading's id
+    name: str  # "" for the pages before the first named section
+    first_page_id: int
+    progress: selectors.Progress
+
+    @property
+    def title(self) -> str:
+        return self.name or "Pages before the first section"
+
+
+def section_heads(project: Project) -> list[SectionHead]:
+    """Return the heading of every section in page order, or [] when no page has a
+    section (the review page is then one plain grid). One query, two with sections."""
+    progress = selectors.section_progress(project)
+    if not any(progress):
+        return []
+    heads, previous = [], None
+    for page_id, name in project.pages.order_by("number").values_list("pk", "section"):
+        if not heads or name != previous:
+            heads.append(SectionHead(len(heads) + 1, name, page_id, progress[name]))
+        previous = name
+    return heads
+
+
+def group_into_sections(cards: list[PageCard], heads: list[SectionHead]) -> None:
+    """Mark the first card of each section with its heading."""
+    by_first_page = {head.first_page_id: head for head in heads}
+    for card in cards:
+        card.section_head = by_first_page.get(card.page.pk)

@@ -13,12 +13,20 @@ RENUMBER_OFFSET = 1_000_000
 
 @transaction.atomic
 def create_project(*, owner, title: str, style_guide: str = "", pages=()) -> Project:
-    """Create a project with the given page texts, numbered from 1."""
+    """Create a project with the given pages, numbered from 1: page texts, or
+    ManuscriptPage (text, section) pairs."""
     project = Project.objects.create(owner=owner, title=title.strip(), style_guide=style_guide)
     Page.objects.bulk_create(
-        Page(project=project, number=n, text=text) for n, text in enumerate(pages, 1)
+        Page(project=project, number=n, **_text_and_section(page))
+        for n, page in enumerate(pages, 1)
     )
     return project
+
+
+def _text_and_section(page) -> dict:
+    if isinstance(page, str):
+        return {"text": page}
+    return {"text": page.text, "section": page.section}
 
 
 @transaction.atomic
@@ -41,11 +49,15 @@ def _renumber(project: Project, pages: list[Page]) -> None:
 
 
 @transaction.atomic
-def add_page(*, project: Project, text: str, after: Page | None = None, label: str = "") -> Page:
+def add_page(
+    *, project: Project, text: str, after: Page | None = None, label: str = "", section: str = ""
+) -> Page:
     """Add a page after the given one (or at the end) and renumber the rest."""
     Project.objects.select_for_update().filter(pk=project.pk).first()
     last = project.pages.aggregate(n=Max("number"))["n"] or 0
-    page = Page.objects.create(project=project, number=last + 1, text=text, label=label)
+    page = Page.objects.create(
+        project=project, number=last + 1, text=text, label=label, section=section
+    )
     if after is not None:
         pages = [p for p in project.pages.order_by("number") if p.pk != page.pk]
         position = next(i for i, p in enumerate(pages) if p.pk == after.pk) + 1
@@ -79,6 +91,28 @@ def move_page(*, page: Page, by: int) -> bool:
     pages.insert(target, pages.pop(index))
     _renumber(project, pages)
     return True
+
+
+class PageOrderError(ValueError):
+    """An order the studio will not apply; the message says why, for the editor."""
+
+
+@transaction.atomic
+def reorder_pages(*, project: Project, order: list[int]) -> None:
+    """Number the project's pages 1..N in the given order of page ids, which must name
+    every page of the project exactly once (else PageOrderError, and nothing changes)."""
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    pages = {page.pk: page for page in project.pages.order_by("number")}
+    if len(set(order)) != len(order):
+        raise PageOrderError("The new order names a page twice.")
+    if set(order) != set(pages):
+        raise PageOrderError(
+            "The new order does not name exactly this project's pages; "
+            "they changed in the meantime. Reload the page and move it again."
+        )
+    if order == list(pages):
+        return
+    _renumber(project, [pages[pk] for pk in order])
 
 
 @transaction.atomic

@@ -14,6 +14,8 @@ project_urls = [
     path("poll/", views.project_poll, name="project-poll"),
     path("generating/", views.project_generating, name="project-generating"),
     path("generate/", views.project_generate, name="project-generate"),
+    path("generate-section/", views.project_generate_section, name="project-generate-section"),
+    path("pages/order/", views.pages_reorder, name="pages-reorder"),
     path("generate-clips/", views.project_generate_clips, name="project-generate-clips"),
     path(
         "retry-failed-clips/", views.project_retry_failed_clips, name="project-retry-failed-clips"

@@ -10,8 +10,9 @@ from datetime import datetime, timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
@@ -83,6 +84,8 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
         else:
             pages = selectors.changed_pages(project, since=since)
         context["cards"] = review.page_cards(project, pages=pages)
+        if context["cards"]:  # a changed card may change its section's progress
+            context["section_heads"] = review.section_heads(project)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
     status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
@@ -223,13 +226,30 @@ def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "studio/project_delete.html", {"project": project, **counts})
 
 
+def _pages_context(project: Project, form: NewPageForm, after: Page | None = None) -> dict:
+    pages = list(project.pages.all())
+    pictures = selectors.current_picture_ids([page.pk for page in pages])
+    for page in pages:
+        page.picture_id = pictures.get(page.pk)
+    sections = list(dict.fromkeys(page.section for page in pages if page.section))
+    return {"project": project, "pages": pages, "form": form, "after": after, "sections": sections}
+
+
 @login_required
 @require_GET
 def project_pages(request: HttpRequest, pk: int) -> HttpResponse:
-    """Edit the story: every page with its label, in order, to edit, move, add or remove."""
+    """Edit the story: every page with its picture, label and section, in order, to edit,
+    reorder (drag, keys or buttons), insert after any page, or remove.
+    ?after=<page id> opens the form that inserts a page after that one."""
     project = _owned_project(request, pk)
-    context = {"project": project, "pages": project.pages.all(), "form": NewPageForm()}
-    return render(request, "studio/project_pages.html", context)
+    after = None
+    if request.GET.get("after"):
+        try:
+            after = project.pages.get(pk=int(request.GET["after"]))
+        except (ValueError, Page.DoesNotExist):
+            return _bad_request("There is no such page in this project to insert after.")
+    form = NewPageForm(initial={"after": after.pk, "section": after.section} if after else None)
+    return render(request, "studio/project_pages.html", _pages_context(project, form, after))
 
 
 @login_required
@@ -237,20 +257,41 @@ def project_pages(request: HttpRequest, pk: int) -> HttpResponse:
 def page_add(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
     form = NewPageForm(request.POST)
-    if not form.is_valid():
-        context = {"project": project, "pages": project.pages.all(), "form": form}
-        return render(request, "studio/project_pages.html", context, status=422)
     after = None
-    if form.cleaned_data["after"]:
-        after = get_object_or_404(Page, pk=form.cleaned_data["after"], project=project)
+    if form.is_valid() and form.cleaned_data["after"]:
+        after = project.pages.filter(pk=form.cleaned_data["after"]).first()
+        if after is None:
+            form.add_error(None, "The page to insert after is gone; add the page again.")
+    if not form.is_valid():
+        context = _pages_context(project, form, after)
+        return render(request, "studio/project_pages.html", context, status=422)
     page = studio_services.add_page(
         project=project,
         text=form.cleaned_data["text"],
         label=form.cleaned_data["label"],
+        section=form.cleaned_data["section"],
         after=after,
     )
-    messages.success(request, f"Added page {page.number}." if after is None else "Page added.")
-    return redirect("project-pages", pk=project.pk)
+    messages.success(request, f"Added page {page.number}.")
+    return redirect(f"{reverse('project-pages', args=[project.pk])}#edit-page-{page.pk}")
+
+
+@login_required
+@require_POST
+def pages_reorder(request: HttpRequest, pk: int) -> HttpResponse:
+    """Put the pages in a new order: `order` lists every page id, comma-separated, in the
+    new order (the page editor's drag and drop and Alt+↑/↓). Answers the new numbers."""
+    project = _owned_project(request, pk)
+    try:
+        order = [int(part) for part in request.POST.get("order", "").split(",")]
+    except ValueError:
+        return _bad_request("The order must list page ids separated by commas.")
+    try:
+        studio_services.reorder_pages(project=project, order=order)
+    except studio_services.PageOrderError as refusal:
+        return _bad_request(str(refusal))
+    numbers = dict(project.pages.values_list("pk", "number"))
+    return JsonResponse({"pages": [{"id": pk, "number": numbers[pk]} for pk in order]})
 
 
 @login_required
@@ -263,7 +304,13 @@ def page_edit(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, f"Page {page.number} saved.{_outdated_note(page)}")
         return redirect("project-pages", pk=page.project_id)
     status = 422 if request.method == "POST" else 200
-    return render(request, "studio/page_edit.html", {"page": page, "form": form}, status=status)
+    sections = page.project.pages.exclude(section="").order_by("number")
+    context = {"page": page, "form": form, "sections": _distinct(sections, "section")}
+    return render(request, "studio/page_edit.html", context, status=status)
+
+
+def _distinct(pages, field: str) -> list[str]:
+    return list(dict.fromkeys(pages.values_list(field, flat=True)))
 
 
 @login_required
@@ -275,7 +322,8 @@ def page_delete(request: HttpRequest, pk: int) -> HttpResponse:
         studio_services.remove_page(page=page)
         messages.success(request, f"Removed page {number}; the pages after it moved up.")
         return redirect("project-pages", pk=page.project_id)
-    return render(request, "studio/page_delete.html", {"page": page})
+    picture_id = selectors.current_picture_ids([page.pk]).get(page.pk)
+    return render(request, "studio/page_delete.html", {"page": page, "picture_id": picture_id})
 
 
 @login_required
@@ -302,6 +350,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
     context = _header_context(project)
     context["cards"] = review.page_cards(project)
+    review.group_into_sections(context["cards"], review.section_heads(project))
     return render(request, TEMPLATE, context)
 
 
@@ -355,6 +404,35 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
         lambda: services.generate_missing(project=project, requested_by=request.user),
         say,
     )
+
+
+@login_required
+@require_POST
+def project_generate_section(request: HttpRequest, pk: int) -> HttpResponse:
+    """Generate the missing pictures of one section (the pages sharing a section name)."""
+    project = _owned_project(request, pk)
+    section = request.POST.get("section")
+    if section is None:
+        return _bad_request("Say which section: the form sends its name as “section”.")
+    if not project.pages.filter(section=section).exists():
+        return _bad_request(f"This project has no section named “{section}”.")
+    where = f"in “{section}”" if section else "before the first section"
+    return _control(
+        request,
+        project,
+        lambda: services.generate_missing_in_section(
+            project=project, section=section, requested_by=request.user
+        ),
+        _if_queued(
+            lambda n: f"Queued {plural(n, 'illustration')} {where}.",
+            f"Nothing to queue {where}: every page is illustrated or on its way.",
+        ),
+    )
+
+
+def _bad_request(reason: str) -> HttpResponse:
+    """Answer bad input with 400 and the reason, in words, as plain text."""
+    return HttpResponse(reason, status=400, content_type="text/plain; charset=utf-8")
 
 
 @login_required
@@ -562,7 +640,9 @@ def illustration_thumbnail(request: HttpRequest, pk: int) -> FileResponse:
 def project_export(request: HttpRequest, pk: int) -> HttpResponse:
     """Start an export (ZIP or PDF) and follow it; warns first about missing pages."""
     project = _owned_project(request, pk)
-    form = ExportForm(request.POST or None)
+    last = project.exports.first()  # the form offers the last choice again
+    initial = {"format": last.format, "page_size": last.page_size} if last else None
+    form = ExportForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         studio_services.start_export(
             project=project,

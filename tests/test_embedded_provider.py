@@ -40,3 +40,17 @@ def test_it_is_a_composed_scene_not_a_flat_colour():
     with Image.open(io.BytesIO(result.content)) as image:
         colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
     assert len(colours) > 50
+
+
+def test_the_picture_does_not_name_its_page_so_a_moved_page_keeps_a_true_picture():
+    def drawn_for(caption: str) -> bytes:
+        request = ImageRequest(
+            prompt="A rabbit by the gate",
+            size="320x240",
+            seed=4,
+            idempotency_key="k",
+            caption=caption,
+        )
+        return EmbeddedProvider().generate(request).content
+
+    assert drawn_for("Page 3") == drawn_for("Page 17")

@@ -62,6 +62,7 @@ def test_the_zip_holds_every_picture_its_text_and_a_manifest(book):
     assert third == {
         "number": 3,
         "label": "Beat 1.3",
+        "section": "",
         "text": "Page 3: the fox crosses meadow number 3.",
         "image": "page-03.png",
         "missing": False,
@@ -79,12 +80,14 @@ def test_the_zip_holds_every_picture_its_text_and_a_manifest(book):
 
 def test_the_pdf_is_a_picture_book_with_a_placeholder_for_missing_pages(book):
     reader = PdfReader(io.BytesIO(export_file(book, "pdf", "square")))
-    assert len(reader.pages) == 5  # a title page, then one per book page
+    # Square: a title page, then a spread per book page (picture, then the facing text).
+    assert len(reader.pages) == 9
     assert "The Fox Book" in reader.pages[0].extract_text()
     assert "4 pages" in reader.pages[0].extract_text()
-    assert "the fox crosses meadow number 1." in reader.pages[1].extract_text()
-    assert "Page 2: no illustration yet" in reader.pages[2].extract_text()
-    assert len(reader.pages[1].images) == 1 and len(reader.pages[2].images) == 0
+    assert len(reader.pages[1].images) == 1
+    assert "the fox crosses meadow number 1." in reader.pages[2].extract_text()
+    assert "Page 2: no illustration yet" in reader.pages[3].extract_text()
+    assert len(reader.pages[3].images) == 0
     width, height = reader.pages[1].mediabox.width, reader.pages[1].mediabox.height
     assert round(width) == round(height) == 595
 

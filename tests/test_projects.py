@@ -40,7 +40,8 @@ def test_a_pasted_manuscript_is_previewed_then_created(signed_in):
     preview = signed_in.post(reverse("project-create"), {**data, "preview": "1"})
     html = preview.content.decode()
     assert preview.status_code == 200
-    assert "3 pages" in html and "Page 3</span> Three." in html
+    assert "3 pages" in html
+    assert 'Page 3</span> <div class="preview-list__text"><p>Three.</p>' in html
     assert Project.objects.count() == 0  # a preview saves nothing
 
     signed_in.post(reverse("project-create"), data)

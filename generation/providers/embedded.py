@@ -64,24 +64,22 @@ class EmbeddedProvider:
         if request.subject == "sheet":
             image = render_sheet(request.prompt, width, height, references)
         else:
-            # The page's own characters stand in for the generic rabbit and person.
+            # No page badge: a page that moves keeps its picture, which must not name a
+            # number. The page's own characters stand in for the generic rabbit and person.
             drawn = any(reference.kind != "style" for reference in references)
             image = render_scene(
                 request.prompt,
                 request.seed,
                 width,
                 height,
-                request.caption,
                 without={"rabbit", "person"} if drawn else set(),
             )
             if references:
                 # Each character drawn from its reference, where its name puts it; then
-                # the draft's caption again on top.
+                # the prompt's line again on top.
                 draw_characters(image, references)
                 unit = min(width, height) / 100
-                _draw_caption(
-                    ImageDraw.Draw(image), width, height, unit, request.caption, request.prompt
-                )
+                _draw_caption(ImageDraw.Draw(image), width, height, unit, "", request.prompt)
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", compress_level=3)
         return GeneratedImage(

@@ -50,6 +50,7 @@ class WebServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "WebServer":
+        ARTIFACTS.mkdir(exist_ok=True)
         log = open(ARTIFACTS / f"web-{self.port}.log", "a")
         self.process = subprocess.Popen(
             [

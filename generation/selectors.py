@@ -76,13 +76,13 @@ class Progress:
 
 
 def with_page_state(pages):
-    """Annotate pages with where their pictures stand: has_complete, approved (its current
-    picture is approved), active_status (the status of the job on its way, if any) and
-    latest_status (of the latest job)."""
+    """Annotate pages with where their pictures stand: has_complete, is_approved (its
+    current picture is approved), active_status (the status of the job on its way, if any)
+    and latest_status (of the latest job)."""
     jobs = Illustration.objects.filter(page=OuterRef("pk"))
     return pages.annotate(
         has_complete=Exists(jobs.filter(status=Status.COMPLETE)),
-        approved=Exists(jobs.filter(status=Status.COMPLETE, approved_at__isnull=False)),
+        is_approved=Exists(jobs.filter(status=Status.COMPLETE, approved_at__isnull=False)),
         active_status=Subquery(jobs.filter(status__in=ACTIVE_STATUSES).values("status")[:1]),
         latest_status=Subquery(jobs.order_by("-pk").values("status")[:1]),
     )
@@ -96,7 +96,7 @@ TO_QUEUE = MISSING & Q(active_status__isnull=True)
 # Missing, not on its way, and its latest job failed: what "Retry failed" queues.
 FAILED = TO_QUEUE & Q(latest_status=Status.FAILED)
 # The editor approved its current picture; bulk actions leave such pages alone.
-APPROVED = Q(approved=True)
+APPROVED = Q(is_approved=True)
 # Which pages each Progress count counts.
 PAGE_COUNTS = {
     "illustrated": Q(has_complete=True),

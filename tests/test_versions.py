@@ -330,3 +330,24 @@ def test_the_history_shows_each_version_with_when_service_model_and_prompt(
         assert reverse("illustration-thumbnail", args=[version.pk]) in html
         assert version.finished_at.strftime("%Y-%m-%d") in html
     assert "embedded" in html and "Page 1: the fox crosses meadow number 1." in html
+
+
+def test_the_admins_bulk_regenerate_leaves_approved_pages_alone(
+    client, django_user_model, illustrated
+):
+    from tests.test_operator_tools import post_action
+
+    client.force_login(django_user_model.objects.create_superuser("op", "op@example.com", "pw"))
+    first, second = illustrated.pages.order_by("number")
+    services.approve_page(page=first)
+    jobs = [current_of(first).pk, current_of(second).pk]
+
+    said = post_action(client, "generation_illustration", "regenerate_selected", jobs)
+
+    assert said == (
+        "Queued 1 illustration to draw again. Skipped 1 approved page: regenerate an approved "
+        "page on its own, from the review page."
+    )
+    assert list(
+        Illustration.objects.filter(status=Status.QUEUED).values_list("page", flat=True)
+    ) == [second.pk]

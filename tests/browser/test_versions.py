@@ -135,6 +135,4 @@ def test_an_editor_approves_a_page_then_the_whole_book(page, web_server, qcluste
     card(page, second_page).get_by_role("button", name="Regenerate").click()
     expect(header).to_contain_text("3 of 4 approved", timeout=30_000)
     expect(page.locator(".chip--approved")).to_have_count(3)
-    assert questions == [
-        "Page 2 is approved. Draw it again? The new picture will need approving."
-    ]
+    assert questions == ["Page 2 is approved. Draw it again? The new picture will need approving."]

@@ -27,6 +27,7 @@ from .models import (
     ACTIVE_STATUSES,
     OPEN_RUN_STATES,
     WORKING_STATUSES,
+    Clip,
     GenerationAttempt,
     Illustration,
     Job,
@@ -609,8 +610,33 @@ def use_version(*, illustration: Illustration) -> Illustration:
         status=Status.COMPLETE, approved_at=None, updated_at=Now()
     )
     jobs.filter(candidate=True).update(candidate=False, updated_at=Now())
+    _clip_follows_picture(page.pk, illustration.pk)
     illustration.refresh_from_db()
     return illustration
+
+
+def _clip_follows_picture(page_id: int, picture_id: int) -> None:
+    """A card plays the page's clip instead of its picture, so the clip follows the picture
+    chosen: a clip of another picture steps aside (kept, as versions are), and the latest
+    clip made from the chosen one, if any, plays again. A clip on its way is left to
+    finish: its completion replaces the current clip as always."""
+    clips = Clip.objects.filter(page_id=page_id)
+    if clips.filter(status__in=ACTIVE_STATUSES).exists():
+        return
+    clips.filter(status=Status.COMPLETE).exclude(source_id=picture_id).update(
+        status=Status.REPLACED, updated_at=Now()
+    )
+    if clips.filter(status=Status.COMPLETE).exists():
+        return
+    earlier = (
+        clips.filter(status=Status.REPLACED, source_id=picture_id)
+        .exclude(video="")
+        .order_by("-pk")
+        .values("pk")[:1]
+    )
+    Clip.objects.filter(pk__in=earlier, status=Status.REPLACED).update(
+        status=Status.COMPLETE, updated_at=Now()
+    )
 
 
 @transaction.atomic

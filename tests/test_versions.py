@@ -351,3 +351,24 @@ def test_the_admins_bulk_regenerate_leaves_approved_pages_alone(
     assert list(
         Illustration.objects.filter(status=Status.QUEUED).values_list("page", flat=True)
     ) == [second.pk]
+
+
+def test_the_clip_follows_the_version_chosen(illustrated, drain):
+    page = illustrated.pages.get(number=1)
+    first = current_of(page)
+    drain(services.queue_clip(page=page).run.pk, kind="clip")
+    clip_of_first = page.clips.get(status=Status.COMPLETE)
+    redraw(page, drain)
+
+    services.use_version(illustration=first)
+    assert page.clips.get(status=Status.COMPLETE).pk == clip_of_first.pk  # still its picture
+
+    second = page.illustrations.get(status=Status.REPLACED)
+    services.use_version(illustration=second)
+    # The clip animates the other picture: it steps aside (kept), so the card shows the
+    # picture chosen and "Make clip" is offered again.
+    assert not page.clips.filter(status=Status.COMPLETE).exists()
+    assert page.clips.get().status == Status.REPLACED
+
+    services.use_version(illustration=first)
+    assert page.clips.get(status=Status.COMPLETE).pk == clip_of_first.pk

@@ -372,3 +372,14 @@ def test_the_clip_follows_the_version_chosen(illustrated, drain):
 
     services.use_version(illustration=first)
     assert page.clips.get(status=Status.COMPLETE).pk == clip_of_first.pk
+
+
+def test_without_javascript_the_variants_page_is_a_plain_form(signed_in, illustrated):
+    page = illustrated.pages.get(number=1)
+    url = reverse("page-variants", args=[page.pk])
+    assert "How many variants to draw" in signed_in.get(url).content.decode()
+
+    response = signed_in.post(url, {"count": "2"})
+
+    assert response.status_code == 302 and response["Location"] == illustrated.get_absolute_url()
+    assert page.illustrations.filter(status=Status.QUEUED, candidate=True).count() == 2

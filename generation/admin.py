@@ -101,8 +101,21 @@ class IllustrationAdmin(admin.ModelAdmin):
 
     @admin.action(description="Regenerate selected (old pictures stay until the new are done)")
     def regenerate_selected(self, request, queryset):
-        queued = self._queue(request, queryset, regenerate=True)
-        self.message_user(request, f"Queued {plural(queued, 'illustration')} to draw again.")
+        # Approved pages are locked against bulk actions: they are redrawn one by one.
+        approved = Illustration.objects.filter(
+            page__in=queryset.values("page"),
+            status=Illustration.Status.COMPLETE,
+            approved_at__isnull=False,
+        ).values("page")
+        skipped = queryset.filter(page__in=approved).values("page").distinct().count()
+        queued = self._queue(request, queryset.exclude(page__in=approved), regenerate=True)
+        message = f"Queued {plural(queued, 'illustration')} to draw again."
+        if skipped:
+            message += (
+                f" Skipped {plural(skipped, 'approved page')}: regenerate an approved page "
+                f"on its own, from the review page."
+            )
+        self.message_user(request, message)
 
     def _queue(self, request, queryset, *, regenerate: bool) -> int:
         pages = {job.page for job in queryset.select_related("page__project")}

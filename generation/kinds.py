@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
 
@@ -170,7 +170,8 @@ class IllustrationKind(JobKind):
     def complete(self, worker, result) -> bool:
         job = worker.job
         job.image.save("illustration.png", ContentFile(result.content), save=False)
-        return replace_current(
+        keep = keep_variant if job.variant else replace_current
+        return keep(
             worker,
             job.image,
             image=job.image.name,
@@ -321,6 +322,29 @@ def replace_current(worker, stored_file, **fields) -> bool:
             transaction.set_rollback(True)
     if not done:
         # The job was lost while the call ran (lease expired, run stopped).
+        stored_file.delete(save=False)
+    return bool(done)
+
+
+def keep_variant(worker, stored_file, **fields) -> bool:
+    """Keep a variant's picture as a version beside the page's current one, for the editor
+    to pick; a page with no picture takes the first variant to finish as its picture.
+    Return whether the worker still held the job; if not, the stored file is deleted."""
+    job = worker.job
+    done = 0
+    with transaction.atomic():
+        current = Illustration.objects.filter(
+            page_id=job.page_id, status=Illustration.Status.COMPLETE
+        )
+        if not current.exists():
+            try:
+                with transaction.atomic():
+                    done = worker.mark_complete(**fields)
+            except IntegrityError:  # another variant of the page took that place first
+                done = 0
+        if not done:
+            done = worker.mark_complete(status=Illustration.Status.REPLACED, **fields)
+    if not done:
         stored_file.delete(save=False)
     return bool(done)
 

@@ -198,10 +198,11 @@ class JobQuerySet(models.QuerySet):
             updated_at=Now(),
         )
 
-    def complete(self, *, worker_id: str, **fields) -> int:
-        """Complete, keeping what the call made, only while the worker holds the job."""
+    def complete(self, *, worker_id: str, status: str = "complete", **fields) -> int:
+        """Complete, keeping what the call made, only while the worker holds the job (with
+        status "replaced": kept as a version, not made the page's current one)."""
         return self.held_by(worker_id).update(
-            status=Job.Status.COMPLETE,
+            status=status,
             attempts_made=F("attempts_made") + 1,
             claimed_by="",
             lease_expires_at=None,
@@ -245,8 +246,11 @@ class Job(models.Model):
         COMPLETE = "complete"
         FAILED = "failed"
         CANCELED = "canceled"
-        # A complete illustration that a newer one of the same page took over from.
+        # A complete illustration that a newer one of the same page took over from (or a
+        # variant the editor has not picked): a version of the page's picture.
         REPLACED = "replaced"
+        # A version whose picture the editor deleted; its calls stay in the history.
+        DISCARDED = "discarded"
 
     run = models.ForeignKey(
         Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="%(class)ss"
@@ -307,13 +311,27 @@ class Illustration(Job):
     height = models.PositiveIntegerField(null=True, blank=True)
     prompt_sent = models.TextField(blank=True)
     size = models.CharField(max_length=20, blank=True)
+    # 0 for an ordinary job; 1..4 for the candidates of "Try N variants", which complete
+    # as versions beside the current picture instead of replacing it.
+    variant = models.PositiveSmallIntegerField(default=0)
+    # A variant waiting for the editor to pick among its group (the page's candidates).
+    candidate = models.BooleanField(default=False)
+    # When the editor approved this picture as the page's; only a current picture is
+    # approved, and the mark goes when it stops being current (a new picture is a new row).
+    approved_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(Job.Meta):
         constraints = [
+            # One active job per page and variant slot: ordinary work is slot 0, so a
+            # double click still queues nothing twice; "Try 3 variants" fills slots 1..3,
+            # each its own job that the engine claims, leases and retries once.
             models.UniqueConstraint(
-                fields=["page"],
+                fields=["page", "variant"],
                 condition=Q(status__in=["queued", "generating", "retrying"]),
-                name="one_active_job_per_page",
+                name="one_active_job_per_page_slot",
+            ),
+            models.CheckConstraint(
+                condition=Q(variant__lte=4), name="illustration_variant_at_most_4"
             ),
             # The page's current picture; a regenerated one replaces it when complete.
             models.UniqueConstraint(

@@ -45,10 +45,21 @@ class Progress:
     queued: int = 0  # missing pages waiting for a worker
     generating: int = 0  # pages a worker is on (generating or waiting to retry)
     failed: int = 0
+    approved: int = 0  # pages whose current picture the editor approved
 
     @property
     def missing(self) -> int:
         return self.pages - self.illustrated
+
+    @property
+    def not_approved(self) -> int:
+        """Pages not approved: with a picture still to approve, or with none yet."""
+        return self.pages - self.approved
+
+    @property
+    def to_approve(self) -> int:
+        """Pages with a picture the editor has not approved: what "Approve all" approves."""
+        return self.illustrated - self.approved
 
     @property
     def busy(self) -> bool:
@@ -65,11 +76,13 @@ class Progress:
 
 
 def with_page_state(pages):
-    """Annotate pages with where their pictures stand: has_complete, active_status (the
-    status of the job on its way, if any) and latest_status (of the latest job)."""
+    """Annotate pages with where their pictures stand: has_complete, is_approved (its
+    current picture is approved), active_status (the status of the job on its way, if any)
+    and latest_status (of the latest job)."""
     jobs = Illustration.objects.filter(page=OuterRef("pk"))
     return pages.annotate(
         has_complete=Exists(jobs.filter(status=Status.COMPLETE)),
+        is_approved=Exists(jobs.filter(status=Status.COMPLETE, approved_at__isnull=False)),
         active_status=Subquery(jobs.filter(status__in=ACTIVE_STATUSES).values("status")[:1]),
         latest_status=Subquery(jobs.order_by("-pk").values("status")[:1]),
     )
@@ -82,12 +95,15 @@ MISSING = Q(has_complete=False)
 TO_QUEUE = MISSING & Q(active_status__isnull=True)
 # Missing, not on its way, and its latest job failed: what "Retry failed" queues.
 FAILED = TO_QUEUE & Q(latest_status=Status.FAILED)
+# The editor approved its current picture; bulk actions leave such pages alone.
+APPROVED = Q(is_approved=True)
 # Which pages each Progress count counts.
 PAGE_COUNTS = {
     "illustrated": Q(has_complete=True),
     "queued": MISSING & Q(active_status=Status.QUEUED),
     "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING)),
     "failed": FAILED,
+    "approved": APPROVED,
 }
 
 
@@ -100,6 +116,33 @@ def failed_pages(project: Project):
     """Return the project's pages that are missing, not on their way, and whose latest job
     failed."""
     return with_page_state(project.pages.all()).filter(FAILED)
+
+
+def not_approved_pages(project: Project):
+    """Return the project's pages whose current picture is not approved (or that have
+    none): the pages bulk actions (Regenerate changed, variants) may touch."""
+    return with_page_state(project.pages.all()).exclude(APPROVED)
+
+
+def approved_pages(project: Project):
+    """Return the project's pages whose current picture the editor approved."""
+    return with_page_state(project.pages.all()).filter(APPROVED)
+
+
+def page_versions(page: Page) -> list[Illustration]:
+    """Return every kept picture of the page, newest first: the current one and the
+    versions it took over from (variants not picked included)."""
+    return list(
+        page.illustrations.filter(status__in=(Status.COMPLETE, Status.REPLACED))
+        .exclude(image="")
+        .order_by("-finished_at", "-pk")
+    )
+
+
+def page_candidates(page: Page) -> list[Illustration]:
+    """Return the page's variants waiting for the editor's pick (done or still on their
+    way), in slot order."""
+    return list(page.illustrations.filter(candidate=True).order_by("variant", "pk"))
 
 
 def project_progress(project: Project) -> Progress:
@@ -395,3 +438,11 @@ def image_service_choices() -> list[tuple[str, str]]:
 def project_service_name(project: Project) -> str:
     """Return the name of the image service that draws the project's pictures."""
     return image_service_of(project)
+
+
+def picture_price(project: Project) -> Decimal | None:
+    """Return what one picture of the project costs at current settings (None: unknown)."""
+    provider = project_provider(project)
+    return price_per_image(
+        provider.name, getattr(provider, "model", ""), settings.STUDIO_IMAGE_SIZE
+    )

@@ -19,7 +19,7 @@ from django_q.tasks import async_task
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import accounts, ledger, logs
+from . import accounts, ledger, logs, thumbnails
 from .clock import db_now
 from .engine import settle_run
 from .kinds import KINDS
@@ -27,6 +27,7 @@ from .models import (
     ACTIVE_STATUSES,
     OPEN_RUN_STATES,
     WORKING_STATUSES,
+    Clip,
     GenerationAttempt,
     Illustration,
     Job,
@@ -570,3 +571,170 @@ def sweep(*, now=None) -> dict[str, int]:
             reenqueued,
         )
     return {**counts, "reenqueued": reenqueued, "probes": probes}
+
+
+# --- versions, variants, approval ------------------------------------------------------
+# Every complete picture of a page is kept: the current one (status complete, at most one
+# per page: a database constraint) and its versions (status replaced). These services move
+# the "current" mark between them with conditional UPDATEs and never call a service.
+
+MAX_VARIANTS = 4
+
+
+class VersionRefused(Exception):
+    """A versions, variants or approval action cannot be done; the message says why, for
+    the editor."""
+
+
+def _page_jobs(page_id: int):
+    return Illustration.objects.filter(page_id=page_id)
+
+
+@transaction.atomic
+def use_version(*, illustration: Illustration) -> Illustration:
+    """Make a kept version the page's current picture, without any call; the current one
+    becomes a version. The page's approval goes (its picture changed) and so does an open
+    choice among variants (this was the choice). Return the version, now current.
+
+    Raise VersionRefused when the version is no longer kept, or while a new picture of the
+    page (not a variant) is on its way: its completion will replace the current picture.
+    """
+    page = illustration.page
+    _lock(page.project_id)
+    jobs = _page_jobs(page.pk)
+    if jobs.filter(status__in=ACTIVE_STATUSES, variant=0).exists():
+        raise VersionRefused(
+            f"A new picture of page {page.number} is on its way; choose a version once it is done."
+        )
+    chosen = jobs.filter(pk=illustration.pk).exclude(image="")
+    if chosen.filter(status=Status.COMPLETE).exists():
+        jobs.filter(candidate=True).update(candidate=False, updated_at=Now())
+        return illustration  # it is the current picture already
+    if not chosen.filter(status=Status.REPLACED).exists():
+        raise VersionRefused("That version of the picture is no longer kept.")
+    # Two statements in one transaction, in this order: the page never has two current
+    # pictures, which the database would refuse.
+    jobs.filter(status=Status.COMPLETE).update(
+        status=Status.REPLACED, approved_at=None, updated_at=Now()
+    )
+    chosen.filter(status=Status.REPLACED).update(
+        status=Status.COMPLETE, approved_at=None, updated_at=Now()
+    )
+    jobs.filter(candidate=True).update(candidate=False, updated_at=Now())
+    _clip_follows_picture(page.pk, illustration.pk)
+    illustration.refresh_from_db()
+    return illustration
+
+
+def _clip_follows_picture(page_id: int, picture_id: int) -> None:
+    """A card plays the page's clip instead of its picture, so the clip follows the picture
+    chosen: a clip of another picture steps aside (kept, as versions are), and the latest
+    clip made from the chosen one, if any, plays again. A clip on its way is left to
+    finish: its completion replaces the current clip as always."""
+    clips = Clip.objects.filter(page_id=page_id)
+    if clips.filter(status__in=ACTIVE_STATUSES).exists():
+        return
+    clips.filter(status=Status.COMPLETE).exclude(source_id=picture_id).update(
+        status=Status.REPLACED, updated_at=Now()
+    )
+    if clips.filter(status=Status.COMPLETE).exists():
+        return
+    earlier = (
+        clips.filter(status=Status.REPLACED, source_id=picture_id)
+        .exclude(video="")
+        .order_by("-pk")
+        .values("pk")[:1]
+    )
+    Clip.objects.filter(pk__in=earlier, status=Status.REPLACED).update(
+        status=Status.COMPLETE, updated_at=Now()
+    )
+
+
+@transaction.atomic
+def delete_version(*, illustration: Illustration) -> None:
+    """Delete a version that is not the current picture: its picture and thumbnail files go
+    once this commits; its row stays, discarded, so the calls it cost stay in the history.
+
+    Raise VersionRefused for the current picture or a version already deleted."""
+    from studio import files  # studio.files reads generation's models
+
+    page = illustration.page
+    _lock(page.project_id)
+    rows = _page_jobs(page.pk).filter(pk=illustration.pk, status=Status.REPLACED)
+    name = rows.exclude(image="").values_list("image", flat=True).first()
+    if name is None:
+        raise VersionRefused("Only a kept version that is not the current picture can be deleted.")
+    rows.update(status=Status.DISCARDED, image="", candidate=False, updated_at=Now())
+    files.delete_after_commit([name, thumbnails.thumbnail_name(name)])
+
+
+@transaction.atomic
+def queue_variants(
+    *, page: Page, count: int, requested_by=None, confirm_approved: bool = False
+) -> ControlResult:
+    """Queue `count` (1..4) variant jobs for the page, each its own job on the engine (its
+    own claim, lease, attempts and ledger entries). A variant never displaces the current
+    picture: it completes as a version beside it, for the editor to pick (only a page with
+    no picture takes the first one to finish). Earlier candidates not picked stay as
+    versions.
+
+    Raise VersionRefused for a count out of range, while the page has a job on its way,
+    or for an approved page unless confirm_approved.
+    """
+    if not 1 <= count <= MAX_VARIANTS:
+        raise VersionRefused(f"Try 1 to {MAX_VARIANTS} variants.")
+    _lock(page.project_id)
+    jobs = _page_jobs(page.pk)
+    if jobs.filter(status__in=ACTIVE_STATUSES).exists():
+        raise VersionRefused(
+            f"Page {page.number} already has a picture on its way; try variants once it is done."
+        )
+    if (
+        not confirm_approved
+        and jobs.filter(status=Status.COMPLETE, approved_at__isnull=False).exists()
+    ):
+        raise VersionRefused(
+            f"Page {page.number} is approved: confirm that you want to try variants of it."
+        )
+    jobs.filter(candidate=True).update(candidate=False, updated_at=Now())
+    run, resumed = _open_run_for_work(page.project, requested_by)
+    Illustration.objects.bulk_create(
+        Illustration(page=page, run=run, variant=slot, candidate=True)
+        for slot in range(1, count + 1)
+    )
+    _enqueue_on_commit(run, _queued_counts(run) if resumed else {"illustration": count})
+    return ControlResult(run=run, count=count, resumed=resumed)
+
+
+@transaction.atomic
+def keep_current_picture(*, page: Page) -> int:
+    """Close the page's choice among variants without changing its picture: the candidates
+    stay as versions. Return how many candidates it closed."""
+    return _page_jobs(page.pk).filter(candidate=True).update(candidate=False, updated_at=Now())
+
+
+def approve_page(*, page: Page) -> int:
+    """Approve the page's current picture. Return 1 if it was approved now, 0 if the page
+    has no picture or was approved already."""
+    return (
+        _page_jobs(page.pk)
+        .filter(status=Status.COMPLETE, approved_at__isnull=True)
+        .update(approved_at=Now(), updated_at=Now())
+    )
+
+
+def unapprove_page(*, page: Page) -> int:
+    """Take back the page's approval. Return 1 if it was approved."""
+    return (
+        _page_jobs(page.pk)
+        .filter(status=Status.COMPLETE, approved_at__isnull=False)
+        .update(approved_at=None, updated_at=Now())
+    )
+
+
+def approve_all(*, project: Project) -> int:
+    """Approve the current picture of every page that has one. Return how many pages were
+    approved now."""
+    return Illustration.objects.filter(
+        page__project=project, status=Status.COMPLETE, approved_at__isnull=True
+    ).update(approved_at=Now(), updated_at=Now())

@@ -56,6 +56,9 @@ class CardUrls:
     regenerate = _Link("page-regenerate")
     prompt = _Link("page-prompt")
     history = _Link("page-history")
+    variants = _Link("page-variants")
+    approve = _Link("page-approve")
+    unapprove = _Link("page-unapprove")
 
     def __init__(self, card: "PageCard"):
         self.card = card

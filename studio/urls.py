@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import operations, views
+from studio import operations, versions, views
 
 project_urls = [
     path("", views.project_detail, name="project-detail"),
@@ -25,6 +25,7 @@ project_urls = [
     path("pause/", views.project_pause, name="project-pause"),
     path("resume/", views.project_resume, name="project-resume"),
     path("switch-service/", views.project_switch_service, name="project-switch-service"),
+    path("approve-all/", versions.project_approve_all, name="project-approve-all"),
 ]
 
 page_urls = [
@@ -37,6 +38,10 @@ page_urls = [
     path("prompt/", views.page_prompt, name="page-prompt"),
     path("history/", views.page_history, name="page-history"),
     path("clip/", views.page_clip, name="page-clip"),
+    path("variants/", versions.page_variants, name="page-variants"),
+    path("keep-current/", versions.page_keep_current, name="page-keep-current"),
+    path("approve/", versions.page_approve, name="page-approve"),
+    path("unapprove/", versions.page_unapprove, name="page-unapprove"),
 ]
 
 urlpatterns = [
@@ -49,6 +54,8 @@ urlpatterns = [
     path("clips/<int:pk>/", views.clip_video, name="clip-video"),
     path("images/<int:pk>/", views.illustration_image, name="illustration-image"),
     path("images/<int:pk>/thumbnail/", views.illustration_thumbnail, name="illustration-thumbnail"),
+    path("images/<int:pk>/use/", versions.version_use, name="version-use"),
+    path("images/<int:pk>/delete/", versions.version_delete, name="version-delete"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("operations/", operations.operations_page, name="operations"),

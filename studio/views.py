@@ -600,7 +600,8 @@ def page_history(request: HttpRequest, pk: int) -> HttpResponse:
         job.kind_label = "Picture"
     for clip in clips:
         clip.kind_label = "Clip"
-    return render(request, template, {"page": page, "jobs": [*jobs, *clips]})
+    context = {"page": page, "jobs": [*jobs, *clips], "versions": selectors.page_versions(page)}
+    return render(request, template, context)
 
 
 # --- images ------------------------------------------------------------------------------

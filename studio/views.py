@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -20,7 +20,7 @@ from generation import selectors, services, thumbnails
 from generation.clock import db_now
 from generation.models import ACTIVE_STATUSES, Clip, Illustration, Run
 
-from . import review
+from . import book, review
 from . import services as studio_services
 from .files import private_file
 from .forms import (
@@ -82,7 +82,7 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
-        context["cards"] = review.page_cards(project, pages=pages)
+        context["cards"] = review.page_cards(project, pages=pages, run=context["run"])
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
     status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
@@ -300,9 +300,38 @@ def _outdated_note(page: Page) -> str:
 @require_GET
 def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
+    try:
+        show = review.filter_key(request.GET.get("show"))
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error))
     context = _header_context(project)
-    context["cards"] = review.page_cards(project)
+    cards = review.page_cards(project, run=context["run"])
+    context.update(cards=cards, show=show, filters=review.filter_chips(cards, show=show))
     return render(request, TEMPLATE, context)
+
+
+@login_required
+@require_GET
+def project_book(request: HttpRequest, pk: int) -> HttpResponse:
+    """The book preview: one spread at a time, as it will print (?spread=N, ?size=a4)."""
+    project = _owned_project(request, pk)
+    try:
+        number = int(request.GET.get("spread", "1"))
+    except ValueError:
+        return HttpResponseBadRequest("spread must be a whole number")
+    try:
+        spread = book.spread_of(project, number)
+        size = book.page_size(project, request.GET.get("size"))
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error))
+    context = {
+        "project": project,
+        "spread": spread,
+        "size": size,
+        "sizes": Export.PageSize.choices,
+        "spread_numbers": range(1, spread.count + 1),
+    }
+    return render(request, "studio/project_book.html", context)
 
 
 @login_required

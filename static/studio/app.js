@@ -231,6 +231,10 @@
     });
     body.addEventListener("htmx:afterSwap", (event) => {
       if (event.detail.target !== panel) return;
+      if (!panel.children.length) {
+        panel.replaceChildren(); // a saved prompt answers with the changed cards only
+        return;
+      }
       placeDrawer();
       const heading = panel.querySelector("h2");
       if (heading) {

@@ -67,7 +67,7 @@ def test_the_filter_counts_follow_the_run_and_a_chip_shows_only_its_pages(
     fourth = card(page, project, 4)
     fourth.locator("summary").click()
     fourth.get_by_role("link", name="Edit prompt").click()
-    page.locator("#panel").get_by_label("Prompt").fill("The fox asleep under a hedge.")
+    page.locator("#panel").get_by_label("What to draw").fill("The fox asleep under a hedge.")
     page.locator("#panel").get_by_role("button", name="Save", exact=True).click()
     expect(chip(page, "outdated")).to_have_text("Out of date 1")
     chip(page, "outdated").click()

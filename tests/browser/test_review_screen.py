@@ -31,6 +31,12 @@ def card(page, project: Project, number: int):
     return page.locator(f"#page-{project.pages.get(number=number).pk}")
 
 
+def turn(page, key: str) -> None:
+    """Press a key on the book preview once its page (and its script) has loaded."""
+    page.wait_for_load_state()
+    page.keyboard.press(key)
+
+
 def box(locator) -> dict:
     found = locator.bounding_box()
     assert found is not None
@@ -227,17 +233,17 @@ def test_the_book_preview_turns_its_spreads_with_the_arrow_keys(
     where = page.locator(".book__where")
     expect(where).to_have_text("Spread 1 of 3 · pages 1–2")
     expect(page.locator(".book-page__picture")).to_have_count(2)
-    page.keyboard.press("ArrowRight")
+    turn(page, "ArrowRight")
     expect(where).to_have_text("Spread 2 of 3 · pages 3–4")
     placeholder = page.locator(".book-page--missing")
     expect(placeholder).to_have_count(1)
     expect(placeholder).to_contain_text("No illustration yet: the last try failed")
     expect(placeholder.locator(".book-page__number")).to_have_text("3")
-    page.keyboard.press("ArrowRight")
+    turn(page, "ArrowRight")
     expect(where).to_have_text("Spread 3 of 3 · page 5")
     expect(page.locator(".book-page--blank")).to_have_count(1)
-    page.keyboard.press("ArrowRight")  # the last spread: nothing to turn to
-    page.keyboard.press("ArrowLeft")
+    expect(page.locator('[data-book-turn="next"]')).to_have_count(0)  # the last spread
+    turn(page, "ArrowLeft")
     expect(where).to_have_text("Spread 2 of 3 · pages 3–4")
     expect(page).to_have_url(re.compile(r"\?spread=2&size=a4$"))
 
@@ -257,12 +263,14 @@ def test_the_readme_pictures_of_the_demo_book(page, web_server, qcluster, django
     page.get_by_role("link", name="The Tale of Peter Rabbit").click()
     illustrate(page, 24)
     expect(page.locator("#connection")).to_be_hidden()
+    expect(page.locator(".toast")).to_have_count(0)  # "Queued 24 illustrations." is gone
     shots = {}
     shots["review.png"] = ARTIFACTS / "docs-review.png"
     page.screenshot(path=str(shots["review.png"]))
 
     page.get_by_role("link", name="Book preview").first.click()
-    page.keyboard.press("ArrowRight")
+    expect(page.locator(".book__where")).to_have_text("Spread 1 of 12 · pages 1–2")
+    turn(page, "ArrowRight")
     expect(page.locator(".book__where")).to_have_text("Spread 2 of 12 · pages 3–4")
     page.wait_for_function(
         "() => [...document.querySelectorAll('.book-page__picture')]"

@@ -152,7 +152,7 @@
     const show = (link) => {
       current = link.closest(".card").id;
       image.src = link.href;
-      image.alt = link.querySelector("img").alt;
+      image.alt = link.dataset.alt;
       caption.textContent = link.dataset.caption;
       lightbox.dataset.page = current;
     };
@@ -253,6 +253,10 @@
       if (event.key === "Escape" && panel.children.length && panel.contains(event.target)) {
         closeDrawer();
       }
+    });
+    // The panel's own Close button empties it (above); focus goes back to its card.
+    panel.addEventListener("click", (event) => {
+      if (event.target.closest("[data-close-panel]")) closeDrawer();
     });
   }
 

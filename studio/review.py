@@ -134,11 +134,10 @@ class PageCard:
         return settings.STUDIO_MAX_ATTEMPTS
 
 
-def page_cards(project: Project, *, pages=None, run: Run | None = None) -> list[PageCard]:
+def page_cards(project: Project, *, pages=None, held_run: Run | None = None) -> list[PageCard]:
     """Return one card per page (or per given page), in a constant number of queries.
 
-    `run` is the project's latest run, as the header read it: its jobs are held while it
-    is halted."""
+    `held_run` is the project's run when it is held (see held_run()): its jobs wait."""
     pages = list(pages if pages is not None else project.pages.all())
     if not pages:
         return []
@@ -161,7 +160,7 @@ def page_cards(project: Project, *, pages=None, run: Run | None = None) -> list[
             clip_job=latest_clip.get(p.pk),
             clip=current_clip.get(p.pk),
             stalled=_stalled(latest_job.get(p.pk), now),
-            held=_held(latest_job.get(p.pk), run),
+            held=_held(latest_job.get(p.pk), held_run),
         )
         for p in pages
     ]
@@ -176,14 +175,21 @@ def _stalled(job: Illustration | None, now) -> bool:
     )
 
 
+def held_run(header) -> Run | None:
+    """Return the project's latest run if its jobs are held: the run halted, or its service
+    account halted while it runs (the header's banner says so in both cases)."""
+    run = header["run"]
+    if run is None:
+        return None
+    if run.state == Run.State.HALTED:
+        return run
+    if run.state == Run.State.RUNNING and header["account"]["state"] == "halted":
+        return run
+    return None
+
+
 def _held(job: Illustration | None, run: Run | None) -> bool:
-    return (
-        job is not None
-        and job.is_active
-        and run is not None
-        and run.state == Run.State.HALTED
-        and job.run_id == run.pk
-    )
+    return job is not None and job.is_active and run is not None and job.run_id == run.pk
 
 
 # --- filters ------------------------------------------------------------------------------

@@ -82,7 +82,9 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
-        context["cards"] = review.page_cards(project, pages=pages, run=context["run"])
+        context["cards"] = review.page_cards(
+            project, pages=pages, held_run=review.held_run(context)
+        )
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
     status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
@@ -305,7 +307,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
     context = _header_context(project)
-    cards = review.page_cards(project, run=context["run"])
+    cards = review.page_cards(project, held_run=review.held_run(context))
     context.update(cards=cards, show=show, filters=review.filter_chips(cards, show=show))
     return render(request, TEMPLATE, context)
 

@@ -177,3 +177,17 @@ def test_an_empty_book_has_one_spread_that_says_so(signed_in, make_project):
     html = book(signed_in, make_project(pages=0)).content.decode()
     assert "Spread 1 of 1 · no pages yet" in html
     assert "This book has no pages yet." in html
+
+
+def test_pages_of_a_running_project_whose_service_account_halted_need_attention(
+    signed_in, make_project, openai_settings, fake_openai, drain
+):
+    halted = make_project(pages=1, title="First")
+    fake_openai.script.append("429_quota")
+    drain(services.generate_missing(project=halted).run.pk)
+    waiting = make_project(pages=2, title="Second")
+    run = services.generate_missing(project=waiting).run
+    html = signed_in.get(reverse("project-detail", args=[waiting.pk])).content.decode()
+    assert Run.objects.get(pk=run.pk).state == Run.State.RUNNING
+    assert "Generation halted." in html  # the account's halt, on this project's banner
+    assert chips(html)["attention"] == "Needs attention 2"

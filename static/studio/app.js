@@ -130,6 +130,20 @@
   body.addEventListener("click", (event) => {
     closeMenus(event.target.closest("details.card-menu"));
   });
+  // A menu that would leave the window on the right opens towards the left instead.
+  document.addEventListener(
+    "toggle",
+    (event) => {
+      const menu = event.target;
+      if (!menu.matches || !menu.matches("details.card-menu") || !menu.open) return;
+      const items = menu.querySelector(".card-menu__items");
+      items.classList.remove("card-menu__items--end");
+      if (items.getBoundingClientRect().right > window.innerWidth - 8) {
+        items.classList.add("card-menu__items--end");
+      }
+    },
+    true,
+  );
   body.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     const open = event.target.closest && event.target.closest("details.card-menu[open]");

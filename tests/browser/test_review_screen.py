@@ -109,6 +109,12 @@ def test_the_size_slider_changes_the_grid_and_is_remembered(
     page.keyboard.press("Home")
     expect(slider).to_have_value("140")
     assert box(page.locator(".card").first)["width"] < default
+    # Eight small cards a row: the last one's menu still opens inside the window.
+    last = page.locator(".card").nth(7)
+    assert box(last)["y"] == box(page.locator(".card").first)["y"]
+    last.locator("summary").click()
+    menu = box(last.locator(".card-menu__items"))
+    assert menu["x"] >= 0 and menu["x"] + menu["width"] <= 1280
 
 
 def test_the_lightbox_shows_a_picture_full_size_and_the_arrow_keys_move_between_pages(

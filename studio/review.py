@@ -72,7 +72,8 @@ class PageCard:
     clip: Clip | None = None  # the complete clip, played on the card
     # Its worker's lease ran out: the worker is gone and the sweep has not taken it back.
     stalled: bool = False
-    # Its job waits in a run that halted (no credits, a refused key, an outage…).
+    # Its job waits in a run that halted, or whose service account halted (no credits, a
+    # refused key, an outage…): see held_run().
     held: bool = False
 
     @property
@@ -211,7 +212,8 @@ FILTERS = (
     Filter("all", "All", lambda card: True),
     Filter("attention", "Needs attention", lambda card: card.needs_attention),
     Filter("outdated", "Out of date", lambda card: card.outdated),
-    # Page approval is built on another branch; the lead gives this entry its test at merge.
+    # Not wired yet: page approval is built on another branch, and the lead gives this entry
+    # its predicate (and its test) at merge. Until then it is not offered at all.
     Filter("unapproved", "Not approved", None),
 )
 OFFERED_FILTERS = tuple(chip for chip in FILTERS if chip.shows is not None)

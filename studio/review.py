@@ -5,6 +5,7 @@ templates.
 """
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -13,7 +14,7 @@ from django.urls import reverse
 
 from generation import selectors
 from generation.clock import db_now
-from generation.models import WORKING_STATUSES, Clip, Illustration
+from generation.models import WORKING_STATUSES, Clip, Illustration, Run
 
 from .models import Page, Project
 
@@ -76,6 +77,9 @@ class PageCard:
     stalled: bool = False
     # Set on the first card of each section when the project has sections.
     section_head: "SectionHead | None" = None
+    # Its job waits in a run that halted, or whose service account halted (no credits, a
+    # refused key, an outage…): see held_run().
+    held: bool = False
 
     @property
     def clip_state(self) -> str:
@@ -98,7 +102,7 @@ class PageCard:
         if self.job is not None and self.job.is_active:
             return self.job.status
         if self.current is not None:
-            if selectors.is_outdated(self.page, self.current):
+            if self.outdated:
                 return "outdated"  # offered for regeneration, never redrawn silently
             if self.latest_run_id and self.current.run_id != self.latest_run_id:
                 return "exists"  # kept from an earlier run
@@ -106,6 +110,32 @@ class PageCard:
         if self.job is not None and self.job.status == Status.FAILED:
             return "rejected" if self.job.failure_reason == "rejected" else "failed"
         return "pending"
+
+    @cached_property
+    def outdated(self) -> bool:
+        """Return whether the page's picture was drawn from another prompt than today's
+        (a regeneration on its way does not change that until it is done)."""
+        return self.current is not None and selectors.is_outdated(self.page, self.current)
+
+    @property
+    def approved(self) -> bool:
+        """Return whether the page's current picture is approved (approval stays with the
+        picture, so a new picture needs approving again)."""
+        return self.current is not None and self.current.approved_at is not None
+
+    @property
+    def needs_attention(self) -> bool:
+        """Return whether an editor must act: the page failed, was rejected or is held."""
+        return self.held or self.state in ("failed", "rejected")
+
+    @cached_property
+    def filter_keys(self) -> list[str]:
+        """Return the keys of the review page's filters that show this card."""
+        return [chip.key for chip in OFFERED_FILTERS if chip.shows(self)]
+
+    @property
+    def filters(self) -> str:
+        return " ".join(self.filter_keys)
 
     @property
     def attempt_number(self) -> int:
@@ -116,8 +146,10 @@ class PageCard:
         return settings.STUDIO_MAX_ATTEMPTS
 
 
-def page_cards(project: Project, *, pages=None) -> list[PageCard]:
-    """Return one card per page (or per given page), in a constant number of queries."""
+def page_cards(project: Project, *, pages=None, held_run: Run | None = None) -> list[PageCard]:
+    """Return one card per page (or per given page), in a constant number of queries.
+
+    `held_run` is the project's run when it is held (see held_run()): its jobs wait."""
     pages = list(pages if pages is not None else project.pages.all())
     if not pages:
         return []
@@ -140,6 +172,7 @@ def page_cards(project: Project, *, pages=None) -> list[PageCard]:
             clip_job=latest_clip.get(p.pk),
             clip=current_clip.get(p.pk),
             stalled=_stalled(latest_job.get(p.pk), now),
+            held=_held(latest_job.get(p.pk), held_run),
         )
         for p in pages
     ]
@@ -188,3 +221,76 @@ def group_into_sections(cards: list[PageCard], heads: list[SectionHead]) -> None
     by_first_page = {head.first_page_id: head for head in heads}
     for card in cards:
         card.section_head = by_first_page.get(card.page.pk)
+
+
+def held_run(header) -> Run | None:
+    """Return the project's latest run if its jobs are held: the run halted, or its service
+    account halted while it runs (the header's banner says so in both cases)."""
+    run = header["run"]
+    if run is None:
+        return None
+    if run.state == Run.State.HALTED:
+        return run
+    if run.state == Run.State.RUNNING and header["account"]["state"] == "halted":
+        return run
+    return None
+
+
+def _held(job: Illustration | None, run: Run | None) -> bool:
+    return job is not None and job.is_active and run is not None and job.run_id == run.pk
+
+
+# --- filters ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One filter chip of the review page: its key (in ?show=), its words, and which cards
+    it shows."""
+
+    key: str
+    label: str
+    shows: Callable[[PageCard], bool] | None  # None: not wired yet, so not offered
+
+
+# The one list of filters: the chips, their counts (on the server and in the browser after
+# every poll), the cards' data-filters and ?show= all read it.
+FILTERS = (
+    Filter("all", "All", lambda card: True),
+    Filter("attention", "Needs attention", lambda card: card.needs_attention),
+    Filter("outdated", "Out of date", lambda card: card.outdated),
+    # Pages with no picture count too, so approved and not approved add up to the book.
+    Filter("unapproved", "Not approved", lambda card: not card.approved),
+)
+OFFERED_FILTERS = tuple(chip for chip in FILTERS if chip.shows is not None)
+
+
+@dataclass(frozen=True)
+class FilterChip:
+    key: str
+    label: str
+    count: int
+    active: bool
+
+
+def filter_key(value: str | None) -> str:
+    """Return the filter asked for in ?show= ("all" when none); ValueError if unknown."""
+    if not value:
+        return "all"
+    if value not in {chip.key for chip in OFFERED_FILTERS}:
+        keys = ", ".join(chip.key for chip in OFFERED_FILTERS)
+        raise ValueError(f"show must be one of {keys}")
+    return value
+
+
+def filter_chips(cards: list[PageCard], *, show: str) -> list[FilterChip]:
+    """Return the review page's filter chips with the number of cards each shows."""
+    return [
+        FilterChip(
+            key=chip.key,
+            label=chip.label,
+            count=sum(1 for card in cards if chip.key in card.filter_keys),
+            active=chip.key == show,
+        )
+        for chip in OFFERED_FILTERS
+    ]

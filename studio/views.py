@@ -10,7 +10,14 @@ from datetime import datetime, timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,7 +28,7 @@ from generation import selectors, services, thumbnails
 from generation.clock import db_now
 from generation.models import ACTIVE_STATUSES, Clip, Illustration, Run
 
-from . import review
+from . import book, review
 from . import services as studio_services
 from .files import private_file
 from .forms import (
@@ -83,7 +90,9 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
-        context["cards"] = review.page_cards(project, pages=pages)
+        context["cards"] = review.page_cards(
+            project, pages=pages, held_run=review.held_run(context)
+        )
         if context["cards"]:  # a changed card may change its section's progress
             context["section_heads"] = review.section_heads(project)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
@@ -348,10 +357,39 @@ def _outdated_note(page: Page) -> str:
 @require_GET
 def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
+    try:
+        show = review.filter_key(request.GET.get("show"))
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error))
     context = _header_context(project)
-    context["cards"] = review.page_cards(project)
-    review.group_into_sections(context["cards"], review.section_heads(project))
+    cards = review.page_cards(project, held_run=review.held_run(context))
+    review.group_into_sections(cards, review.section_heads(project))
+    context.update(cards=cards, show=show, filters=review.filter_chips(cards, show=show))
     return render(request, TEMPLATE, context)
+
+
+@login_required
+@require_GET
+def project_book(request: HttpRequest, pk: int) -> HttpResponse:
+    """The book preview: one spread at a time, as it will print (?spread=N, ?size=a4)."""
+    project = _owned_project(request, pk)
+    try:
+        number = int(request.GET.get("spread", "1"))
+    except ValueError:
+        return HttpResponseBadRequest("spread must be a whole number")
+    try:
+        spread = book.spread_of(project, number)
+        size = book.page_size(project, request.GET.get("size"))
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error))
+    context = {
+        "project": project,
+        "spread": spread,
+        "size": size,
+        "sizes": Export.PageSize.choices,
+        "spread_numbers": range(1, spread.count + 1),
+    }
+    return render(request, "studio/project_book.html", context)
 
 
 @login_required

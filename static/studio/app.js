@@ -194,3 +194,230 @@
   if (preview) preview.scrollIntoView({ block: "start" });
 })();
 // === end issue 19 · page editor ===========================================================
+// ==== Review screen for pictures (issue 19): filters, size slider, card menus, lightbox,
+// drawer, book preview keys ====
+(() => {
+  const body = document.body;
+  const grid = () => document.getElementById("page-grid");
+  const typing = (event) =>
+    event.target.closest && event.target.closest("input, textarea, select, [contenteditable]");
+
+  // Filter chips: the server renders them with their counts and the cards with the keys of
+  // the filters that show them (data-filters); here they switch without a reload, and their
+  // counts follow every card the poll swaps in.
+  const filterBar = document.querySelector("[data-filter-bar]");
+  const matches = (card, key) => key === "all" || card.dataset.filters.split(" ").includes(key);
+  const applyFilter = () => {
+    const pages = grid();
+    if (!pages || !filterBar) return;
+    const show = pages.dataset.show || "all";
+    const cards = pages.querySelectorAll(":scope > .card");
+    cards.forEach((card) => { card.hidden = !matches(card, show); });
+    filterBar.querySelectorAll("[data-filter]").forEach((chip) => {
+      const key = chip.dataset.filter;
+      const count = Array.from(cards).filter((card) => matches(card, key)).length;
+      chip.querySelector(".filter-chip__count").textContent = String(count);
+      chip.classList.toggle("filter-chip--on", key === show);
+      if (key === show) chip.setAttribute("aria-current", "true");
+      else chip.removeAttribute("aria-current");
+    });
+  };
+  if (filterBar) {
+    filterBar.addEventListener("click", (event) => {
+      const chip = event.target.closest("[data-filter]");
+      if (!chip || event.ctrlKey || event.metaKey || event.shiftKey) return;
+      event.preventDefault();
+      grid().dataset.show = chip.dataset.filter;
+      const url = new URL(window.location.href);
+      if (chip.dataset.filter === "all") url.searchParams.delete("show");
+      else url.searchParams.set("show", chip.dataset.filter);
+      window.history.replaceState(null, "", url);
+      applyFilter();
+    });
+    body.addEventListener("htmx:oobAfterSwap", applyFilter);
+    body.addEventListener("htmx:afterSettle", applyFilter);
+  }
+
+  // Picture size: a slider over the grid's column width, remembered in this browser.
+  const slider = document.querySelector("[data-size-slider]");
+  const SIZE_KEY = "studio.cardSize";
+  if (slider && grid()) {
+    const input = slider.querySelector("input");
+    const setSize = (value) => grid().style.setProperty("--card-size", `${value}px`);
+    const saved = Number(window.localStorage.getItem(SIZE_KEY));
+    if (saved >= Number(input.min) && saved <= Number(input.max)) input.value = String(saved);
+    setSize(input.value);
+    slider.hidden = false;
+    input.addEventListener("input", () => {
+      setSize(input.value);
+      window.localStorage.setItem(SIZE_KEY, input.value);
+    });
+  }
+
+  // Card menus (<details>): one open at a time; Esc or a click elsewhere closes them.
+  const closeMenus = (except) => {
+    document.querySelectorAll("details.card-menu[open]").forEach((menu) => {
+      if (menu !== except) menu.open = false;
+    });
+  };
+  body.addEventListener("click", (event) => {
+    closeMenus(event.target.closest("details.card-menu"));
+  });
+  // A menu that would leave the window on the right opens towards the left instead.
+  document.addEventListener(
+    "toggle",
+    (event) => {
+      const menu = event.target;
+      if (!menu.matches || !menu.matches("details.card-menu") || !menu.open) return;
+      const items = menu.querySelector(".card-menu__items");
+      items.classList.remove("card-menu__items--end");
+      if (items.getBoundingClientRect().right > window.innerWidth - 8) {
+        items.classList.add("card-menu__items--end");
+      }
+    },
+    true,
+  );
+  body.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    const open = event.target.closest && event.target.closest("details.card-menu[open]");
+    if (open) {
+      open.open = false;
+      open.querySelector("summary").focus();
+    }
+  });
+
+  // The lightbox: a picture's link opens it in place of a new page; ← → move between the
+  // pages shown, Esc closes (the dialog's own). Without script the link opens the picture.
+  const lightbox = document.getElementById("lightbox");
+  if (lightbox) {
+    const image = lightbox.querySelector(".lightbox__image");
+    const caption = lightbox.querySelector(".lightbox__caption");
+    let current = null; // the card whose picture is shown
+    let opener = null;
+    const pictures = () =>
+      Array.from(document.querySelectorAll("#page-grid > .card:not([hidden]) a[data-lightbox]"));
+    const show = (link) => {
+      current = link.closest(".card").id;
+      image.src = link.href;
+      image.alt = link.dataset.alt;
+      caption.textContent = link.dataset.caption;
+      lightbox.dataset.page = current;
+    };
+    const step = (by) => {
+      const links = pictures();
+      if (!links.length) return;
+      const at = links.findIndex((link) => link.closest(".card").id === current);
+      const next = links[(at + by + links.length) % links.length];
+      show(next);
+    };
+    body.addEventListener("click", (event) => {
+      const link = event.target.closest("a[data-lightbox]");
+      if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+      event.preventDefault();
+      opener = link;
+      show(link);
+      lightbox.showModal();
+    });
+    lightbox.addEventListener("click", (event) => {
+      const stepper = event.target.closest("[data-lightbox-step]");
+      if (stepper) step(Number(stepper.dataset.lightboxStep));
+      else if (event.target.closest("[data-lightbox-close]") || event.target === lightbox) lightbox.close();
+    });
+    lightbox.addEventListener("keydown", (event) => {
+      if (event.key === "ArrowRight") { event.preventDefault(); step(1); }
+      if (event.key === "ArrowLeft") { event.preventDefault(); step(-1); }
+    });
+    lightbox.addEventListener("close", () => {
+      image.removeAttribute("src");
+      const card = current && document.getElementById(current);
+      const link = card && card.querySelector("a[data-lightbox]");
+      (link || opener)?.focus();
+    });
+  }
+
+  // Panels (History, Edit prompt) open as a drawer beside the card that opened them; on
+  // phones the stylesheet makes the drawer a bottom sheet.
+  const panel = document.getElementById("panel");
+  let drawerCard = null;
+  let drawerOpener = null;
+  const placeDrawer = () => {
+    if (!panel || !panel.children.length) return;
+    const card = drawerCard && document.getElementById(drawerCard);
+    if (!card || window.matchMedia("(max-width: 720px)").matches) {
+      panel.style.removeProperty("top");
+      panel.style.removeProperty("left");
+      // The sheet covers the bottom of the screen: keep the card's top in view above it.
+      const covered = window.innerHeight - panel.offsetHeight;
+      if (card && card.getBoundingClientRect().top > covered - 48) {
+        window.scrollBy(0, card.getBoundingClientRect().top - 8);
+      }
+      return;
+    }
+    const area = panel.offsetParent.getBoundingClientRect();
+    const box = card.getBoundingClientRect();
+    const width = panel.offsetWidth;
+    const gap = 12;
+    let left = box.right + gap;
+    if (left + width > window.innerWidth - gap) left = box.left - gap - width;
+    if (left < gap) left = Math.max(gap, window.innerWidth - gap - width);
+    // Level with the card, but wholly inside the window.
+    let top = Math.max(box.top, gap);
+    top = Math.min(top, window.innerHeight - gap - panel.offsetHeight);
+    top = Math.max(top, gap);
+    panel.style.setProperty("left", `${left - area.left}px`);
+    panel.style.setProperty("top", `${top - area.top}px`);
+  };
+  if (panel) {
+    body.addEventListener("htmx:beforeRequest", (event) => {
+      const opener = event.detail.elt;
+      if (!opener.hasAttribute || !opener.hasAttribute("data-drawer")) return;
+      drawerOpener = opener;
+      const card = opener.closest(".card");
+      drawerCard = card ? card.id : null;
+      closeMenus(null);
+    });
+    body.addEventListener("htmx:afterSwap", (event) => {
+      if (event.detail.target !== panel) return;
+      if (!panel.children.length) {
+        panel.replaceChildren(); // a saved prompt answers with the changed cards only
+        return;
+      }
+      placeDrawer();
+      const heading = panel.querySelector("h2");
+      if (heading) {
+        heading.tabIndex = -1;
+        heading.focus({ preventScroll: true });
+      }
+    });
+    window.addEventListener("resize", placeDrawer);
+    const closeDrawer = () => {
+      panel.replaceChildren();
+      const card = drawerCard && document.getElementById(drawerCard);
+      const again = card && card.querySelector("summary");
+      (again || drawerOpener)?.focus();
+    };
+    body.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && panel.children.length && panel.contains(event.target)) {
+        closeDrawer();
+      }
+    });
+    // The panel's own Close button empties it (above); focus goes back to its card.
+    panel.addEventListener("click", (event) => {
+      if (event.target.closest("[data-close-panel]")) closeDrawer();
+    });
+  }
+
+  // The book preview: ← and → turn the pages (the links work without script).
+  if (document.querySelector("[data-book]")) {
+    document.addEventListener("keydown", (event) => {
+      if (typing(event) || event.altKey || event.ctrlKey || event.metaKey) return;
+      const which = { ArrowLeft: "prev", ArrowRight: "next" }[event.key];
+      const link = which && document.querySelector(`[data-book-turn="${which}"]`);
+      if (link) {
+        event.preventDefault();
+        window.location.assign(link.href);
+      }
+    });
+  }
+})();
+// ==== end: review screen for pictures (issue 19) ====

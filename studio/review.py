@@ -93,7 +93,7 @@ class PageCard:
         if self.job is not None and self.job.is_active:
             return self.job.status
         if self.current is not None:
-            if selectors.is_outdated(self.page, self.current):
+            if self.outdated_reason:
                 return "outdated"  # offered for regeneration, never redrawn silently
             if self.latest_run_id and self.current.run_id != self.latest_run_id:
                 return "exists"  # kept from an earlier run
@@ -101,6 +101,13 @@ class PageCard:
         if self.job is not None and self.job.status == Status.FAILED:
             return "rejected" if self.job.failure_reason == "rejected" else "failed"
         return "pending"
+
+    @cached_property
+    def outdated_reason(self) -> str:
+        """Return "Prompt changed", "Reference changed", or "" (the picture is current)."""
+        if self.current is None:
+            return ""
+        return selectors.outdated_reason(self.page, self.current)
 
     @property
     def attempt_number(self) -> int:
@@ -118,6 +125,7 @@ def page_cards(project: Project, *, pages=None) -> list[PageCard]:
         return []
     for page in pages:
         page.project = project  # the cards compose prompts: no query per page
+    selectors.with_references(project, pages)  # and compare references: none either
     page_ids = [p.pk for p in pages]
     # "Exists" means kept from before the latest run that drew pictures (a run that only
     # made clips leaves the pictures as they were).

@@ -108,7 +108,8 @@ def character_edit(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, f"Saved {data['name']}.")
             return redirect("character-edit", pk=character.pk)
     status = 422 if request.method == "POST" else 200
-    return render(request, "studio/character_edit.html", _edit_context(character, form), status)
+    context = _edit_context(character, form)
+    return render(request, "studio/character_edit.html", context, status=status)
 
 
 def _edit_context(character: Character, form=None, upload=None) -> dict:

@@ -125,12 +125,13 @@ def page_cards(project: Project, *, pages=None) -> list[PageCard]:
         return []
     for page in pages:
         page.project = project  # the cards compose prompts: no query per page
-    selectors.with_references(project, pages)  # and compare references: none either
     page_ids = [p.pk for p in pages]
     # "Exists" means kept from before the latest run that drew pictures (a run that only
     # made clips leaves the pictures as they were).
     latest_run_id = selectors.latest_illustration_run_id(project)
     latest_job, current = selectors.latest_and_current(Illustration, page_ids)
+    if current:  # pictures compare the references they were drawn with: two queries
+        selectors.with_references(project, [p for p in pages if p.pk in current])
     latest_clip, current_clip = selectors.latest_and_current(Clip, page_ids)
     held = [job for job in latest_job.values() if job.status in WORKING_STATUSES]
     now = db_now() if held else None  # the database's clock, only when a worker holds a job

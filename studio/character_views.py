@@ -38,7 +38,11 @@ def _with_state(queryset):
     active = SheetJob.objects.filter(character=OuterRef("pk"), status__in=ACTIVE_STATUSES)
     return queryset.annotate(drawing=Exists(active)).prefetch_related(
         "versions",
-        Prefetch("sheet_jobs", queryset=SheetJob.objects.order_by("-pk"), to_attr="sheets"),
+        Prefetch(
+            "sheet_jobs",
+            queryset=SheetJob.objects.order_by("-pk").prefetch_related("attempts"),
+            to_attr="sheets",
+        ),
     )
 
 

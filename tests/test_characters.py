@@ -339,3 +339,35 @@ def test_the_demo_book_has_peter_his_mother_and_mr_mcgregor_with_drawn_sheets(ca
         naming = [page.number for page in pages if re.search(pattern, page.text, re.IGNORECASE)]
         assert tagged(cast[name]) == naming
     assert len(tagged(cast["Peter"])) == 15
+
+
+def test_the_edit_page_shows_each_sheets_calls_and_refuses_an_empty_name(
+    story, client, editor, openai_settings, fake_openai, drain
+):
+    peter = characters.create_character(project=story, name="Peter")
+    fake_openai.script.append("503")
+    drain(services.draw_sheet(character=peter).run.pk, kind="sheet")
+    client.force_login(editor)
+    url = reverse("character-edit", args=[peter.pk])
+    html = client.get(url).content.decode()
+    assert "Sheet history" in html
+    assert html.count('<tr class="outcome--') == 2
+    assert "outcome--transient" in html and "outcome--success" in html
+
+    response = client.post(url, {"name": " ", "kind": "character"})
+    assert response.status_code == 422
+    assert "Give the character a name." in response.content.decode()
+    assert Character.objects.get().name == "Peter"
+
+
+def test_operators_see_characters_and_sheets_in_the_admin(
+    story, client, django_user_model, openai_settings, fake_openai, drain
+):
+    peter = characters.create_character(project=story, name="Peter")
+    drain(services.draw_sheet(character=peter).run.pk, kind="sheet")
+    staff = django_user_model.objects.create_superuser("ops", password="ops-password")
+    client.force_login(staff)
+    assert "Peter" in client.get(reverse("admin:studio_character_changelist")).content.decode()
+    job = SheetJob.objects.get()
+    page = client.get(reverse("admin:generation_sheetjob_change", args=[job.pk]))
+    assert page.status_code == 200 and "success" in page.content.decode().lower()

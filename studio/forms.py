@@ -153,6 +153,11 @@ def _page_characters(form, page: Page) -> None:
         help_text="Their reference pictures are sent with the page.",
     )
     form.fields["characters"] = field
+    # Only a form that showed the checkboxes changes who appears on the page: a post
+    # without them (an older tab, a script) leaves the tags alone.
+    form.fields["characters_shown"] = forms.BooleanField(
+        required=False, initial=True, widget=forms.HiddenInput
+    )
     if page.pk:
         form.initial.setdefault("characters", list(page.characters.values_list("pk", flat=True)))
 

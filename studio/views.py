@@ -295,7 +295,7 @@ def page_move(request: HttpRequest, pk: int) -> HttpResponse:
 def _save_page_characters(page: Page, form, *, text_changed: bool) -> None:
     """Keep who the editor says appears on the page; a changed text adds the characters
     it now names (suggestions the editor can untick later)."""
-    if "characters" in form.cleaned_data:
+    if form.cleaned_data.get("characters_shown"):
         characters.set_page_characters(page=page, characters=form.cleaned_data["characters"])
     if text_changed:
         characters.suggest_for_page(page)

@@ -94,6 +94,18 @@ def test_the_page_editor_sets_who_appears_on_it(story, client, editor):
         reverse("page-edit", args=[page.pk]),
         {"text": page.text, "prompt": "", "label": "", "characters": [fox.pk]},
     )
+    assert list(page.characters.all()) == [peter]  # a form without the checkboxes: kept
+
+    client.post(
+        reverse("page-edit", args=[page.pk]),
+        {
+            "text": page.text,
+            "prompt": "",
+            "label": "",
+            "characters": [fox.pk],
+            "characters_shown": "True",
+        },
+    )
     assert list(page.characters.all()) == [fox]  # the editor unticked Peter
     assert tagged(peter) == [2]
 
@@ -105,7 +117,9 @@ def test_the_prompt_panel_tags_characters_and_shows_what_would_be_sent(story, cl
     page = story.pages.get(number=3)
     client.force_login(editor)
     url = reverse("page-prompt", args=[page.pk])
-    client.post(url, {"prompt": "Peter and the cat.", "characters": [peter.pk]})
+    client.post(
+        url, {"prompt": "Peter and the cat.", "characters": [peter.pk], "characters_shown": "1"}
+    )
     assert tagged(peter) == [1, 2, 3]
 
     panel = client.get(url, headers={"HX-Request": "true"}).content.decode()

@@ -4,9 +4,11 @@ add_character command, the export and the demo book's cast."""
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -19,7 +21,7 @@ from generation.models import SheetJob
 from studio import characters
 from studio.characters import check_reference_image
 from studio.models import Character, Project
-from studio.services import add_page
+from studio.services import add_page, delete_project
 from studio.tasks import run_export
 from tests.conftest import ROOT
 
@@ -385,3 +387,27 @@ def test_operators_see_characters_and_sheets_in_the_admin(
     job = SheetJob.objects.get()
     page = client.get(reverse("admin:generation_sheetjob_change", args=[job.pk]))
     assert page.status_code == 200 and "success" in page.content.decode().lower()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reference_pictures_go_with_their_project_and_are_kept_from_the_orphan_purge(
+    make_project, media
+):
+    project = make_project(pages=1)
+    peter = characters.create_character(
+        project=project, name="Peter", image=check_reference_image(encoded())
+    )
+    kept = media / peter.reference.image.name
+    stray = media / "references" / str(project.pk) / "killed-sheet.png"
+    stray.write_bytes(encoded())
+    then = time.time() - 20 * 60
+    for path in (kept, stray):
+        os.utime(path, (then, then))
+
+    out = io.StringIO()
+    call_command("purge_orphan_files", stdout=out)
+    assert out.getvalue().splitlines()[-1].startswith("Removed 1 orphan file ")
+    assert kept.exists() and not stray.exists()
+
+    delete_project(project=project)
+    assert not kept.exists()

@@ -22,6 +22,7 @@ from studio import characters
 from studio.characters import check_reference_image
 from studio.models import Character
 from studio.review import page_cards
+from tests.conftest import openai_env, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -334,3 +335,39 @@ def test_the_review_cards_read_references_in_a_constant_number_of_queries(
         return len(captured)
 
     assert queries(2) == queries(12)
+
+
+# --- real workers ----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_real_workers_halt_sheets_and_pages_together_and_resume_draws_each_once(
+    make_project, fake_openai, qcluster
+):
+    project = make_project(pages=4, title="Cast")
+    cast = [
+        characters.create_character(project=project, name=name, description=f"{name}, always.")
+        for name in ("Peter", "Flopsy", "Mopsy")
+    ]
+    fake_openai.default = "402"
+    qcluster(**openai_env(fake_openai, STUDIO_WORKERS=2))
+    for character in cast:
+        services.draw_sheet(character=character)
+    services.generate_missing(project=project)
+    wait_until(lambda: Run.objects.get().state == "halted", timeout=30)
+    wait_until(lambda: fake_openai.in_flight == 0, timeout=10)
+    assert fake_openai.call_count - 1 <= 2  # after the halting call: at most the workers
+    assert not GenerationAttempt.objects.filter(outcome="success").exists()
+
+    fake_openai.default = "ok"
+    calls = fake_openai.call_count
+    services.resume(project=project)
+    wait_until(lambda: Run.objects.get().state == "finished", timeout=60)
+    assert fake_openai.call_count - calls == 3 + 4  # each sheet and each page once
+    assert SheetJob.objects.filter(status="complete").count() == 3
+    assert sorted(Character.objects.values_list("reference__source", flat=True)) == ["drawn"] * 3
+    for job in SheetJob.objects.all():
+        assert job.attempts.filter(outcome="success").count() == 1
+    assert fake_openai.calls_for("three-quarter view") == 3 + (
+        GenerationAttempt.objects.filter(sheet__isnull=False, outcome="out_of_credits").count()
+    )

@@ -18,7 +18,7 @@ from generation.models import ACTIVE_STATUSES, SheetJob
 from . import characters as character_services
 from .characters import CharacterError
 from .files import private_file
-from .forms import CharacterForm, ReferenceUploadForm
+from .forms import CharacterDetailsForm, CharacterForm, ReferenceUploadForm
 from .models import Character, Project, ReferenceImage
 
 
@@ -95,7 +95,7 @@ def character_list(request: HttpRequest, pk: int) -> HttpResponse:
 def character_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit a character's name, kind, description and aliases; see and pick its versions."""
     character = _owned_character(request, pk)
-    form = CharacterForm(request.POST or None, instance=character)
+    form = CharacterDetailsForm(request.POST or None, instance=character)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -121,7 +121,7 @@ def _edit_context(character: Character, form=None, upload=None) -> dict:
     return {
         "project": character.project,
         "character": character,
-        "form": form or CharacterForm(instance=character),
+        "form": form or CharacterDetailsForm(instance=character),
         "upload": upload or ReferenceUploadForm(),
         "pages": character.pages.order_by("number"),
     }

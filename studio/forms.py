@@ -233,15 +233,8 @@ class ExportForm(forms.Form):
     )
 
 
-class CharacterForm(forms.ModelForm):
-    """A character, setting, prop or the style reference, with an optional picture."""
-
-    image = forms.FileField(
-        required=False,
-        label="Reference picture",
-        help_text="PNG, JPEG or WebP, at most 10 MB and 4096 pixels a side. Or leave it "
-        "empty and let the studio draw a character sheet.",
-    )
+class CharacterDetailsForm(forms.ModelForm):
+    """A character's name, kind, description and aliases."""
 
     class Meta:
         model = Character
@@ -261,6 +254,20 @@ class CharacterForm(forms.ModelForm):
             raise forms.ValidationError("A description can be at most 1,000 characters.")
         return description
 
+
+class CharacterForm(CharacterDetailsForm):
+    """A new character, setting, prop or style reference, with an optional picture."""
+
+    image = forms.FileField(
+        required=False,
+        label="Reference picture",
+        help_text="PNG, JPEG or WebP, at most 10 MB and 4096 pixels a side. Or leave it "
+        "empty and let the studio draw a character sheet.",
+    )
+
+    class Meta(CharacterDetailsForm.Meta):
+        pass
+
     def clean_image(self):
         upload = self.cleaned_data.get("image")
         if not upload:
@@ -274,7 +281,7 @@ class CharacterForm(forms.ModelForm):
 
 
 class ReferenceUploadForm(forms.Form):
-    image = CharacterForm.base_fields["image"].__class__(
+    image = forms.FileField(
         label="Upload a new version",
         help_text="PNG, JPEG or WebP, at most 10 MB and 4096 pixels a side.",
     )

@@ -272,6 +272,21 @@ def page_sending(page: Page) -> dict:
     }
 
 
+def reference_changed_pages(project: Project, pages) -> list[Page]:
+    """Return those of the project's pages whose current picture reads "Reference changed"
+    (a constant number of queries)."""
+    pages = list(pages)
+    for page in pages:
+        page.project = project
+    _, current = latest_and_current(Illustration, [page.pk for page in pages])
+    with_references(project, [page for page in pages if page.pk in current])
+    return [
+        page
+        for page in pages
+        if page.pk in current and outdated_reason(page, current[page.pk]) == REFERENCE_CHANGED
+    ]
+
+
 def with_references(project: Project, pages: list[Page]) -> None:
     """Fetch the characters of the pages and of the project (two queries), so that
     outdated_reason reads them without one query per page."""

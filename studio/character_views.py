@@ -12,7 +12,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from generation import services
+from generation import selectors, services
 from generation.models import ACTIVE_STATUSES, SheetJob
 
 from . import characters as character_services
@@ -20,6 +20,7 @@ from .characters import CharacterError
 from .files import private_file
 from .forms import CharacterDetailsForm, CharacterForm, ReferenceUploadForm
 from .models import Character, Project, ReferenceImage
+from .text import plural
 
 
 def _owned_project(request: HttpRequest, pk: int) -> Project:
@@ -109,7 +110,7 @@ def character_edit(request: HttpRequest, pk: int) -> HttpResponse:
         except CharacterError as error:
             form.add_error("name", str(error))
         else:
-            messages.success(request, f"Saved {data['name']}.")
+            messages.success(request, f"Saved {data['name']}.{_changed_note(character)}")
             return redirect("character-edit", pk=character.pk)
     status = 422 if request.method == "POST" else 200
     context = _edit_context(character, form)
@@ -127,6 +128,17 @@ def _edit_context(character: Character, form=None, upload=None) -> dict:
     }
 
 
+def _changed_note(character: Character) -> str:
+    """Say how many illustrated pages the character is on now read "Reference changed"."""
+    changed = selectors.reference_changed_pages(character.project, character.pages.all())
+    if not changed:
+        return ""
+    return (
+        f" {plural(len(changed), 'illustrated page')} now read “Reference changed”: "
+        "regenerate them to draw them with it."
+    )
+
+
 @login_required
 @require_POST
 def character_upload(request: HttpRequest, pk: int) -> HttpResponse:
@@ -137,11 +149,7 @@ def character_upload(request: HttpRequest, pk: int) -> HttpResponse:
         context = _edit_context(character, upload=upload)
         return render(request, "studio/character_edit.html", context, status=422)
     character_services.add_reference(character=character, image=upload.cleaned_data["image"])
-    messages.success(
-        request,
-        f"New picture of {character.name} chosen; pages drawn with the earlier one read "
-        "“Reference changed”.",
-    )
+    messages.success(request, f"New picture of {character.name} chosen.{_changed_note(character)}")
     return redirect("character-edit", pk=character.pk)
 
 
@@ -153,9 +161,7 @@ def character_choose(request: HttpRequest, pk: int) -> HttpResponse:
     version = get_object_or_404(ReferenceImage, pk=request.POST.get("version"), character=character)
     if character_services.choose_reference(character=character, version=version):
         messages.success(
-            request,
-            f"Version {version.pk} of {character.name} chosen; pages drawn with another read "
-            "“Reference changed”.",
+            request, f"Version {version.pk} of {character.name} chosen.{_changed_note(character)}"
         )
     return redirect("character-edit", pk=character.pk)
 

@@ -411,3 +411,41 @@ def test_reference_pictures_go_with_their_project_and_are_kept_from_the_orphan_p
 
     delete_project(project=project)
     assert not kept.exists()
+
+
+def test_a_new_description_saved_on_the_edit_page_marks_its_illustrated_pages(
+    story, client, editor, settings, drain
+):
+    from studio.review import page_cards
+
+    settings.STUDIO_IMAGE_PROVIDER = "embedded"
+    peter = characters.create_character(
+        project=story,
+        name="Peter",
+        description="Blue jacket.",
+        image=check_reference_image(encoded()),
+    )
+    drain(services.generate_missing(project=story).run.pk)
+    client.force_login(editor)
+    saved = client.post(
+        reverse("character-edit", args=[peter.pk]),
+        {"name": "Peter", "kind": "character", "description": "Red jacket.", "aliases": ""},
+        follow=True,
+    )
+    assert (
+        "Saved Peter. 2 illustrated pages now read “Reference changed”: regenerate them to "
+        "draw them with it." in saved.content.decode()
+    )
+    reasons = {card.page.number: card.outdated_reason for card in page_cards(story)}
+    assert reasons == {1: "Reference changed", 2: "Reference changed", 3: "", 4: ""}
+
+    page = story.pages.get(number=1)
+    response = client.post(
+        reverse("page-edit", args=[page.pk]), {"text": page.text, "prompt": "", "label": ""}
+    )
+    assert response.status_code == 302
+    messages = [str(m) for m in response.wsgi_request._messages]
+    assert messages == [
+        "Page 1 saved. Its picture was drawn with other reference pictures or descriptions: "
+        "press Regenerate to draw it again."
+    ]

@@ -10,7 +10,15 @@ from studio.files import private_file
 from studio.text import plural
 
 from . import accounts, services, thumbnails
-from .models import Clip, GenerationAttempt, Illustration, ProviderAccount, Run, StoryJob
+from .models import (
+    Clip,
+    GenerationAttempt,
+    Illustration,
+    ProviderAccount,
+    Run,
+    SheetJob,
+    StoryJob,
+)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -174,6 +182,21 @@ class StoryJobAdmin(admin.ModelAdmin):
     list_select_related = ["project"]
     raw_id_fields = ["project", "run"]
     inlines = [StoryAttemptInline]
+
+
+class SheetAttemptInline(AttemptInline):
+    fk_name = "sheet"
+
+
+@admin.register(SheetJob)
+class SheetJobAdmin(admin.ModelAdmin):
+    """Character sheets drawn by the image services, with every call."""
+
+    list_display = ["id", "character", "status", "provider", "reference", "created_at"]
+    list_filter = ["status", "failure_reason"]
+    list_select_related = ["character"]
+    raw_id_fields = ["character", "run", "reference"]
+    inlines = [SheetAttemptInline]
 
 
 admin.site.site_header = "Illustration Studio operations"

@@ -12,9 +12,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
 
-from studio.models import Page, Project
+from studio.models import Character, Page, Project, ReferenceImage
 
-from .models import ACTIVE_STATUSES, Clip, Illustration, Job, StoryJob
+from . import references
+from .models import ACTIVE_STATUSES, Clip, Illustration, Job, SheetJob, StoryJob
 from .pricing import charged, price_per_image
 from .prompts import compose_prompt
 from .providers import (
@@ -29,6 +30,7 @@ from .providers.base import (
     ClipRequest,
     ImageRequest,
     ProviderError,
+    Reference,
     Rejected,
     StartOver,
     StoryRequest,
@@ -147,11 +149,17 @@ class IllustrationKind(JobKind):
 
     def prepare(self, job: Illustration, provider) -> tuple[str, dict]:
         prompt = compose_prompt(job.page)
+        characters = references.page_references(
+            job.page, limit=references.reference_limit(provider)
+        )
+        job.references = load_references(characters)
         return prompt, {
             "prompt_sent": prompt,
             "provider": provider.name,
             "model": getattr(provider, "model", ""),
             "size": settings.STUDIO_IMAGE_SIZE,
+            # Recorded with the prompt: what this picture was drawn from.
+            "references_sent": references.signature([c for c, _ in job.references]),
         }
 
     def call(self, worker, prompt: str, key: str):
@@ -162,6 +170,7 @@ class IllustrationKind(JobKind):
             seed=job.pk,
             idempotency_key=key,
             caption=f"Page {job.page.number}",
+            references=tuple(reference for _, reference in getattr(job, "references", ())),
         )
         if getattr(worker.provider, "asynchronous", False):
             return follow_service_job(worker, request, progress=True)
@@ -309,6 +318,108 @@ class ClipKind(JobKind):
         )
 
 
+class SheetKind(IllustrationKind):
+    """A character sheet: drawn by the project's image service like a page, kept as a new
+    version of the character's reference picture."""
+
+    name = "sheet"
+    model = SheetJob
+    attempt_field = "sheet"
+    claim_order = ("-priority", "pk")
+    select_related = ("character__project",)
+
+    def provider(self, job: SheetJob | None = None):
+        return project_provider(job.character.project) if job is not None else get_provider()
+
+    def project(self, job: SheetJob) -> Project:
+        return job.character.project
+
+    def claim_annotations(self) -> dict:
+        return {}
+
+    def prepare(self, job: SheetJob, provider) -> tuple[str, dict]:
+        prompt = references.sheet_prompt(job.character)
+        # The book's style reference, if it has one, sets the sheet's look too.
+        style = [
+            character
+            for character in job.character.project.characters.exclude(pk=job.character_id)
+            if character.kind == Character.Kind.STYLE and character.reference_id
+        ]
+        job.references = load_references(style[: references.reference_limit(provider)])
+        return prompt, {
+            "prompt_sent": prompt,
+            "provider": provider.name,
+            "model": getattr(provider, "model", ""),
+            "size": settings.STUDIO_IMAGE_SIZE,
+        }
+
+    def call(self, worker, prompt: str, key: str):
+        job = worker.job
+        request = ImageRequest(
+            prompt=prompt,
+            size=settings.STUDIO_IMAGE_SIZE,
+            seed=job.pk,
+            idempotency_key=key,
+            caption=job.character.name,
+            references=tuple(reference for _, reference in getattr(job, "references", ())),
+            subject="sheet",
+        )
+        if getattr(worker.provider, "asynchronous", False):
+            return follow_service_job(worker, request, progress=True)
+        return worker.provider.generate(request)
+
+    def complete(self, worker, result) -> bool:
+        """Keep the sheet as a new version of the character's picture (chosen at once if
+        the character had none; otherwise the editor picks it), only if the worker still
+        holds the job."""
+        job = worker.job
+        version = ReferenceImage(
+            character=job.character,
+            source=ReferenceImage.Source.DRAWN,
+            content_type="image/png",
+            width=result.width,
+            height=result.height,
+        )
+        version.image.save("sheet.png", ContentFile(result.content), save=False)
+        with transaction.atomic():
+            version.save()
+            done = worker.mark_complete(reference=version, model=result.model or job.model)
+            if done:
+                Character.objects.filter(pk=job.character_id, reference__isnull=True).update(
+                    reference=version
+                )
+            else:
+                transaction.set_rollback(True)
+        if not done:
+            version.image.delete(save=False)
+        return bool(done)
+
+
+def load_references(characters: list[Character]) -> list[tuple[Character, Reference]]:
+    """Return the characters' chosen pictures as labelled references, in order; a picture
+    that cannot be read from storage is left out (and so not recorded as sent)."""
+    loaded = []
+    for character in characters:
+        version = character.reference
+        try:
+            with version.image.open("rb") as stored:
+                content = stored.read()
+        except (OSError, ValueError):
+            continue
+        loaded.append(
+            (
+                character,
+                Reference(
+                    name=character.name,
+                    description=character.description,
+                    content=content,
+                    kind=character.kind,
+                ),
+            )
+        )
+    return loaded
+
+
 def replace_current(worker, stored_file, **fields) -> bool:
     """Make the worker's job the page's current one of its kind, in one transaction, only
     if the worker still holds it; the page's previous one (a regeneration) steps aside only
@@ -403,5 +514,5 @@ def _cancel(provider, job_id: str) -> str:
 
 
 KINDS: dict[str, JobKind] = {
-    kind.name: kind for kind in (IllustrationKind(), StoryKind(), ClipKind())
+    kind.name: kind for kind in (IllustrationKind(), StoryKind(), ClipKind(), SheetKind())
 }

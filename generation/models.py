@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Now
 
-from studio.models import Page, Project
+from studio.models import Character, Page, Project, ReferenceImage
 
 
 class Run(models.Model):
@@ -319,6 +319,10 @@ class Illustration(Job):
     # When the editor approved this picture as the page's; only a current picture is
     # approved, and the mark goes when it stops being current (a new picture is a new row).
     approved_at = models.DateTimeField(null=True, blank=True)
+    # The reference pictures sent with it, in order: [{"character": id, "reference": id,
+    # "name": …, "kind": …, "description": …}]. A page whose characters now have another
+    # chosen picture or description reads "Reference changed".
+    references_sent = models.JSONField(default=list, blank=True)
 
     class Meta(Job.Meta):
         constraints = [
@@ -413,6 +417,35 @@ class Clip(Job):
         return f"Clip {self.pk} of {self.page} ({self.status})"
 
 
+class SheetJob(Job):
+    """One job to draw a character sheet (front, three-quarter and back view on a plain
+    background); when complete, it adds a version to the character's reference pictures."""
+
+    character = models.ForeignKey(Character, on_delete=models.CASCADE, related_name="sheet_jobs")
+    prompt_sent = models.TextField(blank=True)
+    size = models.CharField(max_length=20, blank=True)
+    # The version it made (the picture lives there, with the character's other versions).
+    reference = models.ForeignKey(
+        ReferenceImage, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["character"],
+                condition=Q(status__in=["queued", "generating", "retrying"]),
+                name="one_active_sheet_per_character",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["run", "status", "-priority"], name="sheet_claim_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="sheet_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Sheet of {self.character} ({self.status})"
+
+
 class ProviderGate(models.Model):
     """Limits shared by every worker on every machine: one row per provider (and model),
     and one per project that lowers them. Holds the requests-per-minute token bucket."""
@@ -494,6 +527,17 @@ class ProviderSlot(models.Model):
         return f"Slot on {self.provider_key} until {self.expires_at:%H:%M:%S}"
 
 
+def _one_of(*fields: str) -> Q:
+    """Return a condition: exactly one of the foreign keys is set."""
+    conditions = [
+        Q(**{f"{field}__isnull": field != chosen for field in fields}) for chosen in fields
+    ]
+    either = conditions[0]
+    for condition in conditions[1:]:
+        either |= condition
+    return either
+
+
 class GenerationAttempt(models.Model):
     """One call to an image service, written for every call, whatever its outcome."""
 
@@ -518,6 +562,9 @@ class GenerationAttempt(models.Model):
     )
     clip = models.ForeignKey(
         Clip, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
+    )
+    sheet = models.ForeignKey(
+        SheetJob, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
     )
     number = models.PositiveSmallIntegerField()
     started_at = models.DateTimeField()
@@ -548,10 +595,9 @@ class GenerationAttempt(models.Model):
             ),
             models.UniqueConstraint(fields=["story", "number"], name="story_attempt_number_unique"),
             models.UniqueConstraint(fields=["clip", "number"], name="clip_attempt_number_unique"),
+            models.UniqueConstraint(fields=["sheet", "number"], name="sheet_attempt_number_unique"),
             models.CheckConstraint(
-                condition=Q(illustration__isnull=False, story__isnull=True, clip__isnull=True)
-                | Q(illustration__isnull=True, story__isnull=False, clip__isnull=True)
-                | Q(illustration__isnull=True, story__isnull=True, clip__isnull=False),
+                condition=_one_of("illustration", "story", "clip", "sheet"),
                 name="attempt_belongs_to_one_job",
             ),
         ]
@@ -566,7 +612,7 @@ class GenerationAttempt(models.Model):
 
     @property
     def job(self):
-        return self.illustration or self.story or self.clip
+        return self.illustration or self.story or self.clip or self.sheet
 
 
 class SpendEntry(models.Model):

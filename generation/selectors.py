@@ -16,12 +16,13 @@ from django.db.models import (
     Subquery,
     Sum,
     Value,
+    prefetch_related_objects,
 )
 from django.db.models.functions import Coalesce
 
 from studio.models import Page, Project
 
-from . import accounts, workers
+from . import accounts, references, workers
 from .clock import db_now
 from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
 from .pricing import amount, price_per_image
@@ -295,9 +296,68 @@ def latest_runs(projects: list[Project]) -> dict[int, Run]:
     return {run.project_id: run for run in runs}
 
 
+PROMPT_CHANGED = "Prompt changed"
+REFERENCE_CHANGED = "Reference changed"
+
+
+def outdated_reason(page: Page, illustration: Illustration) -> str:
+    """Return why the picture no longer matches what the page would send today: "Prompt
+    changed" (its prompt, text or the style guide), "Reference changed" (a character on it
+    has another chosen picture or description, or its characters changed), or "".
+
+    Reads the page's characters and the project's through .all(): prefetch them
+    (with_references) to read many pages in a constant number of queries."""
+    if not illustration.prompt_sent:
+        return ""  # drawn before prompts were recorded: nothing to compare with
+    if illustration.prompt_sent != compose_prompt(page):
+        return PROMPT_CHANGED
+    limit = references.reference_limit(project_provider(page.project))
+    now = references.signature(references.page_references(page, limit=limit))
+    if references.changed(illustration.references_sent, now):
+        return REFERENCE_CHANGED
+    return ""
+
+
 def is_outdated(page: Page, illustration: Illustration) -> bool:
-    """Return whether the picture was drawn from another prompt than the page's today."""
-    return bool(illustration.prompt_sent) and illustration.prompt_sent != compose_prompt(page)
+    """Return whether the picture was drawn from another prompt or other references than
+    the page's today."""
+    return bool(outdated_reason(page, illustration))
+
+
+def page_sending(page: Page) -> dict:
+    """Return what the prompt panel shows: the prompt the page would send now
+    (composed_prompt), the characters whose pictures would go with it (references_now),
+    and what its current picture was drawn from (sent_prompt, references_sent)."""
+    limit = references.reference_limit(project_provider(page.project))
+    current = page.illustrations.filter(status=Status.COMPLETE).first()
+    return {
+        "composed_prompt": compose_prompt(page),
+        "references_now": references.page_references(page, limit=limit),
+        "sent_prompt": current.prompt_sent if current else "",
+        "references_sent": current.references_sent if current else [],
+    }
+
+
+def reference_changed_pages(project: Project, pages) -> list[Page]:
+    """Return those of the project's pages whose current picture reads "Reference changed"
+    (a constant number of queries)."""
+    pages = list(pages)
+    for page in pages:
+        page.project = project
+    _, current = latest_and_current(Illustration, [page.pk for page in pages])
+    with_references(project, [page for page in pages if page.pk in current])
+    return [
+        page
+        for page in pages
+        if page.pk in current and outdated_reason(page, current[page.pk]) == REFERENCE_CHANGED
+    ]
+
+
+def with_references(project: Project, pages: list[Page]) -> None:
+    """Fetch the characters of the pages and of the project (two queries), so that
+    outdated_reason reads them without one query per page."""
+    prefetch_related_objects([project], "characters")
+    prefetch_related_objects(pages, "characters")
 
 
 def latest_illustration_run_id(project: Project) -> int | None:

@@ -33,6 +33,7 @@ from .models import (
     Job,
     ProviderAccount,
     Run,
+    SheetJob,
     SpendEntry,
     StoryJob,
 )
@@ -301,6 +302,20 @@ def prioritize(*, page: Page, requested_by=None) -> ControlResult:
         priority=top + 1, updated_at=Now()
     )
     return ControlResult(run=job.run, count=updated)
+
+
+@transaction.atomic
+def draw_sheet(*, character, requested_by=None) -> ControlResult:
+    """Queue a character sheet for the character (front, three-quarter and back view) on
+    the project's open run. Its earlier versions stay; a sheet already on its way is not
+    queued twice (count 0). A paused or halted run resumes, since the editor asked."""
+    _lock(character.project_id)
+    if SheetJob.objects.filter(character=character, status__in=ACTIVE_STATUSES).exists():
+        return ControlResult()
+    run, resumed = _open_run_for_work(character.project, requested_by)
+    SheetJob.objects.create(character=character, run=run)
+    _enqueue_on_commit(run, _queued_counts(run) if resumed else {"sheet": 1})
+    return ControlResult(run=run, count=1, resumed=resumed)
 
 
 @transaction.atomic

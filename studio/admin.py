@@ -7,7 +7,7 @@ from generation.pricing import money
 from generation.selectors import with_progress
 
 from . import services as studio_services
-from .models import Page, Project
+from .models import Character, Page, Project, ReferenceImage
 from .text import plural
 
 
@@ -133,3 +133,20 @@ class ProjectAdmin(admin.ModelAdmin):
     def resume(self, request, queryset):
         resumed = sum(1 for p in queryset if services.resume(project=p).run is not None)
         self.message_user(request, f"Resumed {plural(resumed, 'run')}.")
+
+
+class ReferenceImageInline(admin.TabularInline):
+    model = ReferenceImage
+    extra = 0
+    fields = ["image", "source", "content_type", "width", "height", "created_at"]
+    readonly_fields = fields
+
+
+@admin.register(Character)
+class CharacterAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "kind", "reference"]
+    list_filter = ["kind"]
+    list_select_related = ["project"]
+    search_fields = ["name", "aliases", "project__title"]
+    raw_id_fields = ["project", "reference", "pages"]
+    inlines = [ReferenceImageInline]

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFont
 from generation.models import Illustration
 from generation.pricing import amount
 
-from .models import Export, Page, Project
+from .models import Character, Export, Page, Project, ReferenceImage
 
 PDF_SIZES = {
     # points (1/72 inch)
@@ -113,7 +113,7 @@ def build_zip(export: Export, path: Path) -> int:
     """Write page-01.png …, page-01.txt … and manifest.json; return the missing count."""
     project = export.project
     width = max(2, len(str(project.pages.count())))
-    entries, missing = [], 0
+    entries, missing, used = [], 0, set()
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for done, item in enumerate(book_pages(project), 1):
             page, job = item.page, item.illustration
@@ -147,9 +147,22 @@ def build_zip(export: Export, path: Path) -> int:
                     "size": job.size if job else None,
                     "cost": str(item.cost) if job else None,
                     "created": job.finished_at.isoformat() if job and job.finished_at else None,
+                    "references": [
+                        {
+                            "character": ref["character"],
+                            "name": ref["name"],
+                            "version": ref["reference"],
+                        }
+                        for ref in (job.references_sent if job else [])
+                    ],
                 }
             )
+            used.update(ref["reference"] for ref in (job.references_sent if job else []))
             _progress(export, done)
+        characters, files = _write_references(archive, project, used)
+        for entry in entries:
+            for ref in entry["references"]:
+                ref["file"] = files.get(ref["version"])  # None: that version was deleted
         manifest = {
             "project": {
                 "id": project.pk,
@@ -159,10 +172,48 @@ def build_zip(export: Export, path: Path) -> int:
                 "missing": missing,
                 "exported": timezone.now().isoformat(),
             },
+            "characters": characters,
             "pages": entries,
         }
         archive.writestr("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
     return missing
+
+
+def reference_file(name: str, version_id: int) -> str:
+    """Return where the ZIP keeps a version of a reference picture (its extension is the
+    stored file's, set when it is written)."""
+    return f"references/{slugify(name) or 'character'}-v{version_id}"
+
+
+def _write_references(archive: zipfile.ZipFile, project: Project, used: set):
+    """Write every character's chosen reference picture and every version a page was drawn
+    with into references/; return the manifest's list of characters and {version id: file
+    in the ZIP}."""
+    characters = list(
+        Character.objects.filter(project=project).prefetch_related("pages").order_by("name")
+    )
+    wanted = used | {c.reference_id for c in characters if c.reference_id}
+    names = {c.pk: c.name for c in characters}
+    files = {}
+    for version in ReferenceImage.objects.filter(pk__in=wanted, character__project=project):
+        extension = version.image.name.rsplit(".", 1)[-1]
+        name = f"{reference_file(names[version.character_id], version.pk)}.{extension}"
+        with default_storage.open(version.image.name, "rb") as source:
+            archive.writestr(name, source.read())
+        files[version.pk] = name
+    listed = [
+        {
+            "id": character.pk,
+            "name": character.name,
+            "kind": character.kind,
+            "description": character.description,
+            "aliases": character.alias_list,
+            "reference": files.get(character.reference_id),
+            "pages": sorted(page.number for page in character.pages.all()),
+        }
+        for character in characters
+    ]
+    return listed, files
 
 
 def _zip_time(job: Illustration):

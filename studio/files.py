@@ -2,7 +2,8 @@
 them once the rows are gone, and finding the files no row owns.
 
 Names: illustrations/<project>/<hex>.png with its thumbnail <hex>.thumb.webp beside it,
-clips/<project>/<hex>.<ext>, exports/<project>/<hex>/<title>.<ext>. Only the Storage API
+clips/<project>/<hex>.<ext>, exports/<project>/<hex>/<title>.<ext>, references/<project>/<hex>.<ext>
+(characters' reference pictures). Only the Storage API
 is used (listdir, delete, size, get_modified_time), so all of this works on S3 as on disk.
 """
 
@@ -19,11 +20,11 @@ from django.http import FileResponse, HttpResponse
 from generation.models import Clip, Illustration
 from generation.thumbnails import thumbnail_name
 
-from .models import Export
+from .models import Export, ReferenceImage
 
 logger = logging.getLogger(__name__)
 
-FOLDERS = ("illustrations", "clips", "exports")
+FOLDERS = ("illustrations", "clips", "exports", "references")
 # Orphan candidates are checked against every row in batches of this many names.
 NAME_BATCH = 500
 
@@ -39,6 +40,7 @@ def owned_files(*, project=None, pages=None) -> set[str]:
     names |= _names(Clip.objects.filter(**by_page), "video")
     if project is not None:
         names |= _names(Export.objects.filter(project=project), "file")
+        names |= _names(ReferenceImage.objects.filter(character__project=project), "image")
     return names
 
 
@@ -168,7 +170,12 @@ def _named_elsewhere(candidates: list[str]) -> set[str]:
     named = set()
     for start in range(0, len(candidates), NAME_BATCH):
         batch = candidates[start : start + NAME_BATCH]
-        for model, field in ((Illustration, "image"), (Clip, "video"), (Export, "file")):
+        for model, field in (
+            (Illustration, "image"),
+            (Clip, "video"),
+            (Export, "file"),
+            (ReferenceImage, "image"),
+        ):
             named |= set(
                 model.objects.filter(**{f"{field}__in": batch}).values_list(field, flat=True)
             )

@@ -3,8 +3,9 @@ from django import forms
 from generation import selectors
 from generation.story import MAX_STORY_PAGES
 
+from .characters import CharacterError, check_reference_image
 from .manuscript import ManuscriptError, decode_manuscript, parse_manuscript
-from .models import Export, Page, Project
+from .models import Character, Export, Page, Project
 
 MAX_PROMPT_CHARS = 4000
 MAX_STYLE_CHARS = 4000
@@ -140,7 +141,37 @@ class PremiseForm(ProjectForm):
         pass
 
 
+class PageCharactersField(forms.ModelMultipleChoiceField):
+    """Who appears on the page: the project's characters, settings and props."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def label_from_instance(self, character) -> str:
+        return character.name
+
+
+def _page_characters(form, page: Page) -> None:
+    field = PageCharactersField(
+        queryset=page.project.characters.exclude(kind=Character.Kind.STYLE),
+        required=False,
+        label="Who appears on this page",
+        help_text="Their reference pictures are sent with the page.",
+    )
+    form.fields["characters"] = field
+    # Only a form that showed the checkboxes changes who appears on the page: a post
+    # without them (an older tab, a script) leaves the tags alone.
+    form.fields["characters_shown"] = forms.BooleanField(
+        required=False, initial=True, widget=forms.HiddenInput
+    )
+    if page.pk:
+        form.initial.setdefault("characters", list(page.characters.values_list("pk", flat=True)))
+
+
 class PageForm(forms.ModelForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _page_characters(self, self.instance)
+
     class Meta:
         model = Page
         fields = ["section", "label", "text", "prompt"]
@@ -174,6 +205,10 @@ class PageForm(forms.ModelForm):
 
 
 class PromptForm(forms.ModelForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _page_characters(self, self.instance)
+
     class Meta:
         model = Page
         fields = ["prompt"]
@@ -214,3 +249,64 @@ class ExportForm(forms.Form):
         initial=Export.PageSize.A4,
         help_text="For the PDF book.",
     )
+
+
+class CharacterDetailsForm(forms.ModelForm):
+    """A character's name, kind, description and aliases."""
+
+    class Meta:
+        model = Character
+        fields = ["name", "kind", "description", "aliases"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 3, "maxlength": 1000})}
+        labels = {"aliases": "Other names"}
+        help_texts = {
+            "description": "What must not change: species, colours, clothes.",
+            "aliases": "Comma-separated, e.g. “Mrs. Rabbit, his mother”: pages naming any "
+            "of them are tagged.",
+        }
+        error_messages = {"name": {"required": "Give the character a name."}}
+
+    def clean_description(self) -> str:
+        description = self.cleaned_data["description"].strip()
+        if len(description) > 1000:
+            raise forms.ValidationError("A description can be at most 1,000 characters.")
+        return description
+
+
+class CharacterForm(CharacterDetailsForm):
+    """A new character, setting, prop or style reference, with an optional picture."""
+
+    image = forms.FileField(
+        required=False,
+        label="Reference picture",
+        help_text="PNG, JPEG or WebP, at most 10 MB and 4096 pixels a side. Or leave it "
+        "empty and let the studio draw a character sheet.",
+    )
+
+    class Meta(CharacterDetailsForm.Meta):
+        pass
+
+    def clean_image(self):
+        upload = self.cleaned_data.get("image")
+        if not upload:
+            return None
+        # Read one byte past the limit: enough to refuse it without reading it all.
+        content = upload.read(10 * 1024 * 1024 + 1)
+        try:
+            return check_reference_image(content)
+        except CharacterError as error:
+            raise forms.ValidationError(str(error)) from None
+
+
+class ReferenceUploadForm(forms.Form):
+    image = forms.FileField(
+        label="Upload a new version",
+        help_text="PNG, JPEG or WebP, at most 10 MB and 4096 pixels a side.",
+    )
+
+    def clean_image(self):
+        content = self.cleaned_data["image"].read(10 * 1024 * 1024 + 1)
+        try:
+            return check_reference_image(content)
+        except CharacterError as error:
+            raise forms.ValidationError(str(error)) from None

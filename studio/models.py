@@ -120,3 +120,76 @@ class Export(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.pages_done / self.pages_total) if self.pages_total else 0
+
+
+def reference_upload_to(instance: "ReferenceImage", filename: str) -> str:
+    # Unguessable names, kept beside the project's other private files.
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "png"
+    return f"references/{instance.character.project_id}/{uuid.uuid4().hex}.{extension}"
+
+
+class Character(models.Model):
+    """Someone (or somewhere, something, or the book's look) that must stay the same from
+    page to page: its reference picture is sent, labelled, with every page it appears on."""
+
+    class Kind(models.TextChoices):
+        CHARACTER = "character", "Character"
+        SETTING = "setting", "Setting"
+        PROP = "prop", "Prop"
+        STYLE = "style", "Style reference"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="characters")
+    name = models.CharField(max_length=80)
+    # What must not change: species, colours, clothes.
+    description = models.TextField(blank=True)
+    # Other names the text uses for it ("Mrs. Rabbit, his mother"), comma-separated.
+    aliases = models.CharField(max_length=300, blank=True)
+    kind = models.CharField(max_length=10, choices=Kind, default=Kind.CHARACTER)
+    # The version sent with pages; earlier versions are kept to pick from.
+    reference = models.ForeignKey(
+        "ReferenceImage", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The pages it appears on: suggested from their text, editable by the editor.
+    pages = models.ManyToManyField(Page, related_name="characters", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="character_name_unique"),
+            # One picture sets the look of the whole book.
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=models.Q(kind="style"),
+                name="one_style_reference_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def alias_list(self) -> list[str]:
+        return [alias.strip() for alias in self.aliases.split(",") if alias.strip()]
+
+
+class ReferenceImage(models.Model):
+    """One version of a character's reference picture: uploaded or drawn by the studio."""
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "Uploaded"
+        DRAWN = "drawn", "Drawn by the studio"
+
+    character = models.ForeignKey(Character, on_delete=models.CASCADE, related_name="versions")
+    image = models.FileField(upload_to=reference_upload_to, max_length=200)
+    content_type = models.CharField(max_length=20, default="image/png")
+    source = models.CharField(max_length=10, choices=Source)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["character", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.character} · version {self.pk}"

@@ -112,10 +112,16 @@ class PageCard:
         return "pending"
 
     @cached_property
+    def outdated_reason(self) -> str:
+        """Return "Prompt changed", "Reference changed", or "" (the picture is current; a
+        regeneration on its way does not change that until it is done)."""
+        if self.current is None:
+            return ""
+        return selectors.outdated_reason(self.page, self.current)
+
+    @property
     def outdated(self) -> bool:
-        """Return whether the page's picture was drawn from another prompt than today's
-        (a regeneration on its way does not change that until it is done)."""
-        return self.current is not None and selectors.is_outdated(self.page, self.current)
+        return bool(self.outdated_reason)
 
     @property
     def approved(self) -> bool:
@@ -160,6 +166,8 @@ def page_cards(project: Project, *, pages=None, held_run: Run | None = None) -> 
     # made clips leaves the pictures as they were).
     latest_run_id = selectors.latest_illustration_run_id(project)
     latest_job, current = selectors.latest_and_current(Illustration, page_ids)
+    if current:  # pictures compare the references they were drawn with: two queries
+        selectors.with_references(project, [p for p in pages if p.pk in current])
     latest_clip, current_clip = selectors.latest_and_current(Clip, page_ids)
     held = [job for job in latest_job.values() if job.status in WORKING_STATUSES]
     now = db_now() if held else None  # the database's clock, only when a worker holds a job

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from studio import operations, versions, views
+from studio import character_views, operations, versions, views
 
 project_urls = [
     path("", views.project_detail, name="project-detail"),
@@ -27,6 +27,14 @@ project_urls = [
     path("resume/", views.project_resume, name="project-resume"),
     path("switch-service/", views.project_switch_service, name="project-switch-service"),
     path("approve-all/", versions.project_approve_all, name="project-approve-all"),
+    path("characters/", character_views.character_list, name="character-list"),
+]
+
+character_urls = [
+    path("", character_views.character_edit, name="character-edit"),
+    path("upload/", character_views.character_upload, name="character-upload"),
+    path("choose/", character_views.character_choose, name="character-choose"),
+    path("draw/", character_views.character_draw, name="character-draw"),
 ]
 
 page_urls = [
@@ -51,6 +59,8 @@ urlpatterns = [
     path("projects/new/premise/", views.project_create_premise, name="project-create-premise"),
     path("projects/<int:pk>/", include(project_urls)),
     path("pages/<int:pk>/", include(page_urls)),
+    path("characters/<int:pk>/", include(character_urls)),
+    path("references/<int:pk>/", character_views.reference_image, name="reference-image"),
     path("exports/<int:pk>/download/", views.export_download, name="export-download"),
     path("clips/<int:pk>/", views.clip_video, name="clip-video"),
     path("images/<int:pk>/", views.illustration_image, name="illustration-image"),

@@ -28,7 +28,7 @@ from generation import selectors, services, thumbnails
 from generation.clock import db_now
 from generation.models import ACTIVE_STATUSES, Clip, Illustration, Run
 
-from . import book, review
+from . import book, characters, review
 from . import services as studio_services
 from .files import private_file
 from .forms import (
@@ -281,6 +281,7 @@ def page_add(request: HttpRequest, pk: int) -> HttpResponse:
         section=form.cleaned_data["section"],
         after=after,
     )
+    characters.suggest_for_page(page)
     messages.success(request, f"Added page {page.number}.")
     return redirect(f"{reverse('project-pages', args=[project.pk])}#edit-page-{page.pk}")
 
@@ -308,8 +309,10 @@ def pages_reorder(request: HttpRequest, pk: int) -> HttpResponse:
 def page_edit(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
     form = PageForm(request.POST or None, instance=page)
+    text_before = page.text
     if request.method == "POST" and form.is_valid():
         form.save()
+        _save_page_characters(page, form, text_changed=page.text != text_before)
         messages.success(request, f"Page {page.number} saved.{_outdated_note(page)}")
         return redirect("project-pages", pk=page.project_id)
     status = 422 if request.method == "POST" else 200
@@ -346,10 +349,25 @@ def page_move(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect("project-pages", pk=page.project_id)
 
 
+def _save_page_characters(page: Page, form, *, text_changed: bool) -> None:
+    """Keep who the editor says appears on the page; a changed text adds the characters
+    it now names (suggestions the editor can untick later)."""
+    if form.cleaned_data.get("characters_shown"):
+        characters.set_page_characters(page=page, characters=form.cleaned_data["characters"])
+    if text_changed:
+        characters.suggest_for_page(page)
+
+
 def _outdated_note(page: Page) -> str:
     current = page.illustrations.filter(status=Illustration.Status.COMPLETE).first()
-    if current is not None and selectors.is_outdated(page, current):
+    reason = selectors.outdated_reason(page, current) if current is not None else ""
+    if reason == selectors.PROMPT_CHANGED:
         return " Its picture was drawn from the old prompt: press Regenerate to draw it again."
+    if reason == selectors.REFERENCE_CHANGED:
+        return (
+            " Its picture was drawn with other reference pictures or descriptions: press "
+            "Regenerate to draw it again."
+        )
     return ""
 
 
@@ -610,6 +628,7 @@ def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         started = db_now()
         form.save()
+        _save_page_characters(page, form, text_changed=False)
         message = f"Prompt of page {page.number} saved."
         if "retry" in request.POST:
             queued = services.queue_page(page=page, requested_by=request.user, regenerate=True)
@@ -623,7 +642,12 @@ def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
     has_picture = page.illustrations.filter(status=Illustration.Status.COMPLETE).exists()
     template = "studio/page_prompt.html#prompt-form" if request.htmx else "studio/page_prompt.html"
     status = 422 if request.method == "POST" else 200  # htmx swaps 422: see base.html
-    context = {"page": page, "form": form, "has_picture": has_picture}
+    context = {
+        "page": page,
+        "form": form,
+        "has_picture": has_picture,
+        **selectors.page_sending(page),
+    }
     return render(request, template, context, status=status)
 
 

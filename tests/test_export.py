@@ -72,6 +72,7 @@ def test_the_zip_holds_every_picture_its_text_and_a_manifest(book):
         "size": "256x256",
         "cost": "0.0425",  # the usage the service reported, at gpt-image-1 token prices
         "created": third["created"],
+        "references": [],  # the reference pictures sent with it: none in this book
     }
     assert third["created"].startswith("20")
     assert manifest["pages"][1]["missing"] is True

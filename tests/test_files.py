@@ -359,7 +359,8 @@ def test_purge_asks_the_database_per_project_folder_not_per_file(
     for name in stored(media):
         age(media, name, minutes=20)
 
-    # Each project folder: its pictures, clips and exports, in three queries.
-    with django_assert_num_queries(9):
+    # Each project folder: its pictures, clips, exports and reference pictures, in four
+    # queries.
+    with django_assert_num_queries(12):
         assert purge() == ["Removed 0 orphan files (0 bytes)."]
     assert len(stored(media)) == 60

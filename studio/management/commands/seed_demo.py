@@ -1,11 +1,16 @@
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from generation.providers import get_provider
+from generation.providers.base import ImageRequest
+from generation.references import sheet_prompt
+from studio.characters import CheckedImage, add_reference, create_character
 from studio.manuscript import parse_manuscript
-from studio.models import Project
+from studio.models import Character, Project
 from studio.services import create_project
 
 DEMO_USERNAME = "editor"
@@ -16,6 +21,23 @@ DEMO_STYLE = (
     "and browns. Peter is a small brown rabbit in a blue jacket with brass buttons."
 )
 STORY = Path(__file__).resolve().parents[2] / "demo" / "peter_rabbit.md"
+# The demo's characters; their sheets are drawn offline, at seed time, by the embedded
+# renderer (no worker, no network): the same request a "Draw character sheet" job sends.
+DEMO_CHARACTERS = [
+    ("Peter", "A small brown rabbit in a blue jacket with brass buttons; no shoes.", ""),
+    (
+        "Mrs. Rabbit",
+        "Peter's mother: a grey-brown rabbit in a long red dress and white apron, with a "
+        "basket and umbrella.",
+        "his mother, old Mrs. Rabbit",
+    ),
+    (
+        "Mr. McGregor",
+        "An old gardener: tall, white-bearded, in a brown waistcoat, blue shirt and boots, "
+        "holding a rake.",
+        "McGregor",
+    ),
+]
 
 
 class Command(BaseCommand):
@@ -35,8 +57,37 @@ class Command(BaseCommand):
             project = create_project(
                 owner=editor, title=DEMO_TITLE, style_guide=DEMO_STYLE, pages=pages
             )
+            add_demo_characters(project)
         verb = "Created" if created else "Kept"
         self.stdout.write(
             f"{verb} the demo book '{project.title}' ({project.pages.count()} pages)."
         )
         self.stdout.write(f"Sign in as {DEMO_USERNAME} / {DEMO_PASSWORD}")
+
+
+def add_demo_characters(project: Project) -> list[Character]:
+    """Add Peter, his mother and Mr. McGregor, each with a character sheet drawn offline,
+    tagged on the pages that name them."""
+    renderer = get_provider("embedded")
+    added = []
+    for name, description, aliases in DEMO_CHARACTERS:
+        character = create_character(
+            project=project, name=name, description=description, aliases=aliases
+        )
+        sheet = renderer.generate(
+            ImageRequest(
+                prompt=sheet_prompt(character),
+                size=settings.STUDIO_IMAGE_SIZE,
+                seed=character.pk,
+                idempotency_key=f"demo-sheet-{character.pk}",
+                caption=name,
+                subject="sheet",
+            )
+        )
+        add_reference(
+            character=character,
+            image=CheckedImage(sheet.content, "image/png", sheet.width, sheet.height),
+            drawn=True,
+        )
+        added.append(character)
+    return added

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+from django.core.management.base import CommandError
+
+from generation.management.base import OperatorCommand
+from studio.characters import (
+    MAX_REFERENCE_BYTES,
+    CharacterError,
+    check_reference_image,
+    create_character,
+)
+from studio.models import Character, Project
+
+
+def bad_input(message: str) -> CommandError:
+    return CommandError(message, returncode=2)
+
+
+class Command(OperatorCommand):
+    help = (
+        "Add a character (or a setting, a prop, the style reference) to a project, with an "
+        "optional reference picture (PNG, JPEG or WebP, at most 10 MB and 4096 pixels a "
+        "side). Tags the pages that name it; prints the new character's id."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("project", type=int, metavar="PROJECT_ID")
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--description", default="", help="what must not change")
+        parser.add_argument("--aliases", default="", help="other names, comma-separated")
+        parser.add_argument("--image", metavar="FILE", help="a reference picture")
+        parser.add_argument(
+            "--kind", default=Character.Kind.CHARACTER, choices=Character.Kind.values
+        )
+
+    def handle(self, *args, project: int, name: str, image: str | None, **options):
+        found = Project.objects.filter(pk=project).first()
+        if found is None:
+            raise bad_input(f"no project with id {project}")
+        checked = None
+        if image:
+            try:
+                with Path(image).open("rb") as stream:
+                    content = stream.read(MAX_REFERENCE_BYTES + 1)
+            except OSError as exc:
+                raise bad_input(f"{image}: {exc.strerror or exc}") from None
+            try:
+                checked = check_reference_image(content)
+            except CharacterError as exc:
+                raise bad_input(f"{image}: {exc}") from None
+        try:
+            character = create_character(
+                project=found,
+                name=name,
+                description=options["description"],
+                aliases=options["aliases"],
+                kind=options["kind"],
+                image=checked,
+            )
+        except CharacterError as exc:
+            raise bad_input(str(exc)) from None
+        self.stdout.write(str(character.pk))

@@ -44,7 +44,8 @@ class Progress:
     illustrated: int = 0
     queued: int = 0  # missing pages waiting for a worker
     generating: int = 0  # pages a worker is on (generating or waiting to retry)
-    failed: int = 0
+    failed: int = 0  # failed pages "Retry failed" would queue again
+    rejected: int = 0  # pages whose prompt the service refused: edit the prompt first
 
     @property
     def missing(self) -> int:
@@ -72,6 +73,7 @@ def with_page_state(pages):
         has_complete=Exists(jobs.filter(status=Status.COMPLETE)),
         active_status=Subquery(jobs.filter(status__in=ACTIVE_STATUSES).values("status")[:1]),
         latest_status=Subquery(jobs.order_by("-pk").values("status")[:1]),
+        latest_reason=Subquery(jobs.order_by("-pk").values("failure_reason")[:1]),
     )
 
 
@@ -80,14 +82,18 @@ def with_page_state(pages):
 MISSING = Q(has_complete=False)
 # Missing and no job on its way: what "Generate missing" queues.
 TO_QUEUE = MISSING & Q(active_status__isnull=True)
-# Missing, not on its way, and its latest job failed: what "Retry failed" queues.
-FAILED = TO_QUEUE & Q(latest_status=Status.FAILED)
+# Missing, not on its way, and its latest job was refused by the service (a rejected
+# prompt): re-sending it is pointless, so "Retry failed" leaves it for an edited prompt.
+REJECTED = TO_QUEUE & Q(latest_status=Status.FAILED, latest_reason="rejected")
+# Missing, not on its way, and its latest job failed otherwise: what "Retry failed" queues.
+FAILED = TO_QUEUE & Q(latest_status=Status.FAILED) & ~Q(latest_reason="rejected")
 # Which pages each Progress count counts.
 PAGE_COUNTS = {
     "illustrated": Q(has_complete=True),
     "queued": MISSING & Q(active_status=Status.QUEUED),
     "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING)),
     "failed": FAILED,
+    "rejected": REJECTED,
 }
 
 
@@ -98,7 +104,7 @@ def missing_pages(project: Project):
 
 def failed_pages(project: Project):
     """Return the project's pages that are missing, not on their way, and whose latest job
-    failed."""
+    failed for a reason other than a rejected prompt."""
     return with_page_state(project.pages.all()).filter(FAILED)
 
 
@@ -234,6 +240,35 @@ def is_outdated(page: Page, illustration: Illustration) -> bool:
     return bool(illustration.prompt_sent) and illustration.prompt_sent != compose_prompt(page)
 
 
+def outdated_page_ids(project: Project) -> list[int]:
+    """Return the ids of the project's pages whose current picture was drawn from another
+    prompt than the page's today (its text, prompt or the style guide changed), in one
+    query."""
+    current = Illustration.objects.filter(
+        page__project=project, status=Status.COMPLETE
+    ).select_related("page")
+    outdated = []
+    for illustration in current:
+        illustration.page.project = project  # compose_prompt reads the style guide
+        if is_outdated(illustration.page, illustration):
+            outdated.append(illustration.page_id)
+    return outdated
+
+
+def outdated_counts(projects: list[Project]) -> dict[int, int]:
+    """Return {project id: pictures out of date} for the given projects, in one query."""
+    by_id = {project.pk: project for project in projects}
+    current = Illustration.objects.filter(
+        page__project__in=by_id, status=Status.COMPLETE
+    ).select_related("page")
+    counts = dict.fromkeys(by_id, 0)
+    for illustration in current:
+        page = illustration.page
+        page.project = by_id[page.project_id]
+        counts[page.project_id] += is_outdated(page, illustration)
+    return counts
+
+
 def latest_illustration_run_id(project: Project) -> int | None:
     """Return the id of the latest run that queued pictures for the project (runs are
     numbered in order)."""
@@ -307,6 +342,31 @@ class ReviewHeader:
     # The database's clock when the header was read: the poll's cursor, since every change
     # the poll looks for is stamped by that clock.
     now: datetime | None = None
+    # Pictures drawn from a prompt that has changed since (the page, the style guide, …),
+    # and what regenerating them costs at current settings (one attempt each).
+    outdated: int = 0
+    outdated_estimate: Decimal | None = None
+
+    @property
+    def to_queue(self) -> int:
+        """Missing pages that "Generate missing" would queue (none on their way)."""
+        progress = self.progress
+        return progress.missing - progress.queued - progress.generating
+
+    @property
+    def title(self) -> str:
+        """The tab's title, so a tab in the background says how the run ended."""
+        progress, run = self.progress, self.run
+        counted = f"{progress.illustrated}/{progress.pages}"
+        if progress.complete:
+            return f"✓ {counted}"
+        if run is not None and run.state == Run.State.HALTED:
+            return f"⏸ Halted {counted}"
+        if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING):
+            return f"⟳ {counted}"
+        if progress.failed or progress.rejected:
+            return f"✗ {counted}"
+        return counted
 
 
 def review_header(project: Project) -> ReviewHeader:
@@ -317,6 +377,7 @@ def review_header(project: Project) -> ReviewHeader:
     model = getattr(provider, "model", "")
     price = price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
     now = db_now()
+    outdated = len(outdated_page_ids(project))
     waiting = 0
     if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
         # Only a project with work waiting asks whether any worker is alive.
@@ -339,6 +400,8 @@ def review_header(project: Project) -> ReviewHeader:
         or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
         waiting_for_workers=waiting,
         now=now,
+        outdated=outdated,
+        outdated_estimate=None if price is None else price * outdated,
     )
 
 

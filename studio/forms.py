@@ -4,7 +4,7 @@ from generation import selectors
 from generation.story import MAX_STORY_PAGES
 
 from .manuscript import ManuscriptError, decode_manuscript, parse_manuscript
-from .models import Export, Page, Project
+from .models import EditorSettings, Export, Page, Project
 
 MAX_PROMPT_CHARS = 4000
 MAX_STYLE_CHARS = 4000
@@ -196,3 +196,9 @@ class ExportForm(forms.Form):
         initial=Export.PageSize.A4,
         help_text="For the PDF book.",
     )
+
+
+class EditorSettingsForm(forms.ModelForm):
+    class Meta:
+        model = EditorSettings
+        fields = ["email_on_run_end"]

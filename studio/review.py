@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from generation import selectors
 from generation.clock import db_now
-from generation.models import WORKING_STATUSES, Clip, Illustration
+from generation.models import WORKING_STATUSES, Clip, Illustration, Run
 
 from .models import Page, Project
 
@@ -66,7 +66,7 @@ class PageCard:
     page: Page
     job: Illustration | None  # the latest job, whatever its status
     current: Illustration | None  # the complete illustration shown as the picture
-    latest_run_id: int | None = None
+    run: Run | None = None  # the project's latest run: its state colours active jobs
     clip_job: Clip | None = None  # the latest clip job
     clip: Clip | None = None  # the complete clip, played on the card
     # Its worker's lease ran out: the worker is gone and the sweep has not taken it back.
@@ -89,18 +89,38 @@ class PageCard:
 
     @cached_property
     def state(self) -> str:
-        """Return what the card shows: the active job's status, else complete, else why not."""
+        """Return what the card shows: where the active job truly stands (held by a halted
+        run, finishing in a paused one, waiting for a slot at the service), else complete,
+        else why not. A picture from an earlier run is complete like any other."""
         if self.job is not None and self.job.is_active:
-            return self.job.status
+            return self._active_state()
         if self.current is not None:
             if selectors.is_outdated(self.page, self.current):
                 return "outdated"  # offered for regeneration, never redrawn silently
-            if self.latest_run_id and self.current.run_id != self.latest_run_id:
-                return "exists"  # kept from an earlier run
             return "complete"
         if self.job is not None and self.job.status == Status.FAILED:
             return "rejected" if self.job.failure_reason == "rejected" else "failed"
         return "pending"
+
+    def _active_state(self) -> str:
+        job, run = self.job, self.run
+        run_state = run.state if run is not None and run.pk == job.run_id else None
+        if job.status == Status.QUEUED and run_state == Run.State.HALTED:
+            return "held"  # nothing calls while the run is halted
+        if job.status == Status.QUEUED and run_state == Run.State.PAUSED:
+            return "paused"
+        if job.status in WORKING_STATUSES and run_state in (Run.State.PAUSED, Run.State.STOPPING):
+            return "finishing"  # the call in flight ends; nothing new starts
+        if job.status == Status.GENERATING and job.waiting_for:
+            return "waiting"  # a concurrency or rate limit holds the call back
+        return job.status
+
+    @property
+    def held_reason(self) -> str:
+        """Why a held page waits, in words: "out of credits", "budget reached"."""
+        if self.run is None:
+            return ""
+        return str(dict(Run.HaltReason.choices).get(self.run.halt_reason, "halted")).lower()
 
     @property
     def attempt_number(self) -> int:
@@ -111,17 +131,22 @@ class PageCard:
         return settings.STUDIO_MAX_ATTEMPTS
 
 
-def page_cards(project: Project, *, pages=None) -> list[PageCard]:
-    """Return one card per page (or per given page), in a constant number of queries."""
+_UNKNOWN = object()
+
+
+def page_cards(project: Project, *, pages=None, run=_UNKNOWN) -> list[PageCard]:
+    """Return one card per page (or per given page), in a constant number of queries.
+
+    `run` is the project's latest run when the caller has read it already (the header
+    has)."""
     pages = list(pages if pages is not None else project.pages.all())
     if not pages:
         return []
     for page in pages:
         page.project = project  # the cards compose prompts: no query per page
     page_ids = [p.pk for p in pages]
-    # "Exists" means kept from before the latest run that drew pictures (a run that only
-    # made clips leaves the pictures as they were).
-    latest_run_id = selectors.latest_illustration_run_id(project)
+    if run is _UNKNOWN:
+        run = selectors.latest_run(project)
     latest_job, current = selectors.latest_and_current(Illustration, page_ids)
     latest_clip, current_clip = selectors.latest_and_current(Clip, page_ids)
     held = [job for job in latest_job.values() if job.status in WORKING_STATUSES]
@@ -131,7 +156,7 @@ def page_cards(project: Project, *, pages=None) -> list[PageCard]:
             page=p,
             job=latest_job.get(p.pk),
             current=current.get(p.pk),
-            latest_run_id=latest_run_id,
+            run=run,
             clip_job=latest_clip.get(p.pk),
             clip=current_clip.get(p.pk),
             stalled=_stalled(latest_job.get(p.pk), now),

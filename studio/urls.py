@@ -19,6 +19,11 @@ project_urls = [
         "retry-failed-clips/", views.project_retry_failed_clips, name="project-retry-failed-clips"
     ),
     path("retry-failed/", views.project_retry_failed, name="project-retry-failed"),
+    path(
+        "regenerate-outdated/",
+        views.project_regenerate_outdated,
+        name="project-regenerate-outdated",
+    ),
     path("stop/", views.project_stop, name="project-stop"),
     path("pause/", views.project_pause, name="project-pause"),
     path("resume/", views.project_resume, name="project-resume"),
@@ -47,6 +52,7 @@ urlpatterns = [
     path("clips/<int:pk>/", views.clip_video, name="clip-video"),
     path("images/<int:pk>/", views.illustration_image, name="illustration-image"),
     path("images/<int:pk>/thumbnail/", views.illustration_thumbnail, name="illustration-thumbnail"),
+    path("settings/", views.editor_settings, name="editor-settings"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("operations/", operations.operations_page, name="operations"),

@@ -24,6 +24,7 @@ from . import review
 from . import services as studio_services
 from .files import private_file
 from .forms import (
+    EditorSettingsForm,
     ExportForm,
     ManuscriptForm,
     NewPageForm,
@@ -32,7 +33,7 @@ from .forms import (
     ProjectSettingsForm,
     PromptForm,
 )
-from .models import Export, Page, Project
+from .models import EditorSettings, Export, Page, Project
 from .text import plural
 
 TEMPLATE = "studio/project_detail.html"
@@ -56,7 +57,13 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
 def _header_context(project: Project) -> dict:
     header = selectors.review_header(project)
     # The cursor is the database's clock, which stamps every change the poll looks for.
-    return {"project": project, **vars(header), "cursor": header.now.timestamp()}
+    return {
+        "project": project,
+        **vars(header),
+        "to_queue": header.to_queue,
+        "title": header.title,
+        "cursor": header.now.timestamp(),
+    }
 
 
 def _since(request: HttpRequest) -> datetime:
@@ -77,12 +84,13 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
         context.update(cards=[], header_only=True)
     else:
         run = context["run"]
-        if run is not None and run.created_at >= since:
-            # A new run: pictures from earlier runs now read "Exists", so every card moves.
+        if run is not None and run.updated_at >= since:
+            # The run paused, halted or resumed: its waiting pages read "Held", "Paused" or
+            # "Queued" by its state, though their rows did not change, so every card moves.
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
-        context["cards"] = review.page_cards(project, pages=pages)
+        context["cards"] = review.page_cards(project, pages=pages, run=run)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
     status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
@@ -123,6 +131,9 @@ def _if_queued(done, nothing: str):
 def project_list(request: HttpRequest) -> HttpResponse:
     projects = list(selectors.with_progress(Project.objects.filter(owner=request.user)))
     runs = selectors.latest_runs(projects)
+    outdated = selectors.outdated_counts(projects)
+    for project in projects:
+        project.outdated_count = outdated[project.pk]
     rows = [
         (project, selectors.annotated_progress(project), runs.get(project.pk))
         for project in projects
@@ -301,7 +312,7 @@ def _outdated_note(page: Page) -> str:
 def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
     context = _header_context(project)
-    context["cards"] = review.page_cards(project)
+    context["cards"] = review.page_cards(project, run=context["run"])
     return render(request, TEMPLATE, context)
 
 
@@ -366,6 +377,24 @@ def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
         project,
         lambda: services.retry_failed(project=project, requested_by=request.user),
         _if_queued(lambda n: f"Retrying {plural(n, 'failed page')}.", "No failed pages to retry."),
+    )
+
+
+@login_required
+@require_POST
+def project_regenerate_outdated(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    return _control(
+        request,
+        project,
+        lambda: services.regenerate_outdated(project=project, requested_by=request.user),
+        _if_queued(
+            lambda n: (
+                f"Drawing {plural(n, 'changed page')} again; the old pictures stay until "
+                "the new ones are complete."
+            ),
+            "No picture is out of date.",
+        ),
     )
 
 
@@ -490,7 +519,11 @@ def page_next(request: HttpRequest, pk: int) -> HttpResponse:
 def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit what the page asks the image service to draw; optionally retry at once."""
     page = _owned_page(request, pk)
-    form = PromptForm(request.POST or None, instance=page)
+    latest = page.illustrations.order_by("-pk").first()
+    rejected = latest is not None and latest.failure_reason == "rejected"
+    # A rejected page opens with the prompt the service refused, to edit, beside its reason.
+    initial = {"prompt": page.illustration_prompt} if rejected and not page.prompt else None
+    form = PromptForm(request.POST or None, instance=page, initial=initial)
     if request.method == "POST" and form.is_valid():
         started = db_now()
         form.save()
@@ -507,7 +540,12 @@ def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
     has_picture = page.illustrations.filter(status=Illustration.Status.COMPLETE).exists()
     template = "studio/page_prompt.html#prompt-form" if request.htmx else "studio/page_prompt.html"
     status = 422 if request.method == "POST" else 200  # htmx swaps 422: see base.html
-    context = {"page": page, "form": form, "has_picture": has_picture}
+    context = {
+        "page": page,
+        "form": form,
+        "has_picture": has_picture,
+        "rejection": latest.error_message if rejected else None,
+    }
     return render(request, template, context, status=status)
 
 
@@ -660,3 +698,19 @@ def clip_video(request: HttpRequest, pk: int) -> HttpResponse:
     if not clip.video:
         raise Http404("No clip")
     return private_file(clip.video.name, clip.content_type or "image/webp")
+
+
+# --- the editor's own settings -------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def editor_settings(request: HttpRequest) -> HttpResponse:
+    """The editor's settings: whether a run's end is emailed."""
+    form = EditorSettingsForm(request.POST or None, instance=EditorSettings.of(request.user))
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Settings saved.")
+        return redirect("editor-settings")
+    status = 422 if request.method == "POST" else 200
+    return render(request, "studio/editor_settings.html", {"form": form}, status=status)

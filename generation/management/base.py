@@ -87,7 +87,9 @@ def project_status(project: Project) -> dict:
         "pages": progress.pages,
         "illustrated": progress.illustrated,
         "missing": progress.missing,
-        "failed": progress.failed,
+        # Failed in all, rejected prompts included; "rejected" counts those alone.
+        "failed": progress.failed + progress.rejected,
+        "rejected": progress.rejected,
         "active": progress.queued + progress.generating,
         "cost": {"project": str(spend.project), "run": str(spend.run)},
         "run": None

@@ -707,7 +707,9 @@ def clip_video(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def editor_settings(request: HttpRequest) -> HttpResponse:
     """The editor's settings: whether a run's end is emailed."""
-    form = EditorSettingsForm(request.POST or None, instance=EditorSettings.of(request.user))
+    # An unticked box sends nothing: an empty POST is still a submitted form.
+    data = request.POST if request.method == "POST" else None
+    form = EditorSettingsForm(data, instance=EditorSettings.of(request.user))
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, "Settings saved.")

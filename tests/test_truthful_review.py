@@ -1,0 +1,124 @@
+"""The review page never misleads: plain words, rejected pages apart from "Retry failed",
+Generate Missing that never resumes a halted run, and pictures out of date counted and
+regenerated."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+
+from generation import selectors, services
+from generation.models import Illustration, Run
+from generation.plain import plain_message
+
+pytestmark = pytest.mark.django_db
+
+Status = Illustration.Status
+REFUSED = (
+    "Could not reach the image service (HTTPConnectionPool(host='127.0.0.1', port=9): Max "
+    "retries exceeded with url: /v1/images/generations (Caused by NewConnectionError('"
+    "<urllib3.connection.HTTPConnection object at 0x7f3a>: Failed to establish a new "
+    "connection: [Errno 111] Connection refused')))"
+)
+
+
+def test_python_exception_text_becomes_plain_words():
+    assert plain_message(REFUSED) == "Could not reach the image service (connection refused)"
+    assert (
+        plain_message(
+            "The service failed 6 times in a row (HTTP 503). The service said: " + REFUSED
+        )
+        == "The service failed 6 times in a row (HTTP 503). The service said: Could not reach "
+        "the image service (connection refused)"
+    )
+    assert plain_message("unexpected error: KeyError('data')") == (
+        "An unexpected error (History has the details)"
+    )
+    assert plain_message("Your request was rejected by the safety system.") == (
+        "Your request was rejected by the safety system."
+    )
+
+
+def test_the_card_shows_plain_words_and_history_keeps_the_technical_text(
+    client, editor, make_project
+):
+    project = make_project(pages=1)
+    page = project.pages.get()
+    Illustration.objects.create(
+        page=page,
+        status=Status.FAILED,
+        failure_reason="exhausted",
+        attempts_made=3,
+        error_message=REFUSED,
+    )
+    client.force_login(editor)
+    html = client.get(project.get_absolute_url()).content.decode()
+    assert "Failed after 3 attempts: Could not reach the image service (connection refused)" in html
+    assert "Errno" not in html
+
+
+def test_rejected_pages_are_not_retried_by_retry_failed(make_project):
+    project = make_project(pages=3)
+    one, two, three = project.pages.all()
+    Illustration.objects.create(page=one, status=Status.FAILED, failure_reason="exhausted")
+    Illustration.objects.create(page=two, status=Status.FAILED, failure_reason="rejected")
+
+    progress = selectors.project_progress(project)
+    assert (progress.failed, progress.rejected) == (1, 1)
+    result = services.retry_failed(project=project)
+
+    assert result.count == 1
+    assert Illustration.objects.filter(status=Status.QUEUED).get().page == one
+
+
+def test_edit_prompt_opens_with_the_refused_prompt_and_the_reason(client, editor, make_project):
+    project = make_project(pages=1)
+    page = project.pages.get()
+    Illustration.objects.create(
+        page=page,
+        status=Status.FAILED,
+        failure_reason="rejected",
+        error_message="Your request was rejected by the safety system.",
+    )
+    client.force_login(editor)
+    html = client.get(reverse("page-prompt", args=[page.pk])).content.decode()
+    assert "Page 1: the fox crosses meadow number 1.</textarea>" in html
+    assert "The image service rejected this prompt:</strong> Your request was rejected" in html
+    history = client.get(reverse("page-history", args=[page.pk])).content.decode()
+    assert "Picture: Rejected" in history
+
+
+def test_generate_missing_does_not_resume_a_halted_run(make_project):
+    project = make_project(pages=3)
+    run = services.generate_missing(project=project).run
+    Illustration.objects.filter(page__number=3).delete()
+    Run.objects.filter(pk=run.pk).update(state=Run.State.HALTED, halt_reason="out_of_credits")
+
+    result = services.generate_missing(project=project)
+
+    assert result.count == 1
+    assert Run.objects.get(pk=run.pk).state == Run.State.HALTED
+    assert Illustration.objects.filter(run=run, status=Status.QUEUED).count() == 3
+
+
+def test_pictures_out_of_date_are_counted_priced_and_regenerated(
+    client, editor, make_project, drain, settings
+):
+    settings.STUDIO_PRICES = {"embedded": 0.5}
+    project = make_project(pages=3)
+    drain(services.generate_missing(project=project).run.pk)
+    project.style_guide = "Watercolour, soft light."
+    project.save()
+
+    client.force_login(editor)
+    html = client.get(project.get_absolute_url()).content.decode()
+    assert "3 pictures out of date" in html
+    assert 'Regenerate changed pages <span class="badge">(3)</span> ≈ $1.50' in html
+    assert "✓ Complete" not in client.get(reverse("project-list")).content.decode()
+    assert selectors.review_header(project).outdated_estimate == Decimal("1.5")
+
+    response = client.post(reverse("project-regenerate-outdated", args=[project.pk]))
+    assert response.status_code == 302
+    assert Illustration.objects.filter(status=Status.QUEUED).count() == 3
+    assert Illustration.objects.filter(status=Status.COMPLETE).count() == 3  # kept meanwhile
+    assert services.regenerate_outdated(project=project).count == 0  # on their way already

@@ -454,8 +454,10 @@ class JobWorker:
             admission = accounts.admit(self.account, worker_id=self.id)
             self.failures_before = admission.failures_in_row
             if admission.verdict == "go":
+                self._clear_waiting()
                 return False
             if admission.verdict == "probe":
+                self._clear_waiting()
                 return True
             if admission.verdict == "halted":
                 halt_run(
@@ -466,10 +468,13 @@ class JobWorker:
                 )
                 raise Interrupted()
             if admission.wait > accounts.WAIT_IN_WORKER:
+                self._clear_waiting()
                 raise Deferred(admission.wait, "The service asked every worker to wait.")
             self.clock.sleep(min(admission.wait, 1.0))
-            if not self.still_wanted():
+            if not self._still_waiting("asked to slow down", admission.wait):
+                self._clear_waiting()
                 raise Interrupted()
+            # Still cooling or now admitted: whatever follows shows its own state.
 
     def _after_success(self, *, probing: bool) -> None:
         # Writes only where there is something to reset: most calls succeed first time.
@@ -506,20 +511,28 @@ class JobWorker:
             halt_run(self.job.run_id, reason=Run.HaltReason.BUDGET, message=message)
             raise Interrupted() from None
         finally:
-            if self.waiting_shown:  # the card said "Waiting for the service": no longer
-                self.model.objects.filter(pk=self.job.pk).held_by(self.id).update(
-                    waiting_for="", next_attempt_at=None, updated_at=Now()
-                )
-                self.waiting_shown = None
+            self._clear_waiting()
         if slot is None:
             raise Interrupted()
         return slot
 
     def _still_waiting_for_slot(self) -> bool:
-        """still_wanted() while the shared limits hold the call back, which also shows on
-        the job which limit it waits for and when a slot may be free (written when that
-        changes, not on every look)."""
+        """still_wanted() while the shared limits hold the call back."""
         seconds, why = self.gate.waiting or (0.0, "")
+        return self._still_waiting(why, seconds)
+
+    def _clear_waiting(self) -> None:
+        """The card said "Waiting for the service": no longer."""
+        if self.waiting_shown:
+            self.model.objects.filter(pk=self.job.pk).held_by(self.id).update(
+                waiting_for="", next_attempt_at=None, updated_at=Now()
+            )
+            self.waiting_shown = None
+
+    def _still_waiting(self, why: str, seconds: float) -> bool:
+        """still_wanted() while something holds the call back, which also shows on the job
+        what it waits for and when it may go (written when that changes, not on every
+        look)."""
         if not why or (why == self.waiting_shown and time.monotonic() < self.shown_until):
             return self.still_wanted()
         self.waiting_shown = why

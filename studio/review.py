@@ -113,6 +113,8 @@ class PageCard:
             return "finishing"  # the call in flight ends; nothing new starts
         if job.status == Status.GENERATING and job.waiting_for:
             return "waiting"  # a concurrency or rate limit holds the call back
+        if job.status == Status.QUEUED and job.next_attempt_at is not None:
+            return "waiting"  # the service asked for a long wait: back in line until then
         return job.status
 
     @property

@@ -74,7 +74,14 @@ def _since(request: HttpRequest) -> datetime:
     return datetime.fromtimestamp(cursor, tz=timezone.get_current_timezone()) - CURSOR_MARGIN
 
 
-def _regions(request, project: Project, *, since: datetime, poll: bool = False) -> HttpResponse:
+def _run_seen(run: Run | None) -> str:
+    """Return how a page knows the run it last showed: "12-running"."""
+    return f"{run.pk}-{run.state}" if run is not None else ""
+
+
+def _regions(
+    request, project: Project, *, since: datetime, poll: bool = False, seen_run: str | None = None
+) -> HttpResponse:
     """Answer with the header and, out of band, every card changed since `since`.
 
     For the poll, an idle project's answer is 286: the header it carries has no polling
@@ -84,9 +91,12 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
         context.update(cards=[], header_only=True)
     else:
         run = context["run"]
-        if run is not None and run.updated_at >= since:
-            # The run paused, halted or resumed: its waiting pages read "Held", "Paused" or
-            # "Queued" by its state, though their rows did not change, so every card moves.
+        if seen_run is None:
+            seen_run = request.GET.get("run")
+        if seen_run is not None and seen_run != _run_seen(run):
+            # The run paused, halted or resumed since the page last looked: its waiting
+            # pages read "Held", "Paused" or "Queued" by its state, though their rows did
+            # not change, so every card moves.
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
@@ -97,12 +107,21 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
     return render(request, "studio/project_regions.html", context, status=status)
 
 
-def _after_action(request, project: Project, *, message: str, level: str, started: datetime):
+def _after_action(
+    request,
+    project: Project,
+    *,
+    message: str,
+    level: str,
+    started: datetime,
+    seen_run: str | None = None,
+):
     if not request.htmx:
         getattr(messages, level)(request, message)
         return redirect(project)
-    # Only the cards this action changed: its writes are stamped by the database clock.
-    response = _regions(request, project, since=started)
+    # Only the cards this action changed (its writes are stamped by the database clock),
+    # or every card when it changed the run's state.
+    response = _regions(request, project, since=started, seen_run=seen_run)
     return trigger_client_event(response, "toast", {"level": level, "message": message})
 
 
@@ -110,8 +129,11 @@ def _control(request, project: Project, action, say) -> HttpResponse:
     """Run a control service and answer with what it changed and a toast: say(result)
     returns the toast's message and level."""
     started = db_now()
+    seen_run = _run_seen(selectors.latest_run(project))
     message, level = say(action())
-    return _after_action(request, project, message=message, level=level, started=started)
+    return _after_action(
+        request, project, message=message, level=level, started=started, seen_run=seen_run
+    )
 
 
 def _if_queued(done, nothing: str):

@@ -5,6 +5,8 @@ import hashlib
 import hmac
 import json
 import threading
+from email import message_from_string
+from email.header import decode_header, make_header
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -12,6 +14,7 @@ from django.core import mail
 from django.urls import reverse
 
 from generation import notify, services
+from tests.conftest import wait_until
 from generation.models import Run
 from studio.models import EditorSettings
 
@@ -195,3 +198,36 @@ def test_a_webhook_signed_with_another_secret_does_not_verify(receiver, settings
     assert notify.deliver_webhook({"event": "run.ended", "run": 1}, sleep=lambda s: None)
     assert len(hook.received) == 1
     assert hook.verified() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_real_workers_email_once_and_deliver_the_signed_webhook_after_a_refusal(
+    owner, make_project, qcluster, receiver, tmp_path
+):
+    # The workers are other processes: Django's locmem outbox cannot reach this one, so
+    # they write their emails with the file-based backend, one file per email.
+    hook = receiver(statuses=[500])
+    qcluster(
+        STUDIO_WORKERS=2,
+        STUDIO_WEBHOOK_URL=hook.url,
+        STUDIO_WEBHOOK_SECRET=SECRET,
+        STUDIO_WEBHOOK_BACKOFF=0,
+        EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend",
+        EMAIL_FILE_PATH=str(tmp_path),
+    )
+    project = make_project(pages=4, title="Worked Book")
+    run = services.generate_missing(project=project).run
+
+    wait_until(lambda: len(hook.received) == 2, timeout=60, message="no webhook retry")
+
+    bodies = hook.verified()
+    assert [body["state"] for body in bodies] == ["finished", "finished"]  # 500, then taken
+    assert bodies[-1]["run"] == run.pk
+    assert bodies[-1]["counts"]["illustrated"] == 4
+    emails = wait_until(lambda: list(tmp_path.iterdir()), timeout=30)
+    assert len(emails) == 1
+    message = message_from_string(emails[0].read_text().rsplit("-" * 79, 1)[0])
+    assert message["To"] == "alice@example.org"
+    subject = str(make_header(decode_header(message["Subject"])))
+    assert subject == "Illustration Studio: ✓ 4/4 · Worked Book"
+    assert Run.objects.get(pk=run.pk).end_notice == Run.State.FINISHED

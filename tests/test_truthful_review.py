@@ -7,9 +7,10 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
-from generation import selectors, services
+from generation import ledger, selectors, services
 from generation.models import Illustration, Run
 from generation.plain import plain_message
+from generation.pricing import money
 
 pytestmark = pytest.mark.django_db
 
@@ -122,3 +123,55 @@ def test_pictures_out_of_date_are_counted_priced_and_regenerated(
     assert Illustration.objects.filter(status=Status.QUEUED).count() == 3
     assert Illustration.objects.filter(status=Status.COMPLETE).count() == 3  # kept meanwhile
     assert services.regenerate_outdated(project=project).count == 0  # on their way already
+
+
+def test_the_budget_banner_and_the_header_show_the_same_spend(
+    client, editor, make_project, openai_settings, fake_openai, drain
+):
+    project = make_project(pages=6)
+    project.budget = Decimal("0.10")
+    project.save()
+    drain(services.generate_missing(project=project).run.pk)
+    # A call that was in flight at the halt is entered after it: the banner reads the
+    # ledger now, as the header does, not the figure written into the halt's message.
+    ledger.enter(
+        attempt_id=999_999,
+        amount=Decimal("0.042"),
+        basis="price",
+        confirmed=True,
+        project_id=project.pk,
+        run_id=project.runs.get().pk,
+        kind="illustration",
+        account="openai",
+        provider="openai",
+        model="gpt-image-1",
+    )
+    client.force_login(editor)
+    html = client.get(project.get_absolute_url()).content.decode()
+
+    spent = money(selectors.spend(project, None).project)
+    assert spent not in project.runs.get().message  # the halt's own figure is stale
+    assert f"Spent {spent}" in html
+    assert (
+        "Budget reached.</strong> The next picture would take this project past its "
+        f"budget of $0.10: it has spent {spent}"
+    ) in html
+    assert "Generation halted." not in html  # a budget halt is not the service's state
+    assert 'state--halted">halted' not in html
+
+
+def test_a_poll_from_a_page_that_saw_another_run_state_gets_every_card(
+    client, editor, make_project
+):
+    project = make_project(pages=3)
+    run = services.generate_missing(project=project).run
+    services.pause(project=project)
+    client.force_login(editor)
+    url = reverse("project-poll", args=[project.pk])
+    since = f"{(run.created_at.timestamp() + 3600):.3f}"  # nothing changed after this
+
+    same = client.get(url, {"since": since, "run": f"{run.pk}-paused"}, HTTP_HX_REQUEST="true")
+    moved = client.get(url, {"since": since, "run": f"{run.pk}-running"}, HTTP_HX_REQUEST="true")
+
+    assert same.content.decode().count('class="card card--') == 0
+    assert moved.content.decode().count('class="card card--paused"') == 3

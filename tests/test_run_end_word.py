@@ -14,9 +14,9 @@ from django.core import mail
 from django.urls import reverse
 
 from generation import notify, services
-from tests.conftest import wait_until
 from generation.models import Run
 from studio.models import EditorSettings
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db
 

@@ -173,3 +173,25 @@ def test_changed_style_guide_offers_regenerate_changed_pages(
     expect(page.locator(".outdated-line")).to_have_count(0, timeout=30_000)
     expect(page.locator(".card--complete")).to_have_count(3)
     expect(page.locator(".run-state")).to_contain_text("✓ Complete")
+
+
+def test_a_budget_halt_quotes_the_headers_spend_and_is_not_the_services_state(
+    page, web_server, qcluster, fake_openai, make_project
+):
+    project = make_project(pages=5, title="On a Budget")
+    project.budget = "0.10"
+    project.save()
+    env = openai_env(fake_openai, STUDIO_WORKERS=1)
+    qcluster(**env)
+    server = web_server(**env)
+    sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    page.get_by_role("button", name=re.compile("Generate Missing Illustrations")).click()
+
+    banner = page.locator(".budget-banner")
+    expect(banner).to_contain_text("Budget reached.", timeout=30_000)
+    spent = re.search(r"Spent (\$[0-9.]+)", page.locator(".spend").inner_text()).group(1)
+    expect(banner).to_contain_text(f"it has spent {spent}")
+    expect(page.locator(".provider-state")).to_contain_text("ok")
+    expect(page.locator(".chip--held").first).to_have_text(re.compile("Held: budget reached"))
+    expect(page.locator("#live-header .button--primary")).to_have_text("Resume")
+    screenshot(page, "review-budget")

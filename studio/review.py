@@ -10,6 +10,8 @@ from functools import cached_property
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils.formats import date_format, time_format
+from django.utils.timezone import localtime
 
 from generation import selectors
 from generation.clock import db_now
@@ -118,6 +120,56 @@ class PageCard:
         return job.status
 
     @property
+    def label(self) -> str:
+        """Return the chip's words: short enough for one line on a card at 1280 px."""
+        state, job = self.state, self.job
+        if self.stalled and state in ("generating", "retrying", "waiting"):
+            return "Waiting for the worker"
+        return {
+            "pending": "Pending",
+            "queued": "Queued · next" if job and job.priority > 0 else "Queued",
+            "held": f"Held: {self.held_reason}",
+            "paused": "Paused",
+            "finishing": "Finishing…",
+            "waiting": "Waiting for the service",
+            "generating": "Generating",
+            "retrying": "Retrying",
+            "complete": "Complete",
+            "outdated": "Prompt changed",
+            "failed": "Failed",
+            "rejected": "Rejected",
+        }.get(state, state)
+
+    @property
+    def detail(self) -> str:
+        """Return what the chip's state adds, on the line below it: "attempt 2 of 3",
+        "12 a minute; next at 14:32:05" (empty when nothing)."""
+        state, job = self.state, self.job
+        if self.stalled and state in ("generating", "retrying", "waiting"):
+            return f"to come back; lease ends at {_clock(job.lease_expires_at)}"
+        if state == "waiting":
+            parts = [job.waiting_for] if job.waiting_for else []
+            if job.next_attempt_at is not None:
+                parts.append(f"next at {_clock(job.next_attempt_at)}")
+            return "; ".join(parts)
+        if state == "generating":
+            attempt = f"attempt {self.attempt_number} of {self.max_attempts}"
+            return f"{job.progress_note} · {attempt}" if job.progress_note else attempt
+        if state == "retrying":
+            return f"next try at {_clock(job.next_attempt_at)}"
+        return ""
+
+    @property
+    def sentence(self) -> str:
+        """Return the chip and its detail as one sentence: "Waiting for the service (12 a
+        minute; next at 14:32:05)", the chip's hover text."""
+        if self.state in ("complete", "outdated") and self.current is not None:
+            made = f"made {_when(self.current.finished_at)}" if self.current.finished_at else ""
+            by = f" by {self.current.provider}" if self.current.provider else ""
+            return f"{self.label} ({made}{by})" if made or by else self.label
+        return f"{self.label} ({self.detail})" if self.detail else self.label
+
+    @property
     def held_reason(self) -> str:
         """Why a held page waits, in words: "out of credits", "budget reached"."""
         if self.run is None:
@@ -165,6 +217,14 @@ def page_cards(project: Project, *, pages=None, run=_UNKNOWN) -> list[PageCard]:
         )
         for p in pages
     ]
+
+
+def _clock(value) -> str:
+    return time_format(localtime(value), "H:i:s") if value is not None else "?"
+
+
+def _when(value) -> str:
+    return date_format(localtime(value), "Y-m-d H:i") if value is not None else ""
 
 
 def _stalled(job: Illustration | None, now) -> bool:

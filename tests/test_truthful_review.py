@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from generation import ledger, selectors, services
 from generation.models import Illustration, Run
@@ -175,3 +176,23 @@ def test_a_poll_from_a_page_that_saw_another_run_state_gets_every_card(
 
     assert same.content.decode().count('class="card card--') == 0
     assert moved.content.decode().count('class="card card--paused"') == 3
+
+
+def test_a_picture_from_an_earlier_run_reads_complete_and_says_when_it_was_made(
+    client, editor, make_project, drain
+):
+    project = make_project(pages=2)
+    run = services.generate_missing(project=project).run
+    drain(run.pk, limit=1)
+    services.stop(project=project)
+    services.generate_missing(project=project)  # a new run for the other page
+
+    client.force_login(editor)
+    html = client.get(project.get_absolute_url()).content.decode()
+
+    made = Illustration.objects.get(status=Status.COMPLETE)
+    when = timezone.localtime(made.finished_at).strftime("%Y-%m-%d %H:%M")
+    assert html.count('class="card card--complete"') == 1
+    assert f'title="Complete (made {when} by embedded)"' in html
+    history = client.get(reverse("page-history", args=[made.page_id])).content.decode()
+    assert f"made {timezone.localtime(made.finished_at):%Y-%m-%d %H:%M:%S}" in history

@@ -212,8 +212,11 @@ def test_the_page_chips_say_where_each_page_stands(signed_in, make_project, sett
 
     html = detail(signed_in, project)
 
-    assert "Generating (attempt 2 of 3)" in html
-    assert f"Retrying (next try at {next_try:%H:%M:%S})" in html
+    # The chip says the state on one line; what it adds goes on the line below, and the
+    # whole sentence is the chip's hover text.
+    assert 'title="Generating (attempt 2 of 3)"' in html
+    assert '<p class="card__detail">attempt 2 of 3</p>' in html
+    assert f'title="Retrying (next try at {next_try:%H:%M:%S})"' in html
     assert "Failed after 3 attempts: The engine is currently overloaded." in html
     assert "Rejected" in html and "Edit prompt and retry" in html
     # A picture from an earlier run is complete like any other: a new run relabels nothing.

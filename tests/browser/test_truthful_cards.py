@@ -64,9 +64,17 @@ def test_a_rate_limit_reads_waiting_and_a_paused_call_reads_finishing(
     # The second worker waits for the next token of 2 a minute: not "Generating".
     waiting = page.locator(".chip--waiting")
     expect(waiting).to_have_count(1, timeout=30_000)
-    expect(waiting).to_have_text(
-        re.compile(r"Waiting for the service \(2 a minute; next at \d\d:\d\d:\d\d\)")
+    expect(waiting).to_have_text(re.compile("Waiting for the service"))
+    expect(waiting).to_have_attribute(
+        "title", re.compile(r"^Waiting for the service \(2 a minute; next at \d\d:\d\d:\d\d\)$")
     )
+    card = page.locator(".card", has=waiting)
+    expect(card.locator(".card__detail")).to_have_text(
+        re.compile(r"^2 a minute; next at \d\d:\d\d:\d\d$")
+    )
+    # Every chip shows all its words: none is cut short, none wraps.
+    for chip in page.locator(".chip").all():
+        assert chip.evaluate("el => el.scrollWidth <= el.clientWidth")
     expect(page.locator(".chip--generating")).to_have_count(1)
     primary = page.locator("#live-header .button--primary")
     expect(primary).to_have_text("Pause")

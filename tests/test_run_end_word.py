@@ -231,3 +231,29 @@ def test_real_workers_email_once_and_deliver_the_signed_webhook_after_a_refusal(
     subject = str(make_header(decode_header(message["Subject"])))
     assert subject == "Illustration Studio: ✓ 4/4 · Worked Book"
     assert Run.objects.get(pk=run.pk).end_notice == Run.State.FINISHED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_ending_the_same_run_at_once_send_one_email(owner, make_project):
+    from django.db import connection
+
+    project = make_project(pages=1)
+    run = Run.objects.create(project=project, state=Run.State.FINISHED)
+    start = threading.Barrier(4)
+    told = []
+
+    def settle():
+        try:
+            start.wait()
+            told.append(notify.run_ended(run.pk))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=settle) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(told) == [False, False, False, True]
+    assert len(mail.outbox) == 1

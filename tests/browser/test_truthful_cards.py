@@ -32,7 +32,7 @@ def test_a_halted_run_holds_its_pages_and_offers_only_resume(
     expect(primary).to_have_count(1)
     expect(primary).to_have_text("Resume")
     expect(page.get_by_role("button", name=re.compile("Generate Missing"))).to_have_count(0)
-    expect(page.locator(".on-its-way")).to_have_text("4 pictures on their way")
+    expect(page.locator(".on-its-way")).to_have_text("4 pictures wait for Resume")
     expect(page).to_have_title("⏸ Halted 0/4 · The Tale of Peter Rabbit")
     screenshot(page, "review-held")
 
@@ -78,6 +78,7 @@ def test_a_rate_limit_reads_waiting_and_a_paused_call_reads_finishing(
     expect(page.locator(".chip--generating")).to_have_count(1)
     primary = page.locator("#live-header .button--primary")
     expect(primary).to_have_text("Pause")
+    expect(page.locator(".on-its-way")).to_have_text("3 pictures on their way")
     # No chip wraps onto two lines at 1280 px.
     for chip in page.locator(".chip").all():
         box = chip.bounding_box()

@@ -21,10 +21,10 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception
 
-from . import accounts, ledger, logs
+from . import accounts, ledger, logs, notify
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
-from .limits import BudgetReached, Gate, provider_key
+from .limits import POLL_SECONDS, BudgetReached, Gate, provider_key
 from .models import (
     ACTIVE_STATUSES,
     GenerationAttempt,
@@ -121,6 +121,8 @@ def settle_run(run_id: int) -> None:
         state = Run.State.FINISHED if run.state == Run.State.RUNNING else Run.State.STOPPED
         Run.objects.filter(pk=run_id).update(state=state, finished_at=Now(), updated_at=Now())
     logs.run_state(run, state)
+    if state == Run.State.FINISHED:
+        notify.run_ended(run_id)
 
 
 def halt_message(reason: str, error: ProviderError | None, *, provider, service: str, count=0):
@@ -167,6 +169,7 @@ def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bo
     if halted:
         logger.warning("Run %s halted (%s): %s", run_id, reason, message)
         logs.run_state(run_id, Run.State.HALTED, reason=reason)
+        notify.run_ended(run_id)
     return bool(halted)
 
 
@@ -196,6 +199,7 @@ def halt_account(key: str, *, reason: str, message: str, provider=None) -> int:
     )
     for run in running:  # the runs that were running a moment ago are the ones it halted
         logs.run_state(run["pk"], Run.State.HALTED, reason=reason, project_id=run["project"])
+        notify.run_ended(run["pk"])
     return halted
 
 
@@ -258,6 +262,8 @@ class JobWorker:
         self.repeat_key = ""
         self.failures_before = 0  # the account's outage count when this call was admitted
         self.rate_limited = False  # this worker saw a rate limit for the job
+        self.waiting_shown: str | None = None  # the limit the job's row says it waits for
+        self.shown_until = 0.0
 
     # --- claiming -------------------------------------------------------------------
 
@@ -448,8 +454,10 @@ class JobWorker:
             admission = accounts.admit(self.account, worker_id=self.id)
             self.failures_before = admission.failures_in_row
             if admission.verdict == "go":
+                self._clear_waiting()
                 return False
             if admission.verdict == "probe":
+                self._clear_waiting()
                 return True
             if admission.verdict == "halted":
                 halt_run(
@@ -460,10 +468,13 @@ class JobWorker:
                 )
                 raise Interrupted()
             if admission.wait > accounts.WAIT_IN_WORKER:
+                self._clear_waiting()
                 raise Deferred(admission.wait, "The service asked every worker to wait.")
             self.clock.sleep(min(admission.wait, 1.0))
-            if not self.still_wanted():
+            if not self._still_waiting("asked to slow down", admission.wait):
+                self._clear_waiting()
                 raise Interrupted()
+            # Still cooling or now admitted: whatever follows shows its own state.
 
     def _after_success(self, *, probing: bool) -> None:
         # Writes only where there is something to reset: most calls succeed first time.
@@ -481,7 +492,7 @@ class JobWorker:
         """Wait until the shared limits allow a call; halt the run if the budget would be
         passed; give up (Interrupted) when the run stops, pauses or halts meanwhile."""
         try:
-            slot = self.gate.acquire(still_wanted=self.still_wanted)
+            slot = self.gate.acquire(still_wanted=self._still_waiting_for_slot)
         except BudgetReached as reached:
             if reached.price is None:
                 message = (
@@ -499,9 +510,44 @@ class JobWorker:
                 )
             halt_run(self.job.run_id, reason=Run.HaltReason.BUDGET, message=message)
             raise Interrupted() from None
+        finally:
+            self._clear_waiting()
         if slot is None:
             raise Interrupted()
         return slot
+
+    def _still_waiting_for_slot(self) -> bool:
+        """still_wanted() while the shared limits hold the call back."""
+        seconds, why = self.gate.waiting or (0.0, "")
+        return self._still_waiting(why, seconds)
+
+    def _clear_waiting(self) -> None:
+        """The card said "Waiting for the service": no longer."""
+        if self.waiting_shown:
+            self.model.objects.filter(pk=self.job.pk).held_by(self.id).update(
+                waiting_for="", next_attempt_at=None, updated_at=Now()
+            )
+            self.waiting_shown = None
+
+    def _still_waiting(self, why: str, seconds: float) -> bool:
+        """still_wanted() while something holds the call back, which also shows on the job
+        what it waits for and when it may go (written when that changes, not on every
+        look)."""
+        if not why or (why == self.waiting_shown and time.monotonic() < self.shown_until):
+            return self.still_wanted()
+        self.waiting_shown = why
+        self.shown_until = time.monotonic() + seconds  # then the time shown has passed
+        # A concurrency slot has no known time; a rate's next token has.
+        next_at = later(seconds) if seconds > POLL_SECONDS else None
+        return bool(
+            self.model.objects.filter(pk=self.job.pk).renew(
+                worker_id=self.id,
+                lease=self.lease,
+                running=True,
+                waiting_for=why[:120],
+                next_attempt_at=next_at,
+            )
+        )
 
     def run_stopping(self) -> bool:
         return Run.objects.filter(

@@ -63,6 +63,10 @@ class Gate:
         self.price = price or Decimal(0)
         self.lease = timedelta(seconds=lease)
         self.clock = clock or DatabaseClock()
+        # While acquire() waits: (seconds until a slot may be free, which limit holds the
+        # call back: "12 a minute"); None once it has a slot or before it waited.
+        self.waiting: tuple[float, str] | None = None
+        self._why = ""
         self.limits = [
             Limit(
                 provider,
@@ -91,7 +95,9 @@ class Gate:
         while True:
             granted = self._try()
             if isinstance(granted, ProviderSlot):
+                self.waiting = None
                 return granted
+            self.waiting = (granted, self._why)
             self.clock.sleep(min(granted, 1.0))
             if not still_wanted():
                 return None
@@ -113,17 +119,22 @@ class Gate:
                 and active.filter(provider_key=self.provider).count()
                 >= provider_limit.max_concurrent
             ):
+                self._why = f"{provider_limit.max_concurrent} at a time"
                 return POLL_SECONDS
             if (
                 project_limit.max_concurrent
                 and active.filter(project_id=self.project.pk).count()
                 >= project_limit.max_concurrent
             ):
+                self._why = f"{project_limit.max_concurrent} at a time for this project"
                 return POLL_SECONDS
             for limit in self.limits:
                 if limit.requests_per_minute:
                     wait = self._refill(gates[limit.key], limit.requests_per_minute, now)
                     if wait:
+                        self._why = f"{limit.requests_per_minute} a minute" + (
+                            " for this project" if limit is project_limit else ""
+                        )
                         return wait
             if self.project.budget is not None and self.known_price is None:
                 raise BudgetReached(

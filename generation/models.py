@@ -41,6 +41,10 @@ class Run(models.Model):
     # The provider account whose halt halted this run (out of credits, auth, config,
     # outage): resuming the account resumes every run it halted.
     halted_account = models.CharField(max_length=200, blank=True)
+    # The end the owner was last told of ("finished", "halted"): set by one conditional
+    # UPDATE, so several workers settling at once send one email, and an outage's probes
+    # that halt the run again send none; Resume clears it.
+    end_notice = models.CharField(max_length=10, blank=True)
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
@@ -277,6 +281,10 @@ class Job(models.Model):
     provider_job_id = models.CharField(max_length=120, blank=True)
     # What that service says of the job while it waits ("In queue (position 3)").
     progress_note = models.CharField(max_length=120, blank=True)
+    # Which shared limit holds the claimed job back before its call ("12 a minute",
+    # "2 at a time"), with next_attempt_at the time a slot may be free: the card says
+    # "Waiting for the service", not "Generating". Empty once the call goes out.
+    waiting_for = models.CharField(max_length=120, blank=True)
 
     # Stamped by the database's clock, on creation and by every transition, so the review
     # page's poll (which looks for rows changed since its cursor) misses none whatever

@@ -45,7 +45,8 @@ class Progress:
     illustrated: int = 0
     queued: int = 0  # missing pages waiting for a worker
     generating: int = 0  # pages a worker is on (generating or waiting to retry)
-    failed: int = 0
+    failed: int = 0  # failed pages "Retry failed" would queue again
+    rejected: int = 0  # pages whose prompt the service refused: edit the prompt first
     approved: int = 0  # pages whose current picture the editor approved
 
     @property
@@ -86,6 +87,7 @@ def with_page_state(pages):
         is_approved=Exists(jobs.filter(status=Status.COMPLETE, approved_at__isnull=False)),
         active_status=Subquery(jobs.filter(status__in=ACTIVE_STATUSES).values("status")[:1]),
         latest_status=Subquery(jobs.order_by("-pk").values("status")[:1]),
+        latest_reason=Subquery(jobs.order_by("-pk").values("failure_reason")[:1]),
     )
 
 
@@ -94,8 +96,11 @@ def with_page_state(pages):
 MISSING = Q(has_complete=False)
 # Missing and no job on its way: what "Generate missing" queues.
 TO_QUEUE = MISSING & Q(active_status__isnull=True)
-# Missing, not on its way, and its latest job failed: what "Retry failed" queues.
-FAILED = TO_QUEUE & Q(latest_status=Status.FAILED)
+# Missing, not on its way, and its latest job was refused by the service (a rejected
+# prompt): re-sending it is pointless, so "Retry failed" leaves it for an edited prompt.
+REJECTED = TO_QUEUE & Q(latest_status=Status.FAILED, latest_reason="rejected")
+# Missing, not on its way, and its latest job failed otherwise: what "Retry failed" queues.
+FAILED = TO_QUEUE & Q(latest_status=Status.FAILED) & ~Q(latest_reason="rejected")
 # The editor approved its current picture; bulk actions leave such pages alone.
 APPROVED = Q(is_approved=True)
 # Which pages each Progress count counts.
@@ -104,6 +109,7 @@ PAGE_COUNTS = {
     "queued": MISSING & Q(active_status=Status.QUEUED),
     "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING)),
     "failed": FAILED,
+    "rejected": REJECTED,
     "approved": APPROVED,
 }
 
@@ -115,7 +121,7 @@ def missing_pages(project: Project):
 
 def failed_pages(project: Project):
     """Return the project's pages that are missing, not on their way, and whose latest job
-    failed."""
+    failed for a reason other than a rejected prompt."""
     return with_page_state(project.pages.all()).filter(FAILED)
 
 
@@ -360,6 +366,50 @@ def with_references(project: Project, pages: list[Page]) -> None:
     prefetch_related_objects(pages, "characters")
 
 
+def outdated_pictures(project: Project) -> list[Illustration]:
+    """Return the project's current pictures that were drawn from another prompt or other
+    references than their page's today (its text, prompt, the style guide or its
+    characters changed), in three queries."""
+    current = list(
+        Illustration.objects.filter(page__project=project, status=Status.COMPLETE).select_related(
+            "page"
+        )
+    )
+    for illustration in current:
+        illustration.page.project = project  # compose_prompt reads the style guide
+    with_references(project, [illustration.page for illustration in current])
+    return [picture for picture in current if is_outdated(picture.page, picture)]
+
+
+def outdated_page_ids(project: Project, *, approved: bool = True) -> list[int]:
+    """Return the ids of the pages whose current picture is out of date (outdated_pictures);
+    approved=False leaves out the pictures the editor approved (bulk actions leave those
+    alone)."""
+    return [
+        picture.page_id
+        for picture in outdated_pictures(project)
+        if approved or picture.approved_at is None
+    ]
+
+
+def outdated_counts(projects: list[Project]) -> dict[int, int]:
+    """Return {project id: pictures out of date} for the given projects, in three queries."""
+    by_id = {project.pk: project for project in projects}
+    current = list(
+        Illustration.objects.filter(page__project__in=by_id, status=Status.COMPLETE).select_related(
+            "page"
+        )
+    )
+    for illustration in current:
+        illustration.page.project = by_id[illustration.page.project_id]
+    prefetch_related_objects(projects, "characters")
+    prefetch_related_objects([illustration.page for illustration in current], "characters")
+    counts = dict.fromkeys(by_id, 0)
+    for illustration in current:
+        counts[illustration.page.project_id] += is_outdated(illustration.page, illustration)
+    return counts
+
+
 def latest_illustration_run_id(project: Project) -> int | None:
     """Return the id of the latest run that queued pictures for the project (runs are
     numbered in order)."""
@@ -433,6 +483,32 @@ class ReviewHeader:
     # The database's clock when the header was read: the poll's cursor, since every change
     # the poll looks for is stamped by that clock.
     now: datetime | None = None
+    # Pictures drawn from a prompt that has changed since (the page, the style guide, …),
+    # and what regenerating them costs at current settings (one attempt each).
+    outdated: int = 0
+    regenerable: int = 0  # out of date and not approved: what Regenerate changed queues
+    outdated_estimate: Decimal | None = None
+
+    @property
+    def to_queue(self) -> int:
+        """Missing pages that "Generate missing" would queue (none on their way)."""
+        progress = self.progress
+        return progress.missing - progress.queued - progress.generating
+
+    @property
+    def title(self) -> str:
+        """The tab's title, so a tab in the background says how the run ended."""
+        progress, run = self.progress, self.run
+        counted = f"{progress.illustrated}/{progress.pages}"
+        if progress.complete:
+            return f"✓ {counted}"
+        if run is not None and run.state == Run.State.HALTED:
+            return f"⏸ Halted {counted}"
+        if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING):
+            return f"⟳ {counted}"
+        if progress.failed or progress.rejected:
+            return f"✗ {counted}"
+        return counted
 
 
 def review_header(project: Project) -> ReviewHeader:
@@ -443,6 +519,10 @@ def review_header(project: Project) -> ReviewHeader:
     model = getattr(provider, "model", "")
     price = price_per_image(provider.name, model, settings.STUDIO_IMAGE_SIZE)
     now = db_now()
+    pictures = outdated_pictures(project)
+    outdated = len(pictures)
+    # Regenerate changed pages leaves approved pictures alone.
+    regenerable = sum(1 for picture in pictures if picture.approved_at is None)
     waiting = 0
     if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
         # Only a project with work waiting asks whether any worker is alive.
@@ -465,6 +545,9 @@ def review_header(project: Project) -> ReviewHeader:
         or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
         waiting_for_workers=waiting,
         now=now,
+        outdated=outdated,
+        regenerable=regenerable,
+        outdated_estimate=None if price is None else price * regenerable,
     )
 
 

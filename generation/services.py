@@ -38,7 +38,13 @@ from .models import (
     StoryJob,
 )
 from .providers import account_of, project_provider, text_provider_configured
-from .selectors import failed_clip_pages, failed_pages, missing_clip_pages, missing_pages
+from .selectors import (
+    failed_clip_pages,
+    failed_pages,
+    missing_clip_pages,
+    missing_pages,
+    outdated_page_ids,
+)
 from .story import MAX_STORY_PAGES
 
 logger = logging.getLogger(__name__)
@@ -127,6 +133,7 @@ def _set_running(run: Run) -> None:
     run.message = ""
     run.halted_account = ""
     run.finished_at = None
+    run.end_notice = ""  # its next end is news again
     run.save()
     logs.run_state(run, Run.State.RUNNING)
     if account:
@@ -187,13 +194,26 @@ def probe_accounts(*, now) -> int:
 
 
 def _queue_pages(
-    project: Project, page_ids: list[int], requested_by, kind: str = "illustration"
+    project: Project,
+    page_ids: list[int],
+    requested_by,
+    kind: str = "illustration",
+    *,
+    resume: bool = True,
 ) -> ControlResult:
     """Add one job of a kind per page to the open run and hand the broker their tasks.
 
     A paused or halted run resumes, since the editor asked for work, and its waiting jobs
-    get their tasks again.
+    get their tasks again; with resume=False a halted or paused run stays as it is and
+    the new jobs wait in it for Resume (only Resume resumes).
     """
+    if not resume:
+        waiting = Run.objects.filter(
+            project=project, state__in=(Run.State.HALTED, Run.State.PAUSED)
+        ).first()
+        if waiting is not None:
+            KINDS[kind].create_jobs(waiting, page_ids)
+            return ControlResult(run=waiting, count=len(page_ids))
     if not page_ids:
         open_run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
         if open_run is None or open_run.state == Run.State.RUNNING:
@@ -242,11 +262,30 @@ def generate_missing(*, project: Project, requested_by=None) -> ControlResult:
     """Queue one job per page without a complete illustration or an active job.
 
     Idempotent: pages already queued or complete are left alone, so a double click queues
-    nothing more. A halted or paused run is resumed.
+    nothing more. A halted or paused run is not resumed (that is Resume's job, after the
+    editor has fixed what halted it): the new jobs wait in it.
     """
     _lock(project.pk)
     pages = list(missing_pages(project).values_list("pk", flat=True))
-    return _queue_pages(project, pages, requested_by)
+    return _queue_pages(project, pages, requested_by, resume=False)
+
+
+@transaction.atomic
+def regenerate_outdated(*, project: Project, requested_by=None) -> ControlResult:
+    """Queue a new picture for every page whose picture was drawn from a prompt that has
+    changed since (the page, the style guide, …) and has no job on its way. Each old
+    picture stays until its new one is complete. Approved pages are left alone (the
+    editor regenerates those one by one). A paused or halted run is left as it is: the new
+    jobs wait in it for Resume."""
+    _lock(project.pk)
+    outdated = set(outdated_page_ids(project, approved=False))
+    busy = set(
+        Illustration.objects.filter(page__in=outdated, status__in=ACTIVE_STATUSES).values_list(
+            "page_id", flat=True
+        )
+    )
+    pages = sorted(outdated - busy)
+    return _queue_pages(project, pages, requested_by, resume=False)
 
 
 @transaction.atomic

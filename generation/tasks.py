@@ -1,6 +1,6 @@
 """django-q2 entry points: thin wrappers that take ids and call the engine or services."""
 
-from . import engine, services
+from . import engine, notify, services
 from .models import Heartbeat
 
 
@@ -16,3 +16,8 @@ def sweep() -> dict[str, int]:
     counts = services.sweep()
     Heartbeat.beat(Heartbeat.SWEEP)
     return counts
+
+
+def deliver_webhook(report: dict) -> bool:
+    """POST a run's end to STUDIO_WEBHOOK_URL, signed, with retries and backoff."""
+    return notify.deliver_webhook(report)

@@ -85,7 +85,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
     @admin.display(ordering="failed_count")
     def failed(self, project):
-        return project.failed_count
+        return project.failed_count + project.rejected_count  # rejected prompts included
 
     @admin.display(ordering="spent", description="Spent")
     def cost(self, project):

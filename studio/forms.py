@@ -5,7 +5,7 @@ from generation.story import MAX_STORY_PAGES
 
 from .characters import CharacterError, check_reference_image
 from .manuscript import ManuscriptError, decode_manuscript, parse_manuscript
-from .models import Character, Export, Page, Project
+from .models import Character, EditorSettings, Export, Page, Project
 
 MAX_PROMPT_CHARS = 4000
 MAX_STYLE_CHARS = 4000
@@ -310,3 +310,9 @@ class ReferenceUploadForm(forms.Form):
             return check_reference_image(content)
         except CharacterError as error:
             raise forms.ValidationError(str(error)) from None
+
+
+class EditorSettingsForm(forms.ModelForm):
+    class Meta:
+        model = EditorSettings
+        fields = ["email_on_run_end"]

@@ -193,3 +193,27 @@ class ReferenceImage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.character} · version {self.pk}"
+
+
+class EditorSettings(models.Model):
+    """An editor's own settings; no row means the defaults."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="studio_settings"
+    )
+    email_on_run_end = models.BooleanField(
+        "Email me when a run ends",
+        default=True,
+        help_text="One email when a run finishes, halts or leaves failed pages.",
+    )
+
+    class Meta:
+        verbose_name_plural = "editor settings"
+
+    def __str__(self) -> str:
+        return f"Settings of {self.user}"
+
+    @classmethod
+    def of(cls, user) -> "EditorSettings":
+        """Return the user's settings (unsaved defaults when there is no row)."""
+        return cls.objects.filter(user=user).first() or cls(user=user)

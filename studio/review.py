@@ -11,6 +11,8 @@ from functools import cached_property
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils.formats import date_format, time_format
+from django.utils.timezone import localtime
 
 from generation import selectors
 from generation.clock import db_now
@@ -70,7 +72,7 @@ class PageCard:
     page: Page
     job: Illustration | None  # the latest job, whatever its status
     current: Illustration | None  # the complete illustration shown as the picture
-    latest_run_id: int | None = None
+    run: Run | None = None  # the project's latest run: its state colours active jobs
     clip_job: Clip | None = None  # the latest clip job
     clip: Clip | None = None  # the complete clip, played on the card
     # Its worker's lease ran out: the worker is gone and the sweep has not taken it back.
@@ -98,14 +100,14 @@ class PageCard:
 
     @cached_property
     def state(self) -> str:
-        """Return what the card shows: the active job's status, else complete, else why not."""
+        """Return what the card shows: where the active job truly stands (held by a halted
+        run, finishing in a paused one, waiting for a slot at the service), else complete,
+        else why not. A picture from an earlier run is complete like any other."""
         if self.job is not None and self.job.is_active:
-            return self.job.status
+            return self._active_state()
         if self.current is not None:
             if self.outdated:
                 return "outdated"  # offered for regeneration, never redrawn silently
-            if self.latest_run_id and self.current.run_id != self.latest_run_id:
-                return "exists"  # kept from an earlier run
             return "complete"
         if self.job is not None and self.job.status == Status.FAILED:
             return "rejected" if self.job.failure_reason == "rejected" else "failed"
@@ -132,7 +134,7 @@ class PageCard:
     @property
     def needs_attention(self) -> bool:
         """Return whether an editor must act: the page failed, was rejected or is held."""
-        return self.held or self.state in ("failed", "rejected")
+        return self.held or self.state in ("held", "failed", "rejected")
 
     @cached_property
     def filter_keys(self) -> list[str]:
@@ -143,6 +145,80 @@ class PageCard:
     def filters(self) -> str:
         return " ".join(self.filter_keys)
 
+    def _active_state(self) -> str:
+        job, run = self.job, self.run
+        run_state = run.state if run is not None and run.pk == job.run_id else None
+        if job.status == Status.QUEUED and (run_state == Run.State.HALTED or self.held):
+            return "held"  # nothing calls while the run (or its service account) is halted
+        if job.status == Status.QUEUED and run_state == Run.State.PAUSED:
+            return "paused"
+        if job.status in WORKING_STATUSES and run_state in (Run.State.PAUSED, Run.State.STOPPING):
+            return "finishing"  # the call in flight ends; nothing new starts
+        if job.status == Status.GENERATING and job.waiting_for:
+            return "waiting"  # a concurrency or rate limit holds the call back
+        if job.status == Status.QUEUED and job.next_attempt_at is not None:
+            return "waiting"  # the service asked for a long wait: back in line until then
+        return job.status
+
+    @property
+    def label(self) -> str:
+        """Return the chip's words: short enough for one line on a card at 1280 px."""
+        state, job = self.state, self.job
+        if self.stalled and state in ("generating", "retrying", "waiting"):
+            return "Waiting for the worker"
+        return {
+            "pending": "Pending",
+            "queued": "Queued · next" if job and job.priority > 0 else "Queued",
+            "held": f"Held: {self.held_reason}",
+            "paused": "Paused",
+            "finishing": "Finishing…",
+            "waiting": "Waiting for the service",
+            "generating": "Generating",
+            "retrying": "Retrying",
+            "complete": "Complete",
+            "outdated": self.outdated_reason or "Prompt changed",
+            "failed": "Failed",
+            "rejected": "Rejected",
+        }.get(state, state)
+
+    @property
+    def detail(self) -> str:
+        """Return what the chip's state adds, on the line below it: "attempt 2 of 3",
+        "12 a minute; next at 14:32:05" (empty when nothing)."""
+        state, job = self.state, self.job
+        if self.stalled and state in ("generating", "retrying", "waiting"):
+            return f"to come back; lease ends at {_clock(job.lease_expires_at)}"
+        if state == "waiting":
+            parts = [job.waiting_for] if job.waiting_for else []
+            if job.next_attempt_at is not None:
+                parts.append(f"next at {_clock(job.next_attempt_at)}")
+            return "; ".join(parts)
+        if state == "generating":
+            attempt = f"attempt {self.attempt_number} of {self.max_attempts}"
+            return f"{job.progress_note} · {attempt}" if job.progress_note else attempt
+        if state == "retrying":
+            return f"next try at {_clock(job.next_attempt_at)}"
+        return ""
+
+    @property
+    def sentence(self) -> str:
+        """Return the chip and its detail as one sentence: "Waiting for the service (12 a
+        minute; next at 14:32:05)", the chip's hover text."""
+        if self.state in ("complete", "outdated") and self.current is not None:
+            made = f"made {_when(self.current.finished_at)}" if self.current.finished_at else ""
+            by = f" by {self.current.provider}" if self.current.provider else ""
+            return f"{self.label} ({made}{by})" if made or by else self.label
+        return f"{self.label} ({self.detail})" if self.detail else self.label
+
+    @property
+    def held_reason(self) -> str:
+        """Why a held page waits, in words: "out of credits", "budget reached"."""
+        if self.run is None:
+            return ""
+        if self.run.state != Run.State.HALTED and self.held:
+            return "the service account is halted"
+        return str(dict(Run.HaltReason.choices).get(self.run.halt_reason, "halted")).lower()
+
     @property
     def attempt_number(self) -> int:
         return (self.job.attempts_made if self.job else 0) + 1
@@ -152,19 +228,24 @@ class PageCard:
         return settings.STUDIO_MAX_ATTEMPTS
 
 
-def page_cards(project: Project, *, pages=None, held_run: Run | None = None) -> list[PageCard]:
+_UNKNOWN = object()
+
+
+def page_cards(
+    project: Project, *, pages=None, run=_UNKNOWN, held_run: Run | None = None
+) -> list[PageCard]:
     """Return one card per page (or per given page), in a constant number of queries.
 
-    `held_run` is the project's run when it is held (see held_run()): its jobs wait."""
+    `run` is the project's latest run when the caller has read it already (the header
+    has); `held_run` is that run when it is held (see held_run()): its jobs wait."""
     pages = list(pages if pages is not None else project.pages.all())
     if not pages:
         return []
     for page in pages:
         page.project = project  # the cards compose prompts: no query per page
     page_ids = [p.pk for p in pages]
-    # "Exists" means kept from before the latest run that drew pictures (a run that only
-    # made clips leaves the pictures as they were).
-    latest_run_id = selectors.latest_illustration_run_id(project)
+    if run is _UNKNOWN:
+        run = selectors.latest_run(project)
     latest_job, current = selectors.latest_and_current(Illustration, page_ids)
     if current:  # pictures compare the references they were drawn with: two queries
         selectors.with_references(project, [p for p in pages if p.pk in current])
@@ -176,7 +257,7 @@ def page_cards(project: Project, *, pages=None, held_run: Run | None = None) -> 
             page=p,
             job=latest_job.get(p.pk),
             current=current.get(p.pk),
-            latest_run_id=latest_run_id,
+            run=run,
             clip_job=latest_clip.get(p.pk),
             clip=current_clip.get(p.pk),
             stalled=_stalled(latest_job.get(p.pk), now),
@@ -184,6 +265,14 @@ def page_cards(project: Project, *, pages=None, held_run: Run | None = None) -> 
         )
         for p in pages
     ]
+
+
+def _clock(value) -> str:
+    return time_format(localtime(value), "H:i:s") if value is not None else "?"
+
+
+def _when(value) -> str:
+    return date_format(localtime(value), "Y-m-d H:i") if value is not None else ""
 
 
 def _stalled(job: Illustration | None, now) -> bool:

@@ -390,6 +390,37 @@ CACHES = {
     },
 }
 
+# --- Word when a run ends ----------------------------------------------------------------
+# One email to the run's owner when it finishes, halts or leaves failed pages (editors can
+# switch it off in their settings). Development prints it on the console; production sends
+# it through SMTP with Django's EMAIL_* settings.
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_number("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_number("EMAIL_TIMEOUT", 10)  # a worker never hangs on a mail server
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH") or None  # for the file-based backend
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Illustration Studio <studio@localhost>")
+# Where editors open the studio: the links in emails and webhooks start with it.
+STUDIO_BASE_URL = env_str("STUDIO_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# For teams: the same word as JSON, POSTed by the workers (a django-q2 task, retried with
+# exponential backoff), signed with HMAC-SHA256 of the body under STUDIO_WEBHOOK_SECRET in
+# the X-Studio-Signature header ("sha256=<hex>"). Off when the URL is unset.
+STUDIO_WEBHOOK_URL = env_str("STUDIO_WEBHOOK_URL")
+STUDIO_WEBHOOK_SECRET = env_str("STUDIO_WEBHOOK_SECRET")
+STUDIO_WEBHOOK_ATTEMPTS = env_number("STUDIO_WEBHOOK_ATTEMPTS", 5)
+STUDIO_WEBHOOK_BACKOFF = env_number("STUDIO_WEBHOOK_BACKOFF", 2.0, float)  # seconds, doubling
+if STUDIO_WEBHOOK_URL and not STUDIO_WEBHOOK_SECRET:
+    raise ImproperlyConfigured("STUDIO_WEBHOOK_URL is set: set STUDIO_WEBHOOK_SECRET too")
+
 # --- Operations ------------------------------------------------------------------------
 # /metrics answers only with this bearer token, and not at all when it is unset.
 STUDIO_METRICS_TOKEN = env_str("STUDIO_METRICS_TOKEN")

@@ -22,6 +22,11 @@ project_urls = [
         "retry-failed-clips/", views.project_retry_failed_clips, name="project-retry-failed-clips"
     ),
     path("retry-failed/", views.project_retry_failed, name="project-retry-failed"),
+    path(
+        "regenerate-outdated/",
+        views.project_regenerate_outdated,
+        name="project-regenerate-outdated",
+    ),
     path("stop/", views.project_stop, name="project-stop"),
     path("pause/", views.project_pause, name="project-pause"),
     path("resume/", views.project_resume, name="project-resume"),
@@ -67,6 +72,7 @@ urlpatterns = [
     path("images/<int:pk>/thumbnail/", views.illustration_thumbnail, name="illustration-thumbnail"),
     path("images/<int:pk>/use/", versions.version_use, name="version-use"),
     path("images/<int:pk>/delete/", versions.version_delete, name="version-delete"),
+    path("settings/", views.editor_settings, name="editor-settings"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("operations/", operations.operations_page, name="operations"),

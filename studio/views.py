@@ -32,6 +32,7 @@ from . import book, characters, review
 from . import services as studio_services
 from .files import private_file
 from .forms import (
+    EditorSettingsForm,
     ExportForm,
     ManuscriptForm,
     NewPageForm,
@@ -40,7 +41,7 @@ from .forms import (
     ProjectSettingsForm,
     PromptForm,
 )
-from .models import Export, Page, Project
+from .models import EditorSettings, Export, Page, Project
 from .text import plural
 
 TEMPLATE = "studio/project_detail.html"
@@ -64,7 +65,13 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
 def _header_context(project: Project) -> dict:
     header = selectors.review_header(project)
     # The cursor is the database's clock, which stamps every change the poll looks for.
-    return {"project": project, **vars(header), "cursor": header.now.timestamp()}
+    return {
+        "project": project,
+        **vars(header),
+        "to_queue": header.to_queue,
+        "title": header.title,
+        "cursor": header.now.timestamp(),
+    }
 
 
 def _since(request: HttpRequest) -> datetime:
@@ -75,7 +82,14 @@ def _since(request: HttpRequest) -> datetime:
     return datetime.fromtimestamp(cursor, tz=timezone.get_current_timezone()) - CURSOR_MARGIN
 
 
-def _regions(request, project: Project, *, since: datetime, poll: bool = False) -> HttpResponse:
+def _run_seen(run: Run | None) -> str:
+    """Return how a page knows the run it last showed: "12-running"."""
+    return f"{run.pk}-{run.state}" if run is not None else ""
+
+
+def _regions(
+    request, project: Project, *, since: datetime, poll: bool = False, seen_run: str | None = None
+) -> HttpResponse:
     """Answer with the header and, out of band, every card changed since `since`.
 
     For the poll, an idle project's answer is 286: the header it carries has no polling
@@ -85,13 +99,17 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
         context.update(cards=[], header_only=True)
     else:
         run = context["run"]
-        if run is not None and run.created_at >= since:
-            # A new run: pictures from earlier runs now read "Exists", so every card moves.
+        if seen_run is None:
+            seen_run = request.GET.get("run")
+        if seen_run is not None and seen_run != _run_seen(run):
+            # The run paused, halted or resumed since the page last looked: its waiting
+            # pages read "Held", "Paused" or "Queued" by its state, though their rows did
+            # not change, so every card moves.
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
         context["cards"] = review.page_cards(
-            project, pages=pages, held_run=review.held_run(context)
+            project, pages=pages, run=run, held_run=review.held_run(context)
         )
         if context["cards"]:  # a changed card may change its section's progress
             context["section_heads"] = review.section_heads(project)
@@ -101,12 +119,21 @@ def _regions(request, project: Project, *, since: datetime, poll: bool = False) 
     return render(request, "studio/project_regions.html", context, status=status)
 
 
-def _after_action(request, project: Project, *, message: str, level: str, started: datetime):
+def _after_action(
+    request,
+    project: Project,
+    *,
+    message: str,
+    level: str,
+    started: datetime,
+    seen_run: str | None = None,
+):
     if not request.htmx:
         getattr(messages, level)(request, message)
         return redirect(project)
-    # Only the cards this action changed: its writes are stamped by the database clock.
-    response = _regions(request, project, since=started)
+    # Only the cards this action changed (its writes are stamped by the database clock),
+    # or every card when it changed the run's state.
+    response = _regions(request, project, since=started, seen_run=seen_run)
     return trigger_client_event(response, "toast", {"level": level, "message": message})
 
 
@@ -114,8 +141,11 @@ def _control(request, project: Project, action, say) -> HttpResponse:
     """Run a control service and answer with what it changed and a toast: say(result)
     returns the toast's message and level."""
     started = db_now()
+    seen_run = _run_seen(selectors.latest_run(project))
     message, level = say(action())
-    return _after_action(request, project, message=message, level=level, started=started)
+    return _after_action(
+        request, project, message=message, level=level, started=started, seen_run=seen_run
+    )
 
 
 def _if_queued(done, nothing: str):
@@ -135,6 +165,9 @@ def _if_queued(done, nothing: str):
 def project_list(request: HttpRequest) -> HttpResponse:
     projects = list(selectors.with_progress(Project.objects.filter(owner=request.user)))
     runs = selectors.latest_runs(projects)
+    outdated = selectors.outdated_counts(projects)
+    for project in projects:
+        project.outdated_count = outdated[project.pk]
     rows = [
         (project, selectors.annotated_progress(project), runs.get(project.pk))
         for project in projects
@@ -380,7 +413,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
     context = _header_context(project)
-    cards = review.page_cards(project, held_run=review.held_run(context))
+    cards = review.page_cards(project, run=context["run"], held_run=review.held_run(context))
     review.group_into_sections(cards, review.section_heads(project))
     context.update(cards=cards, show=show, filters=review.filter_chips(cards, show=show))
     return render(request, TEMPLATE, context)
@@ -505,6 +538,24 @@ def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def project_regenerate_outdated(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    return _control(
+        request,
+        project,
+        lambda: services.regenerate_outdated(project=project, requested_by=request.user),
+        _if_queued(
+            lambda n: (
+                f"Drawing {plural(n, 'changed page')} again; the old pictures stay until "
+                "the new ones are complete."
+            ),
+            "No picture is out of date.",
+        ),
+    )
+
+
+@login_required
+@require_POST
 def project_stop(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
 
@@ -624,7 +675,11 @@ def page_next(request: HttpRequest, pk: int) -> HttpResponse:
 def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit what the page asks the image service to draw; optionally retry at once."""
     page = _owned_page(request, pk)
-    form = PromptForm(request.POST or None, instance=page)
+    latest = page.illustrations.order_by("-pk").first()
+    rejected = latest is not None and latest.failure_reason == "rejected"
+    # A rejected page opens with the prompt the service refused, to edit, beside its reason.
+    initial = {"prompt": page.illustration_prompt} if rejected and not page.prompt else None
+    form = PromptForm(request.POST or None, instance=page, initial=initial)
     if request.method == "POST" and form.is_valid():
         started = db_now()
         form.save()
@@ -647,6 +702,7 @@ def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
         "form": form,
         "has_picture": has_picture,
         **selectors.page_sending(page),
+        "rejection": latest.error_message if rejected else None,
     }
     return render(request, template, context, status=status)
 
@@ -803,3 +859,21 @@ def clip_video(request: HttpRequest, pk: int) -> HttpResponse:
     if not clip.video:
         raise Http404("No clip")
     return private_file(clip.video.name, clip.content_type or "image/webp")
+
+
+# --- the editor's own settings -------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def editor_settings(request: HttpRequest) -> HttpResponse:
+    """The editor's settings: whether a run's end is emailed."""
+    # An unticked box sends nothing: an empty POST is still a submitted form.
+    data = request.POST if request.method == "POST" else None
+    form = EditorSettingsForm(data, instance=EditorSettings.of(request.user))
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Settings saved.")
+        return redirect("editor-settings")
+    status = 422 if request.method == "POST" else 200
+    return render(request, "studio/editor_settings.html", {"form": form}, status=status)

@@ -144,7 +144,9 @@ def test_a_rejected_prompt_fails_that_page_at_once_and_the_rest_complete(book, f
     assert page5.failure_reason == "rejected"
     assert "safety system" in page5.error_message
     progress = project_progress(book)
-    assert (progress.illustrated, progress.failed, progress.complete) == (23, 1, False)
+    # Rejected, not failed: "Retry failed" would only send the refused prompt again.
+    assert (progress.illustrated, progress.failed, progress.rejected) == (23, 0, 1)
+    assert progress.complete is False
     run.refresh_from_db()
     assert run.state == Run.State.FINISHED  # the run is over; the project is not complete
 

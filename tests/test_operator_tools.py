@@ -354,9 +354,11 @@ def test_admin_project_list_counts(staff, make_project, openai_settings, fake_op
     drain(services.generate_missing(project=project).run.pk)
     response = staff.get(reverse("admin:studio_project_changelist"))
     row = response.context["cl"].result_list[0]
-    assert (row.page_count, row.illustrated_count, row.failed_count, row.run_state) == (
+    counts = (row.page_count, row.illustrated_count, row.failed_count, row.rejected_count)
+    assert (*counts, row.run_state) == (
         4,
         3,
+        0,  # the rejected page is counted apart: "Retry failed" leaves it alone
         1,
         "finished",
     )

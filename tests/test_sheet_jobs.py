@@ -289,8 +289,8 @@ def test_a_new_chosen_picture_or_description_marks_its_pages_reference_changed_o
     assert Illustration.objects.filter(status__in=("queued", "generating")).count() == 0
 
     drain(services.queue_page(page=cards[1].page, regenerate=True).run.pk)
-    # Page 2 was drawn in the earlier run: it reads "exists", no longer anything changed.
-    assert {c.page.number: c.state for c in page_cards(project)} == {1: "complete", 2: "exists"}
+    # Page 2 was drawn in the earlier run: still "complete", nothing changed for it.
+    assert {c.page.number: c.state for c in page_cards(project)} == {1: "complete", 2: "complete"}
 
     characters.update_character(
         character=made["Benjamin"],

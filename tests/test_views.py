@@ -217,11 +217,16 @@ def test_the_page_chips_say_where_each_page_stands(signed_in, make_project, sett
 
     html = detail(signed_in, project)
 
-    assert "Generating (attempt 2 of 3)" in html
-    assert f"Retrying (next try at {next_try:%H:%M:%S})" in html
+    # The chip says the state on one line; what it adds goes on the line below, and the
+    # whole sentence is the chip's hover text.
+    assert 'title="Generating (attempt 2 of 3)"' in html
+    assert '<p class="card__detail">attempt 2 of 3</p>' in html
+    assert f'title="Retrying (next try at {next_try:%H:%M:%S})"' in html
     assert "Failed after 3 attempts: The engine is currently overloaded." in html
     assert "Rejected" in html and "Edit prompt and retry" in html
-    assert "Exists (kept from an earlier run)" in html
+    # A picture from an earlier run is complete like any other: a new run relabels nothing.
+    assert html.count('class="card card--complete"') == 1
+    assert "Exists" not in html
     assert html.count('class="card card--queued"') == 1
     assert run.pk != old.pk
 
@@ -421,7 +426,7 @@ def test_queries_per_poll_do_not_grow_with_the_pages(signed_in, make_project, ed
     # (work is queued).
     # One of them reads the ORM broker's cluster heartbeats (on Redis, no query at all).
     # One reads the progress of each section (the changed cards may change it).
-    assert small == large == (15 if "orm" in settings.Q_CLUSTER else 14)
+    assert small == large == (16 if "orm" in settings.Q_CLUSTER else 15)
 
 
 def test_the_generating_view_skips_the_story_and_offers_the_missing_pages(signed_in, book):
@@ -445,7 +450,7 @@ def test_the_generating_view_polls_the_header_only(signed_in, book):
     assert "cards=0" in response.content.decode()  # it keeps polling the same way
 
 
-def test_a_new_run_resends_the_cards_it_turns_into_exists(signed_in, make_project, drain):
+def test_a_new_run_keeps_calling_earlier_pictures_complete(signed_in, make_project, drain):
     project = make_project(pages=3)
     run = services.generate_missing(project=project).run
     drain(run.pk, limit=1)
@@ -454,7 +459,8 @@ def test_a_new_run_resends_the_cards_it_turns_into_exists(signed_in, make_projec
     response = signed_in.post(reverse("project-generate", args=[project.pk]), headers=HTMX)
     html = response.content.decode()
     assert len(cards_in(html)) == 3
-    assert html.count('class="card card--exists"') == 1
+    assert html.count('class="card card--complete"') == 1
+    assert html.count('class="card card--queued"') == 2
 
 
 def test_the_project_list_costs_the_same_queries_for_2_or_20_projects(signed_in, make_project):

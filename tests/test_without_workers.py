@@ -52,14 +52,14 @@ def test_a_page_past_its_lease_waits_for_its_worker(client, editor, make_project
     client.force_login(editor)
 
     html = detail(client, project)
-    expected = f"Waiting for the worker to come back (lease ends at {lapsed:%H:%M:%S})"
-    assert html.count(expected) == 1
+    expected = f"Waiting for the worker (to come back; lease ends at {lapsed:%H:%M:%S})"
+    assert html.count(f'title="{expected}"') == 1
     assert "Generating (attempt" not in html
 
     Illustration.objects.filter(pk=job.pk).update(lease_expires_at=db_now() + timedelta(minutes=2))
     html = detail(client, project)
     assert "Waiting for the worker" not in html
-    assert html.count("Generating (attempt 1 of 3)") == 1
+    assert html.count('title="Generating (attempt 1 of 3)"') == 1
 
 
 @pytest.mark.django_db

@@ -87,7 +87,8 @@ def project_status(project: Project) -> dict:
         "pages": progress.pages,
         "illustrated": progress.illustrated,
         "missing": progress.missing,
-        "failed": progress.failed,
+        # Failed in all, rejected prompts included.
+        "failed": progress.failed + progress.rejected,
         "active": progress.queued + progress.generating,
         "cost": {"project": str(spend.project), "run": str(spend.run)},
         "run": None

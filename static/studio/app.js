@@ -421,3 +421,14 @@
   }
 })();
 // ==== end: review screen for pictures (issue 19) ====
+// --- Issue 19: cards and header that never mislead; word when a run ends -------------------
+// The review tab's title follows the header (each poll swaps it): a tab in the background
+// says how the run ended ("✓ 24/24 · The Tale of Peter Rabbit").
+(() => {
+  const retitle = () => {
+    const header = document.getElementById("live-header");
+    if (header && header.dataset.title) document.title = header.dataset.title;
+  };
+  document.body.addEventListener("htmx:afterSettle", retitle);
+  document.body.addEventListener("htmx:oobAfterSwap", retitle);
+})();

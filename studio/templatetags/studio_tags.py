@@ -12,6 +12,15 @@ def money(amount) -> str:
 
 
 @register.filter
+def plain(message) -> str:
+    """Return a message an editor reads in plain words (generation.plain): no exception
+    text; History keeps the original."""
+    from generation.plain import plain_message
+
+    return plain_message(message)
+
+
+@register.filter
 def halt_reason(reason: str) -> str:
     """Return a halt reason in words: "out of credits", "authentication failed"…"""
     from generation.models import Run

@@ -77,18 +77,20 @@ class Command(OperatorCommand):
 
     @staticmethod
     def _queue(project, media: str) -> services.ControlResult:
-        """Queue what is missing (which also resumes a halted or paused run)."""
+        """Resume a halted or paused run, then queue what is missing."""
         if media == "clips":
             return services.generate_missing_clips(project=project)
+        # Generate Missing never resumes a halted run by itself: the operator's command does.
+        resumed = services.resume(project=project).resumed
         queued = services.generate_missing(project=project)
         if media == "all":
             clips = services.generate_missing_clips(project=project)
             return services.ControlResult(
                 run=clips.run or queued.run,
                 count=queued.count + clips.count,
-                resumed=queued.resumed or clips.resumed,
+                resumed=resumed or clips.resumed,
             )
-        return queued
+        return services.ControlResult(run=queued.run, count=queued.count, resumed=resumed)
 
     def _dry_run(self, projects) -> None:
         expired = sum(kind.model.objects.expired().count() for kind in KINDS.values())

@@ -1,0 +1,198 @@
+"""The review page never misleads: plain words, rejected pages apart from "Retry failed",
+Generate Missing that never resumes a halted run, and pictures out of date counted and
+regenerated."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from generation import ledger, selectors, services
+from generation.models import Illustration, Run
+from generation.plain import plain_message
+from generation.pricing import money
+
+pytestmark = pytest.mark.django_db
+
+Status = Illustration.Status
+REFUSED = (
+    "Could not reach the image service (HTTPConnectionPool(host='127.0.0.1', port=9): Max "
+    "retries exceeded with url: /v1/images/generations (Caused by NewConnectionError('"
+    "<urllib3.connection.HTTPConnection object at 0x7f3a>: Failed to establish a new "
+    "connection: [Errno 111] Connection refused')))"
+)
+
+
+def test_python_exception_text_becomes_plain_words():
+    assert plain_message(REFUSED) == "Could not reach the image service (connection refused)"
+    assert (
+        plain_message(
+            "The service failed 6 times in a row (HTTP 503). The service said: " + REFUSED
+        )
+        == "The service failed 6 times in a row (HTTP 503). The service said: Could not reach "
+        "the image service (connection refused)"
+    )
+    assert plain_message("unexpected error: KeyError('data')") == (
+        "An unexpected error (History has the details)"
+    )
+    assert plain_message("Your request was rejected by the safety system.") == (
+        "Your request was rejected by the safety system."
+    )
+
+
+def test_the_card_shows_plain_words_and_history_keeps_the_technical_text(
+    client, editor, make_project
+):
+    project = make_project(pages=1)
+    page = project.pages.get()
+    Illustration.objects.create(
+        page=page,
+        status=Status.FAILED,
+        failure_reason="exhausted",
+        attempts_made=3,
+        error_message=REFUSED,
+    )
+    client.force_login(editor)
+    html = client.get(project.get_absolute_url()).content.decode()
+    assert "Failed after 3 attempts: Could not reach the image service (connection refused)" in html
+    assert "Errno" not in html
+
+
+def test_rejected_pages_are_not_retried_by_retry_failed(make_project):
+    project = make_project(pages=3)
+    one, two, three = project.pages.all()
+    Illustration.objects.create(page=one, status=Status.FAILED, failure_reason="exhausted")
+    Illustration.objects.create(page=two, status=Status.FAILED, failure_reason="rejected")
+
+    progress = selectors.project_progress(project)
+    assert (progress.failed, progress.rejected) == (1, 1)
+    result = services.retry_failed(project=project)
+
+    assert result.count == 1
+    assert Illustration.objects.filter(status=Status.QUEUED).get().page == one
+
+
+def test_edit_prompt_opens_with_the_refused_prompt_and_the_reason(client, editor, make_project):
+    project = make_project(pages=1)
+    page = project.pages.get()
+    Illustration.objects.create(
+        page=page,
+        status=Status.FAILED,
+        failure_reason="rejected",
+        error_message="Your request was rejected by the safety system.",
+    )
+    client.force_login(editor)
+    html = client.get(reverse("page-prompt", args=[page.pk])).content.decode()
+    assert "Page 1: the fox crosses meadow number 1.</textarea>" in html
+    assert "The image service rejected this prompt:</strong> Your request was rejected" in html
+    history = client.get(reverse("page-history", args=[page.pk])).content.decode()
+    assert "Picture: Rejected" in history
+
+
+def test_generate_missing_does_not_resume_a_halted_run(make_project):
+    project = make_project(pages=3)
+    run = services.generate_missing(project=project).run
+    Illustration.objects.filter(page__number=3).delete()
+    Run.objects.filter(pk=run.pk).update(state=Run.State.HALTED, halt_reason="out_of_credits")
+
+    result = services.generate_missing(project=project)
+
+    assert result.count == 1
+    assert Run.objects.get(pk=run.pk).state == Run.State.HALTED
+    assert Illustration.objects.filter(run=run, status=Status.QUEUED).count() == 3
+
+
+def test_pictures_out_of_date_are_counted_priced_and_regenerated(
+    client, editor, make_project, drain, settings
+):
+    settings.STUDIO_PRICES = {"embedded": 0.5}
+    project = make_project(pages=3)
+    drain(services.generate_missing(project=project).run.pk)
+    project.style_guide = "Watercolour, soft light."
+    project.save()
+
+    client.force_login(editor)
+    html = client.get(project.get_absolute_url()).content.decode()
+    assert "3 pictures out of date" in html
+    assert 'Regenerate changed pages <span class="badge">(3)</span> ≈ $1.50' in html
+    assert "✓ Complete" not in client.get(reverse("project-list")).content.decode()
+    assert selectors.review_header(project).outdated_estimate == Decimal("1.5")
+
+    response = client.post(reverse("project-regenerate-outdated", args=[project.pk]))
+    assert response.status_code == 302
+    assert Illustration.objects.filter(status=Status.QUEUED).count() == 3
+    assert Illustration.objects.filter(status=Status.COMPLETE).count() == 3  # kept meanwhile
+    assert services.regenerate_outdated(project=project).count == 0  # on their way already
+
+
+def test_the_budget_banner_and_the_header_show_the_same_spend(
+    client, editor, make_project, openai_settings, fake_openai, drain
+):
+    project = make_project(pages=6)
+    project.budget = Decimal("0.10")
+    project.save()
+    drain(services.generate_missing(project=project).run.pk)
+    # A call that was in flight at the halt is entered after it: the banner reads the
+    # ledger now, as the header does, not the figure written into the halt's message.
+    ledger.enter(
+        attempt_id=999_999,
+        amount=Decimal("0.042"),
+        basis="price",
+        confirmed=True,
+        project_id=project.pk,
+        run_id=project.runs.get().pk,
+        kind="illustration",
+        account="openai",
+        provider="openai",
+        model="gpt-image-1",
+    )
+    client.force_login(editor)
+    html = client.get(project.get_absolute_url()).content.decode()
+
+    spent = money(selectors.spend(project, None).project)
+    assert spent not in project.runs.get().message  # the halt's own figure is stale
+    assert f"Spent {spent}" in html
+    assert (
+        "Budget reached.</strong> The next picture would take this project past its "
+        f"budget of $0.10: it has spent {spent}"
+    ) in html
+    assert "Generation halted." not in html  # a budget halt is not the service's state
+    assert 'state--halted">halted' not in html
+
+
+def test_a_poll_from_a_page_that_saw_another_run_state_gets_every_card(
+    client, editor, make_project
+):
+    project = make_project(pages=3)
+    run = services.generate_missing(project=project).run
+    services.pause(project=project)
+    client.force_login(editor)
+    url = reverse("project-poll", args=[project.pk])
+    since = f"{(run.created_at.timestamp() + 3600):.3f}"  # nothing changed after this
+
+    same = client.get(url, {"since": since, "run": f"{run.pk}-paused"}, HTTP_HX_REQUEST="true")
+    moved = client.get(url, {"since": since, "run": f"{run.pk}-running"}, HTTP_HX_REQUEST="true")
+
+    assert same.content.decode().count('class="card card--') == 0
+    assert moved.content.decode().count('class="card card--paused"') == 3
+
+
+def test_a_picture_from_an_earlier_run_reads_complete_and_says_when_it_was_made(
+    client, editor, make_project, drain
+):
+    project = make_project(pages=2)
+    run = services.generate_missing(project=project).run
+    drain(run.pk, limit=1)
+    services.stop(project=project)
+    services.generate_missing(project=project)  # a new run for the other page
+
+    client.force_login(editor)
+    html = client.get(project.get_absolute_url()).content.decode()
+
+    made = Illustration.objects.get(status=Status.COMPLETE)
+    when = timezone.localtime(made.finished_at).strftime("%Y-%m-%d %H:%M")
+    assert html.count('class="card card--complete"') == 1
+    assert f'title="Complete (made {when} by embedded)"' in html
+    history = client.get(reverse("page-history", args=[made.page_id])).content.decode()
+    assert f"made {timezone.localtime(made.finished_at):%Y-%m-%d %H:%M:%S}" in history

@@ -144,3 +144,13 @@ def sign_in(page, server, *, username="alice", password="alice-password", next_u
 
 
 __all__ = ["screenshot", "sign_in", "signal"]
+
+
+def card_action(card, role: str, name: str):
+    """Return one of a card's actions, opening the card's "More" menu first when the action
+    lives there (the menu closes again whenever the poll swaps the card)."""
+    menu = card.locator("details.card-menu")
+    in_menu = menu.get_by_role(role, name=name, exact=True, include_hidden=True)
+    if in_menu.count() and menu.get_attribute("open") is None:
+        menu.locator("summary").click()
+    return card.get_by_role(role, name=name, exact=True)

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot, sign_in
+from tests.browser.conftest import card_action, screenshot, sign_in
 from tests.conftest import openai_env, stop_process_group, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -130,7 +130,7 @@ def test_failures_read_in_plain_words_and_a_rejected_page_is_edited_not_retried(
     page.locator("#panel textarea").fill("A fox in a meadow, friendly and calm.")
     page.get_by_role("button", name="Save and retry").click()
     expect(rejected.locator(".chip")).to_have_text(re.compile("Complete"), timeout=30_000)
-    rejected.get_by_role("link", name="History").click()
+    card_action(rejected, "link", "History").click()
     expect(page.locator("#panel")).to_contain_text("Picture: Rejected")
 
     # The service cannot be reached at all: the card says so in words, History keeps the
@@ -150,7 +150,7 @@ def test_failures_read_in_plain_words_and_a_rejected_page_is_edited_not_retried(
         re.compile(r"Could not reach the image service \(connection refused\)"), timeout=30_000
     )
     expect(failed.locator(".card__error")).not_to_contain_text("Errno")
-    failed.get_by_role("link", name="History").click()
+    card_action(failed, "link", "History").click()
     expect(page.locator("#panel .history-table").first).to_contain_text("Connection refused")
     screenshot(page, "review-plain-words")
 

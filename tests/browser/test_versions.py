@@ -7,7 +7,7 @@ import pytest
 from playwright.sync_api import expect
 
 from generation.models import Illustration
-from tests.browser.conftest import screenshot, sign_in
+from tests.browser.conftest import card_action, screenshot, sign_in
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,14 +45,14 @@ def test_an_editor_uses_an_earlier_version_of_a_picture(page, web_server, qclust
     first_page = project.pages.get(number=1)
     first = current_pk(first_page)
 
-    card(page, first_page).get_by_role("button", name="Regenerate").click()
+    card_action(card(page, first_page), "button", "Regenerate").click()
     wait_until(lambda: current_pk(first_page) not in (None, first), timeout=30)
     second = current_pk(first_page)
     expect(card(page, first_page).locator(".card__image img")).to_have_attribute(
         "src", thumbnail_of(second), timeout=15_000
     )
 
-    card(page, first_page).get_by_role("link", name="History").click()
+    card_action(card(page, first_page), "link", "History").click()
     panel = page.locator("#panel")
     expect(panel.locator(".versions__title").first).to_have_text("Versions of the picture (2)")
     expect(panel.locator(".version--current img")).to_have_attribute("src", thumbnail_of(second))
@@ -79,7 +79,7 @@ def test_an_editor_tries_three_variants_and_picks_one(page, web_server, qcluster
     page_row = project.pages.get(number=2)
     before = current_pk(page_row)
 
-    card(page, page_row).get_by_role("link", name="Try variants").click()
+    card_action(card(page, page_row), "link", "Try variants").click()
     panel = page.locator("#panel")
     expect(panel.get_by_role("radio", name="3 variants ≈ $0.00")).to_be_checked()
     panel.get_by_role("button", name="Try variants").click()
@@ -98,7 +98,7 @@ def test_an_editor_tries_three_variants_and_picks_one(page, web_server, qcluster
     expect(card(page, page_row).locator(".card__image img")).to_have_attribute(
         "src", thumbnail_of(variant_2.pk)
     )
-    expect(card(page, page_row).get_by_role("link", name="Try variants")).to_be_visible()
+    expect(card_action(card(page, page_row), "link", "Try variants")).to_be_visible()
     assert current_pk(page_row) == variant_2.pk
     kept = Illustration.objects.filter(page=page_row, status=Status.REPLACED)
     assert sorted(kept.values_list("variant", flat=True)) == [0, 1, 3]
@@ -116,7 +116,7 @@ def test_an_editor_approves_a_page_then_the_whole_book(page, web_server, qcluste
     expect(header).to_contain_text("0 of 4 approved · 4 pictures to review")
 
     first_page = project.pages.get(number=1)
-    card(page, first_page).get_by_role("button", name="Approve").click()
+    card_action(card(page, first_page), "button", "Approve").click()
     expect(header).to_contain_text("1 of 4 approved")
     expect(card(page, first_page).locator(".chip--approved")).to_have_text("★ Approved")
 
@@ -132,7 +132,7 @@ def test_an_editor_approves_a_page_then_the_whole_book(page, web_server, qcluste
     second_page = project.pages.get(number=2)
     questions = []
     page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
-    card(page, second_page).get_by_role("button", name="Regenerate").click()
+    card_action(card(page, second_page), "button", "Regenerate").click()
     expect(header).to_contain_text("3 of 4 approved", timeout=30_000)
     expect(page.locator(".chip--approved")).to_have_count(3)
     assert questions == ["Page 2 is approved. Draw it again? The new picture will need approving."]

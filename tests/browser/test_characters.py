@@ -1,18 +1,19 @@
 """An editor adds a character, has the studio draw its sheet offline with a real worker,
 tags it on two illustrated pages, sees them marked "Reference changed" and regenerates
-them: both pages are drawn with the character's sheet sent along.
-
-(The offline renderer drawing the character from its reference, so the same figure shows
-on both pages, arrives with the provider-side work on references; at the merge this test
-also compares the two pictures.)
+them with the header's "Regenerate changed pages (2)": both pages are drawn with the
+character's sheet sent along, and show the same figure (the sheet's colours, at the same
+place), which the untagged page does not.
 """
 
+import io
 import re
 
 import pytest
+from PIL import Image
 from playwright.sync_api import expect
 
 from generation.models import Illustration, SheetJob
+from generation.providers.embedded_figures import body_point, dominant_colours, figure_box
 from studio.models import Character
 from tests.browser.conftest import card_action, screenshot, sign_in
 
@@ -55,11 +56,11 @@ def test_a_character_sheet_drawn_offline_is_sent_with_the_two_pages_it_is_tagged
     expect(page.locator(".card--outdated")).to_have_count(2)
     screenshot(page, "characters-reference-changed")
 
-    for tagged in pages:
-        page.locator(f"#page-{tagged.pk}").get_by_role("button", name="Regenerate").click()
+    page.get_by_role("button", name=re.compile(r"Regenerate changed pages \(2\)")).click()
     # Page 3 kept its picture from the first run: it reads Complete like the two redrawn.
     expect(page.locator(".card--complete")).to_have_count(3, timeout=30_000)
     expect(page.locator(".card--outdated")).to_have_count(0)
+    screenshot(page, "characters-regenerated")
 
     sent = {
         job.page.number: [(e["name"], e["reference"]) for e in job.references_sent]
@@ -70,3 +71,39 @@ def test_a_character_sheet_drawn_offline_is_sent_with_the_two_pages_it_is_tagged
     expect(page.locator("#panel .history-references img").first).to_have_attribute(
         "alt", f"Benjamin (version {benjamin.reference_id})"
     )
+
+    # The same figure on both tagged pages: drawn in the sheet's colours at the same place
+    # (the body in the sheet's most common colour, the jacket), and on neither untagged one.
+    jacket, fur, _ = dominant_colours(benjamin.reference.image.read())
+    pictures = {
+        job.page.number: picture(job)
+        for job in Illustration.objects.filter(page__project=project, status="complete")
+    }
+    width, height = pictures[1].size
+    left, top, right, bottom = figure_box("Benjamin", width, height)
+    body = body_point("Benjamin", width, height)
+    assert near(pictures[1].getpixel(body), jacket) and near(pictures[2].getpixel(body), jacket)
+    assert not near(pictures[3].getpixel(body), jacket)
+    figure = [in_colours(pictures[n], (left, top, right, bottom), (jacket, fur)) for n in (1, 2, 3)]
+    assert figure[0] > 0.3 and figure[1] > 0.3, figure  # the figure fills its box
+    assert figure[2] < 0.05, figure  # page 3's meadow has none of Benjamin's colours there
+    # Pixel for pixel, the body is the same on both pages.
+    inner = (body[0] - 3, body[1] - 3, body[0] + 3, body[1] + 3)
+    assert pictures[1].crop(inner).tobytes() == pictures[2].crop(inner).tobytes()
+
+
+def picture(job: Illustration) -> Image.Image:
+    with job.image.open("rb") as stored:
+        return Image.open(io.BytesIO(stored.read())).convert("RGB")
+
+
+def near(colour, other, tolerance: int = 16) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(colour, other, strict=True))
+
+
+def in_colours(image: Image.Image, box, colours) -> float:
+    """Return the share of the box's pixels drawn in one of the colours."""
+    region = image.crop(box)
+    data = region.tobytes()
+    pixels = [tuple(data[i : i + 3]) for i in range(0, len(data), 3)]
+    return sum(1 for p in pixels if any(near(p, c) for c in colours)) / len(pixels)

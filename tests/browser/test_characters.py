@@ -107,3 +107,50 @@ def in_colours(image: Image.Image, box, colours) -> float:
     data = region.tobytes()
     pixels = [tuple(data[i : i + 3]) for i in range(0, len(data), 3)]
     return sum(1 for p in pixels if any(near(p, c) for c in colours)) / len(pixels)
+
+
+def test_an_editor_deletes_an_earlier_version_and_then_the_character(
+    page, web_server, make_project, tmp_path
+):
+    from django.core.files.storage import default_storage
+
+    from studio import characters
+    from studio.characters import check_reference_image
+
+    project = make_project(pages=2, title="Benjamin's Book")
+    project.pages.filter(number=1).update(text="Benjamin hops.")
+    benjamin = characters.create_character(
+        project=project, name="Benjamin", image=check_reference_image(png((130, 90, 55)))
+    )
+    characters.add_reference(character=benjamin, image=check_reference_image(png((45, 85, 175))))
+    earlier, chosen = benjamin.versions.order_by("pk")
+    files = [earlier.image.name, chosen.image.name]
+    server = web_server()
+    sign_in(page, server, next_url=f"/characters/{benjamin.pk}/")
+
+    page.get_by_role("link", name=f"Delete version {earlier.pk}").click()
+    expect(
+        page.get_by_role("heading", name=f"Delete version {earlier.pk} of Benjamin?")
+    ).to_be_visible()
+    page.get_by_role("button", name=f"Delete version {earlier.pk}").click()
+    expect(page.locator(".message")).to_contain_text(f"Deleted version {earlier.pk} of Benjamin.")
+    expect(page.get_by_role("img", name=re.compile("Version \\d+ of Benjamin"))).to_have_count(1)
+    # The chosen version offers no Delete: another must be chosen first.
+    expect(page.get_by_role("link", name=re.compile("Delete version"))).to_have_count(0)
+    assert not default_storage.exists(files[0]) and default_storage.exists(files[1])
+
+    page.get_by_role("link", name="Delete Benjamin").click()
+    expect(page.get_by_role("heading", name="Delete Benjamin?")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("takes Benjamin off the 1 page it is tagged on")
+    screenshot(page, "characters-delete-confirm")
+    page.get_by_role("button", name="Delete Benjamin").click()
+    expect(page.locator(".message")).to_contain_text("Deleted Benjamin and its pictures.")
+    expect(page.locator("#character-list")).to_contain_text("No characters yet.")
+    assert Character.objects.count() == 0
+    assert not default_storage.exists(files[1])
+
+
+def png(colour) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), colour).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -128,6 +128,7 @@ def test_an_editor_deletes_an_earlier_version_and_then_the_character(
     server = web_server()
     sign_in(page, server, next_url=f"/characters/{benjamin.pk}/")
 
+    screenshot(page, "characters-versions")
     page.get_by_role("link", name=f"Delete version {earlier.pk}").click()
     expect(
         page.get_by_role("heading", name=f"Delete version {earlier.pk} of Benjamin?")

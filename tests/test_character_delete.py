@@ -172,3 +172,18 @@ def test_only_the_owner_may_delete(book, peter, client, other_editor):
     earlier = peter.versions.exclude(pk=peter.reference_id).get()
     assert client.post(reverse("reference-delete", args=[earlier.pk])).status_code == 404
     assert Character.objects.count() == 1 and ReferenceImage.objects.count() == 2
+
+
+def test_the_admin_deletes_a_character_with_its_files(
+    peter, client, django_user_model, django_capture_on_commit_callbacks
+):
+    files = [version.image.name for version in peter.versions.all()]
+    staff = django_user_model.objects.create_superuser("ops", password="ops-password")
+    client.force_login(staff)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:studio_character_delete", args=[peter.pk]), {"post": "yes"}
+        )
+    assert response.status_code == 302
+    assert Character.objects.count() == 0 and ReferenceImage.objects.count() == 0
+    assert not any(default_storage.exists(name) for name in files)

@@ -9,11 +9,14 @@ import io
 import re
 
 import pytest
+from django.core.files.storage import default_storage
 from PIL import Image
 from playwright.sync_api import expect
 
 from generation.models import Illustration, SheetJob
 from generation.providers.embedded_figures import body_point, dominant_colours, figure_box
+from studio import characters
+from studio.characters import check_reference_image
 from studio.models import Character
 from tests.browser.conftest import card_action, screenshot, sign_in
 
@@ -73,7 +76,7 @@ def test_a_character_sheet_drawn_offline_is_sent_with_the_two_pages_it_is_tagged
     )
 
     # The same figure on both tagged pages: drawn in the sheet's colours at the same place
-    # (the body in the sheet's most common colour, the jacket), and on neither untagged one.
+    # (the body in the sheet's most common colour, its clothes), and not on page 3.
     jacket, fur, _ = dominant_colours(benjamin.reference.image.read())
     pictures = {
         job.page.number: picture(job)
@@ -110,13 +113,8 @@ def in_colours(image: Image.Image, box, colours) -> float:
 
 
 def test_an_editor_deletes_an_earlier_version_and_then_the_character(
-    page, web_server, make_project, tmp_path
+    page, web_server, make_project
 ):
-    from django.core.files.storage import default_storage
-
-    from studio import characters
-    from studio.characters import check_reference_image
-
     project = make_project(pages=2, title="Benjamin's Book")
     project.pages.filter(number=1).update(text="Benjamin hops.")
     benjamin = characters.create_character(

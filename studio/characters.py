@@ -227,10 +227,6 @@ def set_page_characters(*, page: Page, characters) -> None:
     page.characters.set(chosen)
 
 
-def _drawing(character: Character) -> bool:
-    return SheetJob.objects.filter(character=character, status__in=WORKING_STATUSES).exists()
-
-
 @transaction.atomic
 def delete_character(*, character: Character) -> None:
     """Delete a character with every version of its reference picture (their files go once
@@ -238,7 +234,10 @@ def delete_character(*, character: Character) -> None:
     drawn with it stay, and read "Reference changed" (they were drawn with a reference the
     page no longer sends), to regenerate or keep. Raise CharacterError while a worker is
     drawing its sheet."""
-    if _drawing(character):
+    # Queued sheets are canceled first, by one compare-and-set UPDATE, as a worker claims:
+    # either the worker claimed first (and the check below refuses) or it finds nothing.
+    SheetJob.objects.filter(character=character).cancel_queued()
+    if SheetJob.objects.filter(character=character, status__in=WORKING_STATUSES).exists():
         raise CharacterError(
             f"A sheet of {character.name} is being drawn; delete it once that is done."
         )

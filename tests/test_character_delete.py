@@ -187,3 +187,15 @@ def test_the_admin_deletes_a_character_with_its_files(
     assert response.status_code == 302
     assert Character.objects.count() == 0 and ReferenceImage.objects.count() == 0
     assert not any(default_storage.exists(name) for name in files)
+
+
+def test_a_queued_sheet_goes_with_its_character_and_its_run_ends(
+    book, peter, drain, django_capture_on_commit_callbacks
+):
+    run = services.draw_sheet(character=peter).run
+    with django_capture_on_commit_callbacks(execute=True):
+        characters.delete_character(character=peter)
+    assert SheetJob.objects.count() == 0
+    assert drain(run.pk, kind="sheet") == 0  # the queued task finds nothing to draw
+    run.refresh_from_db()
+    assert run.state == "finished"

@@ -69,6 +69,8 @@ def _header_context(project: Project) -> dict:
         "project": project,
         **vars(header),
         "to_queue": header.to_queue,
+        "primary": header.primary,
+        "on_its_way": header.on_its_way,
         "title": header.title,
         "cursor": header.now.timestamp(),
     }

@@ -48,6 +48,8 @@ class Progress:
     failed: int = 0  # failed pages "Retry failed" would queue again
     rejected: int = 0  # pages whose prompt the service refused: edit the prompt first
     approved: int = 0  # pages whose current picture the editor approved
+    on_way: int = 0  # missing pages with a job on its way (queued, generating, retrying)
+    redrawing: int = 0  # pages with a picture and a new one on its way (regenerated)
 
     @property
     def missing(self) -> int:
@@ -111,6 +113,8 @@ PAGE_COUNTS = {
     "failed": FAILED,
     "rejected": REJECTED,
     "approved": APPROVED,
+    "on_way": MISSING & Q(active_status__isnull=False),
+    "redrawing": Q(has_complete=True, active_status__isnull=False),
 }
 
 
@@ -488,8 +492,7 @@ class ReviewHeader:
     outdated: int = 0
     regenerable: int = 0  # out of date, not approved, none on its way: what Regenerate queues
     outdated_estimate: Decimal | None = None
-    redrawing: int = 0  # out of date with a new picture on its way
-    locked: int = 0  # out of date and approved: redrawn only one by one
+    locked: int = 0  # out of date and approved, none on its way: redrawn only one by one
 
     @property
     def primary(self) -> str:
@@ -515,14 +518,14 @@ class ReviewHeader:
 
     @property
     def on_its_way(self) -> int:
-        """Pictures queued or being drawn: missing pages and out-of-date ones redrawn."""
-        return self.progress.queued + self.progress.generating + self.redrawing
+        """Pages with a picture on its way: missing ones, and ones being drawn again."""
+        return self.progress.on_way + self.progress.redrawing
 
     @property
     def to_queue(self) -> int:
         """Missing pages that "Generate missing" would queue (none on their way)."""
         progress = self.progress
-        return progress.missing - progress.queued - progress.generating
+        return progress.missing - progress.on_way
 
     @property
     def title(self) -> str:
@@ -586,7 +589,6 @@ def review_header(project: Project) -> ReviewHeader:
         now=now,
         outdated=outdated,
         regenerable=regenerable,
-        redrawing=len(redrawing),
         locked=len(settled) - regenerable,
         outdated_estimate=None if price is None else price * regenerable,
     )

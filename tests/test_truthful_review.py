@@ -242,3 +242,18 @@ def test_the_header_has_one_primary_button_the_next_useful_action(
     assert "1 picture on its way" in html
     assert "Run running" in html  # beside "every page is illustrated; 1 out of date"
     assert selectors.review_header(project).regenerable == 0
+
+
+def test_a_page_drawn_again_does_not_hide_a_missing_page_from_generate_missing(make_project, drain):
+    project = make_project(pages=3)
+    drain(services.generate_missing(project=project).run.pk)
+    Illustration.objects.filter(page__number=3).delete()
+    services.queue_page(page=project.pages.get(number=1), regenerate=True)
+    Illustration.objects.filter(status=Status.QUEUED).update(status=Status.GENERATING)
+
+    header = selectors.review_header(project)
+
+    assert header.to_queue == 1  # page 3, though page 1's new picture is being drawn
+    assert header.on_its_way == 1
+    assert services.generate_missing(project=project).count == 1
+    assert selectors.review_header(project).on_its_way == 2

@@ -198,3 +198,5 @@ def test_pages_of_a_running_project_whose_service_account_halted_need_attention(
     assert Run.objects.get(pk=run.pk).state == Run.State.RUNNING
     assert "Generation halted." in html  # the account's halt, on this project's banner
     assert chips(html)["attention"] == "Needs attention 2"
+    # Held for the account's reason, in words short enough for the chip's one line.
+    assert len(re.findall(r"</span>\s*Held: out of credits</span>", html)) == 2

@@ -2,9 +2,8 @@
 tags it on two illustrated pages, sees them marked "Reference changed" and regenerates
 them: both pages are drawn with the character's sheet sent along.
 
-(The offline renderer drawing the character from its reference, so the same figure shows
-on both pages, arrives with the provider-side work on references; at the merge this test
-also compares the two pictures.)
+(That the offline renderer draws the same figure on both pages from that sheet is checked
+on the pictures themselves in tests/test_embedded_references.py.)
 """
 
 import re

@@ -210,6 +210,19 @@
     const show = pages.dataset.show || "all";
     const cards = pages.querySelectorAll(":scope > .card");
     cards.forEach((card) => { card.hidden = !matches(card, show); });
+    // A section's heading shows while any of its cards does.
+    let head = null;
+    let shown = false;
+    Array.from(pages.children).forEach((element) => {
+      if (element.matches(".section-head")) {
+        if (head) head.hidden = !shown;
+        head = element;
+        shown = false;
+      } else if (element.matches(".card") && !element.hidden) {
+        shown = true;
+      }
+    });
+    if (head) head.hidden = !shown;
     filterBar.querySelectorAll("[data-filter]").forEach((chip) => {
       const key = chip.dataset.filter;
       const count = Array.from(cards).filter((card) => matches(card, key)).length;
@@ -233,6 +246,7 @@
     });
     body.addEventListener("htmx:oobAfterSwap", applyFilter);
     body.addEventListener("htmx:afterSettle", applyFilter);
+    applyFilter(); // the server hid the cards of ?show=; their empty sections go too
   }
 
   // Picture size: a slider over the grid's column width, remembered in this browser.

@@ -136,3 +136,33 @@ def test_history_shows_each_version_beside_its_words_and_the_variants_form_reads
         )  # on the line of its words
         expect(choice).to_have_css("font-weight", "400")
     screenshot(page, "seams-variants-form")
+
+
+def test_a_filter_hides_the_sections_it_leaves_empty(
+    page, web_server, qcluster, fake_openai, make_project
+):
+    project = make_project(pages=5, title="Chapters Filtered")
+    for number, section in enumerate(["Chapter 1", "Chapter 1", "Chapter 2", "Chapter 2"], 1):
+        project.pages.filter(number=number).update(section=section)
+    project.pages.filter(number=5).update(section="Chapter 3")
+    fake_openai.rules.append(("meadow number 3.", "400_policy"))
+    env = openai_env(fake_openai, STUDIO_WORKERS=2)
+    qcluster(**env)
+    server = web_server(**env)
+    sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    page.get_by_role("button", name=re.compile("Generate Missing Illustrations")).click()
+    expect(page.locator(".run-state")).to_contain_text("Run finished", timeout=30_000)
+    headings = page.locator(".section-head__title")
+
+    chip(page, "attention").click()
+    expect(page.locator(".card:visible")).to_have_count(1)
+    expect(headings.filter(visible=True)).to_have_text(["Chapter 2"])
+    page.reload()  # the same from the address (?show=attention)
+    expect(page.locator(".card:visible")).to_have_count(1)
+    expect(headings.filter(visible=True)).to_have_text(["Chapter 2"])
+    chapter_two = page.locator(".section-head", has=page.get_by_role("heading", name="Chapter 2"))
+    expect(chapter_two).to_contain_text("1 of 2 illustrated")
+
+    chip(page, "all").click()
+    expect(headings.filter(visible=True)).to_have_text(["Chapter 1", "Chapter 2", "Chapter 3"])
+    expect(page.locator(".card:visible")).to_have_count(5)

@@ -498,8 +498,9 @@ class ReviewHeader:
     def primary(self) -> str:
         """Return the header's one primary action, the next useful one: "resume" (a run is
         paused or halted, or its service account is), "pause" (a run is running), "generate"
-        (pages are missing), "regenerate" (pictures are out of date), "approve" (pictures
-        wait for approval) or "" (nothing to do, or a run is stopping)."""
+        (pages are missing, not only rejected ones), "regenerate" (pictures are out of
+        date), "approve" (pictures wait for approval) or "" (nothing to do, or a run is
+        stopping)."""
         run, progress = self.run, self.progress
         state = run.state if run is not None else None
         if state in (Run.State.PAUSED, Run.State.HALTED):
@@ -508,8 +509,8 @@ class ReviewHeader:
             return "resume" if self.account.get("state") == "halted" else "pause"
         if state == Run.State.STOPPING:
             return ""
-        if progress.missing:
-            return "generate"
+        if self.to_queue > progress.rejected:
+            return "generate"  # not when it would only send refused prompts again
         if self.regenerable:
             return "regenerate"
         if progress.to_approve:

@@ -257,3 +257,18 @@ def test_a_page_drawn_again_does_not_hide_a_missing_page_from_generate_missing(m
     assert header.on_its_way == 1
     assert services.generate_missing(project=project).count == 1
     assert selectors.review_header(project).on_its_way == 2
+
+
+def test_a_rejected_page_alone_is_not_the_headers_next_action(client, editor, make_project, drain):
+    project = make_project(pages=2)
+    drain(services.generate_missing(project=project).run.pk)
+    rejected = project.pages.get(number=2)
+    rejected.illustrations.update(status=Status.FAILED, failure_reason="rejected")
+    client.force_login(editor)
+
+    html = client.get(project.get_absolute_url()).content.decode()
+
+    # Sending the refused prompt again is pointless: Edit prompt and retry is on its card.
+    assert primary_buttons(html) == ["Approve all (1)"]
+    assert 'Generate Missing Illustrations <span class="badge">(1)</span>' in html
+    assert "Edit prompt and retry" in html

@@ -69,6 +69,8 @@ def _header_context(project: Project) -> dict:
         "project": project,
         **vars(header),
         "to_queue": header.to_queue,
+        "primary": header.primary,
+        "on_its_way": header.on_its_way,
         "title": header.title,
         "cursor": header.now.timestamp(),
     }
@@ -108,9 +110,7 @@ def _regions(
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
-        context["cards"] = review.page_cards(
-            project, pages=pages, run=run, held_run=review.held_run(context)
-        )
+        context["cards"] = review.page_cards(project, pages=pages, run=run, **review.held(context))
         if context["cards"]:  # a changed card may change its section's progress
             context["section_heads"] = review.section_heads(project)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
@@ -413,7 +413,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
     context = _header_context(project)
-    cards = review.page_cards(project, run=context["run"], held_run=review.held_run(context))
+    cards = review.page_cards(project, run=context["run"], **review.held(context))
     review.group_into_sections(cards, review.section_heads(project))
     context.update(cards=cards, show=show, filters=review.filter_chips(cards, show=show))
     return render(request, TEMPLATE, context)

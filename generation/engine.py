@@ -21,7 +21,7 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception
 
-from . import accounts, ledger, logs, notify
+from . import accounts, fairness, ledger, logs, notify
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
 from .limits import POLL_SECONDS, BudgetReached, Gate, provider_key
@@ -79,6 +79,10 @@ class Deferred(Exception):
         self.seconds = seconds
 
 
+# How long a task keeps trying to claim while every due job it aims at is taken first.
+CLAIM_PATIENCE = 60.0
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
@@ -90,16 +94,18 @@ def run_next_job(
     sleep: Callable[[float], None] | None = None,
     clock=None,
 ) -> int | None:
-    """Claim the run's most urgent queued job of a kind and work it to an end. Return its
-    id, or None when there was nothing to claim (another worker has it, or the run is not
-    running)."""
+    """Claim the queued job of a kind whose turn it is (the run's own, or another running
+    run's: generation.fairness) and work it to an end. Return its id, or None when no
+    running run had a due job of the kind."""
     worker = JobWorker(KINDS[kind], sleep=sleep, clock=clock)
     job = worker.claim_next(run_id)
     if job is not None:
         worker.work(job)
-    # While jobs of this kind are still active the run cannot be over: skip the full check.
-    if not worker.model.objects.filter(run_id=run_id, status__in=ACTIVE_STATUSES).exists():
-        settle_run(run_id)
+    for run in {run_id, job.run_id} if job is not None else {run_id}:
+        # While jobs of this kind are still active the run cannot be over: skip the full
+        # check.
+        if not worker.model.objects.filter(run_id=run, status__in=ACTIVE_STATUSES).exists():
+            settle_run(run)
     return job.pk if job is not None else None
 
 
@@ -267,37 +273,64 @@ class JobWorker:
 
     # --- claiming -------------------------------------------------------------------
 
-    def claim_next(self, run_id: int) -> Job | None:
-        """Claim the highest-priority due queued job of a running run with one UPDATE."""
-        for _ in range(10):
-            candidate = (
-                self.model.objects.filter(run_id=run_id, status=Status.QUEUED)
-                .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=Now()))
-                .order_by(*self.kind.claim_order)
-                .values("pk")[:1]
-            )
-            won = self.model.objects.filter(pk=Subquery(candidate)).claim(
-                worker_id=self.id, lease=self.lease
-            )
-            if won:
-                attempts = GenerationAttempt.objects.filter(
-                    **{self.kind.attempt_field: OuterRef("pk")}
-                ).order_by("-number")
-                return (
-                    self.model.objects.select_related("run", *self.kind.select_related)
-                    .annotate(
-                        last_attempt=Subquery(attempts.values("number")[:1]),
-                        **self.kind.claim_annotations(),
-                    )
-                    .get(claimed_by=self.id, status=Status.GENERATING)
-                )
-            if (
-                not candidate.exists()
-                or not Run.objects.filter(pk=run_id, state=Run.State.RUNNING).exists()
-            ):
+    def claim_next(self, run_id: int | None = None) -> Job | None:
+        """Claim the due queued job whose turn it is (generation.fairness), in whichever
+        running run it is; run_id, the run whose task this is, is kept for the caller.
+
+        Each try is one conditional UPDATE aimed at the first due job of one run; on
+        PostgreSQL its candidate is read `FOR UPDATE SKIP LOCKED` in the same statement,
+        so workers claiming at once take different jobs instead of racing for one. A
+        lost race tries the next run, then looks again: a task ends without a job only
+        when no running run has due work of its kind."""
+        conflicts = 0
+        deadline = time.monotonic() + CLAIM_PATIENCE
+        pause = 0.0
+        while True:
+            runs = fairness.next_runs(self.kind)
+            if not runs:
                 return None
-            # Another worker took that candidate between our read and write: try the next.
-        return None
+            for candidate_run in runs:
+                if self._claim_in(candidate_run):
+                    fairness.served(candidate_run, conflicts=conflicts)
+                    return self._claimed()
+                conflicts += 1  # another worker emptied that run first, or it stopped
+            if time.monotonic() > deadline:
+                # Something keeps every due job out of reach (rows locked for long): the
+                # sweep hands this work to the broker again.
+                logger.warning("Gave up claiming after %s lost races", conflicts)
+                return None
+            pause = min(0.25, pause + 0.01)
+            time.sleep(pause)
+
+    def _claim_in(self, run_id: int) -> bool:
+        """Claim the run's most urgent due job with one statement; return whether it won."""
+        candidate = (
+            self.model.objects.filter(fairness.due(), run_id=run_id)
+            .order_by(*self.kind.claim_order)
+            .values("pk")[:1]
+        )
+        with transaction.atomic():
+            if connection.features.has_select_for_update_skip_locked:
+                candidate = candidate.select_for_update(skip_locked=True, of=("self",))
+            return bool(
+                self.model.objects.filter(pk=Subquery(candidate)).claim(
+                    worker_id=self.id, lease=self.lease
+                )
+            )
+
+    def _claimed(self) -> Job:
+        """Return the job this worker just claimed, with what working it needs."""
+        attempts = GenerationAttempt.objects.filter(
+            **{self.kind.attempt_field: OuterRef("pk")}
+        ).order_by("-number")
+        return (
+            self.model.objects.select_related("run", *self.kind.select_related)
+            .annotate(
+                last_attempt=Subquery(attempts.values("number")[:1]),
+                **self.kind.claim_annotations(),
+            )
+            .get(claimed_by=self.id, status=Status.GENERATING)
+        )
 
     def mine(self):
         """Return the job's row, only while this worker holds it."""

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -256,6 +257,7 @@ class JobWorker:
         self.gate: Gate | None = None
         self.model = kind.model
         self.id = new_worker_id()
+        self.serialized = not connection.features.has_select_for_update_skip_locked
         self.policy = RetryPolicy.from_settings()
         self.lease = float(settings.STUDIO_LEASE_SECONDS)
         self.sleep = sleep or self.wait_unless_interrupted
@@ -285,22 +287,34 @@ class JobWorker:
         conflicts = 0
         deadline = time.monotonic() + CLAIM_PATIENCE
         pause = 0.0
+        # Where writes are serialized anyway (SQLite), choosing, claiming and stamping the
+        # turn are one transaction, so the next worker sees this turn taken: exact round
+        # robin. On PostgreSQL a worker first takes the turn with a compare-and-set on the
+        # run's turn number (workers that chose the same run at the same moment choose
+        # again, and see it served), then claims in a short transaction of its own: a
+        # run's row is never locked while a job's row is.
+        one_turn = transaction.atomic if self.serialized else nullcontext
         while True:
-            runs = fairness.next_runs(self.kind)
-            if not runs:
-                return None
-            for candidate_run in runs:
-                if self._claim_in(candidate_run):
-                    fairness.served(candidate_run, conflicts=conflicts)
-                    return self._claimed()
-                conflicts += 1  # another worker emptied that run first, or it stopped
+            with one_turn():
+                turns = fairness.order(fairness.candidates(self.kind))
+                for turn in turns:
+                    if len(turns) > 1 and not self.serialized and not fairness.take(turn):
+                        break  # another worker took this turn first: choose again
+                    if self._claim_in(turn.run_id):
+                        fairness.served(turn.run_id, conflicts=conflicts)
+                        return self._claimed()
+                    conflicts += 1  # another worker emptied that run first, or it stopped
+                else:
+                    if not turns:
+                        return None
+                    pause = min(0.25, pause + 0.01)  # every run looked at was emptied
             if time.monotonic() > deadline:
                 # Something keeps every due job out of reach (rows locked for long): the
                 # sweep hands this work to the broker again.
                 logger.warning("Gave up claiming after %s lost races", conflicts)
                 return None
-            pause = min(0.25, pause + 0.01)
-            time.sleep(pause)
+            if pause:
+                time.sleep(pause)
 
     def _claim_in(self, run_id: int) -> bool:
         """Claim the run's most urgent due job with one statement; return whether it won."""
@@ -310,7 +324,7 @@ class JobWorker:
             .values("pk")[:1]
         )
         with transaction.atomic():
-            if connection.features.has_select_for_update_skip_locked:
+            if not self.serialized:
                 candidate = candidate.select_for_update(skip_locked=True, of=("self",))
             return bool(
                 self.model.objects.filter(pk=Subquery(candidate)).claim(

@@ -102,11 +102,21 @@ def next_runs(kind) -> list[int]:
     return [turn.run_id for turn in order(candidates(kind))]
 
 
+def take(turn: Turn) -> bool:
+    """Stamp the run as served now, if no other worker served it since it was read (a
+    compare-and-set on its turn number); return whether this worker took the turn."""
+    return bool(Run.objects.filter(pk=turn.run_id, turn=turn.turn).update(turn=_next()))
+
+
+def _next():
+    """An expression: the next number of the studio-wide count of claims."""
+    return Subquery(Run.objects.order_by("-turn").values("turn")[:1]) + Value(1)
+
+
 def served(run_id: int, *, conflicts: int = 0) -> None:
     """Record that a worker just claimed one of the run's jobs (after conflicts lost
     races): its owner's and its own turn move to the back."""
-    last = Run.objects.order_by("-turn").values("turn")[:1]
-    fields = {"turn": Subquery(last) + Value(1), "claims": F("claims") + 1}
+    fields = {"turn": _next(), "claims": F("claims") + 1}
     if conflicts:
         fields["claim_conflicts"] = F("claim_conflicts") + conflicts
     Run.objects.filter(pk=run_id).update(**fields)

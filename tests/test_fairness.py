@@ -2,6 +2,8 @@
 project; a run whose account is halted or at a limit waits behind the others."""
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from generation import engine, fairness, services
 from generation.kinds import KINDS
@@ -130,3 +132,16 @@ def test_a_task_may_work_another_runs_job_and_closes_that_run(
     assert Illustration.objects.get(pk=worked).run_id == second.pk
     assert Run.objects.get(pk=second.pk).state == Run.State.FINISHED
     assert engine.run_next_job(first.pk) is None
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SKIP LOCKED claims are PostgreSQL's; set DATABASE_URL=postgres://… to run this",
+)
+def test_on_postgresql_a_claim_is_one_update_that_skips_locked_rows(make_project, editor):
+    services.generate_missing(project=make_project(pages=2, owner=editor))
+    with CaptureQueriesContext(connection) as captured:
+        assert engine.JobWorker(KINDS["illustration"]).claim_next() is not None
+    claims = [q["sql"] for q in captured if q["sql"].startswith('UPDATE "generation_illustration"')]
+    assert len(claims) == 1
+    assert "FOR UPDATE OF" in claims[0] and "SKIP LOCKED" in claims[0]

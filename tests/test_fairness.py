@@ -6,8 +6,16 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from generation import engine, fairness, services
+from generation.clock import db_now
 from generation.kinds import KINDS
-from generation.models import Illustration, ProviderAccount, ProviderSlot, Run, later
+from generation.models import (
+    Illustration,
+    ProviderAccount,
+    ProviderGate,
+    ProviderSlot,
+    Run,
+    later,
+)
 from generation.providers import account_of, get_provider
 
 pytestmark = pytest.mark.django_db
@@ -145,3 +153,28 @@ def test_on_postgresql_a_claim_is_one_update_that_skips_locked_rows(make_project
     claims = [q["sql"] for q in captured if q["sql"].startswith('UPDATE "generation_illustration"')]
     assert len(claims) == 1
     assert "FOR UPDATE OF" in claims[0] and "SKIP LOCKED" in claims[0]
+
+
+def test_a_project_out_of_calls_this_minute_or_an_account_cooling_down_waits_behind(
+    make_project, editor, other_editor, django_user_model, openai_settings
+):
+    third = django_user_model.objects.create_user(username="dora", password="dora-password")
+    rated = make_project(pages=1, owner=editor, title="Rated")
+    cooling = make_project(pages=1, owner=third, title="Cooling")
+    ready = make_project(pages=1, owner=other_editor, title="Ready")
+    openai_settings.STUDIO_IMAGE_PROVIDER = "embedded"
+    # Rated may make 1 call a minute and has just made it.
+    rated.requests_per_minute = 1
+    rated.save()
+    ProviderGate.objects.create(key=f"project:{rated.pk}", tokens=0, refilled_at=db_now())
+    # Cooling draws with OpenAI, which asked every worker to wait (Retry-After).
+    cooling.image_service = "openai"
+    cooling.save()
+    ProviderAccount.objects.create(
+        key=account_of(get_provider("openai")), provider="openai", cooldown_until=later(120)
+    )
+    for project in (rated, cooling, ready):
+        services.generate_missing(project=project)
+
+    order = fairness.next_runs(KINDS["illustration"])
+    assert [Run.objects.get(pk=pk).project.title for pk in order] == ["Ready", "Rated", "Cooling"]

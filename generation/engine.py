@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -21,7 +22,7 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception
 
-from . import accounts, ledger, logs, notify
+from . import accounts, fairness, ledger, logs, notify
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
 from .limits import POLL_SECONDS, BudgetReached, Gate, provider_key
@@ -79,6 +80,10 @@ class Deferred(Exception):
         self.seconds = seconds
 
 
+# How long a task keeps trying to claim while every due job it aims at is taken first.
+CLAIM_PATIENCE = 60.0
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
@@ -90,16 +95,18 @@ def run_next_job(
     sleep: Callable[[float], None] | None = None,
     clock=None,
 ) -> int | None:
-    """Claim the run's most urgent queued job of a kind and work it to an end. Return its
-    id, or None when there was nothing to claim (another worker has it, or the run is not
-    running)."""
+    """Claim the queued job of a kind whose turn it is (the run's own, or another running
+    run's: generation.fairness) and work it to an end. Return its id, or None when no
+    running run had a due job of the kind."""
     worker = JobWorker(KINDS[kind], sleep=sleep, clock=clock)
     job = worker.claim_next(run_id)
     if job is not None:
         worker.work(job)
-    # While jobs of this kind are still active the run cannot be over: skip the full check.
-    if not worker.model.objects.filter(run_id=run_id, status__in=ACTIVE_STATUSES).exists():
-        settle_run(run_id)
+    for run in {run_id, job.run_id} if job is not None else {run_id}:
+        # While jobs of this kind are still active the run cannot be over: skip the full
+        # check.
+        if not worker.model.objects.filter(run_id=run, status__in=ACTIVE_STATUSES).exists():
+            settle_run(run)
     return job.pk if job is not None else None
 
 
@@ -250,6 +257,7 @@ class JobWorker:
         self.gate: Gate | None = None
         self.model = kind.model
         self.id = new_worker_id()
+        self.serialized = not connection.features.has_select_for_update_skip_locked
         self.policy = RetryPolicy.from_settings()
         self.lease = float(settings.STUDIO_LEASE_SECONDS)
         self.sleep = sleep or self.wait_unless_interrupted
@@ -267,37 +275,76 @@ class JobWorker:
 
     # --- claiming -------------------------------------------------------------------
 
-    def claim_next(self, run_id: int) -> Job | None:
-        """Claim the highest-priority due queued job of a running run with one UPDATE."""
-        for _ in range(10):
-            candidate = (
-                self.model.objects.filter(run_id=run_id, status=Status.QUEUED)
-                .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=Now()))
-                .order_by(*self.kind.claim_order)
-                .values("pk")[:1]
-            )
-            won = self.model.objects.filter(pk=Subquery(candidate)).claim(
-                worker_id=self.id, lease=self.lease
-            )
-            if won:
-                attempts = GenerationAttempt.objects.filter(
-                    **{self.kind.attempt_field: OuterRef("pk")}
-                ).order_by("-number")
-                return (
-                    self.model.objects.select_related("run", *self.kind.select_related)
-                    .annotate(
-                        last_attempt=Subquery(attempts.values("number")[:1]),
-                        **self.kind.claim_annotations(),
-                    )
-                    .get(claimed_by=self.id, status=Status.GENERATING)
-                )
-            if (
-                not candidate.exists()
-                or not Run.objects.filter(pk=run_id, state=Run.State.RUNNING).exists()
-            ):
+    def claim_next(self, run_id: int | None = None) -> Job | None:
+        """Claim the due queued job whose turn it is (generation.fairness), in whichever
+        running run it is; run_id, the run whose task this is, is kept for the caller.
+
+        Each try is one conditional UPDATE aimed at the first due job of one run; on
+        PostgreSQL its candidate is read `FOR UPDATE SKIP LOCKED` in the same statement,
+        so workers claiming at once take different jobs instead of racing for one. A
+        lost race tries the next run, then looks again: a task ends without a job only
+        when no running run has due work of its kind."""
+        conflicts = 0
+        deadline = time.monotonic() + CLAIM_PATIENCE
+        pause = 0.0
+        # Where writes are serialized anyway (SQLite), choosing, claiming and stamping the
+        # turn are one transaction, so the next worker sees this turn taken: exact round
+        # robin. On PostgreSQL a worker first takes the turn with a compare-and-set on the
+        # run's turn number (workers that chose the same run at the same moment choose
+        # again, and see it served), then claims in a short transaction of its own: a
+        # run's row is never locked while a job's row is.
+        one_turn = transaction.atomic if self.serialized else nullcontext
+        while True:
+            with one_turn():
+                turns = fairness.order(fairness.candidates(self.kind))
+                for turn in turns:
+                    if len(turns) > 1 and not self.serialized and not fairness.take(turn):
+                        break  # another worker took this turn first: choose again
+                    if self._claim_in(turn.run_id):
+                        fairness.served(turn.run_id, conflicts=conflicts)
+                        return self._claimed()
+                    conflicts += 1  # another worker emptied that run first, or it stopped
+                else:
+                    if not turns:
+                        return None
+                    pause = min(0.25, pause + 0.01)  # every run looked at was emptied
+            if time.monotonic() > deadline:
+                # Something keeps every due job out of reach (rows locked for long): the
+                # sweep hands this work to the broker again.
+                logger.warning("Gave up claiming after %s lost races", conflicts)
                 return None
-            # Another worker took that candidate between our read and write: try the next.
-        return None
+            if pause:
+                time.sleep(pause)
+
+    def _claim_in(self, run_id: int) -> bool:
+        """Claim the run's most urgent due job with one statement; return whether it won."""
+        candidate = (
+            self.model.objects.filter(fairness.due(), run_id=run_id)
+            .order_by(*self.kind.claim_order)
+            .values("pk")[:1]
+        )
+        with transaction.atomic():
+            if not self.serialized:
+                candidate = candidate.select_for_update(skip_locked=True, of=("self",))
+            return bool(
+                self.model.objects.filter(pk=Subquery(candidate)).claim(
+                    worker_id=self.id, lease=self.lease
+                )
+            )
+
+    def _claimed(self) -> Job:
+        """Return the job this worker just claimed, with what working it needs."""
+        attempts = GenerationAttempt.objects.filter(
+            **{self.kind.attempt_field: OuterRef("pk")}
+        ).order_by("-number")
+        return (
+            self.model.objects.select_related("run", *self.kind.select_related)
+            .annotate(
+                last_attempt=Subquery(attempts.values("number")[:1]),
+                **self.kind.claim_annotations(),
+            )
+            .get(claimed_by=self.id, status=Status.GENERATING)
+        )
 
     def mine(self):
         """Return the job's row, only while this worker holds it."""

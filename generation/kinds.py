@@ -51,6 +51,11 @@ class JobKind:
         """Return the provider that works the job (the kind's own, without a job)."""
         raise NotImplementedError
 
+    def provider_for(self, project):
+        """Return the provider that works this kind's jobs of a project (anything with an
+        image_service attribute)."""
+        return self.provider()
+
     def runs_on_account(self, key: str) -> Q:
         """Return a condition on runs: they have work of this kind for the account."""
         if account_of(self.provider()) != key:
@@ -112,6 +117,9 @@ class IllustrationKind(JobKind):
     def provider(self, job: Illustration | None = None):
         # Each project chooses its image service (Settings), among those configured.
         return project_provider(job.page.project) if job is not None else get_provider()
+
+    def provider_for(self, project):
+        return project_provider(project)
 
     def runs_on_account(self, key: str) -> Q:
         names = services_on_account(key)

@@ -48,6 +48,13 @@ class Run(models.Model):
     requested_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    # Fair turns (generation.fairness): the studio-wide number of the last claim of one of
+    # this run's jobs (0: never served; a counter, not a time, so claims made in the same
+    # millisecond still take turns), how many claims it has had, and how many of those
+    # first lost a race to another worker (the benchmark reports them per 1,000 claims).
+    turn = models.PositiveBigIntegerField(default=0, db_index=True)
+    claims = models.PositiveIntegerField(default=0)
+    claim_conflicts = models.PositiveIntegerField(default=0)
     # The database's clock: the review page compares it with its poll cursor.
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(auto_now=True)

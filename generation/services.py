@@ -70,7 +70,8 @@ class StoryNotPossible(Exception):
 
 
 def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> None:
-    """Hand the broker one task per job; each task claims the run's most urgent job."""
+    """Hand the broker one task per job; each task claims the job whose turn it is, in
+    this run or another (generation.fairness), so the tasks always match the work."""
     # One broker for them all: async_task would otherwise open a broker (and a Redis
     # connection) per task.
     broker = get_broker()
@@ -492,11 +493,11 @@ def top_up_broker(*, now) -> int:
     """Make the broker hold at least one waiting task per due queued job of a running run.
     Return how many tasks were added.
 
-    Tasks are interchangeable (each claims its run's most urgent job of its kind), so
-    counting is enough. A task can vanish with a killed cluster that had fetched it, or
-    sit locked in the ORM broker until its retry time; the broker cannot tell those from
-    tasks a live cluster has fetched, so this may over-deliver, which is harmless: a task
-    that finds nothing to claim calls nothing.
+    Tasks are interchangeable (each claims the due job of its kind whose turn it is, in
+    any running run), so counting is enough. A task can vanish with a killed cluster that
+    had fetched it, or sit locked in the ORM broker until its retry time; the broker
+    cannot tell those from tasks a live cluster has fetched, so this may over-deliver,
+    which is harmless: a task that finds nothing to claim calls nothing.
     """
     due: list[tuple[str, int, int]] = []
     for name, kind in KINDS.items():

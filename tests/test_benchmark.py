@@ -43,6 +43,7 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
         "export",
         "slow-calls",
         "skew",
+        "fairness",
     }
     rows = {row["measure"]: row for row in report["rows"]}
     assert rows["queries constant in pages"]["value"] is True
@@ -50,6 +51,10 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["paid calls per kept image (2.5 s calls, 1 s lease)"]["value"] == 1.0
     assert rows["calls in the busiest minute"]["ok"] is True
     assert rows["queue 20 × 6 pages (120 jobs)"]["value"] > 0
+    assert rows["4-page book queued after a 24-page one: done after"]["value"] > 0
+    assert rows["its wait against its ideal"]["value"] > 0
+    assert rows["big book done by then"]["unit"] == "pages"
+    assert rows["claim conflicts per 1,000 claims"]["value"] >= 0
     assert Project.objects.filter(owner__username="benchmark").count() == 0
 
 
@@ -79,3 +84,18 @@ def test_ctrl_c_stops_the_benchmarks_clusters_and_deletes_its_projects(broker):
     assert any(command.endswith("manage.py qcluster") for command in below.values())
     assert [pid for pid in below if is_alive(pid)] == []
     assert Project.objects.filter(owner__username="benchmark").count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_clusters_must_split_the_workers_evenly(broker):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "benchmark", "--scenario", "makespan", "--clusters", "3"],
+        cwd=ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "--clusters must divide C = " in result.stderr
+    assert "workers evenly (got 3)" in result.stderr

@@ -8,6 +8,7 @@ control answer with the header and the cards that changed, as out-of-band swaps.
 from datetime import datetime, timedelta
 
 from django.contrib import messages
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
 from django.http import (
@@ -21,6 +22,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
@@ -443,11 +445,45 @@ def project_book(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "studio/project_book.html", context)
 
 
-@login_required
 @require_GET
 def project_poll(request: HttpRequest, pk: int) -> HttpResponse:
-    """One request per tab every 2 s: the header plus the cards changed since the cursor."""
+    """One request per tab every 2 s: 204 with no body when the project is still at the
+    tab's version (?v=), else the header plus the cards changed since the cursor."""
+    if _unchanged(request, pk):
+        return HttpResponse(status=204)
+    return _changed_poll(request, pk)
+
+
+@login_required
+def _changed_poll(request: HttpRequest, pk: int) -> HttpResponse:
     return _regions(request, _owned_project(request, pk), since=_since(request), poll=True)
+
+
+def _unchanged(request: HttpRequest, pk: int) -> bool:
+    """Return whether the signed-in owner's tab already shows the project's current version:
+    one indexed query (plus the session's own lookup), checking what login_required and
+    the session's auth hash would check, without loading the user. Anything unusual (no
+    version, another backend's session, a rotated secret key) answers False: the full
+    path decides."""
+    try:
+        seen = int(request.GET["v"])
+    except (KeyError, ValueError):
+        return False
+    user_id = request.session.get(SESSION_KEY)
+    session_hash = request.session.get(HASH_SESSION_KEY)
+    if user_id is None or not session_hash:
+        return False
+    row = (
+        Project.objects.filter(pk=pk, owner_id=user_id, owner__is_active=True)
+        .values_list("version", "owner__password")
+        .first()
+    )
+    if row is None or row[0] != seen:
+        return False
+    # The session stays valid only while the password it signed in with does (Django's
+    # own check in get_user()).
+    owner = get_user_model()(password=row[1])
+    return constant_time_compare(session_hash, owner.get_session_auth_hash())
 
 
 @login_required

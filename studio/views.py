@@ -306,16 +306,21 @@ def page_add(request: HttpRequest, pk: int) -> HttpResponse:
         after = project.pages.filter(pk=form.cleaned_data["after"]).first()
         if after is None:
             form.add_error(None, "The page to insert after is gone; add the page again.")
-    if not form.is_valid():
+    page = None
+    if form.is_valid():
+        try:
+            page = studio_services.add_page(
+                project=project,
+                text=form.cleaned_data["text"],
+                label=form.cleaned_data["label"],
+                section=form.cleaned_data["section"],
+                after=after,
+            )
+        except studio_services.TooManyPages as error:
+            form.add_error(None, str(error))
+    if page is None:
         context = _pages_context(project, form, after)
         return render(request, "studio/project_pages.html", context, status=422)
-    page = studio_services.add_page(
-        project=project,
-        text=form.cleaned_data["text"],
-        label=form.cleaned_data["label"],
-        section=form.cleaned_data["section"],
-        after=after,
-    )
     characters.suggest_for_page(page)
     messages.success(request, f"Added page {page.number}.")
     return redirect(f"{reverse('project-pages', args=[project.pk])}#edit-page-{page.pk}")

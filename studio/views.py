@@ -6,6 +6,7 @@ control answer with the header and the cards that changed, as out-of-band swaps.
 """
 
 from datetime import datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 from django.contrib import messages
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
@@ -110,6 +111,14 @@ def _regions(
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
+        window = _tab_window(request, context["progress"])
+        if window is not None:  # a big book's tab shows one window: only its cards
+            pages = (
+                _window_pages(project, window)
+                if pages is None
+                else pages.filter(number__gte=window.first_number, number__lte=window.last_number)
+            )
+            context.update(window=window, filters=review.book_filter_chips(context, show=""))
         context["cards"] = review.page_cards(
             project, pages=pages, run=run, held_run=review.held_run(context)
         )
@@ -420,10 +429,48 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
     context = _header_context(project)
-    cards = review.page_cards(project, run=context["run"], held_run=review.held_run(context))
-    review.group_into_sections(cards, review.section_heads(project))
-    context.update(cards=cards, show=show, filters=review.filter_chips(cards, show=show))
+    try:
+        window = review.window_of(request.GET.get("start"), pages=context["progress"].pages)
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error))
+    pages = _window_pages(project, window) if window.windowed else None
+    cards = review.page_cards(
+        project, pages=pages, run=context["run"], held_run=review.held_run(context)
+    )
+    heads = review.section_heads(project)
+    review.group_into_sections(cards, heads)
+    if window.windowed:  # not every card is here to count: the header's aggregates count
+        filters = review.book_filter_chips(context, show=show)
+    else:
+        filters = review.filter_chips(cards, show=show)
+    context.update(
+        cards=cards,
+        show=show,
+        filters=filters,
+        window=window,
+        sections=heads if window.windowed else [],
+    )
     return render(request, TEMPLATE, context)
+
+
+def _window_pages(project: Project, window: review.Window):
+    return project.pages.filter(number__gte=window.first_number, number__lte=window.last_number)
+
+
+def _tab_window(request, progress) -> review.Window | None:
+    """Return the window of a big book's grid the asking tab shows (?start= on its poll, or
+    in the address of the page a control was pressed on; the first window when that
+    address has none), or None for a whole book or a tab that names no window."""
+    value = request.GET.get("start")
+    if value is None and request.htmx and request.htmx.current_url:
+        value = parse_qs(urlsplit(request.htmx.current_url).query).get("start", [None])[0]
+    if value is None and not request.htmx.current_url:
+        return None  # a tab that names no window: every changed card
+    try:
+        window = review.window_of(value, pages=progress.pages)
+    except ValueError:
+        return None
+    return window if window.windowed else None
 
 
 @login_required

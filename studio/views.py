@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 from django.contrib import messages
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import BadRequest
 from django.http import (
     FileResponse,
@@ -65,8 +66,8 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
     )
 
 
-def _header_context(project: Project) -> dict:
-    header = selectors.review_header(project)
+def _header_context(project: Project, *, shared: bool = False) -> dict:
+    header = _shared_header(project) if shared else selectors.review_header(project)
     # The cursor is the database's clock, which stamps every change the poll looks for.
     return {
         "project": project,
@@ -75,6 +76,30 @@ def _header_context(project: Project) -> dict:
         "title": header.title,
         "cursor": header.now.timestamp(),
     }
+
+
+# A header is shared by every tab that polls the same version of a project within this
+# many seconds: while a run draws, each version is asked for by many tabs at once.
+SHARED_HEADER_SECONDS = 10
+
+
+def _shared_header(project: Project) -> selectors.ReviewHeader:
+    """Return the project's review header, computed once per version (and per web process,
+    or once in all with Redis) for the polls that ask for it.
+
+    Safe because the version was read before the header: what is cached under version N
+    was computed from a state at least as new as N. The header's clock (the tab's next
+    cursor) may then be a few seconds old, which only re-sends a card or two."""
+    return _shared(project, "header", selectors.review_header)
+
+
+def _shared(project: Project, name: str, compute):
+    key = f"studio:{name}:{project.pk}:{project.created_at.timestamp()}:{project.version}"
+    value = cache.get(key)
+    if value is None:
+        value = compute(project)
+        cache.set(key, value, SHARED_HEADER_SECONDS)
+    return value
 
 
 def _since(request: HttpRequest) -> datetime:
@@ -96,8 +121,9 @@ def _regions(
     """Answer with the header and, out of band, every card changed since `since`.
 
     For the poll, an idle project's answer is 286: the header it carries has no polling
-    attributes (which stops htmx 4), and 286 stops htmx 2 as well."""
-    context = _header_context(project)
+    attributes (which stops htmx 4), and 286 stops htmx 2 as well. The poll shares its
+    header with the other tabs at the same version."""
+    context = _header_context(project, shared=poll)
     if request.GET.get("cards") == "0":  # the generating view shows no cards
         context.update(cards=[], header_only=True)
     else:
@@ -123,7 +149,8 @@ def _regions(
             project, pages=pages, run=run, held_run=review.held_run(context)
         )
         if context["cards"]:  # a changed card may change its section's progress
-            context["section_heads"] = review.section_heads(project)
+            heads = _shared(project, "sections", review.section_heads) if poll else None
+            context["section_heads"] = heads if heads is not None else review.section_heads(project)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
     status = HTMX_STOP_POLLING if poll and not context["polling"] else 200

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 from django.contrib import messages
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import BadRequest
@@ -528,9 +528,13 @@ def project_book(request: HttpRequest, pk: int) -> HttpResponse:
 def project_poll(request: HttpRequest, pk: int) -> HttpResponse:
     """One request per tab every 2 s: 204 with no body when the project is still at the
     tab's version (?v=), else the header plus the cards changed since the cursor."""
-    if _unchanged(request, pk):
+    project = _polled_project(request, pk)
+    if project is None:  # not signed in, not the owner, or an unusual session
+        return _changed_poll(request, pk)
+    if request.GET.get("v") == str(project.version):
         return HttpResponse(status=204)
-    return _changed_poll(request, pk)
+    request.user = project.owner  # checked as login_required and get_user() would
+    return _regions(request, project, since=_since(request), poll=True)
 
 
 @login_required
@@ -538,31 +542,28 @@ def _changed_poll(request: HttpRequest, pk: int) -> HttpResponse:
     return _regions(request, _owned_project(request, pk), since=_since(request), poll=True)
 
 
-def _unchanged(request: HttpRequest, pk: int) -> bool:
-    """Return whether the signed-in owner's tab already shows the project's current version:
-    one indexed query (plus the session's own lookup), checking what login_required and
-    the session's auth hash would check, without loading the user. Anything unusual (no
-    version, another backend's session, a rotated secret key) answers False: the full
-    path decides."""
-    try:
-        seen = int(request.GET["v"])
-    except (KeyError, ValueError):
-        return False
+def _polled_project(request: HttpRequest, pk: int) -> Project | None:
+    """Return the project if the session's user is its owner, in one indexed query (plus
+    the session's own lookup): the project with its owner, checked as login_required and
+    the session's auth hash would check them, without a query for the user alone. None
+    for anything else (no session, another owner, a rotated secret key): the full path
+    then decides."""
     user_id = request.session.get(SESSION_KEY)
     session_hash = request.session.get(HASH_SESSION_KEY)
     if user_id is None or not session_hash:
-        return False
-    row = (
-        Project.objects.filter(pk=pk, owner_id=user_id, owner__is_active=True)
-        .values_list("version", "owner__password")
+        return None
+    project = (
+        Project.objects.select_related("owner")
+        .filter(pk=pk, owner_id=user_id, owner__is_active=True)
         .first()
     )
-    if row is None or row[0] != seen:
-        return False
     # The session stays valid only while the password it signed in with does (Django's
     # own check in get_user()).
-    owner = get_user_model()(password=row[1])
-    return constant_time_compare(session_hash, owner.get_session_auth_hash())
+    if project is None or not constant_time_compare(
+        session_hash, project.owner.get_session_auth_hash()
+    ):
+        return None
+    return project
 
 
 @login_required

@@ -43,6 +43,8 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
         "export",
         "slow-calls",
         "skew",
+        "watchers",
+        "bigbook",
     }
     rows = {row["measure"]: row for row in report["rows"]}
     assert rows["queries constant in pages"]["value"] is True
@@ -50,6 +52,13 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["paid calls per kept image (2.5 s calls, 1 s lease)"]["value"] == 1.0
     assert rows["calls in the busiest minute"]["ok"] is True
     assert rows["queue 20 × 6 pages (120 jobs)"]["value"] > 0
+    # Simulated tabs polled a gunicorn server while a run drew: every poll answered.
+    for tabs in (10, 20):
+        assert rows[f"{tabs} tabs: failed requests"]["value"] == 0
+        assert rows[f"{tabs} tabs: requests/s"]["value"] > 0
+    assert rows["the run was in progress throughout"]["value"] is True
+    assert rows["review page queries, 300 pages"]["value"] > 0
+    assert rows["Generate missing, 300 pages (300 jobs)"]["value"] > 0
     assert Project.objects.filter(owner__username="benchmark").count() == 0
 
 

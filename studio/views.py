@@ -5,6 +5,7 @@ run state, controls; it also carries the poll) and one card per page. The poll a
 control answer with the header and the cards that changed, as out-of-band swaps.
 """
 
+import hashlib
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -93,8 +94,14 @@ def _shared_header(project: Project) -> selectors.ReviewHeader:
     return _shared(project, "header", selectors.review_header)
 
 
+def _version_key(project: Project, name: str) -> str:
+    """Return a cache key for something computed from this version of the project (its
+    creation time tells apart a project of a reused id)."""
+    return f"studio:{name}:{project.pk}:{project.created_at.timestamp()}:{project.version}"
+
+
 def _shared(project: Project, name: str, compute):
-    key = f"studio:{name}:{project.pk}:{project.created_at.timestamp()}:{project.version}"
+    key = _version_key(project, name)
     value = cache.get(key)
     if value is None:
         value = compute(project)
@@ -533,8 +540,17 @@ def project_poll(request: HttpRequest, pk: int) -> HttpResponse:
         return _changed_poll(request, pk)
     if request.GET.get("v") == str(project.version):
         return HttpResponse(status=204)
+    # Tabs that were given the same answer poll with the same URL (cursor and version):
+    # at the same version of the project, they get the same answer, made once.
+    asked = f"{request.GET.urlencode()} {request.headers.get('HX-Current-URL', '')}"
+    key = _version_key(project, "poll") + ":" + hashlib.sha256(asked.encode()).hexdigest()
+    answer = cache.get(key)
+    if answer is not None:
+        return HttpResponse(answer[1], status=answer[0])
     request.user = project.owner  # checked as login_required and get_user() would
-    return _regions(request, project, since=_since(request), poll=True)
+    response = _regions(request, project, since=_since(request), poll=True)
+    cache.set(key, (response.status_code, response.content), SHARED_HEADER_SECONDS)
+    return response
 
 
 @login_required

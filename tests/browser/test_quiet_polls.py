@@ -1,0 +1,43 @@
+"""A review tab keeps polling through 204 answers while nothing changes, and picks up the
+next change as soon as it happens."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import sign_in
+from tests.conftest import openai_env, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_tab_stays_live_through_quiet_polls_and_then_picks_up_the_change(
+    page, web_server, qcluster, fake_openai, make_project
+):
+    project = make_project(pages=3, title="Quiet Book")
+    env = openai_env(fake_openai, STUDIO_WORKERS=1)
+    qcluster(**env)
+    server = web_server(**env)
+    polls = []
+    page.on(
+        "response",
+        lambda response: polls.append(response.status) if "/poll/" in response.url else None,
+    )
+
+    sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    fake_openai.hold()  # the one worker's call waits: nothing changes meanwhile
+    page.get_by_role("button", name=re.compile("Generate Missing Illustrations")).click()
+    wait_until(lambda: fake_openai.in_flight == 1, timeout=30)
+    expect(page.locator(".chip--generating")).to_have_count(1)
+    # While the call waits, the tab's polls find the project at the version it shows.
+    wait_until(lambda: polls.count(204) >= 3, timeout=30, message=f"polls: {polls}")
+    expect(page.locator("#connection")).to_have_text("● Live")
+    expect(page.locator(".card--complete")).to_have_count(0)
+
+    fake_openai.release()
+    expect(page.locator(".card--complete")).to_have_count(3, timeout=30_000)
+    expect(page.locator(".progress-text")).to_contain_text("3 of 3 illustrated")
+    expect(page).to_have_title(re.compile(r"3/3 · Quiet Book"))
+    # A changed poll (200, or 286 once nothing is active) came after the quiet ones.
+    assert {200, 286} & set(polls[polls.index(204) :])

@@ -707,4 +707,4 @@ class Heartbeat(models.Model):
 
 
 for _model in (Run, Illustration, StoryJob, Clip, SheetJob):
-    watch(_model)
+    watch(_model, deletes=False)  # deleted with their project or page, which moves it

@@ -106,7 +106,10 @@ def _deleted(sender, instance, **kwargs) -> None:
     project_changed(*ids)
 
 
-def watch(model) -> None:
-    """Move the project's counter when a row of this model is saved or deleted."""
+def watch(model, *, deletes: bool = True) -> None:
+    """Move the project's counter when a row of this model is saved (or deleted: a
+    post_delete receiver makes Django load every row a cascade deletes, so models deleted
+    only with their project or page leave it out)."""
     models.signals.post_save.connect(_saved, sender=model, weak=False)
-    models.signals.post_delete.connect(_deleted, sender=model, weak=False)
+    if deletes:
+        models.signals.post_delete.connect(_deleted, sender=model, weak=False)

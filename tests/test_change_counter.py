@@ -242,6 +242,11 @@ def test_characters_and_references_that_change_pages_move_it(book):
     with moves(book):
         fox.description = "A red fox with a blue scarf."
         fox.save()
+    with moves(book):
+        services.draw_sheet(character=fox)
+    sheet = fox.sheet_jobs.get()
+    with moves(book):  # a sheet job ending (here: failing) shows on the character
+        type(sheet).objects.filter(pk=sheet.pk).fail(reason="exhausted", message="500")
 
 
 def test_switching_the_service_moves_it(book):

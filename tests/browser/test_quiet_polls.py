@@ -1,12 +1,12 @@
 """A review tab keeps polling through 204 answers while nothing changes, and picks up the
-next change as soon as it happens."""
+next change as soon as it happens; a big book is read one window of cards at a time."""
 
 import re
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import sign_in
+from tests.browser.conftest import screenshot, sign_in
 from tests.conftest import openai_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,3 +44,27 @@ def test_a_tab_stays_live_through_quiet_polls_and_then_picks_up_the_change(
     expect(page).to_have_title(re.compile(r"3/3 · Quiet Book"))
     # A changed poll (200, or 286 once nothing is active) came after the quiet ones.
     assert {200, 286} & set(polls[polls.index(204) :])
+
+
+def test_a_big_book_is_read_window_by_window(page, web_server, make_project):
+    project = make_project(pages=250, title="Storyboard")
+    project.pages.filter(number__gt=120).update(section="Act Two")
+    server = web_server()
+
+    sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    expect(page.locator(".window-nav")).to_contain_text("Showing pages 1–100 of 250")
+    expect(page.locator("article.card")).to_have_count(100)
+    expect(page.locator('[data-filter="all"] .filter-chip__count')).to_have_text("250")
+    screenshot(page, "big-book-window")
+
+    page.locator(".window-nav").get_by_role("link", name="101–200").click()
+    expect(page.locator(".window-nav")).to_contain_text("Showing pages 101–200 of 250")
+    expect(page.locator("article.card")).to_have_count(100)
+    # The window opens inside the first section, then Act Two begins at page 121.
+    expect(page.locator(".section-head__title")).to_have_text(
+        ["Pages before the first section", "Act Two"]
+    )
+    expect(page.locator('[data-filter="all"] .filter-chip__count')).to_have_text("250")
+
+    page.locator(".window-nav").get_by_role("link", name="Act Two").click()
+    expect(page).to_have_url(re.compile(r"start=100#section-2$"))

@@ -52,31 +52,33 @@ class ProjectRowsQuerySet(models.QuerySet):
     writes move the project's change counter. The model's `project_path` leads from a row
     to its project's id ("project_id", "page__project_id")."""
 
-    def _project_ids(self) -> set[int]:
-        path = self.model.project_path
-        return set(self.order_by().values_list(path, flat=True).distinct())
+    def _changed_first(self) -> None:
+        """Move the counters of the projects of this queryset's rows, before the write, in
+        one statement: its subquery carries the write's own conditions (a compare-and-set
+        that has already lost matches no row, so moves nothing), and taking the project's
+        row first keeps the lock order of the services, which lock the project first."""
+        from .models import Project
+
+        rows = self.order_by().values(self.model.project_path)
+        Project.objects.filter(pk__in=rows).update(version=F("version") + 1)
 
     def update(self, **kwargs) -> int:
         if not _visible(kwargs):
             return super().update(**kwargs)
-        with transaction.atomic(using=self.db):
-            # Read first: the UPDATE may move the rows out of this queryset's filter.
-            ids = self._project_ids()
-            changed = super().update(**kwargs)
-            if changed:
-                project_changed(*ids)
-        return changed
+        # One transaction, no savepoint when already in one: the counter and the write
+        # commit together.
+        with transaction.atomic(using=self.db, savepoint=False):
+            self._changed_first()
+            return super().update(**kwargs)
 
     def delete(self):
-        with transaction.atomic(using=self.db):
-            ids = self._project_ids()
-            deleted = super().delete()
-            project_changed(*ids)
-        return deleted
+        with transaction.atomic(using=self.db, savepoint=False):
+            self._changed_first()
+            return super().delete()
 
     def bulk_create(self, objs, *args, **kwargs):
         objs = list(objs)
-        with transaction.atomic(using=self.db):
+        with transaction.atomic(using=self.db, savepoint=False):
             created = super().bulk_create(objs, *args, **kwargs)
             project_changed(*project_ids_of(self.model, objs))
         return created

@@ -1,9 +1,10 @@
 """Reference pictures: which a page sends (and in what order), what was sent, and the
 prompt of a character sheet.
 
-The style reference comes first, then the page's own characters (settings and props
-among them) by name, at most STUDIO_MAX_REFERENCES and at most what the provider takes.
-Only characters with a chosen picture are sent.
+At most STUDIO_MAX_REFERENCES and at most what the provider takes: the page's own
+characters (settings and props among them) first, by name, then the style reference if
+there is room; they are sent with the style reference first. Only characters with a
+chosen picture are sent.
 """
 
 from django.conf import settings
@@ -24,7 +25,8 @@ def reference_limit(provider) -> int:
 
 def page_references(page: Page, *, limit: int) -> list[Character]:
     """Return the characters whose chosen pictures go with the page, in the order sent: the
-    project's style reference first, then the page's characters by name."""
+    project's style reference first, then the page's characters by name. When there are
+    more than the limit, the page's own characters are kept before the style reference."""
     if limit <= 0:
         return []
     style = [
@@ -40,7 +42,8 @@ def page_references(page: Page, *, limit: int) -> list[Character]:
         ),
         key=lambda character: character.name.lower(),
     )
-    return (style + own)[:limit]
+    own = own[:limit]
+    return style[: limit - len(own)] + own
 
 
 def signature(characters: list[Character]) -> list[dict]:

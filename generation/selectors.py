@@ -48,6 +48,8 @@ class Progress:
     failed: int = 0  # failed pages "Retry failed" would queue again
     rejected: int = 0  # pages whose prompt the service refused: edit the prompt first
     approved: int = 0  # pages whose current picture the editor approved
+    on_way: int = 0  # missing pages with a job on its way (queued, generating, retrying)
+    redrawing: int = 0  # pages with a picture and a new one on its way (regenerated)
 
     @property
     def missing(self) -> int:
@@ -111,6 +113,8 @@ PAGE_COUNTS = {
     "failed": FAILED,
     "rejected": REJECTED,
     "approved": APPROVED,
+    "on_way": MISSING & Q(active_status__isnull=False),
+    "redrawing": Q(has_complete=True, active_status__isnull=False),
 }
 
 
@@ -514,14 +518,43 @@ class ReviewHeader:
     # Pictures drawn from a prompt that has changed since (the page, the style guide, …),
     # and what regenerating them costs at current settings (one attempt each).
     outdated: int = 0
-    regenerable: int = 0  # out of date and not approved: what Regenerate changed queues
+    regenerable: int = 0  # out of date, not approved, none on its way: what Regenerate queues
     outdated_estimate: Decimal | None = None
+    locked: int = 0  # out of date and approved, none on its way: redrawn only one by one
+
+    @property
+    def primary(self) -> str:
+        """Return the header's one primary action, the next useful one: "resume" (a run is
+        paused or halted, or its service account is), "pause" (a run is running), "generate"
+        (pages are missing, not only rejected ones), "regenerate" (pictures are out of
+        date), "approve" (pictures wait for approval) or "" (nothing to do, or a run is
+        stopping)."""
+        run, progress = self.run, self.progress
+        state = run.state if run is not None else None
+        if state in (Run.State.PAUSED, Run.State.HALTED):
+            return "resume"
+        if state == Run.State.RUNNING:
+            return "resume" if self.account.get("state") == "halted" else "pause"
+        if state == Run.State.STOPPING:
+            return ""
+        if self.to_queue > progress.rejected:
+            return "generate"  # not when it would only send refused prompts again
+        if self.regenerable:
+            return "regenerate"
+        if progress.to_approve:
+            return "approve"
+        return ""
+
+    @property
+    def on_its_way(self) -> int:
+        """Pages with a picture on its way: missing ones, and ones being drawn again."""
+        return self.progress.on_way + self.progress.redrawing
 
     @property
     def to_queue(self) -> int:
         """Missing pages that "Generate missing" would queue (none on their way)."""
         progress = self.progress
-        return progress.missing - progress.queued - progress.generating
+        return progress.missing - progress.on_way
 
     @property
     def title(self) -> str:
@@ -549,12 +582,22 @@ def review_header(project: Project) -> ReviewHeader:
     now = db_now()
     pictures = outdated_pictures(project)
     outdated = len(pictures)
+    # A page whose new picture is on its way is not offered again (regenerate_outdated
+    # skips it too): one more query, only when some picture is out of date.
+    redrawing = set()
+    if pictures:
+        redrawing = set(
+            Illustration.objects.filter(
+                page__in=[picture.page_id for picture in pictures], status__in=ACTIVE_STATUSES
+            ).values_list("page_id", flat=True)
+        )
+    settled = [picture for picture in pictures if picture.page_id not in redrawing]
     # Regenerate changed pages leaves approved pictures alone.
-    regenerable = sum(1 for picture in pictures if picture.approved_at is None)
-    waiting = 0
+    regenerable = sum(1 for picture in settled if picture.approved_at is None)
+    no_workers = 0
     if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
         # Only a project with work waiting asks whether any worker is alive.
-        waiting = 0 if workers.alive(now=now) else progress.queued + progress.generating
+        no_workers = 0 if workers.alive(now=now) else progress.queued + progress.generating
     return ReviewHeader(
         progress=progress,
         run=run,
@@ -571,10 +614,11 @@ def review_header(project: Project) -> ReviewHeader:
         ],
         polling=progress.busy
         or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
-        waiting_for_workers=waiting,
+        waiting_for_workers=no_workers,
         now=now,
         outdated=outdated,
         regenerable=regenerable,
+        locked=len(settled) - regenerable,
         outdated_estimate=None if price is None else price * regenerable,
     )
 

@@ -6,6 +6,7 @@ from generation.models import Run
 from generation.pricing import money
 from generation.selectors import with_progress
 
+from . import characters as character_services
 from . import services as studio_services
 from .models import MAX_PAGES, Character, Page, Project, ReferenceImage
 from .text import plural
@@ -142,6 +143,7 @@ class ReferenceImageInline(admin.TabularInline):
     extra = 0
     fields = ["image", "source", "content_type", "width", "height", "created_at"]
     readonly_fields = fields
+    can_delete = False  # the Characters page deletes a version with its file, never the chosen
 
 
 @admin.register(Character)
@@ -152,3 +154,14 @@ class CharacterAdmin(admin.ModelAdmin):
     search_fields = ["name", "aliases", "project__title"]
     raw_id_fields = ["project", "reference", "pages"]
     inlines = [ReferenceImageInline]
+
+    def delete_model(self, request, obj):
+        # The Characters page's deletion, so its pictures' files go too once it commits.
+        try:
+            character_services.delete_character(character=obj)
+        except character_services.CharacterError as error:
+            self.message_user(request, str(error), messages.ERROR)
+
+    def delete_queryset(self, request, queryset):
+        for character in queryset:
+            self.delete_model(request, character)

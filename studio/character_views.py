@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from generation import selectors, services
-from generation.models import ACTIVE_STATUSES, SheetJob
+from generation.models import ACTIVE_STATUSES, Illustration, SheetJob
 
 from . import characters as character_services
 from .characters import CharacterError
@@ -180,6 +180,70 @@ def character_draw(request: HttpRequest, pk: int) -> HttpResponse:
     if request.POST.get("next") == "edit":
         return redirect("character-edit", pk=character.pk)
     return redirect("character-list", pk=character.project_id)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def character_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask, then delete the character with its reference pictures and sheet history."""
+    character = _owned_character(request, pk)
+    project = character.project
+    if request.method == "POST":
+        drawn_with = _drawn_with(character)
+        try:
+            character_services.delete_character(character=character)
+        except CharacterError as error:
+            messages.error(request, str(error))
+            return redirect("character-edit", pk=character.pk)
+        note = (
+            f" {plural(drawn_with, 'illustrated page')} drawn with it now read “Reference "
+            "changed”: regenerate them to draw them without it."
+            if drawn_with
+            else ""
+        )
+        messages.success(request, f"Deleted {character.name} and its pictures.{note}")
+        return redirect("character-list", pk=project.pk)
+    context = {
+        "project": project,
+        "character": character,
+        "versions": character.versions.count(),
+        "pages": character.pages.count(),
+        "drawn_with": _drawn_with(character),
+    }
+    return render(request, "studio/character_delete.html", context)
+
+
+def _drawn_with(character: Character) -> int:
+    """Return how many pages' current pictures were drawn with the character's pictures."""
+    return sum(
+        1
+        for sent in Illustration.objects.filter(
+            page__project=character.project_id, status=Illustration.Status.COMPLETE
+        ).values_list("references_sent", flat=True)
+        if any(entry.get("character") == character.pk for entry in sent or [])
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def reference_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask, then delete an earlier version of a character's reference picture."""
+    version = get_object_or_404(
+        ReferenceImage.objects.select_related("character__project"),
+        pk=pk,
+        character__project__owner=request.user,
+    )
+    character = version.character
+    if request.method == "POST":
+        try:
+            character_services.delete_reference(version=version)
+        except CharacterError as error:
+            messages.error(request, str(error))
+        else:
+            messages.success(request, f"Deleted version {pk} of {character.name}.")
+        return redirect("character-edit", pk=character.pk)
+    context = {"project": character.project, "character": character, "version": version}
+    return render(request, "studio/reference_delete.html", context)
 
 
 @login_required

@@ -11,6 +11,9 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from PIL import Image, UnidentifiedImageError
 
+from generation.models import WORKING_STATUSES, SheetJob
+
+from . import files
 from .models import Character, Page, Project, ReferenceImage
 
 MAX_REFERENCE_BYTES = 10 * 1024 * 1024
@@ -222,3 +225,38 @@ def set_page_characters(*, page: Page, characters) -> None:
     """Say exactly who appears on the page (the editor's choice over the suggestions)."""
     chosen = [c for c in characters if c.project_id == page.project_id]
     page.characters.set(chosen)
+
+
+@transaction.atomic
+def delete_character(*, character: Character) -> None:
+    """Delete a character with every version of its reference picture (their files go once
+    that commits) and its sheet jobs; the pages it was tagged on lose the tag. Pictures
+    drawn with it stay, and read "Reference changed" (they were drawn with a reference the
+    page no longer sends), to regenerate or keep. Raise CharacterError while a worker is
+    drawing its sheet."""
+    # Queued sheets are canceled first, by one compare-and-set UPDATE, as a worker claims:
+    # either the worker claimed first (and the check below refuses) or it finds nothing.
+    SheetJob.objects.filter(character=character).cancel_queued()
+    if SheetJob.objects.filter(character=character, status__in=WORKING_STATUSES).exists():
+        raise CharacterError(
+            f"A sheet of {character.name} is being drawn; delete it once that is done."
+        )
+    names = {version.image.name for version in character.versions.all() if version.image}
+    character.delete()  # its versions, sheet jobs and page tags go with it
+    files.delete_after_commit(names)
+
+
+@transaction.atomic
+def delete_reference(*, version: ReferenceImage) -> None:
+    """Delete an earlier version of a character's reference picture with its file. Raise
+    CharacterError for the chosen version: pick another first."""
+    character = Character.objects.select_for_update().get(pk=version.character_id)
+    if character.reference_id == version.pk:
+        raise CharacterError(
+            f"Version {version.pk} is the picture sent with {character.name}'s pages; "
+            "choose another version before deleting it."
+        )
+    name = version.image.name
+    version.delete()
+    if name:
+        files.delete_after_commit([name])

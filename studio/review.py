@@ -82,6 +82,8 @@ class PageCard:
     # Its job waits in a run that halted, or whose service account halted (no credits, a
     # refused key, an outage…): see held_run().
     held: bool = False
+    # Why, when the account halted and the run did not: the account's halt reason.
+    account_reason: str = ""
 
     @property
     def clip_state(self) -> str:
@@ -139,7 +141,7 @@ class PageCard:
     @cached_property
     def filter_keys(self) -> list[str]:
         """Return the keys of the review page's filters that show this card."""
-        return [chip.key for chip in OFFERED_FILTERS if chip.shows(self)]
+        return [chip.key for chip in FILTERS if chip.shows(self)]
 
     @property
     def filters(self) -> str:
@@ -215,9 +217,10 @@ class PageCard:
         """Why a held page waits, in words: "out of credits", "budget reached"."""
         if self.run is None:
             return ""
+        reason = self.run.halt_reason
         if self.run.state != Run.State.HALTED and self.held:
-            return "the service account is halted"
-        return str(dict(Run.HaltReason.choices).get(self.run.halt_reason, "halted")).lower()
+            reason = self.account_reason  # the run waits on its service account
+        return str(dict(Run.HaltReason.choices).get(reason, "halted")).lower()
 
     @property
     def attempt_number(self) -> int:
@@ -232,12 +235,18 @@ _UNKNOWN = object()
 
 
 def page_cards(
-    project: Project, *, pages=None, run=_UNKNOWN, held_run: Run | None = None
+    project: Project,
+    *,
+    pages=None,
+    run=_UNKNOWN,
+    held_run: Run | None = None,
+    account_reason: str = "",
 ) -> list[PageCard]:
     """Return one card per page (or per given page), in a constant number of queries.
 
     `run` is the project's latest run when the caller has read it already (the header
-    has); `held_run` is that run when it is held (see held_run()): its jobs wait."""
+    has); `held_run` is that run when it is held (see held_run()): its jobs wait, for
+    `account_reason` when its service account halted."""
     pages = list(pages if pages is not None else project.pages.all())
     if not pages:
         return []
@@ -262,6 +271,7 @@ def page_cards(
             clip=current_clip.get(p.pk),
             stalled=_stalled(latest_job.get(p.pk), now),
             held=_held(latest_job.get(p.pk), held_run),
+            account_reason=account_reason,
         )
         for p in pages
     ]
@@ -397,8 +407,13 @@ def book_filter_chips(header: dict, *, show: str) -> "list[FilterChip]":
     }
     return [
         FilterChip(key=chip.key, label=chip.label, count=counts[chip.key], active=chip.key == show)
-        for chip in OFFERED_FILTERS
+        for chip in FILTERS
     ]
+
+
+def held(header) -> dict:
+    """Return page_cards' held_run and account_reason for the header (see held_run())."""
+    return {"held_run": held_run(header), "account_reason": header["account"].get("reason", "")}
 
 
 def held_run(header) -> Run | None:
@@ -428,7 +443,7 @@ class Filter:
 
     key: str
     label: str
-    shows: Callable[[PageCard], bool] | None  # None: not wired yet, so not offered
+    shows: Callable[[PageCard], bool]
 
 
 # The one list of filters: the chips, their counts (on the server and in the browser after
@@ -440,7 +455,6 @@ FILTERS = (
     # Pages with no picture count too, so approved and not approved add up to the book.
     Filter("unapproved", "Not approved", lambda card: not card.approved),
 )
-OFFERED_FILTERS = tuple(chip for chip in FILTERS if chip.shows is not None)
 
 
 @dataclass(frozen=True)
@@ -455,8 +469,8 @@ def filter_key(value: str | None) -> str:
     """Return the filter asked for in ?show= ("all" when none); ValueError if unknown."""
     if not value:
         return "all"
-    if value not in {chip.key for chip in OFFERED_FILTERS}:
-        keys = ", ".join(chip.key for chip in OFFERED_FILTERS)
+    if value not in {chip.key for chip in FILTERS}:
+        keys = ", ".join(chip.key for chip in FILTERS)
         raise ValueError(f"show must be one of {keys}")
     return value
 
@@ -470,5 +484,5 @@ def filter_chips(cards: list[PageCard], *, show: str) -> list[FilterChip]:
             count=sum(1 for card in cards if chip.key in card.filter_keys),
             active=chip.key == show,
         )
-        for chip in OFFERED_FILTERS
+        for chip in FILTERS
     ]

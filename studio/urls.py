@@ -40,6 +40,7 @@ character_urls = [
     path("upload/", character_views.character_upload, name="character-upload"),
     path("choose/", character_views.character_choose, name="character-choose"),
     path("draw/", character_views.character_draw, name="character-draw"),
+    path("delete/", character_views.character_delete, name="character-delete"),
 ]
 
 page_urls = [
@@ -66,6 +67,7 @@ urlpatterns = [
     path("pages/<int:pk>/", include(page_urls)),
     path("characters/<int:pk>/", include(character_urls)),
     path("references/<int:pk>/", character_views.reference_image, name="reference-image"),
+    path("references/<int:pk>/delete/", character_views.reference_delete, name="reference-delete"),
     path("exports/<int:pk>/download/", views.export_download, name="export-download"),
     path("clips/<int:pk>/", views.clip_video, name="clip-video"),
     path("images/<int:pk>/", views.illustration_image, name="illustration-image"),

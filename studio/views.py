@@ -74,6 +74,8 @@ def _header_context(project: Project, *, shared: bool = False) -> dict:
         "project": project,
         **vars(header),
         "to_queue": header.to_queue,
+        "primary": header.primary,
+        "on_its_way": header.on_its_way,
         "title": header.title,
         "cursor": header.now.timestamp(),
     }
@@ -152,9 +154,7 @@ def _regions(
                 else pages.filter(number__gte=window.first_number, number__lte=window.last_number)
             )
             context.update(window=window, filters=review.book_filter_chips(context, show=""))
-        context["cards"] = review.page_cards(
-            project, pages=pages, run=run, held_run=review.held_run(context)
-        )
+        context["cards"] = review.page_cards(project, pages=pages, run=run, **review.held(context))
         if context["cards"]:  # a changed card may change its section's progress
             heads = _shared(project, "sections", review.section_heads) if poll else None
             context["section_heads"] = heads if heads is not None else review.section_heads(project)
@@ -468,9 +468,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
     pages = _window_pages(project, window) if window.windowed else None
-    cards = review.page_cards(
-        project, pages=pages, run=context["run"], held_run=review.held_run(context)
-    )
+    cards = review.page_cards(project, pages=pages, run=context["run"], **review.held(context))
     heads = review.section_heads(project)
     review.group_into_sections(cards, heads)
     if window.windowed:  # not every card is here to count: the header's aggregates count

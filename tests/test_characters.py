@@ -18,6 +18,7 @@ from PIL import Image
 
 from generation import services
 from generation.models import SheetJob
+from generation.providers.embedded_figures import COLOURS, colours_of, is_person
 from studio import characters
 from studio.characters import check_reference_image
 from studio.models import Character, Project
@@ -355,6 +356,15 @@ def test_the_demo_book_has_peter_his_mother_and_mr_mcgregor_with_drawn_sheets(ca
         naming = [page.number for page in pages if re.search(pattern, page.text, re.IGNORECASE)]
         assert tagged(cast[name]) == naming
     assert len(tagged(cast["Peter"])) == 15
+    # Each description says what must not change, in the words the offline renderer
+    # draws from: fur (or face) and clothes; Mr. McGregor is a man, without ears.
+    looks = {name: colours_of(c.description) for name, c in cast.items()}
+    assert looks == {
+        "Peter": (COLOURS["brown"], COLOURS["blue"]),
+        "Mrs. Rabbit": (COLOURS["grey"], COLOURS["red"]),
+        "Mr. McGregor": (COLOURS["tan"], COLOURS["brown"]),
+    }
+    assert [is_person(cast[name].description) for name in sorted(cast)] == [True, False, False]
 
 
 def test_the_edit_page_shows_each_sheets_calls_and_refuses_an_empty_name(

@@ -15,6 +15,7 @@ from generation.providers.embedded_figures import (
     colours_of,
     dominant_colours,
     figure_box,
+    placement,
 )
 
 
@@ -131,3 +132,26 @@ def test_a_prop_is_drawn_as_an_object_in_its_colours_where_its_name_puts_it():
     left, top, right, bottom = figure_box("Watering can", 640, 480)
     centre = ((left + right) // 2, bottom - (bottom - top) // 10)
     assert close(page.getpixel(centre), (30, 150, 90), 4)
+
+
+def test_a_person_is_drawn_without_an_animals_ears_on_the_sheet_and_on_the_page():
+    def ear_pixel(image, x, feet, tall):
+        u = tall / 100
+        return image.getpixel((int(x - 9 * u), int(feet - 74 * u - 25 * u)))
+
+    rabbit = generate("Peter, a small brown rabbit in a blue jacket", subject="sheet")
+    man = generate(
+        "Mr. McGregor: a tall man with a tan face, in a brown waistcoat", subject="sheet"
+    )
+    width, height = man.size
+    tall, feet = min(height * 0.62, width / 3 * 1.2), height * 0.8
+    assert close(ear_pixel(rabbit, width / 6, feet, tall), COLOURS["brown"])
+    assert ear_pixel(man, width / 6, feet, tall) == SHEET_BACKGROUND
+    assert close(man.getpixel((int(width / 6), int(feet - 74 * tall / 100))), COLOURS["tan"])
+
+    mcgregor = Reference("Mr. McGregor", "an old gardener, a tall man", png(man))
+    page = generate("In the garden", references=(mcgregor,))
+    x, feet, tall = placement("Mr. McGregor", *page.size)
+    blank = generate("In the garden")  # the same scene, nobody drawn on it
+    assert ear_pixel(page, x, feet, tall) == ear_pixel(blank, x, feet, tall)
+    assert close(page.getpixel(body_point("Mr. McGregor", *page.size)), COLOURS["brown"])

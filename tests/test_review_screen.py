@@ -198,3 +198,15 @@ def test_pages_of_a_running_project_whose_service_account_halted_need_attention(
     assert Run.objects.get(pk=run.pk).state == Run.State.RUNNING
     assert "Generation halted." in html  # the account's halt, on this project's banner
     assert chips(html)["attention"] == "Needs attention 2"
+    # Held for the account's reason, in words short enough for the chip's one line.
+    assert len(re.findall(r"</span>\s*Held: out of credits</span>", html)) == 2
+
+
+def test_every_page_links_the_studios_favicon(signed_in):
+    from django.contrib.staticfiles import finders
+
+    html = signed_in.get(reverse("project-list")).content.decode()
+    link = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', html)
+    assert link is not None and link.group(1).endswith("/studio/favicon.svg")
+    with open(finders.find("studio/favicon.svg")) as icon:
+        assert icon.read().startswith("<svg")

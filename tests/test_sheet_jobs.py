@@ -236,6 +236,8 @@ def test_each_page_sends_the_style_reference_first_then_its_own_characters_up_to
 ):
     project, style, made = cast
     settings.STUDIO_MAX_REFERENCES = 4  # the provider takes 2: the smaller wins
+    page = project.pages.get(number=1)
+    characters.set_page_characters(page=page, characters=[made["Benjamin"]])
     drain(services.generate_missing(project=project).run.pk)
 
     first, second = sorted(recording.requests, key=lambda r: r.caption)
@@ -256,13 +258,24 @@ def test_each_page_sends_the_style_reference_first_then_its_own_characters_up_to
     ]
 
 
+def test_over_the_limit_the_pages_own_characters_are_kept_before_the_style_reference(
+    cast, recording, drain
+):
+    project, _, _ = cast  # page 1 names three characters; the provider takes 2
+    drain(services.generate_missing(project=project).run.pk)
+    first, second = sorted(recording.requests, key=lambda r: r.caption)
+    assert [r.name for r in first.references] == ["Benjamin", "Mr. McGregor"]
+    assert [r.name for r in second.references] == ["Look"]  # room for the style reference
+
+
 def test_settings_limit_what_is_sent_and_a_provider_taking_none_gets_none(
     cast, recording, drain, settings
 ):
     project, _, _ = cast
     settings.STUDIO_MAX_REFERENCES = 1
     drain(services.generate_missing(project=project).run.pk)
-    assert [[r.name for r in req.references] for req in recording.requests] == [["Look"]] * 2
+    sent = sorted((req.caption, [r.name for r in req.references]) for req in recording.requests)
+    assert [names for _, names in sent] == [["Benjamin"], ["Look"]]
 
     RecordingProvider.max_references = 0
     try:
@@ -302,11 +315,24 @@ def test_a_new_chosen_picture_or_description_marks_its_pages_reference_changed_o
     assert page_cards(project)[0].outdated_reason == "Reference changed"
 
 
-def test_the_style_reference_changing_marks_every_illustrated_page(cast, recording, drain):
-    project, style, _ = cast
+def test_the_style_reference_changing_marks_every_illustrated_page_it_went_with(
+    cast, recording, drain
+):
+    project, style, made = cast
+    page = project.pages.get(number=1)
+    characters.set_page_characters(page=page, characters=[made["Benjamin"]])
     drain(services.generate_missing(project=project).run.pk)
     characters.add_reference(character=style, image=picture((250, 250, 0)))
     assert [c.outdated_reason for c in page_cards(project)] == ["Reference changed"] * 2
+
+
+def test_a_page_whose_characters_filled_the_limit_ignores_a_new_style_reference(
+    cast, recording, drain
+):
+    project, style, _ = cast  # page 1's three characters fill the provider's 2
+    drain(services.generate_missing(project=project).run.pk)
+    characters.add_reference(character=style, image=picture((250, 250, 0)))
+    assert [c.outdated_reason for c in page_cards(project)] == ["", "Reference changed"]
 
 
 def test_a_changed_prompt_still_reads_prompt_changed(cast, recording, drain):

@@ -2,6 +2,7 @@
 Generate Missing that never resumes a halted run, and pictures out of date counted and
 regenerated."""
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -196,3 +197,78 @@ def test_a_picture_from_an_earlier_run_reads_complete_and_says_when_it_was_made(
     assert f'title="Complete (made {when} by embedded)"' in html
     history = client.get(reverse("page-history", args=[made.page_id])).content.decode()
     assert f"made {timezone.localtime(made.finished_at):%Y-%m-%d %H:%M:%S}" in history
+
+
+def primary_buttons(html: str) -> list[str]:
+    """Return the words of the header's primary buttons."""
+    header = html.split('id="live-header"', 1)[1].split("</section>", 1)[0]
+    found = re.findall(r'<button class="button button--primary"[^>]*>(.*?)</button>', header, re.S)
+    return [" ".join(re.sub(r"<[^>]+>", "", words).split()) for words in found]
+
+
+def test_the_header_has_one_primary_button_the_next_useful_action(
+    client, editor, make_project, drain, settings
+):
+    settings.STUDIO_PRICES = {"embedded": 0.5}
+    project = make_project(pages=2)
+    client.force_login(editor)
+    url = project.get_absolute_url()
+    assert primary_buttons(client.get(url).content.decode()) == [
+        "Generate Missing Illustrations (2)"
+    ]
+
+    run = services.generate_missing(project=project).run
+    assert primary_buttons(client.get(url).content.decode()) == ["Pause"]
+    Run.objects.filter(pk=run.pk).update(state=Run.State.HALTED, halt_reason="out_of_credits")
+    assert primary_buttons(client.get(url).content.decode()) == ["Resume"]
+    Run.objects.filter(pk=run.pk).update(state=Run.State.RUNNING, halt_reason="")
+    drain(run.pk)
+    # Complete: what is left is approving the pictures.
+    assert primary_buttons(client.get(url).content.decode()) == ["Approve all (2)"]
+    services.approve_all(project=project)
+    assert primary_buttons(client.get(url).content.decode()) == []
+
+    project.pages.filter(number=2).update(prompt="The fox asleep.")
+    services.unapprove_page(page=project.pages.get(number=2))
+    html = client.get(url).content.decode()
+    assert primary_buttons(html) == ["Regenerate changed pages (1) ≈ $0.50"]
+    assert "approved ones are redrawn only one by one" not in html
+
+    # While the new picture is on its way it is not offered again, and is on its way.
+    services.regenerate_outdated(project=project)
+    html = client.get(url).content.decode()
+    assert primary_buttons(html) == ["Pause"]
+    assert "Regenerate changed pages" not in html
+    assert "1 picture on its way" in html
+    assert "Run running" in html  # beside "every page is illustrated; 1 out of date"
+    assert selectors.review_header(project).regenerable == 0
+
+
+def test_a_page_drawn_again_does_not_hide_a_missing_page_from_generate_missing(make_project, drain):
+    project = make_project(pages=3)
+    drain(services.generate_missing(project=project).run.pk)
+    Illustration.objects.filter(page__number=3).delete()
+    services.queue_page(page=project.pages.get(number=1), regenerate=True)
+    Illustration.objects.filter(status=Status.QUEUED).update(status=Status.GENERATING)
+
+    header = selectors.review_header(project)
+
+    assert header.to_queue == 1  # page 3, though page 1's new picture is being drawn
+    assert header.on_its_way == 1
+    assert services.generate_missing(project=project).count == 1
+    assert selectors.review_header(project).on_its_way == 2
+
+
+def test_a_rejected_page_alone_is_not_the_headers_next_action(client, editor, make_project, drain):
+    project = make_project(pages=2)
+    drain(services.generate_missing(project=project).run.pk)
+    rejected = project.pages.get(number=2)
+    rejected.illustrations.update(status=Status.FAILED, failure_reason="rejected")
+    client.force_login(editor)
+
+    html = client.get(project.get_absolute_url()).content.decode()
+
+    # Sending the refused prompt again is pointless: Edit prompt and retry is on its card.
+    assert primary_buttons(html) == ["Approve all (1)"]
+    assert 'Generate Missing Illustrations <span class="badge">(1)</span>' in html
+    assert "Edit prompt and retry" in html

@@ -63,6 +63,22 @@ CLOTHES = {
     "tunic",
     "robe",
 }
+# Words that make a figure a person (drawn without ears); anyone else is an animal.
+PEOPLE = {
+    "man",
+    "woman",
+    "boy",
+    "girl",
+    "person",
+    "human",
+    "lady",
+    "gentleman",
+    "gardener",
+    "farmer",
+    "child",
+    "king",
+    "queen",
+}
 FUR = (150, 120, 95)
 CLOTH = (70, 90, 140)
 ACCENT = (235, 225, 205)
@@ -84,6 +100,11 @@ def colours_of(description: str) -> tuple[tuple, tuple]:
         else:
             fur = fur or COLOURS[word]
     return fur or FUR, cloth or CLOTH
+
+
+def is_person(description: str) -> bool:
+    """Return whether a description names a person (drawn without an animal's ears)."""
+    return bool(PEOPLE & set(re.findall(r"[a-z]+", description.lower())))
 
 
 def dominant_colours(content: bytes, count: int = 3) -> list[tuple[int, int, int]]:
@@ -148,9 +169,12 @@ def body_point(name: str, width: int, height: int) -> tuple[int, int]:
     return int(x - tall * 0.1), int(feet - tall * 0.38)  # beside the buttons
 
 
-def draw_figure(draw: ImageDraw.ImageDraw, x, feet, tall, colours, *, view="Front") -> None:
+def draw_figure(
+    draw: ImageDraw.ImageDraw, x, feet, tall, colours, *, view="Front", ears=True
+) -> None:
     """Draw a standing figure with its feet at (x, feet), `tall` high: its body (the
-    clothes) in the first colour, head, ears and legs in the second, details in the third."""
+    clothes) in the first colour, head, ears (an animal's; a person has none) and legs in
+    the second, details in the third."""
     cloth, fur, accent = colours
     u = tall / 100
     outline = (40, 35, 35)
@@ -169,7 +193,7 @@ def draw_figure(draw: ImageDraw.ImageDraw, x, feet, tall, colours, *, view="Fron
     # Head, ears.
     head_dx = 5 * u if view == "Three-quarter" else 0
     cx, cy = x + head_dx, feet - 74 * u
-    for ex in (-9, 9):
+    for ex in (-9, 9) if ears else ():
         draw.ellipse(
             [cx + (ex - 4) * u, cy - 32 * u, cx + (ex + 4) * u, cy - 6 * u],
             fill=fur,
@@ -180,7 +204,8 @@ def draw_figure(draw: ImageDraw.ImageDraw, x, feet, tall, colours, *, view="Fron
         [cx - 15 * u, cy - 15 * u, cx + 15 * u, cy + 15 * u], fill=fur, outline=outline, width=line
     )
     if view == "Back":
-        draw.ellipse([x - 6 * u, feet - 26 * u, x + 6 * u, feet - 14 * u], fill=accent)
+        if ears:  # an animal's tail
+            draw.ellipse([x - 6 * u, feet - 26 * u, x + 6 * u, feet - 14 * u], fill=accent)
         return
     # Face: two eyes (one nearer the edge in three-quarter view), a nose, buttons.
     eyes = (-6, 6) if view == "Front" else (1, 10)
@@ -226,7 +251,7 @@ def draw_characters(image: Image.Image, references) -> None:
                 width=max(1, int(side / 12)),
             )
         else:
-            draw_figure(draw, x, feet, tall, colours)
+            draw_figure(draw, x, feet, tall, colours, ears=not is_person(reference.description))
         box = draw.textbbox((0, 0), reference.name, font=font)
         label_x = x - (box[2] - box[0]) / 2
         draw.text(
@@ -253,7 +278,9 @@ def render_sheet(
     feet = height * 0.8
     for n, view in enumerate(VIEWS):
         x = width * (2 * n + 1) / 6
-        draw_figure(draw, x, feet, tall, (cloth, fur, ACCENT), view=view)
+        draw_figure(
+            draw, x, feet, tall, (cloth, fur, ACCENT), view=view, ears=not is_person(description)
+        )
         box = draw.textbbox((0, 0), view, font=font)
         draw.text(
             (x - (box[2] - box[0]) / 2, feet + height * 0.05), view, font=font, fill=(60, 60, 70)

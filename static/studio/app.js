@@ -51,17 +51,15 @@
   body.addEventListener("htmx:oobAfterSwap", showConnection);
   document.addEventListener("DOMContentLoaded", showConnection);
 
-  // Side panel (prompt editor, history): its close buttons.
+  // A panel opened as a page of its own (no drawer to empty): its Close goes back. The
+  // review page's drawer closes in the block below.
   body.addEventListener("click", (event) => {
-    const close = event.target.closest("[data-close-panel]");
-    if (!close) return;
-    const panel = document.getElementById("panel");
-    if (panel) panel.replaceChildren();
-    else window.history.back();
+    if (!event.target.closest("[data-close-panel]") || document.getElementById("panel")) return;
+    window.history.back();
   });
 })();
 
-// === Issue 19 · page editor: drag to reorder, Alt+↑/↓ on the handle, keep the scroll ===
+// The page editor: drag to reorder, Alt+↑/↓ on the handle, keep the scroll.
 (() => {
   const list = document.querySelector("ol.page-editor[data-reorder-url]");
   const status = document.getElementById("reorder-status");
@@ -193,9 +191,8 @@
   const preview = document.querySelector("[data-scroll-into-view]");
   if (preview) preview.scrollIntoView({ block: "start" });
 })();
-// === end issue 19 · page editor ===========================================================
-// ==== Review screen for pictures (issue 19): filters, size slider, card menus, lightbox,
-// drawer, book preview keys ====
+// The review page as a screen for pictures: filters, size slider, card menus, lightbox,
+// drawer; and the book preview's keys.
 (() => {
   const body = document.body;
   const grid = () => document.getElementById("page-grid");
@@ -213,6 +210,19 @@
     const show = pages.dataset.show || "all";
     const cards = pages.querySelectorAll(":scope > .card");
     cards.forEach((card) => { card.hidden = !matches(card, show); });
+    // A section's heading shows while any of its cards does.
+    let head = null;
+    let shown = false;
+    Array.from(pages.children).forEach((element) => {
+      if (element.matches(".section-head")) {
+        if (head) head.hidden = !shown;
+        head = element;
+        shown = false;
+      } else if (element.matches(".card") && !element.hidden) {
+        shown = true;
+      }
+    });
+    if (head) head.hidden = !shown;
     // A big book's grid shows one window of cards: its counts come from the server.
     const windowed = filterBar.hasAttribute("data-windowed");
     filterBar.querySelectorAll("[data-filter]").forEach((chip) => {
@@ -240,6 +250,7 @@
     });
     body.addEventListener("htmx:oobAfterSwap", applyFilter);
     body.addEventListener("htmx:afterSettle", applyFilter);
+    applyFilter(); // the server hid the cards of ?show=; their empty sections go too
   }
 
   // Picture size: a slider over the grid's column width, remembered in this browser.
@@ -405,7 +416,7 @@
         closeDrawer();
       }
     });
-    // The panel's own Close button empties it (above); focus goes back to its card.
+    // The panel's own Close button empties it; focus goes back to its card.
     panel.addEventListener("click", (event) => {
       if (event.target.closest("[data-close-panel]")) closeDrawer();
     });
@@ -424,8 +435,6 @@
     });
   }
 })();
-// ==== end: review screen for pictures (issue 19) ====
-// --- Issue 19: cards and header that never mislead; word when a run ends -------------------
 // The review tab's title follows the header (each poll swaps it): a tab in the background
 // says how the run ended ("✓ 24/24 · The Tale of Peter Rabbit").
 (() => {

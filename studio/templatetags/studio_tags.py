@@ -52,3 +52,15 @@ def duration(seconds) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min"
     return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+@register.filter
+def with_pictures(sent) -> list[dict]:
+    """Return the references a picture was sent with, each marked "kept" while its version
+    of the reference picture still exists (a deleted version has no thumbnail to show)."""
+    from studio.models import ReferenceImage
+
+    sent = list(sent or [])
+    ids = {entry.get("reference") for entry in sent}
+    kept = set(ReferenceImage.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    return [{**entry, "kept": entry.get("reference") in kept} for entry in sent]

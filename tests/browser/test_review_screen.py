@@ -200,6 +200,9 @@ def test_panels_open_beside_their_card_and_as_a_bottom_sheet_on_phones(
     assert abs(sheet["y"] + sheet["height"] - 844) <= 1  # on the bottom edge
     assert sheet["y"] > 844 * 0.25  # a sheet, not a page
     assert box(first)["y"] < sheet["y"]  # the card that opened it is in view above it
+    # Toasts leave the sheet alone: they come from the top while it is open.
+    toasts = page.locator("#toasts").evaluate("(el) => el.getBoundingClientRect().bottom")
+    assert toasts < sheet["y"]
     no_horizontal_scroll(drawer)
     page.screenshot(path=str(ARTIFACTS / "drawer-390.png"))
     drawer.get_by_role("button", name="Close").click()

@@ -24,17 +24,22 @@ STORY = Path(__file__).resolve().parents[2] / "demo" / "peter_rabbit.md"
 # The demo's characters; their sheets are drawn offline, at seed time, by the embedded
 # renderer (no worker, no network): the same request a "Draw character sheet" job sends.
 DEMO_CHARACTERS = [
-    ("Peter", "A small brown rabbit in a blue jacket with brass buttons; no shoes.", ""),
+    (
+        "Peter",
+        "A small brown rabbit with a white tail, in a blue jacket with brass buttons; no "
+        "shoes, no hat.",
+        "",
+    ),
     (
         "Mrs. Rabbit",
-        "Peter's mother: a grey-brown rabbit in a long red dress and white apron, with a "
-        "basket and umbrella.",
+        "Peter's mother: a grey rabbit, taller than her children, in a long red dress and a "
+        "white apron; carries a basket and an umbrella.",
         "his mother, old Mrs. Rabbit",
     ),
     (
         "Mr. McGregor",
-        "An old gardener: tall, white-bearded, in a brown waistcoat, blue shirt and boots, "
-        "holding a rake.",
+        "An old gardener: a tall man with a tan face and a white beard, in a brown "
+        "waistcoat, blue shirt and boots; holds a rake.",
         "McGregor",
     ),
 ]

@@ -12,6 +12,7 @@ from django.db import models
 from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Now
 
+from studio.changes import INVISIBLE_FIELDS, ProjectRowsQuerySet, open_projects_changed, watch
 from studio.models import Character, Page, Project, ReferenceImage
 
 
@@ -60,6 +61,9 @@ class Run(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ProjectRowsQuerySet.as_manager()
+    project_path = "project_id"
+
     class Meta:
         ordering = ["-created_at"]
         constraints = [
@@ -101,7 +105,7 @@ def illustration_upload_to(instance: "Illustration", filename: str) -> str:
     return f"illustrations/{instance.page.project_id}/{uuid.uuid4().hex}.png"
 
 
-class JobQuerySet(models.QuerySet):
+class JobQuerySet(ProjectRowsQuerySet):
     """Every change of a job's state, each written once as a compare-and-set UPDATE.
 
     Each transition names the claim it needs (status, the worker's id, the run's state) in
@@ -321,6 +325,7 @@ class Illustration(Job):
     """One job to illustrate one page; when complete, it holds the image."""
 
     page = models.ForeignKey(Page, on_delete=models.CASCADE, related_name="illustrations")
+    project_path = "page__project_id"
     image = models.ImageField(upload_to=illustration_upload_to, blank=True)
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)
@@ -373,6 +378,7 @@ class StoryJob(Job):
     """The story phase: a text service writes a project's pages from a premise."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="story_jobs")
+    project_path = "project_id"
     premise = models.TextField()
     audience = models.CharField(max_length=200, blank=True)
     pages_wanted = models.PositiveSmallIntegerField()
@@ -404,6 +410,7 @@ class Clip(Job):
     """One job to animate a page's complete illustration into a short clip."""
 
     page = models.ForeignKey(Page, on_delete=models.CASCADE, related_name="clips")
+    project_path = "page__project_id"
     source = models.ForeignKey(
         Illustration, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -437,6 +444,7 @@ class SheetJob(Job):
     background); when complete, it adds a version to the character's reference pictures."""
 
     character = models.ForeignKey(Character, on_delete=models.CASCADE, related_name="sheet_jobs")
+    project_path = "character__project_id"
     prompt_sent = models.TextField(blank=True)
     size = models.CharField(max_length=20, blank=True)
     # The version it made (the picture lives there, with the character's other versions).
@@ -471,6 +479,16 @@ class ProviderGate(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class AccountQuerySet(models.QuerySet):
+    """An account's halt, cool-down or resume shows on every project with an open run."""
+
+    def update(self, **kwargs) -> int:
+        changed = super().update(**kwargs)
+        if changed and not set(kwargs) <= INVISIBLE_FIELDS | {"probe_by", "probe_started_at"}:
+            open_projects_changed()
+        return changed
 
 
 class ProviderAccount(models.Model):
@@ -510,6 +528,8 @@ class ProviderAccount(models.Model):
     probe_started_at = models.DateTimeField(null=True, blank=True)
     halted_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(db_default=Now())
+
+    objects = AccountQuerySet.as_manager()
 
     class Meta:
         ordering = ["key"]
@@ -691,3 +711,7 @@ class Heartbeat(models.Model):
         """Record that the duty ran now."""
         if not cls.objects.filter(name=name).update(at=Now()):
             cls.objects.bulk_create([cls(name=name)], ignore_conflicts=True)
+
+
+for _model in (Run, Illustration, StoryJob, Clip, SheetJob):
+    watch(_model, deletes=False)  # deleted with their project or page, which moves it

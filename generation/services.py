@@ -16,6 +16,7 @@ from django.db.models.functions import Now
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
+from studio.changes import project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
@@ -476,6 +477,7 @@ def switch_service(*, project: Project, service: str) -> ControlResult:
     account stays halted for the projects still on it; pictures already drawn stay)."""
     _lock(project.pk)
     Project.objects.filter(pk=project.pk).update(image_service=service)
+    project_changed(project.pk)
     project.image_service = service
     run = Run.objects.select_for_update().filter(project=project, state=Run.State.HALTED).first()
     if run is None or not run.halted_account:

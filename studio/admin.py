@@ -8,13 +8,15 @@ from generation.selectors import with_progress
 
 from . import characters as character_services
 from . import services as studio_services
-from .models import Character, Page, Project, ReferenceImage
+from .models import MAX_PAGES, Character, Page, Project, ReferenceImage
 from .text import plural
 
 
 class PageInline(admin.TabularInline):
     model = Page
     extra = 0
+    # A project holds at most MAX_PAGES pages: the admin offers no "Add another" past it.
+    max_num = MAX_PAGES
     fields = ["number", "label", "text", "prompt"]
     ordering = ["number"]
 

@@ -8,10 +8,11 @@ its own between two `---` lines. Blank lines inside a page are paragraph breaks 
 import re
 from typing import NamedTuple
 
+from .models import MAX_PAGES
+
 PAGE_BREAK = re.compile(r"^[ \t]*---[ \t]*$", re.MULTILINE)
 SECTION_HEADING = re.compile(r"^[ \t]*##[ \t]+(?P<name>\S.*?)[ \t]*#*[ \t]*$")
 MAX_SECTION_CHARS = 80
-MAX_PAGES = 300
 MAX_PAGE_CHARS = 5000
 MAX_FILE_BYTES = 2 * 1024 * 1024
 
@@ -74,7 +75,7 @@ def parse_manuscript(text: str) -> list[ManuscriptPage]:
         raise ManuscriptError("The manuscript has no text.")
     if len(pages) > MAX_PAGES:
         raise ManuscriptError(
-            f"The manuscript has {len(pages)} pages; a project can have at most {MAX_PAGES}."
+            f"The manuscript has {len(pages):,} pages; a project can have at most {MAX_PAGES:,}."
         )
     for number, page in enumerate(pages, 1):
         if len(page.text) > MAX_PAGE_CHARS:

@@ -6,6 +6,12 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from .changes import ProjectRowsQuerySet, watch
+
+# A book holds at most this many pages (storyboards with many shots): the review page,
+# "Generate missing" and the manuscript import are measured at this size.
+MAX_PAGES = 2000
+
 
 class Project(models.Model):
     owner = models.ForeignKey(
@@ -35,6 +41,9 @@ class Project(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The change counter (studio.changes): moved by one in the same transaction as every
+    # change the review page shows, so a tab that shows this version needs nothing new.
+    version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -42,6 +51,16 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+    def save(self, *args, **kwargs):
+        # Only studio.changes writes the counter: a form saving a project read before a
+        # worker's change must not move it back.
+        if self.pk is not None and not self._state.adding and "update_fields" not in kwargs:
+            fields = self._meta.concrete_fields
+            kwargs["update_fields"] = [
+                f.name for f in fields if not f.primary_key and f.name != "version"
+            ]
+        super().save(*args, **kwargs)
 
     def get_absolute_url(self) -> str:
         return reverse("project-detail", args=[self.pk])
@@ -60,6 +79,9 @@ class Page(models.Model):
         blank=True, help_text="What to draw. Leave empty to illustrate the page text."
     )
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ProjectRowsQuerySet.as_manager()
+    project_path = "project_id"
 
     class Meta:
         ordering = ["project", "number"]
@@ -153,6 +175,9 @@ class Character(models.Model):
     pages = models.ManyToManyField(Page, related_name="characters", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = ProjectRowsQuerySet.as_manager()
+    project_path = "project_id"
+
     class Meta:
         ordering = ["project", "name"]
         constraints = [
@@ -188,6 +213,9 @@ class ReferenceImage(models.Model):
     height = models.PositiveIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = ProjectRowsQuerySet.as_manager()
+    project_path = "character__project_id"
+
     class Meta:
         ordering = ["character", "-pk"]
 
@@ -217,3 +245,20 @@ class EditorSettings(models.Model):
     def of(cls, user) -> "EditorSettings":
         """Return the user's settings (unsaved defaults when there is no row)."""
         return cls.objects.filter(user=user).first() or cls(user=user)
+
+
+for _model in (Page, Character, ReferenceImage):
+    watch(_model)
+
+
+def _character_pages_changed(sender, instance, action, **kwargs) -> None:
+    # A character added to or taken off a page changes its "Reference changed".
+    if action in ("post_add", "post_remove", "post_clear"):
+        from .changes import project_changed
+
+        project_changed(getattr(instance, "project_id", None))
+
+
+models.signals.m2m_changed.connect(
+    _character_pages_changed, sender=Character.pages.through, weak=False
+)

@@ -303,6 +303,13 @@ class SectionHead:
     name: str  # "" for the pages before the first named section
     first_page_id: int
     progress: selectors.Progress
+    first_number: int = 1  # its first page's number: which window of the grid shows it
+
+    @property
+    def window_start(self) -> int:
+        """The ?start= of the window of a big book's grid that shows this heading."""
+        start = self.first_number - 1
+        return start - start % WINDOW
 
     @property
     def title(self) -> str:
@@ -311,23 +318,97 @@ class SectionHead:
 
 def section_heads(project: Project) -> list[SectionHead]:
     """Return the heading of every section in page order, or [] when no page has a
-    section (the review page is then one plain grid). One query, two with sections."""
+    section (the review page is then one plain grid). One query, three with sections."""
+    if not project.pages.exclude(section="").exists():
+        return []  # most books: no need to count every page's state per section
     progress = selectors.section_progress(project)
-    if not any(progress):
-        return []
     heads, previous = [], None
-    for page_id, name in project.pages.order_by("number").values_list("pk", "section"):
+    rows = project.pages.order_by("number").values_list("pk", "section", "number")
+    for page_id, name, number in rows:
         if not heads or name != previous:
-            heads.append(SectionHead(len(heads) + 1, name, page_id, progress[name]))
+            heads.append(SectionHead(len(heads) + 1, name, page_id, progress[name], number))
         previous = name
     return heads
 
 
 def group_into_sections(cards: list[PageCard], heads: list[SectionHead]) -> None:
-    """Mark the first card of each section with its heading."""
+    """Mark the first card of each section with its heading, and the first card of a
+    window that opens inside a section with that section's heading."""
     by_first_page = {head.first_page_id: head for head in heads}
     for card in cards:
         card.section_head = by_first_page.get(card.page.pk)
+    if cards and heads and cards[0].section_head is None:
+        number = cards[0].page.number
+        cards[0].section_head = [head for head in heads if head.first_number <= number][-1]
+
+
+# --- windows: a big book's grid shows WINDOW cards at a time --------------------------------
+
+WINDOW = 100
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which pages of a big book the grid shows: the `start`-th page on (0-based), WINDOW
+    of them. A book of WINDOW pages or fewer has one window: the whole book."""
+
+    start: int
+    pages: int  # the book's pages
+
+    @property
+    def windowed(self) -> bool:
+        return self.pages > WINDOW
+
+    @property
+    def first_number(self) -> int:
+        return self.start + 1
+
+    @property
+    def last_number(self) -> int:
+        return min(self.start + WINDOW, self.pages)
+
+    def links(self) -> list[dict]:
+        """Return the navigator's links: one per window, the current one marked."""
+        return [
+            {
+                "start": start,
+                "first": start + 1,
+                "last": min(start + WINDOW, self.pages),
+                "current": start == self.start,
+            }
+            for start in range(0, self.pages, WINDOW)
+        ]
+
+
+def window_of(value: str | None, *, pages: int) -> Window:
+    """Return the window asked for in ?start= (the first, when none); ValueError if it is
+    not a whole number of pages. A start past the end shows the last window; a start
+    between windows is snapped to its window."""
+    try:
+        start = int(value) if value else 0
+    except ValueError:
+        raise ValueError("start must be a whole number of pages") from None
+    if start < 0:
+        raise ValueError("start must be a whole number of pages")
+    start = min(start, max(pages - 1, 0))
+    return Window(start=start - start % WINDOW, pages=pages)
+
+
+def book_filter_chips(header: dict, *, show: str) -> "list[FilterChip]":
+    """Return the filter chips of a windowed book, counted over the whole book from the
+    header's aggregates (its cards are not all on the page to count)."""
+    progress = header["progress"]
+    held = progress.queued + progress.generating if held_run(header) is not None else 0
+    counts = {
+        "all": progress.pages,
+        "attention": progress.failed + progress.rejected + held,
+        "outdated": header["outdated"],
+        "unapproved": progress.not_approved,
+    }
+    return [
+        FilterChip(key=chip.key, label=chip.label, count=counts[chip.key], active=chip.key == show)
+        for chip in FILTERS
+    ]
 
 
 def held(header) -> dict:

@@ -4,17 +4,30 @@ from django.db import transaction
 from django.db.models import Max
 
 from . import files
-from .models import Page, Project
+from .models import MAX_PAGES, Page, Project
 
 # Renumbering first moves pages far out of the way, so the unique (project, number)
 # constraint never sees two pages on one number, whatever order the rows update in.
 RENUMBER_OFFSET = 1_000_000
 
 
+class TooManyPages(ValueError):
+    """A project would hold more than MAX_PAGES pages; the message says so, for the editor."""
+
+
+def _too_many(count: int) -> TooManyPages:
+    return TooManyPages(
+        f"A project can have at most {MAX_PAGES:,} pages; this one would have {count:,}."
+    )
+
+
 @transaction.atomic
 def create_project(*, owner, title: str, style_guide: str = "", pages=()) -> Project:
     """Create a project with the given pages, numbered from 1: page texts, or
-    ManuscriptPage (text, section) pairs."""
+    ManuscriptPage (text, section) pairs. TooManyPages past MAX_PAGES."""
+    pages = list(pages)
+    if len(pages) > MAX_PAGES:
+        raise _too_many(len(pages))
     project = Project.objects.create(owner=owner, title=title.strip(), style_guide=style_guide)
     Page.objects.bulk_create(
         Page(project=project, number=n, **_text_and_section(page))
@@ -52,9 +65,12 @@ def _renumber(project: Project, pages: list[Page]) -> None:
 def add_page(
     *, project: Project, text: str, after: Page | None = None, label: str = "", section: str = ""
 ) -> Page:
-    """Add a page after the given one (or at the end) and renumber the rest."""
+    """Add a page after the given one (or at the end) and renumber the rest. TooManyPages
+    when the project already holds MAX_PAGES."""
     Project.objects.select_for_update().filter(pk=project.pk).first()
     last = project.pages.aggregate(n=Max("number"))["n"] or 0
+    if last >= MAX_PAGES:
+        raise _too_many(last + 1)
     page = Page.objects.create(
         project=project, number=last + 1, text=text, label=label, section=section
     )

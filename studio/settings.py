@@ -390,6 +390,19 @@ CACHES = {
     },
 }
 
+# Sessions: every review tab polls every 2 s, and a poll whose tab is up to date costs the
+# session's lookup plus one indexed query. With Redis, sessions are read from the cache
+# (written through to the database), so such a poll costs that one query. Without Redis,
+# sessions stay in the database: a process-local cache would let a session signed out in
+# one web worker live on in another.
+if REDIS_URL:
+    CACHES["default"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "studio-cache",
+    }
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+
 # --- Word when a run ends ----------------------------------------------------------------
 # One email to the run's owner when it finishes, halts or leaves failed pages (editors can
 # switch it off in their settings). Development prints it on the console; production sends

@@ -5,10 +5,14 @@ run state, controls; it also carries the poll) and one card per page. The poll a
 control answer with the header and the cards that changed, as out-of-band swaps.
 """
 
+import hashlib
 from datetime import datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 from django.contrib import messages
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.exceptions import BadRequest
 from django.http import (
     FileResponse,
@@ -21,6 +25,7 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
@@ -62,8 +67,8 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
     )
 
 
-def _header_context(project: Project) -> dict:
-    header = selectors.review_header(project)
+def _header_context(project: Project, *, shared: bool = False) -> dict:
+    header = _shared_header(project) if shared else selectors.review_header(project)
     # The cursor is the database's clock, which stamps every change the poll looks for.
     return {
         "project": project,
@@ -74,6 +79,36 @@ def _header_context(project: Project) -> dict:
         "title": header.title,
         "cursor": header.now.timestamp(),
     }
+
+
+# A header is shared by every tab that polls the same version of a project within this
+# many seconds: while a run draws, each version is asked for by many tabs at once.
+SHARED_HEADER_SECONDS = 10
+
+
+def _shared_header(project: Project) -> selectors.ReviewHeader:
+    """Return the project's review header, computed once per version (and per web process,
+    or once in all with Redis) for the polls that ask for it.
+
+    Safe because the version was read before the header: what is cached under version N
+    was computed from a state at least as new as N. The header's clock (the tab's next
+    cursor) may then be a few seconds old, which only re-sends a card or two."""
+    return _shared(project, "header", selectors.review_header)
+
+
+def _version_key(project: Project, name: str) -> str:
+    """Return a cache key for something computed from this version of the project (its
+    creation time tells apart a project of a reused id)."""
+    return f"studio:{name}:{project.pk}:{project.created_at.timestamp()}:{project.version}"
+
+
+def _shared(project: Project, name: str, compute):
+    key = _version_key(project, name)
+    value = cache.get(key)
+    if value is None:
+        value = compute(project)
+        cache.set(key, value, SHARED_HEADER_SECONDS)
+    return value
 
 
 def _since(request: HttpRequest) -> datetime:
@@ -95,8 +130,9 @@ def _regions(
     """Answer with the header and, out of band, every card changed since `since`.
 
     For the poll, an idle project's answer is 286: the header it carries has no polling
-    attributes (which stops htmx 4), and 286 stops htmx 2 as well."""
-    context = _header_context(project)
+    attributes (which stops htmx 4), and 286 stops htmx 2 as well. The poll shares its
+    header with the other tabs at the same version."""
+    context = _header_context(project, shared=poll)
     if request.GET.get("cards") == "0":  # the generating view shows no cards
         context.update(cards=[], header_only=True)
     else:
@@ -110,9 +146,18 @@ def _regions(
             pages = None
         else:
             pages = selectors.changed_pages(project, since=since)
+        window = _tab_window(request, context["progress"])
+        if window is not None:  # a big book's tab shows one window: only its cards
+            pages = (
+                _window_pages(project, window)
+                if pages is None
+                else pages.filter(number__gte=window.first_number, number__lte=window.last_number)
+            )
+            context.update(window=window, filters=review.book_filter_chips(context, show=""))
         context["cards"] = review.page_cards(project, pages=pages, run=run, **review.held(context))
         if context["cards"]:  # a changed card may change its section's progress
-            context["section_heads"] = review.section_heads(project)
+            heads = _shared(project, "sections", review.section_heads) if poll else None
+            context["section_heads"] = heads if heads is not None else review.section_heads(project)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
     status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
@@ -304,16 +349,21 @@ def page_add(request: HttpRequest, pk: int) -> HttpResponse:
         after = project.pages.filter(pk=form.cleaned_data["after"]).first()
         if after is None:
             form.add_error(None, "The page to insert after is gone; add the page again.")
-    if not form.is_valid():
+    page = None
+    if form.is_valid():
+        try:
+            page = studio_services.add_page(
+                project=project,
+                text=form.cleaned_data["text"],
+                label=form.cleaned_data["label"],
+                section=form.cleaned_data["section"],
+                after=after,
+            )
+        except studio_services.TooManyPages as error:
+            form.add_error(None, str(error))
+    if page is None:
         context = _pages_context(project, form, after)
         return render(request, "studio/project_pages.html", context, status=422)
-    page = studio_services.add_page(
-        project=project,
-        text=form.cleaned_data["text"],
-        label=form.cleaned_data["label"],
-        section=form.cleaned_data["section"],
-        after=after,
-    )
     characters.suggest_for_page(page)
     messages.success(request, f"Added page {page.number}.")
     return redirect(f"{reverse('project-pages', args=[project.pk])}#edit-page-{page.pk}")
@@ -413,10 +463,46 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
     context = _header_context(project)
-    cards = review.page_cards(project, run=context["run"], **review.held(context))
-    review.group_into_sections(cards, review.section_heads(project))
-    context.update(cards=cards, show=show, filters=review.filter_chips(cards, show=show))
+    try:
+        window = review.window_of(request.GET.get("start"), pages=context["progress"].pages)
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error))
+    pages = _window_pages(project, window) if window.windowed else None
+    cards = review.page_cards(project, pages=pages, run=context["run"], **review.held(context))
+    heads = review.section_heads(project)
+    review.group_into_sections(cards, heads)
+    if window.windowed:  # not every card is here to count: the header's aggregates count
+        filters = review.book_filter_chips(context, show=show)
+    else:
+        filters = review.filter_chips(cards, show=show)
+    context.update(
+        cards=cards,
+        show=show,
+        filters=filters,
+        window=window,
+        sections=heads if window.windowed else [],
+    )
     return render(request, TEMPLATE, context)
+
+
+def _window_pages(project: Project, window: review.Window):
+    return project.pages.filter(number__gte=window.first_number, number__lte=window.last_number)
+
+
+def _tab_window(request, progress) -> review.Window | None:
+    """Return the window of a big book's grid the asking tab shows (?start= on its poll, or
+    in the address of the page a control was pressed on; the first window when that
+    address has none), or None for a whole book or a tab that names no window."""
+    value = request.GET.get("start")
+    if value is None and request.htmx and request.htmx.current_url:
+        value = parse_qs(urlsplit(request.htmx.current_url).query).get("start", [None])[0]
+    if value is None and not request.htmx.current_url:
+        return None  # a tab that names no window: every changed card
+    try:
+        window = review.window_of(value, pages=progress.pages)
+    except ValueError:
+        return None
+    return window if window.windowed else None
 
 
 @login_required
@@ -443,11 +529,55 @@ def project_book(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "studio/project_book.html", context)
 
 
-@login_required
 @require_GET
 def project_poll(request: HttpRequest, pk: int) -> HttpResponse:
-    """One request per tab every 2 s: the header plus the cards changed since the cursor."""
+    """One request per tab every 2 s: 204 with no body when the project is still at the
+    tab's version (?v=), else the header plus the cards changed since the cursor."""
+    project = _polled_project(request, pk)
+    if project is None:  # not signed in, not the owner, or an unusual session
+        return _changed_poll(request, pk)
+    if request.GET.get("v") == str(project.version):
+        return HttpResponse(status=204)
+    # Tabs that were given the same answer poll with the same URL (cursor and version):
+    # at the same version of the project, they get the same answer, made once.
+    asked = f"{request.GET.urlencode()} {request.headers.get('HX-Current-URL', '')}"
+    key = _version_key(project, "poll") + ":" + hashlib.sha256(asked.encode()).hexdigest()
+    answer = cache.get(key)
+    if answer is not None:
+        return HttpResponse(answer[1], status=answer[0])
+    request.user = project.owner  # checked as login_required and get_user() would
+    response = _regions(request, project, since=_since(request), poll=True)
+    cache.set(key, (response.status_code, response.content), SHARED_HEADER_SECONDS)
+    return response
+
+
+@login_required
+def _changed_poll(request: HttpRequest, pk: int) -> HttpResponse:
     return _regions(request, _owned_project(request, pk), since=_since(request), poll=True)
+
+
+def _polled_project(request: HttpRequest, pk: int) -> Project | None:
+    """Return the project if the session's user is its owner, in one indexed query (plus
+    the session's own lookup): the project with its owner, checked as login_required and
+    the session's auth hash would check them, without a query for the user alone. None
+    for anything else (no session, another owner, a rotated secret key): the full path
+    then decides."""
+    user_id = request.session.get(SESSION_KEY)
+    session_hash = request.session.get(HASH_SESSION_KEY)
+    if user_id is None or not session_hash:
+        return None
+    project = (
+        Project.objects.select_related("owner")
+        .filter(pk=pk, owner_id=user_id, owner__is_active=True)
+        .first()
+    )
+    # The session stays valid only while the password it signed in with does (Django's
+    # own check in get_user()).
+    if project is None or not constant_time_compare(
+        session_hash, project.owner.get_session_auth_hash()
+    ):
+        return None
+    return project
 
 
 @login_required

@@ -44,6 +44,8 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
         "slow-calls",
         "skew",
         "fairness",
+        "watchers",
+        "bigbook",
     }
     rows = {row["measure"]: row for row in report["rows"]}
     assert rows["queries constant in pages"]["value"] is True
@@ -55,6 +57,13 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["its wait against its ideal"]["value"] > 0
     assert rows["big book done by then"]["unit"] == "pages"
     assert rows["claim conflicts per 1,000 claims"]["value"] >= 0
+    # Simulated tabs polled a gunicorn server while a run drew: every poll answered.
+    for tabs in (10, 20):
+        assert rows[f"{tabs} tabs: failed requests"]["value"] == 0
+        assert rows[f"{tabs} tabs: requests/s"]["value"] > 0
+    assert rows["the run was in progress throughout"]["value"] is True
+    assert rows["review page queries, 300 pages"]["value"] > 0
+    assert rows["Generate missing, 300 pages (300 jobs)"]["value"] > 0
     assert Project.objects.filter(owner__username="benchmark").count() == 0
 
 

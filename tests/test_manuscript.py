@@ -14,6 +14,7 @@ from studio.manuscript import (
     split_pages,
 )
 from studio.models import Project
+from studio.services import TooManyPages, create_project
 from tests.conftest import ROOT
 
 
@@ -48,8 +49,8 @@ def test_a_binary_file_is_refused_clearly():
 def test_limits_have_clear_messages():
     with pytest.raises(ManuscriptError, match="no text"):
         parse_manuscript("\n---\n   \n")
-    with pytest.raises(ManuscriptError, match="301 pages; a project can have at most 300"):
-        parse_manuscript("\n---\n".join(f"Page {n}" for n in range(301)))
+    with pytest.raises(ManuscriptError, match="2,001 pages; a project can have at most 2,000"):
+        parse_manuscript("\n---\n".join(f"Page {n}" for n in range(2001)))
     with pytest.raises(ManuscriptError, match="Page 2 has 5,001 characters"):
         parse_manuscript("Short.\n---\n" + "x" * 5001)
     with pytest.raises(ManuscriptError, match="at most 2 MB"):
@@ -61,6 +62,11 @@ def test_limits_have_clear_messages():
 def test_three_hundred_pages_of_five_thousand_characters_are_fine():
     pages = parse_manuscript("\n---\n".join("y" * 5000 for _ in range(300)))
     assert len(pages) == 300
+
+
+def test_two_thousand_short_pages_are_fine():
+    pages = parse_manuscript("\n---\n".join(f"Shot {n}: the fox runs." for n in range(2000)))
+    assert len(pages) == 2000
 
 
 # --- the command -----------------------------------------------------------------------
@@ -126,3 +132,20 @@ def test_from_the_shell_bad_input_exits_2_with_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"CommandError: {path}: a manuscript must be a .txt or .md file"
     ]
+
+
+def test_import_project_refuses_a_manuscript_past_2000_pages(tmp_path, editor):
+    path = tmp_path / "storyboard.txt"
+    path.write_text("\n---\n".join(f"Shot {n}." for n in range(2001)), encoding="utf-8")
+    with pytest.raises(CommandError, match="2,001 pages; a project can have at most 2,000") as e:
+        call_command("import_project", str(path), "--title", "T", "--owner", "alice")
+    assert e.value.returncode == 2
+    assert Project.objects.count() == 0
+
+
+def test_no_path_creates_a_project_past_2000_pages(editor):
+    with pytest.raises(TooManyPages, match="at most 2,000 pages; this one would have 2,001"):
+        create_project(owner=editor, title="Too big", pages=["x"] * 2001)
+    assert Project.objects.count() == 0
+    project = create_project(owner=editor, title="Just fits", pages=["x"] * 2000)
+    assert project.pages.count() == 2000

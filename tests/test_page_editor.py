@@ -215,3 +215,13 @@ def test_the_section_field_suggests_the_projects_sections(signed_in, make_projec
             '<datalist id="project-sections"><option value="Chapter 1">'
             '<option value="Chapter 2"></datalist>'
         ) in html
+
+
+def test_a_book_of_2000_pages_takes_no_more(signed_in, make_project):
+    project = make_project(pages=2000)
+    response = signed_in.post(reverse("page-add", args=[project.pk]), {"text": "One more."})
+    assert response.status_code == 422
+    assert "A project can have at most 2,000 pages; this one would have 2,001." in (
+        response.content.decode()
+    )
+    assert project.pages.count() == 2000

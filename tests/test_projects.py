@@ -60,7 +60,7 @@ def test_an_uploaded_manuscript_is_split_into_pages(signed_in):
     [
         ("cover.png", b"\x89PNG\r\n\x1a\n\x00", "Upload a .txt or .md file."),
         ("book.txt", b"\x00\x01\x02 binary", "This file is not text."),
-        ("book.txt", "\n---\n".join("p" for _ in range(301)).encode(), "301 pages"),
+        ("book.txt", "\n---\n".join("p" for _ in range(2001)).encode(), "2,001 pages"),
         ("book.txt", b"x" * (2 * 1024 * 1024 + 1), "at most 2 MB"),
     ],
 )

@@ -223,10 +223,14 @@
       }
     });
     if (head) head.hidden = !shown;
+    // A big book's grid shows one window of cards: its counts come from the server.
+    const windowed = filterBar.hasAttribute("data-windowed");
     filterBar.querySelectorAll("[data-filter]").forEach((chip) => {
       const key = chip.dataset.filter;
-      const count = Array.from(cards).filter((card) => matches(card, key)).length;
-      chip.querySelector(".filter-chip__count").textContent = String(count);
+      if (!windowed) {
+        const count = Array.from(cards).filter((card) => matches(card, key)).length;
+        chip.querySelector(".filter-chip__count").textContent = String(count);
+      }
       chip.classList.toggle("filter-chip--on", key === show);
       if (key === show) chip.setAttribute("aria-current", "true");
       else chip.removeAttribute("aria-current");

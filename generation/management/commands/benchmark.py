@@ -5,13 +5,16 @@ processes calling the built-in loopback fake service (generation.fakes.openai),
 under a user of its own whose projects are deleted afterwards.
 """
 
+import http.client
 import io
 import json
 import logging
 import math
 import os
 import platform
+import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -55,7 +58,11 @@ SCENARIOS = [
     "slow-calls",
     "skew",
     "fairness",
+    "watchers",
+    "bigbook",
 ]
+# watchers: the p95 goal of a poll for these numbers of open tabs (other numbers: shown only).
+WATCH_GOALS_MS = {100: 50, 500: 200}
 
 
 class Command(OperatorCommand):
@@ -102,6 +109,21 @@ class Command(OperatorCommand):
         parser.add_argument(
             "--skew-rate", type=int, default=30, help="skew: the shared limit, calls a minute"
         )
+        parser.add_argument("--watch-pages", type=int, default=300, help="watchers: pages")
+        parser.add_argument(
+            "--watch-tabs",
+            type=int,
+            action="append",
+            default=[],
+            help="watchers: open tabs (repeatable; 100 and 500 by default)",
+        )
+        parser.add_argument(
+            "--watch-seconds", type=float, default=60, help="watchers: seconds per tab count"
+        )
+        parser.add_argument(
+            "--web-workers", type=int, default=3, help="watchers: gunicorn worker processes"
+        )
+        parser.add_argument("--bigbook-pages", type=int, default=2000)
         parser.add_argument(
             "--quick", action="store_true", help="small sizes, to check the benchmark itself works"
         )
@@ -131,7 +153,12 @@ class Command(OperatorCommand):
                 fair_big_pages=24,
                 fair_small_pages=4,
                 fair_latency=0.3,
+                watch_pages=40,
+                watch_tabs=options["watch_tabs"] or [10, 20],
+                watch_seconds=4,
+                bigbook_pages=300,
             )
+        options["watch_tabs"] = options["watch_tabs"] or [100, 500]
         # One line per enqueued task is noise here.
         logging.getLogger("django-q").setLevel(logging.WARNING)
         sqlite = connection.vendor == "sqlite"
@@ -660,6 +687,164 @@ class Bench:
         rows.append(row("pages", "queries constant in pages", constant, "", "yes", constant))
         return rows
 
+    def watchers(self, options) -> list[dict]:
+        """Open review tabs polling a 300-page book while a run is in progress, served by
+        gunicorn with production settings; the tabs are simulated in a process of their own."""
+        pages, duration = options["watch_pages"], options["watch_seconds"]
+        rounds = options["watch_tabs"]
+        # Slow enough that the run is still in progress after every round: 2 workers at
+        # 1 picture every 1.5 s each.
+        latency, workers = 1.5, 2
+        self.say(f"watchers: {pages} pages, {rounds} tabs for {duration:g} s each…")
+        rows = []
+        with self.service(latency=latency) as fake, self.cluster(fake, workers):
+            project = self.project(pages, "watchers")
+            run = services.generate_missing(project=project).run
+            cookie = self.session_cookie()
+            with self.web_server(options["web_workers"]) as (port, master):
+                status, html = http_get(port, reverse("project-detail", args=[project.pk]), cookie)
+                if status != 200:
+                    raise SystemExit(f"benchmark: the review page answered {status}")
+                url = POLL_URL.search(html).group(1).replace("&amp;", "&")
+                for tabs in rounds:
+                    cpu_before = process_tree_cpu(master)
+                    result = self.load(port, url, cookie, tabs=tabs, duration=duration)
+                    server_cpu = process_tree_cpu(master) - cpu_before
+                    rows += watcher_rows(tabs, result, server_cpu)
+            in_progress = Run.objects.get(pk=run.pk).state == Run.State.RUNNING and (
+                project_progress(project).busy
+            )
+        rows.append(
+            row(
+                "watchers",
+                "the run was in progress throughout",
+                in_progress,
+                "",
+                "yes",
+                in_progress,
+            )
+        )
+        return rows
+
+    def session_cookie(self) -> str:
+        client = Client()
+        client.force_login(self.user)
+        name = settings.SESSION_COOKIE_NAME
+        return f"{name}={client.cookies[name].value}"
+
+    @contextmanager
+    def web_server(self, workers: int):
+        """gunicorn with the production settings (DEBUG off) on a free loopback port; yields
+        (port, the master's pid)."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = {
+            **os.environ,
+            "DJANGO_DEBUG": "false",
+            # Sessions are signed with the key: the same as this process's, which signed in.
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        }
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "studio.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            self.wait(lambda: http_get(port, "/healthz", "")[0] == 200, timeout=30, interval=0.2)
+            yield port, process.pid
+        finally:
+            process.terminate()  # SIGTERM to the master: a graceful stop of its workers
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def load(self, port: int, url: str, cookie: str, *, tabs: int, duration: float) -> dict:
+        config = {
+            "host": "127.0.0.1",
+            "port": port,
+            "url": url,
+            "cookie": cookie,
+            "tabs": tabs,
+            "interval": 2.0,
+            "duration": duration,
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "generation.loadgen", json.dumps(config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=duration + 120,
+            check=True,
+        )
+        return json.loads(result.stdout)
+
+    def bigbook(self, options) -> list[dict]:
+        """The first render of a 300-page and a big book's review page, half illustrated,
+        and "Generate missing" for the big book."""
+        big = options["bigbook_pages"]
+        self.say(f"bigbook: the review page of 300 and {big} pages, Generate missing for {big}…")
+        rows = []
+        for pages in sorted({300, big}):
+            project = self.project(pages, f"bigbook {pages}")
+            started = time.monotonic()
+            queued = services.generate_missing(project=project).count
+            queue_seconds = time.monotonic() - started
+            jobs = list(Illustration.objects.filter(page__project=project).order_by("pk"))
+            Illustration.objects.filter(pk__in=[j.pk for j in jobs[: pages // 2]]).update(
+                status=Illustration.Status.COMPLETE,
+                finished_at=timezone.now(),
+                prompt_sent="x",
+                image="illustrations/none.png",
+            )
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("ANALYZE")
+            client = Client()
+            client.force_login(self.user)
+            with override_settings(ALLOWED_HOSTS=["*"]):
+                ms, queries = measure(client.get, reverse("project-detail", args=[project.pk]))
+            rows.append(
+                row(
+                    "bigbook",
+                    f"review page first render, {pages} pages",
+                    ms,
+                    "ms",
+                    "≤ 150",
+                    ms <= 150,
+                )
+            )
+            rows.append(row("bigbook", f"review page queries, {pages} pages", queries))
+            if pages == big:
+                rows.append(
+                    row(
+                        "bigbook",
+                        f"Generate missing, {pages} pages ({queued} jobs)",
+                        queue_seconds,
+                        "s",
+                        "< 2",
+                        queue_seconds < 2,
+                    )
+                )
+            project.delete()
+            self.broker.purge_queue()
+        return rows
+
     def bulk(self, options) -> list[dict]:
         projects, pages = options["bulk_projects"], options["bulk_pages"]
         self.say(f"bulk: resume {projects} projects × {pages} pages…")
@@ -752,6 +937,83 @@ class Bench:
                 check=True,
             )
         return float(result.stderr.strip().rsplit(" ", 2)[-2])
+
+
+POLL_URL = re.compile(r'data-poll hx-get="([^"]+)"')
+
+
+def http_get(port: int, path: str, cookie: str) -> tuple[int, str]:
+    """GET a loopback URL; return (status, body), (0, "") when nothing answers."""
+    connection_ = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection_.request("GET", path, headers={"Cookie": cookie} if cookie else {})
+        response = connection_.getresponse()
+        return response.status, response.read().decode()
+    except OSError:
+        return 0, ""
+    finally:
+        connection_.close()
+
+
+def process_tree_cpu(pid: int) -> float:
+    """Return the CPU seconds used so far by a process and its children (gunicorn's master
+    and workers), from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, … utime and stime are fields 14 and 15 of stat.
+        if int(entry.name) == pid or int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def watcher_rows(tabs: int, result: dict, server_cpu: float) -> list[dict]:
+    latencies = sorted(result["latencies"])
+    polls = len(latencies)
+    goal = WATCH_GOALS_MS.get(tabs)
+    cuts = statistics.quantiles(latencies, n=100) if polls >= 2 else [0.0] * 99
+    p95_ms = cuts[94]
+    quiet = result["statuses"].get("204", 0)
+    return [
+        row("watchers", f"{tabs} tabs: poll p50", cuts[49], "ms"),
+        row(
+            "watchers",
+            f"{tabs} tabs: poll p95",
+            p95_ms,
+            "ms",
+            f"≤ {goal}" if goal else "",
+            p95_ms <= goal if goal else None,
+        ),
+        row("watchers", f"{tabs} tabs: poll p99", cuts[98], "ms"),
+        row(
+            "watchers",
+            f"{tabs} tabs: failed requests",
+            result["failed"],
+            "",
+            "0",
+            result["failed"] == 0,
+        ),
+        row("watchers", f"{tabs} tabs: requests/s", polls / result["seconds"], "/s"),
+        row(
+            "watchers",
+            f"{tabs} tabs: quiet polls (204)",
+            100 * quiet / polls if polls else 0.0,
+            "%",
+        ),
+        row(
+            "watchers",
+            f"{tabs} tabs: server CPU per 1,000 polls",
+            1000 * server_cpu / polls if polls else 0.0,
+            "s",
+        ),
+        row("watchers", f"{tabs} tabs: load generator CPU", result["cpu_seconds"], "s"),
+    ]
 
 
 def p95(values: list[float]) -> float:

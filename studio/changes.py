@@ -1,0 +1,126 @@
+"""The projects' change counters: Project.version moves with every change a review page
+shows, so a poll whose tab already shows the current version can answer "nothing changed"
+after one indexed query (see studio.views.project_poll).
+
+Writers do not have to remember it: the querysets of the rows a review page shows (pages,
+jobs, runs, characters, reference pictures) move their projects' counters in the same
+transaction as their own UPDATE, bulk_create and DELETE, and post_save / post_delete /
+m2m_changed signals do it for instance saves (forms, run.save()). `project_changed` is the
+one function that moves a counter, for the few writers outside those paths.
+"""
+
+from django.db import models, transaction
+from django.db.models import F
+
+# Fields whose change no card and no header shows: writing only these moves no counter (a
+# worker renews its lease every few seconds; a run's fair-turn bookkeeping moves with every
+# claim, and the claim itself already moves it).
+INVISIBLE_FIELDS = frozenset(
+    {
+        "lease_expires_at",
+        "rate_limited_since",
+        "provider_job_id",
+        "failures_in_row",
+        "turn",
+        "claims",
+        "claim_conflicts",
+    }
+)
+
+
+def project_changed(*project_ids: int | None) -> int:
+    """Move the change counter of each given project by one (a single UPDATE). Return how
+    many projects moved."""
+    from .models import Project
+
+    ids = sorted({pk for pk in project_ids if pk is not None})
+    if not ids:
+        return 0
+    return Project.objects.filter(pk__in=ids).update(version=F("version") + 1)
+
+
+def open_projects_changed() -> int:
+    """Move the counter of every project with an open run: a provider account's state (a
+    halt, a cool-down, a resume) shows on all of them, whichever account they use."""
+    from .models import Project
+
+    open_states = ["running", "paused", "stopping", "halted"]
+    return (
+        Project.objects.filter(runs__state__in=open_states)
+        .distinct()
+        .update(version=F("version") + 1)
+    )
+
+
+def _visible(fields) -> bool:
+    return not set(fields) <= INVISIBLE_FIELDS
+
+
+class ProjectRowsQuerySet(models.QuerySet):
+    """The queryset of rows that belong to a project and show on its review page: its
+    writes move the project's change counter. The model's `project_path` leads from a row
+    to its project's id ("project_id", "page__project_id")."""
+
+    def _changed_first(self) -> None:
+        """Move the counters of the projects of this queryset's rows, before the write, in
+        one statement: its subquery carries the write's own conditions (a compare-and-set
+        that has already lost matches no row, so moves nothing), and taking the project's
+        row first keeps the lock order of the services, which lock the project first."""
+        from .models import Project
+
+        rows = self.order_by().values(self.model.project_path)
+        Project.objects.filter(pk__in=rows).update(version=F("version") + 1)
+
+    def update(self, **kwargs) -> int:
+        if not _visible(kwargs):
+            return super().update(**kwargs)
+        # One transaction, no savepoint when already in one: the counter and the write
+        # commit together.
+        with transaction.atomic(using=self.db, savepoint=False):
+            self._changed_first()
+            return super().update(**kwargs)
+
+    def delete(self):
+        with transaction.atomic(using=self.db, savepoint=False):
+            self._changed_first()
+            return super().delete()
+
+    def bulk_create(self, objs, *args, **kwargs):
+        objs = list(objs)
+        with transaction.atomic(using=self.db, savepoint=False):
+            created = super().bulk_create(objs, *args, **kwargs)
+            project_changed(*project_ids_of(self.model, objs))
+        return created
+
+
+def project_ids_of(model, objs) -> set[int]:
+    """Return the ids of the projects the given (saved or unsaved) rows belong to."""
+    first, _, rest = model.project_path.partition("__")
+    if not rest:
+        return {getattr(obj, first) for obj in objs}
+    related = model._meta.get_field(first).related_model
+    keys = {getattr(obj, f"{first}_id") for obj in objs}
+    return set(related._base_manager.filter(pk__in=keys).values_list(rest, flat=True).distinct())
+
+
+def _saved(sender, instance, update_fields=None, **kwargs) -> None:
+    if update_fields is not None and not _visible(update_fields):
+        return
+    project_changed(*project_ids_of(sender, [instance]))
+
+
+def _deleted(sender, instance, **kwargs) -> None:
+    try:
+        ids = project_ids_of(sender, [instance])
+    except models.ObjectDoesNotExist:  # deleted along with its project
+        return
+    project_changed(*ids)
+
+
+def watch(model, *, deletes: bool = True) -> None:
+    """Move the project's counter when a row of this model is saved (or deleted: a
+    post_delete receiver makes Django load every row a cascade deletes, so models deleted
+    only with their project or page leave it out)."""
+    models.signals.post_save.connect(_saved, sender=model, weak=False)
+    if deletes:
+        models.signals.post_delete.connect(_deleted, sender=model, weak=False)

@@ -153,13 +153,22 @@ class IllustrationKind(JobKind):
         current = Illustration.objects.filter(
             page=OuterRef("page"), status=Illustration.Status.COMPLETE
         )
-        return {"has_picture": Exists(current)}
+        # Whether any character could lend the page a picture (the project's, or one
+        # linked to the page, with a chosen picture): most books have none, and then
+        # preparing the call reads no characters at all.
+        referenced = Character.objects.filter(reference__isnull=False).filter(
+            Q(project=OuterRef("page__project")) | Q(pages=OuterRef("page"))
+        )
+        return {"has_picture": Exists(current), "may_have_references": Exists(referenced)}
 
     def prepare(self, job: Illustration, provider) -> tuple[str, dict]:
         prompt = compose_prompt(job.page)
-        characters = references.page_references(
-            job.page, limit=references.reference_limit(provider)
-        )
+        if getattr(job, "may_have_references", True):
+            characters = references.page_references(
+                job.page, limit=references.reference_limit(provider)
+            )
+        else:
+            characters = []
         job.references = load_references(characters)
         return prompt, {
             "prompt_sent": prompt,

@@ -442,12 +442,15 @@ def replace_current(worker, stored_file, **fields) -> bool:
     if the worker still holds it; the page's previous one (a regeneration) steps aside only
     now. Return whether it did; if not, the stored file is deleted: keep nothing."""
     job, model = worker.job, worker.model
-    with transaction.atomic():
-        if getattr(job, "has_picture", True):
+    if getattr(job, "has_picture", True):
+        with transaction.atomic():
             model.objects.replace_current(page_id=job.page_id)
+            done = worker.mark_complete(**fields)
+            if not done:
+                transaction.set_rollback(True)
+    else:
+        # Nothing steps aside: completing is one conditional UPDATE, atomic by itself.
         done = worker.mark_complete(**fields)
-        if not done:
-            transaction.set_rollback(True)
     if not done:
         # The job was lost while the call ran (lease expired, run stopped).
         stored_file.delete(save=False)

@@ -153,13 +153,22 @@ class IllustrationKind(JobKind):
         current = Illustration.objects.filter(
             page=OuterRef("page"), status=Illustration.Status.COMPLETE
         )
-        return {"has_picture": Exists(current)}
+        # Whether any character could lend the page a picture (the project's, or one
+        # linked to the page, with a chosen picture): most books have none, and then
+        # preparing the call reads no characters at all.
+        referenced = Character.objects.filter(reference__isnull=False).filter(
+            Q(project=OuterRef("page__project")) | Q(pages=OuterRef("page"))
+        )
+        return {"has_picture": Exists(current), "may_have_references": Exists(referenced)}
 
     def prepare(self, job: Illustration, provider) -> tuple[str, dict]:
         prompt = compose_prompt(job.page)
-        characters = references.page_references(
-            job.page, limit=references.reference_limit(provider)
-        )
+        if getattr(job, "may_have_references", True):
+            characters = references.page_references(
+                job.page, limit=references.reference_limit(provider)
+            )
+        else:
+            characters = []
         job.references = load_references(characters)
         return prompt, {
             "prompt_sent": prompt,
@@ -433,12 +442,15 @@ def replace_current(worker, stored_file, **fields) -> bool:
     if the worker still holds it; the page's previous one (a regeneration) steps aside only
     now. Return whether it did; if not, the stored file is deleted: keep nothing."""
     job, model = worker.job, worker.model
-    with transaction.atomic():
-        if getattr(job, "has_picture", True):
+    if getattr(job, "has_picture", True):
+        with transaction.atomic():
             model.objects.replace_current(page_id=job.page_id)
+            done = worker.mark_complete(**fields)
+            if not done:
+                transaction.set_rollback(True)
+    else:
+        # Nothing steps aside: completing is one conditional UPDATE, atomic by itself.
         done = worker.mark_complete(**fields)
-        if not done:
-            transaction.set_rollback(True)
     if not done:
         # The job was lost while the call ran (lease expired, run stopped).
         stored_file.delete(save=False)

@@ -4,12 +4,14 @@ Budgets and every spend figure read these entries, never the attempt rows (which
 their page), so deleting an illustrated page never refunds what it cost.
 """
 
+from contextlib import nullcontext
+from datetime import UTC
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
+from django.db.models.functions import Now, TruncDate
 
-from .clock import db_now
 from .models import SpendEntry
 from .pricing import amount as stored_amount
 
@@ -44,9 +46,15 @@ def enter(
         "provider": provider[:40],
         "model": model[:80],
     }
+    # The day is the database clock's (UTC), read by the INSERT itself. Outside a
+    # transaction the INSERT is one statement, atomic by itself; inside one, a savepoint
+    # keeps a duplicate from breaking the caller's transaction.
+    guard = transaction.atomic if connection.in_atomic_block else nullcontext
     try:
-        with transaction.atomic():
-            SpendEntry.objects.create(attempt_id=attempt_id, day=day or db_now().date(), **fields)
+        with guard():
+            SpendEntry.objects.create(
+                attempt_id=attempt_id, day=day or TruncDate(Now(), tzinfo=UTC), **fields
+            )
     except IntegrityError:
         if confirmed:
             SpendEntry.objects.filter(attempt_id=attempt_id, confirmed=False).update(**fields)

@@ -20,7 +20,7 @@ from studio.changes import project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import accounts, ledger, logs, thumbnails
+from . import accounts, ledger, logs, thumbnails, workers
 from .clock import db_now
 from .engine import settle_run
 from .kinds import KINDS
@@ -76,7 +76,7 @@ def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> None:
     # One broker for them all: async_task would otherwise open a broker (and a Redis
     # connection) per task.
     broker = get_broker()
-    for _ in range(count):
+    for _ in range(count + spare_tasks(count)):
         async_task(
             "generation.tasks.run_next_job",
             run_id,
@@ -85,6 +85,18 @@ def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> None:
             group=f"run-{run_id}",
             broker=broker,
         )
+
+
+def spare_tasks(count: int) -> int:
+    """Return how many tasks to hand the broker beyond count jobs.
+
+    Each cluster holds tasks ahead of its workers (its queue_limit, and the one its pusher
+    is handing over). Once the broker runs dry, tasks held by a cluster whose workers are
+    all busy would leave another cluster's idle workers without work while jobs wait: one
+    more round of calls at the end of a book. A spare task per held place lets idle
+    workers claim those jobs; the tasks left over claim nothing and call nothing."""
+    held = (settings.Q_CLUSTER.get("queue_limit") or 1) + 1
+    return min(count, held * len(workers.alive()))
 
 
 def _enqueue_on_commit(run: Run, counts: dict[str, int]) -> None:

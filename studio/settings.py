@@ -367,8 +367,11 @@ Q_CLUSTER = {
     # Successes are recorded in our own tables (GenerationAttempt); keeping django-q2's
     # copy costs queries on every task. Failures are always kept.
     "save_limit": -1,
-    # Fetch few tasks ahead: a killed cluster takes what it fetched with it.
-    "queue_limit": STUDIO_WORKERS,
+    # Fetch one task ahead (the pusher holds one more): a killed cluster takes what it
+    # fetched with it, and a cluster whose workers are all busy must not sit on tasks that
+    # another cluster's idle workers could run (with 4 clusters × 8 workers and 8 tasks
+    # ahead each, the last round's tasks were split unevenly: one more round of calls).
+    "queue_limit": 1,
     "poll": 0.2,
     "catch_up": False,
     "label": "Workers",

@@ -281,3 +281,22 @@ def test_the_sweep_requeues_jobs_of_dead_workers_and_records_the_lost_call(book,
     assert job.attempts.get().outcome == GenerationAttempt.Outcome.LOST
     assert job.attempts_made == 1  # a lost call counts, so no job is reclaimed for ever
     assert broker.queue_size() == 24
+
+
+def test_a_page_no_character_can_lend_a_picture_to_reads_no_characters(book, fake_openai):
+    """Most books have no character pictures: preparing their calls reads no characters;
+    the picture completes, and its ledger entry's day is the database clock's."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from generation.models import SpendEntry
+
+    run = start(book)
+    with CaptureQueriesContext(connection) as queries:
+        job_id = engine.run_next_job(run.pk)
+    sql = [query["sql"] for query in queries.captured_queries]
+    assert not [text for text in sql if text.startswith('SELECT "studio_character"')]
+    job = Illustration.objects.get(pk=job_id)
+    assert job.status == Status.COMPLETE and job.references_sent == []
+    entry = SpendEntry.objects.get(attempt_id=job.attempts.get().pk)
+    assert entry.day == db_now().date()

@@ -140,3 +140,27 @@ def test_a_cluster_killed_with_sigkill_loses_no_page(make_project, qcluster, fak
     assert len({job.page_id for job in completed}) == 24
     wait_until(lambda: _run(run_id).state == Run.State.FINISHED, timeout=10)
     assert fake_openai.successes == 28  # 24 kept + the 4 answers the dead workers never read
+
+
+@pytest.mark.django_db(transaction=True)
+def test_spare_tasks_across_clusters_claim_nothing_twice(make_project, qcluster, fake_openai):
+    """With clusters alive, a book gets a spare task per place a cluster holds ahead
+    (queue_limit 1 + the pusher's one), so a busy cluster's held tasks cannot leave
+    another cluster's idle workers without work; the spare ones claim nothing."""
+    from generation import workers
+
+    env = openai_env(fake_openai, STUDIO_WORKERS="2")
+    qcluster(**env)
+    qcluster(**env)
+    wait_until(lambda: len(workers.alive()) >= 2, timeout=60, message="no two clusters")
+    assert services.spare_tasks(12) == 4
+    assert services.spare_tasks(3) == 3  # never more spare tasks than jobs
+
+    project = make_project(pages=12)
+    queued = services.generate_missing(project=project)
+    wait_until(lambda: project_progress(project).complete, timeout=90, message="not done")
+    completed = Illustration.objects.filter(page__project=project, status="complete")
+    assert completed.count() == 12
+    assert GenerationAttempt.objects.filter(illustration__page__project=project).count() == 12
+    assert max(fake_openai.prompts().values()) == 1
+    wait_until(lambda: Run.objects.get(pk=queued.run.pk).state == Run.State.FINISHED, timeout=10)

@@ -22,6 +22,8 @@ from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception
 
+from studio.models import Project
+
 from . import accounts, fairness, ledger, logs, notify
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
@@ -325,6 +327,15 @@ class JobWorker:
         )
         with transaction.atomic():
             if not self.serialized:
+                # The project's row first, the lock order of every writer that moves its
+                # change counter (a stop locks the project, then cancels its queued jobs):
+                # locking the candidate first, then the project to move its counter,
+                # deadlocks against such a writer.
+                list(
+                    Project.objects.select_for_update(of=("self",))
+                    .filter(runs=run_id)
+                    .values_list("pk", flat=True)
+                )
                 candidate = candidate.select_for_update(skip_locked=True, of=("self",))
             return bool(
                 self.model.objects.filter(pk=Subquery(candidate)).claim(

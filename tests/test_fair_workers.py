@@ -2,13 +2,17 @@
 it, two owners with equal backlogs get equal shares, and on PostgreSQL many clusters
 claim with SKIP LOCKED and never call twice."""
 
+import threading
+
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Max, Sum
 
-from generation import services
+from generation import engine, services
+from generation.kinds import KINDS
 from generation.models import GenerationAttempt, Illustration, Run
 from generation.selectors import project_progress
+from studio.models import Project
 from tests.conftest import openai_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -90,3 +94,58 @@ def test_three_clusters_claim_with_skip_locked_and_never_call_twice(
     assert totals["claims"] == 128
     # SKIP LOCKED hands concurrent claims different rows: a lost race is rare, not the rule.
     assert totals["conflicts"] < 128
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="row locks and their order are PostgreSQL's; set DATABASE_URL=postgres://… to run this",
+)
+def test_a_claim_meeting_a_stop_waits_for_the_project_and_never_deadlocks(make_project, editor):
+    """A stop locks the project's row, then cancels its queued jobs; a claim at that moment
+    must wait for the project's row before locking a job (it moves the project's change
+    counter), or the two wait for each other and PostgreSQL aborts one."""
+    project = make_project(pages=3, owner=editor)
+    run = services.generate_missing(project=project).run
+    holds_project, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def stop():
+        try:
+            with transaction.atomic():
+                Project.objects.select_for_update().filter(pk=project.pk).exists()
+                holds_project.set()
+                release.wait(10)
+                results["canceled"] = Illustration.objects.filter(run=run).cancel_queued()
+        except Exception as error:  # a deadlock lands here or in the claim
+            results["stop"] = error
+        finally:
+            connection.close()
+
+    def claim():
+        try:
+            results["claimed"] = engine.JobWorker(KINDS["illustration"])._claim_in(run.pk)
+        except Exception as error:
+            results["claim"] = error
+        finally:
+            connection.close()
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    assert holds_project.wait(10)
+    claimer = threading.Thread(target=claim)
+    claimer.start()
+
+    def claim_waits_for_a_lock() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            return cursor.fetchone()[0] >= 1
+
+    wait_until(claim_waits_for_a_lock, timeout=10)
+    release.set()
+    stopper.join(15)
+    claimer.join(15)
+    assert "stop" not in results and "claim" not in results, results
+    assert results == {"canceled": 3, "claimed": False}

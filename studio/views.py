@@ -9,6 +9,7 @@ import hashlib
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.decorators import login_required
@@ -538,14 +539,20 @@ def project_poll(request: HttpRequest, pk: int) -> HttpResponse:
         return _changed_poll(request, pk)
     if request.GET.get("v") == str(project.version):
         return HttpResponse(status=204)
+    request.user = project.owner  # checked as login_required and get_user() would
     # Tabs that were given the same answer poll with the same URL (cursor and version):
-    # at the same version of the project, they get the same answer, made once.
-    asked = f"{request.GET.urlencode()} {request.headers.get('HX-Current-URL', '')}"
+    # at the same version of the project, they get the same answer, made once. Only tabs
+    # of one browser share it: its header's forms carry a CSRF token of that browser's
+    # secret, which another browser of the same editor (a phone beside a laptop) would
+    # have refused.
+    csrf_secret = request.COOKIES.get(settings.CSRF_COOKIE_NAME)
+    if not csrf_secret:
+        return _regions(request, project, since=_since(request), poll=True)
+    asked = f"{csrf_secret} {request.GET.urlencode()} {request.headers.get('HX-Current-URL', '')}"
     key = _version_key(project, "poll") + ":" + hashlib.sha256(asked.encode()).hexdigest()
     answer = cache.get(key)
     if answer is not None:
         return HttpResponse(answer[1], status=answer[0])
-    request.user = project.owner  # checked as login_required and get_user() would
     response = _regions(request, project, since=_since(request), poll=True)
     cache.set(key, (response.status_code, response.content), SHARED_HEADER_SECONDS)
     return response

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -271,3 +272,26 @@ def test_saving_a_project_never_moves_its_counter_back(book):
     stale.title = "Renamed"
     stale.save()
     assert version(book) >= 2
+
+
+def test_a_shared_poll_answer_never_carries_another_browsers_csrf_token(editor, book, drain):
+    """Two browsers of one editor poll the same URL at the same version: each gets forms
+    whose token its own CSRF cookie accepts (the header's Pause works on both)."""
+    run = services.generate_missing(project=book).run
+    browsers = [Client(enforce_csrf_checks=True) for _ in range(2)]
+    for browser in browsers:
+        browser.force_login(editor)
+        browser.get(reverse("project-detail", args=[book.pk]))  # its CSRF cookie
+    first = browsers[0].get(reverse("project-detail", args=[book.pk]))
+    url = poll_url(first.content.decode())  # both tabs poll with this cursor and version
+    drain(run.pk, limit=1)  # a new version: the polls render the changed regions
+    # Both tabs poll before either presses anything (a press moves the version).
+    bodies = [browser.get(url, headers=HTMX).content.decode() for browser in browsers]
+    for browser, body in zip(browsers, bodies, strict=True):
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', body).group(1)
+        response = browser.post(
+            reverse("project-pause", args=[book.pk]),
+            {"csrfmiddlewaretoken": token},
+            headers=HTMX,
+        )
+        assert response.status_code != 403, response.content[:200]

@@ -32,10 +32,12 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
 from django.db.models import Max, Min
+from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH
 from django.test import Client
 from django.test.utils import CaptureQueriesContext, override_settings
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 from django_q.brokers import get_broker
 
 from generation import services, workers
@@ -740,10 +742,13 @@ class Bench:
         return rows
 
     def session_cookie(self) -> str:
+        """The cookies of one signed-in browser, whose tabs all send them: its session and,
+        as a browser that has loaded the review page holds, its CSRF secret."""
         client = Client()
         client.force_login(self.user)
         name = settings.SESSION_COOKIE_NAME
-        return f"{name}={client.cookies[name].value}"
+        csrf = get_random_string(CSRF_SECRET_LENGTH, allowed_chars=CSRF_ALLOWED_CHARS)
+        return f"{name}={client.cookies[name].value}; {settings.CSRF_COOKIE_NAME}={csrf}"
 
     @contextmanager
     def web_server(self, workers: int):

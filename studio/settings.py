@@ -385,8 +385,14 @@ else:
     # server can tell whether any worker is alive. On Redis the broker keeps them.
     Q_CLUSTER["cache"] = "cluster-stats"
 
+# The default cache holds what the review page's polls share (studio.polls): every web
+# worker must see it, so without Redis it is a directory the web workers of this machine
+# share (STUDIO_CACHE_DIR). Several web servers need Redis.
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": env_str("STUDIO_CACHE_DIR", str(BASE_DIR / "var" / "cache")),
+    },
     "cluster-stats": {
         "BACKEND": "generation.workers.ClusterStatsCache",
         "LOCATION": "studio_cluster_stats",
@@ -396,11 +402,11 @@ CACHES = {
 # Sessions: every review tab polls every 2 s, and a poll whose tab is up to date costs the
 # session's lookup plus one indexed query. With Redis, sessions are read from the cache
 # (written through to the database), so such a poll costs that one query. Without Redis,
-# sessions stay in the database: a process-local cache would let a session signed out in
-# one web worker live on in another.
+# sessions stay in the database: a cache on one machine's disk would let a session signed
+# out on one web server live on in another.
 if REDIS_URL:
     CACHES["default"] = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "studio.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "studio-cache",
     }

@@ -5,13 +5,11 @@ run state, controls; it also carries the poll) and one card per page. The poll a
 control answer with the header and the cards that changed, as out-of-band swaps.
 """
 
-import hashlib
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.exceptions import BadRequest
@@ -26,7 +24,6 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.crypto import constant_time_compare
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING, trigger_client_event
 
@@ -34,7 +31,7 @@ from generation import selectors, services, thumbnails
 from generation.clock import db_now
 from generation.models import ACTIVE_STATUSES, Clip, Illustration, Run
 
-from . import book, characters, review
+from . import book, characters, polls, review
 from . import services as studio_services
 from .files import private_file
 from .forms import (
@@ -88,8 +85,8 @@ SHARED_HEADER_SECONDS = 10
 
 
 def _shared_header(project: Project) -> selectors.ReviewHeader:
-    """Return the project's review header, computed once per version (and per web process,
-    or once in all with Redis) for the polls that ask for it.
+    """Return the project's review header, computed once per version for the polls that ask
+    for it (by the web workers of one machine, or of all with Redis).
 
     Safe because the version was read before the header: what is cached under version N
     was computed from a state at least as new as N. The header's clock (the tab's next
@@ -533,58 +530,37 @@ def project_book(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def project_poll(request: HttpRequest, pk: int) -> HttpResponse:
     """One request per tab every 2 s: 204 with no body when the project is still at the
-    tab's version (?v=), else the header plus the cards changed since the cursor."""
-    project = _polled_project(request, pk)
-    if project is None:  # not signed in, not the owner, or an unusual session
+    tab's version (?v=), else the header plus the cards changed since the cursor, shared
+    with the other tabs of the browser (studio.polls)."""
+    polled = polls.polled_project(request, pk)
+    if polled is None:  # not signed in, not the owner, or an unusual session
         return _changed_poll(request, pk)
-    if request.GET.get("v") == str(project.version):
+    shown = request.GET.get("v", "")
+    if shown == str(polled.version):
         return HttpResponse(status=204)
-    request.user = project.owner  # checked as login_required and get_user() would
-    # Tabs that were given the same answer poll with the same URL (cursor and version):
-    # at the same version of the project, they get the same answer, made once. Only tabs
-    # of one browser share it: its header's forms carry a CSRF token of that browser's
-    # secret, which another browser of the same editor (a phone beside a laptop) would
-    # have refused.
+    since = _since(request)
     csrf_secret = request.COOKIES.get(settings.CSRF_COOKIE_NAME)
-    if not csrf_secret:
-        return _regions(request, project, since=_since(request), poll=True)
-    asked = f"{csrf_secret} {request.GET.urlencode()} {request.headers.get('HX-Current-URL', '')}"
-    key = _version_key(project, "poll") + ":" + hashlib.sha256(asked.encode()).hexdigest()
-    answer = cache.get(key)
-    if answer is not None:
-        return HttpResponse(answer[1], status=answer[0])
-    response = _regions(request, project, since=_since(request), poll=True)
-    cache.set(key, (response.status_code, response.content), SHARED_HEADER_SECONDS)
+    shared = turn = None
+    if csrf_secret and shown.isdigit():
+        shared = polls.SharedAnswers(request, polled, csrf_secret)
+        turn = shared.news(shown=int(shown), since=since)
+        if isinstance(turn, polls.SharedAnswer):
+            return HttpResponse(turn.content, status=turn.status)
+        if turn is polls.Turn.LATER:
+            return HttpResponse(status=204)
+    project = get_object_or_404(Project.objects.select_related("owner"), pk=pk)
+    request.user = project.owner  # checked as login_required and get_user() would
+    if turn is polls.Turn.MAKE:  # every card changed within the window: any tab's cursor
+        since = min(since, _shared_header(project).now - polls.SHARED_POLL_WINDOW)
+    response = _regions(request, project, since=since, poll=True)
+    if shared is not None:
+        shared.keep(version=project.version, since=since, response=response)
     return response
 
 
 @login_required
 def _changed_poll(request: HttpRequest, pk: int) -> HttpResponse:
     return _regions(request, _owned_project(request, pk), since=_since(request), poll=True)
-
-
-def _polled_project(request: HttpRequest, pk: int) -> Project | None:
-    """Return the project if the session's user is its owner, in one indexed query (plus
-    the session's own lookup): the project with its owner, checked as login_required and
-    the session's auth hash would check them, without a query for the user alone. None
-    for anything else (no session, another owner, a rotated secret key): the full path
-    then decides."""
-    user_id = request.session.get(SESSION_KEY)
-    session_hash = request.session.get(HASH_SESSION_KEY)
-    if user_id is None or not session_hash:
-        return None
-    project = (
-        Project.objects.select_related("owner")
-        .filter(pk=pk, owner_id=user_id, owner__is_active=True)
-        .first()
-    )
-    # The session stays valid only while the password it signed in with does (Django's
-    # own check in get_user()).
-    if project is None or not constant_time_compare(
-        session_hash, project.owner.get_session_auth_hash()
-    ):
-        return None
-    return project
 
 
 @login_required

@@ -5,19 +5,22 @@ the current version gets 204 with no body after one indexed query (plus the sess
 
 import re
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
-from django.test import Client
+from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from generation import accounts, engine, fairness, notify, services
 from generation.kinds import KINDS
 from generation.models import Illustration, ProviderAccount, Run
 from generation.providers import account_of, project_provider
-from studio import characters
+from studio import characters, polls
 from studio import services as studio_services
 from studio.changes import project_changed
 from studio.models import Character, Page, Project
@@ -295,3 +298,83 @@ def test_a_shared_poll_answer_never_carries_another_browsers_csrf_token(editor, 
             headers=HTMX,
         )
         assert response.status_code != 403, response.content[:200]
+
+
+# --- answers shared by the tabs of one browser ------------------------------------------------
+
+
+def cards_in(body: str) -> list[str]:
+    return re.findall(r'<article id="(page-\d+)"', body)
+
+
+@pytest.fixture
+def browser(editor):
+    """A signed-in browser that has loaded a page (so it holds a CSRF cookie); its tabs
+    send the same cookies."""
+    client = Client()
+    client.force_login(editor)
+    client.get(reverse("project-list"))
+    assert settings.CSRF_COOKIE_NAME in client.cookies
+    return client
+
+
+def shared_answers(client, url: str, book) -> polls.SharedAnswers:
+    """The shared answers a poll of `url` from this browser reads."""
+    request = RequestFactory().get(url, headers=HTMX)
+    request.COOKIES = {name: morsel.value for name, morsel in client.cookies.items()}
+    request.session = client.session
+    polled = polls.polled_project(request, book.pk)
+    return polls.SharedAnswers(request, polled, request.COOKIES[settings.CSRF_COOKIE_NAME])
+
+
+def test_the_tabs_of_one_browser_share_an_answer_made_once(browser, book, drain):
+    run = services.generate_missing(project=book).run
+    url = poll_url(browser.get(reverse("project-detail", args=[book.pk])).content.decode())
+    drain(run.pk, limit=1)
+    first = browser.get(url, headers=HTMX)  # the first tab makes the answer
+    with CaptureQueriesContext(connection) as captured:
+        second = browser.get(url, headers=HTMX)  # another tab, same cursor and version
+    assert second.status_code == first.status_code == 200
+    assert second.content == first.content
+    assert "1 of 3 illustrated" in second.content.decode()
+    # The session's check and the project's version; no page is read.
+    assert not any("studio_page" in query["sql"] for query in captured)
+
+
+def test_a_tab_that_has_the_latest_answer_asks_again_at_its_next_poll(browser, book, drain):
+    """Answers are made at most once a second: a tab that already shows the latest gets
+    204 until the next one is due, then the change."""
+    run = services.generate_missing(project=book).run
+    url = poll_url(browser.get(reverse("project-detail", args=[book.pk])).content.decode())
+    drain(run.pk, limit=1)
+    answer = browser.get(url, headers=HTMX)
+    next_url = poll_url(answer.content.decode())
+    drain(run.pk, limit=1)  # the project moves within the same second
+    assert browser.get(next_url, headers=HTMX).status_code == 204
+    # A second later (its turn marker gone), the tab's next poll gets the change.
+    cache.delete(shared_answers(browser, next_url, book).key + ":making")
+    later = browser.get(next_url, headers=HTMX)
+    assert later.status_code == 200
+    assert "2 of 3 illustrated" in later.content.decode()
+
+
+def test_a_tab_whose_cursor_is_older_than_shared_answers_reach_gets_its_own(browser, book, drain):
+    run = services.generate_missing(project=book).run
+    drain(run.pk, limit=1)
+    page = browser.get(reverse("project-detail", args=[book.pk])).content.decode()
+    old_card = cards_in(page)[0]
+    # That card changed a minute ago; the rest just now.
+    a_minute_ago = timezone.now() - timedelta(minutes=1)
+    first_page = Page.objects.get(pk=int(old_card.removeprefix("page-")))
+    Illustration.objects.filter(page=first_page).update(updated_at=a_minute_ago)
+    Page.objects.filter(pk=first_page.pk).update(updated_at=a_minute_ago)
+    url = poll_url(page)
+    project_changed(book.pk)
+    fresh = browser.get(url, headers=HTMX).content.decode()  # the shared answer
+    assert old_card not in cards_in(fresh)
+    # A tab asleep for two minutes comes back with its old cursor and version.
+    since = (timezone.now() - timedelta(minutes=2)).timestamp()
+    asleep = url.replace(re.search(r"since=[\d.]+", url).group(0), f"since={since:.3f}")
+    asleep = re.sub(r"v=\d+", "v=1", asleep)
+    answer = browser.get(asleep, headers=HTMX).content.decode()
+    assert old_card in cards_in(answer)

@@ -717,15 +717,18 @@ class Bench:
             run = services.generate_missing(project=project).run
             cookie = self.session_cookie()
             with self.web_server(options["web_workers"]) as (port, master):
-                status, html = http_get(port, reverse("project-detail", args=[project.pk]), cookie)
-                if status != 200:
-                    raise SystemExit(f"benchmark: the review page answered {status}")
-                url = POLL_URL.search(html).group(1).replace("&amp;", "&")
                 for tabs in rounds:
-                    cpu_before = process_tree_cpu(master)
+                    # The tabs open the review page now (its poll URL carries their cursor).
+                    detail = reverse("project-detail", args=[project.pk])
+                    status, html = http_get(port, detail, cookie)
+                    if status != 200:
+                        raise SystemExit(f"benchmark: the review page answered {status}")
+                    url = POLL_URL.search(html).group(1).replace("&amp;", "&")
+                    cpu_before, machine_before = process_tree_cpu(master), machine_ticks()
                     result = self.load(port, url, cookie, tabs=tabs, duration=duration)
                     server_cpu = process_tree_cpu(master) - cpu_before
                     rows += watcher_rows(tabs, result, server_cpu)
+                    rows.append(stolen_row(tabs, machine_before, machine_ticks()))
             in_progress = Run.objects.get(pk=run.pk).state == Run.State.RUNNING and (
                 project_progress(project).busy
             )
@@ -974,6 +977,22 @@ def http_get(port: int, path: str, cookie: str) -> tuple[int, str]:
         return 0, ""
     finally:
         connection_.close()
+
+
+def machine_ticks() -> tuple[int, int]:
+    """Return the machine's CPU ticks since boot: (all, stolen by the hypervisor)."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return sum(fields[:8]), fields[7]
+
+
+def stolen_row(tabs: int, before: tuple[int, int], after: tuple[int, int]) -> dict:
+    """A virtual machine's latencies depend on how much of its CPU the host took: a round
+    with much stolen time measured a smaller machine."""
+    ticks, stolen = after[0] - before[0], after[1] - before[1]
+    share = 100 * stolen / ticks if ticks else 0.0
+    return row("watchers", f"{tabs} tabs: CPU stolen by the hypervisor", share, "%")
 
 
 def process_tree_cpu(pid: int) -> float:

@@ -195,11 +195,14 @@ def test_after_a_retry_after_no_worker_calls_until_it_passes(make_project, qclus
     services.generate_missing(project=project)
     wait_until(lambda: Illustration.objects.filter(status="complete").count() == 12, timeout=60)
     [limited] = [call for call in fake_openai.calls if call.get("status") == 429]
-    # The worker that got the 429 needs a moment to record the cool-down for everyone;
-    # a call that had its slot before then may still go out in that moment.
-    recorded = limited["answered"] + 0.1
-    later = [call["started"] for call in fake_openai.calls if call["started"] > recorded]
-    assert later  # the work went on afterwards…
-    assert min(later) >= limited["answered"] + 3 - 0.05  # …but only once the 3 s had passed
+    # The worker that got the 429 needs a moment to record the cool-down for everyone; a
+    # call that had its slot before then may still go out in that moment (at most one for
+    # each of the 3 other workers; on a busy machine the moment lasts a few hundred ms).
+    answered = limited["answered"]
+    after = [call["started"] for call in fake_openai.calls if call["started"] > answered]
+    early = [started for started in after if started < answered + 3 - 0.05]
+    assert len(early) <= 3
+    assert all(started < answered + 1 for started in early)
+    assert len(after) > len(early)  # the work went on, but only once the 3 s had passed
     # The worker that drew the last page closes the run right after it.
     wait_until(lambda: Run.objects.get().state == Run.State.FINISHED, timeout=10)

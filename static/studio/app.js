@@ -292,6 +292,40 @@
     },
     true,
   );
+  // A menu's action, once sent, closes its menu (a drawer's link closes them all below).
+  body.addEventListener("htmx:beforeRequest", (event) => {
+    const menu = event.detail.elt.closest && event.detail.elt.closest("details.card-menu[open]");
+    if (menu) menu.open = false;
+  });
+  // The poll swaps a changed card whole: an open menu stays open in the new card, laid out
+  // as it was, and the focus stays on the summary or the item of the same name.
+  let refocus = null;
+  body.addEventListener("htmx:oobBeforeSwap", (event) => {
+    const card = event.detail.target;
+    if (!card.matches || !card.matches(".card")) return;
+    const open = card.querySelector("details.card-menu[open]");
+    const fresh = event.detail.fragment.querySelector("details.card-menu");
+    if (open && fresh) {
+      fresh.open = true;
+      const end = open.querySelector(".card-menu__items--end");
+      if (end) fresh.querySelector(".card-menu__items")?.classList.add("card-menu__items--end");
+    }
+    const focused = document.activeElement;
+    if (focused && focused !== body && card.contains(focused)) {
+      refocus = { card: card.id, tag: focused.tagName, text: focused.textContent.trim() };
+    }
+  });
+  body.addEventListener("htmx:oobAfterSwap", () => {
+    if (!refocus) return;
+    const card = document.getElementById(refocus.card);
+    const { tag, text } = refocus;
+    refocus = null;
+    if (!card || card.contains(document.activeElement)) return;
+    const same = Array.from(card.querySelectorAll(tag)).find(
+      (element) => element.textContent.trim() === text,
+    );
+    (same || card.querySelector("summary"))?.focus({ preventScroll: true });
+  });
   body.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
     const open = event.target.closest && event.target.closest("details.card-menu[open]");

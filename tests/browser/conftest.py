@@ -148,7 +148,7 @@ __all__ = ["screenshot", "sign_in", "signal"]
 
 def card_action(card, role: str, name: str):
     """Return one of a card's actions, opening the card's "More" menu first when the action
-    lives there (the menu closes again whenever the poll swaps the card)."""
+    lives there (a sent action closes it; a poll's swap of the card keeps it open)."""
     menu = card.locator("details.card-menu")
     in_menu = menu.get_by_role(role, name=name, exact=True, include_hidden=True)
     if in_menu.count() and menu.get_attribute("open") is None:

@@ -120,6 +120,38 @@ def test_the_size_slider_changes_the_grid_and_is_remembered(
     assert menu["x"] >= 0 and menu["x"] + menu["width"] <= 1280
 
 
+def test_an_open_card_menu_stays_open_when_the_poll_swaps_its_card(
+    page, web_server, qcluster, fake_openai, make_project
+):
+    project = make_project(pages=2, title="Menus Kept Open")
+    env = openai_env(fake_openai, STUDIO_WORKERS=2, STUDIO_PROVIDER_TIMEOUT=90)
+    qcluster(**env)
+    server = web_server(**env)
+    sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    fake_openai.hold()  # both pictures stay in flight while the editor opens a menu
+    page.get_by_role("button", name=re.compile("Generate Missing Illustrations")).click()
+    first = card(page, project, 1)
+    expect(first).to_have_class(re.compile(r"card--generating"), timeout=30_000)
+    first.evaluate("card => { card.dataset.before = 'the swap'; }")
+    first.locator("summary").focus()
+    page.keyboard.press("Enter")  # a keyboard editor opens the menu
+    menu = first.locator("details.card-menu")
+    expect(menu).to_have_attribute("open", "")
+
+    # The picture lands: the next poll swaps the card whole, with the menu's new items.
+    fake_openai.release()
+    expect(first).to_have_class(re.compile(r"card--complete"), timeout=30_000)
+    expect(first).not_to_have_attribute("data-before", "the swap")  # a new element
+    expect(menu).to_have_attribute("open", "")
+    expect(first.get_by_role("button", name="Approve", exact=True)).to_be_visible()
+    expect(first.locator("summary")).to_be_focused()
+
+    # Choosing an item sends it and closes the menu.
+    first.get_by_role("button", name="Approve", exact=True).click()
+    expect(first.locator(".chip--approved")).to_have_text("★ Approved")
+    expect(menu).not_to_have_attribute("open", "")
+
+
 def test_the_lightbox_shows_a_picture_full_size_and_the_arrow_keys_move_between_pages(
     page, web_server, qcluster, make_project
 ):

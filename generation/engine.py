@@ -122,7 +122,8 @@ def run_has_active_jobs(run_id: int) -> bool:
 def settle_run(run_id: int) -> None:
     """Close the run if it has nothing left: running → finished, stopping → stopped."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().filter(pk=run_id).first()
+        runs = Run.objects.filter(pk=run_id).locked()  # its project's row first
+        run = runs[0] if runs else None
         if run is None or run.state not in (Run.State.RUNNING, Run.State.STOPPING):
             return
         if run_has_active_jobs(run_id):

@@ -124,6 +124,13 @@ def _lock(project_id: int) -> None:
     Project.objects.select_for_update().filter(pk=project_id).first()
 
 
+def _locked_run(project: Project, states) -> Run | None:
+    """Lock and return the project's run in one of these states (a project has at most one
+    open run), after the project's row: the lock order of the writers that queue work."""
+    runs = Run.objects.filter(project=project, state__in=states).locked()
+    return runs[0] if runs else None
+
+
 def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
     """Return the project's open run set running (or a new run), and whether a paused,
     halted or stopping run was resumed. Call with the project locked."""
@@ -161,7 +168,7 @@ def resume_account(key: str) -> int:
     continued."""
     accounts.clear(key)
     Run.objects.filter(halted_account=key, state=Run.State.RUNNING).update(halted_account="")
-    runs = list(Run.objects.select_for_update().filter(halted_account=key, state=Run.State.HALTED))
+    runs = Run.objects.filter(halted_account=key, state=Run.State.HALTED).locked()
     for run in runs:
         run.halted_account = ""  # cleared here: _set_running must not resume it again
         _set_running(run)
@@ -428,7 +435,7 @@ def stop(*, project: Project) -> ControlResult:
     The request settles what it can itself, so "Stopping" never waits for a worker that is
     not there: jobs whose worker's lease ran out (the worker is dead) are taken back now,
     canceled, their calls recorded as lost, as the sweep would."""
-    run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
+    run = _locked_run(project, OPEN_RUN_STATES)
     if run is None:
         return ControlResult()
     Run.objects.filter(pk=run.pk).update(state=Run.State.STOPPING, updated_at=Now())
@@ -448,7 +455,7 @@ def stop(*, project: Project) -> ControlResult:
 @transaction.atomic
 def pause(*, project: Project) -> ControlResult:
     """Pause the running run: calls in flight finish, the queue is kept for Resume."""
-    run = Run.objects.select_for_update().filter(project=project, state=Run.State.RUNNING).first()
+    run = _locked_run(project, [Run.State.RUNNING])
     if run is None:
         return ControlResult()
     run.state = Run.State.PAUSED
@@ -462,11 +469,7 @@ def resume(*, project: Project) -> ControlResult:
     """Resume a paused or halted run: the same missing pages continue where they were. A
     run whose provider account halted it resumes the account, and with it every run the
     account halted; so does Resume on a project whose run found the account halted."""
-    run = (
-        Run.objects.select_for_update()
-        .filter(project=project, state__in=(Run.State.PAUSED, Run.State.HALTED))
-        .first()
-    )
+    run = _locked_run(project, [Run.State.PAUSED, Run.State.HALTED])
     if run is None:
         key = account_of(project_provider(project))
         running = Run.objects.filter(project=project, state=Run.State.RUNNING).first()

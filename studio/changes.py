@@ -71,6 +71,18 @@ class ProjectRowsQuerySet(models.QuerySet):
         rows = self.order_by().values(self.model.project_path)
         Project.objects.filter(pk__in=rows).update(version=F("version") + 1)
 
+    def locked(self) -> list:
+        """Lock and return these rows, their projects' rows first (by id): the lock order
+        of every write that moves a change counter. A transaction that locked a run, then
+        moved its project's counter (run.save()), would deadlock against one queuing work
+        on that project, which locks the project, then the run. Call inside a transaction."""
+        from .models import Project
+
+        projects = self.order_by().values(self.model.project_path)
+        mine = Project.objects.select_for_update().filter(pk__in=projects).order_by("pk")
+        list(mine.values_list("pk", flat=True))
+        return list(self.select_for_update())
+
     def update(self, **kwargs) -> int:
         if not _visible(kwargs):
             return super().update(**kwargs)

@@ -250,7 +250,7 @@ def delete_character(*, character: Character) -> None:
 def delete_reference(*, version: ReferenceImage) -> None:
     """Delete an earlier version of a character's reference picture with its file. Raise
     CharacterError for the chosen version: pick another first."""
-    character = Character.objects.select_for_update().get(pk=version.character_id)
+    (character,) = Character.objects.filter(pk=version.character_id).locked()
     if character.reference_id == version.pk:
         raise CharacterError(
             f"Version {version.pk} is the picture sent with {character.name}'s pages; "

@@ -96,10 +96,22 @@ def test_three_clusters_claim_with_skip_locked_and_never_call_twice(
     assert totals["conflicts"] < 128
 
 
-@pytest.mark.skipif(
+POSTGRESQL_ONLY = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="row locks and their order are PostgreSQL's; set DATABASE_URL=postgres://… to run this",
 )
+
+
+def someone_waits_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return cursor.fetchone()[0] >= 1
+
+
+@POSTGRESQL_ONLY
 def test_a_claim_meeting_a_stop_waits_for_the_project_and_never_deadlocks(make_project, editor):
     """A stop locks the project's row, then cancels its queued jobs; a claim at that moment
     must wait for the project's row before locking a job (it moves the project's change
@@ -135,17 +147,57 @@ def test_a_claim_meeting_a_stop_waits_for_the_project_and_never_deadlocks(make_p
     claimer = threading.Thread(target=claim)
     claimer.start()
 
-    def claim_waits_for_a_lock() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            return cursor.fetchone()[0] >= 1
-
-    wait_until(claim_waits_for_a_lock, timeout=10)
+    wait_until(someone_waits_for_a_lock, timeout=10)
     release.set()
     stopper.join(15)
     claimer.join(15)
     assert "stop" not in results and "claim" not in results, results
     assert results == {"canceled": 3, "claimed": False}
+
+
+@POSTGRESQL_ONLY
+def test_a_worker_settling_a_run_while_the_editor_queues_work_waits_and_never_deadlocks(
+    make_project, editor
+):
+    """Queuing work locks the project's row, then its open run; a worker closing that run
+    at that moment must wait for the project's row before it locks the run's (closing it
+    moves the project's change counter), or the two wait for each other and PostgreSQL
+    aborts one."""
+    project = make_project(pages=2, owner=editor)
+    run = services.generate_missing(project=project).run
+    Illustration.objects.filter(run=run).update(status="complete")  # nothing left: it ends
+    holds_project, release = threading.Event(), threading.Event()
+    errors: dict[str, Exception] = {}
+
+    def queue():
+        try:
+            with transaction.atomic():
+                Project.objects.select_for_update().filter(pk=project.pk).exists()
+                holds_project.set()
+                release.wait(10)
+                Run.objects.select_for_update().filter(pk=run.pk).exists()
+        except Exception as error:  # a deadlock lands here or in the settling
+            errors["queue"] = error
+        finally:
+            connection.close()
+
+    def settle():
+        try:
+            engine.settle_run(run.pk)
+        except Exception as error:
+            errors["settle"] = error
+        finally:
+            connection.close()
+
+    queuer = threading.Thread(target=queue)
+    queuer.start()
+    assert holds_project.wait(10)
+    settler = threading.Thread(target=settle)
+    settler.start()
+    wait_until(someone_waits_for_a_lock, timeout=10)
+    release.set()
+    queuer.join(15)
+    settler.join(15)
+    assert errors == {}
+    run.refresh_from_db()
+    assert run.state == Run.State.FINISHED

@@ -30,7 +30,8 @@ SHARED_POLL_SECONDS = 1
 # answer's second, a slow answer, and the cursor's own margin. A tab whose cursor is older
 # than that gets an answer of its own.
 SHARED_POLL_WINDOW = timedelta(seconds=6)
-# How long the latest answer is kept for tabs to which it is still news.
+# How long the latest answer, or a header computed for one version, is kept for the tabs
+# to which it is still news.
 KEEP_SECONDS = 10
 
 

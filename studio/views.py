@@ -79,14 +79,10 @@ def _header_context(project: Project, *, shared: bool = False) -> dict:
     }
 
 
-# A header is shared by every tab that polls the same version of a project within this
-# many seconds: while a run draws, each version is asked for by many tabs at once.
-SHARED_HEADER_SECONDS = 10
-
-
 def _shared_header(project: Project) -> selectors.ReviewHeader:
     """Return the project's review header, computed once per version for the polls that ask
-    for it (by the web workers of one machine, or of all with Redis).
+    for it within polls.KEEP_SECONDS (by the web workers of one machine, or of all with
+    Redis): while a run draws, each version is asked for by many tabs at once.
 
     Safe because the version was read before the header: what is cached under version N
     was computed from a state at least as new as N. The header's clock (the tab's next
@@ -105,7 +101,7 @@ def _shared(project: Project, name: str, compute):
     value = cache.get(key)
     if value is None:
         value = compute(project)
-        cache.set(key, value, SHARED_HEADER_SECONDS)
+        cache.set(key, value, polls.KEEP_SECONDS)
     return value
 
 

@@ -285,25 +285,10 @@ class Bench:
             "STUDIO_BACKOFF_BASE": "0.5",
             **{k: str(v) for k, v in env.items()},
         }
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"],
-            cwd=ROOT,
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
+        with child_process(["manage.py", "qcluster"], environment, stop=signal.SIGINT) as process:
             if warm_up:
                 self.warm_up(fake)
             yield process
-        finally:
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
     def warm_up(self, fake: FakeImageService, pages: int = 1) -> None:
         """Wait until the clusters' workers take tasks: run pages through them."""
@@ -767,33 +752,11 @@ class Bench:
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         }
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "studio.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(workers),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
+        gunicorn = ["-m", "gunicorn", "studio.wsgi", f"--bind=127.0.0.1:{port}", f"-w{workers}"]
+        # SIGTERM: a graceful stop of gunicorn's workers.
+        with child_process(gunicorn, env, stop=signal.SIGTERM) as process:
             self.wait(lambda: http_get(port, "/healthz", "")[0] == 200, timeout=30, interval=0.2)
             yield port, process.pid
-        finally:
-            process.terminate()  # SIGTERM to the master: a graceful stop of its workers
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
     def load(self, port: int, url: str, cookie: str, *, tabs: int, duration: float) -> dict:
         config = {
@@ -964,6 +927,29 @@ class Bench:
 
 
 POLL_URL = re.compile(r'data-poll hx-get="([^"]+)"')
+
+
+@contextmanager
+def child_process(args: list[str], env: dict, *, stop: signal.Signals):
+    """Run `python <args>` from the checkout in a session of its own, silent; on leaving,
+    send `stop` to its process group and give it 20 s before SIGKILL."""
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, stop)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def http_get(port: int, path: str, cookie: str) -> tuple[int, str]:

@@ -392,6 +392,9 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
         "LOCATION": env_str("STUDIO_CACHE_DIR", str(BASE_DIR / "var" / "cache")),
+        # Each version of a drawing project leaves a header and an answer behind for 10 s:
+        # Django's 300 would cull (at random) the live ones of a dozen busy projects.
+        "OPTIONS": {"MAX_ENTRIES": 5000},
     },
     "cluster-stats": {
         "BACKEND": "generation.workers.ClusterStatsCache",
@@ -400,16 +403,19 @@ CACHES = {
 }
 
 # Sessions: every review tab polls every 2 s, and a poll whose tab is up to date costs the
-# session's lookup plus one indexed query. With Redis, sessions are read from the cache
-# (written through to the database), so such a poll costs that one query. Without Redis,
-# sessions stay in the database: a cache on one machine's disk would let a session signed
-# out on one web server live on in another.
+# session's lookup plus one indexed query. Where every web server reads the same cache,
+# sessions are read from it (written through to the database), so such a poll costs that
+# one query: with Redis, and with SQLite, whose web servers are all on its one machine and
+# share its cache directory. PostgreSQL without Redis keeps them in the database only: a
+# cache on one machine's disk would let a session signed out on one web server live on in
+# another.
 if REDIS_URL:
     CACHES["default"] = {
         "BACKEND": "studio.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "studio-cache",
     }
+if REDIS_URL or DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 # --- Word when a run ends ----------------------------------------------------------------

@@ -26,7 +26,7 @@ from . import accounts, references, workers
 from .clock import db_now
 from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
 from .pricing import amount, price_per_image
-from .prompts import compose_prompt
+from .prompts import compose, compose_prompt
 from .providers import (
     IMAGE_SERVICES,
     account_of,
@@ -370,33 +370,46 @@ def with_references(project: Project, pages: list[Page]) -> None:
     prefetch_related_objects(pages, "characters")
 
 
-def outdated_pictures(project: Project) -> list[Illustration]:
+@dataclass(frozen=True)
+class OutdatedPicture:
+    """A current picture drawn from another prompt or other references than its page's
+    today: which page, and whether the editor approved it."""
+
+    page_id: int
+    approved_at: datetime | None
+
+
+def outdated_pictures(project: Project) -> list[OutdatedPicture]:
     """Return the project's current pictures that were drawn from another prompt or other
     references than their page's today (its text, prompt, the style guide or its
     characters changed), in three queries."""
-    current = list(
-        Illustration.objects.filter(page__project=project, status=Status.COMPLETE)
-        .select_related("page")
-        # Only what the comparison reads: a 2,000-page book has as many pictures.
-        .only(*OUTDATED_FIELDS)
-    )
-    for illustration in current:
-        illustration.page.project = project  # compose_prompt reads the style guide
+    complete = Illustration.objects.filter(page__project=project, status=Status.COMPLETE)
     prefetch_related_objects([project], "characters")
     if not any(character.reference_id for character in project.characters.all()):
         # No character has a picture to send: every page sends none, so no page's
-        # characters need reading (most books).
+        # characters need reading (most books), and a picture's prompt is compared as
+        # plain values: a 2,000-page book has as many pictures.
+        rows = complete.values_list(
+            "page_id", "approved_at", "prompt_sent", "references_sent", "page__prompt", "page__text"
+        )
         return [
-            picture
-            for picture in current
-            if picture.prompt_sent
+            OutdatedPicture(page_id, approved_at)
+            for page_id, approved_at, sent, references_sent, prompt, text in rows
+            if sent
             and (
-                picture.prompt_sent != compose_prompt(picture.page)
-                or references.changed(picture.references_sent, [])
+                sent != compose(Page.prompt_of(prompt, text), project.style_guide)
+                or references.changed(references_sent, [])
             )
         ]
+    current = list(complete.select_related("page").only(*OUTDATED_FIELDS))
+    for illustration in current:
+        illustration.page.project = project  # compose_prompt reads the style guide
     with_references(project, [illustration.page for illustration in current])
-    return [picture for picture in current if is_outdated(picture.page, picture)]
+    return [
+        OutdatedPicture(picture.page_id, picture.approved_at)
+        for picture in current
+        if is_outdated(picture.page, picture)
+    ]
 
 
 OUTDATED_FIELDS = (

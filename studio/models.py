@@ -96,7 +96,12 @@ class Page(models.Model):
     @property
     def illustration_prompt(self) -> str:
         """Return what this page asks the image service to draw (without the style guide)."""
-        return self.prompt.strip() or self.text.strip()
+        return self.prompt_of(self.prompt, self.text)
+
+    @staticmethod
+    def prompt_of(prompt: str, text: str) -> str:
+        """illustration_prompt from a page's prompt and text fields."""
+        return prompt.strip() or text.strip()
 
 
 def export_upload_to(instance: "Export", filename: str) -> str:

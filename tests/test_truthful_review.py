@@ -272,3 +272,36 @@ def test_a_rejected_page_alone_is_not_the_headers_next_action(client, editor, ma
     assert primary_buttons(html) == ["Approve all (1)"]
     assert 'Generate Missing Illustrations <span class="badge">(1)</span>' in html
     assert "Edit prompt and retry" in html
+
+
+def test_out_of_date_pictures_of_a_book_whose_characters_send_no_pictures(make_project):
+    """Most books send no reference pictures: their pictures are compared as plain values
+    (selectors.outdated_pictures), with the same verdicts as page by page."""
+    from generation.prompts import compose_prompt
+
+    project = make_project(pages=4, style_guide="Soft watercolour.")
+    pages = {page.number: page for page in project.pages.all()}
+    sent_with_character = [{"character": 1, "reference": 7, "description": "A fox."}]
+    for number, references_sent in [(1, []), (2, []), (3, sent_with_character), (4, [])]:
+        Illustration.objects.create(
+            page=pages[number],
+            status=Status.COMPLETE,
+            prompt_sent=compose_prompt(pages[number]),
+            references_sent=references_sent,
+            approved_at=timezone.now() if number == 4 else None,
+        )
+    pages[2].prompt = "The fox asleep under the oak."  # drawn from an earlier prompt
+    pages[2].save()
+    project.pages.filter(number=4).update(text="A new ending.")  # approved, then changed
+
+    # Page 3's character has no picture to send any more: its references changed.
+    assert sorted(selectors.outdated_page_ids(project)) == [pages[2].pk, pages[3].pk, pages[4].pk]
+    assert sorted(selectors.outdated_page_ids(project, approved=False)) == [
+        pages[2].pk,
+        pages[3].pk,
+    ]
+    reasons = {
+        number: selectors.outdated_reason(page, page.illustrations.get())
+        for number, page in ((n, project.pages.get(number=n)) for n in pages)
+    }
+    assert reasons == {1: "", 2: "Prompt changed", 3: "Reference changed", 4: "Prompt changed"}

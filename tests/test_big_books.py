@@ -5,6 +5,7 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.db.models.functions import Now
 from django.urls import reverse
 from django.utils import timezone
@@ -123,3 +124,14 @@ def test_generate_missing_queues_a_2000_page_book(make_project):
     result = services.generate_missing(project=project)
     assert result.count == 2000
     assert Illustration.objects.filter(page__project=project, status="queued").count() == 2000
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="JIT is PostgreSQL's; set DATABASE_URL to run this"
+)
+def test_postgresql_compiles_none_of_the_studios_queries():
+    """A big book's page counts passed PostgreSQL's JIT threshold, and compiling them cost
+    three times the query: the studio's connections turn JIT off."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone() == ("off",)

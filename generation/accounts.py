@@ -94,9 +94,19 @@ def succeeded(key: str) -> None:
     ProviderAccount.objects.filter(key=key, failures_in_row__gt=0).update(failures_in_row=0)
 
 
-def halt(key: str, *, reason: str, message: str, provider: str = "", endpoint: str = "") -> bool:
+def halt(
+    key: str,
+    *,
+    reason: str,
+    message: str,
+    provider: str = "",
+    endpoint: str = "",
+    call_started=None,
+) -> bool:
     """Halt the account. Return whether this call halted it (it was not halted already for
-    the same reason)."""
+    the same reason, nor set going again after `call_started`, the database time at which
+    the failed call started: an editor who pressed Resume while it was coming back has
+    answered it already)."""
     ensure(key, provider=provider, endpoint=endpoint)
     fields = {
         "state": State.HALTED,
@@ -111,11 +121,10 @@ def halt(key: str, *, reason: str, message: str, provider: str = "", endpoint: s
         fields.update(next_probe_at=later(FIRST_PROBE), probes=0)
     else:
         fields.update(next_probe_at=None)
-    halted = (
-        ProviderAccount.objects.filter(key=key)
-        .exclude(state=State.HALTED, reason=reason)
-        .update(**fields)
-    )
+    accounts = ProviderAccount.objects.filter(key=key)
+    if call_started is not None:
+        accounts = accounts.filter(Q(resumed_at__isnull=True) | Q(resumed_at__lte=call_started))
+    halted = accounts.exclude(state=State.HALTED, reason=reason).update(**fields)
     if halted:
         logger.warning("Provider account %s halted (%s): %s", key, reason, message)
     return bool(halted)
@@ -156,6 +165,7 @@ def clear(key: str) -> bool:
             probe_by="",
             probe_started_at=None,
             halted_at=None,
+            resumed_at=Now(),
             updated_at=Now(),
         )
     )

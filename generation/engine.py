@@ -183,14 +183,16 @@ def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bo
     return bool(halted)
 
 
-def halt_account(key: str, *, reason: str, message: str, provider=None) -> int:
-    """Halt the account and every running run with work for it. Return runs halted."""
+def halt_account(key: str, *, reason: str, message: str, provider=None, call_started=None) -> int:
+    """Halt the account and every running run with work for it, unless it was set going
+    again after `call_started` (accounts.halt). Return runs halted."""
     accounts.halt(
         key,
         reason=reason,
         message=message,
         provider=getattr(provider, "name", ""),
         endpoint=getattr(provider, "base_url", ""),
+        call_started=call_started,
     )
     waiting = Q(pk__in=[])
     for kind in KINDS.values():
@@ -492,12 +494,12 @@ class JobWorker:
                 self._record(attempt, started, error=error)
                 if error.maybe_paid:
                     self.repeat_key = key
-                self._after_failure(error, probing=probing)
+                self._after_failure(error, attempt=attempt, probing=probing)
                 raise
             except Exception as error:  # a bug or an unexpected library error: still one row
                 wrapped = Transient(f"unexpected error: {error!r}")
                 self._record(attempt, started, error=wrapped)
-                self._after_failure(wrapped, probing=probing)
+                self._after_failure(wrapped, attempt=attempt, probing=probing)
                 raise wrapped from error
             self._record(attempt, started, result=result)
             self._after_success(probing=probing)
@@ -683,14 +685,25 @@ class JobWorker:
             prompt=self.prompt,
         )
 
-    def _after_failure(self, error: ProviderError, *, probing: bool = False) -> None:
+    def _after_failure(
+        self, error: ProviderError, *, attempt: GenerationAttempt, probing: bool = False
+    ) -> None:
         """Decide what the failure means beyond this attempt: halt the account, count the
         outage breaker, wait out a rate limit, or count the attempt against the job."""
         service = self.kind.service
+        # A halt answers only calls that started after the account was last set going:
+        # this attempt's start, by the database's clock.
+        call_started = Subquery(
+            GenerationAttempt.objects.filter(pk=attempt.pk).values("started_at")[:1]
+        )
         if error.halts_run:
             message = halt_message(error.outcome, error, provider=self.provider, service=service)
             halt_account(
-                self.account, reason=error.outcome, message=message, provider=self.provider
+                self.account,
+                reason=error.outcome,
+                message=message,
+                provider=self.provider,
+                call_started=call_started,
             )
             return  # a halting attempt never counts against the job
         if isinstance(error, RateLimited):
@@ -722,6 +735,7 @@ class JobWorker:
                     reason=Run.HaltReason.OUTAGE,
                     message=message,
                     provider=self.provider,
+                    call_started=call_started,
                 )
                 raise Interrupted()
         self.model.objects.filter(pk=self.job.pk).count_attempt()

@@ -527,6 +527,9 @@ class ProviderAccount(models.Model):
     probe_by = models.CharField(max_length=64, blank=True)  # the worker making the probe
     probe_started_at = models.DateTimeField(null=True, blank=True)
     halted_at = models.DateTimeField(null=True, blank=True)
+    # When it was last set going again (a Resume, a probe that got through): the failure of
+    # a call that started before then is old news and halts nothing.
+    resumed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(db_default=Now())
 
     objects = AccountQuerySet.as_manager()

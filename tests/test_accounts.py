@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from generation import accounts, services
+from generation import accounts, engine, services
 from generation.clock import db_now
 from generation.models import GenerationAttempt, Illustration, ProviderAccount, Run
 from generation.providers import account_of, get_provider
@@ -74,6 +74,34 @@ def test_one_refusal_halts_every_project_on_the_account_and_one_resume_continues
     assert ProviderAccount.objects.get().state == "ok"
     assert Illustration.objects.filter(status=Status.COMPLETE).count() == 8
     assert fake_openai.call_count == 1 + 8  # the refused call, then each page once
+
+
+@pytest.mark.django_db
+def test_a_refusal_of_a_call_that_started_before_a_resume_halts_nothing(
+    two_books, fake_openai, drain
+):
+    """Four workers call at once; one call finds the account out of credits and halts it;
+    the editor adds credits and presses Resume; then another call that had started before
+    the Resume comes back refused. The Resume has answered it: nothing halts again."""
+    book_a, book_b = two_books
+    run_a = start(book_a)
+    start(book_b)
+    key = account_of(get_provider())
+    started_before_resume = db_now()
+    fake_openai.script.append("402")
+    drain(run_a.pk, limit=1)
+    assert ProviderAccount.objects.get().state == "halted"
+    services.resume(project=book_a)
+
+    refused = {"reason": "out_of_credits", "message": "Out of credits (HTTP 402)."}
+    assert engine.halt_account(key, **refused, call_started=started_before_resume) == 0
+    assert ProviderAccount.objects.get().state == "ok"
+    assert set(Run.objects.values_list("state", flat=True)) == {"running"}
+
+    # A call that started after the Resume and is refused halts the account again.
+    assert engine.halt_account(key, **refused, call_started=db_now()) == 2
+    assert ProviderAccount.objects.get().state == "halted"
+    assert set(Run.objects.values_list("state", flat=True)) == {"halted"}
 
 
 @pytest.mark.django_db

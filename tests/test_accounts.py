@@ -93,7 +93,11 @@ def test_a_refusal_of_a_call_that_started_before_a_resume_halts_nothing(
     assert ProviderAccount.objects.get().state == "halted"
     services.resume(project=book_a)
 
-    refused = {"reason": "out_of_credits", "message": "Out of credits (HTTP 402)."}
+    refused = {
+        "reason": "out_of_credits",
+        "message": "Out of credits (HTTP 402).",
+        "provider": get_provider(),
+    }
     assert engine.halt_account(key, **refused, call_started=started_before_resume) == 0
     assert ProviderAccount.objects.get().state == "ok"
     assert set(Run.objects.values_list("state", flat=True)) == {"running"}

@@ -121,10 +121,10 @@ def halt(
         fields.update(next_probe_at=later(FIRST_PROBE), probes=0)
     else:
         fields.update(next_probe_at=None)
-    accounts = ProviderAccount.objects.filter(key=key)
+    rows = ProviderAccount.objects.filter(key=key)
     if call_started is not None:
-        accounts = accounts.filter(Q(resumed_at__isnull=True) | Q(resumed_at__lte=call_started))
-    halted = accounts.exclude(state=State.HALTED, reason=reason).update(**fields)
+        rows = rows.filter(Q(resumed_at__isnull=True) | Q(resumed_at__lte=call_started))
+    halted = rows.exclude(state=State.HALTED, reason=reason).update(**fields)
     if halted:
         logger.warning("Provider account %s halted (%s): %s", key, reason, message)
     return bool(halted)

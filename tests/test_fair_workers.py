@@ -111,6 +111,41 @@ def someone_waits_for_a_lock() -> bool:
         return cursor.fetchone()[0] >= 1
 
 
+def race_a_project_lock(project, *, then, meanwhile) -> dict[str, object]:
+    """Lock the project's row in one transaction (as every writer that moves its change
+    counter does first), start `meanwhile` on another connection, and once it waits for a
+    lock, go on with `then` in the first transaction. Return what each returned under
+    "then" and "meanwhile", or the error it raised (a deadlock lands in one of them)."""
+    holds_project, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def run(name, work):
+        try:
+            results[name] = work()
+        except Exception as error:
+            results[name] = error
+        finally:
+            connection.close()
+
+    def holder():
+        with transaction.atomic():
+            Project.objects.select_for_update().filter(pk=project.pk).exists()
+            holds_project.set()
+            release.wait(10)
+            return then()
+
+    first = threading.Thread(target=run, args=("then", holder))
+    first.start()
+    assert holds_project.wait(10)
+    second = threading.Thread(target=run, args=("meanwhile", meanwhile))
+    second.start()
+    wait_until(someone_waits_for_a_lock, timeout=10)
+    release.set()
+    first.join(15)
+    second.join(15)
+    return results
+
+
 @POSTGRESQL_ONLY
 def test_a_claim_meeting_a_stop_waits_for_the_project_and_never_deadlocks(make_project, editor):
     """A stop locks the project's row, then cancels its queued jobs; a claim at that moment
@@ -118,41 +153,12 @@ def test_a_claim_meeting_a_stop_waits_for_the_project_and_never_deadlocks(make_p
     counter), or the two wait for each other and PostgreSQL aborts one."""
     project = make_project(pages=3, owner=editor)
     run = services.generate_missing(project=project).run
-    holds_project, release = threading.Event(), threading.Event()
-    results: dict[str, object] = {}
-
-    def stop():
-        try:
-            with transaction.atomic():
-                Project.objects.select_for_update().filter(pk=project.pk).exists()
-                holds_project.set()
-                release.wait(10)
-                results["canceled"] = Illustration.objects.filter(run=run).cancel_queued()
-        except Exception as error:  # a deadlock lands here or in the claim
-            results["stop"] = error
-        finally:
-            connection.close()
-
-    def claim():
-        try:
-            results["claimed"] = engine.JobWorker(KINDS["illustration"])._claim_in(run.pk)
-        except Exception as error:
-            results["claim"] = error
-        finally:
-            connection.close()
-
-    stopper = threading.Thread(target=stop)
-    stopper.start()
-    assert holds_project.wait(10)
-    claimer = threading.Thread(target=claim)
-    claimer.start()
-
-    wait_until(someone_waits_for_a_lock, timeout=10)
-    release.set()
-    stopper.join(15)
-    claimer.join(15)
-    assert "stop" not in results and "claim" not in results, results
-    assert results == {"canceled": 3, "claimed": False}
+    results = race_a_project_lock(
+        project,
+        then=lambda: Illustration.objects.filter(run=run).cancel_queued(),
+        meanwhile=lambda: engine.JobWorker(KINDS["illustration"])._claim_in(run.pk),
+    )
+    assert results == {"then": 3, "meanwhile": False}  # canceled 3, claimed none
 
 
 @POSTGRESQL_ONLY
@@ -166,38 +172,11 @@ def test_a_worker_settling_a_run_while_the_editor_queues_work_waits_and_never_de
     project = make_project(pages=2, owner=editor)
     run = services.generate_missing(project=project).run
     Illustration.objects.filter(run=run).update(status="complete")  # nothing left: it ends
-    holds_project, release = threading.Event(), threading.Event()
-    errors: dict[str, Exception] = {}
-
-    def queue():
-        try:
-            with transaction.atomic():
-                Project.objects.select_for_update().filter(pk=project.pk).exists()
-                holds_project.set()
-                release.wait(10)
-                Run.objects.select_for_update().filter(pk=run.pk).exists()
-        except Exception as error:  # a deadlock lands here or in the settling
-            errors["queue"] = error
-        finally:
-            connection.close()
-
-    def settle():
-        try:
-            engine.settle_run(run.pk)
-        except Exception as error:
-            errors["settle"] = error
-        finally:
-            connection.close()
-
-    queuer = threading.Thread(target=queue)
-    queuer.start()
-    assert holds_project.wait(10)
-    settler = threading.Thread(target=settle)
-    settler.start()
-    wait_until(someone_waits_for_a_lock, timeout=10)
-    release.set()
-    queuer.join(15)
-    settler.join(15)
-    assert errors == {}
+    results = race_a_project_lock(
+        project,
+        then=lambda: Run.objects.select_for_update().filter(pk=run.pk).exists(),
+        meanwhile=lambda: engine.settle_run(run.pk),
+    )
+    assert results == {"then": True, "meanwhile": None}  # no error on either side
     run.refresh_from_db()
     assert run.state == Run.State.FINISHED

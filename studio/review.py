@@ -11,7 +11,6 @@ from functools import cached_property
 
 from django.conf import settings
 from django.urls import reverse
-from django.utils.formats import date_format, time_format
 from django.utils.timezone import localtime
 
 from generation import selectors
@@ -67,6 +66,50 @@ class CardUrls:
         self.card = card
 
 
+# The mark before a chip's words, by the card's state (hidden from screen readers: the words
+# say it).
+ICONS = {
+    "pending": "◦",
+    "queued": "⋯",
+    "held": "‖",
+    "paused": "‖",
+    "finishing": "⟳",
+    "generating": "⟳",
+    "waiting": "◔",
+    "retrying": "↻",
+    "complete": "✓",
+    "outdated": "✎",
+    "failed": "✗",
+    "rejected": "⊘",
+}
+
+
+# A chip's words, for the states whose words say no more than the state.
+LABELS = {
+    "pending": "Pending",
+    "paused": "Paused",
+    "finishing": "Finishing…",
+    "waiting": "Waiting for the service",
+    "generating": "Generating",
+    "retrying": "Retrying",
+    "complete": "Complete",
+    "failed": "Failed",
+    "rejected": "Rejected",
+}
+
+
+@dataclass(frozen=True)
+class CardAction:
+    """One control of a card: a POST form (so it works without JavaScript), or a link that
+    opens in the side panel."""
+
+    label: str
+    url: str
+    drawer: bool = False  # a link to the side panel, not a POST
+    primary: bool = False
+    confirm: str = ""  # asked before the POST is sent
+
+
 @dataclass
 class PageCard:
     page: Page
@@ -115,6 +158,64 @@ class PageCard:
             return "rejected" if self.job.failure_reason == "rejected" else "failed"
         return "pending"
 
+    @property
+    def icon(self) -> str:
+        """Return the mark before the chip's words."""
+        if self.stalled and self.state in ("generating", "retrying", "waiting"):
+            return "⏸"  # "Waiting for the worker"
+        return ICONS.get(self.state, "")
+
+    @cached_property
+    def actions(self) -> list[CardAction]:
+        """Return the controls the card shows beside its "More" menu: what the page needs
+        next, if anything."""
+        state, urls, job = self.state, self.urls, self.job
+        actions = []
+        if state in ("pending", "failed"):
+            actions.append(CardAction("Retry" if state == "failed" else "Generate", urls.retry))
+        elif state == "outdated":
+            actions.append(
+                CardAction(
+                    "Regenerate", urls.regenerate, primary=True, confirm=self._redraw_confirm
+                )
+            )
+        elif state == "rejected":
+            actions.append(
+                CardAction("Edit prompt and retry", urls.prompt, drawer=True, primary=True)
+            )
+        if job is not None and job.candidate and not job.is_active:
+            actions.append(CardAction("Choose a variant", urls.variants, drawer=True, primary=True))
+        return actions
+
+    @cached_property
+    def menu(self) -> list[CardAction]:
+        """Return the items of the card's "More" menu, in order."""
+        state, urls, job = self.state, self.urls, self.job
+        items = []
+        if state in ("pending", "queued", "held", "paused"):
+            items.append(CardAction("Generate next", urls.next))
+        if state == "complete":
+            items.append(CardAction("Regenerate", urls.regenerate, confirm=self._redraw_confirm))
+        if state != "rejected":
+            items.append(CardAction("Edit prompt", urls.prompt, drawer=True))
+        if job is None or not (job.is_active or job.candidate):
+            items.append(CardAction("Try variants", urls.variants, drawer=True))
+        if self.approved:
+            items.append(CardAction("Unapprove", urls.unapprove))
+        elif self.current is not None:
+            items.append(CardAction("Approve", urls.approve))
+        if self.current is not None and self.clip_state not in ("queued", "generating", "retrying"):
+            items.append(CardAction("Remake clip" if self.clip else "Make clip", urls.make_clip))
+        items.append(CardAction("History", urls.history, drawer=True))
+        return items
+
+    @property
+    def _redraw_confirm(self) -> str:
+        if not self.approved:
+            return ""
+        number = self.page.number
+        return f"Page {number} is approved. Draw it again? The new picture will need approving."
+
     @cached_property
     def outdated_reason(self) -> str:
         """Return "Prompt changed", "Reference changed", or "" (the picture is current; a
@@ -162,28 +263,21 @@ class PageCard:
             return "waiting"  # the service asked for a long wait: back in line until then
         return job.status
 
-    @property
+    @cached_property
     def label(self) -> str:
         """Return the chip's words: short enough for one line on a card at 1280 px."""
         state, job = self.state, self.job
         if self.stalled and state in ("generating", "retrying", "waiting"):
             return "Waiting for the worker"
-        return {
-            "pending": "Pending",
-            "queued": "Queued · next" if job and job.priority > 0 else "Queued",
-            "held": f"Held: {self.held_reason}",
-            "paused": "Paused",
-            "finishing": "Finishing…",
-            "waiting": "Waiting for the service",
-            "generating": "Generating",
-            "retrying": "Retrying",
-            "complete": "Complete",
-            "outdated": self.outdated_reason or "Prompt changed",
-            "failed": "Failed",
-            "rejected": "Rejected",
-        }.get(state, state)
+        if state == "queued":
+            return "Queued · next" if job and job.priority > 0 else "Queued"
+        if state == "held":
+            return f"Held: {self.held_reason}"
+        if state == "outdated":
+            return self.outdated_reason or "Prompt changed"
+        return LABELS.get(state, state)
 
-    @property
+    @cached_property
     def detail(self) -> str:
         """Return what the chip's state adds, on the line below it: "attempt 2 of 3",
         "12 a minute; next at 14:32:05" (empty when nothing)."""
@@ -277,12 +371,13 @@ def page_cards(
     ]
 
 
+# Numbers only, the same in every language: strftime, not Django's slower date formats.
 def _clock(value) -> str:
-    return time_format(localtime(value), "H:i:s") if value is not None else "?"
+    return localtime(value).strftime("%H:%M:%S") if value is not None else "?"
 
 
 def _when(value) -> str:
-    return date_format(localtime(value), "Y-m-d H:i") if value is not None else ""
+    return localtime(value).strftime("%Y-%m-%d %H:%M") if value is not None else ""
 
 
 def _stalled(job: Illustration | None, now) -> bool:
@@ -344,7 +439,7 @@ def group_into_sections(cards: list[PageCard], heads: list[SectionHead]) -> None
 
 # --- windows: a big book's grid shows WINDOW cards at a time --------------------------------
 
-WINDOW = 100
+WINDOW = 50
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from generation import ledger, selectors, services
 from generation.models import Illustration, Run
 from generation.plain import plain_message
 from generation.pricing import money
+from studio import review
 
 pytestmark = pytest.mark.django_db
 
@@ -305,3 +306,48 @@ def test_out_of_date_pictures_of_a_book_whose_characters_send_no_pictures(make_p
         for number, page in ((n, project.pages.get(number=n)) for n in pages)
     }
     assert reasons == {1: "", 2: "Prompt changed", 3: "Reference changed", 4: "Prompt changed"}
+
+
+def offers(card) -> tuple[list[str], list[str]]:
+    """Return the words of a card's controls: those beside its menu, and its menu's."""
+    return [action.label for action in card.actions], [item.label for item in card.menu]
+
+
+def test_each_card_offers_what_its_page_needs_next(make_project, drain):
+    project = make_project(pages=5)
+    run = services.generate_missing(project=project).run
+    drain(run.pk, limit=1)  # page 1 is drawn; pages 2 to 5 stay queued
+    pages = {page.number: page for page in project.pages.all()}
+    services.approve_page(page=pages[1])
+    services.stop(project=project)  # pages 2 to 5 are missing, with nothing on its way
+    Illustration.objects.filter(page=pages[3]).update(
+        status=Status.FAILED, failure_reason="exhausted", error_message="HTTP 503"
+    )
+    Illustration.objects.filter(page=pages[4]).update(
+        status=Status.FAILED, failure_reason="rejected", error_message="Refused"
+    )
+    services.queue_page(page=pages[5])
+
+    cards = {card.page.number: card for card in review.page_cards(project)}
+    assert [cards[n].state for n in range(1, 6)] == [
+        "complete",
+        "pending",
+        "failed",
+        "rejected",
+        "queued",
+    ]
+    drawn, confirm = offers(cards[1]), cards[1].menu[0].confirm
+    assert drawn == (
+        [],
+        ["Regenerate", "Edit prompt", "Try variants", "Unapprove", "Make clip", "History"],
+    )
+    assert confirm == "Page 1 is approved. Draw it again? The new picture will need approving."
+    assert offers(cards[2]) == (
+        ["Generate"],
+        ["Generate next", "Edit prompt", "Try variants", "History"],
+    )
+    assert offers(cards[3]) == (["Retry"], ["Edit prompt", "Try variants", "History"])
+    assert offers(cards[4]) == (["Edit prompt and retry"], ["Try variants", "History"])
+    assert offers(cards[5]) == ([], ["Generate next", "Edit prompt", "History"])
+    assert cards[4].actions[0].drawer and cards[4].actions[0].url == f"/pages/{pages[4].pk}/prompt/"
+    assert [cards[n].icon for n in range(1, 6)] == ["✓", "◦", "✗", "⊘", "⋯"]

@@ -20,7 +20,7 @@ from studio.changes import project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import accounts, ledger, logs, thumbnails, workers
+from . import accounts, broker, ledger, logs, thumbnails, workers
 from .clock import db_now
 from .engine import settle_run
 from .kinds import KINDS
@@ -73,18 +73,18 @@ class StoryNotPossible(Exception):
 def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> None:
     """Hand the broker one task per job; each task claims the job whose turn it is, in
     this run or another (generation.fairness), so the tasks always match the work."""
-    # One broker for them all: async_task would otherwise open a broker (and a Redis
-    # connection) per task.
-    broker = get_broker()
-    for _ in range(count + spare_tasks(count)):
-        async_task(
-            "generation.tasks.run_next_job",
-            run_id,
-            kind,
-            task_name=f"run-{run_id}-{kind}",
-            group=f"run-{run_id}",
-            broker=broker,
-        )
+    # One broker for them all, pushed to in one go (generation.broker): async_task would
+    # otherwise open a broker (and a Redis connection) and push to it per task.
+    with broker.batched() as batch:
+        for _ in range(count + spare_tasks(count)):
+            async_task(
+                "generation.tasks.run_next_job",
+                run_id,
+                kind,
+                task_name=f"run-{run_id}-{kind}",
+                group=f"run-{run_id}",
+                broker=batch,
+            )
 
 
 def spare_tasks(count: int) -> int:

@@ -120,11 +120,15 @@ def test_the_poll_of_a_window_answers_only_its_cards_and_the_whole_books_counts(
     assert f"5 of {2 * WINDOW} illustrated" in body
 
 
-def test_generate_missing_queues_a_2000_page_book(make_project):
+def test_generate_missing_queues_a_2000_page_book(
+    make_project, broker, django_capture_on_commit_callbacks
+):
     project = make_project(pages=2000)
-    result = services.generate_missing(project=project)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.generate_missing(project=project)
     assert result.count == 2000
     assert Illustration.objects.filter(page__project=project, status="queued").count() == 2000
+    assert broker.queue_size() == 2000  # a task per job, pushed a thousand at a time
 
 
 @pytest.mark.skipif(

@@ -626,22 +626,25 @@ class Bench:
         for pages in (50, size):
             project = self.project(pages, f"review {pages}")
             services.generate_missing(project=project)
-            # Half illustrated, the rest queued: a run in progress.
+            # Every other page illustrated, the rest queued: a run in progress. Every window
+            # of a big book's grid then holds pages of each kind, the first one included.
             jobs = list(Illustration.objects.filter(page__project=project).order_by("pk"))
-            Illustration.objects.filter(pk__in=[j.pk for j in jobs[: pages // 2]]).update(
+            waiting = jobs[1::2]
+            Illustration.objects.filter(pk__in=[j.pk for j in jobs[0::2]]).update(
                 status=Illustration.Status.COMPLETE,
                 finished_at=timezone.now(),
                 prompt_sent="x",
                 image="illustrations/none.png",
             )
             # The poll between two ticks of a run: everything settled a minute ago, and
-            # four workers have just moved their pages along.
+            # four workers have just moved their pages along (near the start of the book,
+            # as the first window shows them).
             a_minute_ago = timezone.now() - timedelta(minutes=1)
             Illustration.objects.filter(page__project=project).update(updated_at=a_minute_ago)
             Page.objects.filter(project=project).update(updated_at=a_minute_ago)
             Run.objects.filter(project=project).update(created_at=a_minute_ago)
             since = f"{time.time():.3f}"
-            Illustration.objects.filter(pk__in=[j.pk for j in jobs[-4:]]).update(
+            Illustration.objects.filter(pk__in=[j.pk for j in waiting[:4]]).update(
                 status=Illustration.Status.GENERATING, updated_at=timezone.now()
             )
             if connection.vendor == "postgresql":

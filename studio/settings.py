@@ -397,10 +397,11 @@ else:
 # share (STUDIO_CACHE_DIR). Several web servers need Redis.
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "BACKEND": "studio.cache.FileCache",
         "LOCATION": env_str("STUDIO_CACHE_DIR", str(BASE_DIR / "var" / "cache")),
-        # Each version of a drawing project leaves a header and an answer behind for 10 s:
-        # Django's 300 would cull (at random) the live ones of a dozen busy projects.
+        # Each version of a drawing project leaves a header and an answer behind for 10 s
+        # (removed once expired, studio.cache): Django's 300 would cull (at random) the
+        # live ones of a dozen busy projects.
         "OPTIONS": {"MAX_ENTRIES": 5000},
     },
     "cluster-stats": {

@@ -396,34 +396,60 @@ class OutdatedPicture:
 def outdated_pictures(project: Project) -> list[OutdatedPicture]:
     """Return the project's current pictures that were drawn from another prompt or other
     references than their page's today (its text, prompt, the style guide or its
-    characters changed), in three queries."""
-    complete = Illustration.objects.filter(page__project=project, status=Status.COMPLETE)
-    prefetch_related_objects([project], "characters")
-    if not any(character.reference_id for character in project.characters.all()):
-        # No character has a picture to send: every page sends none, so no page's
-        # characters need reading (most books), and a picture's prompt is compared as
-        # plain values: a 2,000-page book has as many pictures.
-        rows = complete.values_list(
-            "page_id", "approved_at", "prompt_sent", "references_sent", "page__prompt", "page__text"
+    characters changed), in two queries (three when a character sends a picture)."""
+    return outdated_by_project([project])[project.pk]
+
+
+def outdated_by_project(projects: list[Project]) -> dict[int, list[OutdatedPicture]]:
+    """Return {project id: its out-of-date pictures (outdated_pictures)} for the given
+    projects, in two queries whatever their number (four when a character sends a
+    picture)."""
+    by_id = {project.pk: project for project in projects}
+    found: dict[int, list[OutdatedPicture]] = {pk: [] for pk in by_id}
+    if not by_id:
+        return found
+    complete = Illustration.objects.filter(status=Status.COMPLETE)
+    prefetch_related_objects(projects, "characters")
+    # A book none of whose characters has a picture to send (most books) sends none with
+    # any page: no page's characters need reading, and its pictures' prompts are compared
+    # as plain values (a 2,000-page book has as many pictures).
+    plain = {
+        pk
+        for pk, project in by_id.items()
+        if not any(character.reference_id for character in project.characters.all())
+    }
+    if plain:
+        rows = complete.filter(page__project__in=plain).values_list(
+            "page__project",
+            "page_id",
+            "approved_at",
+            "prompt_sent",
+            "references_sent",
+            "page__prompt",
+            "page__text",
         )
-        return [
-            OutdatedPicture(page_id, approved_at)
-            for page_id, approved_at, sent, references_sent, prompt, text in rows
-            if sent
-            and (
-                sent != compose(Page.prompt_of(prompt, text), project.style_guide)
+        for project_id, page_id, approved_at, sent, references_sent, prompt, text in rows:
+            style_guide = by_id[project_id].style_guide
+            if sent and (
+                sent != compose(Page.prompt_of(prompt, text), style_guide)
                 or references.changed(references_sent, [])
-            )
-        ]
-    current = list(complete.select_related("page").only(*OUTDATED_FIELDS))
-    for illustration in current:
-        illustration.page.project = project  # compose_prompt reads the style guide
-    with_references(project, [illustration.page for illustration in current])
-    return [
-        OutdatedPicture(picture.page_id, picture.approved_at)
-        for picture in current
-        if is_outdated(picture.page, picture)
-    ]
+            ):
+                found[project_id].append(OutdatedPicture(page_id, approved_at))
+    if len(plain) < len(by_id):
+        current = list(
+            complete.filter(page__project__in=by_id.keys() - plain)
+            .select_related("page")
+            .only(*OUTDATED_FIELDS)
+        )
+        for illustration in current:
+            illustration.page.project = by_id[illustration.page.project_id]
+        prefetch_related_objects([illustration.page for illustration in current], "characters")
+        for picture in current:
+            if is_outdated(picture.page, picture):
+                found[picture.page.project_id].append(
+                    OutdatedPicture(picture.page_id, picture.approved_at)
+                )
+    return found
 
 
 OUTDATED_FIELDS = (
@@ -452,21 +478,9 @@ def outdated_page_ids(project: Project, *, approved: bool = True) -> list[int]:
 
 
 def outdated_counts(projects: list[Project]) -> dict[int, int]:
-    """Return {project id: pictures out of date} for the given projects, in three queries."""
-    by_id = {project.pk: project for project in projects}
-    current = list(
-        Illustration.objects.filter(page__project__in=by_id, status=Status.COMPLETE).select_related(
-            "page"
-        )
-    )
-    for illustration in current:
-        illustration.page.project = by_id[illustration.page.project_id]
-    prefetch_related_objects(projects, "characters")
-    prefetch_related_objects([illustration.page for illustration in current], "characters")
-    counts = dict.fromkeys(by_id, 0)
-    for illustration in current:
-        counts[illustration.page.project_id] += is_outdated(illustration.page, illustration)
-    return counts
+    """Return {project id: pictures out of date} for the given projects (see
+    outdated_by_project)."""
+    return {pk: len(pictures) for pk, pictures in outdated_by_project(projects).items()}
 
 
 def latest_illustration_run_id(project: Project) -> int | None:

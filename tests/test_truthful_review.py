@@ -14,6 +14,7 @@ from generation.models import Illustration, Run
 from generation.plain import plain_message
 from generation.pricing import money
 from studio import review
+from studio.models import Project
 
 pytestmark = pytest.mark.django_db
 
@@ -351,3 +352,33 @@ def test_each_card_offers_what_its_page_needs_next(make_project, drain):
     assert offers(cards[5]) == ([], ["Generate next", "Edit prompt", "History"])
     assert cards[4].actions[0].drawer and cards[4].actions[0].url == f"/pages/{pages[4].pk}/prompt/"
     assert [cards[n].icon for n in range(1, 6)] == ["✓", "◦", "✗", "⊘", "⋯"]
+
+
+def test_the_project_list_counts_each_books_out_of_date_pictures_in_a_few_queries(
+    make_project, django_assert_num_queries
+):
+    """A book whose characters send no pictures is compared as plain values, one whose
+    characters do is compared page by page: both in the one call the project list makes."""
+    from generation.prompts import compose_prompt
+    from studio.models import Character, ReferenceImage
+
+    plain = make_project(pages=3, title="No pictures to send")
+    with_fox = make_project(pages=3, title="The fox's picture goes along")
+    for project in (plain, with_fox):
+        for page in project.pages.all():
+            Illustration.objects.create(
+                page=page, status=Status.COMPLETE, prompt_sent=compose_prompt(page)
+            )
+    plain.pages.filter(number=1).update(text="A new beginning.")
+    fox = Character.objects.create(project=with_fox, name="Fox", description="A red fox.")
+    fox.reference = ReferenceImage.objects.create(
+        character=fox, image="references/fox.png", source="upload", width=40, height=40
+    )
+    fox.save()
+    fox.pages.add(*with_fox.pages.filter(number__gte=2))  # drawn before it had a picture
+
+    projects = list(Project.objects.filter(pk__in=[plain.pk, with_fox.pk]))
+    with django_assert_num_queries(4):  # characters, plain values, pictures, their pages'
+        counts = selectors.outdated_counts(projects)
+    assert counts == {plain.pk: 1, with_fox.pk: 2}
+    assert counts == {p.pk: len(selectors.outdated_pictures(p)) for p in projects}

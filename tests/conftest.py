@@ -12,7 +12,7 @@ from django.core.cache import caches
 from django.db import connection
 from django_q.brokers import get_broker
 
-from generation import engine
+from generation import engine, selectors
 from generation.clock import db_now
 from studio.models import Page, Project
 
@@ -44,6 +44,14 @@ class Sweeper:
 
         self.requeued += services.sweep()["requeued"]
         return self.requeued >= self.expected
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prepared_queries(django_db_setup, django_db_blocker):
+    """The queries the studio builds once per database (selectors.prepare_queries), built
+    before any test counts a request's queries."""
+    with django_db_blocker.unblock():
+        selectors.prepare_queries()
 
 
 @pytest.fixture

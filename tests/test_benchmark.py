@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from generation import services
+from generation.models import Illustration
 from studio.models import Project
 from tests.conftest import ROOT, stop_process_group, wait_until, worker_env
 from tests.test_runstudio import descendants, is_alive
@@ -108,3 +110,23 @@ def test_clusters_must_split_the_workers_evenly(broker):
     assert result.returncode == 1
     assert "--clusters must divide C = " in result.stderr
     assert "workers evenly (got 3)" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_benchmark_refuses_to_run_beside_a_studio_run_in_progress(broker, make_project):
+    """Any worker takes any project's next job: the benchmark's workers, with its fake
+    service, would draw an editor's queued pages."""
+    project = make_project(pages=2, title="Someone's book")
+    services.generate_missing(project=project)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "benchmark", "--scenario", "pages"],
+        cwd=ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "1 project(s) of this studio have a run in progress (Someone's book)" in result.stderr
+    assert Illustration.objects.filter(page__project=project, status="queued").count() == 2
+    assert not Project.objects.filter(owner__username="benchmark").exists()

@@ -42,7 +42,7 @@ from django_q.brokers import get_broker
 
 from generation import services, workers
 from generation.fakes.openai import FakeImageService
-from generation.management.base import OperatorCommand, table
+from generation.management.base import OperatorCommand, table, usage_error
 from generation.models import GenerationAttempt, Illustration, Run
 from generation.providers.embedded import render_scene
 from generation.selectors import project_progress
@@ -172,6 +172,14 @@ class Command(OperatorCommand):
                 f"benchmark: --clusters must divide C = {concurrency} workers evenly "
                 f"(got {options['clusters']})."
             )
+        busy = studio_runs_in_progress()
+        if busy:
+            raise usage_error(
+                f"benchmark: {len(busy)} project(s) of this studio have a run in progress "
+                f"({', '.join(busy[:3])}); the benchmark's workers would draw their pages with "
+                "its fake service. Pause or stop them, or point DATABASE_URL at an empty "
+                "database."
+            )
         bench = Bench(self, concurrency)
         scenarios = options["scenario"] or SCENARIOS
         rows = []
@@ -236,6 +244,18 @@ def row(scenario, measure, value, unit="", goal="", ok=None) -> dict:
         "goal": goal,
         "ok": ok,
     }
+
+
+def studio_runs_in_progress() -> list[str]:
+    """Return the titles of the projects, other than the benchmark's own, whose run is in
+    progress: any worker takes any project's next job (fair turns), so the benchmark's
+    would draw their pages."""
+    return list(
+        Run.objects.filter(state=Run.State.RUNNING)
+        .exclude(project__owner__username__in=(BENCH_USER, f"{BENCH_USER}-other"))
+        .values_list("project__title", flat=True)
+        .order_by("project__title")
+    )
 
 
 class Bench:

@@ -97,16 +97,21 @@ def test_ctrl_c_stops_the_benchmarks_clusters_and_deletes_its_projects(broker):
     assert Project.objects.filter(owner__username="benchmark").count() == 0
 
 
-@pytest.mark.django_db(transaction=True)
-def test_clusters_must_split_the_workers_evenly(broker):
-    result = subprocess.run(
-        [sys.executable, "manage.py", "benchmark", "--scenario", "makespan", "--clusters", "3"],
+def refused_benchmark(*args: str) -> subprocess.CompletedProcess:
+    """Run `manage.py benchmark` with arguments it refuses before starting any scenario."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "benchmark", *args],
         cwd=ROOT,
         env=worker_env(),
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_clusters_must_split_the_workers_evenly(broker):
+    result = refused_benchmark("--scenario", "makespan", "--clusters", "3")
     assert result.returncode == 1
     assert "--clusters must divide C = " in result.stderr
     assert "workers evenly (got 3)" in result.stderr
@@ -118,14 +123,7 @@ def test_the_benchmark_refuses_to_run_beside_a_studio_run_in_progress(broker, ma
     service, would draw an editor's queued pages."""
     project = make_project(pages=2, title="Someone's book")
     services.generate_missing(project=project)
-    result = subprocess.run(
-        [sys.executable, "manage.py", "benchmark", "--scenario", "pages"],
-        cwd=ROOT,
-        env=worker_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = refused_benchmark("--scenario", "pages")
     assert result.returncode == 2
     assert "1 project(s) of this studio have a run in progress (Someone's book)" in result.stderr
     assert Illustration.objects.filter(page__project=project, status="queued").count() == 2

@@ -159,9 +159,15 @@ class PageCard:
         return "pending"
 
     @property
+    def waiting_for_worker(self) -> bool:
+        """Return whether the card reads "Waiting for the worker": its call was under way
+        when the worker's lease ran out."""
+        return self.stalled and self.state in ("generating", "retrying", "waiting")
+
+    @property
     def icon(self) -> str:
         """Return the mark before the chip's words."""
-        if self.stalled and self.state in ("generating", "retrying", "waiting"):
+        if self.waiting_for_worker:
             return "⏸"  # "Waiting for the worker"
         return ICONS.get(self.state, "")
 
@@ -267,7 +273,7 @@ class PageCard:
     def label(self) -> str:
         """Return the chip's words: short enough for one line on a card at 1280 px."""
         state, job = self.state, self.job
-        if self.stalled and state in ("generating", "retrying", "waiting"):
+        if self.waiting_for_worker:
             return "Waiting for the worker"
         if state == "queued":
             return "Queued · next" if job and job.priority > 0 else "Queued"
@@ -282,7 +288,7 @@ class PageCard:
         """Return what the chip's state adds, on the line below it: "attempt 2 of 3",
         "12 a minute; next at 14:32:05" (empty when nothing)."""
         state, job = self.state, self.job
-        if self.stalled and state in ("generating", "retrying", "waiting"):
+        if self.waiting_for_worker:
             return f"to come back; lease ends at {_clock(job.lease_expires_at)}"
         if state == "waiting":
             parts = [job.waiting_for] if job.waiting_for else []

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Q, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception
 
@@ -28,11 +28,11 @@ from . import accounts, fairness, ledger, logs, notify
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
 from .limits import POLL_SECONDS, BudgetReached, Gate, provider_key
+from .machines import RUN
 from .models import (
     ACTIVE_STATUSES,
     GenerationAttempt,
     Job,
-    ProviderAccount,
     ProviderSlot,
     Run,
     SpendEntry,
@@ -129,7 +129,8 @@ def settle_run(run_id: int) -> None:
         if run_has_active_jobs(run_id):
             return
         state = Run.State.FINISHED if run.state == Run.State.RUNNING else Run.State.STOPPED
-        Run.objects.filter(pk=run_id).update(state=state, finished_at=Now(), updated_at=Now())
+        transition = "finish" if state == Run.State.FINISHED else "stopped"
+        RUN.move(Run.objects.filter(pk=run_id), transition, finished_at=Now(), updated_at=Now())
     logs.run_state(run, state)
     if state == Run.State.FINISHED:
         notify.run_ended(run_id)
@@ -152,25 +153,13 @@ def halt_message(reason: str, error: ProviderError | None, *, provider, service:
     return message[:2000]
 
 
-def account_halted(key: str) -> Exists:
-    """A condition: the account is (still) halted. Halting a run for its account checks it
-    in the same UPDATE, so a worker that read the account just before a Resume never halts
-    a run again after it."""
-    return Exists(
-        ProviderAccount.objects.filter(
-            key=key, state__in=(ProviderAccount.State.HALTED, ProviderAccount.State.PROBING)
-        )
-    )
-
-
 def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bool:
     """Halt a running run for a reason retrying cannot fix (with account, only while that
     account is halted). Return whether this call halted it."""
-    rows = Run.objects.filter(pk=run_id, state=Run.State.RUNNING)
-    if account:
-        rows = rows.filter(account_halted(account))
-    halted = rows.update(
-        state=Run.State.HALTED,
+    halted = RUN.move(
+        Run.objects.filter(pk=run_id),
+        "halt_for_account" if account else "halt",
+        context={"account": account},
         halt_reason=reason,
         message=message,
         halted_account=account,
@@ -200,10 +189,12 @@ def halt_account(key: str, *, reason: str, message: str, provider=None, call_sta
             waiting |= kind.runs_on_account(key)
         except LookupError:  # no provider configured for this kind
             continue
-    rows = Run.objects.filter(waiting, account_halted(key), state=Run.State.RUNNING)
+    rows = RUN.eligible(Run.objects.filter(waiting), "halt_for_account", account=key)
     running = list(rows.values("pk", "project"))
-    halted = rows.update(
-        state=Run.State.HALTED,
+    halted = RUN.move(
+        Run.objects.filter(pk__in=[run["pk"] for run in running]),
+        "halt_for_account",
+        context={"account": key},
         halt_reason=reason,
         message=message,
         halted_account=key,

@@ -15,6 +15,8 @@ from django.db.models.functions import Now
 from studio.changes import INVISIBLE_FIELDS, ProjectRowsQuerySet, open_projects_changed, watch
 from studio.models import Character, Page, Project, ReferenceImage
 
+from . import machines
+
 
 class Run(models.Model):
     """One push to illustrate a project's missing pages, with the state editors steer."""
@@ -106,7 +108,8 @@ def illustration_upload_to(instance: "Illustration", filename: str) -> str:
 
 
 class JobQuerySet(ProjectRowsQuerySet):
-    """Every change of a job's state, each written once as a compare-and-set UPDATE.
+    """Every change of a job's state, each one conditional UPDATE made from the job's
+    table in generation.machines.
 
     Each transition names the claim it needs (status, the worker's id, the run's state) in
     its WHERE clause and returns the rows it changed: 0 means the job was not in that
@@ -114,13 +117,16 @@ class JobQuerySet(ProjectRowsQuerySet):
     caller must then change and call nothing. Times come from the database's clock.
     """
 
+    def _move(self, name: str, *, worker_id: str | None = None, now=None, **fields) -> int:
+        return machines.JOB.move(self, name, context={"worker_id": worker_id, "now": now}, **fields)
+
     def held_by(self, worker_id: str):
         return self.filter(claimed_by=worker_id, status__in=WORKING_STATUSES)
 
     def claim(self, *, worker_id: str, lease: float) -> int:
         """queued → generating for this worker, only while the job's run is running."""
-        return self.filter(run_is(Run.State.RUNNING), status=Job.Status.QUEUED).update(
-            status=Job.Status.GENERATING,
+        return self._move(
+            "claim",
             claimed_by=worker_id,
             lease_expires_at=later(lease),
             next_attempt_at=None,
@@ -131,29 +137,32 @@ class JobQuerySet(ProjectRowsQuerySet):
     def renew(self, *, worker_id: str, lease: float, running: bool = False, **fields) -> int:
         """Extend the worker's lease (with running, only while the run is running; a call
         already in flight is kept whatever happens to the run)."""
-        rows = self.held_by(worker_id)
-        if running:
-            rows = rows.filter(run_is(Run.State.RUNNING))
         if fields:
             fields.setdefault("updated_at", Now())
-        return rows.update(lease_expires_at=later(lease), **fields)
+        return self._move(
+            "renew_running" if running else "renew",
+            worker_id=worker_id,
+            lease_expires_at=later(lease),
+            **fields,
+        )
 
     def start_attempt(self, *, worker_id: str, lease: float, **recorded) -> int:
         """Before a call: generating again (after a retry wait), lease renewed, only while
         the run is running."""
-        return self.renew(
+        return self._move(
+            "start_attempt",
             worker_id=worker_id,
-            lease=lease,
-            running=True,
-            status=Job.Status.GENERATING,
+            lease_expires_at=later(lease),
             next_attempt_at=None,
+            updated_at=Now(),
             **recorded,
         )
 
     def wait_to_retry(self, *, worker_id: str, wait: float, lease: float) -> int:
         """generating → retrying, showing when the next try is due."""
-        return self.held_by(worker_id).update(
-            status=Job.Status.RETRYING,
+        return self._move(
+            "wait_to_retry",
+            worker_id=worker_id,
             next_attempt_at=later(wait),
             lease_expires_at=later(wait + lease),
             updated_at=Now(),
@@ -165,45 +174,41 @@ class JobQuerySet(ProjectRowsQuerySet):
 
     def defer(self, *, worker_id: str, wait: float) -> int:
         """Back to the queue with the time of its next try (a long Retry-After)."""
-        return self.held_by(worker_id).update(
-            status=Job.Status.QUEUED,
+        return self._move(
+            "defer",
+            worker_id=worker_id,
             claimed_by="",
             lease_expires_at=None,
             next_attempt_at=later(wait),
             updated_at=Now(),
         )
 
-    def release(self, *, worker_id: str | None = None, **fields) -> tuple[int, int]:
+    def release(self, *, worker_id: str | None = None, now=None, **fields) -> tuple[int, int]:
         """Give jobs back: canceled where their run stopped (or is gone), queued again
         where it may resume. With worker_id, only that worker's job; without, the jobs of
-        this queryset (the sweep's expired ones). Return (requeued, canceled)."""
-        rows = self.held_by(worker_id) if worker_id else self
-        stopped = Q(run__isnull=True) | run_is(Run.State.STOPPING, Run.State.STOPPED)
-        canceled = rows.filter(stopped).update(
-            status=Job.Status.CANCELED,
-            claimed_by="",
-            lease_expires_at=None,
-            next_attempt_at=None,
-            finished_at=Now(),
-            updated_at=Now(),
+        this queryset whose lease expired (the sweep's). Return (requeued, canceled)."""
+        names = ("give_back", "give_back_stopped") if worker_id else ("reclaim", "reclaim_stopped")
+        released = {
+            "claimed_by": "",
+            "lease_expires_at": None,
+            "next_attempt_at": None,
+            "updated_at": Now(),
             **fields,
-        )
-        requeued = rows.update(
-            status=Job.Status.QUEUED,
-            claimed_by="",
-            lease_expires_at=None,
-            next_attempt_at=None,
-            updated_at=Now(),
-            **fields,
-        )
+        }
+        canceled = self._move(names[1], worker_id=worker_id, now=now, finished_at=Now(), **released)
+        requeued = self._move(names[0], worker_id=worker_id, now=now, **released)
         return requeued, canceled
 
-    def fail(self, *, worker_id: str | None = None, reason: str, message: str, **fields) -> int:
-        """Failed for good (until an editor retries), with the reason shown."""
-        rows = self.held_by(worker_id) if worker_id else self
-        return rows.update(
+    def fail(
+        self, *, worker_id: str | None = None, reason: str, message: str, now=None, **fields
+    ) -> int:
+        """Failed for good (until an editor retries), with the reason shown: by the worker
+        that holds it, or (without worker_id) by the sweep, its lease expired."""
+        return self._move(
+            "fail" if worker_id else "reclaim_failed",
+            worker_id=worker_id,
+            now=now,
             **fields,
-            status=Job.Status.FAILED,
             failure_reason=reason,
             error_message=message[:2000],
             claimed_by="",
@@ -216,8 +221,9 @@ class JobQuerySet(ProjectRowsQuerySet):
     def complete(self, *, worker_id: str, status: str = "complete", **fields) -> int:
         """Complete, keeping what the call made, only while the worker holds the job (with
         status "replaced": kept as a version, not made the page's current one)."""
-        return self.held_by(worker_id).update(
-            status=status,
+        return self._move(
+            "keep_as_version" if status == Job.Status.REPLACED else "complete",
+            worker_id=worker_id,
             attempts_made=F("attempts_made") + 1,
             claimed_by="",
             lease_expires_at=None,
@@ -230,9 +236,7 @@ class JobQuerySet(ProjectRowsQuerySet):
 
     def cancel_queued(self) -> int:
         """Queued jobs of a stopped run are canceled; jobs in flight finish."""
-        return self.filter(status=Job.Status.QUEUED).update(
-            status=Job.Status.CANCELED, finished_at=Now(), updated_at=Now()
-        )
+        return self._move("cancel_queued", finished_at=Now(), updated_at=Now())
 
     def expired(self, *, now=None):
         """Jobs whose worker stopped renewing its lease (killed, or cut off)."""
@@ -242,9 +246,7 @@ class JobQuerySet(ProjectRowsQuerySet):
 
     def replace_current(self, *, page_id: int) -> int:
         """The page's complete job steps aside for a newer one (a regeneration)."""
-        return self.filter(page_id=page_id, status=Job.Status.COMPLETE).update(
-            status=Job.Status.REPLACED, updated_at=Now()
-        )
+        return self.filter(page_id=page_id)._move("step_aside", updated_at=Now())
 
 
 class Job(models.Model):

@@ -24,6 +24,7 @@ from . import accounts, broker, ledger, logs, thumbnails, workers
 from .clock import db_now
 from .engine import settle_run
 from .kinds import KINDS
+from .machines import RUN
 from .models import (
     ACTIVE_STATUSES,
     OPEN_RUN_STATES,
@@ -149,13 +150,18 @@ def _set_running(run: Run) -> None:
     """Set the run running again. If its provider account halted it, that is one Resume
     for the account: it is cleared and every other run it halted continues too."""
     account = run.halted_account
+    cleared = {
+        "halt_reason": "",
+        "message": "",
+        "halted_account": "",
+        "finished_at": None,
+        "end_notice": "",  # its next end is news again
+    }
+    if not RUN.move(Run.objects.filter(pk=run.pk), "resume", updated_at=Now(), **cleared):
+        return
     run.state = Run.State.RUNNING
-    run.halt_reason = ""
-    run.message = ""
-    run.halted_account = ""
-    run.finished_at = None
-    run.end_notice = ""  # its next end is news again
-    run.save()
+    for name, value in cleared.items():
+        setattr(run, name, value)
     logs.run_state(run, Run.State.RUNNING)
     if account:
         resume_account(account)
@@ -204,8 +210,11 @@ def probe_accounts(*, now) -> int:
         ).update(state=ProviderAccount.State.PROBING, probe_by="", updated_at=Now())
         if not won:
             continue
-        Run.objects.filter(pk=run.pk, state=Run.State.HALTED).update(
-            state=Run.State.RUNNING, updated_at=Now()
+        RUN.move(
+            Run.objects.filter(pk=run.pk),
+            "resume_for_account",
+            context={"account": account.key},
+            updated_at=Now(),
         )
         logs.run_state(run, Run.State.RUNNING, reason="probe")
         kind = next(name for name, count in counts.items() if count)
@@ -438,16 +447,17 @@ def stop(*, project: Project) -> ControlResult:
     run = _locked_run(project, OPEN_RUN_STATES)
     if run is None:
         return ControlResult()
-    Run.objects.filter(pk=run.pk).update(state=Run.State.STOPPING, updated_at=Now())
+    rows = Run.objects.filter(pk=run.pk)
+    RUN.move(rows, "stop", updated_at=Now())
     reclaim_expired(run_id=run.pk)
     working = False
     for kind in KINDS.values():
         jobs = kind.model.objects.filter(run=run)
         jobs.cancel_queued()
         working |= jobs.filter(status__in=WORKING_STATUSES).exists()
-    run.state = Run.State.STOPPING if working else Run.State.STOPPED
-    run.finished_at = None if working else db_now()
-    run.save()
+    run.state = Run.State.STOPPING
+    if not working and RUN.move(rows, "stopped", finished_at=Now(), updated_at=Now()):
+        run.state = Run.State.STOPPED
     logs.run_state(run, run.state)
     return ControlResult(run=run)
 
@@ -458,8 +468,8 @@ def pause(*, project: Project) -> ControlResult:
     run = _locked_run(project, [Run.State.RUNNING])
     if run is None:
         return ControlResult()
+    RUN.move(Run.objects.filter(pk=run.pk), "pause", updated_at=Now())
     run.state = Run.State.PAUSED
-    run.save()
     logs.run_state(run, Run.State.PAUSED)
     return ControlResult(run=run)
 
@@ -574,13 +584,14 @@ def reclaim_expired(*, now=None, run_id: int | None = None) -> dict[str, int]:
                     ).count()
                 )
                 changed = rows.fail(
+                    now=now,
                     reason="exhausted",
                     message=f"The worker was lost {_times(times)} during the call.",
                     **extra,
                 )
                 counts["failed"] += changed
             else:
-                requeued, canceled = rows.release(**extra)
+                requeued, canceled = rows.release(now=now, **extra)
                 counts["requeued"] += requeued
                 counts["canceled"] += canceled
                 changed = requeued + canceled

@@ -158,10 +158,16 @@ def test_a_claim_through_the_fair_turns_moves_it_and_their_bookkeeping_does_not(
 def test_failures_and_rejections_move_it(book):
     services.generate_missing(project=book)
     first, second = Illustration.objects.filter(page__project=book)[:2]
+    for job in (first, second):  # a worker holds each: only the holder fails a job
+        Illustration.objects.filter(pk=job.pk).claim(worker_id=f"w{job.pk}", lease=60)
     with moves(book):
-        Illustration.objects.filter(pk=first.pk).fail(reason="rejected", message="no")
+        Illustration.objects.filter(pk=first.pk).fail(
+            worker_id=f"w{first.pk}", reason="rejected", message="no"
+        )
     with moves(book):
-        Illustration.objects.filter(pk=second.pk).fail(reason="exhausted", message="500")
+        Illustration.objects.filter(pk=second.pk).fail(
+            worker_id=f"w{second.pk}", reason="exhausted", message="500"
+        )
     with moves(book):
         assert services.retry_failed(project=book).count == 1
 
@@ -259,8 +265,10 @@ def test_characters_and_references_that_change_pages_move_it(book):
     with moves(book):
         services.draw_sheet(character=fox)
     sheet = fox.sheet_jobs.get()
+    rows = type(sheet).objects.filter(pk=sheet.pk)
+    rows.claim(worker_id="w1", lease=60)
     with moves(book):  # a sheet job ending (here: failing) shows on the character
-        type(sheet).objects.filter(pk=sheet.pk).fail(reason="exhausted", message="500")
+        rows.fail(worker_id="w1", reason="exhausted", message="500")
 
 
 def test_switching_the_service_moves_it(book):

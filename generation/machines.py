@@ -1,0 +1,210 @@
+"""The three state machines of the work: a job's, a run's and a provider account's.
+
+Each is one table: for every transition, the states it leaves from, the state it goes to
+and the guards its UPDATE carries. Every change of state is one conditional UPDATE made
+from the table by `Machine.move`, so a guard written for a transition is there on every
+path that takes it (a halt from a worker, the sweep or a probe; a resume from the page,
+the admin or a command). tests/test_machines.py walks the tables.
+
+The lock order, written once: a writer that changes several rows in one transaction
+takes them in this order, and a single-row compare-and-set takes no other row's lock:
+
+    project → run → job → attempt → account
+
+(services lock the project's row first; a job's transition moves its project's change
+counter in the same statement order; an account's row is last and is never held while a
+project's row is wanted.)
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import Now
+
+LOCK_ORDER = ("project", "run", "job", "attempt", "account")
+
+
+@dataclass(frozen=True)
+class Transition:
+    sources: frozenset[str]
+    target: str | None  # None: the state stays (a guarded renewal)
+    guards: tuple[str, ...] = ()
+    doc: str = ""
+
+
+class Machine:
+    """A table of transitions over one state field, and the guards they may name. A guard
+    is a function of the caller's context (worker_id, now, account, …) returning a Q."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        field: str,
+        states: tuple[str, ...],
+        guards: dict[str, Callable[..., Q]],
+        transitions: dict[str, Transition],
+    ):
+        self.name, self.field, self.states = name, field, states
+        self.guards, self.transitions = guards, transitions
+        for label, transition in transitions.items():
+            unknown = (set(transition.sources) | {transition.target or states[0]}) - set(states)
+            assert not unknown, f"{name}.{label}: unknown states {unknown}"
+            missing = set(transition.guards) - set(guards)
+            assert not missing, f"{name}.{label}: unknown guards {missing}"
+
+    def eligible(self, rows: QuerySet, name: str, **context) -> QuerySet:
+        """Return the rows the transition may move now: in a source state, every guard
+        holding. A transition's UPDATE reads these conditions in its own WHERE."""
+        transition = self.transitions[name]
+        rows = rows.filter(**{f"{self.field}__in": sorted(transition.sources)})
+        for guard in transition.guards:
+            rows = rows.filter(self.guards[guard](**context))
+        return rows
+
+    def move(self, rows: QuerySet, name: str, *, context: dict | None = None, **fields) -> int:
+        """Make the transition on the eligible rows with one UPDATE; return rows moved
+        (0: another writer got there first, or a guard said no: change and call nothing)."""
+        transition = self.transitions[name]
+        if transition.target is not None:
+            fields[self.field] = transition.target
+        return self.eligible(rows, name, **(context or {})).update(**fields)
+
+    def sources_of(self, name: str) -> tuple[str, ...]:
+        return tuple(sorted(self.transitions[name].sources))
+
+
+def T(sources, target, *guards, doc=""):
+    return Transition(frozenset(sources), target, tuple(guards), doc)
+
+
+# --- the job ----------------------------------------------------------------------------
+# queued → generating ⇄ retrying → complete | failed | canceled; complete → replaced (a
+# newer picture took over) ⇄ complete (the editor used it again); replaced → discarded.
+
+QUEUED, GENERATING, RETRYING = "queued", "generating", "retrying"
+COMPLETE, FAILED, CANCELED = "complete", "failed", "canceled"
+REPLACED, DISCARDED = "replaced", "discarded"
+WORKING = (GENERATING, RETRYING)
+
+
+def _run_is(*states: str) -> Exists:
+    # Conditions in compare-and-set UPDATEs must not join: Django turns a joined UPDATE
+    # into `WHERE id IN (SELECT ...)`, which PostgreSQL does not re-check against the row
+    # it waited for, so two workers could both "win" the same job.
+    from .models import Run
+
+    return Exists(Run.objects.filter(pk=OuterRef("run_id"), state__in=states))
+
+
+def _run_over(**_) -> Q:
+    return Q(run__isnull=True) | Q(_run_is("stopping", "stopped"))
+
+
+JOB = Machine(
+    "job",
+    field="status",
+    states=(QUEUED, GENERATING, RETRYING, COMPLETE, FAILED, CANCELED, REPLACED, DISCARDED),
+    guards={
+        "held": lambda worker_id, **_: Q(claimed_by=worker_id),
+        "run_running": lambda **_: Q(_run_is("running")),
+        "run_over": _run_over,
+        "run_not_over": lambda **_: ~_run_over(),
+        "expired": lambda now=None, **_: Q(lease_expires_at__lt=now if now is not None else Now()),
+    },
+    transitions={
+        "claim": T([QUEUED], GENERATING, "run_running", doc="a worker takes it"),
+        "renew": T(WORKING, None, "held", doc="the lease, while a call is in flight"),
+        "renew_running": T(WORKING, None, "held", "run_running", doc="the lease, waiting"),
+        "start_attempt": T(WORKING, GENERATING, "held", "run_running", doc="a call goes out"),
+        "wait_to_retry": T(WORKING, RETRYING, "held", doc="backing off"),
+        "defer": T(WORKING, QUEUED, "held", doc="a long wait: back with its next-try time"),
+        "give_back": T(WORKING, QUEUED, "held", "run_not_over", doc="paused or halted"),
+        "give_back_stopped": T(WORKING, CANCELED, "held", "run_over", doc="stopped"),
+        "reclaim": T(WORKING, QUEUED, "expired", "run_not_over", doc="its worker was lost"),
+        "reclaim_stopped": T(WORKING, CANCELED, "expired", "run_over"),
+        "reclaim_failed": T(WORKING, FAILED, "expired", doc="lost on its last attempt"),
+        "fail": T(WORKING, FAILED, "held", doc="rejected, or out of attempts"),
+        "complete": T(WORKING, COMPLETE, "held", doc="the picture is kept"),
+        "keep_as_version": T(WORKING, REPLACED, "held", doc="a variant beside the current"),
+        "cancel_queued": T([QUEUED], CANCELED, doc="Stop: queued work is canceled"),
+        "step_aside": T([COMPLETE], REPLACED, doc="a newer picture of the page is kept"),
+        "use_again": T([REPLACED], COMPLETE, doc="the editor chose an earlier version"),
+        "discard": T([REPLACED], DISCARDED, doc="the editor deleted a version"),
+    },
+)
+
+
+# --- the run ----------------------------------------------------------------------------
+
+RUNNING, PAUSED, STOPPING, STOPPED = "running", "paused", "stopping", "stopped"
+HALTED, FINISHED = "halted", "finished"
+OPEN = (RUNNING, PAUSED, STOPPING, HALTED)
+
+
+def _account_halted(account: str = "", **_) -> Q:
+    from .models import ProviderAccount
+
+    return Q(Exists(ProviderAccount.objects.filter(key=account, state__in=(HALTED, PROBING))))
+
+
+RUN = Machine(
+    "run",
+    field="state",
+    states=(RUNNING, PAUSED, STOPPING, STOPPED, HALTED, FINISHED),
+    guards={
+        # A run halts for its account only while the account is halted: a worker that
+        # read the account just before a Resume never halts a run again after it.
+        "account_halted": _account_halted,
+        "halted_by": lambda account, **_: Q(halted_account=account),
+    },
+    transitions={
+        "pause": T([RUNNING], PAUSED),
+        "stop": T(OPEN, STOPPING, doc="calls in flight finish, the queue is canceled"),
+        "stopped": T([STOPPING], STOPPED, doc="nothing is in flight any more"),
+        "finish": T([RUNNING], FINISHED, doc="nothing is left to do"),
+        "halt": T([RUNNING], HALTED, doc="budget, storage: this run alone"),
+        "halt_for_account": T([RUNNING], HALTED, "account_halted"),
+        "resume": T([PAUSED, HALTED, STOPPING], RUNNING),
+        "resume_for_account": T([HALTED], RUNNING, "halted_by", doc="its account continues"),
+    },
+)
+
+
+# --- the provider account ---------------------------------------------------------------
+# ok → halted (out of credits, auth, config: a person resumes; outage: probes heal it);
+# halted (outage) → probing → ok | halted. A cool-down is a time on an ok account.
+
+OK, PROBING = "ok", "probing"
+
+
+ACCOUNT = Machine(
+    "account",
+    field="state",
+    states=(OK, "cooling", HALTED, PROBING),
+    guards={
+        # The failure of a call that started before the account was last set going is old
+        # news: the editor's Resume answered it already.
+        "not_resumed_since": lambda call_started=None, **_: (
+            Q()
+            if call_started is None
+            else Q(resumed_at__isnull=True) | Q(resumed_at__lte=call_started)
+        ),
+        "outage": lambda **_: Q(reason="outage"),
+        "probe_due": lambda now=None, **_: Q(next_probe_at__lte=now if now is not None else Now()),
+        "probe_free": lambda **_: Q(probe_by=""),
+        "probe_mine": lambda worker_id, **_: Q(probe_by=worker_id),
+    },
+    transitions={
+        "halt": T([OK, HALTED, PROBING], HALTED, "not_resumed_since"),
+        "start_probe": T([HALTED], PROBING, "outage", "probe_due"),
+        "take_probe": T([PROBING], None, "probe_free", doc="one worker makes the probe"),
+        "probe_failed": T([PROBING], HALTED, "probe_mine"),
+        "probe_succeeded": T([PROBING], OK, "probe_mine"),
+        "probe_lost": T([PROBING], HALTED, doc="its worker died: the sweep tries again"),
+        "resume": T([HALTED, PROBING], OK),
+    },
+)
+
+MACHINES = (JOB, RUN, ACCOUNT)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import nullcontext
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception
@@ -41,7 +41,8 @@ from .models import (
 )
 from .pricing import money
 from .providers import account_of
-from .providers.base import ProviderError, RateLimited, Transient
+from .providers.base import ProviderError, RateLimited, StillRunning, Transient, Unsendable
+from .providers.http import requests_sent
 from .retry import Interrupted, RetryPolicy, is_retryable
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ class Deferred(Exception):
         self.seconds = seconds
 
 
+# How soon a job whose picture the service is still making polls it again (holding no
+# worker meanwhile).
+POLL_AGAIN_SECONDS = 15.0
+
 # How long a task keeps trying to claim while every due job it aims at is taken first.
 CLAIM_PATIENCE = 60.0
 
@@ -110,6 +115,19 @@ def run_next_job(
         if not worker.model.objects.filter(run_id=run, status__in=ACTIVE_STATUSES).exists():
             settle_run(run)
     return job.pk if job is not None else None
+
+
+def finish_from_journal(kind: JobKind, job: Job) -> bool:
+    """Complete a lost worker's job from its journal, if its last call's picture reached
+    storage (the worker was killed after storing it): the sweep acts as that worker, whose
+    claim the job still names. Return whether it completed; a stopped run keeps it too."""
+    worker = JobWorker(kind)
+    worker.id, worker.job = job.claimed_by, job
+    try:
+        worker.provider = kind.provider(job)
+    except LookupError:
+        return False
+    return worker._recover()
 
 
 def run_has_active_jobs(run_id: int) -> bool:
@@ -231,15 +249,20 @@ class Heartbeat:
         self.thread.join()
 
     def _beat(self) -> None:
+        # Every beat stands alone: one failed write (the database busy or cut off for a
+        # moment) must not end the renewals for the rest of the call, or the sweep would
+        # hand a paid call's job to a second worker. The lease outlasts three beats.
         try:
             while not self.stopped.wait(self.interval):
-                self.worker.renew()
-                if self.slot_id is not None:
-                    ProviderSlot.objects.filter(pk=self.slot_id).update(
-                        expires_at=later(self.worker.lease)
-                    )
-        except Exception:  # a heartbeat that fails leaves the lease to run out; log it
-            logger.exception("Lease heartbeat failed for %s", self.worker.id)
+                try:
+                    self.worker.renew()
+                    if self.slot_id is not None:
+                        ProviderSlot.objects.filter(pk=self.slot_id).update(
+                            expires_at=later(self.worker.lease)
+                        )
+                except Exception:
+                    logger.exception("Lease heartbeat failed for %s; beating on", self.worker.id)
+                    connection.close()  # a broken connection is opened anew next beat
         finally:
             connection.close()
 
@@ -268,6 +291,9 @@ class JobWorker:
         self.rate_limited = False  # this worker saw a rate limit for the job
         self.waiting_shown: str | None = None  # the limit the job's row says it waits for
         self.shown_until = 0.0
+        self.attempt: GenerationAttempt | None = None  # the journal row of the call
+        self.storage_error: Exception | None = None  # a paid result that could not be stored
+        self.stored_name = ""  # where the call's file is
 
     # --- claiming -------------------------------------------------------------------
 
@@ -372,7 +398,15 @@ class JobWorker:
         except LookupError as error:  # no provider configured for this kind
             self._fail(ProviderError(str(error)))
             return
-        prompt, self.recorded = self.kind.prepare(job, self.provider)
+        self.attempt_number = job.last_attempt or 0
+        if self.attempt_number and self._recover():
+            return
+        try:
+            prompt, self.recorded = self.kind.prepare(job, self.provider)
+        except Exception as error:  # the page's own input: nothing was sent
+            logger.exception("Could not prepare the call for job %s", job.pk)
+            self._fail(Unsendable(f"The studio could not prepare this page's request: {error}"))
+            return
         self.gate = Gate(
             provider=provider_key(self.provider.name, getattr(self.provider, "model", "")),
             project=self.kind.project(job),
@@ -381,9 +415,6 @@ class JobWorker:
             clock=self.clock,
         )
         self.account = account_of(self.provider)
-        self.attempt_number = job.last_attempt or 0
-        if self.attempt_number:
-            self.repeat_key = self._unconfirmed_key()
         retrying = Retrying(
             # Only counted attempts end the tries: a rate limit waits, it does not fail.
             stop=lambda state: self.job.attempts_made >= self.policy.max_attempts,
@@ -404,41 +435,99 @@ class JobWorker:
         except ProviderError as error:
             self._fail(error)
             return
+        if self.storage_error is not None:
+            self._halt_for_storage(self.storage_error)
+            return
         self._keep(result)
 
-    def _unconfirmed_key(self) -> str:
-        """Return the key of the job's last call if the service may have charged it
-        without a whole answer (its worker was lost, its answer broke off), else ""."""
+    # --- the call journal -------------------------------------------------------------
+
+    def _recover(self) -> bool:
+        """Read the job's last journal row before calling again. A picture that was paid
+        for and stored, whose job never completed (its worker was killed, the database
+        failed, its lease was lost), completes the job now without a call: return True.
+        Otherwise a call the service may have charged (paid but not kept, or no whole
+        answer) is repeated with the same idempotency key."""
         last = (
-            GenerationAttempt.objects.filter(
-                **{self.kind.attempt_field: self.job}, number=self.attempt_number
-            )
-            .values_list("idempotency_key", "charge_unconfirmed")
+            GenerationAttempt.objects.filter(**{self.kind.attempt_field: self.job})
+            .order_by("-number")
             .first()
         )
-        return last[0] if last and last[1] else ""
+        if last is None:
+            return False
+        kept = (Outcome.SUCCESS, Outcome.IN_FLIGHT, Outcome.LOST)
+        result = None
+        if last.storage_name and last.outcome in kept:
+            result = self.kind.stored_result(self.job, last.storage_name)
+        if result is None:
+            if last.outcome in (Outcome.SUCCESS, Outcome.IN_FLIGHT) or last.charge_unconfirmed:
+                self.repeat_key = last.idempotency_key
+            return False
+        self.stored_name = last.storage_name
+        if last.outcome != Outcome.SUCCESS:
+            self._confirm_stored(last)
+        logger.info("Job %s completes from its stored picture (attempt %s)", self.job.pk, last.pk)
+        return self._keep(result)
+
+    def _confirm_stored(self, attempt: GenerationAttempt) -> None:
+        """The journal row's picture is in storage: the call succeeded and was paid. Close
+        the row, and confirm its charge in the ledger (in place, if the sweep entered it as
+        likely when the worker was lost)."""
+        price = attempt.expected_price
+        if price is None:
+            price = self.kind.likely_price(self.job)
+        self._save(
+            attempt,
+            outcome=Outcome.SUCCESS,
+            finished_at=Now(),
+            charge_unconfirmed=False,
+            cost=price or 0,
+            message="Completed from the picture stored before its worker was lost.",
+        )
+        ledger.enter(
+            attempt_id=attempt.pk,
+            amount=price,
+            basis=SpendEntry.Basis.PRICE,
+            confirmed=True,
+            project_id=self.kind.project(self.job).pk,
+            run_id=self.job.run_id,
+            kind=self.kind.name,
+            account=attempt.account,
+            provider=self.provider.name,
+            model=self.job.model,
+        )
 
     def _keep(self, result) -> bool:
-        """Store the paid result and complete the job. If it cannot be stored (a full
-        disk, a storage service down), halt the run instead of paying for it again."""
+        """Complete the job with its stored result (one transition; the file is in storage
+        already). A database that fails here loses nothing: the journal names the picture,
+        and whoever works the job next completes it from there."""
         try:
             return self.kind.complete(self, result)
-        except Exception as error:  # any storage backend's failure; a paid call is at stake
-            logger.exception("Could not store the result of job %s", self.job.pk)
-            halt_run(
-                self.job.run_id,
-                reason=Run.HaltReason.STORAGE,
-                message=(
-                    f"The studio could not save a picture it had received and paid for "
-                    f"({type(error).__name__}: {error}). Free disk space or fix the storage "
-                    f"settings, then press Resume."
-                )[:2000],
-            )
-            self._release()
+        except DatabaseError:
+            logger.exception("Could not complete job %s; its picture is kept", self.job.pk)
+            try:
+                self._release()
+            except DatabaseError:  # the lease runs out and the sweep takes it back
+                pass
             return False
 
+    def _halt_for_storage(self, error: Exception) -> None:
+        """The picture was paid for but could not be stored (a full disk, a storage service
+        down): halt instead of paying for more pictures that cannot be kept."""
+        halt_run(
+            self.job.run_id,
+            reason=Run.HaltReason.STORAGE,
+            message=(
+                f"The studio could not save a picture it had received and paid for "
+                f"({type(error).__name__}: {error}). Free disk space or fix the storage "
+                f"settings, then press Resume."
+            )[:2000],
+        )
+        self._release()
+
     def _attempt(self, prompt: str):
-        """Make one call to the service, recorded as one GenerationAttempt row."""
+        """Make one call to the service, journalled as one GenerationAttempt row written
+        before the request goes out; store what it returns before anything else."""
         self.prompt = prompt  # logged only with STUDIO_LOG_PROMPTS
         started = self.model.objects.filter(pk=self.job.pk).start_attempt(
             # What is sent is recorded with the first renewal, saving a query.
@@ -463,13 +552,18 @@ class JobWorker:
                     started_at=Now(),
                     idempotency_key=key,
                     account=getattr(self.provider, "account", self.provider.name),
+                    storage_name=self.kind.storage_name(self.job),
+                    expected_price=self.gate.price,
                 )
             except IntegrityError:  # the page (or project) was deleted meanwhile
                 raise Interrupted() from None
+            self.attempt = attempt
             started = time.monotonic()
+            sent_before = requests_sent()
             try:
                 with Heartbeat(self, slot):
                     result = self.kind.call(self, prompt, key)
+                    stored = self._store(result, attempt)
             except Interrupted:
                 # Stopped while waiting on the service (a clip being made): the service's
                 # job id is kept, so whoever resumes this job polls the same one.
@@ -481,22 +575,86 @@ class JobWorker:
                     or "Stopped while waiting for the service; resuming polls it again.",
                 )
                 raise
+            except StillRunning as error:
+                self._still_running(attempt, started, error)
             except ProviderError as error:
+                if requests_sent() == sent_before and not error.halts_run:
+                    error.before_request = True
                 self._record(attempt, started, error=error)
                 if error.maybe_paid:
                     self.repeat_key = key
                 self._after_failure(error, attempt=attempt, probing=probing)
                 raise
             except Exception as error:  # a bug or an unexpected library error: still one row
-                wrapped = Transient(f"unexpected error: {error!r}")
+                if requests_sent() == sent_before:
+                    # Nothing went out: the page's own input (a picture that cannot be
+                    # read); it fails this page alone and never counts against the account.
+                    wrapped = Unsendable(
+                        f"The studio could not prepare this page's request: {error}"
+                    )
+                else:
+                    wrapped = Transient(f"unexpected error: {error!r}")
                 self._record(attempt, started, error=wrapped)
                 self._after_failure(wrapped, attempt=attempt, probing=probing)
                 raise wrapped from error
-            self._record(attempt, started, result=result)
+            self._record(attempt, started, result=result, stored=stored)
             self._after_success(probing=probing)
             return result
         finally:
             Gate.release(slot)
+
+    def _store(self, result, attempt: GenerationAttempt) -> str:
+        """Write the received file under the journal's name before any transition; return
+        the name. A storage that fails is remembered (the call is still recorded as paid),
+        and the job halts for it afterwards."""
+        try:
+            self.stored_name = self.kind.store(self, result, attempt.storage_name)
+            return self.stored_name
+        except Exception as error:  # any storage backend's failure; a paid call is at stake
+            logger.exception("Could not store the result of job %s", self.job.pk)
+            self.storage_error = error
+            return ""
+
+    def _still_running(self, attempt, started, error: StillRunning):
+        """The service is still making it at the deadline: no failure. Its charge is
+        entered as likely (once: under the call that created the service's job), and the
+        job waits in the queue, holding no worker, to poll the same job again."""
+        origin = self._origin_of_service_job() or attempt
+        self._save(
+            attempt,
+            finished_at=Now(),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            outcome=Outcome.INTERRUPTED,
+            message=error.message[:2000],
+        )
+        price = origin.expected_price if origin.expected_price is not None else self.gate.price
+        ledger.enter(
+            attempt_id=origin.pk,
+            amount=price,
+            basis=SpendEntry.Basis.LIKELY,
+            confirmed=False,
+            project_id=self.gate.project.pk,
+            run_id=self.job.run_id,
+            kind=self.kind.name,
+            account=origin.account,
+            provider=self.provider.name,
+            model=getattr(self.provider, "model", ""),
+        )
+        raise Deferred(POLL_AGAIN_SECONDS, error.message) from error
+
+    def _origin_of_service_job(self) -> GenerationAttempt | None:
+        """Return the journal row of the call that created the service job this worker
+        follows (an earlier attempt, when polling resumed), if any."""
+        provider_job_id = self.job.provider_job_id
+        if not provider_job_id:
+            return None
+        return (
+            GenerationAttempt.objects.filter(
+                **{self.kind.attempt_field: self.job}, provider_job_id=provider_job_id
+            )
+            .order_by("number")
+            .first()
+        )
 
     def _admit(self) -> bool:
         """Wait for the account to allow a call: a short cool-down is waited out here, a
@@ -620,13 +778,16 @@ class JobWorker:
         """Update the attempt row; it may be gone with its page (deleted mid-call)."""
         GenerationAttempt.objects.filter(pk=attempt.pk).update(**fields)
 
-    def _record(self, attempt, started, *, result=None, error=None) -> None:
-        """Finish the attempt's row and enter what the call cost in the ledger."""
+    def _record(self, attempt, started, *, result=None, error=None, stored: str = "") -> None:
+        """Close the attempt's journal row and enter what the call cost in the ledger: a
+        picture that came from a service job an earlier call created is entered under
+        that call's row (confirming its likely charge in place), never a second time."""
         fields = {
             "finished_at": Now(),
             "duration_ms": int((time.monotonic() - started) * 1000),
         }
         cost, basis, confirmed = None, SpendEntry.Basis.PRICE, True
+        entered = attempt
         if error is None:
             cost, basis = self.kind.charged(self.provider, result)
             fields.update(
@@ -634,6 +795,9 @@ class JobWorker:
                 http_status=result.http_status,
                 provider_request_id=result.request_id[:120],
             )
+            if stored != attempt.storage_name:
+                fields["storage_name"] = stored
+            entered = self._origin_of_service_job() or attempt
         else:
             if error.maybe_paid:
                 cost, basis, confirmed = self.gate.price, SpendEntry.Basis.LIKELY, False
@@ -649,14 +813,14 @@ class JobWorker:
         fields["cost"] = cost or 0
         self._save(attempt, **fields)
         ledger.enter(
-            attempt_id=attempt.pk,
+            attempt_id=entered.pk,
             amount=cost,
             basis=basis,
             confirmed=confirmed,
             project_id=self.gate.project.pk,
             run_id=self.job.run_id,
             kind=self.kind.name,
-            account=attempt.account,
+            account=entered.account,
             provider=self.provider.name,
             model=getattr(self.provider, "model", ""),
         )

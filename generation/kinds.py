@@ -12,11 +12,20 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
 
-from studio.models import Character, Page, Project, ReferenceImage
+from studio.models import Character, Page, Project, ReferenceImage, reference_upload_to
 
 from . import references
 from .clock import db_now
-from .models import ACTIVE_STATUSES, Clip, Illustration, Job, SheetJob, StoryJob
+from .models import (
+    ACTIVE_STATUSES,
+    Clip,
+    GenerationAttempt,
+    Illustration,
+    Job,
+    SheetJob,
+    StoryJob,
+    illustration_upload_to,
+)
 from .pricing import charged, price_per_image
 from .prompts import compose_prompt
 from .providers import (
@@ -29,12 +38,15 @@ from .providers import (
 )
 from .providers.base import (
     ClipRequest,
+    GeneratedClip,
+    GeneratedImage,
     ImageRequest,
     ProviderError,
     Reference,
     Rejected,
     StartOver,
     StoryRequest,
+    verify_image,
 )
 from .retry import Interrupted
 from .story import story_prompt
@@ -109,9 +121,24 @@ class JobKind:
         result or raise a ProviderError."""
         raise NotImplementedError
 
+    def storage_name(self, job: Job) -> str:
+        """Return the name the call's file will be stored under, decided before the call
+        so that the journal knows it ("" where it is decided on arrival, or no file)."""
+        return ""
+
+    def store(self, worker, result, name: str) -> str:
+        """Write the result's file to storage (under `name`, when one was decided) before
+        any transition; return the name it was stored under ("" for no file)."""
+        return ""
+
+    def stored_result(self, job: Job, name: str):
+        """Return a result read back from a stored file (recovery: the call was paid and
+        stored, the job never completed), or None when the file is not there whole."""
+        return None
+
     def complete(self, worker, result) -> bool:
-        """Keep the result and mark the worker's job complete, in one transaction, only if
-        the worker still holds it. Return whether it did."""
+        """Mark the worker's job complete with its stored result, in one transaction, only
+        if the worker still holds it. Return whether it did."""
         raise NotImplementedError
 
 
@@ -202,13 +229,26 @@ class IllustrationKind(JobKind):
             return follow_service_job(worker, request, progress=True)
         return worker.provider.generate(request)
 
+    def storage_name(self, job: Illustration) -> str:
+        return illustration_upload_to(job, "illustration.png")
+
+    def store(self, worker, result, name: str) -> str:
+        job = worker.job
+        job.image.name = job.image.storage.save(name, ContentFile(result.content))
+        return job.image.name
+
+    def stored_result(self, job: Illustration, name: str):
+        size = stored_picture_size(job.image.storage, name)
+        if size is None:
+            return None
+        job.image.name = name
+        return GeneratedImage(content=b"", width=size[0], height=size[1], model=job.model)
+
     def complete(self, worker, result) -> bool:
         job = worker.job
-        job.image.save("illustration.png", ContentFile(result.content), save=False)
         keep = keep_variant if job.variant else replace_current
         return keep(
             worker,
-            job.image,
             image=job.image.name,
             width=result.width,
             height=result.height,
@@ -331,13 +371,25 @@ class ClipKind(JobKind):
             return provider.render(request)
         return follow_service_job(worker, request)
 
-    def complete(self, worker, result) -> bool:
+    def store(self, worker, result, name: str) -> str:
+        # A clip's name waits for its type; the journal records it with the call's end.
         job = worker.job
         extension = {"video/mp4": "mp4", "image/gif": "gif"}.get(result.content_type, "webp")
         job.video.save(f"clip.{extension}", ContentFile(result.content), save=False)
+        return job.video.name
+
+    def stored_result(self, job: Clip, name: str):
+        storage = job.video.storage
+        if not name or not storage.exists(name):
+            return None
+        job.video.name = name
+        types = {"mp4": "video/mp4", "gif": "image/gif", "webp": "image/webp"}
+        return GeneratedClip(content=b"", content_type=types[name.rsplit(".", 1)[-1]])
+
+    def complete(self, worker, result) -> bool:
+        job = worker.job
         return replace_current(
             worker,
-            job.video,
             video=job.video.name,
             content_type=result.content_type,
             model=result.model or job.model,
@@ -394,6 +446,18 @@ class SheetKind(IllustrationKind):
             return follow_service_job(worker, request, progress=True)
         return worker.provider.generate(request)
 
+    def storage_name(self, job: SheetJob) -> str:
+        return reference_upload_to(ReferenceImage(character=job.character), "sheet.png")
+
+    def store(self, worker, result, name: str) -> str:
+        return ReferenceImage.image.field.storage.save(name, ContentFile(result.content))
+
+    def stored_result(self, job: SheetJob, name: str):
+        size = stored_picture_size(ReferenceImage.image.field.storage, name)
+        if size is None:
+            return None
+        return GeneratedImage(content=b"", width=size[0], height=size[1], model=job.model)
+
     def complete(self, worker, result) -> bool:
         """Keep the sheet as a new version of the character's picture (chosen at once if
         the character had none; otherwise the editor picks it), only if the worker still
@@ -406,7 +470,7 @@ class SheetKind(IllustrationKind):
             width=result.width,
             height=result.height,
         )
-        version.image.save("sheet.png", ContentFile(result.content), save=False)
+        version.image.name = worker.stored_name
         with transaction.atomic():
             version.save()
             done = worker.mark_complete(reference=version, model=result.model or job.model)
@@ -415,9 +479,9 @@ class SheetKind(IllustrationKind):
                     reference=version
                 )
             else:
+                # The file stays: the journal names it, and whoever works the job next
+                # completes it from there.
                 transaction.set_rollback(True)
-        if not done:
-            version.image.delete(save=False)
         return bool(done)
 
 
@@ -446,10 +510,11 @@ def load_references(characters: list[Character]) -> list[tuple[Character, Refere
     return loaded
 
 
-def replace_current(worker, stored_file, **fields) -> bool:
+def replace_current(worker, **fields) -> bool:
     """Make the worker's job the page's current one of its kind, in one transaction, only
     if the worker still holds it; the page's previous one (a regeneration) steps aside only
-    now. Return whether it did; if not, the stored file is deleted: keep nothing."""
+    now. Return whether it did; if not, the stored file stays where the journal names it,
+    for whoever works the job next."""
     job, model = worker.job, worker.model
     if getattr(job, "has_picture", True):
         with transaction.atomic():
@@ -460,16 +525,13 @@ def replace_current(worker, stored_file, **fields) -> bool:
     else:
         # Nothing steps aside: completing is one conditional UPDATE, atomic by itself.
         done = worker.mark_complete(**fields)
-    if not done:
-        # The job was lost while the call ran (lease expired, run stopped).
-        stored_file.delete(save=False)
     return bool(done)
 
 
-def keep_variant(worker, stored_file, **fields) -> bool:
+def keep_variant(worker, **fields) -> bool:
     """Keep a variant's picture as a version beside the page's current one, for the editor
     to pick; a page with no picture takes the first variant to finish as its picture.
-    Return whether the worker still held the job; if not, the stored file is deleted."""
+    Return whether the worker still held the job."""
     job = worker.job
     done = 0
     with transaction.atomic():
@@ -484,8 +546,6 @@ def keep_variant(worker, stored_file, **fields) -> bool:
                 done = 0
         if not done:
             done = worker.mark_complete(status=Illustration.Status.REPLACED, **fields)
-    if not done:
-        stored_file.delete(save=False)
     return bool(done)
 
 
@@ -498,18 +558,27 @@ def follow_service_job(worker, request, *, progress: bool = False):
     if not job.provider_job_id:
         job.provider_job_id = provider.create(request)
         rows.update(provider_job_id=job.provider_job_id)
+        # The journal: this call created the service's job (and its charge); a worker
+        # that polls it later confirms this row instead of entering a second one.
+        GenerationAttempt.objects.filter(pk=worker.attempt.pk).update(
+            provider_job_id=job.provider_job_id[:120]
+        )
 
     def keep_polling() -> bool:
-        if not worker.still_wanted():
-            if worker.run_stopping():
-                # Stopped: the job would go on (and be billed) at the service while nobody
-                # waits for it, and "Generate missing" would pay for a second. Cancel it.
-                rows.update(provider_job_id="", progress_note="")
-                status = _cancel(provider, job.provider_job_id)
-                worker.interrupt_note = (
-                    f"Stopped: the job was canceled at the {worker.kind.service} ({status})."
-                )
+        # A call in flight finishes whatever happens to its run but Stop: paused or halted,
+        # the service's job goes on (and is billed) either way, and its picture may expire
+        # before a Resume; so the worker keeps following it, its claim renewed.
+        if worker.run_stopping():
+            # Stopped: the job would go on (and be billed) at the service while nobody
+            # waits for it, and "Generate missing" would pay for a second. Cancel it.
+            rows.update(provider_job_id="", progress_note="")
+            status = _cancel(provider, job.provider_job_id)
+            worker.interrupt_note = (
+                f"Stopped: the job was canceled at the {worker.kind.service} ({status})."
+            )
             raise Interrupted()
+        if not worker.renew():
+            raise Interrupted()  # the claim was lost: whoever has the job follows it
         return True
 
     shown = {"note": job.progress_note}
@@ -532,6 +601,18 @@ def follow_service_job(worker, request, *, progress: bool = False):
     if shown["note"]:
         rows.update(progress_note="")
     return result
+
+
+def stored_picture_size(storage, name: str) -> tuple[int, int] | None:
+    """Return (width, height) of a stored picture, or None when it is missing or not a
+    whole picture (a write cut off by a crash)."""
+    if not name:
+        return None
+    try:
+        with storage.open(name, "rb") as stored:
+            return verify_image(stored.read())
+    except (OSError, ValueError, ProviderError):
+        return None
 
 
 def _cancel(provider, job_id: str) -> str:

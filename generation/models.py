@@ -619,6 +619,14 @@ class GenerationAttempt(models.Model):
     # Sent with the call; a call that may repeat a paid one (after a lost worker or an
     # answer that broke off) sends the same key again.
     idempotency_key = models.CharField(max_length=120, blank=True)
+    # The call journal: written before the request goes out, so that whatever crashes, the
+    # studio knows what it may have paid for. The storage name its picture gets (written
+    # there before the job completes: recovery completes the job from it without a call),
+    # the price it most likely costs, and an asynchronous service's job id (recovery polls
+    # that job again, and its picture confirms this row, not a new one).
+    storage_name = models.CharField(max_length=300, blank=True)
+    expected_price = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    provider_job_id = models.CharField(max_length=120, blank=True)
     account = models.CharField(max_length=200, blank=True)  # the provider account called
     # The service most likely charged for this call although its answer never arrived
     # whole (the worker was lost, the answer broke off): its cost is a likely price.
@@ -653,6 +661,17 @@ class GenerationAttempt(models.Model):
     @property
     def job(self):
         return self.illustration or self.story or self.clip or self.sheet
+
+    @property
+    def charge(self) -> str:
+        """What the journal knows of the call's charge: "paid", "unknown" (the service
+        most likely charged it, but no whole answer came back), "unpaid", or "open" (in
+        flight)."""
+        if self.outcome == self.Outcome.IN_FLIGHT:
+            return "open"
+        if self.outcome == self.Outcome.SUCCESS:
+            return "paid"
+        return "unknown" if self.charge_unconfirmed else "unpaid"
 
 
 class SpendEntry(models.Model):

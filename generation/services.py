@@ -22,7 +22,7 @@ from studio.services import create_project
 
 from . import accounts, broker, ledger, logs, thumbnails, workers
 from .clock import db_now
-from .engine import settle_run
+from .engine import finish_from_journal, settle_run
 from .kinds import KINDS
 from .machines import RUN
 from .models import (
@@ -562,21 +562,27 @@ def reclaim_expired(*, now=None, run_id: int | None = None) -> dict[str, int]:
     unconfirmed. A job whose worker was lost on its last allowed attempt fails, so no path
     reclaims forever; the others go back to the queue (canceled if their run stopped).
     """
-    counts = {"requeued": 0, "canceled": 0, "failed": 0}
+    counts = {"requeued": 0, "canceled": 0, "failed": 0, "completed": 0}
     max_attempts = settings.STUDIO_MAX_ATTEMPTS
     for kind in KINDS.values():
         expired = kind.model.objects.expired(now=now)
         if run_id is not None:  # one run's (Stop)
             expired = expired.filter(run_id=run_id)
         for job in expired.select_related(*kind.select_related):
+            if finish_from_journal(kind, job):
+                counts["completed"] += 1
+                continue
             rows = kind.model.objects.filter(pk=job.pk).expired(now=now)
             lost = list(
                 GenerationAttempt.objects.filter(
                     **{kind.attempt_field: job}, outcome=GenerationAttempt.Outcome.IN_FLIGHT
                 )
             )
-            extra = {"attempts_made": F("attempts_made") + 1} if lost else {}
-            if lost and job.attempts_made + 1 >= max_attempts:
+            # A lost call whose picture reached storage is no failure: the job goes back
+            # to the queue, and its next worker completes it from there without a call.
+            lost_calls = [attempt for attempt in lost if not _stored(kind, job, attempt)]
+            extra = {"attempts_made": F("attempts_made") + 1} if lost_calls else {}
+            if lost_calls and job.attempts_made + 1 >= max_attempts:
                 times = (
                     1
                     + GenerationAttempt.objects.filter(
@@ -605,8 +611,27 @@ def _times(count: int) -> str:
     return {1: "once", 2: "twice"}.get(count, f"{count} times")
 
 
+def _stored(kind, job, attempt: GenerationAttempt) -> bool:
+    return kind.stored_result(job, attempt.storage_name) is not None
+
+
 def _record_lost(kind, job, attempt: GenerationAttempt) -> None:
-    price = kind.likely_price(job)
+    """Close a lost call's journal row as most likely charged, and enter it in the ledger
+    once: a call that was polling a service job an earlier call created is entered under
+    that call's row (the service charges the job once, however many workers followed it)."""
+    price = attempt.expected_price
+    if price is None:
+        price = kind.likely_price(job)
+    origin = attempt
+    if job.provider_job_id and attempt.provider_job_id != job.provider_job_id:
+        origin = (
+            GenerationAttempt.objects.filter(
+                **{kind.attempt_field: job}, provider_job_id=job.provider_job_id
+            )
+            .order_by("number")
+            .first()
+            or attempt
+        )
     GenerationAttempt.objects.filter(pk=attempt.pk).update(
         outcome=GenerationAttempt.Outcome.LOST,
         finished_at=Now(),
@@ -616,14 +641,14 @@ def _record_lost(kind, job, attempt: GenerationAttempt) -> None:
         cost=price or 0,
     )
     ledger.enter(
-        attempt_id=attempt.pk,
+        attempt_id=origin.pk,
         amount=price,
         basis=SpendEntry.Basis.LIKELY,
         confirmed=False,
         project_id=kind.project(job).pk,
         run_id=job.run_id,
         kind=kind.name,
-        account=attempt.account,
+        account=origin.account,
         provider=job.provider,
         model=job.model,
     )
@@ -647,10 +672,11 @@ def sweep(*, now=None) -> dict[str, int]:
         settle_run(run_id)
     if any(counts.values()) or reenqueued:
         logger.info(
-            "Sweep: %s requeued, %s canceled, %s failed, %s re-enqueued",
+            "Sweep: %s requeued, %s canceled, %s failed, %s completed from storage, %s re-enqueued",
             counts["requeued"],
             counts["canceled"],
             counts["failed"],
+            counts["completed"],
             reenqueued,
         )
     return {**counts, "reenqueued": reenqueued, "probes": probes}

@@ -15,9 +15,10 @@ from datetime import datetime
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.http import FileResponse, HttpResponse
 
-from generation.models import Clip, Illustration
+from generation.models import ACTIVE_STATUSES, Clip, GenerationAttempt, Illustration
 from generation.thumbnails import thumbnail_name
 
 from .models import Export, ReferenceImage
@@ -179,6 +180,14 @@ def _named_elsewhere(candidates: list[str]) -> set[str]:
             named |= set(
                 model.objects.filter(**{f"{field}__in": batch}).values_list(field, flat=True)
             )
+        # A paid picture the call journal names, whose job has not completed yet (its
+        # worker was lost after storing it): its next worker completes the job from it.
+        waiting = Q(illustration__status__in=ACTIVE_STATUSES) | Q(sheet__status__in=ACTIVE_STATUSES)
+        named |= set(
+            GenerationAttempt.objects.filter(waiting, storage_name__in=batch).values_list(
+                "storage_name", flat=True
+            )
+        )
     thumbnails = {thumbnail_name(name) for name in named}
     return named | (thumbnails & set(candidates))
 

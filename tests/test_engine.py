@@ -273,6 +273,7 @@ def test_the_sweep_requeues_jobs_of_dead_workers_and_records_the_lost_call(book,
         "requeued": 1,
         "canceled": 0,
         "failed": 0,
+        "completed": 0,
         "reenqueued": 24,
         "probes": 0,
     }

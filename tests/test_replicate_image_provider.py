@@ -11,6 +11,7 @@ from generation.providers.base import (
     RateLimited,
     Rejected,
     StartOver,
+    StillRunning,
     Transient,
 )
 from generation.providers.replicate_image import ReplicateImageProvider, classify
@@ -99,9 +100,9 @@ def test_a_prediction_still_running_at_the_deadline_is_polled_again_later(
     fake_predictions.polls_needed = None  # runs until told
     provider = ReplicateImageProvider()
     prediction_id = provider.create(REQUEST)
-    with pytest.raises(Transient) as raised:
+    with pytest.raises(StillRunning) as raised:  # not StartOver: the same prediction goes on
         provider.wait(prediction_id, sleep=no_sleep)
-    assert type(raised.value) is Transient  # not StartOver: the same prediction goes on
+    assert raised.value.request_id == prediction_id
     fake_predictions.finish.set()
     assert provider.wait(prediction_id, sleep=no_sleep).width == 64
     assert fake_predictions.creates == 1

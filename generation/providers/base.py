@@ -124,6 +124,9 @@ class ProviderError(Exception):
         # (it broke off, or the picture could not be downloaded): recorded as unconfirmed.
         self.maybe_paid = maybe_paid
 
+    # Raised before any request went out: the page's own failure, never the account's.
+    before_request = False
+
 
 class Transient(ProviderError):
     """5xx, timeouts, broken bodies: trying again may well work."""
@@ -154,6 +157,23 @@ class AuthFailed(ProviderError):
 class StartOver(Transient):
     """The service's own job for this call ended without a result (it failed, or the
     service forgot it): the next attempt starts a new job instead of following this one."""
+
+
+class Unsendable(ProviderError):
+    """The request could not be built from the page's own input (a reference picture that
+    cannot be decoded): nothing was sent, so nothing was paid and nothing counts against the
+    shared account; this page fails with the reason until the editor fixes it."""
+
+    outcome = "rejected"
+    before_request = True
+
+
+class StillRunning(Transient):
+    """The service's own job is still being made at the call's deadline: it is kept, and
+    the job waits (holding no worker) to poll the same one again later. Not a failure: it
+    counts neither against the page nor toward an outage."""
+
+    outcome = "interrupted"
 
 
 class Rejected(ProviderError):

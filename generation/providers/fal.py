@@ -33,6 +33,7 @@ from .base import (
     RateLimited,
     Rejected,
     StartOver,
+    StillRunning,
     Transient,
     account_key,
     parse_size,
@@ -284,9 +285,18 @@ class FalProvider:
         deadline = self.client.deadline()
         delay = POLL_FIRST
         while True:
-            answer = self.client.send(
-                "GET", urls["status_url"], deadline=deadline, headers=self.headers()
-            )
+            try:
+                answer = self.client.send(
+                    "GET", urls["status_url"], deadline=deadline, headers=self.headers()
+                )
+            except Transient as error:
+                if deadline.remaining() > 0:
+                    raise
+                # The deadline ran out while asking: the request is still the service's.
+                raise StillRunning(
+                    f"{sentence(SERVICE)} has not finished; polling again later.",
+                    request_id=request_id,
+                ) from error
             if answer.status == 404:
                 raise StartOver(
                     f"{sentence(SERVICE)} no longer knows this request.",
@@ -314,7 +324,7 @@ class FalProvider:
             delay = min(POLL_MAX, delay * 2)
             still_wanted()  # the caller ends the wait (raises) when no longer wanted
             if deadline.remaining() <= 0:
-                raise Transient(
+                raise StillRunning(
                     f"{sentence(SERVICE)} has not finished; polling again later.",
                     request_id=request_id,
                 )

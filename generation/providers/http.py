@@ -11,6 +11,7 @@ import binascii
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -282,6 +283,7 @@ class Client:
         connect, read = deadline.timeout()
         if read_timeout is not None:
             read = min(read, read_timeout)
+        note_request_sent()
         try:
             response = self.session.request(
                 method,
@@ -292,9 +294,14 @@ class Client:
                 timeout=(connect, read),
                 stream=True,
             )
+        except requests.ConnectTimeout as exc:
+            raise Transient(f"Could not reach {self.service} in time ({self.safe(exc)})") from exc
         except requests.Timeout as exc:
+            # The request went out and no answer came: the service may well have made (and
+            # billed) the picture. The outcome is unknown; the retry sends the same key.
             raise Transient(
-                f"{sentence(self.service)} did not answer in time ({self.safe(exc)})"
+                f"{sentence(self.service)} did not answer in time ({self.safe(exc)})",
+                maybe_paid=paid,
             ) from exc
         except requests.RequestException as exc:
             raise Transient(f"Could not reach {self.service} ({self.safe(exc)})") from exc
@@ -321,6 +328,20 @@ class Client:
             error.message = self.safe(error.message)
             error.args = (error.message,)
             raise error
+
+
+_thread = threading.local()
+
+
+def note_request_sent() -> None:
+    _thread.sent = requests_sent() + 1
+
+
+def requests_sent() -> int:
+    """Return how many requests this thread has sent to a service. The engine compares it
+    before and after a call: an error raised with none sent is the page's own (its input
+    could not be turned into a request), never the shared account's."""
+    return getattr(_thread, "sent", 0)
 
 
 def download_image(session, url: str, *, deadline: Deadline, request_id: str = "", safe=str):

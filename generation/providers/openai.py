@@ -38,6 +38,7 @@ from .http import (
     as_json,
     download_image,
     looks_like_html,
+    note_request_sent,
     parse_retry_after,
     read_capped,
     redact,
@@ -225,6 +226,7 @@ class OpenAICompatible:
         if not self.api_key:
             raise AuthFailed("OPENAI_API_KEY is not set.")
         sent = {"data": list(body.items()), "files": files} if files else {"json": body}
+        note_request_sent()
         try:
             response = self.session.post(
                 f"{self.base_url}{path}",
@@ -236,9 +238,14 @@ class OpenAICompatible:
                 timeout=deadline.timeout(),
                 stream=True,
             )
+        except requests.ConnectTimeout as exc:
+            raise Transient(f"Could not reach {self.service} in time ({self._safe(exc)})") from exc
         except requests.Timeout as exc:
+            # Sent, and no answer came: the picture may well have been made and billed. The
+            # outcome is unknown; the retry sends the same key.
             raise Transient(
-                f"{self.service.capitalize()} did not answer in time ({self._safe(exc)})"
+                f"{self.service.capitalize()} did not answer in time ({self._safe(exc)})",
+                maybe_paid=True,
             ) from exc
         except requests.RequestException as exc:
             raise Transient(f"Could not reach {self.service} ({self._safe(exc)})") from exc

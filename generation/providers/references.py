@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from .base import MAX_IMAGE_PIXELS, ImageRequest, Reference, Transient
+from .base import MAX_IMAGE_PIXELS, ImageRequest, Reference, Unsendable
 
 # The formats every service here takes for an input picture (OpenAI edits, Gemini, the
 # chat gateways, Replicate and fal all take PNG, JPEG and WebP); anything else is redrawn
@@ -58,12 +58,12 @@ def _open(content: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(content))
         if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise Transient(f"A reference picture is too large ({image.width}x{image.height}).")
+            raise Unsendable(f"A reference picture is too large ({image.width}x{image.height}).")
         image.load()
     except Image.DecompressionBombError as exc:
-        raise Transient(f"A reference picture is a decompression bomb: {exc}") from exc
+        raise Unsendable(f"A reference picture is a decompression bomb: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise Transient(f"A reference picture is not a valid image: {exc}") from exc
+        raise Unsendable(f"A reference picture is not a valid image: {exc}") from exc
     return image
 
 

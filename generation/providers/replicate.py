@@ -27,6 +27,7 @@ from .base import (
     RateLimited,
     Rejected,
     StartOver,
+    StillRunning,
     Transient,
     account_key,
     verify_clip,
@@ -36,6 +37,7 @@ from .http import (
     MAX_RESPONSE_BYTES,
     Deadline,
     looks_like_html,
+    note_request_sent,
     parse_retry_after,
     read_capped,
     redact,
@@ -138,6 +140,7 @@ class ReplicateAPI:
         """Send one request; return (payload, status, headers) of a 2xx JSON answer, raise
         the classified error otherwise (PredictionGone for a GET the service answers 404)."""
         deadline = deadline or Deadline(self.seconds, service=self.service)
+        note_request_sent()
         try:
             response = self.session.request(
                 method,
@@ -238,7 +241,7 @@ class ReplicateClipProvider(ReplicateAPI):
                     request_id=prediction_id,
                 )
             if time.monotonic() - started > self.poll_window:
-                raise Transient("The clip service has not finished; polling again later.")
+                raise StillRunning("The clip service has not finished; polling again later.")
             hint = parse_retry_after(headers)
             sleep(hint if hint is not None else delay)
             delay = min(POLL_MAX, delay * 2)

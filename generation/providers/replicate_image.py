@@ -25,6 +25,7 @@ from .base import (
     RateLimited,
     Rejected,
     StartOver,
+    StillRunning,
     Transient,
 )
 from .checks import Check, check_get
@@ -207,13 +208,22 @@ class ReplicateImageProvider(ReplicateAPI):
                 delay = min(POLL_MAX, delay * 2)
                 still_wanted()  # the caller ends the wait (raises) when no longer wanted
                 if deadline.remaining() <= 0:
-                    raise Transient(
+                    raise StillRunning(
                         f"{sentence(SERVICE)} has not finished; polling again later.",
                         request_id=prediction_id,
                     )
-            payload, status_code, headers = self._json(
-                "GET", f"/predictions/{prediction_id}", deadline=deadline, classify=classify
-            )
+            try:
+                payload, status_code, headers = self._json(
+                    "GET", f"/predictions/{prediction_id}", deadline=deadline, classify=classify
+                )
+            except Transient as error:
+                if deadline.remaining() > 0:
+                    raise
+                # The deadline ran out while asking: the prediction is still the service's.
+                raise StillRunning(
+                    f"{sentence(SERVICE)} has not finished; polling again later.",
+                    request_id=prediction_id,
+                ) from error
         return self._result(payload, status_code, prediction_id, deadline)
 
     def _result(self, payload: dict, status_code: int, prediction_id: str, deadline):

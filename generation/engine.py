@@ -27,7 +27,7 @@ from studio.models import Project
 from . import accounts, fairness, ledger, logs, notify
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
-from .limits import POLL_SECONDS, BudgetReached, Gate, provider_key
+from .limits import POLL_SECONDS, BudgetReached, Gate, LongWait, provider_key
 from .machines import RUN
 from .models import (
     ACTIVE_STATUSES,
@@ -75,12 +75,14 @@ class OutOfPatience(ProviderError):
 
 
 class Deferred(Exception):
-    """The service asked for a longer wait than a worker should sleep: the job goes back to
-    the queue with the time of its next try, and the sweep hands it out when it is due."""
+    """A longer wait than a worker should sleep (a Retry-After, a cool-down, a rate limit, a
+    picture still being made): the job goes back to the queue with the time of its next try
+    and what it waits for, holding no worker, and is handed out again when it is due."""
 
-    def __init__(self, seconds: float, message: str = ""):
+    def __init__(self, seconds: float, message: str = "", *, waiting_for: str = ""):
         super().__init__(message)
         self.seconds = seconds
+        self.waiting_for = waiting_for
 
 
 # How soon a job whose picture the service is still making polls it again (holding no
@@ -430,7 +432,7 @@ class JobWorker:
             self._release()
             return
         except Deferred as deferred:
-            self._defer(deferred.seconds)
+            self._defer(deferred.seconds, deferred.waiting_for)
             return
         except ProviderError as error:
             self._fail(error)
@@ -702,7 +704,14 @@ class JobWorker:
         """Wait until the shared limits allow a call; halt the run if the budget would be
         passed; give up (Interrupted) when the run stops, pauses or halts meanwhile."""
         try:
-            slot = self.gate.acquire(still_wanted=self._still_waiting_for_slot)
+            slot = self.gate.acquire(
+                still_wanted=self._still_waiting_for_slot, patience=accounts.WAIT_IN_WORKER
+            )
+        except LongWait as wait:
+            # A rate limit's next token is far off: the job waits in the queue, and this
+            # worker takes other editors' pages meanwhile (the account's cool-down does the
+            # same in _admit).
+            raise Deferred(wait.seconds, wait.why, waiting_for=wait.why) from None
         except BudgetReached as reached:
             if reached.price is None:
                 message = (
@@ -958,8 +967,10 @@ class JobWorker:
             worker_id=self.id, reason=reason, message=error.message
         )
 
-    def _defer(self, seconds: float) -> None:
-        self.model.objects.filter(pk=self.job.pk).defer(worker_id=self.id, wait=seconds)
+    def _defer(self, seconds: float, waiting_for: str = "") -> None:
+        self.model.objects.filter(pk=self.job.pk).defer(
+            worker_id=self.id, wait=seconds, waiting_for=waiting_for[:120]
+        )
 
     def _release(self) -> None:
         """Give the job back: queued again if its run may resume, canceled if it stopped."""

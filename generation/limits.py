@@ -37,6 +37,14 @@ class BudgetReached(Exception):
         self.budget, self.spent, self.price = budget, spent, price
 
 
+class LongWait(Exception):
+    """A rate limit's next token is further off than a worker should sleep."""
+
+    def __init__(self, seconds: float, why: str):
+        super().__init__(why)
+        self.seconds, self.why = seconds, why
+
+
 @dataclass(frozen=True)
 class Limit:
     key: str
@@ -83,9 +91,10 @@ class Gate:
             limit.max_concurrent or limit.requests_per_minute for limit in self.limits
         )
 
-    def acquire(self, *, still_wanted) -> ProviderSlot | None:
+    def acquire(self, *, still_wanted, patience: float | None = None) -> ProviderSlot | None:
         """Wait for the limits to allow a call and return its slot, or None as soon as
-        still_wanted() says the job is no longer ours. Raise BudgetReached."""
+        still_wanted() says the job is no longer ours. Raise BudgetReached, and LongWait
+        when a rate limit's next token is further off than `patience` seconds."""
         if not self.limited:
             return UNLIMITED  # nothing to count or reserve: no query at all
         ProviderGate.objects.bulk_create(
@@ -98,6 +107,8 @@ class Gate:
                 self.waiting = None
                 return granted
             self.waiting = (granted, self._why)
+            if patience is not None and granted > patience:
+                raise LongWait(granted, self._why)
             self.clock.sleep(min(granted, 1.0))
             if not still_wanted():
                 return None

@@ -130,6 +130,7 @@ class JobQuerySet(ProjectRowsQuerySet):
             claimed_by=worker_id,
             lease_expires_at=later(lease),
             next_attempt_at=None,
+            waiting_for="",
             started_at=Now(),
             updated_at=Now(),
         )
@@ -172,14 +173,16 @@ class JobQuerySet(ProjectRowsQuerySet):
         """One more attempt counts against the job (a call that failed or was lost)."""
         return self.update(attempts_made=F("attempts_made") + 1, updated_at=Now())
 
-    def defer(self, *, worker_id: str, wait: float) -> int:
-        """Back to the queue with the time of its next try (a long Retry-After)."""
+    def defer(self, *, worker_id: str, wait: float, waiting_for: str = "") -> int:
+        """Back to the queue with the time of its next try (a long Retry-After, a rate
+        limit's next token) and what it waits for, which its card shows."""
         return self._move(
             "defer",
             worker_id=worker_id,
             claimed_by="",
             lease_expires_at=None,
             next_attempt_at=later(wait),
+            waiting_for=waiting_for,
             updated_at=Now(),
         )
 

@@ -68,8 +68,13 @@ class Progress:
         return self.illustrated - self.approved
 
     @property
+    def active(self) -> int:
+        """Pages with a job on its way: missing ones, and ones being drawn again."""
+        return self.on_way + self.redrawing
+
+    @property
     def busy(self) -> bool:
-        return bool(self.queued or self.generating)
+        return bool(self.active)
 
     @property
     def percent(self) -> int:
@@ -577,6 +582,22 @@ def project_spent(project_id: int) -> Decimal:
 class Spend:
     project: Decimal
     run: Decimal
+
+
+def ledger_summary(project_id: int) -> dict:
+    """Return what the spend ledger knows of a project's calls: {"paid_calls": calls the
+    service charged, "unconfirmed_calls": calls it most likely charged without a whole
+    answer, "spent": their total, as text} (one query; each call is entered once)."""
+    rows = SpendEntry.objects.filter(project_id=project_id).aggregate(
+        paid=Count("pk", filter=Q(confirmed=True)),
+        unconfirmed=Count("pk", filter=Q(confirmed=False)),
+        spent=Sum("amount"),
+    )
+    return {
+        "paid_calls": rows["paid"],
+        "unconfirmed_calls": rows["unconfirmed"],
+        "spent": str(amount(rows["spent"])),  # the stored precision, as "cost" has
+    }
 
 
 def spend(project: Project, run: Run | None) -> Spend:

@@ -56,6 +56,7 @@ def test_status_json_has_the_documented_shape(make_project, openai_settings, fak
         "failed": 0,
         "active": 0,
         "cost": {"project": "0.0000", "run": "0.0000"},
+        "ledger": {"paid_calls": 0, "unconfirmed_calls": 0, "spent": "0.0000"},
         "run": None,
         # The other project's 402 halted the account both draw through.
         "account": {"state": "halted", "reason": "out_of_credits", "until": None},
@@ -69,6 +70,29 @@ def test_status_json_has_the_documented_shape(make_project, openai_settings, fak
 
     only = json.loads(run_command("generation_status", "--project", str(fresh.pk), "--json"))
     assert [p["id"] for p in only["projects"]] == [fresh.pk]
+
+
+@pytest.mark.django_db
+def test_status_json_counts_a_queued_regeneration_as_active(make_project, drain):
+    project = make_project(pages=2)
+    drain(services.generate_missing(project=project).run.pk)
+    services.queue_page(page=project.pages.get(number=1), regenerate=True)
+
+    [status] = json.loads(run_command("generation_status", "--json"))["projects"]
+    assert (status["illustrated"], status["missing"], status["active"]) == (2, 0, 1)
+
+
+@pytest.mark.django_db
+def test_status_json_reports_the_ledger_of_paid_and_unconfirmed_calls(
+    make_project, openai_settings, fake_openai, drain
+):
+    openai_settings.STUDIO_PRICES = {"openai:gpt-image-1": "0.04"}
+    fake_openai.script.append("cut")  # the first answer breaks off: most likely charged
+    project = make_project(pages=2)
+    drain(services.generate_missing(project=project).run.pk)
+
+    [status] = json.loads(run_command("generation_status", "--json"))["projects"]
+    assert status["ledger"] == {"paid_calls": 2, "unconfirmed_calls": 1, "spent": "0.1200"}
 
 
 @pytest.mark.django_db

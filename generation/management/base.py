@@ -89,8 +89,10 @@ def project_status(project: Project) -> dict:
         "missing": progress.missing,
         # Failed in all, rejected prompts included.
         "failed": progress.failed + progress.rejected,
-        "active": progress.queued + progress.generating,
+        # Pages with a job on its way, regenerations of illustrated pages included.
+        "active": progress.active,
         "cost": {"project": str(spend.project), "run": str(spend.run)},
+        "ledger": selectors.ledger_summary(project.pk),
         "run": None
         if run is None
         else {"state": run.state, "halt_reason": run.halt_reason or None, "message": run.message},

@@ -58,12 +58,14 @@ def _open(content: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(content))
         if image.width * image.height > MAX_IMAGE_PIXELS:
-            raise Transient(f"A reference picture is too large ({image.width}x{image.height}).")
+            raise Transient(
+                f"A reference picture is too large ({image.width}x{image.height}).", sent=False
+            )
         image.load()
     except Image.DecompressionBombError as exc:
-        raise Transient(f"A reference picture is a decompression bomb: {exc}") from exc
+        raise Transient(f"A reference picture is a decompression bomb: {exc}", sent=False) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise Transient(f"A reference picture is not a valid image: {exc}") from exc
+        raise Transient(f"A reference picture is not a valid image: {exc}", sent=False) from exc
     return image
 
 

@@ -11,6 +11,10 @@ account's row comes last in the lock order: a change that shows on the review pa
 moves the counters of the projects it shows on (open_projects_changed, their rows in id
 order), then the account's row, in one transaction; never a project's row while the
 account's is held.
+
+A run's `halted_account` names what halted it, and what one Resume continues: a provider
+account's key, STORAGE (the studio's storage, shared by every project), or a kind's model
+on an account (config_key: a wrong model is the model's, not the key's).
 """
 
 import logging
@@ -48,6 +52,13 @@ class Admission:
 
 
 GO = Admission("go")
+
+STORAGE = "studio:storage"
+
+
+def config_key(kind: str, account: str) -> str:
+    """Return the halt key of a kind's model on an account (a config failure's)."""
+    return f"config:{kind}:{account}"[:200]
 
 
 def _move(key: str, name: str, *, context: dict | None = None, **fields) -> int:

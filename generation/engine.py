@@ -155,7 +155,15 @@ def halt_message(reason: str, error: ProviderError | None, *, provider, service:
 
 def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bool:
     """Halt a running run for a reason retrying cannot fix (with account, only while that
-    account is halted). Return whether this call halted it."""
+    account is halted). Return whether this call halted it.
+
+    The storage is the studio's, not a run's: a picture that cannot be saved halts every
+    running run (each would pay for one it cannot keep), and one Resume continues them."""
+    if reason == Run.HaltReason.STORAGE:
+        running = Run.objects.filter(state=Run.State.RUNNING)
+        return _halt_runs(
+            running, "halt", key=accounts.STORAGE, reason=reason, message=message, first=run_id
+        )
     halted = RUN.move(
         Run.objects.filter(pk=run_id),
         "halt_for_account" if account else "halt",
@@ -204,10 +212,22 @@ def halt_account(key: str, *, reason: str, message: str, provider=None, call_sta
     )
 
 
-def _halt_runs(rows, transition: str, *, key: str, reason: str, message: str) -> int:
+def halt_model(kind: JobKind, key: str, *, reason: str, message: str) -> int:
+    """Halt every running run with work of the kind on the account: a wrong model or
+    parameter is the kind's service and model's, not the account's key (a wrong clip model
+    must not halt the picture projects on the same token). Return runs halted."""
+    try:
+        rows = Run.objects.filter(kind.runs_on_account(key))
+    except LookupError:
+        return 0
+    halt_key = accounts.config_key(kind.name, key)
+    return _halt_runs(rows, "halt", key=halt_key, reason=reason, message=message)
+
+
+def _halt_runs(rows, transition: str, *, key: str, reason: str, message: str, first=None) -> int:
     """Halt the running runs among rows, marked with what halted them (key: one Resume
     continues them all). Their projects' rows are taken first, in id order. Return how
-    many halted."""
+    many halted; with first, whether that run was among them."""
     with transaction.atomic():
         eligible = RUN.eligible(rows, transition, account=key)
         running = Run.objects.filter(pk__in=eligible.values("pk")).locked()
@@ -224,6 +244,8 @@ def _halt_runs(rows, transition: str, *, key: str, reason: str, message: str) ->
         logger.warning("Run %s halted (%s): %s", run.pk, reason, message)
         logs.run_state(run.pk, Run.State.HALTED, reason=reason, project_id=run.project_id)
         notify.run_ended(run.pk)
+    if first is not None:
+        return any(run.pk == first for run in running)
     return halted
 
 
@@ -717,6 +739,9 @@ class JobWorker:
         )
         if error.halts_run:
             message = halt_message(error.outcome, error, provider=self.provider, service=service)
+            if error.outcome == Outcome.CONFIG:
+                halt_model(self.kind, self.account, reason=error.outcome, message=message)
+                return  # a halting attempt never counts against the job
             halt_account(
                 self.account,
                 reason=error.outcome,

@@ -176,7 +176,7 @@ RUN = Machine(
         "stop": T(OPEN, STOPPING, doc="calls in flight finish, the queue is canceled"),
         "stopped": T([STOPPING], STOPPED, doc="nothing is in flight any more"),
         "finish": T([RUNNING], FINISHED, doc="nothing is left to do"),
-        "halt": T([RUNNING], HALTED, doc="budget, storage: this run alone"),
+        "halt": T([RUNNING], HALTED, doc="budget (this run); storage, a model (all using it)"),
         "halt_for_account": T([RUNNING], HALTED, "account_halted"),
         "resume": T(
             [PAUSED, HALTED, STOPPING],
@@ -187,7 +187,7 @@ RUN = Machine(
             [HALTED],
             RUNNING,
             "halted_by",
-            doc="its account continues",
+            doc="what halted it (an account, the storage, a model) continues",
             sets={**HALT_CLEARED, "finished_at": None, "end_notice": ""},
         ),
         "carry_probe": T(

@@ -155,8 +155,18 @@ def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
     halted or stopping run was resumed. Call with the project locked."""
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
     if run is None:
-        run = Run.objects.create(project=project, requested_by=requested_by)
-        logs.run_state(run, Run.State.RUNNING)
+        # The storage is the studio's: while a full disk halts every run, a new one joins
+        # the halt instead of paying for a picture it cannot keep; Resume continues it.
+        storage = (
+            Run.objects.filter(state=Run.State.HALTED, halted_account=accounts.STORAGE)
+            .values("halt_reason", "message", "halted_account")
+            .first()
+        )
+        state = Run.State.HALTED if storage else Run.State.RUNNING
+        run = Run.objects.create(
+            project=project, requested_by=requested_by, state=state, **(storage or {})
+        )
+        logs.run_state(run, state)
         return run, False
     if run.state == Run.State.RUNNING:
         return run, False
@@ -536,8 +546,8 @@ def switch_service(*, project: Project, service: str) -> ControlResult:
     project_changed(project.pk)
     project.image_service = service
     run = Run.objects.select_for_update().filter(project=project, state=Run.State.HALTED).first()
-    if run is None or not run.halted_account:
-        return ControlResult()
+    if run is None or run.halted_account in ("", accounts.STORAGE):
+        return ControlResult()  # another service does not free the disk
     run.halted_account = ""  # this run leaves the old account; the account stays halted
     _set_running(run)
     _enqueue_on_commit(run, _queued_counts(run))

@@ -3,6 +3,7 @@ account-side failures of issue 29: every halt, probe and resume of an account go
 through its table, so a guard needed on one path holds on every path. Each test here
 failed before its fix."""
 
+import errno
 import io
 import json
 import threading
@@ -11,6 +12,7 @@ from io import StringIO
 
 import pytest
 from django.core import mail
+from django.core.files.storage import FileSystemStorage
 from django.core.management import call_command
 from django.db import connection
 from PIL import Image
@@ -291,6 +293,74 @@ def test_the_run_that_carried_a_successful_probe_finishes_without_a_halt_reason(
     assert notify.run_report(probed.pk)["halt_reason"] is None
     assert len(mail.outbox) == 3
     assert not any("Why it halted" in message.body for message in mail.outbox)
+
+
+# --- 16. a full disk halts the studio, one Resume continues it ------------------------------
+
+
+class FullDisk(FileSystemStorage):
+    def _save(self, name, content):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.django_db
+def test_a_full_disk_halts_every_running_project_and_one_resume_continues_them_all(
+    settings, make_project, openai_settings, fake_openai, drain
+):
+    storages = settings.STORAGES
+    settings.STORAGES = {**storages, "default": {"BACKEND": "tests.test_account_machine.FullDisk"}}
+    first, second = make_project(pages=2, title="First"), make_project(pages=2, title="Second")
+    runs = [start(first), start(second)]
+    drain(runs[0].pk)
+    drain(runs[1].pk)
+
+    assert fake_openai.call_count == 1  # the second project paid for nothing it cannot keep
+    assert set(Run.objects.values_list("state", "halt_reason")) == {("halted", "storage")}
+    later = start(make_project(pages=1, title="Queued after"))  # joins the halt at once
+    later.refresh_from_db()
+    assert (later.state, later.halt_reason) == ("halted", "storage")
+    assert ProviderAccount.objects.filter(state="halted").count() == 0  # not the service's
+
+    settings.STORAGES = storages  # space freed
+    services.resume(project=second)  # one Resume
+    assert set(Run.objects.values_list("state", flat=True)) == {"running"}
+    for run in (*runs, later):
+        drain(run.pk)
+    assert Illustration.objects.filter(status=Status.COMPLETE).count() == 5
+    assert fake_openai.call_count == 1 + 5
+
+
+# --- 17. a wrong model halts the work that uses it -------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_wrong_clip_model_halts_only_the_projects_making_clips(
+    settings, make_project, replicate_settings, replicate_image_settings, fake_predictions, drain
+):
+    settings.STUDIO_CLIP_MODEL = "minimax/video-02"
+    clipped = make_project(pages=1, title="Clips")
+    drain(start(clipped).pk)  # the offline renderer draws its picture
+    pictured = make_project(pages=2, title="Pictures on Replicate")
+    Project.objects.filter(pk=pictured.pk).update(image_service="replicate")
+    pictured.refresh_from_db()
+    pictures = start(pictured)
+
+    clips = services.generate_missing_clips(project=clipped).run
+    drain(clips.pk, kind="clip")
+    clips.refresh_from_db()
+    assert (clips.state, clips.halt_reason) == ("halted", "config")
+    assert "Fix STUDIO_CLIP_MODEL" in clips.message
+    pictures.refresh_from_db()
+    assert pictures.state == "running"
+    assert ProviderAccount.objects.filter(state="halted").count() == 0
+
+    drain(pictures.pk)
+    assert Illustration.objects.filter(page__project=pictured, status=Status.COMPLETE).count() == 2
+    settings.STUDIO_CLIP_MODEL = "minimax/video-01"
+    services.resume(project=clipped)
+    drain(clips.pk, kind="clip")
+    clips.refresh_from_db()
+    assert clips.state == "finished"
 
 
 # --- also: a call that never went out never reaches the account -----------------------------

@@ -5,15 +5,29 @@ account (the provider, its endpoint and a fingerprint of its key), shared by eve
 and every project that calls through it. When one call learns that the account is out of
 credits, refused, misconfigured or down, no further call starts for any project on it;
 one Resume (or, for an outage, a successful probe) continues them all.
+
+Every change of an account's state is a transition of generation.machines.ACCOUNT. The
+account's row comes last in the lock order: a change that shows on the review pages first
+moves the counters of the projects it shows on (open_projects_changed, their rows in id
+order), then the account's row, in one transaction; never a project's row while the
+account's is held.
+
+A run's `halted_account` names what halted it, and what one Resume continues: a provider
+account's key, STORAGE (the studio's storage, shared by every project), or a kind's model
+on an account (config_key: a wrong model is the model's, not the key's).
 """
 
 import logging
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
+from studio.changes import open_projects_changed
+
+from .machines import ACCOUNT
 from .models import ProviderAccount, later
 
 logger = logging.getLogger(__name__)
@@ -39,6 +53,29 @@ class Admission:
 
 GO = Admission("go")
 
+STORAGE = "studio:storage"
+
+
+def config_key(kind: str, account: str) -> str:
+    """Return the halt key of a kind's model on an account (a config failure's)."""
+    return f"config:{kind}:{account}"[:200]
+
+
+def _move(key: str, name: str, *, context: dict | None = None, **fields) -> int:
+    return ACCOUNT.move(ProviderAccount.objects.filter(key=key), name, context=context, **fields)
+
+
+def _change(key: str, name: str, *, context: dict | None = None, **fields) -> int:
+    """Make a transition that shows on the review pages: the counters of every project
+    with an open run move first, then the account's row, in one transaction (the lock
+    order). Nothing is written when the transition cannot be made."""
+    rows = ProviderAccount.objects.filter(key=key)
+    if not ACCOUNT.eligible(rows, name, **(context or {})).exists():
+        return 0
+    with transaction.atomic():
+        open_projects_changed()
+        return ACCOUNT.move(rows, name, context=context, **fields)
+
 
 def ensure(key: str, *, provider: str = "", endpoint: str = "") -> None:
     ProviderAccount.objects.bulk_create(
@@ -59,8 +96,12 @@ def admit(key: str, *, worker_id: str) -> Admission:
         return GO
     failures = row["failures_in_row"]
     if row["state"] == State.PROBING:
-        won = ProviderAccount.objects.filter(key=key, state=State.PROBING, probe_by="").update(
-            probe_by=worker_id, probe_started_at=Now(), updated_at=Now()
+        won = _move(
+            key,
+            "take_probe",
+            probe_by=worker_id,
+            probe_started_at=Now(),
+            updated_at=Now(),
         )
         if won:
             return Admission("probe", failures_in_row=failures)
@@ -76,9 +117,13 @@ def cool_down(key: str, seconds: float, reason: str, *, provider: str = "", endp
     """Make every worker wait `seconds` before calling the account again (Retry-After)."""
     ensure(key, provider=provider, endpoint=endpoint)
     until = later(seconds)
-    ProviderAccount.objects.filter(key=key).filter(
+    rows = ProviderAccount.objects.filter(key=key).filter(
         Q(cooldown_until__isnull=True) | Q(cooldown_until__lt=until)
-    ).update(cooldown_until=until, cooldown_reason=reason[:300], updated_at=Now())
+    )
+    if rows.exists():  # a time on an ok account, not a state: shown all the same
+        with transaction.atomic():
+            open_projects_changed()
+            rows.update(cooldown_until=until, cooldown_reason=reason[:300], updated_at=Now())
 
 
 def count_failure(key: str, *, provider: str = "", endpoint: str = "") -> int:
@@ -88,10 +133,13 @@ def count_failure(key: str, *, provider: str = "", endpoint: str = "") -> int:
     return ProviderAccount.objects.filter(key=key).values_list("failures_in_row", flat=True)[0]
 
 
-def succeeded(key: str) -> None:
-    """A success anywhere on the account resets its outage count (the engine calls it when
-    the count was above zero as its call was admitted)."""
-    ProviderAccount.objects.filter(key=key, failures_in_row__gt=0).update(failures_in_row=0)
+def succeeded(key: str, *, counted: int = 0) -> None:
+    """A success anywhere on the account resets its outage count, whatever the count was
+    when its call was admitted (`counted`): another call may have failed meanwhile. A read
+    first when it was 0, so the usual success takes no write lock."""
+    rows = ProviderAccount.objects.filter(key=key, failures_in_row__gt=0)
+    if counted or rows.exists():
+        rows.update(failures_in_row=0)
 
 
 def halt(
@@ -106,7 +154,8 @@ def halt(
     """Halt the account. Return whether this call halted it (it was not halted already for
     the same reason, nor set going again after `call_started`, the database time at which
     the failed call started: an editor who pressed Resume while it was coming back has
-    answered it already)."""
+    answered it already). An outage halts only an ok account: it never replaces a halt
+    that needs a person (out of credits, a refused key)."""
     ensure(key, provider=provider, endpoint=endpoint)
     fields = {
         "state": State.HALTED,
@@ -121,10 +170,12 @@ def halt(
         fields.update(next_probe_at=later(FIRST_PROBE), probes=0)
     else:
         fields.update(next_probe_at=None)
-    rows = ProviderAccount.objects.filter(key=key)
-    if call_started is not None:
-        rows = rows.filter(Q(resumed_at__isnull=True) | Q(resumed_at__lte=call_started))
-    halted = rows.exclude(state=State.HALTED, reason=reason).update(**fields)
+    halted = _change(
+        key,
+        "halt_outage" if reason == Reason.OUTAGE else "halt",
+        context={"call_started": call_started, "reason": reason},
+        **fields,
+    )
     if halted:
         logger.warning("Provider account %s halted (%s): %s", key, reason, message)
     return bool(halted)
@@ -136,12 +187,22 @@ def probe_interval(probes: int) -> float:
     return min(FIRST_PROBE * 2**probes, float(settings.STUDIO_OUTAGE_PROBE_MAX))
 
 
-def probe_failed(key: str, message: str) -> None:
-    """The probe found the service still down: halted again, the next probe later."""
+def start_probe(key: str, *, now) -> bool:
+    """Let one call through an account an outage halted, its probe due. Return whether
+    this call started the probe."""
+    return bool(_move(key, "start_probe", context={"now": now}, probe_by="", updated_at=Now()))
+
+
+def probe_failed(key: str, message: str, *, worker_id: str) -> bool:
+    """The worker's probe found the service still down: halted again, the next probe
+    later. Return whether it was still this worker's probe (an editor's Resume, or a halt
+    that needs a person, answered it already: then nothing changes)."""
     account = ProviderAccount.objects.filter(key=key).values("probes").first()
     probes = (account or {"probes": 0})["probes"] + 1
-    ProviderAccount.objects.filter(key=key).update(
-        state=State.HALTED,
+    failed = _change(
+        key,
+        "probe_failed",
+        context={"worker_id": worker_id},
         reason=Reason.OUTAGE,
         message=message,
         probes=probes,
@@ -150,25 +211,68 @@ def probe_failed(key: str, message: str) -> None:
         probe_started_at=None,
         updated_at=Now(),
     )
+    return bool(failed)
+
+
+def probe_given_back(key: str, *, worker_id: str) -> bool:
+    """The probe's call never went out (its request could not be made): it proves nothing,
+    so the next probe is due at once, through another run's page."""
+    return bool(
+        _move(
+            key,
+            "probe_given_back",
+            context={"worker_id": worker_id},
+            next_probe_at=Now(),
+            probe_by="",
+            probe_started_at=None,
+            updated_at=Now(),
+        )
+    )
+
+
+def probes_lost(*, stale_before, now) -> int:
+    """Probes whose worker died never report: halted again, the next probe due now."""
+    return ACCOUNT.move(
+        ProviderAccount.objects.all(),
+        "probe_lost",
+        context={"stale_before": stale_before},
+        next_probe_at=now,
+        probe_by="",
+        probe_started_at=None,
+    )
+
+
+OK_AGAIN = {
+    "reason": "",
+    "message": "",
+    "failures_in_row": 0,
+    "next_probe_at": None,
+    "probes": 0,
+    "probe_by": "",
+    "probe_started_at": None,
+    "halted_at": None,
+}
+
+
+def probe_succeeded(key: str, *, worker_id: str) -> bool:
+    """The worker's probe got an answer (a picture, or a refusal of its page): the service
+    is back. Return whether it was still this worker's probe."""
+    healed = _change(
+        key,
+        "probe_succeeded",
+        context={"worker_id": worker_id},
+        **OK_AGAIN,
+        resumed_at=Now(),
+        updated_at=Now(),
+    )
+    if healed:
+        logger.warning("Provider account %s is back: a probe got through", key)
+    return bool(healed)
 
 
 def clear(key: str) -> bool:
     """Set a halted account ok again. Return whether it was halted."""
-    return bool(
-        ProviderAccount.objects.filter(key=key, state__in=(State.HALTED, State.PROBING)).update(
-            state=State.OK,
-            reason="",
-            message="",
-            failures_in_row=0,
-            next_probe_at=None,
-            probes=0,
-            probe_by="",
-            probe_started_at=None,
-            halted_at=None,
-            resumed_at=Now(),
-            updated_at=Now(),
-        )
-    )
+    return bool(_change(key, "resume", **OK_AGAIN, resumed_at=Now(), updated_at=Now()))
 
 
 def state_of(key: str) -> dict:

@@ -175,7 +175,15 @@ def halt_message(reason: str, error: ProviderError | None, *, provider, service:
 
 def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bool:
     """Halt a running run for a reason retrying cannot fix (with account, only while that
-    account is halted). Return whether this call halted it."""
+    account is halted). Return whether this call halted it.
+
+    The storage is the studio's, not a run's: a picture that cannot be saved halts every
+    running run (each would pay for one it cannot keep), and one Resume continues them."""
+    if reason == Run.HaltReason.STORAGE:
+        running = Run.objects.filter(state=Run.State.RUNNING)
+        return _halt_runs(
+            running, "halt", key=accounts.STORAGE, reason=reason, message=message, first=run_id
+        )
     halted = RUN.move(
         Run.objects.filter(pk=run_id),
         "halt_for_account" if account else "halt",
@@ -194,7 +202,10 @@ def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bo
 
 def halt_account(key: str, *, reason: str, message: str, provider=None, call_started=None) -> int:
     """Halt the account and every running run with work for it, unless it was set going
-    again after `call_started` (accounts.halt). Return runs halted."""
+    again after `call_started` (accounts.halt). Return runs halted.
+
+    The runs say what the account says, whichever call halted it: a 503 that comes back
+    after the account ran out of credits halts them for credits, not for an outage."""
     accounts.halt(
         key,
         reason=reason,
@@ -203,26 +214,58 @@ def halt_account(key: str, *, reason: str, message: str, provider=None, call_sta
         endpoint=getattr(provider, "base_url", ""),
         call_started=call_started,
     )
+    account = accounts.state_of(key)
+    if account["state"] != "halted":
+        return 0  # set going again meanwhile
     waiting = Q(pk__in=[])
     for kind in KINDS.values():
         try:
             waiting |= kind.runs_on_account(key)
         except LookupError:  # no provider configured for this kind
             continue
-    rows = RUN.eligible(Run.objects.filter(waiting), "halt_for_account", account=key)
-    running = list(rows.values("pk", "project"))
-    halted = RUN.move(
-        Run.objects.filter(pk__in=[run["pk"] for run in running]),
+    return _halt_runs(
+        Run.objects.filter(waiting),
         "halt_for_account",
-        context={"account": key},
-        halt_reason=reason,
-        message=message,
-        halted_account=key,
-        updated_at=Now(),
+        key=key,
+        reason=account["reason"],
+        message=account["message"],
     )
+
+
+def halt_model(kind: JobKind, key: str, *, reason: str, message: str) -> int:
+    """Halt every running run with work of the kind on the account: a wrong model or
+    parameter is the kind's service and model's, not the account's key (a wrong clip model
+    must not halt the picture projects on the same token). Return runs halted."""
+    try:
+        rows = Run.objects.filter(kind.runs_on_account(key))
+    except LookupError:
+        return 0
+    halt_key = accounts.config_key(kind.name, key)
+    return _halt_runs(rows, "halt", key=halt_key, reason=reason, message=message)
+
+
+def _halt_runs(rows, transition: str, *, key: str, reason: str, message: str, first=None) -> int:
+    """Halt the running runs among rows, marked with what halted them (key: one Resume
+    continues them all). Their projects' rows are taken first, in id order. Return how
+    many halted; with first, whether that run was among them."""
+    with transaction.atomic():
+        eligible = RUN.eligible(rows, transition, account=key)
+        running = Run.objects.filter(pk__in=eligible.values("pk")).locked()
+        halted = RUN.move(
+            Run.objects.filter(pk__in=[run.pk for run in running]),
+            transition,
+            context={"account": key},
+            halt_reason=reason,
+            message=message,
+            halted_account=key,
+            updated_at=Now(),
+        )
     for run in running:  # the runs that were running a moment ago are the ones it halted
-        logs.run_state(run["pk"], Run.State.HALTED, reason=reason, project_id=run["project"])
-        notify.run_ended(run["pk"])
+        logger.warning("Run %s halted (%s): %s", run.pk, reason, message)
+        logs.run_state(run.pk, Run.State.HALTED, reason=reason, project_id=run.project_id)
+        notify.run_ended(run.pk)
+    if first is not None:
+        return any(run.pk == first for run in running)
     return halted
 
 
@@ -580,8 +623,8 @@ class JobWorker:
             except StillRunning as error:
                 self._still_running(attempt, started, error)
             except ProviderError as error:
-                if requests_sent() == sent_before and not error.halts_run:
-                    error.before_request = True
+                if requests_sent() == sent_before:
+                    error.sent = False  # the page's own: never the account's breaker
                 self._record(attempt, started, error=error)
                 if error.maybe_paid:
                     self.repeat_key = key
@@ -689,16 +732,23 @@ class JobWorker:
             # Still cooling or now admitted: whatever follows shows its own state.
 
     def _after_success(self, *, probing: bool) -> None:
-        # Writes only where there is something to reset: most calls succeed first time.
-        if self.failures_before or probing:
-            accounts.succeeded(self.account)
+        # Any success resets the outage count, whatever it was when this call went out.
+        accounts.succeeded(self.account, counted=self.failures_before)
         if self.job.rate_limited_since is not None or self.rate_limited:
             self.model.objects.filter(pk=self.job.pk).update(rate_limited_since=None)
         if probing:
-            # The service is back: every run the outage halted continues by itself.
-            from . import services  # services import the engine
+            self._probe_answered()
 
-            services.resume_account(self.account)
+    def _probe_answered(self) -> None:
+        """The service answered the probe (a picture, or a refusal of its page): it is
+        back, and every run the outage halted continues by itself. The answer is kept
+        whatever happens here: a probe that cannot report is lost, and probed again."""
+        from . import services  # services import the engine
+
+        try:
+            services.resume_account(self.account, probe_of=self.id)
+        except DatabaseError:
+            logger.exception("Could not resume %s after its probe got through", self.account)
 
     def _take_slot(self):
         """Wait until the shared limits allow a call; halt the run if the budget would be
@@ -862,6 +912,9 @@ class JobWorker:
         )
         if error.halts_run:
             message = halt_message(error.outcome, error, provider=self.provider, service=service)
+            if error.outcome == Outcome.CONFIG:
+                halt_model(self.kind, self.account, reason=error.outcome, message=message)
+                return  # a halting attempt never counts against the job
             halt_account(
                 self.account,
                 reason=error.outcome,
@@ -873,14 +926,25 @@ class JobWorker:
         if isinstance(error, RateLimited):
             self._wait_for_rate_limit(error)
             return
-        if probing:
+        # Only a call that went out tells anything of the service: an error in making the
+        # request (a reference picture that cannot be decoded) is this page's alone.
+        sent = getattr(error, "sent", True)
+        if probing and not sent:
+            accounts.probe_given_back(self.account, worker_id=self.id)
+        elif probing and error.outcome == Outcome.REJECTED:
+            self._probe_answered()  # a refusal proves the service is up; the page fails
+        elif probing:
             message = self._probe_message(error)
-            accounts.probe_failed(self.account, message)
-            halt_run(
-                self.job.run_id, reason=Run.HaltReason.OUTAGE, message=message, account=self.account
-            )
-            raise Interrupted()
-        if error.retryable:
+            if accounts.probe_failed(self.account, message, worker_id=self.id):
+                halt_run(
+                    self.job.run_id,
+                    reason=Run.HaltReason.OUTAGE,
+                    message=message,
+                    account=self.account,
+                )
+                raise Interrupted()
+            # Resumed meanwhile (or halted for something else): an ordinary failure.
+        if error.retryable and sent:
             count = accounts.count_failure(
                 self.account,
                 provider=self.provider.name,

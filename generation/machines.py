@@ -13,11 +13,16 @@ takes them in this order, and a single-row compare-and-set takes no other row's 
 
 (services lock the project's row first; a job's transition moves its project's change
 counter in the same statement order; an account's row is last and is never held while a
-project's row is wanted.)
+project's row is wanted.) A writer that needs several projects' rows takes them all at
+once, in id order, before anything else: an account's change moves every open project's
+counter first (studio.changes.open_projects_changed), and a Resume that continues every
+run an account halted takes all their rows up front (services._lock), never its own
+project's and later the others'. No queryset's update() takes another row's lock behind
+its caller's back.
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Now
@@ -31,6 +36,9 @@ class Transition:
     target: str | None  # None: the state stays (a guarded renewal)
     guards: tuple[str, ...] = ()
     doc: str = ""
+    # Fields the transition always writes (a resume clears the halt's reason and message):
+    # written in the table, so no path that takes it can forget one.
+    sets: dict = field(default_factory=dict)
 
 
 class Machine:
@@ -67,6 +75,7 @@ class Machine:
         """Make the transition on the eligible rows with one UPDATE; return rows moved
         (0: another writer got there first, or a guard said no: change and call nothing)."""
         transition = self.transitions[name]
+        fields = {**transition.sets, **fields}
         if transition.target is not None:
             fields[self.field] = transition.target
         return self.eligible(rows, name, **(context or {})).update(**fields)
@@ -75,8 +84,8 @@ class Machine:
         return tuple(sorted(self.transitions[name].sources))
 
 
-def T(sources, target, *guards, doc=""):
-    return Transition(frozenset(sources), target, tuple(guards), doc)
+def T(sources, target, *guards, doc="", sets=None):
+    return Transition(frozenset(sources), target, tuple(guards), doc, dict(sets or {}))
 
 
 # --- the job ----------------------------------------------------------------------------
@@ -149,6 +158,9 @@ def _account_halted(account: str = "", **_) -> Q:
     return Q(Exists(ProviderAccount.objects.filter(key=account, state__in=(HALTED, PROBING))))
 
 
+# What a run's resume clears: the halt's word, and what halted it.
+HALT_CLEARED = {"halt_reason": "", "message": "", "halted_account": ""}
+
 RUN = Machine(
     "run",
     field="state",
@@ -164,17 +176,36 @@ RUN = Machine(
         "stop": T(OPEN, STOPPING, doc="calls in flight finish, the queue is canceled"),
         "stopped": T([STOPPING], STOPPED, doc="nothing is in flight any more"),
         "finish": T([RUNNING], FINISHED, doc="nothing is left to do"),
-        "halt": T([RUNNING], HALTED, doc="budget, storage: this run alone"),
+        "halt": T([RUNNING], HALTED, doc="budget (this run); storage, a model (all using it)"),
         "halt_for_account": T([RUNNING], HALTED, "account_halted"),
-        "resume": T([PAUSED, HALTED, STOPPING], RUNNING),
-        "resume_for_account": T([HALTED], RUNNING, "halted_by", doc="its account continues"),
+        "resume": T(
+            [PAUSED, HALTED, STOPPING],
+            RUNNING,
+            sets={**HALT_CLEARED, "finished_at": None, "end_notice": ""},  # its end is news
+        ),
+        "resume_for_account": T(
+            [HALTED],
+            RUNNING,
+            "halted_by",
+            doc="what halted it (an account, the storage, a model) continues",
+            sets={**HALT_CLEARED, "finished_at": None, "end_notice": ""},
+        ),
+        "carry_probe": T(
+            [HALTED],
+            RUNNING,
+            "halted_by",
+            doc="one run tries its downed account; its halt is over unless the probe fails, "
+            "and halting again then is no news (end_notice stays)",
+            sets=HALT_CLEARED,
+        ),
     },
 )
 
 
 # --- the provider account ---------------------------------------------------------------
-# ok → halted (out of credits, auth, config: a person resumes; outage: probes heal it);
-# halted (outage) → probing → ok | halted. A cool-down is a time on an ok account.
+# ok → halted (out of credits, auth: a person resumes; outage: probes heal it);
+# halted (outage) → probing → ok | halted. A cool-down is a time on an ok account. A halt
+# that needs a person may replace an outage; an outage never replaces anything.
 
 OK, PROBING = "ok", "probing"
 
@@ -192,17 +223,41 @@ ACCOUNT = Machine(
             else Q(resumed_at__isnull=True) | Q(resumed_at__lte=call_started)
         ),
         "outage": lambda **_: Q(reason="outage"),
+        # Halting again for the reason it is halted for already is no news.
+        "news": lambda reason="", **_: ~Q(state=HALTED, reason=reason),
+        "probe_stale": lambda stale_before=None, **_: (
+            Q() if stale_before is None else Q(updated_at__lt=stale_before)
+        ),
         "probe_due": lambda now=None, **_: Q(next_probe_at__lte=now if now is not None else Now()),
         "probe_free": lambda **_: Q(probe_by=""),
         "probe_mine": lambda worker_id, **_: Q(probe_by=worker_id),
     },
     transitions={
-        "halt": T([OK, HALTED, PROBING], HALTED, "not_resumed_since"),
+        "halt": T(
+            [OK, HALTED, PROBING],
+            HALTED,
+            "not_resumed_since",
+            "news",
+            doc="out of credits, auth: a person must act; it replaces an outage",
+        ),
+        "halt_outage": T(
+            [OK],
+            HALTED,
+            "not_resumed_since",
+            doc="only an ok account: a 503 never overwrites a halt that needs a person",
+        ),
         "start_probe": T([HALTED], PROBING, "outage", "probe_due"),
         "take_probe": T([PROBING], None, "probe_free", doc="one worker makes the probe"),
+        # A probe's verdict counts only while the account is still probing by its worker:
+        # an editor's Resume (or a halt that needs a person) answered it already.
         "probe_failed": T([PROBING], HALTED, "probe_mine"),
-        "probe_succeeded": T([PROBING], OK, "probe_mine"),
-        "probe_lost": T([PROBING], HALTED, doc="its worker died: the sweep tries again"),
+        "probe_succeeded": T([PROBING], OK, "probe_mine", doc="also a rejected page"),
+        "probe_given_back": T(
+            [PROBING], HALTED, "probe_mine", doc="its call never went out: it proves nothing"
+        ),
+        "probe_lost": T(
+            [PROBING], HALTED, "probe_stale", doc="its worker died: the sweep tries again"
+        ),
         "resume": T([HALTED, PROBING], OK),
     },
 )

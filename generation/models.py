@@ -12,7 +12,7 @@ from django.db import models
 from django.db.models import Exists, F, OuterRef, Q
 from django.db.models.functions import Now
 
-from studio.changes import INVISIBLE_FIELDS, ProjectRowsQuerySet, open_projects_changed, watch
+from studio.changes import ProjectRowsQuerySet, watch
 from studio.models import Character, Page, Project, ReferenceImage
 
 from . import machines
@@ -486,16 +486,6 @@ class ProviderGate(models.Model):
         return self.key
 
 
-class AccountQuerySet(models.QuerySet):
-    """An account's halt, cool-down or resume shows on every project with an open run."""
-
-    def update(self, **kwargs) -> int:
-        changed = super().update(**kwargs)
-        if changed and not set(kwargs) <= INVISIBLE_FIELDS | {"probe_by", "probe_started_at"}:
-            open_projects_changed()
-        return changed
-
-
 class ProviderAccount(models.Model):
     """A provider plus its endpoint plus a fingerprint of its key: what credits, a key, an
     outage and Retry-After cool-downs belong to. Shared by every worker and every project
@@ -537,7 +527,8 @@ class ProviderAccount(models.Model):
     resumed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(db_default=Now())
 
-    objects = AccountQuerySet.as_manager()
+    # No update() that moves projects' counters behind its caller's back: the account's
+    # row is last in the lock order, so generation.accounts moves them once it commits.
 
     class Meta:
         ordering = ["key"]

@@ -11,12 +11,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Now
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
-from studio.changes import project_changed
+from studio.changes import open_projects_changed, project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
@@ -24,7 +24,7 @@ from . import accounts, broker, ledger, logs, thumbnails, workers
 from .clock import db_now
 from .engine import finish_from_journal, settle_run
 from .kinds import KINDS
-from .machines import RUN
+from .machines import ACCOUNT, RUN
 from .models import (
     ACTIVE_STATUSES,
     OPEN_RUN_STATES,
@@ -121,8 +121,26 @@ def _queued_counts(run: Run) -> dict[str, int]:
 
 
 def _lock(project_id: int) -> None:
-    # Serialises queuing for one project, so two requests cannot queue the same work.
-    Project.objects.select_for_update().filter(pk=project_id).first()
+    """Serialise queuing for one project, so two requests cannot queue the same work.
+
+    A project whose run a shared halt holds (an account, the storage, a model), or while
+    any account is halted, may resume every run that halt holds and move every open
+    project's counter: then it takes every open project's row at once, in id order (the
+    lock order among projects), never one and later the others: two Resumes on one
+    account would each hold one and wait for the other's."""
+    shared = (
+        Run.objects.filter(project_id=project_id, state=Run.State.HALTED)
+        .exclude(halted_account="")
+        .exists()
+        or ProviderAccount.objects.filter(
+            state__in=(ProviderAccount.State.HALTED, ProviderAccount.State.PROBING)
+        ).exists()
+    )
+    rows = Project.objects.filter(pk=project_id)
+    if shared:
+        rows = Project.objects.filter(Q(pk=project_id) | Q(runs__state__in=OPEN_RUN_STATES))
+        rows = Project.objects.filter(pk__in=rows.values("pk"))
+    list(rows.select_for_update().order_by("pk").values_list("pk", flat=True))
 
 
 def _locked_run(project: Project, states) -> Run | None:
@@ -137,8 +155,18 @@ def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
     halted or stopping run was resumed. Call with the project locked."""
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
     if run is None:
-        run = Run.objects.create(project=project, requested_by=requested_by)
-        logs.run_state(run, Run.State.RUNNING)
+        # The storage is the studio's: while a full disk halts every run, a new one joins
+        # the halt instead of paying for a picture it cannot keep; Resume continues it.
+        storage = (
+            Run.objects.filter(state=Run.State.HALTED, halted_account=accounts.STORAGE)
+            .values("halt_reason", "message", "halted_account")
+            .first()
+        )
+        state = Run.State.HALTED if storage else Run.State.RUNNING
+        run = Run.objects.create(
+            project=project, requested_by=requested_by, state=state, **(storage or {})
+        )
+        logs.run_state(run, state)
         return run, False
     if run.state == Run.State.RUNNING:
         return run, False
@@ -147,72 +175,84 @@ def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
 
 
 def _set_running(run: Run) -> None:
-    """Set the run running again. If its provider account halted it, that is one Resume
-    for the account: it is cleared and every other run it halted continues too."""
+    """Set the run running again. If an account (or the storage, or a model) halted it,
+    that is one Resume for all it halted: the account is cleared and every other run it
+    halted continues too (the caller took every open project's row first: _lock)."""
     account = run.halted_account
-    cleared = {
-        "halt_reason": "",
-        "message": "",
-        "halted_account": "",
-        "finished_at": None,
-        "end_notice": "",  # its next end is news again
-    }
-    if not RUN.move(Run.objects.filter(pk=run.pk), "resume", updated_at=Now(), **cleared):
+    if not RUN.move(Run.objects.filter(pk=run.pk), "resume", updated_at=Now()):
         return
     run.state = Run.State.RUNNING
-    for name, value in cleared.items():
+    for name, value in RUN.transitions["resume"].sets.items():
         setattr(run, name, value)
     logs.run_state(run, Run.State.RUNNING)
     if account:
         resume_account(account)
 
 
-@transaction.atomic
-def resume_account(key: str) -> int:
-    """Clear a halted provider account and continue every run it halted, each with its
-    waiting jobs handed to the broker once (nothing is queued twice). Return how many runs
-    continued."""
-    accounts.clear(key)
-    Run.objects.filter(halted_account=key, state=Run.State.RUNNING).update(halted_account="")
-    runs = Run.objects.filter(halted_account=key, state=Run.State.HALTED).locked()
-    for run in runs:
-        run.halted_account = ""  # cleared here: _set_running must not resume it again
-        _set_running(run)
-        _enqueue_on_commit(run, _queued_counts(run))
-    return len(runs)
+def resume_account(key: str, *, probe_of: str = "") -> int:
+    """Clear a halted provider account (or storage, or model halt) and continue every run
+    it halted, each with its waiting jobs handed to the broker once (nothing is queued
+    twice). Return how many runs continued.
+
+    With probe_of (a worker's id), the worker's probe got through: the account is set
+    going only if it is still that worker's probe, else nothing changes (an editor's
+    Resume did it already, or a halt that needs a person came meanwhile).
+
+    One transaction in the lock order: the runs' projects (in id order), the runs, then
+    the account's row. Call it holding no project's row."""
+    with transaction.atomic():
+        # Every open project shows the account: their rows first, in id order, then the
+        # runs' (their projects are among them), then the account's.
+        open_projects_changed()
+        runs = Run.objects.filter(halted_account=key, state=Run.State.HALTED).locked()
+        continued = 0
+        for run in sorted(runs, key=lambda run: run.pk):
+            rows = Run.objects.filter(pk=run.pk)
+            if RUN.move(rows, "resume_for_account", context={"account": key}, updated_at=Now()):
+                logs.run_state(run, Run.State.RUNNING)
+                _enqueue_on_commit(run, _queued_counts(run))
+                continued += 1
+        if probe_of:
+            if not accounts.probe_succeeded(key, worker_id=probe_of):
+                transaction.set_rollback(True)
+                return 0
+        else:
+            accounts.clear(key)
+    return continued
+
+
+def _has_work(run_field: str = "pk") -> Q:
+    """Return a condition on runs: they have a job of some kind still to do."""
+    work = Q(pk__in=[])
+    for kind in KINDS.values():
+        active = kind.model.objects.filter(run=OuterRef(run_field), status__in=ACTIVE_STATUSES)
+        work |= Q(Exists(active))
+    return work
 
 
 def probe_accounts(*, now) -> int:
     """Start the due probes of accounts an outage halted: one run the outage halted runs
-    again, and the account lets exactly one call through. Return probes started."""
+    again, and the account lets exactly one call through. Return probes started.
+
+    The run is chosen among those the account halted that still have work, in turn: the
+    one served longest ago (a probe's claim serves its run), so an outage is probed again
+    even when its oldest run has nothing left, and never always through the same page."""
     started = 0
-    # A probe whose worker died never reports: try again.
-    ProviderAccount.objects.filter(
-        state=ProviderAccount.State.PROBING,
-        updated_at__lt=now - timedelta(seconds=settings.STUDIO_LEASE_SECONDS),
-    ).update(state=ProviderAccount.State.HALTED, next_probe_at=now, probe_by="")
-    due = ProviderAccount.objects.filter(
-        state=ProviderAccount.State.HALTED,
-        reason=ProviderAccount.Reason.OUTAGE,
-        next_probe_at__lte=now,
+    accounts.probes_lost(
+        stale_before=now - timedelta(seconds=settings.STUDIO_LEASE_SECONDS), now=now
     )
+    due = ACCOUNT.eligible(ProviderAccount.objects.all(), "start_probe", now=now)
     for account in due:
-        run = (
-            Run.objects.filter(state=Run.State.HALTED, halted_account=account.key)
-            .order_by("pk")
-            .first()
-        )
+        halted = RUN.eligible(Run.objects.filter(_has_work()), "carry_probe", account=account.key)
+        run = halted.order_by("turn", "pk").first()
         counts = _queued_counts(run) if run is not None else {}
         if not any(counts.values()):
             continue  # nothing waits on the account: the next run will find it halted
-        won = ProviderAccount.objects.filter(
-            pk=account.pk, state=ProviderAccount.State.HALTED, next_probe_at__lte=now
-        ).update(state=ProviderAccount.State.PROBING, probe_by="", updated_at=Now())
-        if not won:
+        if not accounts.start_probe(account.key, now=now):
             continue
         RUN.move(
             Run.objects.filter(pk=run.pk),
-            "resume_for_account",
+            "carry_probe",
             context={"account": account.key},
             updated_at=Now(),
         )
@@ -479,6 +519,7 @@ def resume(*, project: Project) -> ControlResult:
     """Resume a paused or halted run: the same missing pages continue where they were. A
     run whose provider account halted it resumes the account, and with it every run the
     account halted; so does Resume on a project whose run found the account halted."""
+    _lock(project.pk)
     run = _locked_run(project, [Run.State.PAUSED, Run.State.HALTED])
     if run is None:
         key = account_of(project_provider(project))
@@ -505,8 +546,8 @@ def switch_service(*, project: Project, service: str) -> ControlResult:
     project_changed(project.pk)
     project.image_service = service
     run = Run.objects.select_for_update().filter(project=project, state=Run.State.HALTED).first()
-    if run is None or not run.halted_account:
-        return ControlResult()
+    if run is None or run.halted_account in ("", accounts.STORAGE):
+        return ControlResult()  # another service does not free the disk
     run.halted_account = ""  # this run leaves the old account; the account stays halted
     _set_running(run)
     _enqueue_on_commit(run, _queued_counts(run))

@@ -41,15 +41,23 @@ def project_changed(*project_ids: int | None) -> int:
 
 def open_projects_changed() -> int:
     """Move the counter of every project with an open run: a provider account's state (a
-    halt, a cool-down, a resume) shows on all of them, whichever account they use."""
+    halt, a cool-down, a resume) shows on all of them, whichever account they use.
+
+    Their rows are taken in id order, the order among projects of every writer that holds
+    several (generation.machines, the lock order), in a transaction of their own or the
+    caller's; call it holding no other project's row, and never an account's."""
     from .models import Project
 
     open_states = ["running", "paused", "stopping", "halted"]
-    return (
-        Project.objects.filter(runs__state__in=open_states)
-        .distinct()
-        .update(version=F("version") + 1)
-    )
+    projects = Project.objects.filter(runs__state__in=open_states).values("pk")
+    with transaction.atomic(savepoint=False):
+        ids = list(
+            Project.objects.select_for_update()
+            .filter(pk__in=projects)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        return Project.objects.filter(pk__in=ids).update(version=F("version") + 1)
 
 
 def _visible(fields) -> bool:

@@ -113,6 +113,7 @@ class ProviderError(Exception):
         request_id: str = "",
         retry_after: float | None = None,
         maybe_paid: bool = False,
+        sent: bool = True,
     ):
         super().__init__(message)
         self.message = message
@@ -123,9 +124,10 @@ class ProviderError(Exception):
         # The service most likely charged for this call although no whole answer came
         # (it broke off, or the picture could not be downloaded): recorded as unconfirmed.
         self.maybe_paid = maybe_paid
-
-    # Raised before any request went out: the page's own failure, never the account's.
-    before_request = False
+        # False when the request never went out (it could not be made: a reference picture
+        # that cannot be decoded): the service said nothing, so the error is the page's
+        # alone and never counts toward the account's outage breaker nor answers a probe.
+        self.sent = sent
 
 
 class Transient(ProviderError):
@@ -165,7 +167,9 @@ class Unsendable(ProviderError):
     shared account; this page fails with the reason until the editor fixes it."""
 
     outcome = "rejected"
-    before_request = True
+
+    def __init__(self, message: str, **details):
+        super().__init__(message, sent=False, **details)
 
 
 class StillRunning(Transient):

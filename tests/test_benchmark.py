@@ -48,6 +48,7 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
         "fairness",
         "watchers",
         "bigbook",
+        "chaos",
     }
     rows = {row["measure"]: row for row in report["rows"]}
     assert rows["queries constant in pages"]["value"] is True
@@ -59,6 +60,9 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["its wait against its ideal"]["value"] > 0
     assert rows["big book done by then"]["unit"] == "pages"
     assert rows["claim conflicts per 1,000 claims"]["value"] >= 0
+    # Faults and killed clusters: every call the service charged is in the ledger, once.
+    assert rows["charged calls missing from the ledger"]["ok"] is True
+    assert rows["ledger entries"]["value"] == rows["calls the service charged"]["value"] > 0
     # Simulated tabs polled a gunicorn server while a run drew: every poll answered.
     for tabs in (10, 20):
         assert rows[f"{tabs} tabs: failed requests"]["value"] == 0

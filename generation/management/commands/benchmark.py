@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import platform
+import random
 import re
 import signal
 import socket
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from functools import partial
@@ -43,7 +45,7 @@ from django_q.brokers import get_broker
 from generation import services, workers
 from generation.fakes.openai import FakeImageService
 from generation.management.base import OperatorCommand, table, usage_error
-from generation.models import GenerationAttempt, Illustration, Run
+from generation.models import GenerationAttempt, Illustration, Run, SpendEntry
 from generation.providers.embedded import render_scene
 from generation.selectors import project_progress
 from studio.changes import project_changed
@@ -64,6 +66,7 @@ SCENARIOS = [
     "fairness",
     "watchers",
     "bigbook",
+    "chaos",
 ]
 # watchers: the p95 goal of a poll for these numbers of open tabs (other numbers: shown only).
 WATCH_GOALS_MS = {100: 50, 500: 200}
@@ -128,6 +131,11 @@ class Command(OperatorCommand):
             "--web-workers", type=int, default=3, help="watchers: gunicorn worker processes"
         )
         parser.add_argument("--bigbook-pages", type=int, default=2000)
+        parser.add_argument("--chaos-pages", type=int, default=60, help="chaos: pages")
+        parser.add_argument(
+            "--chaos-seconds", type=float, default=300, help="chaos: seconds of faults and kills"
+        )
+        parser.add_argument("--chaos-seed", type=int, default=0, help="chaos: random seed")
         parser.add_argument(
             "--quick", action="store_true", help="small sizes, to check the benchmark itself works"
         )
@@ -161,6 +169,8 @@ class Command(OperatorCommand):
                 watch_tabs=options["watch_tabs"] or [10, 20],
                 watch_seconds=4,
                 bigbook_pages=300,
+                chaos_pages=12,
+                chaos_seconds=10,
             )
         options["watch_tabs"] = options["watch_tabs"] or [100, 500]
         # One line per enqueued task is noise here.
@@ -948,6 +958,95 @@ class Bench:
             )
         return float(result.stderr.strip().rsplit(" ", 2)[-2])
 
+    def chaos(self, options) -> list[dict]:
+        """Random faults and killed clusters for a while, books started one after another
+        so that work is always in flight, then a calm finish: every page is kept, and every
+        call the service charged (a picture sent, an answer cut off, a call left hanging)
+        is in the ledger exactly once."""
+        pages, seconds = options["chaos_pages"], options["chaos_seconds"]
+        chance = random.Random(options["chaos_seed"])
+        self.say(f"chaos: books of {pages} pages, {seconds:g} s of faults and killed workers…")
+        env = {"STUDIO_LEASE_SECONDS": 3, "STUDIO_PROVIDER_TIMEOUT": 2}
+        faults = {"500": 0.08, "cut": 0.04, "hang": 0.02, "429_rate_short": 0.04}
+        books: list[Project] = []
+        kills = 0
+
+        def keep_busy() -> None:
+            if not books or project_progress(books[-1]).complete:
+                books.append(self.project(pages, f"chaos {len(books) + 1}"))
+                services.generate_missing(project=books[-1])
+
+        with self.service(latency=0.2, failure_mix=faults) as fake:
+            fake.random = random.Random(options["chaos_seed"])
+            ends = time.monotonic() + seconds
+            while time.monotonic() < ends:
+                with self.cluster(fake, 4, warm_up=False, **env) as cluster:
+                    lives = min(chance.uniform(2, 8), max(0.0, ends - time.monotonic()))
+                    self.sweep_for(lives, also=keep_busy)
+                    os.killpg(cluster.pid, signal.SIGKILL)  # kill -9, mid-call or not
+                    kills += 1
+            fake.failure_mix = {}
+            with self.cluster(fake, 4, warm_up=False, **env):
+
+                def finished() -> bool:
+                    # What an operator does after a bad day: retry what failed, resume
+                    # what halted; the sweep takes back the killed workers' jobs.
+                    for book in books:
+                        services.retry_failed(project=book)
+                        services.resume(project=book)
+                    self.sweep_for(1.0)
+                    return all(project_progress(book).complete for book in books)
+
+                self.wait(finished, timeout=len(books) * pages * 2 + 180, interval=0)
+        self.wait(lambda: fake.in_flight == 0, timeout=40)  # hanging calls end with the fake
+        kept = Illustration.objects.filter(
+            page__project__in=books, status=Illustration.Status.COMPLETE
+        ).count()
+        charged = Counter(
+            call["idempotency_key"] for call in fake.calls if call.get("status") == 200
+        )
+        entries = Counter(
+            GenerationAttempt.objects.filter(
+                pk__in=SpendEntry.objects.filter(project_id__in=[b.pk for b in books]).values(
+                    "attempt_id"
+                )
+            ).values_list("idempotency_key", flat=True)
+        )
+        missing = sum((charged - entries).values())
+        extra = sum((entries - charged).values())
+        total = sum(charged.values())
+        ledger = sum(entries.values())
+        wanted = len(books) * pages
+        return [
+            row("chaos", "workers killed", kills),
+            row("chaos", "pictures kept", kept, "", f"{wanted}", kept == wanted),
+            row("chaos", "calls the service charged", total),
+            row("chaos", "paid calls per kept picture", total / kept if kept else 0.0, "", "≈ 1"),
+            row(
+                "chaos",
+                "ledger entries",
+                ledger,
+                "",
+                f"= {total} (the service's count)",
+                ledger == total,
+            ),
+            row("chaos", "charged calls missing from the ledger", missing, "", "0", missing == 0),
+            row("chaos", "ledger entries the service never charged", extra, "", "0", extra == 0),
+        ]
+
+    def sweep_for(self, seconds: float, also=None) -> None:
+        """Run the sweep every half second for a while, as the clusters' schedule would (it
+        runs each minute; the chaos scenario's leases are seconds long), and `also`."""
+        ends = time.monotonic() + seconds
+        while True:
+            services.sweep()
+            if also is not None:
+                also()
+            left = ends - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.5, left))
+
 
 POLL_URL = re.compile(r'data-poll hx-get="([^"]+)"')
 
@@ -967,9 +1066,11 @@ def child_process(args: list[str], env: dict, *, stop: signal.Signals):
     try:
         yield process
     finally:
-        os.killpg(process.pid, stop)
         try:
+            os.killpg(process.pid, stop)
             process.wait(timeout=20)
+        except ProcessLookupError:  # killed already (the chaos scenario kills its clusters)
+            process.wait()
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()

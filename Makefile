@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 ADDRPORT ?= 127.0.0.1:8000
 ENV_FILE := .env
 
-.PHONY: run test install lint benchmark clean
+.PHONY: run test install lint benchmark soak clean
 
 run: $(STAMP) $(ENV_FILE)
 	$(BIN)/python manage.py migrate --noinput
@@ -18,6 +18,13 @@ test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 install: $(STAMP)
+
+# The randomized model test (tests/test_model.py) for longer: fresh seeds, round after
+# round, until SOAK_MINUTES are up; prints the examples run and the first failure found.
+SOAK_MINUTES ?= 10
+soak: $(STAMP)
+	STUDIO_MODEL_SOAK_MINUTES=$(SOAK_MINUTES) STUDIO_MODEL_EXAMPLES=$${STUDIO_MODEL_EXAMPLES:-50} \
+		$(BIN)/pytest tests/test_model.py -p no:cacheprovider -s --show-capture=no
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

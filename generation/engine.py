@@ -125,6 +125,7 @@ def finish_from_journal(kind: JobKind, job: Job) -> bool:
     claim the job still names. Return whether it completed; a stopped run keeps it too."""
     worker = JobWorker(kind)
     worker.id, worker.job = job.claimed_by, job
+    worker.unheld = job.status == Job.Status.QUEUED
     try:
         worker.provider = kind.provider(job)
     except LookupError:
@@ -339,6 +340,8 @@ class JobWorker:
         self.attempt: GenerationAttempt | None = None  # the journal row of the call
         self.storage_error: Exception | None = None  # a paid result that could not be stored
         self.stored_name = ""  # where the call's file is
+        # Completing a queued job nobody holds, with a paid picture already in storage.
+        self.unheld = False
 
     # --- claiming -------------------------------------------------------------------
 
@@ -547,7 +550,13 @@ class JobWorker:
         already). A database that fails here loses nothing: the journal names the picture,
         and whoever works the job next completes it from there."""
         try:
-            return self.kind.complete(self, result)
+            if self.kind.complete(self, result):
+                return True
+            # The claim was lost while the call ran (the sweep took the job back): if
+            # nobody holds the job now, the paid picture in storage completes it; if a
+            # second worker does, the journal names the picture for whoever comes next.
+            self.unheld = bool(self.stored_name)
+            return self.unheld and self.kind.complete(self, result)
         except DatabaseError:
             logger.exception("Could not complete job %s; its picture is kept", self.job.pk)
             try:
@@ -1019,8 +1028,11 @@ class JobWorker:
     # --- endings --------------------------------------------------------------------
 
     def mark_complete(self, **fields) -> int:
-        """Mark the job complete if this worker still holds it; return rows updated."""
-        return self.model.objects.filter(pk=self.job.pk).complete(worker_id=self.id, **fields)
+        """Mark the job complete if this worker still holds it (or, keeping a stored paid
+        picture, if nobody does); return rows updated."""
+        return self.model.objects.filter(pk=self.job.pk).complete(
+            worker_id=self.id, unheld=self.unheld, **fields
+        )
 
     def _fail(self, error: ProviderError) -> None:
         if error.halts_run:

@@ -137,6 +137,11 @@ JOB = Machine(
         "fail": T(WORKING, FAILED, "held", doc="rejected, or out of attempts"),
         "complete": T(WORKING, COMPLETE, "held", doc="the picture is kept"),
         "keep_as_version": T(WORKING, REPLACED, "held", doc="a variant beside the current"),
+        # A paid picture in storage whose job nobody holds (its worker lost the claim while
+        # the call ran and the sweep queued it again; or the sweep finishing a dead
+        # worker's job): kept, never paid for again.
+        "complete_unheld": T([QUEUED], COMPLETE, doc="a stored paid picture, job unheld"),
+        "keep_unheld_as_version": T([QUEUED], REPLACED),
         "cancel_queued": T([QUEUED], CANCELED, doc="Stop: queued work is canceled"),
         "step_aside": T([COMPLETE], REPLACED, doc="a newer picture of the page is kept"),
         "use_again": T([REPLACED], COMPLETE, doc="the editor chose an earlier version"),

@@ -221,11 +221,22 @@ class JobQuerySet(ProjectRowsQuerySet):
             updated_at=Now(),
         )
 
-    def complete(self, *, worker_id: str, status: str = "complete", **fields) -> int:
+    def complete(
+        self, *, worker_id: str, status: str = "complete", unheld: bool = False, **fields
+    ) -> int:
         """Complete, keeping what the call made, only while the worker holds the job (with
-        status "replaced": kept as a version, not made the page's current one)."""
+        status "replaced": kept as a version, not made the page's current one). With
+        unheld, a queued job nobody holds: its paid picture is in storage already."""
+        names = (
+            ("keep_unheld_as_version", "complete_unheld")
+            if unheld
+            else (
+                "keep_as_version",
+                "complete",
+            )
+        )
         return self._move(
-            "keep_as_version" if status == Job.Status.REPLACED else "complete",
+            names[0] if status == Job.Status.REPLACED else names[1],
             worker_id=worker_id,
             attempts_made=F("attempts_made") + 1,
             claimed_by="",

@@ -493,6 +493,7 @@ def stop(*, project: Project) -> ControlResult:
     working = False
     for kind in KINDS.values():
         jobs = kind.model.objects.filter(run=run)
+        keep_stored_pictures(kind, jobs)
         jobs.cancel_queued()
         working |= jobs.filter(status__in=WORKING_STATUSES).exists()
     run.state = Run.State.STOPPING
@@ -646,6 +647,18 @@ def reclaim_expired(*, now=None, run_id: int | None = None) -> dict[str, int]:
                 for attempt in lost:
                     _record_lost(kind, job, attempt)
     return counts
+
+
+def keep_stored_pictures(kind, jobs) -> int:
+    """Complete the queued jobs among `jobs` whose last call's paid picture is in storage
+    (their worker lost its claim after storing it), before anything cancels them: Stop
+    keeps work. Return how many it completed."""
+    paid = GenerationAttempt.objects.filter(
+        **{kind.attempt_field: OuterRef("pk")},
+        outcome__in=(GenerationAttempt.Outcome.SUCCESS, GenerationAttempt.Outcome.LOST),
+    ).exclude(storage_name="")
+    waiting = jobs.filter(Exists(paid), status=Status.QUEUED).select_related(*kind.select_related)
+    return sum(finish_from_journal(kind, job) for job in waiting)
 
 
 def _times(count: int) -> str:

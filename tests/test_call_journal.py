@@ -190,6 +190,8 @@ class WorkerThread(threading.Thread):
     def run(self):
         try:
             engine.run_next_job(self.run_id, sleep=lambda seconds: None)
+        except Killed:  # as a test meant it: the worker is gone
+            self.error = None
         except Exception as error:  # the test asserts there was none
             self.error = error
         finally:
@@ -350,3 +352,66 @@ def test_a_stored_picture_waiting_for_its_job_is_no_orphan(
     orphans = [found.name for found in OrphanSearch(written_before=db_now() + timedelta(days=1))]
 
     assert attempt.storage_name and attempt.storage_name not in orphans
+
+
+# --- a claim lost while the call ran -------------------------------------------------------
+
+
+def late_answer(project, fake_openai, monkeypatch, *, killed_when_completing=False):
+    """A worker whose heartbeat cannot write while its call runs: the sweep takes its job
+    back (the lease ran out), then the paid answer arrives. With killed_when_completing,
+    the worker is killed as it keeps the late picture."""
+
+    def no_renewal(worker):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(engine.JobWorker, "renew", no_renewal)
+    if killed_when_completing:
+        kind = KINDS["illustration"]
+        real, calls = kind.complete, {"count": 0}
+
+        def complete(worker, result):
+            calls["count"] += 1
+            if calls["count"] == 2:  # the first finds the claim lost; the second keeps it
+                raise Killed("complete")
+            return real(worker, result)
+
+        monkeypatch.setattr(kind, "complete", complete)
+    fake_openai.hold()
+    worker = WorkerThread(start(project).pk)
+    worker.start()
+    wait_until(lambda: fake_openai.call_count == 1, timeout=10)
+    assert sweep_after_the_lease()["requeued"] == 1
+    fake_openai.release()
+    worker.join(timeout=15)
+    return worker
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_late_answer_whose_job_was_taken_back_completes_it_and_is_not_paid_again(
+    make_project, openai_settings, fake_openai, drain, monkeypatch
+):
+    project = make_project(pages=1)
+    worker = late_answer(project, fake_openai, monkeypatch)
+
+    assert worker.error is None
+    assert Illustration.objects.get().status == Status.COMPLETE  # by the late worker itself
+    services.stop(project=project)
+    assert services.generate_missing(project=project).count == 0  # nothing is missing
+    assert fake_openai.call_count == 1
+    assert len(ledger()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stop_keeps_a_paid_picture_whose_job_waits_in_the_queue(
+    make_project, openai_settings, fake_openai, drain, monkeypatch
+):
+    project = make_project(pages=1)
+    late_answer(project, fake_openai, monkeypatch, killed_when_completing=True)
+    assert Illustration.objects.get().status == Status.QUEUED  # the picture is in storage
+
+    services.stop(project=project)
+
+    assert services.generate_missing(project=project).count == 0  # nothing is missing
+    assert Illustration.objects.get().status == Status.COMPLETE
+    assert fake_openai.call_count == 1

@@ -12,8 +12,11 @@ An HTML comment right before each ```sh / ```bash / ```shell / ```console block 
 
     <!-- readme-test: first-line "TEXT" -->          exits 0; its first output line is TEXT
     <!-- readme-test: server first-line "TEXT" -->   long-running: read until a line holding
-                                                     TEXT, then SIGINT to its process group;
-                                                     it must exit and leave no process behind
+                                                     TEXT and until its output is quiet for a
+                                                     second (five at most: a server still
+                                                     starting workers would miss the signal),
+                                                     then SIGINT to its process group; it
+                                                     must exit and leave no process behind
     <!-- readme-test: skip "REASON" -->              not run (needs other machines or servers)
     ... env NAME=VALUE                               a variable the test adds for this block
 
@@ -49,6 +52,7 @@ ANNOTATION = re.compile(r"<!--\s*readme-test:(?P<spec>.*?)-->\s*$")
 SERVER_START_SECONDS = 300  # `make run` on a fresh copy makes its .venv first
 BLOCK_SECONDS = 300
 STOP_SECONDS = 30
+SETTLE_SECONDS = 1.0
 SECRET_KEY_MISSING = (
     "manage.py: Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=true for local development)."
     " `make run` writes both to .env for a development checkout."
@@ -184,6 +188,19 @@ class Output:
                 return True
         return False
 
+    def settle(self, *, quiet: float, most: float) -> None:
+        """Read on until no line arrives for `quiet` seconds, or for `most` seconds in all."""
+        deadline = time.monotonic() + most
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=min(quiet, left))
+            except queue.Empty:
+                return
+            if line is None:
+                self._queue.put(None)  # closed: let a later read see it too
+                return
+            self.lines.append(line)
+
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.lines[-n:])
 
@@ -225,6 +242,9 @@ def run_block(block: Block, copy: Path) -> None:
     try:
         started = output.wait_for(expected, timeout=SERVER_START_SECONDS)
         assert started, f"{block}: no line holding {expected!r}\n{output.tail()}"
+        # gunicorn forks its workers one by one: a worker forked as the signal arrives has
+        # no handler yet and misses it, and its master then waits 30 s to kill it.
+        output.settle(quiet=SETTLE_SECONDS, most=5 * SETTLE_SECONDS)
         os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=STOP_SECONDS)

@@ -286,7 +286,7 @@ OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
 STUDIO_IMAGE_MODEL = env_str("STUDIO_IMAGE_MODEL", "gpt-image-1")
 STUDIO_IMAGE_SIZE = env_str("STUDIO_IMAGE_SIZE", "1024x1024")
-# The other image services (each used only when its key is set; see the README's Services).
+# The other image services (each used only when its key is set; see docs/services.md).
 # Gemini, native: POST {GEMINI_BASE_URL}/models/{model}:generateContent.
 GEMINI_API_KEY = env_str("GEMINI_API_KEY")
 GEMINI_BASE_URL = env_str(

@@ -1,5 +1,5 @@
 """The benchmark command runs every scenario and reports them; timings are its business,
-not the tests' (they are checked in the README's table, on this machine)."""
+not the tests' (they are checked in docs/benchmark.md's tables, on this machine)."""
 
 import json
 import os

@@ -1,20 +1,27 @@
-"""Every command block of the README works as printed, on a fresh copy of the repository.
+"""Every command block of the README and of docs/ works as printed, on a fresh copy of the
+repository.
 
 The copy holds the files git would commit (tracked and new, not ignored) as they are in this
 working tree, so uncommitted edits are tested too; no .venv, .env or database comes along.
-Its blocks run in README order, as a newcomer would type them (`make run` first makes the
-copy's own .venv and .env), each with `bash -e -o pipefail` in its own process group.
+The README's blocks run first, in its order, as a newcomer would type them (`make run`
+first makes the copy's own .venv and .env, the demo book and its database), then the blocks
+of every docs/**/*.md file, file by file in sorted order, each file's in its order; each
+block runs with `bash -e -o pipefail` in its own process group.
 
 An HTML comment right before each ```sh / ```bash / ```shell / ```console block says how:
 
     <!-- readme-test: first-line "TEXT" -->          exits 0; its first output line is TEXT
     <!-- readme-test: server first-line "TEXT" -->   long-running: read until a line holding
-                                                     TEXT, then SIGINT to its process group;
-                                                     it must exit and leave no process behind
+                                                     TEXT and until its output is quiet for a
+                                                     second (five at most: a server still
+                                                     starting workers would miss the signal),
+                                                     then SIGINT to its process group; it
+                                                     must exit and leave no process behind
     <!-- readme-test: skip "REASON" -->              not run (needs other machines or servers)
     ... env NAME=VALUE                               a variable the test adds for this block
 
-Output is stdout and stderr together. A block without an annotation fails the test. The
+Output is stdout and stderr together. A block without an annotation fails the test, in the
+README or in any docs/ file. The
 test adds these variables to every block: PYTHONUNBUFFERED=1 (lines arrive as printed),
 and a free port as ADDRPORT=127.0.0.1:PORT (`make run`) and GUNICORN_CMD_ARGS="--bind
 127.0.0.1:PORT" (gunicorn); "{port}" in TEXT stands for that port. `make test` runs one
@@ -45,6 +52,7 @@ ANNOTATION = re.compile(r"<!--\s*readme-test:(?P<spec>.*?)-->\s*$")
 SERVER_START_SECONDS = 300  # `make run` on a fresh copy makes its .venv first
 BLOCK_SECONDS = 300
 STOP_SECONDS = 30
+SETTLE_SECONDS = 1.0
 SECRET_KEY_MISSING = (
     "manage.py: Set DJANGO_SECRET_KEY (or DJANGO_DEBUG=true for local development)."
     " `make run` writes both to .env for a development checkout."
@@ -53,19 +61,27 @@ SECRET_KEY_MISSING = (
 
 @dataclass
 class Block:
-    line: int  # where its fence opens in README.md
+    line: int  # where its fence opens in its file
     text: str
+    path: str = "README.md"  # its file, relative to the repository
     server: bool = False
     first_line: str | None = None
     skip: str | None = None
     env: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        return f"README.md:{self.line}: {self.text.splitlines()[0]}"
+        return f"{self.path}:{self.line}: {self.text.splitlines()[0]}"
 
 
-def readme_blocks(readme: str) -> list[Block]:
-    """Return the README's command blocks with their annotations; fail on a missing one."""
+def documents(root: Path) -> list[str]:
+    """Return the files whose command blocks run, in the order they run: the README, then
+    docs/**/*.md sorted."""
+    docs = sorted(path.relative_to(root).as_posix() for path in (root / "docs").rglob("*.md"))
+    return ["README.md", *docs]
+
+
+def readme_blocks(readme: str, path: str = "README.md") -> list[Block]:
+    """Return a document's command blocks with their annotations; fail on a missing one."""
     blocks, missing = [], []
     for match in BLOCK.finditer(readme):
         if match["lang"] not in COMMAND_FENCES:
@@ -73,7 +89,7 @@ def readme_blocks(readme: str) -> list[Block]:
         line = readme.count("\n", 0, match.start()) + 1
         before = readme[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         annotation = ANNOTATION.search(before)
-        block = Block(line=line, text=match["body"])
+        block = Block(line=line, text=match["body"], path=path)
         if annotation is None:
             missing.append(str(block))
             continue
@@ -90,7 +106,7 @@ def readme_blocks(readme: str) -> list[Block]:
                 name, value = words.pop(0).split("=", 1)
                 block.env[name] = value
             else:
-                pytest.fail(f"README.md:{line}: unknown readme-test word {word!r}")
+                pytest.fail(f"{path}:{line}: unknown readme-test word {word!r}")
         if block.skip is None and block.first_line is None:
             pytest.fail(f"{block}: its annotation says neither first-line nor skip")
         blocks.append(block)
@@ -172,6 +188,19 @@ class Output:
                 return True
         return False
 
+    def settle(self, *, quiet: float, most: float) -> None:
+        """Read on until no line arrives for `quiet` seconds, or for `most` seconds in all."""
+        deadline = time.monotonic() + most
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=min(quiet, left))
+            except queue.Empty:
+                return
+            if line is None:
+                self._queue.put(None)  # closed: let a later read see it too
+                return
+            self.lines.append(line)
+
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.lines[-n:])
 
@@ -213,6 +242,9 @@ def run_block(block: Block, copy: Path) -> None:
     try:
         started = output.wait_for(expected, timeout=SERVER_START_SECONDS)
         assert started, f"{block}: no line holding {expected!r}\n{output.tail()}"
+        # gunicorn forks its workers one by one: a worker forked as the signal arrives has
+        # no handler yet and misses it, and its master then waits 30 s to kill it.
+        output.settle(quiet=SETTLE_SECONDS, most=5 * SETTLE_SECONDS)
         os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=STOP_SECONDS)
@@ -266,8 +298,35 @@ def test_a_fresh_copy_without_env_file_or_secret_key_refuses_to_start(fresh_copy
     assert (result.returncode, result.stdout, result.stderr) == (1, "", SECRET_KEY_MISSING + "\n")
 
 
-def test_every_command_block_in_the_readme_works_as_printed(fresh_copy):
-    blocks = readme_blocks((fresh_copy / "README.md").read_text())
+def test_every_document_has_annotated_blocks_and_the_docs_are_collected():
+    names = documents(ROOT)
+    assert names[0] == "README.md" and "docs/operating.md" in names
+    for name in names:  # annotations are checked before anything runs
+        readme_blocks((ROOT / name).read_text(), name)
+
+
+LINK = re.compile(r"\]\((?P<target>[^)\s#]+)(?:#[^)]*)?\)")
+
+
+def test_every_relative_link_in_the_readme_and_docs_names_a_file():
+    broken = []
+    for name in documents(ROOT):
+        text = (ROOT / name).read_text()
+        for match in LINK.finditer(text):
+            target = match["target"]
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not ((ROOT / name).parent / target).exists():
+                broken.append(f"{name}: {target}")
+    assert broken == []
+
+
+def test_every_command_block_in_the_readme_and_docs_works_as_printed(fresh_copy):
+    blocks = [
+        block
+        for name in documents(fresh_copy)
+        for block in readme_blocks((fresh_copy / name).read_text(), name)
+    ]
     for block in blocks:
         if block.skip is None:
             run_block(block, fresh_copy)

@@ -136,7 +136,7 @@ def test_an_operator_reads_the_operations_page_from_the_admin(
     expect(page.locator("#connection")).to_have_text("● Live")  # it refreshes itself
     assert page.locator(".chart__bar").count() > 12
     screenshot(page, "operations")
-    # The README's picture of it (docs/operations.png is a copy).
+    # The docs' picture of it (docs/operations.png is a copy).
     page.screenshot(path=str(ARTIFACTS / "operations-full.png"), full_page=True)
 
     page.get_by_role("link", name="24h").click()

@@ -1,3 +1,4 @@
+import secrets
 from pathlib import Path
 
 from django.conf import settings
@@ -15,6 +16,9 @@ from studio.services import create_project
 
 DEMO_USERNAME = "editor"
 DEMO_PASSWORD = "picturebook"
+# The admin and the operations page need a staff account: made once beside the editor,
+# with a fresh password that is printed only then (no known password on any checkout).
+OPERATOR_USERNAME = "operator"
 DEMO_TITLE = "The Tale of Peter Rabbit"
 DEMO_STYLE = (
     "Soft watercolour picture-book illustration, gentle English countryside, muted greens "
@@ -46,7 +50,10 @@ DEMO_CHARACTERS = [
 
 
 class Command(BaseCommand):
-    help = "Create, once, a demo editor and a 24-page demo picture book."
+    help = (
+        "Create, once, a demo editor, a 24-page demo picture book and a staff account "
+        "(operator) for the admin and the operations page."
+    )
 
     @transaction.atomic
     def handle(self, *args, **options):
@@ -68,6 +75,32 @@ class Command(BaseCommand):
             f"{verb} the demo book '{project.title}' ({project.pages.count()} pages)."
         )
         self.stdout.write(f"Sign in as {DEMO_USERNAME} / {DEMO_PASSWORD}")
+        password = create_operator()
+        if password:
+            self.stdout.write(
+                f"Staff sign-in for /admin/ and /operations/: {OPERATOR_USERNAME} / "
+                f"{password} (printed this once)"
+            )
+        else:
+            self.stdout.write(
+                f"Staff sign-in for /admin/ and /operations/: {OPERATOR_USERNAME} (its "
+                f"password was printed when it was made; `.venv/bin/python manage.py "
+                f"changepassword {OPERATOR_USERNAME}` sets a new one)"
+            )
+
+
+def create_operator() -> str:
+    """Create the staff account once; return its new password, or "" when it existed."""
+    User = get_user_model()
+    operator, created = User.objects.get_or_create(
+        username=OPERATOR_USERNAME, defaults={"is_staff": True, "is_superuser": True}
+    )
+    if not created:
+        return ""
+    password = secrets.token_urlsafe(12)
+    operator.set_password(password)
+    operator.save()
+    return password
 
 
 def add_demo_characters(project: Project) -> list[Character]:

@@ -1,6 +1,6 @@
 """The projects' change counters: Project.version moves with every change a review page
 shows, so a poll whose tab already shows the current version can answer "nothing changed"
-after one indexed query (see studio.views.project_poll).
+after one indexed query (see studio.views.review.project_poll).
 
 Writers do not have to remember it: the querysets of the rows a review page shows (pages,
 jobs, runs, characters, reference pictures) move their projects' counters in the same

@@ -17,7 +17,8 @@ from generation import selectors, services
 from generation.models import Illustration
 
 from .text import plural
-from .views import _control, _owned_page, _owned_project
+from .views.common import _owned_page, _owned_project
+from .views.controls import _control
 
 VARIANT_CHOICES = range(1, services.MAX_VARIANTS + 1)
 

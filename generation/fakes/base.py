@@ -1,7 +1,9 @@
-"""What every loopback fake shares: a threaded HTTP server on 127.0.0.1 port 0, a script
-of replies, a record of every call, and a hold/release switch for answers."""
+"""What every loopback fake shares: a threaded HTTP server on 127.0.0.1 (port 0: a free
+one), a script of replies, a record of every call, a hold/release switch for answers, and
+the bad-day knobs of `manage.py fake_service`: a failure rate, the credits left, latency."""
 
 import json
+import random
 import threading
 import time
 from collections import deque
@@ -17,8 +19,18 @@ class LoopbackServer:
 
     path_prefix = ""
     Handler: type["FakeHandler"]
+    # The knobs (`manage.py fake_service`), off by default. fail_rate: the share of picture
+    # calls that get `transient_reply`; credits: the pictures the account can still pay for
+    # (None: no end), after which every picture call gets `out_of_credits_reply`; latency:
+    # seconds each successful answer takes. Each fake names its own service's replies.
+    fail_rate = 0.0
+    credits: int | None = None
+    latency = 0.0
+    success_replies = frozenset({"ok"})
+    transient_reply = "500"
+    out_of_credits_reply = "402"
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self._lock = threading.Lock()
         self.calls: list[dict] = []
         self.script: deque[str] = deque()  # the next calls' replies, in order, then default
@@ -26,7 +38,8 @@ class LoopbackServer:
         self._held = threading.Event()
         self._held.set()
         self._shutdown = threading.Event()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.random = random.Random(0)  # seeded: a failure rate fails the same calls each run
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.origin = f"http://127.0.0.1:{self.server.server_port}"
         self.url = self.origin + self.path_prefix
@@ -57,12 +70,30 @@ class LoopbackServer:
         self._held.set()
 
     def wait_if_held(self, timeout: float = 60) -> None:
+        """Keep a successful answer waiting while held, then for `latency` seconds."""
         self._held.wait(timeout=timeout)
+        if self.latency:
+            self._shutdown.wait(timeout=self.latency)
 
     def next_reply(self) -> str:
-        """Return the name of the next scripted reply, or the default."""
+        """Return the name of the next scripted reply, or the default, as the knobs leave
+        it (see `turn`)."""
         with self._lock:
-            return self.script.popleft() if self.script else self.default
+            return self.turn(self.script.popleft() if self.script else self.default)
+
+    def turn(self, name: str) -> str:
+        """Return the reply a picture call gets instead of `name` under the knobs: out of
+        credits once they are spent, else a transient failure at `fail_rate`; a success
+        spends a credit. Call it with the lock held."""
+        if self.credits is not None and self.credits <= 0:
+            return self.out_of_credits_reply
+        if name not in self.success_replies:
+            return name
+        if self.fail_rate and self.random.random() < self.fail_rate:
+            return self.transient_reply
+        if self.credits is not None:
+            self.credits -= 1
+        return name
 
     def record(self, call: dict) -> dict:
         call.setdefault("at", time.time())

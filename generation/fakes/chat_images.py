@@ -253,14 +253,16 @@ def content_parts(content: list, call: dict) -> str | None:
 
 class FakeChatImages(LoopbackServer):
     path_prefix = "/api/v1"
+    transient_reply = "502"  # "Provider returned error"
+    out_of_credits_reply = "402"  # "Insufficient credits"
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.valid_keys: set[str] | None = None  # None accepts any bearer key
         self.models = set(MODELS)
         self.files: dict[str, bytes] = {}
         # /key answers like OpenRouter; a gateway without it (Lovable) answers 404.
         self.key_endpoint = True
-        super().__init__()
+        super().__init__(port)
 
     class Handler(FakeHandler):
         def _auth_error(self):

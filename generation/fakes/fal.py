@@ -19,6 +19,7 @@ import io
 import json
 import re
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from urllib.parse import parse_qs, urlsplit
@@ -188,7 +189,11 @@ ERRORS = {
 
 
 class FakeFal(LoopbackServer):
-    def __init__(self):
+    transient_reply = "500"
+    # fal's answer once the balance is spent (it may last a while after a top-up).
+    out_of_credits_reply = "403_locked"
+
+    def __init__(self, port: int = 0):
         self.valid_keys: set[str] | None = None  # None accepts any key
         self.models = set(MODELS)
         self.submit_script: deque[str] = deque()  # replies to the next submits, then "ok"
@@ -204,7 +209,7 @@ class FakeFal(LoopbackServer):
         self.canceled: list[str] = []
         self.no_retry: list[str] = []  # the x-fal-no-retry header of every submit
         self.files: dict[str, bytes] = {}
-        super().__init__()
+        super().__init__(port)
         self.platform_url = self.origin + "/platform/v1"
 
     class Handler(FakeHandler):
@@ -259,12 +264,18 @@ class FakeFal(LoopbackServer):
                 return self._reply(*ERRORS["422_size"])
             with service._lock:
                 service.no_retry.append(self.headers.get("x-fal-no-retry", ""))
-                reply = service.submit_script.popleft() if service.submit_script else "ok"
+                reply = service.turn(
+                    service.submit_script.popleft() if service.submit_script else "ok"
+                )
                 if reply != "ok":
                     return self._reply(*ERRORS[reply])
                 service.submits += 1
                 request_id = str(uuid.uuid4())
-                service.requests[request_id] = {"state": "IN_QUEUE", "result": service.result}
+                service.requests[request_id] = {
+                    "state": "IN_QUEUE",
+                    "result": service.result,
+                    "submitted": time.monotonic(),
+                }
             app = "/".join(model.split("/")[:2])
             base = f"{service.origin}/{app}/requests/{request_id}"
             self._reply(
@@ -321,15 +332,18 @@ class FakeFal(LoopbackServer):
                 request = service.requests[request_id]
             app_base = self.path.rsplit("/status", 1)[0]
             queued = len(service.queue_positions)
+            # A picture takes `latency` seconds from its submission.
+            ripe = time.monotonic() - request["submitted"] >= service.latency
             if request["state"] == "CANCELED":
                 state = "COMPLETED"
             elif polls <= queued:
                 body = {"status": "IN_QUEUE", "queue_position": service.queue_positions[polls - 1]}
                 return self._reply(202, {**body, "response_url": service.origin + app_base})
             elif service.in_progress_polls is None:
-                state = "COMPLETED" if service.finish.is_set() else "IN_PROGRESS"
+                state = "COMPLETED" if service.finish.is_set() and ripe else "IN_PROGRESS"
             else:
-                state = "COMPLETED" if polls > queued + service.in_progress_polls else "IN_PROGRESS"
+                done = polls > queued + service.in_progress_polls and ripe
+                state = "COMPLETED" if done else "IN_PROGRESS"
             with service._lock:
                 request["state"] = state if request["state"] != "CANCELED" else "CANCELED"
             body = {"status": state, "response_url": service.origin + app_base, "logs": None}

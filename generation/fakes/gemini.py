@@ -302,12 +302,14 @@ def inline_parts(contents: list, call: dict) -> str | None:
 
 class FakeGemini(LoopbackServer):
     path_prefix = "/v1beta"
+    transient_reply = "503"  # "The model is overloaded", Gemini's most common failure
+    out_of_credits_reply = "402"  # prepaid credits used up
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.valid_keys: set[str] | None = None  # None accepts any non-empty key
         self.max_request_bytes = MAX_REQUEST_BYTES
         self.models = set(MODELS)
-        super().__init__()
+        super().__init__(port)
 
     class Handler(FakeHandler):
         def _key_error(self):

@@ -17,7 +17,6 @@ an image service, never a mock of `requests`.
 import base64
 import io
 import json
-import random
 import re
 import struct
 import time
@@ -505,21 +504,23 @@ class FakeImageService(LoopbackServer):
     path_prefix = "/v1"
     # Models GET /v1/models/{model} knows (what check_services asks about).
     models = {"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "dall-e-2", "dall-e-3"}
+    success_replies = frozenset({"ok", "ok_url"})
+    transient_reply = "500"
+    # OpenAI's own word for no credits left; gateways in front of it say 402 instead.
+    out_of_credits_reply = "429_quota"
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.successes = 0
         self.in_flight = 0
         self.max_in_flight = 0
-        self.latency = 0.0  # seconds each successful answer takes
         self.capacity: int | None = None  # calls beyond this many in flight get a 429
         self.failure_mix: dict[str, float] = {}  # reply name -> probability, per call
-        self.random = random.Random(0)
         self.over_capacity = 0
         self.rules: list[tuple[str, str]] = []  # (text in prompt, reply) for every such call
         self.valid_keys: set[str] | None = None  # GET /models: None accepts any bearer key
         self._files: dict[str, bytes] = {}
         self.max_image_bytes = EDIT_MAX_BYTES  # /images/edits: the most one picture weighs
-        super().__init__()
+        super().__init__(port)
 
     def calls_for(self, text: str) -> int:
         with self._lock:
@@ -544,6 +545,7 @@ class FakeImageService(LoopbackServer):
                     name = candidate
                     break
                 draw -= probability
+            name = self.turn(name)
         return REPLIES[name]()
 
     # --- HTTP ----------------------------------------------------------------------
@@ -696,9 +698,7 @@ class FakeImageService(LoopbackServer):
                     self._dawdle(reply)
                     return
                 if reply.status == 200 and reply.body is None:
-                    service._held.wait(timeout=60)
-                    if service.latency:
-                        time.sleep(service.latency)
+                    service.wait_if_held()
                     if reply.url:
                         name = f"{uuid.uuid4().hex}.png"
                         service._files[name] = PNG

@@ -19,6 +19,7 @@ import io
 import json
 import re
 import threading
+import time
 import uuid
 from collections import Counter, deque
 
@@ -142,10 +143,18 @@ def problem(status: int, title: str, detail: str, **extra) -> tuple[int, dict, d
     return status, {"title": title, "detail": detail, "status": status, **extra}, {}
 
 
+def prefer_wait(prefer: str) -> float:
+    """Return the seconds `Prefer: wait[=N]` asks the create to be held (60 without N)."""
+    _, _, seconds = prefer.partition("=")
+    return float(seconds) if seconds.strip().isdigit() else 60.0
+
+
 class FakePredictionService(LoopbackServer):
     path_prefix = "/v1"
+    transient_reply = "503"
+    out_of_credits_reply = "402"  # "Insufficient credit"
 
-    def __init__(self):
+    def __init__(self, port: int = 0):
         self.creates = 0
         self.polls: Counter = Counter()
         self.create_script: deque[str] = deque()  # replies to the next creates, then "ok"
@@ -167,7 +176,12 @@ class FakePredictionService(LoopbackServer):
         self.files_expired = False  # output URLs answer 404 (outputs are deleted after 1 h)
         self.valid_tokens: set[str] | None = None  # None accepts any bearer token
         self.models = dict(MODELS)
-        super().__init__()
+        super().__init__(port)
+
+    def ripe(self, prediction_id: str) -> bool:
+        """Whether the prediction has run for `latency` seconds (a picture takes time)."""
+        started = self.predictions[prediction_id]["created"]
+        return time.monotonic() - started >= self.latency
 
     class Handler(FakeHandler):
         def _token_problem(self):
@@ -210,7 +224,9 @@ class FakePredictionService(LoopbackServer):
                 service.prefer.append(self.headers.get("Prefer", ""))
                 service.inputs.append(json.loads(raw)["input"])
                 service.input_images.append(describe_input_image(service.inputs[-1]))
-                reply = service.create_script.popleft() if service.create_script else "ok"
+                reply = service.turn(
+                    service.create_script.popleft() if service.create_script else "ok"
+                )
                 if reply != "ok":
                     return self._problem(PROBLEMS[reply])
                 service.creates += 1
@@ -220,10 +236,17 @@ class FakePredictionService(LoopbackServer):
                     "status": "starting",
                     "kind": kind,
                     "model": model,
+                    "created": time.monotonic(),
                 }
             status = "starting"
-            if self.headers.get("Prefer", "").startswith("wait") and service.polls_needed == 0:
-                status = self._end(prediction_id)
+            prefer = self.headers.get("Prefer", "")
+            if prefer.startswith("wait") and service.polls_needed == 0:
+                # The service holds the create until the prediction ends, or for the
+                # seconds asked, whichever comes first.
+                if service.latency:
+                    service._shutdown.wait(timeout=min(service.latency, prefer_wait(prefer)))
+                if service.ripe(prediction_id):
+                    status = self._end(prediction_id)
             self.send_json(201, self._prediction(prediction_id, status))
 
         def _invalid(self, raw: bytes, model: str | None):
@@ -294,6 +317,7 @@ class FakePredictionService(LoopbackServer):
                     return self.send_json(200, self._prediction(prediction_id, state))
             needed = service.polls_needed
             done = service.finish.is_set() if needed is None else polls > needed
+            done = done and service.ripe(prediction_id)
             if not done:
                 state = "starting" if polls == 1 else "processing"
                 return self.send_json(200, self._prediction(prediction_id, state))

@@ -1,0 +1,23 @@
+"""What every screen shares: finding the editor's own projects and pages, and answering
+bad input in words."""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404
+
+from ..models import Page, Project
+
+
+def _owned_project(request: HttpRequest, pk: int) -> Project:
+    # Another editor's project is simply not found: no hint that it exists.
+    return get_object_or_404(Project, pk=pk, owner=request.user)
+
+
+def _owned_page(request: HttpRequest, pk: int) -> Page:
+    return get_object_or_404(
+        Page.objects.select_related("project"), pk=pk, project__owner=request.user
+    )
+
+
+def _bad_request(reason: str) -> HttpResponse:
+    """Answer bad input with 400 and the reason, in words, as plain text."""
+    return HttpResponse(reason, status=400, content_type="text/plain; charset=utf-8")

@@ -1,0 +1,247 @@
+"""The review page's controls over a project's run and its pages: each calls one service
+and answers with what it changed (the header, and the changed cards out of band) and a
+toast, or without htmx a redirect and a message."""
+
+from datetime import datetime
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import BadRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.views.decorators.http import require_POST
+from django_htmx.http import trigger_client_event
+
+from generation import selectors, services
+from generation.clock import db_now
+from generation.models import Run
+
+from ..models import Project
+from ..text import plural
+from .common import _bad_request, _owned_page, _owned_project
+from .review import _regions, _run_seen
+
+
+def _after_action(
+    request,
+    project: Project,
+    *,
+    message: str,
+    level: str,
+    started: datetime,
+    seen_run: str | None = None,
+):
+    if not request.htmx:
+        getattr(messages, level)(request, message)
+        return redirect(project)
+    # Only the cards this action changed (its writes are stamped by the database clock),
+    # or every card when it changed the run's state.
+    response = _regions(request, project, since=started, seen_run=seen_run)
+    return trigger_client_event(response, "toast", {"level": level, "message": message})
+
+
+def _control(request, project: Project, action, say) -> HttpResponse:
+    """Run a control service and answer with what it changed and a toast: say(result)
+    returns the toast's message and level."""
+    started = db_now()
+    seen_run = _run_seen(selectors.latest_run(project))
+    message, level = say(action())
+    return _after_action(
+        request, project, message=message, level=level, started=started, seen_run=seen_run
+    )
+
+
+def _if_queued(done, nothing: str):
+    """Return the say() of a control that queues: done(count) when it did, else nothing."""
+
+    def say(result: services.ControlResult) -> tuple[str, str]:
+        return (done(result.count), "success") if result.count else (nothing, "info")
+
+    return say
+
+
+@login_required
+@require_POST
+def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+
+    def say(queued: services.ControlResult) -> tuple[str, str]:
+        if queued.count:
+            return f"Queued {plural(queued.count, 'illustration')}.", "success"
+        if queued.resumed:
+            return "Resumed: the missing pages were already queued.", "success"
+        return "Nothing to queue: every page is illustrated or on its way.", "info"
+
+    return _control(
+        request,
+        project,
+        lambda: services.generate_missing(project=project, requested_by=request.user),
+        say,
+    )
+
+
+@login_required
+@require_POST
+def project_generate_section(request: HttpRequest, pk: int) -> HttpResponse:
+    """Generate the missing pictures of one section (the pages sharing a section name)."""
+    project = _owned_project(request, pk)
+    section = request.POST.get("section")
+    if section is None:
+        return _bad_request("Say which section: the form sends its name as “section”.")
+    if not project.pages.filter(section=section).exists():
+        return _bad_request(f"This project has no section named “{section}”.")
+    where = f"in “{section}”" if section else "before the first section"
+    return _control(
+        request,
+        project,
+        lambda: services.generate_missing_in_section(
+            project=project, section=section, requested_by=request.user
+        ),
+        _if_queued(
+            lambda n: f"Queued {plural(n, 'illustration')} {where}.",
+            f"Nothing to queue {where}: every page is illustrated or on its way.",
+        ),
+    )
+
+
+@login_required
+@require_POST
+def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    return _control(
+        request,
+        project,
+        lambda: services.retry_failed(project=project, requested_by=request.user),
+        _if_queued(lambda n: f"Retrying {plural(n, 'failed page')}.", "No failed pages to retry."),
+    )
+
+
+@login_required
+@require_POST
+def project_regenerate_outdated(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    return _control(
+        request,
+        project,
+        lambda: services.regenerate_outdated(project=project, requested_by=request.user),
+        _if_queued(
+            lambda n: (
+                f"Drawing {plural(n, 'changed page')} again; the old pictures stay until "
+                "the new ones are complete."
+            ),
+            "No picture is out of date.",
+        ),
+    )
+
+
+@login_required
+@require_POST
+def project_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+
+    def say(stopped: services.ControlResult) -> tuple[str, str]:
+        if stopped.run is None:
+            return "Nothing is running.", "info"
+        if stopped.run.state == Run.State.STOPPING:
+            return "Stopping: the images being drawn now will finish; the rest waits.", "warning"
+        return "Stopped. Completed illustrations are kept.", "warning"
+
+    return _control(request, project, lambda: services.stop(project=project), say)
+
+
+@login_required
+@require_POST
+def project_pause(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    return _control(
+        request,
+        project,
+        lambda: services.pause(project=project),
+        lambda paused: (
+            ("Paused. Press Resume to continue.", "warning")
+            if paused.run
+            else ("Nothing to pause.", "info")
+        ),
+    )
+
+
+@login_required
+@require_POST
+def project_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    return _control(
+        request,
+        project,
+        lambda: services.resume(project=project),
+        lambda resumed: ("Resumed.", "success") if resumed.run else ("Nothing to resume.", "info"),
+    )
+
+
+@login_required
+@require_POST
+def project_switch_service(request: HttpRequest, pk: int) -> HttpResponse:
+    """Continue the project's remaining pages with another configured image service."""
+    project = _owned_project(request, pk)
+    service = request.POST.get("service", "")
+    if service not in dict(selectors.image_service_choices()):
+        raise BadRequest("service must be one of the configured image services")
+    label = dict(selectors.image_service_choices())[service].split(" · ")[0]
+    return _control(
+        request,
+        project,
+        lambda: services.switch_service(project=project, service=service),
+        lambda switched: (
+            f"The remaining pages continue with {label}."
+            if switched.run
+            else f"New pictures of this project will be drawn by {label}.",
+            "success",
+        ),
+    )
+
+
+@login_required
+@require_POST
+def page_retry(request: HttpRequest, pk: int) -> HttpResponse:
+    page = _owned_page(request, pk)
+    return _control(
+        request,
+        page.project,
+        lambda: services.queue_page(page=page, requested_by=request.user),
+        _if_queued(
+            lambda n: f"Page {page.number} queued.",
+            f"Page {page.number} is already illustrated or on its way.",
+        ),
+    )
+
+
+@login_required
+@require_POST
+def page_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
+    page = _owned_page(request, pk)
+    return _control(
+        request,
+        page.project,
+        lambda: services.queue_page(page=page, requested_by=request.user, regenerate=True),
+        _if_queued(
+            lambda n: (
+                f"Page {page.number} will be drawn again; "
+                "its picture stays until the new one is done."
+            ),
+            f"Page {page.number} is already on its way.",
+        ),
+    )
+
+
+@login_required
+@require_POST
+def page_next(request: HttpRequest, pk: int) -> HttpResponse:
+    page = _owned_page(request, pk)
+    return _control(
+        request,
+        page.project,
+        lambda: services.prioritize(page=page, requested_by=request.user),
+        _if_queued(
+            lambda n: f"Page {page.number} is next in line.",
+            f"Page {page.number} is not waiting in the queue.",
+        ),
+    )

@@ -1,0 +1,125 @@
+"""The project list, new projects (from a manuscript or a premise), a project's settings
+and its deletion."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods
+
+from generation import selectors, services
+from generation.models import Clip, Illustration
+
+from .. import services as studio_services
+from ..forms import ManuscriptForm, PremiseForm, ProjectSettingsForm
+from ..models import Project
+from ..text import plural
+from .common import _owned_project
+
+
+@login_required
+@require_GET
+def project_list(request: HttpRequest) -> HttpResponse:
+    projects = list(selectors.with_progress(Project.objects.filter(owner=request.user)))
+    runs = selectors.latest_runs(projects)
+    outdated = selectors.outdated_counts(projects)
+    for project in projects:
+        project.outdated_count = outdated[project.pk]
+    rows = [
+        (project, selectors.annotated_progress(project), runs.get(project.pk))
+        for project in projects
+    ]
+    return render(request, "studio/project_list.html", {"rows": rows})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create(request: HttpRequest) -> HttpResponse:
+    """A new project, blank or from a manuscript, with a preview of the split."""
+    form = ManuscriptForm(request.POST or None, request.FILES or None)
+    preview = None
+    if request.method == "POST" and form.is_valid():
+        pages = form.cleaned_data["pages"]
+        if "preview" in request.POST:
+            preview = pages
+            form = ManuscriptForm(
+                initial={**form.cleaned_data, "manuscript": form.cleaned_data["manuscript"]}
+            )
+        else:
+            project = studio_services.create_project(
+                owner=request.user,
+                title=form.cleaned_data["title"],
+                style_guide=form.cleaned_data["style_guide"],
+                pages=pages,
+            )
+            messages.success(
+                request, f"Created “{project.title}” with {plural(len(pages), 'page')}."
+            )
+            return redirect(project)
+    status = 422 if request.method == "POST" and form.errors else 200
+    context = {"form": form, "preview": preview, "text_provider": selectors.story_phase_available()}
+    return render(request, "studio/project_create.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_create_premise(request: HttpRequest) -> HttpResponse:
+    """A new project whose pages a text service writes from a premise (the story phase)."""
+    form = PremiseForm(request.POST or None)
+    configured = selectors.story_phase_available()
+    if request.method == "POST" and configured and form.is_valid():
+        data = form.cleaned_data
+        try:
+            project = services.create_story_project(
+                owner=request.user,
+                title=data["title"],
+                style_guide=data["style_guide"],
+                premise=data["premise"],
+                audience=data["audience"],
+                pages=data["page_count"],
+            )
+        except services.StoryNotPossible as refusal:
+            form.add_error(None, str(refusal))
+        else:
+            messages.success(
+                request, f"Writing “{project.title}”: {plural(data['page_count'], 'page')}."
+            )
+            return redirect("project-generating", pk=project.pk)
+    status = 422 if request.method == "POST" else 200
+    context = {"form": form, "text_provider": configured}
+    return render(request, "studio/project_premise.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_settings(request: HttpRequest, pk: int) -> HttpResponse:
+    """Rename the project and edit its style guide."""
+    project = _owned_project(request, pk)
+    form = ProjectSettingsForm(request.POST or None, instance=project)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Project saved.")
+        return redirect(project)
+    status = 422 if request.method == "POST" else 200
+    return render(
+        request, "studio/project_settings.html", {"project": project, "form": form}, status=status
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def project_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask, then delete the project with its pages, history and stored files."""
+    project = _owned_project(request, pk)
+    if request.method == "POST":
+        title = project.title
+        studio_services.delete_project(project=project)
+        messages.success(request, f"Deleted “{title}” with its images, clips and exports.")
+        return redirect("project-list")
+    counts = {
+        "pages": project.pages.count(),
+        "images": Illustration.objects.filter(page__project=project).exclude(image="").count(),
+        "clips": Clip.objects.filter(page__project=project).exclude(video="").count(),
+        "exports": project.exports.exclude(file="").count(),
+    }
+    return render(request, "studio/project_delete.html", {"project": project, **counts})

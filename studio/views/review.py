@@ -1,0 +1,235 @@
+"""The review page and the generating view.
+
+The review page is one template whose regions are inline partials: the header (progress,
+run state, controls; it also carries the poll) and one card per page. The poll and every
+control (studio.views.controls) answer with the header and the cards that changed, as
+out-of-band swaps.
+"""
+
+from datetime import datetime, timedelta
+from urllib.parse import parse_qs, urlsplit
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
+from django.core.exceptions import BadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+from django_htmx.http import HTMX_STOP_POLLING
+
+from generation import selectors
+from generation.models import ACTIVE_STATUSES, Run
+
+from .. import polls, review
+from ..models import Project
+from .common import _owned_project
+
+TEMPLATE = "studio/project_detail.html"
+# Changes are re-sent for a moment past the cursor, so a write whose timestamp came from
+# a slightly slow clock (another worker machine) is never missed; re-sending a card is
+# harmless.
+CURSOR_MARGIN = timedelta(seconds=2)
+
+
+def _header_context(project: Project, *, shared: bool = False) -> dict:
+    header = _shared_header(project) if shared else selectors.review_header(project)
+    # The cursor is the database's clock, which stamps every change the poll looks for.
+    return {
+        "project": project,
+        **vars(header),
+        "to_queue": header.to_queue,
+        "primary": header.primary,
+        "on_its_way": header.on_its_way,
+        "title": header.title,
+        "cursor": header.now.timestamp(),
+    }
+
+
+def _shared_header(project: Project) -> selectors.ReviewHeader:
+    """Return the project's review header, computed once per version for the polls that ask
+    for it within polls.KEEP_SECONDS (by the web workers of one machine, or of all with
+    Redis): while a run draws, each version is asked for by many tabs at once.
+
+    Safe because the version was read before the header: what is cached under version N
+    was computed from a state at least as new as N. The header's clock (the tab's next
+    cursor) may then be a few seconds old, which only re-sends a card or two."""
+    return _shared(project, "header", selectors.review_header)
+
+
+def _version_key(project: Project, name: str) -> str:
+    """Return a cache key for something computed from this version of the project (its
+    creation time tells apart a project of a reused id)."""
+    return f"studio:{name}:{project.pk}:{project.created_at.timestamp()}:{project.version}"
+
+
+def _shared(project: Project, name: str, compute):
+    key = _version_key(project, name)
+    value = cache.get(key)
+    if value is None:
+        value = compute(project)
+        cache.set(key, value, polls.KEEP_SECONDS)
+    return value
+
+
+def _since(request: HttpRequest) -> datetime:
+    try:
+        cursor = float(request.GET.get("since", ""))
+    except ValueError:
+        raise BadRequest("since must be a timestamp") from None
+    return datetime.fromtimestamp(cursor, tz=timezone.get_current_timezone()) - CURSOR_MARGIN
+
+
+def _run_seen(run: Run | None) -> str:
+    """Return how a page knows the run it last showed: "12-running"."""
+    return f"{run.pk}-{run.state}" if run is not None else ""
+
+
+def _regions(
+    request, project: Project, *, since: datetime, poll: bool = False, seen_run: str | None = None
+) -> HttpResponse:
+    """Answer with the header and, out of band, every card changed since `since`.
+
+    For the poll, an idle project's answer is 286: the header it carries has no polling
+    attributes (which stops htmx 4), and 286 stops htmx 2 as well. The poll shares its
+    header with the other tabs at the same version."""
+    context = _header_context(project, shared=poll)
+    if request.GET.get("cards") == "0":  # the generating view shows no cards
+        context.update(cards=[], header_only=True)
+    else:
+        run = context["run"]
+        if seen_run is None:
+            seen_run = request.GET.get("run")
+        if seen_run is not None and seen_run != _run_seen(run):
+            # The run paused, halted or resumed since the page last looked: its waiting
+            # pages read "Held", "Paused" or "Queued" by its state, though their rows did
+            # not change, so every card moves.
+            pages = None
+        else:
+            pages = selectors.changed_pages(project, since=since)
+        window = _tab_window(request, context["progress"])
+        if window is not None:  # a big book's tab shows one window: only its cards
+            pages = (
+                _window_pages(project, window)
+                if pages is None
+                else pages.filter(number__gte=window.first_number, number__lte=window.last_number)
+            )
+            context.update(window=window, filters=review.book_filter_chips(context, show=""))
+        context["cards"] = review.page_cards(project, pages=pages, run=run, **review.held(context))
+        if context["cards"]:  # a changed card may change its section's progress
+            heads = _shared(project, "sections", review.section_heads) if poll else None
+            context["section_heads"] = heads if heads is not None else review.section_heads(project)
+    # The poll swaps its own element (the header); a control's answer swaps it out of band.
+    context["header_oob"] = not poll
+    status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
+    return render(request, "studio/project_regions.html", context, status=status)
+
+
+@login_required
+@require_GET
+def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    project = _owned_project(request, pk)
+    try:
+        show = review.filter_key(request.GET.get("show"))
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error))
+    context = _header_context(project)
+    try:
+        window = review.window_of(request.GET.get("start"), pages=context["progress"].pages)
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error))
+    pages = _window_pages(project, window) if window.windowed else None
+    cards = review.page_cards(project, pages=pages, run=context["run"], **review.held(context))
+    heads = review.section_heads(project)
+    review.group_into_sections(cards, heads)
+    if window.windowed:  # not every card is here to count: the header's aggregates count
+        filters = review.book_filter_chips(context, show=show)
+    else:
+        filters = review.filter_chips(cards, show=show)
+    context.update(
+        cards=cards,
+        show=show,
+        filters=filters,
+        window=window,
+        sections=heads if window.windowed else [],
+    )
+    return render(request, TEMPLATE, context)
+
+
+def _window_pages(project: Project, window: review.Window):
+    return project.pages.filter(number__gte=window.first_number, number__lte=window.last_number)
+
+
+def _tab_window(request, progress) -> review.Window | None:
+    """Return the window of a big book's grid the asking tab shows (?start= on its poll, or
+    in the address of the page a control was pressed on; the first window when that
+    address has none), or None for a whole book or a tab that names no window."""
+    value = request.GET.get("start")
+    if value is None and request.htmx and request.htmx.current_url:
+        value = parse_qs(urlsplit(request.htmx.current_url).query).get("start", [None])[0]
+    if value is None and not request.htmx.current_url:
+        return None  # a tab that names no window: every changed card
+    try:
+        window = review.window_of(value, pages=progress.pages)
+    except ValueError:
+        return None
+    return window if window.windowed else None
+
+
+@require_GET
+def project_poll(request: HttpRequest, pk: int) -> HttpResponse:
+    """One request per tab every 2 s: 204 with no body when the project is still at the
+    tab's version (?v=), else the header plus the cards changed since the cursor, shared
+    with the other tabs of the browser (studio.polls)."""
+    polled = polls.polled_project(request, pk)
+    if polled is None:  # not signed in, not the owner, or an unusual session
+        return _changed_poll(request, pk)
+    shown = request.GET.get("v", "")
+    if shown == str(polled.version):
+        return HttpResponse(status=204)
+    since = _since(request)
+    csrf_secret = request.COOKIES.get(settings.CSRF_COOKIE_NAME)
+    shared = turn = None
+    if csrf_secret and shown.isdigit():
+        shared = polls.SharedAnswers(request, polled, csrf_secret)
+        turn = shared.news(shown=int(shown), since=since)
+        if isinstance(turn, polls.SharedAnswer):
+            return HttpResponse(turn.content, status=turn.status)
+        if turn is polls.Turn.LATER:
+            return HttpResponse(status=204)
+    project = get_object_or_404(Project.objects.select_related("owner"), pk=pk)
+    request.user = project.owner  # checked as login_required and get_user() would
+    if turn is polls.Turn.MAKE:  # every card changed within the window: any tab's cursor
+        since = min(since, _shared_header(project).now - polls.SHARED_POLL_WINDOW)
+    response = _regions(request, project, since=since, poll=True)
+    if shared is not None:
+        shared.keep(version=project.version, since=since, response=response)
+    return response
+
+
+@login_required
+def _changed_poll(request: HttpRequest, pk: int) -> HttpResponse:
+    return _regions(request, _owned_project(request, pk), since=_since(request), poll=True)
+
+
+@login_required
+@require_GET
+def project_generating(request: HttpRequest, pk: int) -> HttpResponse:
+    """The generating view: story, then illustrations. Opening it never starts work."""
+    project = _owned_project(request, pk)
+    context = _header_context(project)
+    story = project.story_jobs.select_related("run").order_by("-created_at", "-pk").first()
+    context.update(
+        header_only=True,
+        text_provider=selectors.story_phase_available(),
+        story=story,
+        story_polling=story is not None and story.status in ACTIVE_STATUSES,
+    )
+    if request.htmx:
+        # The story phase's own poll: its region, and the header out of band, since the
+        # page count changes when the story lands.
+        context["header_oob"] = True
+        status = 200 if context["story_polling"] else HTMX_STOP_POLLING
+        return render(request, "studio/project_generating.html#story-phase", context, status=status)
+    return render(request, "studio/project_generating.html", context)

@@ -18,17 +18,16 @@ from contextlib import nullcontext
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import OuterRef, Q, Subquery
+from django.db.models import OuterRef, Subquery
 from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception
 
 from studio.models import Project
 
-from . import accounts, fairness, ledger, logs, notify
+from . import accounts, fairness, ledger, logs
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
 from .limits import POLL_SECONDS, BudgetReached, Gate, LongWait, provider_key
-from .machines import RUN
 from .models import (
     ACTIVE_STATUSES,
     GenerationAttempt,
@@ -44,28 +43,12 @@ from .providers import account_of
 from .providers.base import ProviderError, RateLimited, StillRunning, Transient, Unsendable
 from .providers.http import requests_sent
 from .retry import Interrupted, RetryPolicy, is_retryable
+from .runs import halt_account, halt_message, halt_model, halt_run, resume_account, settle_run
 
 logger = logging.getLogger(__name__)
 
 Status = Job.Status
 Outcome = GenerationAttempt.Outcome
-
-HALT_MESSAGES = {
-    Run.HaltReason.OUT_OF_CREDITS: (
-        "The {service} ({provider}) says the account is out of credits{status}. Add credits, "
-        "then press Resume."
-    ),
-    Run.HaltReason.AUTH: (
-        "The {service} ({provider}) refused the API key{status}. Check {key_setting}, then "
-        "press Resume."
-    ),
-    Run.HaltReason.OUTAGE: (
-        "The {service} ({provider}) failed {count} times in a row{status}; it looks like an "
-        "outage. The studio tries one page again by itself in a moment, or press Resume "
-        "when it is back."
-    ),
-    Run.HaltReason.CONFIG: "{detail} Fix {setting}, then press Resume.",
-}
 
 
 class OutOfPatience(ProviderError):
@@ -131,143 +114,6 @@ def finish_from_journal(kind: JobKind, job: Job) -> bool:
     except LookupError:
         return False
     return worker._recover()
-
-
-def run_has_active_jobs(run_id: int) -> bool:
-    return any(
-        kind.model.objects.filter(run_id=run_id, status__in=ACTIVE_STATUSES).exists()
-        for kind in KINDS.values()
-    )
-
-
-def settle_run(run_id: int) -> None:
-    """Close the run if it has nothing left: running → finished, stopping → stopped."""
-    with transaction.atomic():
-        runs = Run.objects.filter(pk=run_id).locked()  # its project's row first
-        run = runs[0] if runs else None
-        if run is None or run.state not in (Run.State.RUNNING, Run.State.STOPPING):
-            return
-        if run_has_active_jobs(run_id):
-            return
-        state = Run.State.FINISHED if run.state == Run.State.RUNNING else Run.State.STOPPED
-        transition = "finish" if state == Run.State.FINISHED else "stopped"
-        RUN.move(Run.objects.filter(pk=run_id), transition, finished_at=Now(), updated_at=Now())
-    logs.run_state(run, state)
-    if state == Run.State.FINISHED:
-        notify.run_ended(run_id)
-
-
-def halt_message(reason: str, error: ProviderError | None, *, provider, service: str, count=0):
-    """Return the banner for a halt: what happened, which service, which setting to fix."""
-    status = f" (HTTP {error.http_status})" if error is not None and error.http_status else ""
-    message = HALT_MESSAGES[reason].format(
-        status=status,
-        count=count,
-        service=service,
-        provider=getattr(provider, "name", "?"),
-        key_setting=getattr(provider, "key_setting", "the API key setting"),
-        detail=error.message if error is not None else "",
-        setting=getattr(error, "setting", "") or "the service's settings",
-    )
-    if error is not None and error.message and reason != Run.HaltReason.CONFIG:
-        message += f" The service said: {error.message}"
-    return message[:2000]
-
-
-def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bool:
-    """Halt a running run for a reason retrying cannot fix (with account, only while that
-    account is halted). Return whether this call halted it.
-
-    The storage is the studio's, not a run's: a picture that cannot be saved halts every
-    running run (each would pay for one it cannot keep), and one Resume continues them."""
-    if reason == Run.HaltReason.STORAGE:
-        running = Run.objects.filter(state=Run.State.RUNNING)
-        return _halt_runs(
-            running, "halt", key=accounts.STORAGE, reason=reason, message=message, first=run_id
-        )
-    halted = RUN.move(
-        Run.objects.filter(pk=run_id),
-        "halt_for_account" if account else "halt",
-        context={"account": account},
-        halt_reason=reason,
-        message=message,
-        halted_account=account,
-        updated_at=Now(),
-    )
-    if halted:
-        logger.warning("Run %s halted (%s): %s", run_id, reason, message)
-        logs.run_state(run_id, Run.State.HALTED, reason=reason)
-        notify.run_ended(run_id)
-    return bool(halted)
-
-
-def halt_account(key: str, *, reason: str, message: str, provider=None, call_started=None) -> int:
-    """Halt the account and every running run with work for it, unless it was set going
-    again after `call_started` (accounts.halt). Return runs halted.
-
-    The runs say what the account says, whichever call halted it: a 503 that comes back
-    after the account ran out of credits halts them for credits, not for an outage."""
-    accounts.halt(
-        key,
-        reason=reason,
-        message=message,
-        provider=getattr(provider, "name", ""),
-        endpoint=getattr(provider, "base_url", ""),
-        call_started=call_started,
-    )
-    account = accounts.state_of(key)
-    if account["state"] != "halted":
-        return 0  # set going again meanwhile
-    waiting = Q(pk__in=[])
-    for kind in KINDS.values():
-        try:
-            waiting |= kind.runs_on_account(key)
-        except LookupError:  # no provider configured for this kind
-            continue
-    return _halt_runs(
-        Run.objects.filter(waiting),
-        "halt_for_account",
-        key=key,
-        reason=account["reason"],
-        message=account["message"],
-    )
-
-
-def halt_model(kind: JobKind, key: str, *, reason: str, message: str) -> int:
-    """Halt every running run with work of the kind on the account: a wrong model or
-    parameter is the kind's service and model's, not the account's key (a wrong clip model
-    must not halt the picture projects on the same token). Return runs halted."""
-    try:
-        rows = Run.objects.filter(kind.runs_on_account(key))
-    except LookupError:
-        return 0
-    halt_key = accounts.config_key(kind.name, key)
-    return _halt_runs(rows, "halt", key=halt_key, reason=reason, message=message)
-
-
-def _halt_runs(rows, transition: str, *, key: str, reason: str, message: str, first=None) -> int:
-    """Halt the running runs among rows, marked with what halted them (key: one Resume
-    continues them all). Their projects' rows are taken first, in id order. Return how
-    many halted; with first, whether that run was among them."""
-    with transaction.atomic():
-        eligible = RUN.eligible(rows, transition, account=key)
-        running = Run.objects.filter(pk__in=eligible.values("pk")).locked()
-        halted = RUN.move(
-            Run.objects.filter(pk__in=[run.pk for run in running]),
-            transition,
-            context={"account": key},
-            halt_reason=reason,
-            message=message,
-            halted_account=key,
-            updated_at=Now(),
-        )
-    for run in running:  # the runs that were running a moment ago are the ones it halted
-        logger.warning("Run %s halted (%s): %s", run.pk, reason, message)
-        logs.run_state(run.pk, Run.State.HALTED, reason=reason, project_id=run.project_id)
-        notify.run_ended(run.pk)
-    if first is not None:
-        return any(run.pk == first for run in running)
-    return halted
 
 
 class Heartbeat:
@@ -752,10 +598,8 @@ class JobWorker:
         """The service answered the probe (a picture, or a refusal of its page): it is
         back, and every run the outage halted continues by itself. The answer is kept
         whatever happens here: a probe that cannot report is lost, and probed again."""
-        from . import services  # services import the engine
-
         try:
-            services.resume_account(self.account, probe_of=self.id)
+            resume_account(self.account, probe_of=self.id)
         except DatabaseError:
             logger.exception("Could not resume %s after its probe got through", self.account)
 

@@ -14,15 +14,14 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Now
 from django_q.brokers import get_broker
-from django_q.tasks import async_task
 
-from studio.changes import open_projects_changed, project_changed
+from studio.changes import project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import accounts, broker, ledger, logs, thumbnails, workers
+from . import accounts, ledger, logs, runs, thumbnails
 from .clock import db_now
-from .engine import finish_from_journal, settle_run
+from .engine import finish_from_journal
 from .kinds import KINDS
 from .machines import ACCOUNT, RUN
 from .models import (
@@ -40,6 +39,7 @@ from .models import (
     StoryJob,
 )
 from .providers import account_of, project_provider, text_provider_configured
+from .runs import enqueue_jobs, enqueue_on_commit, queued_counts, set_running, settle_run
 from .selectors import (
     failed_clip_pages,
     failed_pages,
@@ -66,55 +66,6 @@ class ControlResult:
 
 class StoryNotPossible(Exception):
     """The story phase cannot start; the message says why, for the editor."""
-
-
-# --- the broker ----------------------------------------------------------------------------
-
-
-def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> None:
-    """Hand the broker one task per job; each task claims the job whose turn it is, in
-    this run or another (generation.fairness), so the tasks always match the work."""
-    # One broker for them all, pushed to in one go (generation.broker): async_task would
-    # otherwise open a broker (and a Redis connection) and push to it per task.
-    with broker.batched() as batch:
-        for _ in range(count + spare_tasks(count)):
-            async_task(
-                "generation.tasks.run_next_job",
-                run_id,
-                kind,
-                task_name=f"run-{run_id}-{kind}",
-                group=f"run-{run_id}",
-                broker=batch,
-            )
-
-
-def spare_tasks(count: int) -> int:
-    """Return how many tasks to hand the broker beyond count jobs.
-
-    Each cluster holds tasks ahead of its workers (its queue_limit, and the one its pusher
-    is handing over). Once the broker runs dry, tasks held by a cluster whose workers are
-    all busy would leave another cluster's idle workers without work while jobs wait: one
-    more round of calls at the end of a book. A spare task per held place lets idle
-    workers claim those jobs; the tasks left over claim nothing and call nothing."""
-    held = (settings.Q_CLUSTER.get("queue_limit") or 1) + 1
-    return min(count, held * len(workers.alive()))
-
-
-def _enqueue_on_commit(run: Run, counts: dict[str, int]) -> None:
-    run_id = run.pk
-    for kind, count in counts.items():
-        if count:
-            transaction.on_commit(lambda kind=kind, count=count: enqueue_jobs(run_id, count, kind))
-
-
-def _queued_counts(run: Run) -> dict[str, int]:
-    """Return how many tasks a resumed run needs per kind: its queued jobs, and the jobs a
-    worker still holds, which a worker that saw the halt may be giving back right now
-    (a task with nothing left to claim calls nothing, so over-delivery is harmless)."""
-    return {
-        name: kind.model.objects.filter(run=run, status__in=ACTIVE_STATUSES).count()
-        for name, kind in KINDS.items()
-    }
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -170,55 +121,14 @@ def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
         return run, False
     if run.state == Run.State.RUNNING:
         return run, False
-    _set_running(run)
+    set_running(run)
     return run, True
 
 
-def _set_running(run: Run) -> None:
-    """Set the run running again. If an account (or the storage, or a model) halted it,
-    that is one Resume for all it halted: the account is cleared and every other run it
-    halted continues too (the caller took every open project's row first: _lock)."""
-    account = run.halted_account
-    if not RUN.move(Run.objects.filter(pk=run.pk), "resume", updated_at=Now()):
-        return
-    run.state = Run.State.RUNNING
-    for name, value in RUN.transitions["resume"].sets.items():
-        setattr(run, name, value)
-    logs.run_state(run, Run.State.RUNNING)
-    if account:
-        resume_account(account)
-
-
-def resume_account(key: str, *, probe_of: str = "") -> int:
-    """Clear a halted provider account (or storage, or model halt) and continue every run
-    it halted, each with its waiting jobs handed to the broker once (nothing is queued
-    twice). Return how many runs continued.
-
-    With probe_of (a worker's id), the worker's probe got through: the account is set
-    going only if it is still that worker's probe, else nothing changes (an editor's
-    Resume did it already, or a halt that needs a person came meanwhile).
-
-    One transaction in the lock order: the runs' projects (in id order), the runs, then
-    the account's row. Call it holding no project's row."""
-    with transaction.atomic():
-        # Every open project shows the account: their rows first, in id order, then the
-        # runs' (their projects are among them), then the account's.
-        open_projects_changed()
-        runs = Run.objects.filter(halted_account=key, state=Run.State.HALTED).locked()
-        continued = 0
-        for run in sorted(runs, key=lambda run: run.pk):
-            rows = Run.objects.filter(pk=run.pk)
-            if RUN.move(rows, "resume_for_account", context={"account": key}, updated_at=Now()):
-                logs.run_state(run, Run.State.RUNNING)
-                _enqueue_on_commit(run, _queued_counts(run))
-                continued += 1
-        if probe_of:
-            if not accounts.probe_succeeded(key, worker_id=probe_of):
-                transaction.set_rollback(True)
-                return 0
-        else:
-            accounts.clear(key)
-    return continued
+def resume_account(key: str) -> int:
+    """An operator's Resume of a provider account (the admin, the operations page): it
+    and every run it halted continue. Return how many runs continued."""
+    return runs.resume_account(key)
 
 
 def _has_work(run_field: str = "pk") -> Q:
@@ -245,7 +155,7 @@ def probe_accounts(*, now) -> int:
     for account in due:
         halted = RUN.eligible(Run.objects.filter(_has_work()), "carry_probe", account=account.key)
         run = halted.order_by("turn", "pk").first()
-        counts = _queued_counts(run) if run is not None else {}
+        counts = queued_counts(run) if run is not None else {}
         if not any(counts.values()):
             continue  # nothing waits on the account: the next run will find it halted
         if not accounts.start_probe(account.key, now=now):
@@ -290,7 +200,7 @@ def _queue_pages(
             return ControlResult(run=open_run, count=0)
     run, resumed = _open_run_for_work(project, requested_by)
     KINDS[kind].create_jobs(run, page_ids)
-    _enqueue_on_commit(run, _queued_counts(run) if resumed else {kind: len(page_ids)})
+    enqueue_on_commit(run, queued_counts(run) if resumed else {kind: len(page_ids)})
     return ControlResult(run=run, count=len(page_ids), resumed=resumed)
 
 
@@ -423,7 +333,7 @@ def draw_sheet(*, character, requested_by=None) -> ControlResult:
         return ControlResult()
     run, resumed = _open_run_for_work(character.project, requested_by)
     SheetJob.objects.create(character=character, run=run)
-    _enqueue_on_commit(run, _queued_counts(run) if resumed else {"sheet": 1})
+    enqueue_on_commit(run, queued_counts(run) if resumed else {"sheet": 1})
     return ControlResult(run=run, count=1, resumed=resumed)
 
 
@@ -459,7 +369,7 @@ def write_story(
         audience=audience.strip(),
         pages_wanted=pages,
     )
-    _enqueue_on_commit(run, _queued_counts(run) if resumed else {"story": 1})
+    enqueue_on_commit(run, queued_counts(run) if resumed else {"story": 1})
     return job
 
 
@@ -532,8 +442,8 @@ def resume(*, project: Project) -> ControlResult:
             return ControlResult()
         resume_account(key)
         return ControlResult(run=running, resumed=True)
-    _set_running(run)
-    _enqueue_on_commit(run, _queued_counts(run))
+    set_running(run)
+    enqueue_on_commit(run, queued_counts(run))
     return ControlResult(run=run, resumed=True)
 
 
@@ -550,8 +460,8 @@ def switch_service(*, project: Project, service: str) -> ControlResult:
     if run is None or run.halted_account in ("", accounts.STORAGE):
         return ControlResult()  # another service does not free the disk
     run.halted_account = ""  # this run leaves the old account; the account stays halted
-    _set_running(run)
-    _enqueue_on_commit(run, _queued_counts(run))
+    set_running(run)
+    enqueue_on_commit(run, queued_counts(run))
     return ControlResult(run=run, resumed=True)
 
 
@@ -865,7 +775,7 @@ def queue_variants(
         Illustration(page=page, run=run, variant=slot, candidate=True)
         for slot in range(1, count + 1)
     )
-    _enqueue_on_commit(run, _queued_counts(run) if resumed else {"illustration": count})
+    enqueue_on_commit(run, queued_counts(run) if resumed else {"illustration": count})
     return ControlResult(run=run, count=count, resumed=resumed)
 
 

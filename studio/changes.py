@@ -9,6 +9,7 @@ m2m_changed signals do it for instance saves (forms, run.save()). `project_chang
 one function that moves a counter, for the few writers outside those paths.
 """
 
+from django.apps import apps
 from django.db import models, transaction
 from django.db.models import F
 
@@ -31,7 +32,7 @@ INVISIBLE_FIELDS = frozenset(
 def project_changed(*project_ids: int | None) -> int:
     """Move the change counter of each given project by one (a single UPDATE). Return how
     many projects moved."""
-    from .models import Project
+    Project = apps.get_model("studio", "Project")
 
     ids = sorted({pk for pk in project_ids if pk is not None})
     if not ids:
@@ -46,7 +47,7 @@ def open_projects_changed() -> int:
     Their rows are taken in id order, the order among projects of every writer that holds
     several (generation.machines, the lock order), in a transaction of their own or the
     caller's; call it holding no other project's row, and never an account's."""
-    from .models import Project
+    Project = apps.get_model("studio", "Project")
 
     open_states = ["running", "paused", "stopping", "halted"]
     projects = Project.objects.filter(runs__state__in=open_states).values("pk")
@@ -74,7 +75,7 @@ class ProjectRowsQuerySet(models.QuerySet):
         one statement: its subquery carries the write's own conditions (a compare-and-set
         that has already lost matches no row, so moves nothing), and taking the project's
         row first keeps the lock order of the services, which lock the project first."""
-        from .models import Project
+        Project = apps.get_model("studio", "Project")
 
         rows = self.order_by().values(self.model.project_path)
         Project.objects.filter(pk__in=rows).update(version=F("version") + 1)
@@ -84,7 +85,7 @@ class ProjectRowsQuerySet(models.QuerySet):
         of every write that moves a change counter. A transaction that locked a run, then
         moved its project's counter (run.save()), would deadlock against one queuing work
         on that project, which locks the project, then the run. Call inside a transaction."""
-        from .models import Project
+        Project = apps.get_model("studio", "Project")
 
         projects = self.order_by().values(self.model.project_path)
         mine = Project.objects.select_for_update().filter(pk__in=projects).order_by("pk")

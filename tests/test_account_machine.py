@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.db import connection
 from PIL import Image
 
-from generation import engine, notify, services
+from generation import engine, notify, runs, services
 from generation.clock import db_now
 from generation.models import GenerationAttempt, Illustration, ProviderAccount, Run
 from generation.providers import account_of, get_provider
@@ -198,7 +198,7 @@ def test_a_503_from_a_call_in_flight_never_turns_out_of_credits_into_an_outage(
     drain(run.pk, limit=1)
     key = account_of(get_provider())
 
-    engine.halt_account(
+    runs.halt_account(
         key,
         reason="outage",
         message="The image service failed 5 times in a row (HTTP 503).",

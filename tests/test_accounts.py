@@ -10,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from generation import accounts, engine, services
+from generation import accounts, runs, services
 from generation.clock import db_now
 from generation.models import GenerationAttempt, Illustration, ProviderAccount, Run
 from generation.providers import account_of, get_provider
@@ -101,12 +101,12 @@ def test_a_refusal_of_a_call_that_started_before_a_resume_halts_nothing(
         "message": "Out of credits (HTTP 402).",
         "provider": get_provider(),
     }
-    assert engine.halt_account(key, **refused, call_started=started_before_resume) == 0
+    assert runs.halt_account(key, **refused, call_started=started_before_resume) == 0
     assert ProviderAccount.objects.get().state == "ok"
     assert set(Run.objects.values_list("state", flat=True)) == {"running"}
 
     # A call that started after the Resume and is refused halts the account again.
-    assert engine.halt_account(key, **refused, call_started=db_now()) == 2
+    assert runs.halt_account(key, **refused, call_started=db_now()) == 2
     assert ProviderAccount.objects.get().state == "halted"
     assert set(Run.objects.values_list("state", flat=True)) == {"halted"}
 

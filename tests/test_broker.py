@@ -7,7 +7,7 @@ from django_q.signing import SignedPackage
 from django_q.tasks import async_task
 
 from generation import broker as batching
-from generation import services
+from generation import runs
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def take_all(broker) -> list[str]:
 
 
 def test_enqueue_jobs_hands_the_broker_one_signed_task_per_job(broker):
-    services.enqueue_jobs(41, 5, "clip")  # no worker is alive: no spare tasks
+    runs.enqueue_jobs(41, 5, "clip")  # no worker is alive: no spare tasks
 
     tasks = [SignedPackage.loads(package) for package in take_all(broker)]
     assert len(tasks) == 5

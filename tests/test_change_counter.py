@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from generation import accounts, engine, fairness, notify, services
+from generation import accounts, engine, fairness, notify, runs, services
 from generation.kinds import KINDS
 from generation.models import Illustration, ProviderAccount, Run
 from generation.providers import account_of, project_provider
@@ -192,7 +192,7 @@ def test_run_controls_move_it(book):
         services.stop(project=book)  # stopping: the call in flight ends
     Illustration.objects.filter(pk=job.pk).complete(worker_id="w1")
     with moves(book):
-        engine.settle_run(run.pk)
+        runs.settle_run(run.pk)
     assert Run.objects.get(pk=run.pk).state == Run.State.STOPPED
 
 

@@ -8,7 +8,7 @@ import pytest
 from django.db import connection, transaction
 from django.db.models import Max, Sum
 
-from generation import engine, services
+from generation import engine, runs, services
 from generation.kinds import KINDS
 from generation.models import GenerationAttempt, Illustration, Run
 from generation.selectors import project_progress
@@ -175,7 +175,7 @@ def test_a_worker_settling_a_run_while_the_editor_queues_work_waits_and_never_de
     results = race_a_project_lock(
         project,
         then=lambda: Run.objects.select_for_update().filter(pk=run.pk).exists(),
-        meanwhile=lambda: engine.settle_run(run.pk),
+        meanwhile=lambda: runs.settle_run(run.pk),
     )
     assert results == {"then": True, "meanwhile": None}  # no error on either side
     run.refresh_from_db()

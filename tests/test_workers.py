@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from generation import services
+from generation import runs, services
 from generation.models import GenerationAttempt, Illustration, Run
 from generation.selectors import project_progress
 from tests.conftest import Sweeper, openai_env, wait_until
@@ -153,8 +153,8 @@ def test_spare_tasks_across_clusters_claim_nothing_twice(make_project, qcluster,
     qcluster(**env)
     qcluster(**env)
     wait_until(lambda: len(workers.alive()) >= 2, timeout=60, message="no two clusters")
-    assert services.spare_tasks(12) == 4
-    assert services.spare_tasks(3) == 3  # never more spare tasks than jobs
+    assert runs.spare_tasks(12) == 4
+    assert runs.spare_tasks(3) == 3  # never more spare tasks than jobs
 
     project = make_project(pages=12)
     queued = services.generate_missing(project=project)

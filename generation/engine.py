@@ -672,19 +672,20 @@ class JobWorker:
                 charge_unconfirmed=error.maybe_paid,
             )
         fields["cost"] = cost or 0
-        self._save(attempt, **fields)
-        ledger.enter(
-            attempt_id=attempt.pk,
-            amount=cost,
-            basis=basis,
-            confirmed=confirmed,
-            project_id=self.gate.project.pk,
-            run_id=self.job.run_id,
-            kind=self.kind.name,
-            account=attempt.account,
-            provider=self.provider.name,
-            model=getattr(self.provider, "model", ""),
-        )
+        with transaction.atomic():  # one write transaction, not two: SQLite has one writer
+            self._save(attempt, **fields)
+            ledger.enter(
+                attempt_id=attempt.pk,
+                amount=cost,
+                basis=basis,
+                confirmed=confirmed,
+                project_id=self.gate.project.pk,
+                run_id=self.job.run_id,
+                kind=self.kind.name,
+                account=attempt.account,
+                provider=self.provider.name,
+                model=getattr(self.provider, "model", ""),
+            )
         logs.attempt(
             run_id=self.job.run_id,
             project_id=self.gate.project.pk,

@@ -47,9 +47,11 @@ def enter(
         "model": model[:80],
     }
     # The day is the database clock's (UTC), read by the INSERT itself. Outside a
-    # transaction the INSERT is one statement, atomic by itself; inside one, a savepoint
-    # keeps a duplicate from breaking the caller's transaction.
-    guard = transaction.atomic if connection.in_atomic_block else nullcontext
+    # transaction the INSERT is one statement, atomic by itself; inside one on PostgreSQL,
+    # a savepoint keeps a duplicate from aborting the caller's transaction. SQLite undoes
+    # only the failed statement, so there it needs none (two statements a call saved).
+    aborts = connection.in_atomic_block and connection.vendor != "sqlite"
+    guard = transaction.atomic if aborts else nullcontext
     try:
         with guard():
             SpendEntry.objects.create(

@@ -211,19 +211,28 @@ class JobWorker:
         # run's row is never locked while a job's row is.
         one_turn = transaction.atomic if self.serialized else nullcontext
         while True:
+            won = False
             with one_turn():
                 turns = fairness.order(fairness.candidates(self.kind))
                 for turn in turns:
                     if len(turns) > 1 and not self.serialized and not fairness.take(turn):
                         break  # another worker took this turn first: choose again
-                    if self._claim_in(turn.run_id):
+                    if self._claim_in(turn.run_id, project_id=turn.project_id):
                         fairness.served(turn.run_id, conflicts=conflicts)
-                        return self._claimed()
+                        won = True
+                        break
                     conflicts += 1  # another worker emptied that run first, or it stopped
                 else:
                     if not turns:
                         return None
                     pause = min(0.25, pause + 0.01)  # every run looked at was emptied
+            if won:
+                # Read once the turn is committed: on SQLite every other worker waits for
+                # the write lock while this transaction lasts.
+                try:
+                    return self._claimed()
+                except self.model.DoesNotExist:  # its page was deleted in that moment
+                    return None
             if time.monotonic() > deadline:
                 # Something keeps every due job out of reach (rows locked for long): the
                 # sweep hands this work to the broker again.
@@ -232,14 +241,17 @@ class JobWorker:
             if pause:
                 time.sleep(pause)
 
-    def _claim_in(self, run_id: int) -> bool:
-        """Claim the run's most urgent due job with one statement; return whether it won."""
+    def _claim_in(self, run_id: int, *, project_id: int | None = None) -> bool:
+        """Claim the run's most urgent due job with one statement; return whether it won
+        (project_id, the run's project, if the caller knows it: changes.of_project)."""
         candidate = (
             self.model.objects.filter(fairness.due(), run_id=run_id)
             .order_by(*self.kind.claim_order)
             .values("pk")[:1]
         )
-        with transaction.atomic():
+        # Where writes are serialized, claim_next's transaction holds this one already: no
+        # savepoint (two statements) around a single UPDATE.
+        with nullcontext() if self.serialized else transaction.atomic():
             if not self.serialized:
                 # The project's row first, the lock order of every writer that moves its
                 # change counter (a stop locks the project, then cancels its queued jobs):
@@ -251,11 +263,10 @@ class JobWorker:
                     .values_list("pk", flat=True)
                 )
                 candidate = candidate.select_for_update(skip_locked=True, of=("self",))
-            return bool(
-                self.model.objects.filter(pk=Subquery(candidate)).claim(
-                    worker_id=self.id, lease=self.lease
-                )
-            )
+            rows = self.model.objects.filter(pk=Subquery(candidate))
+            if project_id is not None:
+                rows = rows.of_project(project_id)
+            return bool(rows.claim(worker_id=self.id, lease=self.lease))
 
     def _claimed(self) -> Job:
         """Return the job this worker just claimed, with what working it needs."""
@@ -274,6 +285,12 @@ class JobWorker:
     def mine(self):
         """Return the job's row, only while this worker holds it."""
         return self.model.objects.filter(pk=self.job.pk).held_by(self.id)
+
+    def mine_in_project(self):
+        """Return the job's row, named as its project's (changes.of_project): the writes
+        every call makes move the project's counter by its id."""
+        project = self.gate.project if self.gate is not None else self.kind.project(self.job)
+        return self.model.objects.filter(pk=self.job.pk).of_project(project.pk)
 
     def renew(self) -> bool:
         """Extend the lease while the job is ours (a call in flight is kept whatever
@@ -429,7 +446,7 @@ class JobWorker:
         """Make one call to the service, journalled as one GenerationAttempt row written
         before the request goes out; store what it returns before anything else."""
         self.prompt = prompt  # logged only with STUDIO_LOG_PROMPTS
-        started = self.model.objects.filter(pk=self.job.pk).start_attempt(
+        started = self.mine_in_project().start_attempt(
             # What is sent is recorded with the first renewal, saving a query.
             worker_id=self.id,
             lease=self.lease,
@@ -723,19 +740,20 @@ class JobWorker:
                 charge_unconfirmed=error.maybe_paid,
             )
         fields["cost"] = cost or 0
-        self._save(attempt, **fields)
-        ledger.enter(
-            attempt_id=entered.pk,
-            amount=cost,
-            basis=basis,
-            confirmed=confirmed,
-            project_id=self.gate.project.pk,
-            run_id=self.job.run_id,
-            kind=self.kind.name,
-            account=entered.account,
-            provider=self.provider.name,
-            model=getattr(self.provider, "model", ""),
-        )
+        with transaction.atomic():  # one write transaction, not two: SQLite has one writer
+            self._save(attempt, **fields)
+            ledger.enter(
+                attempt_id=entered.pk,
+                amount=cost,
+                basis=basis,
+                confirmed=confirmed,
+                project_id=self.gate.project.pk,
+                run_id=self.job.run_id,
+                kind=self.kind.name,
+                account=entered.account,
+                provider=self.provider.name,
+                model=getattr(self.provider, "model", ""),
+            )
         logs.attempt(
             run_id=self.job.run_id,
             project_id=self.gate.project.pk,
@@ -874,9 +892,7 @@ class JobWorker:
     def mark_complete(self, **fields) -> int:
         """Mark the job complete if this worker still holds it (or, keeping a stored paid
         picture, if nobody does); return rows updated."""
-        return self.model.objects.filter(pk=self.job.pk).complete(
-            worker_id=self.id, unheld=self.unheld, **fields
-        )
+        return self.mine_in_project().complete(worker_id=self.id, unheld=self.unheld, **fields)
 
     def _fail(self, error: ProviderError) -> None:
         if error.halts_run:

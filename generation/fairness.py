@@ -20,10 +20,12 @@ call now. It is passed over, never dropped: with nothing else due a worker still
 it (and waits for its slot, or halts the run), so no task ends while work is due.
 """
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Now
 
@@ -54,22 +56,11 @@ def due() -> Q:
 
 def candidates(kind) -> list[Turn]:
     """Return the running runs with due jobs of the kind (one query), blocked marked."""
-    owner_turn = Run.objects.filter(project__owner=OuterRef("project__owner")).order_by("-turn")
-    rows = list(
-        Run.objects.filter(state=Run.State.RUNNING)
-        .filter(Exists(kind.model.objects.filter(due(), run=OuterRef("pk"))))
-        .annotate(owner_turn=Subquery(owner_turn.values("turn")[:1]))
-        .values(
-            "pk",
-            "project_id",
-            "project__owner_id",
-            "turn",
-            "owner_turn",
-            "project__image_service",
-            "project__max_concurrent",
-            "project__requests_per_minute",
-        )
-    )
+    sql, params = _candidates_statement(kind, connection.alias)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [column[0] for column in cursor.description]
+        rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
     turns = [
         Turn(
             run_id=row["pk"],
@@ -84,6 +75,32 @@ def candidates(kind) -> list[Turn]:
         return turns  # nothing to choose between: no need to look at limits
     held = blocked_runs(kind, rows)
     return [replace(turn, blocked=True) if turn.run_id in held else turn for turn in turns]
+
+
+@functools.cache
+def _candidates_statement(kind, alias: str) -> tuple[str, tuple]:
+    """Return candidates' SQL and parameters, built once per kind and database: it reads
+    nothing that changes between claims (its time is the database's Now()), and on SQLite
+    it runs while the claiming worker holds the write lock, which building it with the ORM
+    on every claim kept longer than running it."""
+    owner_turn = Run.objects.filter(project__owner=OuterRef("project__owner")).order_by("-turn")
+    rows = (
+        Run.objects.using(alias)
+        .filter(state=Run.State.RUNNING)
+        .filter(Exists(kind.model.objects.filter(due(), run=OuterRef("pk"))))
+        .annotate(owner_turn=Subquery(owner_turn.values("turn")[:1]))
+        .values(
+            "pk",
+            "project_id",
+            "project__owner_id",
+            "turn",
+            "owner_turn",
+            "project__image_service",
+            "project__max_concurrent",
+            "project__requests_per_minute",
+        )
+    )
+    return rows.query.get_compiler(using=alias).as_sql()
 
 
 def order(turns: list[Turn]) -> list[Turn]:

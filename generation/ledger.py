@@ -48,7 +48,8 @@ def enter(
     }
     # The day is the database clock's (UTC), read by the INSERT itself. Outside a
     # transaction the INSERT is one statement, atomic by itself; inside one, a savepoint
-    # keeps a duplicate from breaking the caller's transaction.
+    # keeps a duplicate (a likely entry confirmed in place) from breaking the caller's
+    # transaction: Django marks it for rollback on any database error inside it.
     guard = transaction.atomic if connection.in_atomic_block else nullcontext
     try:
         with guard():

@@ -10,7 +10,7 @@ one function that moves a counter, for the few writers outside those paths.
 """
 
 from django.apps import apps
-from django.db import models, transaction
+from django.db import connections, models, transaction
 from django.db.models import F
 
 # Fields whose change no card and no header shows: writing only these moves no counter (a
@@ -70,6 +70,24 @@ class ProjectRowsQuerySet(models.QuerySet):
     writes move the project's change counter. The model's `project_path` leads from a row
     to its project's id ("project_id", "page__project_id")."""
 
+    _project_id = None  # of_project()
+
+    def of_project(self, project_id: int):
+        """Return these rows, named as all the given project's by a caller that knows it
+        (a worker, of its job). Where writes are serialized (SQLite), a visible write then
+        moves the counter by the project's id after the write, only if it changed a row,
+        instead of through a subquery repeating the write's conditions: a claim's worker
+        holds the write lock while both are built. Elsewhere nothing changes: the
+        project's row is still locked first, the lock order of every writer."""
+        rows = self._chain()
+        rows._project_id = project_id
+        return rows
+
+    def _clone(self):
+        clone = super()._clone()
+        clone._project_id = self._project_id
+        return clone
+
     def _changed_first(self) -> None:
         """Move the counters of the projects of this queryset's rows, before the write, in
         one statement: its subquery carries the write's own conditions (a compare-and-set
@@ -98,6 +116,12 @@ class ProjectRowsQuerySet(models.QuerySet):
         # One transaction, no savepoint when already in one: the counter and the write
         # commit together.
         with transaction.atomic(using=self.db, savepoint=False):
+            serialized = not connections[self.db].features.has_select_for_update
+            if self._project_id is not None and serialized:
+                changed = super().update(**kwargs)
+                if changed:
+                    project_changed(self._project_id)
+                return changed
             self._changed_first()
             return super().update(**kwargs)
 

@@ -6,6 +6,8 @@ Waits are injected (recorded, never slept), so backoff is checked exactly and qu
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from generation import engine, services
@@ -301,3 +303,34 @@ def test_a_page_no_character_can_lend_a_picture_to_reads_no_characters(book, fak
     assert job.status == Status.COMPLETE and job.references_sent == []
     entry = SpendEntry.objects.get(attempt_id=job.attempts.get().pk)
     assert entry.day == db_now().date()
+
+
+@pytest.mark.skipif(
+    connection.vendor != "sqlite",
+    reason="the statements pinned are SQLite's (PostgreSQL also locks the project's row)",
+)
+def test_a_picture_from_an_instant_service_costs_a_worker_exactly_its_statements(
+    make_project, openai_settings
+):
+    """What a worker's picture costs the database is counted, so that a new guard adding
+    a statement is noticed (the overhead benchmark lost 4x its speed to such guards, one
+    at a time). A test's transaction turns each atomic block into a savepoint."""
+    run = start(make_project(pages=3))
+    engine.run_next_job(run.pk)  # the first picture also builds what is kept per process
+    with CaptureQueriesContext(connection) as queries:
+        engine.run_next_job(run.pk)
+    sql = [query["sql"] for query in queries.captured_queries]
+    # The claim, one write transaction (SQLite's write lock, held about 3 ms):
+    #   SAVEPOINT, SELECT runs with due jobs (fairness.candidates), UPDATE the job
+    #   (claim), UPDATE its project's counter, UPDATE the run's turn (fairness.served),
+    #   RELEASE;
+    # SELECT the claimed job with what working it needs (engine._claimed);
+    # UPDATE the job (start_attempt: the prompt sent), UPDATE its project's counter;
+    # SELECT the account (accounts.admit); INSERT the attempt's row (the journal);
+    # SAVEPOINT, UPDATE the attempt's row, SAVEPOINT, INSERT its ledger entry (a savepoint
+    # of its own: a likely entry confirmed in place meets the unique key), RELEASE, RELEASE;
+    # SELECT whether the account's outage count rose meanwhile (any success resets it;
+    # a read, so the usual success takes no write lock);
+    # UPDATE the job (complete), UPDATE its project's counter;
+    # SELECT whether the run has active jobs left (settle_run only if not).
+    assert len(sql) == 21, "\n".join(sql)

@@ -375,26 +375,29 @@ class JobWorker:
                 self.repeat_key = last.idempotency_key
             return False
         self.stored_name = last.storage_name
-        if last.outcome != Outcome.SUCCESS:
-            self._confirm_stored(last)
+        self._confirm_stored(last)
         logger.info("Job %s completes from its stored picture (attempt %s)", self.job.pk, last.pk)
         return self._keep(result)
 
     def _confirm_stored(self, attempt: GenerationAttempt) -> None:
         """The journal row's picture is in storage: the call succeeded and was paid. Close
-        the row, and confirm its charge in the ledger (in place, if the sweep entered it as
-        likely when the worker was lost)."""
-        price = attempt.expected_price
-        if price is None:
-            price = self.kind.likely_price(self.job)
-        self._save(
-            attempt,
-            outcome=Outcome.SUCCESS,
-            finished_at=Now(),
-            charge_unconfirmed=False,
-            cost=price or 0,
-            message="Completed from the picture stored before its worker was lost.",
-        )
+        the row (if its worker was lost before it could), and make sure its charge is in
+        the ledger, once: confirmed in place if the sweep entered it as likely, entered if
+        its worker was killed between closing the row and entering it."""
+        if attempt.outcome == Outcome.SUCCESS:
+            price = attempt.cost or attempt.expected_price
+        else:
+            price = attempt.expected_price
+            if price is None:
+                price = self.kind.likely_price(self.job)
+            self._save(
+                attempt,
+                outcome=Outcome.SUCCESS,
+                finished_at=Now(),
+                charge_unconfirmed=False,
+                cost=price or 0,
+                message="Completed from the picture stored before its worker was lost.",
+            )
         ledger.enter(
             attempt_id=attempt.pk,
             amount=price,

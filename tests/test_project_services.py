@@ -123,6 +123,7 @@ def test_an_asynchronous_service_keeps_its_job_id_and_shows_the_queue(
     from generation import engine
     from tests.conftest import wait_until
 
+    fal_settings.STUDIO_PROVIDER_TIMEOUT = 15.0  # one call follows the queue to the end
     fake_fal.in_progress_polls = None  # the request runs until the test says
     project = make_project(pages=1)
     Project.objects.filter(pk=project.pk).update(image_service="fal")

@@ -185,11 +185,13 @@ class Command(OperatorCommand):
             *(f"{key}={value}" for key, value in settings.items()),
             "# Serving until Ctrl-C.",
         ]
-        fake.start()
-        self.stdout.write("\n".join(lines))
-        self.stdout.flush()
         signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop ends it as cleanly
+        fake.start()
         try:
+            # Printed inside: a Ctrl-C that comes the moment "Serving" is read still ends
+            # it cleanly.
+            self.stdout.write("\n".join(lines))
+            self.stdout.flush()
             while True:
                 signal.pause()
         except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """What every screen shares: finding the editor's own projects and pages, and answering
 bad input in words."""
 
+from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 
@@ -21,3 +22,12 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
 def _bad_request(reason: str) -> HttpResponse:
     """Answer bad input with 400 and the reason, in words, as plain text."""
     return HttpResponse(reason, status=400, content_type="text/plain; charset=utf-8")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 400 handler: a view's `BadRequest` reason, in words; Django's other refusals
+    (a forged host, a suspicious file name) say only "Bad request", as they may quote
+    what they refused."""
+    if type(exception) is BadRequest and exception.args:
+        return _bad_request(str(exception))
+    return _bad_request("Bad request.")

@@ -82,6 +82,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: an oversized body is refused by its Content-Length before anything reads it.
+    "studio.middleware.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -214,8 +216,14 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     },
 }
-# Large uploads are refused before they fill memory; a manuscript is at most 2 MB.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 3 * 1024 * 1024
+# Request bodies are refused by their Content-Length before they are read (413,
+# studio.middleware): 3 MB for forms (a manuscript is at most 2 MB), 11 MB for file uploads
+# (a reference picture is at most 10 MB, plus its form). Django's own caps stay as a second
+# line: a form's text over 3 MB is a 400, and files over 3 MB are spooled to disk, never
+# held in memory.
+STUDIO_MAX_BODY_BYTES = 3 * 1024 * 1024
+STUDIO_MAX_UPLOAD_BODY_BYTES = 11 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 3 * 1024 * 1024
 # Private files can be handed to the web server (nginx: X-Accel-Redirect, Apache:
 # X-Sendfile) after the ownership check, instead of streaming them through Python.

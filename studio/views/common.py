@@ -1,7 +1,8 @@
 """What every screen shares: finding the editor's own projects and pages, and answering
 bad input in words."""
 
-from django.core.exceptions import BadRequest
+from django.conf import settings
+from django.core.exceptions import BadRequest, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 
@@ -30,4 +31,7 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     what they refused."""
     if type(exception) is BadRequest and exception.args:
         return _bad_request(str(exception))
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)
+        return _bad_request(f"The form's text is over {limit} MB; that is the most it can be.")
     return _bad_request("Bad request.")

@@ -7,12 +7,11 @@ its own between two `---` lines. Blank lines inside a page are paragraph breaks 
 
 from typing import NamedTuple
 
-from .models import MAX_PAGES
+from .models import MAX_PAGE_CHARS, MAX_PAGES
 
 # Manuscripts are parsed with plain string operations, never regular expressions: a pattern
 # that backtracks takes minutes on one long line of spaces (issue 30, item 2).
 MAX_SECTION_CHARS = 80
-MAX_PAGE_CHARS = 5000
 # Longer than any page may be, so a long page is told its own limit first.
 MAX_LINE_CHARS = 2 * MAX_PAGE_CHARS
 MAX_FILE_BYTES = 2 * 1024 * 1024

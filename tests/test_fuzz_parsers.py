@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from generation.kinds import story_pages
+from generation.providers.base import StoryPage
 from generation.providers.openai import _story_page
 from studio.characters import names_on, parse_aliases
 from studio.forms import (
@@ -194,3 +196,6 @@ def test_the_character_form_and_name_matching_end_in_time(text):
 def test_a_story_page_from_the_text_service_ends_in_time(text):
     within_budget(_story_page, text)
     within_budget(lambda t: _story_page({"text": t, "prompt": t}), text)
+    pages = within_budget(lambda t: story_pages([StoryPage(t, t)] * 3, wanted=2), text)
+    assert len(pages) <= 2
+    assert all(len(t) <= 5000 and len(p) <= 4000 and "\x00" not in t + p for t, p in pages)

@@ -263,6 +263,9 @@ REPLIES = {
     # and one with two pages fewer than asked.
     "story_malformed": lambda: Reply(story="malformed"),
     "story_few": lambda: Reply(story="few"),
+    # A story whose first page is 300,004 characters with a NUL, its prompt 5,000 with
+    # control characters, and whose second page has nothing but control characters.
+    "story_hostile": lambda: Reply(story="hostile"),
     "broken_json": lambda: Reply(body=b'{"created": 1713833628, "data": [{"b64_json": "iVBO'),
     "bad_b64": lambda: Reply(
         body=json.dumps({"created": 1713833628, "data": [{"b64_json": "not*base64!!"}]}).encode()
@@ -669,6 +672,9 @@ class FakeImageService(LoopbackServer):
                     }
                     for n in range(1, count + 1)
                 ]
+                if reply.story == "hostile":
+                    pages[0] = {"text": "A\x00B" + "x" * 300_000, "prompt": "\x1b[31m" + "p" * 5000}
+                    pages[1] = {"text": "\x00\x01\x02", "prompt": "nothing"}
                 content = (
                     "Here is your story!"
                     if reply.story == "malformed"

@@ -259,6 +259,10 @@ REPLIES = {
         body=b'{"created": 1, "data": [{"b64_json": "' + b"A" * (50 * 1024 * 1024) + b'"}]}'
     ),
     "401_echo_key": lambda: error(401, code="invalid_api_key", message="__ECHO_KEY__"),
+    # Out of credits, in words that quote the prompt of the call (some gateways do).
+    "402_echo_prompt": lambda: error(
+        402, code="billing_hard_limit_reached", message="__ECHO_PROMPT__"
+    ),
     # Chat completions (the story phase): a reply whose content is not the JSON asked for,
     # and one with two pages fewer than asked.
     "story_malformed": lambda: Reply(story="malformed"),
@@ -651,6 +655,11 @@ class FakeImageService(LoopbackServer):
                         key = call["authorization"].removeprefix("Bearer ")
                         reply.body = reply.body.replace(
                             b"__ECHO_KEY__", f"Incorrect API key provided: {key}.".encode()
+                        )
+                    if reply.body and b"__ECHO_PROMPT__" in reply.body:
+                        echoed = f"No credits left for: {call['prompt'][:200]}"
+                        reply.body = reply.body.replace(
+                            b"__ECHO_PROMPT__", json.dumps(echoed)[1:-1].encode()
                         )
                     if chat and reply.status == 200 and reply.body is None and not reply.hang:
                         reply = self._story(call["prompt"], reply)

@@ -102,12 +102,15 @@ class IllustrationAdmin(admin.ModelAdmin):
         message = illustration.error_message
         return (message[:117] + "…") if len(message) > 120 else message or "—"
 
-    @admin.action(description="Retry selected (pages without a picture)")
+    @admin.action(description="Retry selected (pages without a picture)", permissions=["change"])
     def retry_selected(self, request, queryset):
         queued = self._queue(request, queryset, regenerate=False)
         self.message_user(request, f"Queued {plural(queued, 'illustration')}.")
 
-    @admin.action(description="Regenerate selected (old pictures stay until the new are done)")
+    @admin.action(
+        description="Regenerate selected (old pictures stay until the new are done)",
+        permissions=["change"],
+    )
     def regenerate_selected(self, request, queryset):
         # Approved pages are locked against bulk actions: they are redrawn one by one.
         approved = Illustration.objects.filter(
@@ -235,7 +238,10 @@ class ProviderAccountAdmin(admin.ModelAdmin):
             return f"halted (next probe {timezone.localtime(state['until']):%H:%M:%S})"
         return state["state"]
 
-    @admin.action(description="Resume: clear the halt and continue every run it halted")
+    @admin.action(
+        description="Resume: clear the halt and continue every run it halted",
+        permissions=["change"],
+    )
     def resume(self, request, queryset):
         resumed = [services.resume_account(account.key) for account in queryset]
         self.message_user(
@@ -270,13 +276,13 @@ class ClipAdmin(admin.ModelAdmin):
     inlines = [ClipAttemptInline]
     actions = ["retry_selected", "regenerate_selected"]
 
-    @admin.action(description="Retry selected (pages without a clip)")
+    @admin.action(description="Retry selected (pages without a clip)", permissions=["change"])
     def retry_selected(self, request, queryset):
         pages = {clip.page for clip in queryset.select_related("page__project")}
         queued = sum(services.queue_clip(page=p, requested_by=request.user).count for p in pages)
         self.message_user(request, f"Queued {plural(queued, 'clip')}.")
 
-    @admin.action(description="Regenerate selected clips")
+    @admin.action(description="Regenerate selected clips", permissions=["change"])
     def regenerate_selected(self, request, queryset):
         pages = {clip.page for clip in queryset.select_related("page__project")}
         queued = sum(

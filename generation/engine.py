@@ -795,6 +795,7 @@ class JobWorker:
                 message=message,
                 provider=self.provider,
                 call_started=call_started,
+                run_id=self.job.run_id,
             )
             return  # a halting attempt never counts against the job
         if isinstance(error, RateLimited):
@@ -838,6 +839,7 @@ class JobWorker:
                     message=message,
                     provider=self.provider,
                     call_started=call_started,
+                    run_id=self.job.run_id,
                 )
                 raise Interrupted()
         self.model.objects.filter(pk=self.job.pk).count_attempt()

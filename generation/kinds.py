@@ -12,7 +12,17 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
 
-from studio.models import Character, Page, Project, ReferenceImage, reference_upload_to
+from studio.models import (
+    MAX_PAGE_CHARS,
+    MAX_PAGES,
+    MAX_PROMPT_CHARS,
+    Character,
+    Page,
+    Project,
+    ReferenceImage,
+    reference_upload_to,
+)
+from studio.text import clean_page_text
 
 from . import references
 from .clock import db_now
@@ -256,6 +266,17 @@ class IllustrationKind(JobKind):
         )
 
 
+def story_pages(pages, *, wanted: int) -> list[tuple[str, str]]:
+    """Return the (text, prompt) of the pages a text service wrote, held to the limits and
+    cleaning of typed pages: at most `wanted` pages, text and prompt cut to their limits,
+    control characters (NUL among them) removed, and pages left with no text dropped."""
+    cleaned = (
+        (clean_page_text(page.text, MAX_PAGE_CHARS), clean_page_text(page.prompt, MAX_PROMPT_CHARS))
+        for page in pages[: min(wanted, MAX_PAGES)]
+    )
+    return [(text, prompt) for text, prompt in cleaned if text]
+
+
 class StoryKind(JobKind):
     name = "story"
     model = StoryJob
@@ -303,11 +324,12 @@ class StoryKind(JobKind):
             # The story phase never overwrites pages: if the editor added some meanwhile,
             # theirs stand.
             if not job.project.pages.exists():
+                pages = story_pages(result.pages, wanted=job.pages_wanted)
                 Page.objects.bulk_create(
-                    Page(project=job.project, number=n, text=page.text, prompt=page.prompt)
-                    for n, page in enumerate(result.pages, 1)
+                    Page(project=job.project, number=n, text=text, prompt=prompt)
+                    for n, (text, prompt) in enumerate(pages, 1)
                 )
-                StoryJob.objects.filter(pk=job.pk).update(pages_written=len(result.pages))
+                StoryJob.objects.filter(pk=job.pk).update(pages_written=len(pages))
         return True
 
 

@@ -104,3 +104,14 @@ def _groups(text: str):
         yield text[start:], text[start + 1 :]
     elif last < len(text):
         yield text[last:], None
+
+
+# What a service says can echo the prompt that failed: a halt's message carries it after
+# these words, and only the project whose call it was is shown them.
+SERVICE_SAID = " The service said: "
+
+
+def without_service_text(message: str) -> str:
+    """Return a halt's message without the service's own words: what every project on the
+    account may read (the account's state and reason), not one editor's echoed prompt."""
+    return message.split(SERVICE_SAID, 1)[0]

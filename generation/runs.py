@@ -18,6 +18,7 @@ from . import accounts, broker, logs, notify, workers
 from .kinds import KINDS, JobKind
 from .machines import RUN
 from .models import ACTIVE_STATUSES, Run
+from .plain import SERVICE_SAID, without_service_text
 from .providers.base import ProviderError
 
 logger = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def halt_message(reason: str, error: ProviderError | None, *, provider, service:
         setting=getattr(error, "setting", "") or "the service's settings",
     )
     if error is not None and error.message and reason != Run.HaltReason.CONFIG:
-        message += f" The service said: {error.message}"
+        message += f"{SERVICE_SAID}{error.message}"
     return message[:2000]
 
 
@@ -160,12 +161,16 @@ def halt_run(run_id: int, *, reason: str, message: str, account: str = "") -> bo
     return bool(halted)
 
 
-def halt_account(key: str, *, reason: str, message: str, provider=None, call_started=None) -> int:
+def halt_account(
+    key: str, *, reason: str, message: str, provider=None, call_started=None, run_id=None
+) -> int:
     """Halt the account and every running run with work for it, unless it was set going
     again after `call_started` (accounts.halt). Return runs halted.
 
     The runs say what the account says, whichever call halted it: a 503 that comes back
-    after the account ran out of credits halts them for credits, not for an outage."""
+    after the account ran out of credits halts them for credits, not for an outage. Only
+    run_id, the run whose call this was, keeps the service's own words when they are the
+    account's: they may quote that project's prompt."""
     accounts.halt(
         key,
         reason=reason,
@@ -183,13 +188,18 @@ def halt_account(key: str, *, reason: str, message: str, provider=None, call_sta
             waiting |= kind.runs_on_account(key)
         except LookupError:  # no provider configured for this kind
             continue
-    return _halt_runs(
+    halted = _halt_runs(
         Run.objects.filter(waiting),
         "halt_for_account",
         key=key,
         reason=account["reason"],
-        message=account["message"],
+        message=without_service_text(account["message"]),
     )
+    if run_id is not None and account["message"] == message:
+        Run.objects.filter(pk=run_id, state=Run.State.HALTED, halted_account=key).update(
+            message=message
+        )
+    return halted
 
 
 def halt_model(kind: JobKind, key: str, *, reason: str, message: str) -> int:

@@ -27,6 +27,7 @@ from studio.models import Page, Project
 from . import accounts, references, workers
 from .clock import db_now
 from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
+from .plain import without_service_text
 from .pricing import amount, price_per_image
 from .prompts import compose, compose_prompt
 from .providers import (
@@ -690,6 +691,13 @@ class ReviewHeader:
         return counted
 
 
+def shown_account(state: dict) -> dict:
+    """Return the account's state as any project on it may see it: state and reason, without
+    the service's words (they may quote the prompt of the project whose call failed; that
+    project's halted run shows them)."""
+    return {**state, "message": without_service_text(state["message"])}
+
+
 def review_header(project: Project) -> ReviewHeader:
     """Return the review page's header for the project, in a constant number of queries."""
     progress = project_progress(project)
@@ -724,7 +732,7 @@ def review_header(project: Project) -> ReviewHeader:
         clips=clip_progress(project, progress),
         price=price,
         estimate=None if price is None else price * progress.missing,
-        account=accounts.state_of(account_of(provider)),
+        account=shown_account(accounts.state_of(account_of(provider))),
         service=service_label(image_service_of(project), model),
         alternatives=[
             choice

@@ -98,17 +98,19 @@ class ProjectAdmin(admin.ModelAdmin):
     def run_state(self, project):
         return project.run_state or "—"
 
-    # Every action goes through the services the web page uses, and says exact counts.
+    # Every action goes through the services the web page uses, and says exact counts. Each
+    # starts, stops or pays for work: staff need the change permission (a view-only operator
+    # sees no action; Django's "Delete selected" needs the delete permission).
 
-    @admin.action(description="Generate missing illustrations")
+    @admin.action(description="Generate missing illustrations", permissions=["change"])
     def generate_missing(self, request, queryset):
         self._queue_each(request, queryset, services.generate_missing, "Queued", "illustration")
 
-    @admin.action(description="Generate missing clips")
+    @admin.action(description="Generate missing clips", permissions=["change"])
     def generate_missing_clips(self, request, queryset):
         self._queue_each(request, queryset, services.generate_missing_clips, "Queued", "clip")
 
-    @admin.action(description="Retry failed illustrations")
+    @admin.action(description="Retry failed illustrations", permissions=["change"])
     def retry_failed(self, request, queryset):
         self._queue_each(
             request, queryset, services.retry_failed, "Retrying", "failed illustration"
@@ -122,17 +124,17 @@ class ProjectAdmin(admin.ModelAdmin):
             request, f"{verb} {plural(queued, word)} across {plural(projects, 'project')}."
         )
 
-    @admin.action(description="Stop generation")
+    @admin.action(description="Stop generation", permissions=["change"])
     def stop(self, request, queryset):
         stopped = sum(1 for p in queryset if services.stop(project=p).run is not None)
         self.message_user(request, f"Stopped {plural(stopped, 'run')}.", messages.WARNING)
 
-    @admin.action(description="Pause generation")
+    @admin.action(description="Pause generation", permissions=["change"])
     def pause(self, request, queryset):
         paused = sum(1 for p in queryset if services.pause(project=p).run is not None)
         self.message_user(request, f"Paused {plural(paused, 'run')}.", messages.WARNING)
 
-    @admin.action(description="Resume paused or halted generation")
+    @admin.action(description="Resume paused or halted generation", permissions=["change"])
     def resume(self, request, queryset):
         resumed = sum(1 for p in queryset if services.resume(project=p).run is not None)
         self.message_user(request, f"Resumed {plural(resumed, 'run')}.")

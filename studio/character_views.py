@@ -21,6 +21,7 @@ from .files import private_file
 from .forms import CharacterDetailsForm, CharacterForm, ReferenceUploadForm
 from .models import Character, Project, ReferenceImage
 from .text import plural
+from .views.common import _bad_request
 
 
 def _owned_project(request: HttpRequest, pk: int) -> Project:
@@ -158,7 +159,10 @@ def character_upload(request: HttpRequest, pk: int) -> HttpResponse:
 def character_choose(request: HttpRequest, pk: int) -> HttpResponse:
     """Pick which version of the reference picture is sent with pages."""
     character = _owned_character(request, pk)
-    version = get_object_or_404(ReferenceImage, pk=request.POST.get("version"), character=character)
+    number = request.POST.get("version", "")
+    if not (number.isascii() and number.isdigit() and len(number) <= 18):
+        return _bad_request("version must be the number of one of the character's versions")
+    version = get_object_or_404(ReferenceImage, pk=int(number), character=character)
     if character_services.choose_reference(character=character, version=version):
         messages.success(
             request, f"Version {version.pk} of {character.name} chosen.{_changed_note(character)}"

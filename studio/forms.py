@@ -5,9 +5,16 @@ from generation.story import MAX_STORY_PAGES
 
 from .characters import CharacterError, check_reference_image
 from .manuscript import ManuscriptError, decode_manuscript, parse_manuscript
-from .models import Character, EditorSettings, Export, Page, Project
+from .models import (
+    MAX_PAGE_CHARS,
+    MAX_PROMPT_CHARS,
+    Character,
+    EditorSettings,
+    Export,
+    Page,
+    Project,
+)
 
-MAX_PROMPT_CHARS = 4000
 MAX_STYLE_CHARS = 4000
 SECTION_HELP = (
     "Optional: the chapter or scene this page belongs to, e.g. “Chapter 2”. "
@@ -194,9 +201,10 @@ class PageForm(forms.ModelForm):
         text = self.cleaned_data["text"].strip()
         if not text:
             raise forms.ValidationError("A page needs some text.")
-        if len(text) > 5000:
+        if len(text) > MAX_PAGE_CHARS:
             raise forms.ValidationError(
-                f"A page can have at most 5,000 characters (this one has {len(text):,})."
+                f"A page can have at most {MAX_PAGE_CHARS:,} characters (this one has "
+                f"{len(text):,})."
             )
         return text
 

@@ -5,15 +5,15 @@ it belong to the section "Chapter 1" until the next heading. A heading may also 
 its own between two `---` lines. Blank lines inside a page are paragraph breaks and are kept.
 """
 
-import re
 from typing import NamedTuple
 
-from .models import MAX_PAGES
+from .models import MAX_PAGE_CHARS, MAX_PAGES
 
-PAGE_BREAK = re.compile(r"^[ \t]*---[ \t]*$", re.MULTILINE)
-SECTION_HEADING = re.compile(r"^[ \t]*##[ \t]+(?P<name>\S.*?)[ \t]*#*[ \t]*$")
+# Manuscripts are parsed with plain string operations, never regular expressions: a pattern
+# that backtracks takes minutes on one long line of spaces (issue 30, item 2).
 MAX_SECTION_CHARS = 80
-MAX_PAGE_CHARS = 5000
+# Longer than any page may be, so a long page is told its own limit first.
+MAX_LINE_CHARS = 2 * MAX_PAGE_CHARS
 MAX_FILE_BYTES = 2 * 1024 * 1024
 
 
@@ -21,10 +21,35 @@ class ManuscriptError(ValueError):
     """A manuscript the studio will not import; the message says why, for the editor."""
 
 
+def _lines(text: str) -> list[str]:
+    return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
 def split_pages(text: str) -> list[str]:
     """Return the manuscript's page texts, stripped, with empty pages dropped."""
-    normalized = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-    return [part.strip() for part in PAGE_BREAK.split(normalized) if part.strip()]
+    pages, lines = [], []
+    for line in [*_lines(text), "---"]:
+        if line.strip(" \t") == "---":
+            page = "\n".join(lines).strip()
+            if page:
+                pages.append(page)
+            lines = []
+        else:
+            lines.append(line)
+    return pages
+
+
+def section_heading(line: str) -> str | None:
+    """Return the section a line `## Chapter 1` names ("Chapter 1"; closing #s and spaces
+    dropped), or None if the line is not a heading. Linear in the line's length."""
+    rest = line.lstrip(" \t")
+    if not rest.startswith("##"):
+        return None
+    name = rest[2:].lstrip(" \t")
+    if len(name) == len(rest) - 2 or not name or name[0].isspace():
+        return None  # "##" must be followed by spaces or tabs, then the name
+    end = len(name.rstrip(" \t").rstrip("#").rstrip(" \t"))
+    return name[: max(end, 1)]
 
 
 class ManuscriptPage(NamedTuple):
@@ -37,13 +62,13 @@ def split_sections(text: str) -> list[ManuscriptPage]:
     heading). Headings are taken out of the page text; empty pages are dropped."""
     pages, section = [], ""
     for part in split_pages(text):
-        lines = part.split("\n")
-        while lines and (heading := SECTION_HEADING.match(lines[0])):
-            section = heading["name"]
-            lines = lines[1:]
-            while lines and not lines[0].strip():
-                lines = lines[1:]
-        body = "\n".join(lines).strip()
+        lines, first = part.split("\n"), 0  # an index, not slices: slicing is quadratic
+        while first < len(lines) and (heading := section_heading(lines[first])) is not None:
+            section = heading
+            first += 1
+            while first < len(lines) and not lines[first].strip():
+                first += 1
+        body = "\n".join(lines[first:]).strip()
         if body:
             pages.append(ManuscriptPage(text=body, section=section))
     return pages
@@ -70,6 +95,12 @@ def parse_manuscript(text: str) -> list[ManuscriptPage]:
     raise ManuscriptError naming the first limit it breaks."""
     if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
         raise ManuscriptError("The manuscript is longer than 2 MB.")
+    for number, line in enumerate(_lines(text), 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise ManuscriptError(
+                f"Line {number:,} has {len(line):,} characters; a line can have at most "
+                f"{MAX_LINE_CHARS:,}. Break it into paragraphs or pages."
+            )
     pages = split_sections(text)
     if not pages:
         raise ManuscriptError("The manuscript has no text.")

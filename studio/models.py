@@ -11,6 +11,10 @@ from .changes import ProjectRowsQuerySet, watch
 # A book holds at most this many pages (storyboards with many shots): the review page,
 # "Generate missing" and the manuscript import are measured at this size.
 MAX_PAGES = 2000
+# A page's text and its prompt, however they arrive: typed, imported or written by a text
+# service.
+MAX_PAGE_CHARS = 5000
+MAX_PROMPT_CHARS = 4000
 
 
 class Project(models.Model):

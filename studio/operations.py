@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -116,7 +117,10 @@ def operations_page(request: HttpRequest) -> HttpResponse:
 @staff_member_required
 @require_POST
 def account_resume(request: HttpRequest) -> HttpResponse:
-    """Resume a halted provider account: every run it halted continues."""
+    """Resume a halted provider account: every run it halted continues. Staff need the
+    permission the admin's Resume needs: to change provider accounts."""
+    if not request.user.has_perm("generation.change_provideraccount"):
+        raise PermissionDenied("Resuming an account needs the permission to change accounts.")
     key = request.POST.get("key", "")
     account = ProviderAccount.objects.filter(key=key).first()
     if account is None:

@@ -82,6 +82,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: an oversized body is refused by its Content-Length before anything reads it.
+    "studio.middleware.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -159,12 +161,16 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-# Sign-in throttling: five failures for one username from one address lock it out for
-# fifteen minutes.
+# Sign-in throttling: five failures from one client address, whatever the usernames (one
+# password tried on many accounts), lock that address out for fifteen minutes.
 AXES_FAILURE_LIMIT = env_number("STUDIO_SIGNIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_number("STUDIO_SIGNIN_COOLOFF_MINUTES", 15))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_PARAMETERS = ["ip_address", ["username", "ip_address"]]
+# A success must not wipe the address's failures: an attacker with an account of their own
+# would sign in between guesses. Failures expire with the cool-off instead.
+AXES_RESET_ON_SUCCESS = False
+# The client's address: behind STUDIO_BEHIND_PROXY, the one the proxy saw (studio.auth).
+AXES_CLIENT_IP_CALLABLE = "studio.auth.client_ip"
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
 
@@ -187,7 +193,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 # Joining the browsers' preload list is a commitment a deployment opts into.
 SECURE_HSTS_PRELOAD = HTTPS and env_bool("STUDIO_HSTS_PRELOAD", False)
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
-if env_bool("STUDIO_BEHIND_PROXY", False):
+STUDIO_BEHIND_PROXY = env_bool("STUDIO_BEHIND_PROXY", False)
+# How many proxies of ours append to X-Forwarded-For (one nginx: 1).
+STUDIO_PROXY_COUNT = env_number("STUDIO_PROXY_COUNT", 1)
+if STUDIO_BEHIND_PROXY:
     # The proxy terminates TLS and says so in this header.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("DJANGO_CSRF_TRUSTED_ORIGINS").split(",") if o]
@@ -214,8 +223,14 @@ CONTENT_SECURITY_POLICY = {
         "frame-ancestors": [NONE],
     },
 }
-# Large uploads are refused before they fill memory; a manuscript is at most 2 MB.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 3 * 1024 * 1024
+# Request bodies are refused by their Content-Length before they are read (413,
+# studio.middleware): 3 MB for forms (a manuscript is at most 2 MB), 11 MB for file uploads
+# (a reference picture is at most 10 MB, plus its form). Django's own caps stay as a second
+# line: a form's text over 3 MB is a 400, and files over 3 MB are spooled to disk, never
+# held in memory.
+STUDIO_MAX_BODY_BYTES = 3 * 1024 * 1024
+STUDIO_MAX_UPLOAD_BODY_BYTES = 11 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 3 * 1024 * 1024
 # Private files can be handed to the web server (nginx: X-Accel-Redirect, Apache:
 # X-Sendfile) after the ownership check, instead of streaming them through Python.

@@ -59,6 +59,9 @@ page_urls = [
     path("unapprove/", versions.page_unapprove, name="page-unapprove"),
 ]
 
+# A view's BadRequest says why in its 400 (Django's own 400 page gives no reason).
+handler400 = "studio.views.common.bad_request"
+
 urlpatterns = [
     path("", views.project_list, name="project-list"),
     path("projects/new/", views.project_create, name="project-create"),

@@ -80,6 +80,34 @@ def test_one_refusal_halts_every_project_on_the_account_and_one_resume_continues
 
 
 @pytest.mark.django_db
+def test_the_service_words_of_a_halt_are_shown_only_on_the_project_whose_call_it_was(
+    two_books, fake_openai, drain, client
+):
+    # Issue 30, item 6: the service's error text can quote one editor's prompt.
+    book_a, book_b = two_books
+    book_a.pages.filter(number=1).update(prompt="Confidential plot twist: the fox is king")
+    run_a, run_b = start(book_a), start(book_b)
+    fake_openai.script.append("402_echo_prompt")
+    drain(run_a.pk)
+    drain(run_b.pk)
+    run_a.refresh_from_db()
+    run_b.refresh_from_db()
+    assert (run_a.state, run_b.state) == ("halted", "halted")
+    assert "Confidential plot twist" in run_a.message
+    assert "Confidential plot twist" not in run_b.message
+    client.force_login(book_a.owner)
+    own = client.get(reverse("project-detail", args=[book_a.pk])).content.decode()
+    other = client.get(reverse("project-detail", args=[book_b.pk])).content.decode()
+    assert "Confidential plot twist" in own
+    assert "Confidential plot twist" not in other
+    assert "out of credits" in other.lower()
+    ProviderAccount.objects.update(message=run_a.message)  # the account keeps the full text
+    Run.objects.filter(pk=run_b.pk).update(state=Run.State.RUNNING)  # shown from the account
+    other = client.get(reverse("project-detail", args=[book_b.pk])).content.decode()
+    assert "Confidential plot twist" not in other
+
+
+@pytest.mark.django_db
 def test_a_refusal_of_a_call_that_started_before_a_resume_halts_nothing(
     two_books, fake_openai, drain
 ):

@@ -250,6 +250,51 @@ def test_sign_in_is_locked_after_five_failures(client, editor, settings):
     assert "_auth_user_id" not in client.session
 
 
+def test_one_password_across_many_usernames_locks_the_address(client, editor, settings):
+    settings.AXES_ENABLED = True
+    url = reverse("login")
+    for name in ["bob", "carol", "dave", "erin"]:
+        assert client.post(url, {"username": name, "password": "Summer2024!"}).status_code == 200
+    # A success in between (an attacker's own account) does not wipe the address's count.
+    assert client.post(url, {"username": "alice", "password": "alice-password"}).status_code == 302
+    client.logout()
+    assert client.post(url, {"username": "frank", "password": "Summer2024!"}).status_code == 429
+    right = client.post(url, {"username": "alice", "password": "alice-password"})
+    assert right.status_code == 429
+    # Another address is not locked.
+    elsewhere = client.post(
+        url, {"username": "alice", "password": "alice-password"}, REMOTE_ADDR="198.51.100.7"
+    )
+    assert elsewhere.status_code == 302
+
+
+def fail_behind_proxy(client, forwarded_for: str):
+    return client.post(
+        reverse("login"),
+        {"username": "alice", "password": "wrong"},
+        REMOTE_ADDR="10.0.0.2",  # the proxy
+        HTTP_X_FORWARDED_FOR=forwarded_for,
+    )
+
+
+def test_behind_the_proxy_each_client_is_counted_by_its_own_address(client, editor, settings):
+    settings.AXES_ENABLED = True
+    settings.STUDIO_BEHIND_PROXY = True
+    for forged in ["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"]:
+        # The client forges the left of the header; the proxy appends what it saw.
+        assert fail_behind_proxy(client, f"{forged}, 203.0.113.5").status_code == 200
+    assert fail_behind_proxy(client, "5.5.5.5, 203.0.113.5").status_code == 429
+    # Another client through the same proxy is not locked out with the first.
+    assert fail_behind_proxy(client, "203.0.113.9").status_code == 200
+
+
+def test_without_the_proxy_setting_forwarded_addresses_are_ignored(client, editor, settings):
+    settings.AXES_ENABLED = True
+    for n in range(4):
+        assert fail_behind_proxy(client, f"203.0.113.{n}").status_code == 200
+    assert fail_behind_proxy(client, "203.0.113.99").status_code == 429
+
+
 def test_sendfile_hands_the_checked_file_to_the_web_server(
     client, editor, make_project, drain, settings
 ):

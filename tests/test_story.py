@@ -111,3 +111,26 @@ def test_asking_twice_writes_one_story(empty_project, openai_settings):
     first = write(empty_project)
     assert write(empty_project) == first
     assert StoryJob.objects.count() == 1
+
+
+def test_story_pages_get_the_limits_and_cleaning_of_typed_pages(
+    empty_project, openai_settings, fake_openai, drain
+):
+    fake_openai.default = "story_hostile"
+    job = write(empty_project, pages=4)
+    drain(job.run_id, kind="story")
+    job.refresh_from_db()
+    texts = list(empty_project.pages.values_list("text", flat=True))
+    prompts = list(empty_project.pages.values_list("prompt", flat=True))
+    # The page of control characters alone is dropped: nothing of it was text.
+    assert (job.status, job.pages_written, len(texts)) == ("complete", 3, 3)
+    assert len(texts[0]) == 5000
+    assert texts[0].startswith("AB") and texts[0].endswith("x…")
+    assert prompts[0] == "[31m" + "p" * 3995 + "…"
+    assert not any(
+        "\x00" in text or "\x1b" in prompt for text, prompt in zip(texts, prompts, strict=True)
+    )
+    assert texts[1:] == [
+        "Once, on page 3, the fox walked on.",
+        "Once, on page 4, the fox walked on.",
+    ]

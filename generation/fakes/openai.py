@@ -259,10 +259,17 @@ REPLIES = {
         body=b'{"created": 1, "data": [{"b64_json": "' + b"A" * (50 * 1024 * 1024) + b'"}]}'
     ),
     "401_echo_key": lambda: error(401, code="invalid_api_key", message="__ECHO_KEY__"),
+    # Out of credits, in words that quote the prompt of the call (some gateways do).
+    "402_echo_prompt": lambda: error(
+        402, code="billing_hard_limit_reached", message="__ECHO_PROMPT__"
+    ),
     # Chat completions (the story phase): a reply whose content is not the JSON asked for,
     # and one with two pages fewer than asked.
     "story_malformed": lambda: Reply(story="malformed"),
     "story_few": lambda: Reply(story="few"),
+    # A story whose first page is 300,004 characters with a NUL, its prompt 5,000 with
+    # control characters, and whose second page has nothing but control characters.
+    "story_hostile": lambda: Reply(story="hostile"),
     "broken_json": lambda: Reply(body=b'{"created": 1713833628, "data": [{"b64_json": "iVBO'),
     "bad_b64": lambda: Reply(
         body=json.dumps({"created": 1713833628, "data": [{"b64_json": "not*base64!!"}]}).encode()
@@ -649,6 +656,11 @@ class FakeImageService(LoopbackServer):
                         reply.body = reply.body.replace(
                             b"__ECHO_KEY__", f"Incorrect API key provided: {key}.".encode()
                         )
+                    if reply.body and b"__ECHO_PROMPT__" in reply.body:
+                        echoed = f"No credits left for: {call['prompt'][:200]}"
+                        reply.body = reply.body.replace(
+                            b"__ECHO_PROMPT__", json.dumps(echoed)[1:-1].encode()
+                        )
                     if chat and reply.status == 200 and reply.body is None and not reply.hang:
                         reply = self._story(call["prompt"], reply)
                     self._answer(reply)
@@ -669,6 +681,9 @@ class FakeImageService(LoopbackServer):
                     }
                     for n in range(1, count + 1)
                 ]
+                if reply.story == "hostile":
+                    pages[0] = {"text": "A\x00B" + "x" * 300_000, "prompt": "\x1b[31m" + "p" * 5000}
+                    pages[1] = {"text": "\x00\x01\x02", "prompt": "nothing"}
                 content = (
                     "Here is your story!"
                     if reply.story == "malformed"

@@ -1,6 +1,8 @@
 """What every screen shares: finding the editor's own projects and pages, and answering
 bad input in words."""
 
+from django.conf import settings
+from django.core.exceptions import BadRequest, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 
@@ -21,3 +23,15 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
 def _bad_request(reason: str) -> HttpResponse:
     """Answer bad input with 400 and the reason, in words, as plain text."""
     return HttpResponse(reason, status=400, content_type="text/plain; charset=utf-8")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 400 handler: a view's `BadRequest` reason, in words; Django's other refusals
+    (a forged host, a suspicious file name) say only "Bad request", as they may quote
+    what they refused."""
+    if type(exception) is BadRequest and exception.args:
+        return _bad_request(str(exception))
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)
+        return _bad_request(f"The form's text is over {limit} MB; that is the most it can be.")
+    return _bad_request("Bad request.")

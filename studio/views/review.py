@@ -74,11 +74,13 @@ def _shared(project: Project, name: str, compute):
 
 
 def _since(request: HttpRequest) -> datetime:
+    # NaN, infinities and years no datetime can hold are refused like words are.
     try:
         cursor = float(request.GET.get("since", ""))
-    except ValueError:
+        moment = datetime.fromtimestamp(cursor, tz=timezone.get_current_timezone())
+        return moment - CURSOR_MARGIN
+    except (ValueError, OverflowError, OSError):
         raise BadRequest("since must be a timestamp") from None
-    return datetime.fromtimestamp(cursor, tz=timezone.get_current_timezone()) - CURSOR_MARGIN
 
 
 def _run_seen(run: Run | None) -> str:
@@ -191,7 +193,7 @@ def project_poll(request: HttpRequest, pk: int) -> HttpResponse:
     since = _since(request)
     csrf_secret = request.COOKIES.get(settings.CSRF_COOKIE_NAME)
     shared = turn = None
-    if csrf_secret and shown.isdigit():
+    if csrf_secret and shown.isascii() and shown.isdigit() and len(shown) <= 18:
         shared = polls.SharedAnswers(request, polled, csrf_secret)
         turn = shared.news(shown=int(shown), since=since)
         if isinstance(turn, polls.SharedAnswer):

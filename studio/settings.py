@@ -315,6 +315,12 @@ STUDIO_FAL_IMAGE_MODEL = env_str("STUDIO_FAL_IMAGE_MODEL", "fal-ai/flux/schnell"
 # pictures live on a private address needs this on (it also allows plain http there).
 STUDIO_ALLOW_PRIVATE_DOWNLOADS = env_bool("STUDIO_ALLOW_PRIVATE_DOWNLOADS", False)
 STUDIO_MAX_ATTEMPTS = env_number("STUDIO_MAX_ATTEMPTS", 3)
+# Exports take turns per editor: at most this many of one editor's exports run at once, the
+# rest wait queued (holding no worker), so one editor's pile never delays another's export.
+STUDIO_EXPORTS_PER_EDITOR = env_number("STUDIO_EXPORTS_PER_EDITOR", 2)
+# A running export whose worker has said nothing for this long lost its worker: it reads as
+# failed, with Retry (a worker writes its progress every few seconds of work).
+STUDIO_EXPORT_STALE_MINUTES = env_number("STUDIO_EXPORT_STALE_MINUTES", 10, float)
 # Reference pictures (characters, settings, props, the style reference) sent with one call,
 # the page's own characters first.
 STUDIO_MAX_REFERENCES = env_number("STUDIO_MAX_REFERENCES", 4)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from generation.models import WORKING_STATUSES, SheetJob
 
@@ -35,8 +35,13 @@ class CheckedImage:
 
 
 def check_reference_image(content: bytes) -> CheckedImage:
-    """Return the picture checked by Pillow: PNG, JPEG or WebP, at most 10 MB and 4096
-    pixels a side. Raise CharacterError saying what is wrong otherwise."""
+    """Return the picture decoded whole by Pillow and encoded again: PNG, JPEG or WebP, at
+    most 10 MB and 4096 pixels a side. Raise CharacterError saying what is wrong otherwise.
+
+    Every pixel is decoded here, at upload, so a cut-off or corrupt picture is the
+    uploader's form error, never a worker's failure later. The stored picture is upright
+    (EXIF orientation applied) and carries no EXIF (camera, GPS) nor text chunks: a JPEG
+    stays a JPEG, anything else becomes a PNG (lossless)."""
     if len(content) > MAX_REFERENCE_BYTES:
         raise CharacterError(
             f"The picture is {len(content) / 1024 / 1024:.1f} MB; at most 10 MB is accepted."
@@ -54,7 +59,14 @@ def check_reference_image(content: bytes) -> CheckedImage:
                     f"The picture is {width}×{height} pixels; at most {MAX_REFERENCE_SIDE} "
                     f"pixels a side is accepted."
                 )
-            image.verify()
+            try:
+                image.load()
+            except OSError:
+                raise CharacterError(
+                    "The picture is cut off or damaged (its pixels cannot all be read); "
+                    "save it again, then upload it."
+                ) from None
+            return _reencoded(ImageOps.exif_transpose(image), kind)
     except CharacterError:
         raise
     except Image.DecompressionBombError:
@@ -63,7 +75,23 @@ def check_reference_image(content: bytes) -> CheckedImage:
         raise CharacterError(
             "That file is not a picture the studio can read; upload a PNG, JPEG or WebP picture."
         ) from None
-    return CheckedImage(content, REFERENCE_FORMATS[kind], width, height)
+
+
+def _reencoded(image: Image.Image, kind: str) -> CheckedImage:
+    """Return the decoded picture encoded again, with none of the upload's metadata."""
+    buffer = io.BytesIO()
+    icc = image.info.get("icc_profile")  # colours, not private: kept
+    if kind == "JPEG":
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        image.save(buffer, format="JPEG", quality=92, icc_profile=icc)
+        content_type = "image/jpeg"
+    else:
+        if image.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
+            image = image.convert("RGBA")
+        image.save(buffer, format="PNG", icc_profile=icc)
+        content_type = "image/png"
+    return CheckedImage(buffer.getvalue(), content_type, image.width, image.height)
 
 
 def parse_aliases(text: str) -> str:

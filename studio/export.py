@@ -6,9 +6,11 @@ flat however long the book; missing pages are never skipped: they get a placehol
 import io
 import itertools
 import json
+import logging
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,7 +19,9 @@ from xml.sax.saxutils import escape
 
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import OperationalError, transaction
 from django.db.models import Sum
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.text import slugify
 from PIL import Image, ImageDraw, ImageFont
@@ -27,6 +31,8 @@ from generation.pricing import amount
 
 from .models import Character, Export, Page, Project, ReferenceImage
 
+logger = logging.getLogger(__name__)
+
 PDF_SIZES = {
     # points (1/72 inch)
     Export.PageSize.A4: (595.28, 841.89),
@@ -35,6 +41,10 @@ PDF_SIZES = {
 }
 PDF_IMAGE_SIDE = 1600  # pixels: plenty for print at this size, light in the file
 PDF_PART_PAGES = 25
+PAGE_CHUNK = 200
+# A progress write that meets a busy database is tried again after these pauses (seconds),
+# then skipped: a progress tick is not worth failing a long export for.
+BUSY_PAUSES = (0.05, 0.1, 0.2)
 
 
 @dataclass
@@ -45,25 +55,37 @@ class BookPage:
     starts_section: bool = False  # the first page of a named section: the PDF heads it
 
 
-def book_pages(project: Project):
-    """Yield every page in order with its current illustration (None when missing)."""
-    current = {
-        job.page_id: job
-        for job in Illustration.objects.filter(
-            page__project=project, status=Illustration.Status.COMPLETE
-        ).annotate(total_cost=Sum("attempts__cost"))
-    }
-    section = ""
-    for page in project.pages.order_by("number").iterator(chunk_size=200):
-        job = current.get(page.pk)
-        starts = bool(page.section) and page.section != section
-        section = page.section
-        yield BookPage(
-            page=page,
-            illustration=job,
-            cost=amount(job.total_cost if job else 0),
-            starts_section=starts,
-        )
+def book_pages(project: Project, *, chunk: int = PAGE_CHUNK):
+    """Yield every page in order with its current illustration (None when missing).
+
+    Pages are read a chunk at a time, each chunk fetched whole: no cursor stays open while
+    the caller writes its progress. On SQLite an open read pins the connection's snapshot,
+    and a write from a stale snapshot fails at once with "database is locked"."""
+    section, after = "", None
+    while True:
+        pages = project.pages.order_by("number")
+        if after is not None:
+            pages = pages.filter(number__gt=after)
+        pages = list(pages[:chunk])
+        if not pages:
+            return
+        after = pages[-1].number
+        current = {
+            job.page_id: job
+            for job in Illustration.objects.filter(
+                page__in=[page.pk for page in pages], status=Illustration.Status.COMPLETE
+            ).annotate(total_cost=Sum("attempts__cost"))
+        }
+        for page in pages:
+            job = current.get(page.pk)
+            starts = bool(page.section) and page.section != section
+            section = page.section
+            yield BookPage(
+                page=page,
+                illustration=job,
+                cost=amount(job.total_cost if job else 0),
+                starts_section=starts,
+            )
 
 
 def placeholder_png(number: int, size=(800, 800)) -> bytes:
@@ -85,8 +107,12 @@ def run_export(export: Export) -> None:
     """Build the export's file, updating its progress as pages are written."""
     project = export.project
     total = project.pages.count()
-    Export.objects.filter(pk=export.pk).update(
-        status=Export.Status.RUNNING, pages_total=total, pages_done=0
+    write_when_free(
+        Export.objects.filter(pk=export.pk),
+        status=Export.Status.RUNNING,
+        pages_total=total,
+        pages_done=0,
+        beat_at=Now(),
     )
     build = build_zip if export.format == Export.Format.ZIP else build_pdf
     with tempfile.TemporaryDirectory(prefix="studio-export-") as work:
@@ -95,18 +121,41 @@ def run_export(export: Export) -> None:
         name = f"{slugify(project.title)[:60].strip('-') or 'book'}.{export.format}"
         with path.open("rb") as built:
             export.file.save(name, File(built), save=False)
-    Export.objects.filter(pk=export.pk).update(
+    written = write_when_free(
+        Export.objects.filter(pk=export.pk),
         status=Export.Status.COMPLETE,
         file=export.file.name,
         missing=missing,
         pages_done=total,
         finished_at=timezone.now(),
+        beat_at=Now(),
     )
+    if not written:
+        raise OperationalError("the database stayed locked while recording the finished export")
+
+
+def write_when_free(rows, *, sleep=time.sleep, **fields) -> bool:
+    """Update the rows, trying again after a short pause while the database is busy (another
+    process holds SQLite's write lock); return whether the write went through."""
+    for pause in (*BUSY_PAUSES, None):
+        try:
+            with transaction.atomic():  # a savepoint inside a caller's transaction
+                rows.update(**fields)
+            return True
+        except OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            if pause is None:
+                logger.warning("Gave up a write to %s: %s", rows.model.__name__, error)
+                return False
+            sleep(pause)
+    return False
 
 
 def _progress(export: Export, done: int, every: int = 10) -> None:
+    """Record the pages done (and that the worker lives); a busy database skips a tick."""
     if done % every == 0:
-        Export.objects.filter(pk=export.pk).update(pages_done=done)
+        write_when_free(Export.objects.filter(pk=export.pk), pages_done=done, beat_at=Now())
 
 
 def build_zip(export: Export, path: Path) -> int:

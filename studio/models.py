@@ -1,9 +1,12 @@
 """Content: an editor's projects, their pages, and their exports."""
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
+from django.db.models import ExpressionWrapper, Q
+from django.db.models.functions import Now
 from django.urls import reverse
 
 from .changes import ProjectRowsQuerySet, watch
@@ -112,6 +115,30 @@ def export_upload_to(instance: "Export", filename: str) -> str:
     return f"exports/{instance.project_id}/{uuid.uuid4().hex}/{filename}"
 
 
+class ExportQuerySet(models.QuerySet):
+    def alive(self) -> "ExportQuerySet":
+        """Those whose worker spoke within STUDIO_EXPORT_STALE_MINUTES (the database's
+        clock), or that have not started."""
+        return self.exclude(_silent())
+
+    def with_liveness(self) -> "ExportQuerySet":
+        """Annotate `stale`: running, but its worker has been silent too long."""
+        return self.annotate(
+            stale=ExpressionWrapper(
+                Q(status=Export.Status.RUNNING) & _silent(), output_field=models.BooleanField()
+            )
+        )
+
+    def running_for(self, owner_id: int) -> "ExportQuerySet":
+        """An editor's exports that are running (and alive): what counts toward the cap."""
+        return self.filter(project__owner_id=owner_id, status=Export.Status.RUNNING).alive()
+
+
+def _silent() -> Q:
+    since = Now() - timedelta(minutes=settings.STUDIO_EXPORT_STALE_MINUTES)
+    return Q(beat_at__lt=since) | Q(beat_at__isnull=True, created_at__lt=since)
+
+
 class Export(models.Model):
     """A download of a project, made by a worker: a ZIP of pictures, or a PDF book."""
 
@@ -141,6 +168,11 @@ class Export(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The worker's last word (the database's clock): a running export silent for
+    # STUDIO_EXPORT_STALE_MINUTES lost its worker, and reads as failed, with Retry.
+    beat_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ExportQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -151,6 +183,21 @@ class Export(models.Model):
     @property
     def percent(self) -> int:
         return int(100 * self.pages_done / self.pages_total) if self.pages_total else 0
+
+    @property
+    def shown_status(self) -> str:
+        """The status the editor sees: a running export whose worker is gone has failed
+        (needs the `stale` annotation of with_liveness())."""
+        return self.Status.FAILED if getattr(self, "stale", False) else self.status
+
+    @property
+    def shown_error(self) -> str:
+        if getattr(self, "stale", False):
+            return (
+                f"The export stopped: its worker has said nothing for "
+                f"{settings.STUDIO_EXPORT_STALE_MINUTES:g} minutes."
+            )
+        return self.error
 
 
 def reference_upload_to(instance: "ReferenceImage", filename: str) -> str:

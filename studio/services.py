@@ -133,13 +133,12 @@ def reorder_pages(*, project: Project, order: list[int]) -> None:
 
 @transaction.atomic
 def start_export(*, project: Project, format: str, page_size: str = "a4"):
-    """Queue an export of the project for a worker; return it."""
-    from django_q.tasks import async_task
-
+    """Queue an export of the project; return it. It goes to a worker at once if its editor
+    has fewer than STUDIO_EXPORTS_PER_EDITOR exports running, else when one finishes (the
+    editor's waiting exports start oldest first)."""
     from .models import Export
+    from .tasks import start_waiting_exports
 
     export = Export.objects.create(project=project, format=format, page_size=page_size)
-    transaction.on_commit(
-        lambda: async_task("studio.tasks.run_export", export.pk, task_name=f"export-{export.pk}")
-    )
+    transaction.on_commit(lambda: start_waiting_exports(owner_id=project.owner_id))
     return export

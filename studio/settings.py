@@ -324,7 +324,18 @@ FAL_KEY = env_str("FAL_KEY")
 FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run").rstrip("/")
 FAL_PLATFORM_URL = env_str("FAL_PLATFORM_URL", "https://api.fal.ai/v1").rstrip("/")
 STUDIO_FAL_IMAGE_MODEL = env_str("STUDIO_FAL_IMAGE_MODEL", "fal-ai/flux/schnell")
+# Pictures a service's answer points at are downloaded only over https from public
+# addresses (or from the service's own configured origin): a hostile or confused answer must
+# not turn a worker into a scanner of the studio's own network. A self-hosted service whose
+# pictures live on a private address needs this on (it also allows plain http there).
+STUDIO_ALLOW_PRIVATE_DOWNLOADS = env_bool("STUDIO_ALLOW_PRIVATE_DOWNLOADS", False)
 STUDIO_MAX_ATTEMPTS = env_number("STUDIO_MAX_ATTEMPTS", 3)
+# Exports take turns per editor: at most this many of one editor's exports run at once, the
+# rest wait queued (holding no worker), so one editor's pile never delays another's export.
+STUDIO_EXPORTS_PER_EDITOR = env_number("STUDIO_EXPORTS_PER_EDITOR", 2)
+# A running export whose worker has said nothing for this long lost its worker: it reads as
+# failed, with Retry (a worker writes its progress every few seconds of work).
+STUDIO_EXPORT_STALE_MINUTES = env_number("STUDIO_EXPORT_STALE_MINUTES", 10, float)
 # Reference pictures (characters, settings, props, the style reference) sent with one call,
 # the page's own characters first.
 STUDIO_MAX_REFERENCES = env_number("STUDIO_MAX_REFERENCES", 4)

@@ -6,10 +6,12 @@ import io
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 import time
 import zipfile
+import zlib
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -158,9 +160,9 @@ def test_an_upload_that_is_not_a_fitting_picture_is_a_form_error_saying_why(
     assert Character.objects.count() == 0
 
 
-@pytest.mark.parametrize("format", ["PNG", "JPEG", "WEBP"])
+@pytest.mark.parametrize(("format", "stored"), [("PNG", "png"), ("JPEG", "jpeg"), ("WEBP", "png")])
 def test_png_jpeg_and_webp_are_taken_and_served_only_to_the_owner(
-    story, client, editor, other_editor, format
+    story, client, editor, other_editor, format, stored
 ):
     client.force_login(editor)
     upload = io.BytesIO(encoded(format=format))
@@ -175,8 +177,9 @@ def test_png_jpeg_and_webp_are_taken_and_served_only_to_the_owner(
     url = reverse("reference-image", args=[peter.reference_id])
     served = client.get(url)
     assert served.status_code == 200
-    assert served["Content-Type"] == f"image/{format.lower()}"
-    assert b"".join(served.streaming_content) == upload.getvalue()
+    assert served["Content-Type"] == f"image/{stored}"
+    with Image.open(io.BytesIO(b"".join(served.streaming_content))) as picture:
+        assert (picture.format, picture.size) == (stored.upper(), (40, 40))
 
     client.force_login(other_editor)
     assert client.get(url).status_code == 404
@@ -236,6 +239,68 @@ def test_the_characters_page_draws_a_sheet_and_polls_until_it_is_drawn(
 # --- the command ---------------------------------------------------------------------------
 
 
+def cut_off_png() -> bytes:
+    """Return a PNG whose chunks are whole (Pillow's verify() passes) but whose compressed
+    pixel stream stops half-way."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    rows = b"".join(b"\x00" + bytes((x * 7 + y) % 256 for x in range(64 * 3)) for y in range(64))
+    stream = zlib.compress(rows, 0)
+    header = struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", stream[: len(stream) // 2])
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_picture_whose_data_stream_is_cut_off_is_refused_at_upload_saying_so(
+    story, client, editor
+):
+    client.force_login(editor)
+    upload = io.BytesIO(cut_off_png())
+    upload.name = "poisoned.png"
+    response = client.post(
+        reverse("character-list", args=[story.pk]),
+        {"name": "Peter", "kind": "character", "description": "", "aliases": "", "image": upload},
+    )
+    assert response.status_code == 422
+    assert "The picture is cut off or damaged" in response.content.decode()
+    assert Character.objects.count() == 0
+
+
+def test_a_jpeg_is_stored_upright_without_its_exif_and_gps(story, client, editor):
+    exif = Image.Exif()
+    exif[0x010F] = "Spy Camera Co."  # Make
+    exif[0x0112] = 6  # Orientation: turn 90° clockwise to view
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}  # GPS
+    buffer = io.BytesIO()
+    Image.new("RGB", (60, 40), (20, 120, 200)).save(buffer, format="JPEG", exif=exif)
+    with Image.open(io.BytesIO(buffer.getvalue())) as sent:
+        assert sent.getexif().get_ifd(0x8825)  # the upload does carry GPS
+    client.force_login(editor)
+    upload = io.BytesIO(buffer.getvalue())
+    upload.name = "holiday.jpg"
+    client.post(
+        reverse("character-list", args=[story.pk]),
+        {"name": "Peter", "kind": "character", "description": "", "aliases": "", "image": upload},
+    )
+
+    reference = Character.objects.get().reference
+    with reference.image.open("rb") as stored, Image.open(stored) as picture:
+        assert picture.format == "JPEG"
+        assert picture.size == (40, 60)  # upright: the orientation was applied
+        assert "exif" not in picture.info
+        assert dict(picture.getexif()) == {}
+        assert picture.getexif().get_ifd(0x8825) == {}
+    assert (reference.content_type, reference.width, reference.height) == ("image/jpeg", 40, 60)
+
+
 def test_add_character_prints_the_id_and_tags_the_pages_naming_it(story, tmp_path, capsys):
     picture = tmp_path / "peter.webp"
     picture.write_bytes(encoded(format="WEBP"))
@@ -254,7 +319,7 @@ def test_add_character_prints_the_id_and_tags_the_pages_naming_it(story, tmp_pat
     character = Character.objects.get()
     assert capsys.readouterr().out == f"{character.pk}\n"
     assert tagged(character) == [2, 4]
-    assert character.reference.content_type == "image/webp"
+    assert character.reference.content_type == "image/png"  # re-encoded at upload
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,12 @@ class LoopbackServer:
         self.server.daemon_threads = True
         self.origin = f"http://127.0.0.1:{self.server.server_port}"
         self.url = self.origin + self.path_prefix
+        # The origin named in the URLs its answers give (pictures, fal's status URLs): a test
+        # points it at another server to play a hostile or confused service.
+        self.links = self.origin
+        # When set, GET /files/<name> answers a redirect to <redirect_files_to>/files/<name>
+        # (the fakes that serve pictures by URL honour it).
+        self.redirect_files_to: str | None = None
         self._thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
         )
@@ -141,6 +147,15 @@ class FakeHandler(BaseHTTPRequestHandler):
             self.wfile.write(content)
         except (BrokenPipeError, ConnectionResetError):
             pass
+
+    def redirected(self, name: str, service: LoopbackServer | None = None) -> bool:
+        """Answer a redirect for the picture `name` when the service is told to; return
+        whether it did."""
+        target = (service or self.service).redirect_files_to
+        if not target:
+            return False
+        self.send_bytes(302, b"", "text/plain", {"Location": f"{target}/files/{name}"})
+        return True
 
     def hang(self) -> None:
         """Never answer (until the server shuts down)."""

@@ -352,7 +352,7 @@ class FakeChatImages(LoopbackServer):
                 file = f"{uuid.uuid4().hex}.png"
                 if name == "ok_url":
                     service.files[file] = PNG
-                status, reply, headers = 200, with_image(f"{service.origin}/files/{file}"), {}
+                status, reply, headers = 200, with_image(f"{service.links}/files/{file}"), {}
             else:
                 status, reply, headers = REPLIES[name]()
             if status == 200:

@@ -277,7 +277,7 @@ class FakeFal(LoopbackServer):
                     "submitted": time.monotonic(),
                 }
             app = "/".join(model.split("/")[:2])
-            base = f"{service.origin}/{app}/requests/{request_id}"
+            base = f"{service.links}/{app}/requests/{request_id}"
             self._reply(
                 200,
                 {
@@ -369,7 +369,7 @@ class FakeFal(LoopbackServer):
                 if outcome == "no_image"
                 else [
                     {
-                        "url": f"{service.origin}/files/{name}",
+                        "url": f"{service.links}/files/{name}",
                         "width": 64,
                         "height": 64,
                         "content_type": "image/png",

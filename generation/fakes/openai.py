@@ -565,6 +565,8 @@ class FakeImageService(LoopbackServer):
                 if self.path.startswith("/v1/models/"):
                     return self._model(self.path.removeprefix("/v1/models/"))
                 name = self.path.rsplit("/", 1)[-1]
+                if self.redirected(name, service):
+                    return
                 content = service._files.get(name)
                 if content is None:
                     self._send(404, b"not found", "text/plain")
@@ -717,9 +719,7 @@ class FakeImageService(LoopbackServer):
                     if reply.url:
                         name = f"{uuid.uuid4().hex}.png"
                         service._files[name] = PNG
-                        item = {
-                            "url": f"http://127.0.0.1:{service.server.server_port}/files/{name}"
-                        }
+                        item = {"url": f"{service.links}/files/{name}"}
                     else:
                         item = {"b64_json": base64.b64encode(PNG).decode()}
                     body = json.dumps(

@@ -367,6 +367,7 @@ class FakePredictionService(LoopbackServer):
         def _prediction(self, prediction_id: str, status: str) -> dict:
             service = self.service
             base = service.url
+            files = service.links + service.path_prefix
             prediction = service.predictions[prediction_id]
             image = prediction["kind"] == "image"
             body = {
@@ -384,11 +385,11 @@ class FakePredictionService(LoopbackServer):
             }
             if status == "succeeded":
                 if prediction.get("model") in KONTEXT:
-                    body["output"] = f"{base}/files/{prediction_id}-0.png"  # one URL
+                    body["output"] = f"{files}/files/{prediction_id}-0.png"  # one URL
                 elif image:
-                    body["output"] = [f"{base}/files/{prediction_id}-0.png"]
+                    body["output"] = [f"{files}/files/{prediction_id}-0.png"]
                 else:
-                    body["output"] = f"{base}/files/{prediction_id}.webp"
+                    body["output"] = f"{files}/files/{prediction_id}.webp"
             if status == "failed":
                 body["error"] = FLAGGED if prediction.get("flagged") else "CUDA out of memory"
             return body

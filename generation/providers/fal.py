@@ -6,7 +6,9 @@ Submit: POST {FAL_QUEUE_URL}/{model} with `Authorization: Key …` and `x-fal-no
 (the queue's own retries of 503/504 would run behind our back; retries stay ours). The
 answer names `status_url`, `response_url` and `cancel_url`: they are used as given while this
 process remembers them, and built the documented way ({queue}/{owner}/{app}/requests/{id},
-without the model's subpath) by a worker that takes the job over. Status goes IN_QUEUE
+without the model's subpath) by a worker that takes the job over. They carry the key, so a
+named URL off FAL_QUEUE_URL's origin (scheme, host and port) is never used: the built one
+is, and the key goes nowhere else. Status goes IN_QUEUE
 (with `queue_position`, reported through `progress`) → IN_PROGRESS → COMPLETED; the
 result (or the model's error) is then at `response_url`.
 
@@ -46,6 +48,7 @@ from .http import (
     decode_data_url,
     looks_like_html,
     parse_retry_after,
+    same_origin,
     says_out_of_credits,
     sentence,
     verified_image,
@@ -177,7 +180,9 @@ class FalProvider:
         self.key = settings.FAL_KEY
         self.model = settings.STUDIO_FAL_IMAGE_MODEL.strip("/")
         self.seconds = float(settings.STUDIO_PROVIDER_TIMEOUT)
-        self.client = Client(service=SERVICE, seconds=self.seconds, secrets=(self.key,))
+        self.client = Client(
+            service=SERVICE, seconds=self.seconds, secrets=(self.key,), service_url=self.queue_url
+        )
         self._urls: dict[str, dict] = {}  # request id -> the URLs its submit answer named
 
     @property
@@ -256,10 +261,11 @@ class FalProvider:
         request_id = payload.get("request_id")
         if not isinstance(request_id, str) or not request_id:
             raise Transient(f"{sentence(SERVICE)} answered without a request id.")
+        # The key goes with these: only those on the queue's own origin are kept.
         self._urls[request_id] = {
             key: payload[key]
             for key in ("status_url", "response_url", "cancel_url")
-            if isinstance(payload.get(key), str)
+            if isinstance(payload.get(key), str) and same_origin(payload[key], self.queue_url)
         }
         return request_id
 

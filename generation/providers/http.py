@@ -8,21 +8,24 @@ sends a byte now and then must not hold a worker, and its lease, for ever.
 
 import base64
 import binascii
+import ipaddress
 import json
 import math
 import re
+import socket
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 from django.conf import settings
 
-from .base import AuthFailed, Transient, account_key, verify_image
+from .base import AuthFailed, ConfigError, Transient, account_key, verify_image
 
 CONNECT_TIMEOUT = 10.0
 # A b64 PNG of the largest sizes is a few MB; anything far beyond is not an answer.
@@ -32,6 +35,9 @@ CHUNK = 256 * 1024
 # Longer waits than this are not believed: a broken or hostile header (1e400, a date in
 # 2100) must not park a page for days; the engine also caps a wait by its patience.
 MAX_RETRY_AFTER = 3600.0
+# Redirects a picture download follows, each hop checked like the first URL.
+MAX_REDIRECTS = 3
+DOWNLOAD_SETTING = "STUDIO_ALLOW_PRIVATE_DOWNLOADS"
 
 
 def sentence(text: str) -> str:
@@ -251,10 +257,19 @@ class Client:
     """One session per provider: every request ends by the call's deadline, reads at most
     a capped body, and every message it raises has the key removed."""
 
-    def __init__(self, *, service: str, seconds: float, secrets: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        *,
+        service: str,
+        seconds: float,
+        secrets: tuple[str, ...] = (),
+        service_url: str = "",
+    ):
         self.service = service  # how messages name it: "the image service (Gemini)"
         self.seconds = seconds
         self.secrets = secrets
+        # The configured endpoint: pictures on its origin are fetched whatever its address.
+        self.service_url = service_url
         self.session = requests.Session()
 
     def deadline(self) -> Deadline:
@@ -318,7 +333,12 @@ class Client:
     def download(self, url: str, *, deadline: Deadline, request_id: str = "") -> bytes:
         """Fetch the picture a URL answer points at (see download_image)."""
         return download_image(
-            self.session, url, deadline=deadline, request_id=request_id, safe=self.safe
+            self.session,
+            url,
+            deadline=deadline,
+            request_id=request_id,
+            safe=self.safe,
+            service_url=self.service_url,
         )
 
     def raise_for(self, answer: Answer, classify) -> None:
@@ -344,30 +364,143 @@ def requests_sent() -> int:
     return getattr(_thread, "sent", 0)
 
 
-def download_image(session, url: str, *, deadline: Deadline, request_id: str = "", safe=str):
-    """Fetch the picture a URL answer points at, within the call's deadline: made and
-    billed already, so any failure here is a call the service most likely charged for."""
+def origin(url: str) -> tuple[str, str, int | None]:
+    """Return a URL's origin: scheme, host and port (the scheme's default when unsaid)."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
     try:
-        with session.get(url, timeout=deadline.timeout(), stream=True) as response:
-            if response.status_code >= 400:
-                raise Transient(
-                    f"Downloading the image failed (HTTP {response.status_code}).",
-                    http_status=response.status_code,
-                    request_id=request_id,
-                    maybe_paid=True,
-                )
-            return read_capped(
-                response,
-                limit=MAX_DOWNLOAD_BYTES,
-                deadline=deadline,
-                what="image download",
-                request_id=request_id,
-                paid=True,
-            )
-    except requests.RequestException as exc:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Return whether a URL is on the base URL's origin (where the key may go)."""
+    return bool(base) and origin(url) == origin(base)
+
+
+def refused_url(message: str, *, setting: str = "", request_id: str = "") -> ConfigError:
+    """Return the error of a picture URL the studio will not fetch. The picture was made
+    and billed, so the call is most likely paid; and every page would meet the same
+    answer, so the account's model halts once (naming the setting) instead of paying for
+    picture after picture that cannot be fetched."""
+    return ConfigError(
+        message,
+        setting=setting,
+        code="refused_url",
+        request_id=request_id,
+        maybe_paid=True,
+    )
+
+
+def _not_public(address: str) -> str:
+    """Return what kind of non-public address this is ("loopback", "private", …), or ""."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    ip = mapped or ip
+    for kind in ("loopback", "unspecified", "link_local", "multicast", "reserved", "private"):
+        if getattr(ip, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return "" if ip.is_global else "non-public"
+
+
+def check_download_url(url: str, *, service_url: str = "", request_id: str = "") -> None:
+    """Raise a refusal (ConfigError, most likely paid) naming the rule a picture URL breaks:
+    it must be http(s) on the configured service's own origin, or https on a host whose
+    every address is public (private ones too with STUDIO_ALLOW_PRIVATE_DOWNLOADS, which
+    also allows plain http to them)."""
+    scheme, host, port = origin(url)
+    shown = redact(url.split("?", 1)[0])[:200]
+    if scheme not in ("http", "https") or not host or port is None:
+        raise refused_url(
+            f"Refused to download the picture from {shown}: not an http(s) URL.",
+            request_id=request_id,
+        )
+    if same_origin(url, service_url):
+        return
+    try:
+        found = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (OSError, UnicodeError) as exc:
         raise Transient(
-            f"Downloading the image failed ({safe(exc)})", request_id=request_id, maybe_paid=True
+            f"Could not resolve the picture's host {host} ({exc}).",
+            request_id=request_id,
+            maybe_paid=True,
         ) from exc
+    private = sorted((address, kind) for address in found if (kind := _not_public(address)))
+    allow_private = bool(getattr(settings, DOWNLOAD_SETTING, False))
+    if private and not allow_private:
+        address, kind = private[0]
+        raise refused_url(
+            f"Refused to download the picture from {shown}: {host} is "
+            f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} address "
+            f"({address}), and pictures come only from public addresses or the service's own "
+            f"URL; set {DOWNLOAD_SETTING}=true for a self-hosted service.",
+            setting=DOWNLOAD_SETTING,
+            request_id=request_id,
+        )
+    if scheme != "https" and not private:
+        raise refused_url(
+            f"Refused to download the picture from {shown}: pictures from other hosts than "
+            f"the service's own come only over https.",
+            request_id=request_id,
+        )
+
+
+def download_image(
+    session,
+    url: str,
+    *,
+    deadline: Deadline,
+    request_id: str = "",
+    safe=str,
+    service_url: str = "",
+    limit: int = MAX_DOWNLOAD_BYTES,
+    what: str = "image",
+    gone=None,
+):
+    """Fetch the picture a URL answer points at, within the call's deadline: made and
+    billed already, so any failure here is a call the service most likely charged for.
+
+    The URL and every redirect it leads to (at most MAX_REDIRECTS, followed here, not by
+    requests) must pass check_download_url; no key is ever sent with it. `gone(status)`,
+    when given, may return the error for an answer such as 404 (the output expired)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        check_download_url(url, service_url=service_url, request_id=request_id)
+        try:
+            with session.get(
+                url, timeout=deadline.timeout(), stream=True, allow_redirects=False
+            ) as response:
+                if response.is_redirect:
+                    url = urljoin(url, response.headers["location"])
+                    continue
+                if response.status_code >= 400:
+                    if gone is not None and (error := gone(response.status_code)) is not None:
+                        raise error
+                    raise Transient(
+                        f"Downloading the {what} failed (HTTP {response.status_code}).",
+                        http_status=response.status_code,
+                        request_id=request_id,
+                        maybe_paid=True,
+                    )
+                return read_capped(
+                    response,
+                    limit=limit,
+                    deadline=deadline,
+                    what=f"{what} download",
+                    request_id=request_id,
+                    paid=True,
+                )
+        except requests.RequestException as exc:
+            raise Transient(
+                f"Downloading the {what} failed ({safe(exc)})",
+                request_id=request_id,
+                maybe_paid=True,
+            ) from exc
+    raise refused_url(
+        f"Refused to download the {what}: its URL redirected more than {MAX_REDIRECTS} times.",
+        request_id=request_id,
+    )
 
 
 class KeyedImageProvider:
@@ -386,6 +519,7 @@ class KeyedImageProvider:
             service=self.service,
             seconds=float(settings.STUDIO_PROVIDER_TIMEOUT),
             secrets=(self.api_key,),
+            service_url=self.base_url,
         )
 
     @property

@@ -404,7 +404,12 @@ class OpenAIProvider(OpenAICompatible):
 
     def _download(self, url: str, request_id: str, deadline: Deadline) -> bytes:
         return download_image(
-            self.session, url, deadline=deadline, request_id=request_id, safe=self._safe
+            self.session,
+            url,
+            deadline=deadline,
+            request_id=request_id,
+            safe=self._safe,
+            service_url=self.base_url,
         )
 
 

@@ -33,9 +33,9 @@ from .base import (
     verify_clip,
 )
 from .http import (
-    MAX_DOWNLOAD_BYTES,
     MAX_RESPONSE_BYTES,
     Deadline,
+    download_image,
     looks_like_html,
     note_request_sent,
     parse_retry_after,
@@ -253,24 +253,20 @@ class ReplicateClipProvider(ReplicateAPI):
         if not isinstance(url, str) or not url:
             raise PredictionFailed("The prediction succeeded without an output.")
         deadline = Deadline(self.seconds, service="the clip service")
-        try:
-            with self.session.get(url, timeout=deadline.timeout(), stream=True) as response:
-                if response.status_code == 404:
-                    raise PredictionGone("The clip expired before it could be downloaded.")
-                if response.status_code >= 400:
-                    raise Transient(
-                        f"Downloading the clip failed (HTTP {response.status_code}).",
-                        maybe_paid=True,
-                    )
-                content = read_capped(
-                    response,
-                    limit=MAX_DOWNLOAD_BYTES,
-                    deadline=deadline,
-                    what="clip download",
-                    paid=True,
-                )
-        except requests.RequestException as exc:
-            raise Transient(f"Downloading the clip failed ({exc})", maybe_paid=True) from exc
+        content = download_image(
+            self.session,
+            url,
+            deadline=deadline,
+            request_id=str(payload.get("id") or ""),
+            safe=self._safe,
+            service_url=self.base_url,
+            what="clip",
+            gone=lambda status: (
+                PredictionGone("The clip expired before it could be downloaded.")
+                if status == 404
+                else None
+            ),
+        )
         return GeneratedClip(
             content=content,
             content_type=verify_clip(content),

@@ -114,7 +114,9 @@ class ReplicateImageProvider(ReplicateAPI):
 
     def __init__(self):
         super().__init__(settings.STUDIO_REPLICATE_IMAGE_MODEL)
-        self.client = Client(service=SERVICE, seconds=self.seconds, secrets=(self.token,))
+        self.client = Client(
+            service=SERVICE, seconds=self.seconds, secrets=(self.token,), service_url=self.base_url
+        )
         self.client.session = self.session
         # Predictions that came back finished from create: wait() needs no poll for them.
         self._finished: dict[str, dict] = {}

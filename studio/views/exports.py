@@ -1,5 +1,6 @@
 """The printed book: its preview, its exports (ZIP, PDF) and their downloads."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
@@ -50,26 +51,44 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
     initial = {"format": last.format, "page_size": last.page_size} if last else None
     form = ExportForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
+        running = Export.objects.running_for(request.user.pk).count()
         studio_services.start_export(
             project=project,
             format=form.cleaned_data["format"],
             page_size=form.cleaned_data["page_size"],
         )
-        messages.success(request, "Export started; it will be ready to download here.")
+        if running >= settings.STUDIO_EXPORTS_PER_EDITOR:
+            messages.info(request, waiting_message(running))
+        else:
+            messages.success(request, "Export started; it will be ready to download here.")
         return redirect("project-export", pk=project.pk)
-    exports = list(project.exports.all()[:10])
+    exports = list(project.exports.with_liveness()[:10])
+    running = Export.objects.running_for(request.user.pk).count()
+    for export in exports:
+        if export.status == Export.Status.QUEUED and running >= settings.STUDIO_EXPORTS_PER_EDITOR:
+            export.waiting = waiting_message(running)
     context = {
         "project": project,
         "form": form,
         "progress": selectors.project_progress(project),
         "exports": exports,
-        "polling": any(e.status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in exports),
+        "polling": any(
+            e.shown_status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in exports
+        ),
     }
     if request.htmx:
         status = 200 if context["polling"] else HTMX_STOP_POLLING
         return render(request, "studio/project_export.html#exports", context, status=status)
     status = 422 if request.method == "POST" else 200
     return render(request, "studio/project_export.html", context, status=status)
+
+
+def waiting_message(running: int) -> str:
+    """Return why an editor's export waits: the cap on exports running at once."""
+    return (
+        f"You have {running} export{'s' if running != 1 else ''} running (at most "
+        f"{settings.STUDIO_EXPORTS_PER_EDITOR} at once); this one starts when one finishes."
+    )
 
 
 @login_required

@@ -18,7 +18,7 @@ from contextlib import nullcontext
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.db.models.functions import Now
 from tenacity import Retrying, retry_if_exception
 
@@ -359,20 +359,23 @@ class JobWorker:
         failed, its lease was lost), completes the job now without a call: return True.
         Otherwise a call the service may have charged (paid but not kept, or no whole
         answer) is repeated with the same idempotency key."""
+        # The latest call the service may have charged: it answered with a picture, its
+        # worker was lost, or its answer never came whole. Calls after it that settled
+        # nothing (a 402, a 500) do not end its unknown outcome.
+        answered = (Outcome.SUCCESS, Outcome.IN_FLIGHT, Outcome.LOST)
+        maybe_paid = Q(charge_unconfirmed=True) | Q(outcome__in=answered)
         last = (
-            GenerationAttempt.objects.filter(**{self.kind.attempt_field: self.job})
+            GenerationAttempt.objects.filter(maybe_paid, **{self.kind.attempt_field: self.job})
             .order_by("-number")
             .first()
         )
         if last is None:
             return False
-        kept = (Outcome.SUCCESS, Outcome.IN_FLIGHT, Outcome.LOST)
         result = None
-        if last.storage_name and last.outcome in kept:
+        if last.storage_name and last.outcome in answered:
             result = self.kind.stored_result(self.job, last.storage_name)
         if result is None:
-            if last.outcome in (Outcome.SUCCESS, Outcome.IN_FLIGHT) or last.charge_unconfirmed:
-                self.repeat_key = last.idempotency_key
+            self.repeat_key = last.idempotency_key
             return False
         self.stored_name = last.storage_name
         self._confirm_stored(last)
@@ -463,8 +466,9 @@ class JobWorker:
         try:
             self.attempt_number += 1
             number = self.attempt_number
+            # A call whose outcome is unknown is sent again with its key until a call
+            # with that key is answered with a picture.
             key = self.repeat_key or f"studio-{self.kind.name}-{self.job.pk}-{number}"
-            self.repeat_key = ""
             try:
                 attempt = GenerationAttempt.objects.create(
                     **{self.kind.attempt_field: self.job},
@@ -518,6 +522,7 @@ class JobWorker:
                 self._after_failure(wrapped, attempt=attempt, probing=probing)
                 raise wrapped from error
             self._record(attempt, started, result=result, stored=stored)
+            self.repeat_key = ""
             self._after_success(probing=probing)
             return result
         finally:

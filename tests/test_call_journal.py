@@ -415,3 +415,20 @@ def test_stop_keeps_a_paid_picture_whose_job_waits_in_the_queue(
     assert services.generate_missing(project=project).count == 0  # nothing is missing
     assert Illustration.objects.get().status == Status.COMPLETE
     assert fake_openai.call_count == 1
+
+
+@pytest.mark.django_db
+def test_an_unknown_outcome_keeps_its_key_through_calls_that_settle_nothing(
+    make_project, openai_settings, fake_openai, drain
+):
+    # The answer breaks off (charged or not, nobody knows); its retry meets "out of
+    # credits", which halts; after Resume the call goes out again with the same key.
+    fake_openai.script.extend(["cut", "402", "ok"])
+    project = make_project(pages=1)
+    drain(start(project).pk)
+    services.resume(project=project)
+    drain(Run.objects.get().pk)
+
+    keys = [call["idempotency_key"] for call in fake_openai.calls]
+    assert len(keys) == 3 and len(set(keys)) == 1
+    assert Illustration.objects.get().status == Status.COMPLETE

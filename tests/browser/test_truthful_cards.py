@@ -70,7 +70,7 @@ def test_a_rate_limit_reads_waiting_and_a_paused_call_reads_finishing(
     expect(waiting).to_have_attribute(
         "title", re.compile(r"^Waiting for the service \(2 a minute; next at \d\d:\d\d:\d\d\)$")
     )
-    card = page.locator(".card", has=waiting)
+    card = page.locator(".card", has=page.locator(".chip--waiting")).first
     expect(card.locator(".card__detail")).to_have_text(
         re.compile(r"^2 a minute; next at \d\d:\d\d:\d\d$")
     )

@@ -313,6 +313,9 @@ class Bench:
             "OPENAI_API_KEY": "sk-benchmark",
             "STUDIO_WORKERS": str(workers),
             "STUDIO_BACKOFF_BASE": "0.5",
+            # Workers as deployed: DEBUG keeps every statement's SQL (on SQLite it even asks
+            # the database to quote each parameter), which production never pays for.
+            "DJANGO_DEBUG": "false",
             **{k: str(v) for k, v in env.items()},
         }
         with child_process(["manage.py", "qcluster"], environment, stop=signal.SIGINT) as process:

@@ -2,6 +2,7 @@
 printed settings point the studio's real providers at it over HTTP, with a failure rate,
 an end to the credits and a latency, in each service's own words."""
 
+import dataclasses
 import os
 import queue
 import signal
@@ -13,7 +14,13 @@ import time
 
 import pytest
 
-from generation.providers.base import AuthFailed, ImageRequest, OutOfCredits, Transient
+from generation.providers.base import (
+    AuthFailed,
+    ImageRequest,
+    OutOfCredits,
+    Rejected,
+    Transient,
+)
 from generation.providers.fal import FalProvider
 from generation.providers.gemini import GeminiProvider
 from generation.providers.openai import OpenAIProvider
@@ -116,6 +123,17 @@ def test_with_one_credit_the_second_picture_is_out_of_credits(fake_service, sett
     assert refused.value.code == "insufficient_quota"
     with pytest.raises(OutOfCredits):
         provider.generate(REQUEST)
+
+
+def test_the_openai_fake_refuses_a_forbidden_prompt_as_the_safety_system_does(
+    fake_service, settings
+):
+    use(settings, fake_service("openai").settings())
+    refused_prompt = dataclasses.replace(REQUEST, prompt="A forbidden door in the wall")
+    with pytest.raises(Rejected) as refused:
+        OpenAIProvider().generate(refused_prompt)
+    assert (refused.value.http_status, refused.value.code) == (400, "content_policy_violation")
+    assert OpenAIProvider().generate(REQUEST).width == 64  # the other pages go on
 
 
 def test_with_a_failure_rate_of_one_every_call_is_transient(fake_service, settings):

@@ -38,9 +38,13 @@ What each service answers:
   openai-chat  502 "Provider returned error"      402 "Insufficient credits"
   replicate    503 to the create                  402 "Insufficient credit" to the create
   fal          500 to the submit                  403 "User is locked ... Exhausted balance"
+openai refuses any prompt containing "forbidden" (400 content_policy_violation): that page
+fails as rejected, the rest go on.
 Replicate and fal pictures finish in --latency seconds (a create held with Prefer: wait
 answers finished when it fits; fal's status reads IN_PROGRESS until then).
 """
+
+REFUSED_WORD = "forbidden"
 
 # The one key each fake accepts, shaped like the service's own keys.
 KEYS = {
@@ -55,6 +59,8 @@ KEYS = {
 def serve_openai(port: int) -> tuple[LoopbackServer, dict]:
     fake = FakeImageService(port)
     fake.valid_keys = {KEYS["openai"]}
+    # A page whose prompt says "forbidden" meets the safety system, as a real one would.
+    fake.rules.append((REFUSED_WORD, "400_policy"))
     return fake, {"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": KEYS["openai"]}
 
 

@@ -1,5 +1,7 @@
 """Changes to projects and pages. Page numbers always stay 1..N without gaps."""
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Max
 
@@ -21,13 +23,26 @@ def _too_many(count: int) -> TooManyPages:
     )
 
 
+class TooManyProjects(ValueError):
+    """The editor owns STUDIO_PROJECTS_PER_EDITOR projects already; the message says so."""
+
+
 @transaction.atomic
 def create_project(*, owner, title: str, style_guide: str = "", pages=()) -> Project:
     """Create a project with the given pages, numbered from 1: page texts, or
-    ManuscriptPage (text, section) pairs. TooManyPages past MAX_PAGES."""
+    ManuscriptPage (text, section) pairs. TooManyPages past MAX_PAGES; TooManyProjects
+    when the owner has as many projects as one editor may."""
     pages = list(pages)
     if len(pages) > MAX_PAGES:
         raise _too_many(len(pages))
+    # The owner's row first: two requests at once cannot both take the last place.
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).exists()
+    cap = settings.STUDIO_PROJECTS_PER_EDITOR
+    if Project.objects.filter(owner=owner).count() >= cap:
+        raise TooManyProjects(
+            f"You have {cap:,} projects, the most one editor may have; delete one to make "
+            "room for another."
+        )
     project = Project.objects.create(owner=owner, title=title.strip(), style_guide=style_guide)
     Page.objects.bulk_create(
         Page(project=project, number=n, **_text_and_section(page))

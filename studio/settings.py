@@ -333,6 +333,9 @@ STUDIO_MAX_ATTEMPTS = env_number("STUDIO_MAX_ATTEMPTS", 3)
 # Exports take turns per editor: at most this many of one editor's exports run at once, the
 # rest wait queued (holding no worker), so one editor's pile never delays another's export.
 STUDIO_EXPORTS_PER_EDITOR = env_number("STUDIO_EXPORTS_PER_EDITOR", 2)
+# The most projects one editor may own: one editor's pile never grows without end on a
+# studio others share (creating one more is refused, saying so).
+STUDIO_PROJECTS_PER_EDITOR = env_number("STUDIO_PROJECTS_PER_EDITOR", 500)
 # A running export whose worker has said nothing for this long lost its worker: it reads as
 # failed, with Retry (a worker writes its progress every few seconds of work).
 STUDIO_EXPORT_STALE_MINUTES = env_number("STUDIO_EXPORT_STALE_MINUTES", 10, float)

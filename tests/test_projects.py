@@ -246,3 +246,23 @@ def test_the_prompt_sent_is_stored_and_shown_in_history(signed_in, make_project,
     page = project.pages.get()
     html = signed_in.get(reverse("page-history", args=[page.pk])).content.decode()
     assert "Style guide: Ink." in html
+
+
+def test_an_editor_at_the_project_cap_is_told_so_and_nothing_is_created(
+    signed_in, editor, settings, tmp_path
+):
+    from django.core.management import CommandError, call_command
+
+    settings.STUDIO_PROJECTS_PER_EDITOR = 2
+    for title in ("One", "Two"):
+        assert signed_in.post(reverse("project-create"), {"title": title}).status_code == 302
+
+    refused = signed_in.post(reverse("project-create"), {"title": "Three"})
+    assert refused.status_code == 422
+    assert "You have 2 projects, the most one editor may have" in refused.content.decode()
+    manuscript = tmp_path / "three.txt"
+    manuscript.write_text("A page.", encoding="utf-8")
+    with pytest.raises(CommandError, match="You have 2 projects") as raised:
+        call_command("import_project", str(manuscript), "--title", "Three", "--owner", "alice")
+    assert raised.value.returncode == 2
+    assert Project.objects.filter(owner=editor).count() == 2

@@ -46,16 +46,20 @@ def project_create(request: HttpRequest) -> HttpResponse:
                 initial={**form.cleaned_data, "manuscript": form.cleaned_data["manuscript"]}
             )
         else:
-            project = studio_services.create_project(
-                owner=request.user,
-                title=form.cleaned_data["title"],
-                style_guide=form.cleaned_data["style_guide"],
-                pages=pages,
-            )
-            messages.success(
-                request, f"Created “{project.title}” with {plural(len(pages), 'page')}."
-            )
-            return redirect(project)
+            try:
+                project = studio_services.create_project(
+                    owner=request.user,
+                    title=form.cleaned_data["title"],
+                    style_guide=form.cleaned_data["style_guide"],
+                    pages=pages,
+                )
+            except studio_services.TooManyProjects as refusal:
+                form.add_error(None, str(refusal))
+            else:
+                messages.success(
+                    request, f"Created “{project.title}” with {plural(len(pages), 'page')}."
+                )
+                return redirect(project)
     status = 422 if request.method == "POST" and form.errors else 200
     context = {"form": form, "preview": preview, "text_provider": selectors.story_phase_available()}
     return render(request, "studio/project_create.html", context, status=status)
@@ -78,7 +82,7 @@ def project_create_premise(request: HttpRequest) -> HttpResponse:
                 audience=data["audience"],
                 pages=data["page_count"],
             )
-        except services.StoryNotPossible as refusal:
+        except (services.StoryNotPossible, studio_services.TooManyProjects) as refusal:
             form.add_error(None, str(refusal))
         else:
             messages.success(

@@ -5,7 +5,7 @@ from django.core.management.base import CommandError
 
 from generation.management.base import OperatorCommand
 from studio.manuscript import ManuscriptError, decode_manuscript, parse_manuscript
-from studio.services import create_project
+from studio.services import TooManyProjects, create_project
 
 
 def bad_input(message: str) -> CommandError:
@@ -39,7 +39,10 @@ class Command(OperatorCommand):
             pages = parse_manuscript(decode_manuscript(data))
         except ManuscriptError as exc:
             raise bad_input(f"{file}: {exc}") from None
-        project = create_project(owner=self._owner(owner), title=title[:200], pages=pages)
+        try:
+            project = create_project(owner=self._owner(owner), title=title[:200], pages=pages)
+        except TooManyProjects as refusal:
+            raise bad_input(str(refusal)) from None
         self.stdout.write(str(project.pk))
 
     def _owner(self, username: str | None):

@@ -401,18 +401,7 @@ class JobWorker:
                 cost=price or 0,
                 message="Completed from the picture stored before its worker was lost.",
             )
-        ledger.enter(
-            attempt_id=attempt.pk,
-            amount=price,
-            basis=SpendEntry.Basis.PRICE,
-            confirmed=True,
-            project_id=self.kind.project(self.job).pk,
-            run_id=self.job.run_id,
-            kind=self.kind.name,
-            account=attempt.account,
-            provider=self.provider.name,
-            model=self.job.model,
-        )
+        self._enter(attempt, price, SpendEntry.Basis.PRICE, confirmed=True, model=self.job.model)
 
     def _keep(self, result) -> bool:
         """Complete the job with its stored result (one transition; the file is in storage
@@ -553,18 +542,7 @@ class JobWorker:
             message=error.message[:2000],
         )
         price = origin.expected_price if origin.expected_price is not None else self.gate.price
-        ledger.enter(
-            attempt_id=origin.pk,
-            amount=price,
-            basis=SpendEntry.Basis.LIKELY,
-            confirmed=False,
-            project_id=self.gate.project.pk,
-            run_id=self.job.run_id,
-            kind=self.kind.name,
-            account=origin.account,
-            provider=self.provider.name,
-            model=getattr(self.provider, "model", ""),
-        )
+        self._enter(origin, price, SpendEntry.Basis.LIKELY, confirmed=False)
         raise Deferred(POLL_AGAIN_SECONDS, error.message) from error
 
     def _origin_of_service_job(self) -> GenerationAttempt | None:
@@ -715,6 +693,21 @@ class JobWorker:
         """Update the attempt row; it may be gone with its page (deleted mid-call)."""
         GenerationAttempt.objects.filter(pk=attempt.pk).update(**fields)
 
+    def _enter(self, attempt, amount, basis: str, *, confirmed: bool, model=None) -> None:
+        """Enter a call's charge in the ledger under its journal row (once: ledger.enter)."""
+        ledger.enter(
+            attempt_id=attempt.pk,
+            amount=amount,
+            basis=basis,
+            confirmed=confirmed,
+            project_id=self.kind.project(self.job).pk,
+            run_id=self.job.run_id,
+            kind=self.kind.name,
+            account=attempt.account,
+            provider=self.provider.name,
+            model=getattr(self.provider, "model", "") if model is None else model,
+        )
+
     def _record(self, attempt, started, *, result=None, error=None, stored: str = "") -> None:
         """Close the attempt's journal row and enter what the call cost in the ledger: a
         picture that came from a service job an earlier call created is entered under
@@ -750,18 +743,7 @@ class JobWorker:
         fields["cost"] = cost or 0
         with transaction.atomic():  # one write transaction, not two: SQLite has one writer
             self._save(attempt, **fields)
-            ledger.enter(
-                attempt_id=entered.pk,
-                amount=cost,
-                basis=basis,
-                confirmed=confirmed,
-                project_id=self.gate.project.pk,
-                run_id=self.job.run_id,
-                kind=self.kind.name,
-                account=entered.account,
-                provider=self.provider.name,
-                model=getattr(self.provider, "model", ""),
-            )
+            self._enter(entered, cost, basis, confirmed=confirmed)
         logs.attempt(
             run_id=self.job.run_id,
             project_id=self.gate.project.pk,

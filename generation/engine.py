@@ -102,6 +102,21 @@ def run_next_job(
     return job.pk if job is not None else None
 
 
+def service_job_origin(kind: JobKind, job: Job) -> GenerationAttempt | None:
+    """Return the journal row of the call that created the job's service job (a Replicate
+    prediction, a fal request), if it has one: whoever polls that job later enters its
+    charge under this row, so the service's one charge is entered once."""
+    if not job.provider_job_id:
+        return None
+    return (
+        GenerationAttempt.objects.filter(
+            **{kind.attempt_field: job}, provider_job_id=job.provider_job_id
+        )
+        .order_by("number")
+        .first()
+    )
+
+
 def finish_from_journal(kind: JobKind, job: Job) -> bool:
     """Complete a lost worker's job from its journal, if its last call's picture reached
     storage (the worker was killed after storing it): the sweep acts as that worker, whose
@@ -546,18 +561,7 @@ class JobWorker:
         raise Deferred(POLL_AGAIN_SECONDS, error.message) from error
 
     def _origin_of_service_job(self) -> GenerationAttempt | None:
-        """Return the journal row of the call that created the service job this worker
-        follows (an earlier attempt, when polling resumed), if any."""
-        provider_job_id = self.job.provider_job_id
-        if not provider_job_id:
-            return None
-        return (
-            GenerationAttempt.objects.filter(
-                **{self.kind.attempt_field: self.job}, provider_job_id=provider_job_id
-            )
-            .order_by("number")
-            .first()
-        )
+        return service_job_origin(self.kind, self.job)
 
     def _admit(self) -> bool:
         """Wait for the account to allow a call: a short cool-down is waited out here, a

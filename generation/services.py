@@ -21,7 +21,7 @@ from studio.services import create_project
 
 from . import accounts, ledger, logs, runs, thumbnails
 from .clock import db_now
-from .engine import finish_from_journal
+from .engine import finish_from_journal, service_job_origin
 from .kinds import KINDS
 from .machines import ACCOUNT, RUN
 from .models import (
@@ -588,14 +588,7 @@ def _record_lost(kind, job, attempt: GenerationAttempt) -> None:
         price = kind.likely_price(job)
     origin = attempt
     if job.provider_job_id and attempt.provider_job_id != job.provider_job_id:
-        origin = (
-            GenerationAttempt.objects.filter(
-                **{kind.attempt_field: job}, provider_job_id=job.provider_job_id
-            )
-            .order_by("number")
-            .first()
-            or attempt
-        )
+        origin = service_job_origin(kind, job) or attempt
     GenerationAttempt.objects.filter(pk=attempt.pk).update(
         outcome=GenerationAttempt.Outcome.LOST,
         finished_at=Now(),

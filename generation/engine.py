@@ -7,6 +7,7 @@ to generation.services; the engine only halts a run when the service says retryi
 cannot help.
 """
 
+import functools
 import logging
 import os
 import socket
@@ -24,7 +25,7 @@ from tenacity import Retrying, retry_if_exception
 
 from studio.models import Project
 
-from . import accounts, fairness, ledger, logs
+from . import accounts, fairness, ledger, logs, prepared
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
 from .limits import POLL_SECONDS, BudgetReached, Gate, LongWait, provider_key
@@ -129,6 +130,23 @@ def finish_from_journal(kind: JobKind, job: Job) -> bool:
     except LookupError:
         return False
     return worker._recover()
+
+
+@functools.cache
+def claimed_rows(kind: JobKind):
+    """Return a kind's jobs with what working one needs (its run, page and project, its
+    last attempt's number, the kind's annotations): built once, since building it took
+    longer than running it (querysets are immutable; each claim filters its own)."""
+    attempts = GenerationAttempt.objects.filter(**{kind.attempt_field: OuterRef("pk")}).order_by(
+        "-number"
+    )
+    return kind.model.objects.select_related("run", *kind.select_related).annotate(
+        last_attempt=Subquery(attempts.values("number")[:1]), **kind.claim_annotations()
+    )
+
+
+def _save_attempt(*, pk: int, **fields) -> int:
+    return GenerationAttempt.objects.filter(pk=pk).update(**fields)
 
 
 class Heartbeat:
@@ -259,11 +277,6 @@ class JobWorker:
     def _claim_in(self, run_id: int, *, project_id: int | None = None) -> bool:
         """Claim the run's most urgent due job with one statement; return whether it won
         (project_id, the run's project, if the caller knows it: changes.of_project)."""
-        candidate = (
-            self.model.objects.filter(fairness.due(), run_id=run_id)
-            .order_by(*self.kind.claim_order)
-            .values("pk")[:1]
-        )
         # Where writes are serialized, claim_next's transaction holds this one already: no
         # savepoint (two statements) around a single UPDATE.
         with nullcontext() if self.serialized else transaction.atomic():
@@ -277,35 +290,61 @@ class JobWorker:
                     .filter(runs=run_id)
                     .values_list("pk", flat=True)
                 )
-                candidate = candidate.select_for_update(skip_locked=True, of=("self",))
-            rows = self.model.objects.filter(pk=Subquery(candidate))
-            if project_id is not None:
-                rows = rows.of_project(project_id)
-            return bool(rows.claim(worker_id=self.id, lease=self.lease))
+            return bool(
+                prepared.write(
+                    f"{self.kind.name}.claim",
+                    self._claim_action,
+                    table=self.model._meta.db_table,
+                    run_id=run_id,
+                    project_id=project_id,
+                    worker_id=self.id,
+                    lease=self.lease,
+                    serialized=self.serialized,
+                )
+            )
+
+    def _claim_action(self, *, run_id, project_id, worker_id, lease, serialized) -> int:
+        """The claim's one UPDATE, aimed at the run's most urgent due job (made once per
+        shape: generation.prepared)."""
+        candidate = (
+            self.model.objects.filter(fairness.due(), run_id=run_id)
+            .order_by(*self.kind.claim_order)
+            .values("pk")[:1]
+        )
+        if not serialized:
+            candidate = candidate.select_for_update(skip_locked=True, of=("self",))
+        rows = self.model.objects.filter(pk=Subquery(candidate))
+        if project_id is not None:
+            rows = rows.of_project(project_id)
+        return rows.claim(worker_id=worker_id, lease=lease)
 
     def _claimed(self) -> Job:
         """Return the job this worker just claimed, with what working it needs."""
-        attempts = GenerationAttempt.objects.filter(
-            **{self.kind.attempt_field: OuterRef("pk")}
-        ).order_by("-number")
-        return (
-            self.model.objects.select_related("run", *self.kind.select_related)
-            .annotate(
-                last_attempt=Subquery(attempts.values("number")[:1]),
-                **self.kind.claim_annotations(),
-            )
-            .get(claimed_by=self.id, status=Status.GENERATING)
-        )
+        return claimed_rows(self.kind).get(claimed_by=self.id, status=Status.GENERATING)
 
     def mine(self):
         """Return the job's row, only while this worker holds it."""
         return self.model.objects.filter(pk=self.job.pk).held_by(self.id)
 
-    def mine_in_project(self):
-        """Return the job's row, named as its project's (changes.of_project): the writes
-        every call makes move the project's counter by its id."""
+    def move_mine(self, transition: str, **fields) -> int:
+        """Make one of the job queryset's transitions (start_attempt, complete) on the
+        job's row, named as its project's (changes.of_project: the writes every call makes
+        move the project's counter by its id), from statements made once
+        (generation.prepared). Return rows moved."""
         project = self.gate.project if self.gate is not None else self.kind.project(self.job)
-        return self.model.objects.filter(pk=self.job.pk).of_project(project.pk)
+        model = self.model
+
+        def action(*, pk, project_id, **fields):
+            return getattr(model.objects.filter(pk=pk).of_project(project_id), transition)(**fields)
+
+        return prepared.write(
+            f"{self.kind.name}.{transition}",
+            action,
+            table=model._meta.db_table,
+            pk=self.job.pk,
+            project_id=project.pk,
+            **fields,
+        )
 
     def renew(self) -> bool:
         """Extend the lease while the job is ours (a call in flight is kept whatever
@@ -456,7 +495,8 @@ class JobWorker:
         """Make one call to the service, journalled as one GenerationAttempt row written
         before the request goes out; store what it returns before anything else."""
         self.prompt = prompt  # logged only with STUDIO_LOG_PROMPTS
-        started = self.mine_in_project().start_attempt(
+        started = self.move_mine(
+            "start_attempt",
             # What is sent is recorded with the first renewal, saving a query.
             worker_id=self.id,
             lease=self.lease,
@@ -695,7 +735,13 @@ class JobWorker:
     @staticmethod
     def _save(attempt, **fields) -> None:
         """Update the attempt row; it may be gone with its page (deleted mid-call)."""
-        GenerationAttempt.objects.filter(pk=attempt.pk).update(**fields)
+        prepared.write(
+            "attempt.save",
+            _save_attempt,
+            table=GenerationAttempt._meta.db_table,
+            pk=attempt.pk,
+            **fields,
+        )
 
     def _enter(self, attempt, amount, basis: str, *, confirmed: bool, model=None) -> None:
         """Enter a call's charge in the ledger under its journal row (once: ledger.enter)."""
@@ -888,7 +934,7 @@ class JobWorker:
     def mark_complete(self, **fields) -> int:
         """Mark the job complete if this worker still holds it (or, keeping a stored paid
         picture, if nobody does); return rows updated."""
-        return self.mine_in_project().complete(worker_id=self.id, unheld=self.unheld, **fields)
+        return self.move_mine("complete", worker_id=self.id, unheld=self.unheld, **fields)
 
     def _fail(self, error: ProviderError) -> None:
         if error.halts_run:

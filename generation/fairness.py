@@ -29,6 +29,7 @@ from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Now
 
+from . import prepared
 from .clock import db_now
 from .limits import provider_key
 from .models import Job, ProviderAccount, ProviderGate, ProviderSlot, Run
@@ -133,10 +134,13 @@ def _next():
 def served(run_id: int, *, conflicts: int = 0) -> None:
     """Record that a worker just claimed one of the run's jobs (after conflicts lost
     races): its owner's and its own turn move to the back."""
-    fields = {"turn": _next(), "claims": F("claims") + 1}
-    if conflicts:
-        fields["claim_conflicts"] = F("claim_conflicts") + conflicts
-    Run.objects.filter(pk=run_id).update(**fields)
+    prepared.write("served", _served, table=Run._meta.db_table, run_id=run_id, conflicts=conflicts)
+
+
+def _served(*, run_id: int, conflicts: int) -> int:
+    return Run.objects.filter(pk=run_id).update(
+        turn=_next(), claims=F("claims") + 1, claim_conflicts=F("claim_conflicts") + conflicts
+    )
 
 
 def blocked_runs(kind, rows: list[dict]) -> set[int]:

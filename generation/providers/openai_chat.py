@@ -24,7 +24,7 @@ from .base import (
     Rejected,
     Transient,
 )
-from .checks import Check, check_get
+from .checks import Check, check_get, model_after_key
 from .gemini import REFERENCE_BYTES, REFERENCE_SIDE, aspect_ratio, reference_limit
 from .http import (
     KeyedImageProvider,
@@ -207,17 +207,17 @@ class ChatImageProvider(KeyedImageProvider):
             classify=classify,
             what=("key",),
         )
-        if key[0].state == "refused":
-            return [*key, Check("model", "not checked", "the key was refused")]
-        model = check_get(
-            self.client,
-            f"{self.base_url}/models",
-            headers=self.headers,
-            classify=classify,
-            what=("model",),
-            found=lambda payload: _lists_model(payload, self.model),
+        return model_after_key(
+            key,
+            lambda: check_get(
+                self.client,
+                f"{self.base_url}/models",
+                headers=self.headers,
+                classify=classify,
+                what=("model",),
+                found=lambda payload: _lists_model(payload, self.model),
+            ),
         )
-        return key + model
 
 
 def _image_url(message: dict) -> str | None:

@@ -27,7 +27,7 @@ from .base import (
     StartOver,
     Transient,
 )
-from .checks import Check, check_get
+from .checks import Check, check_get, model_after_key, not_checked
 from .gemini import aspect_ratio
 from .http import (
     POLL_FIRST,
@@ -255,15 +255,15 @@ class ReplicateImageProvider(ReplicateAPI):
             classify=classify,
             what=("key",),
         )
-        if key[0].state == "refused":
-            return [*key, Check("model", "not checked", "the key was refused")]
+        return model_after_key(key, self._check_model)
+
+    def _check_model(self) -> list[Check]:
         if "/" not in self.model or ":" in self.model:
-            return [*key, Check("model", "not checked", "a version id, not a model name")]
-        model = check_get(
+            return [not_checked("model", "a version id, not a model name")]
+        return check_get(
             self.client,
             f"{self.base_url}/models/{self.model}",
             headers=self.headers,
             classify=classify,
             what=("model",),
         )
-        return key + model

@@ -158,6 +158,7 @@ class IllustrationKind(JobKind):
     attempt_field = "illustration"
     service = "image service"
     claim_order = ("-priority", "page__number")
+    subject = "page"  # ImageRequest.subject: a book page; a sheet says "sheet"
     select_related = ("page__project",)
 
     def provider(self, job: Illustration | None = None):
@@ -225,6 +226,11 @@ class IllustrationKind(JobKind):
             "references_sent": references.signature([c for c, _ in job.references]),
         }
 
+    def caption(self, job) -> str:
+        """Return the request's caption: what the picture is of ("Page 3"; a sheet, the
+        character's name), which the embedded service draws on it."""
+        return f"Page {job.page.number}"
+
     def call(self, worker, prompt: str, key: str):
         job = worker.job
         request = ImageRequest(
@@ -232,8 +238,9 @@ class IllustrationKind(JobKind):
             size=settings.STUDIO_IMAGE_SIZE,
             seed=job.pk,
             idempotency_key=key,
-            caption=f"Page {job.page.number}",
+            caption=self.caption(job),
             references=tuple(reference for _, reference in getattr(job, "references", ())),
+            subject=self.subject,
         )
         if getattr(worker.provider, "asynchronous", False):
             return follow_service_job(worker, request, progress=True)
@@ -426,6 +433,7 @@ class SheetKind(IllustrationKind):
     model = SheetJob
     attempt_field = "sheet"
     claim_order = ("-priority", "pk")
+    subject = "sheet"
     select_related = ("character__project",)
 
     def provider(self, job: SheetJob | None = None):
@@ -453,20 +461,8 @@ class SheetKind(IllustrationKind):
             "size": settings.STUDIO_IMAGE_SIZE,
         }
 
-    def call(self, worker, prompt: str, key: str):
-        job = worker.job
-        request = ImageRequest(
-            prompt=prompt,
-            size=settings.STUDIO_IMAGE_SIZE,
-            seed=job.pk,
-            idempotency_key=key,
-            caption=job.character.name,
-            references=tuple(reference for _, reference in getattr(job, "references", ())),
-            subject="sheet",
-        )
-        if getattr(worker.provider, "asynchronous", False):
-            return follow_service_job(worker, request, progress=True)
-        return worker.provider.generate(request)
+    def caption(self, job: SheetJob) -> str:
+        return job.character.name
 
     def storage_name(self, job: SheetJob) -> str:
         return reference_upload_to(ReferenceImage(character=job.character), "sheet.png")

@@ -24,6 +24,14 @@ def not_checked(what: str, why: str) -> Check:
     return Check(what, NOT_CHECKED, why)
 
 
+def model_after_key(key: list[Check], model: Callable[[], list[Check]]) -> list[Check]:
+    """Return the key's checks and then the model's: `model()` looks it up only when the
+    key was not refused (a refused key says nothing of the model)."""
+    if key[0].state == REFUSED:
+        return [*key, not_checked("model", "the key was refused")]
+    return key + model()
+
+
 def check_get(
     client: Client,
     url: str,

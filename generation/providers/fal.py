@@ -35,30 +35,30 @@ from .base import (
     RateLimited,
     Rejected,
     StartOver,
-    StillRunning,
     Transient,
     account_key,
     parse_size,
 )
 from .checks import Check, check_get, not_checked
 from .http import (
+    POLL_FIRST,
     Client,
-    as_bytes,
     as_json,
     decode_data_url,
-    looks_like_html,
+    foreign_answer,
     parse_retry_after,
+    pause_polling,
+    polling,
+    received_image,
+    required_key,
     same_origin,
     says_out_of_credits,
     sentence,
-    verified_image,
 )
 from .references import compose_sheet, named_prompt, prepared, sheet_prompt
 
 SERVICE = "the image service (fal)"
 MODEL_SETTING = "STUDIO_FAL_IMAGE_MODEL"
-POLL_FIRST = 0.5
-POLL_MAX = 5.0
 SIZE_FIELDS = {"image_size", "width", "height", "aspect_ratio"}
 REFERENCE_SIDE = 1024
 SHEET_BYTES = 1024 * 1024
@@ -132,8 +132,8 @@ def classify(status: int, headers, body: object) -> ProviderError:
         "code": error_type or ",".join(sorted(types - {""})) or str(status),
         "request_id": headers.get("x-fal-request-id", ""),
     }
-    if not payload and looks_like_html(as_bytes(body), headers) and status != 401:
-        return Transient(f"{sentence(SERVICE)} answered HTTP {status} (an HTML page).", **details)
+    if not payload and (stray := foreign_answer(status, headers, body, service=SERVICE, **details)):
+        return stray
     if status == 402 or says_out_of_credits(message) or re.search(r"user is locked", message, re.I):
         # 403 "User is locked. Reason: Exhausted balance…" (it may last a while after a top-up)
         return OutOfCredits(message, **details)
@@ -190,9 +190,7 @@ class FalProvider:
         return account_key(self.name, self.queue_url, self.key)
 
     def headers(self) -> dict:
-        if not self.key:
-            raise AuthFailed("FAL_KEY is not set.")
-        return {"Authorization": f"Key {self.key}"}
+        return {"Authorization": f"Key {required_key(self.key, self.key_setting)}"}
 
     def generate(self, request: ImageRequest, *, sleep=None) -> GeneratedImage:
         """Submit and wait in one call (for callers that need not store the id)."""
@@ -291,18 +289,10 @@ class FalProvider:
         deadline = self.client.deadline()
         delay = POLL_FIRST
         while True:
-            try:
+            with polling(deadline, request_id=request_id):
                 answer = self.client.send(
                     "GET", urls["status_url"], deadline=deadline, headers=self.headers()
                 )
-            except Transient as error:
-                if deadline.remaining() > 0:
-                    raise
-                # The deadline ran out while asking: the request is still the service's.
-                raise StillRunning(
-                    f"{sentence(SERVICE)} has not finished; polling again later.",
-                    request_id=request_id,
-                ) from error
             if answer.status == 404:
                 raise StartOver(
                     f"{sentence(SERVICE)} no longer knows this request.",
@@ -324,16 +314,9 @@ class FalProvider:
                     )
                 else:
                     progress("Generating")
-            pause = min(delay, deadline.remaining())
-            if pause > 0:
-                sleep(pause)
-            delay = min(POLL_MAX, delay * 2)
-            still_wanted()  # the caller ends the wait (raises) when no longer wanted
-            if deadline.remaining() <= 0:
-                raise StillRunning(
-                    f"{sentence(SERVICE)} has not finished; polling again later.",
-                    request_id=request_id,
-                )
+            delay = pause_polling(
+                deadline, delay, sleep=sleep, still_wanted=still_wanted, request_id=request_id
+            )
         return self._result(request_id, urls, deadline)
 
     def _result(self, request_id: str, urls: dict, deadline) -> GeneratedImage:
@@ -348,13 +331,7 @@ class FalProvider:
             )
         self.client.raise_for(answer, classify)
         details = {"http_status": answer.status, "request_id": request_id}
-        result = answer.json_object()
-        if result is None:
-            raise Transient(
-                f"{sentence(SERVICE)} sent a broken answer (invalid JSON).",
-                maybe_paid=True,
-                **details,
-            )
+        result = self.client.paid_object(answer, request_id=request_id)
         nsfw = result.get("has_nsfw_concepts")
         if isinstance(nsfw, list) and nsfw and nsfw[0] is True:
             # The safety checker blanked the picture: this prompt is refused (and billed).
@@ -375,15 +352,7 @@ class FalProvider:
             content = decode_data_url(url, **details)
         else:
             content = self.client.download(url, deadline=deadline, request_id=request_id)
-        width, height = verified_image(content, **details)
-        return GeneratedImage(
-            content=content,
-            width=width,
-            height=height,
-            model=self.model,
-            request_id=request_id,
-            http_status=answer.status,
-        )
+        return received_image(content, model=self.model, **details)
 
     def cancel(self, request_id: str) -> str:
         """Ask the queue to drop the request (PUT cancel_url); return what it says:

@@ -27,13 +27,12 @@ from .base import (
 from .checks import Check, check_get
 from .http import (
     KeyedImageProvider,
-    as_bytes,
     as_json,
     decode_base64,
-    looks_like_html,
+    foreign_answer,
     parse_retry_after,
+    received_image,
     sentence,
-    verified_image,
 )
 from .references import KEEP_THEM, introduction, prepared
 
@@ -113,15 +112,13 @@ def classify(status: int, headers, body: object) -> ProviderError:
     message = str(error.get("message") or f"HTTP {status} from {SERVICE}")
     reasons = {str(info.get("reason") or "") for info in _details(error, "ErrorInfo")}
     details = {"http_status": status, "code": state or str(status)}
-    if status == 404 and not error:
-        return ConfigError(
-            f"{sentence(SERVICE)} has no such route (HTTP 404).",
-            setting="GEMINI_BASE_URL",
-            **details,
+    if not error and (
+        stray := foreign_answer(
+            status, headers, body, service=SERVICE, route_setting="GEMINI_BASE_URL", **details
         )
-    if not error and looks_like_html(as_bytes(body), headers) and status != 401:
-        # A proxy's error page, not Google's answer.
-        return Transient(f"{sentence(SERVICE)} answered HTTP {status} (an HTML page).", **details)
+    ):
+        # A wrong base URL, or a proxy's error page: not Google's answer.
+        return stray
     if status == 402:
         # Prepay credits used up (the newer billing): a person must top up.
         return OutOfCredits(message, **details)
@@ -195,39 +192,24 @@ class GeminiProvider(KeyedImageProvider):
                 "imageConfig": {"aspectRatio": aspect_ratio(request.size)},
             },
         }
-        deadline = self.client.deadline()
-        answer = self.client.send(
-            "POST",
-            f"{self.base_url}/models/{self.model}:generateContent",
-            deadline=deadline,
-            headers=self.headers(),
-            json=body,
-            paid=True,
+        answer = self.post(
+            f"/models/{self.model}:generateContent",
+            body,
+            deadline=self.client.deadline(),
+            classify=classify,
         )
-        self.client.raise_for(answer, classify)
-        payload = answer.json_object()
-        request_id = str((payload or {}).get("responseId") or "")
+        payload = self.client.paid_object(answer)
+        request_id = str(payload.get("responseId") or "")
         details = {"http_status": answer.status, "request_id": request_id}
-        if payload is None:
-            raise Transient(
-                f"{sentence(SERVICE)} sent a broken answer (invalid JSON).",
-                maybe_paid=True,
-                **details,
-            )
         data = _first_image(payload)
         if data is None:
             raise _refusal(payload, details)
         content = decode_base64(data, **details)
-        width, height = verified_image(content, **details)
-        usage = payload.get("usageMetadata")
-        return GeneratedImage(
-            content=content,
-            width=width,
-            height=height,
+        return received_image(
+            content,
             model=str(payload.get("modelVersion") or self.model),
-            request_id=request_id,
-            http_status=answer.status,
-            usage=usage if isinstance(usage, dict) else None,
+            usage=payload.get("usageMetadata"),
+            **details,
         )
 
     def parts(self, request: ImageRequest) -> list[dict]:

@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -25,7 +26,16 @@ import requests
 import urllib3
 from django.conf import settings
 
-from .base import AuthFailed, ConfigError, Transient, account_key, verify_image
+from .base import (
+    AuthFailed,
+    ConfigError,
+    GeneratedImage,
+    ProviderError,
+    StillRunning,
+    Transient,
+    account_key,
+    verify_image,
+)
 
 CONNECT_TIMEOUT = 10.0
 # A b64 PNG of the largest sizes is a few MB; anything far beyond is not an answer.
@@ -38,6 +48,10 @@ MAX_RETRY_AFTER = 3600.0
 # Redirects a picture download follows, each hop checked like the first URL.
 MAX_REDIRECTS = 3
 DOWNLOAD_SETTING = "STUDIO_ALLOW_PRIVATE_DOWNLOADS"
+# A service job is polled after this many seconds, then twice as long each time up to
+# POLL_MAX (or as the service's Retry-After says).
+POLL_FIRST = 0.5
+POLL_MAX = 5.0
 
 
 def sentence(text: str) -> str:
@@ -155,6 +169,13 @@ def redact(text: object, *secrets: str) -> str:
     return text
 
 
+def required_key(key: str, setting: str) -> str:
+    """Return the key; raise AuthFailed naming its setting when it is not set."""
+    if not key:
+        raise AuthFailed(f"{setting} is not set.")
+    return key
+
+
 # Wording that says the account's money or quota is used up, whatever status and code a
 # gateway put around it: gateways and proxies often pass the upstream's message on but
 # replace its code with their own.
@@ -180,6 +201,22 @@ def looks_like_html(content: bytes, headers) -> bool:
     kind = str(headers.get("content-type") or "").lower()
     head = content[:512].lstrip().lower()
     return "html" in kind or head.startswith((b"<!doctype html", b"<html"))
+
+
+def foreign_answer(
+    status: int, headers, body: object, *, service: str, route_setting: str = "", **details
+) -> ProviderError | None:
+    """Return the error of an error answer that is not the service's own, for a body
+    without the service's error object: with route_setting, a 404 is a route the service
+    does not have (its base URL, configuration); an HTML page, unless a 401, is a proxy's
+    error page, worth another try. Return None for anything else."""
+    if route_setting and status == 404:
+        return ConfigError(
+            f"{sentence(service)} has no such route (HTTP 404).", setting=route_setting, **details
+        )
+    if status != 401 and looks_like_html(as_bytes(body), headers):
+        return Transient(f"{sentence(service)} answered HTTP {status} (an HTML page).", **details)
+    return None
 
 
 def as_json(body: object) -> object:
@@ -236,6 +273,68 @@ def verified_image(content: bytes, *, http_status: int | None, request_id: str =
         raise
 
 
+def received_image(
+    content: bytes,
+    *,
+    model: str,
+    http_status: int | None,
+    request_id: str = "",
+    usage: object = None,
+    reported_cost=None,
+) -> GeneratedImage:
+    """Return the GeneratedImage of a received picture once verified_image passes it; the
+    usage the service reported is kept when it is a JSON object."""
+    width, height = verified_image(content, http_status=http_status, request_id=request_id)
+    return GeneratedImage(
+        content=content,
+        width=width,
+        height=height,
+        model=model,
+        request_id=request_id,
+        http_status=http_status,
+        reported_cost=reported_cost,
+        usage=usage if isinstance(usage, dict) else None,
+    )
+
+
+def still_running(deadline: Deadline, *, request_id: str) -> StillRunning:
+    """Return the error of a service job not finished by the call's deadline: it is kept,
+    and the next attempt polls the same job again."""
+    return StillRunning(
+        f"{sentence(deadline.service)} has not finished; polling again later.",
+        request_id=request_id,
+    )
+
+
+@contextmanager
+def polling(deadline: Deadline, *, request_id: str):
+    """Around one poll of a service job: a Transient it raises once the deadline has run
+    out becomes still_running (the job is still the service's), any other passes."""
+    try:
+        yield
+    except Transient as error:
+        if deadline.remaining() > 0:
+            raise
+        raise still_running(deadline, request_id=request_id) from error
+
+
+def pause_polling(
+    deadline: Deadline, delay: float, *, sleep, still_wanted, request_id: str, hint=None
+) -> float:
+    """Sleep before the next poll of a service job (the service's hint, else delay, never
+    past the deadline) and return the delay after it; the caller's still_wanted ends the
+    wait (raises) when the job is no longer wanted, and a deadline run out raises
+    still_running."""
+    pause = min(hint if hint is not None else delay, deadline.remaining())
+    if pause > 0:
+        sleep(pause)
+    delay = min(POLL_MAX, delay * 2)
+    still_wanted()
+    if deadline.remaining() <= 0:
+        raise still_running(deadline, request_id=request_id)
+    return delay
+
+
 @dataclass
 class Answer:
     """One HTTP answer, read whole (within the caps and the deadline)."""
@@ -288,13 +387,16 @@ class Client:
         headers: dict | None = None,
         json: object = None,
         params: dict | None = None,
+        data: list | None = None,
+        files: list | None = None,
         paid: bool = False,
         read_timeout: float | None = None,
         request_id_header: str = "x-request-id",
     ) -> Answer:
         """Send one request and return its answer, whatever its status; raise Transient when
         the service cannot be reached or does not answer by the deadline. With paid, a 2xx
-        body that breaks off is marked as most likely charged for."""
+        body that breaks off is marked as most likely charged for. data and files go as
+        multipart/form-data, as requests sends them."""
         connect, read = deadline.timeout()
         if read_timeout is not None:
             read = min(read, read_timeout)
@@ -306,6 +408,8 @@ class Client:
                 headers=headers,
                 json=json,
                 params=params,
+                data=data,
+                files=files,
                 timeout=(connect, read),
                 stream=True,
             )
@@ -340,6 +444,19 @@ class Client:
             safe=self.safe,
             service_url=self.service_url,
         )
+
+    def paid_object(self, answer: Answer, *, request_id: str = "") -> dict:
+        """Return the JSON object of a 2xx answer to a call that made (and billed) a
+        picture; raise Transient, most likely paid, when the body is not one."""
+        payload = answer.json_object()
+        if payload is None:
+            raise Transient(
+                f"{sentence(self.service)} sent a broken answer (invalid JSON).",
+                maybe_paid=True,
+                http_status=answer.status,
+                request_id=request_id,
+            )
+        return payload
 
     def raise_for(self, answer: Answer, classify) -> None:
         """Raise the classified error of a 4xx/5xx answer, its message redacted."""
@@ -526,7 +643,23 @@ class KeyedImageProvider:
     def account(self) -> str:
         return account_key(self.name, self.base_url, self.api_key)
 
+    def headers(self) -> dict:
+        """Return the headers that carry the key (raising AuthFailed when it is not set)."""
+        raise NotImplementedError
+
     def require_key(self) -> str:
-        if not self.api_key:
-            raise AuthFailed(f"{self.key_setting} is not set.")
-        return self.api_key
+        return required_key(self.api_key, self.key_setting)
+
+    def post(self, path: str, body: dict, *, deadline: Deadline, classify) -> Answer:
+        """POST body to {base}{path}, a call that makes (and bills) a picture, and return
+        its 2xx answer; raise the classified error of any other."""
+        answer = self.client.send(
+            "POST",
+            f"{self.base_url}{path}",
+            deadline=deadline,
+            headers=self.headers(),
+            json=body,
+            paid=True,
+        )
+        self.client.raise_for(answer, classify)
+        return answer

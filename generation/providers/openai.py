@@ -10,7 +10,6 @@ import base64
 import binascii
 import json
 
-import requests
 from django.conf import settings
 
 from ..story import story_prompt
@@ -32,16 +31,12 @@ from .base import (
 )
 from .checks import Check, check_get
 from .http import (
-    MAX_RESPONSE_BYTES,
     Client,
     Deadline,
     as_json,
-    download_image,
     looks_like_html,
-    note_request_sent,
     parse_retry_after,
-    read_capped,
-    redact,
+    required_key,
     says_out_of_credits,
 )
 from .references import named_prompt, prepared
@@ -197,19 +192,29 @@ class OpenAICompatible:
     errors."""
 
     service = "the service"  # how messages name it: "the image service"
+    key_setting = "OPENAI_API_KEY"
 
     def __init__(self):
         self.base_url = settings.OPENAI_BASE_URL
         self.api_key = settings.OPENAI_API_KEY
         self.seconds = float(settings.STUDIO_PROVIDER_TIMEOUT)
-        self.session = requests.Session()
+        self.client = Client(
+            service=self.service,
+            seconds=self.seconds,
+            secrets=(self.api_key,),
+            service_url=self.base_url,
+        )
 
     @property
     def account(self) -> str:
         return account_key(self.name, self.base_url, self.api_key)
 
     def deadline(self) -> Deadline:
-        return Deadline(self.seconds, service=self.service)
+        return self.client.deadline()
+
+    def headers(self) -> dict:
+        """Return the header that carries the key (raising AuthFailed when it is not set)."""
+        return {"Authorization": f"Bearer {required_key(self.api_key, self.key_setting)}"}
 
     def post_json(
         self,
@@ -223,77 +228,42 @@ class OpenAICompatible:
         """POST body and return (payload, HTTP status, request id) of a 2xx JSON answer;
         raise the classified ProviderError for anything else. With files (a list of
         (field, (filename, bytes, MIME type))), body and files go as multipart/form-data."""
-        if not self.api_key:
-            raise AuthFailed("OPENAI_API_KEY is not set.")
+        headers = {**self.headers(), "Idempotency-Key": idempotency_key}
         sent = {"data": list(body.items()), "files": files} if files else {"json": body}
-        note_request_sent()
-        try:
-            response = self.session.post(
-                f"{self.base_url}{path}",
-                **sent,
-                headers={
-                    "Authorization": f"Bearer {self.api_key}",
-                    "Idempotency-Key": idempotency_key,
-                },
-                timeout=deadline.timeout(),
-                stream=True,
+        # Sent, a call that times out may well have made and billed the picture (the retry
+        # sends the same key); a 200 is sent once the picture is made, so a body that then
+        # breaks off has most likely been charged for.
+        answer = self.client.send(
+            "POST", f"{self.base_url}{path}", deadline=deadline, headers=headers, paid=True, **sent
+        )
+        request_id = answer.headers.get("x-request-id", "")
+        payload = answer.payload
+        if answer.status >= 400:
+            error = classify(
+                answer.status,
+                payload,
+                answer.headers,
+                content=answer.content,
+                model=getattr(self, "model", ""),
+                service=self.service,
+                settings_named={"model": getattr(self, "model_setting", "STUDIO_IMAGE_MODEL")},
             )
-        except requests.ConnectTimeout as exc:
-            raise Transient(f"Could not reach {self.service} in time ({self._safe(exc)})") from exc
-        except requests.Timeout as exc:
-            # Sent, and no answer came: the picture may well have been made and billed. The
-            # outcome is unknown; the retry sends the same key.
+            error.message = self.client.safe(error.message)
+            raise error
+        if not isinstance(payload, dict):
             raise Transient(
-                f"{self.service.capitalize()} did not answer in time ({self._safe(exc)})",
-                maybe_paid=True,
-            ) from exc
-        except requests.RequestException as exc:
-            raise Transient(f"Could not reach {self.service} ({self._safe(exc)})") from exc
-        with response:
-            request_id = response.headers.get("x-request-id", "")
-            # A 200 is sent once the picture is made: if its body then breaks off, the
-            # service has most likely charged for it.
-            content = read_capped(
-                response,
-                limit=MAX_RESPONSE_BYTES,
-                deadline=deadline,
+                f"{self.service.capitalize()} sent a broken answer (invalid JSON).",
+                http_status=answer.status,
                 request_id=request_id,
-                paid=response.status_code < 300,
+                maybe_paid=True,
             )
-            try:
-                payload = json.loads(content)
-            except (ValueError, UnicodeDecodeError):
-                payload = None
-            if response.status_code >= 400:
-                error = classify(
-                    response.status_code,
-                    payload,
-                    response.headers,
-                    content=content,
-                    model=getattr(self, "model", ""),
-                    service=self.service,
-                    settings_named={"model": getattr(self, "model_setting", "STUDIO_IMAGE_MODEL")},
-                )
-                error.message = self._safe(error.message)
-                raise error
-            if not isinstance(payload, dict):
-                raise Transient(
-                    f"{self.service.capitalize()} sent a broken answer (invalid JSON).",
-                    http_status=response.status_code,
-                    request_id=request_id,
-                    maybe_paid=True,
-                )
-            in_band = classify_in_band(
-                payload, status=response.status_code, request_id=request_id, service=self.service
-            )
-            if in_band is not None:
-                in_band.message = self._safe(in_band.message)
-                raise in_band
-            return payload, response.status_code, request_id
-
-    def _safe(self, text: object) -> str:
-        """Return text with the API key removed, so it can be stored and shown."""
-        return redact(text, self.api_key)
+        in_band = classify_in_band(
+            payload, status=answer.status, request_id=request_id, service=self.service
+        )
+        if in_band is not None:
+            in_band.message = self.client.safe(in_band.message)
+            raise in_band
+        return payload, answer.status, request_id
 
 
 class OpenAIProvider(OpenAICompatible):
@@ -301,7 +271,6 @@ class OpenAIProvider(OpenAICompatible):
 
     name = "openai"
     service = "the image service"
-    key_setting = "OPENAI_API_KEY"
     model_setting = "STUDIO_IMAGE_MODEL"
 
     def __init__(self):
@@ -361,22 +330,16 @@ class OpenAIProvider(OpenAICompatible):
         """Return what the free model look-up (GET /models/{model}) says of the key and the
         model."""
 
-        def headers() -> dict:
-            if not self.api_key:
-                raise AuthFailed("OPENAI_API_KEY is not set.")
-            return {"Authorization": f"Bearer {self.api_key}"}
-
         def by_status(status, headers, body) -> ProviderError:
             error = classify(status, as_json(body), headers)
             if status == 404:
                 return ConfigError(error.message, setting="STUDIO_IMAGE_MODEL")
             return error
 
-        client = Client(service=self.service, seconds=self.seconds, secrets=(self.api_key,))
         return check_get(
-            client,
+            self.client,
             f"{self.base_url}/models/{self.model}",
-            headers=headers,
+            headers=self.headers,
             classify=by_status,
             what=("key", "model"),
         )
@@ -395,21 +358,11 @@ class OpenAIProvider(OpenAICompatible):
                     maybe_paid=True,
                 ) from exc
         if url := item.get("url"):
-            return self._download(url, request_id, deadline)
+            return self.client.download(url, deadline=deadline, request_id=request_id)
         raise Transient(
             "The image service answered without an image.",
             http_status=status,
             request_id=request_id,
-        )
-
-    def _download(self, url: str, request_id: str, deadline: Deadline) -> bytes:
-        return download_image(
-            self.session,
-            url,
-            deadline=deadline,
-            request_id=request_id,
-            safe=self._safe,
-            service_url=self.base_url,
         )
 
 
@@ -425,7 +378,6 @@ class OpenAITextProvider(OpenAICompatible):
 
     name = "openai"
     service = "the text service"
-    key_setting = "OPENAI_API_KEY"
     model_setting = "STUDIO_TEXT_MODEL"
 
     def __init__(self):

@@ -24,18 +24,17 @@ from .base import (
     Rejected,
     Transient,
 )
-from .checks import Check, check_get
+from .checks import Check, check_get, model_after_key
 from .gemini import REFERENCE_BYTES, REFERENCE_SIDE, aspect_ratio, reference_limit
 from .http import (
     KeyedImageProvider,
-    as_bytes,
     as_json,
     decode_data_url,
-    looks_like_html,
+    foreign_answer,
     parse_retry_after,
+    received_image,
     says_out_of_credits,
     sentence,
-    verified_image,
 )
 from .references import KEEP_THEM, introduction, prepared
 
@@ -61,14 +60,17 @@ def classify(status: int, headers, body: object) -> ProviderError:
     reasons = " ".join(str(r) for r in metadata.get("reasons") or [])
     code = str(error.get("code") or error.get("type") or status)
     details = {"http_status": status, "code": code, "request_id": headers.get("x-request-id", "")}
-    if status == 404 and not error:
-        return ConfigError(
-            f"{sentence(SERVICE)} has no such route (HTTP 404).",
-            setting="STUDIO_CHAT_IMAGE_BASE_URL",
+    if not error and (
+        stray := foreign_answer(
+            status,
+            headers,
+            body,
+            service=SERVICE,
+            route_setting="STUDIO_CHAT_IMAGE_BASE_URL",
             **details,
         )
-    if not error and looks_like_html(as_bytes(body), headers) and status != 401:
-        return Transient(f"{sentence(SERVICE)} answered HTTP {status} (an HTML page).", **details)
+    ):
+        return stray
     if status == 402 or says_out_of_credits(message, error.get("type"), error.get("code")):
         return OutOfCredits(message, **details)
     if status == 401:
@@ -155,24 +157,11 @@ class ChatImageProvider(KeyedImageProvider):
             # altogether, so it is only sent when it changes something.
             body["image_config"] = {"aspect_ratio": ratio}
         deadline = self.client.deadline()  # the whole exchange, download included
-        answer = self.client.send(
-            "POST",
-            f"{self.base_url}/chat/completions",
-            deadline=deadline,
-            headers=self.headers(),
-            json=body,
-            paid=True,
-        )
-        self.client.raise_for(answer, classify)
-        payload = answer.json_object()
-        request_id = str((payload or {}).get("id") or answer.headers.get("x-request-id", ""))
+        answer = self.post("/chat/completions", body, deadline=deadline, classify=classify)
+        header_id = answer.headers.get("x-request-id", "")
+        payload = self.client.paid_object(answer, request_id=header_id)
+        request_id = str(payload.get("id") or header_id)
         details = {"http_status": answer.status, "request_id": request_id}
-        if payload is None:
-            raise Transient(
-                f"{sentence(SERVICE)} sent a broken answer (invalid JSON).",
-                maybe_paid=True,
-                **details,
-            )
         if error := _error(payload):
             raise self._safe(classify_in_band(error, **details))
         choices = payload.get("choices")
@@ -194,17 +183,13 @@ class ChatImageProvider(KeyedImageProvider):
                 maybe_paid=True,
                 **details,
             )
-        width, height = verified_image(content, **details)
         usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else None
-        return GeneratedImage(
-            content=content,
-            width=width,
-            height=height,
+        return received_image(
+            content,
             model=str(payload.get("model") or self.model),
-            request_id=request_id,
-            http_status=answer.status,
-            reported_cost=_cost(usage),
             usage=usage,
+            reported_cost=_cost(usage),
+            **details,
         )
 
     def _safe(self, error: ProviderError) -> ProviderError:
@@ -222,17 +207,17 @@ class ChatImageProvider(KeyedImageProvider):
             classify=classify,
             what=("key",),
         )
-        if key[0].state == "refused":
-            return [*key, Check("model", "not checked", "the key was refused")]
-        model = check_get(
-            self.client,
-            f"{self.base_url}/models",
-            headers=self.headers,
-            classify=classify,
-            what=("model",),
-            found=lambda payload: _lists_model(payload, self.model),
+        return model_after_key(
+            key,
+            lambda: check_get(
+                self.client,
+                f"{self.base_url}/models",
+                headers=self.headers,
+                classify=classify,
+                what=("model",),
+                found=lambda payload: _lists_model(payload, self.model),
+            ),
         )
-        return key + model
 
 
 def _image_url(message: dict) -> str | None:

@@ -34,6 +34,8 @@ from .base import (
 )
 from .http import (
     MAX_RESPONSE_BYTES,
+    POLL_FIRST,
+    POLL_MAX,
     Deadline,
     download_image,
     looks_like_html,
@@ -41,12 +43,11 @@ from .http import (
     parse_retry_after,
     read_capped,
     redact,
+    required_key,
     says_out_of_credits,
     sentence,
 )
 
-POLL_FIRST = 0.5
-POLL_MAX = 5.0
 TERMINAL_FAILED = {"failed"}
 TERMINAL_CANCELED = {"canceled", "aborted"}
 
@@ -112,6 +113,10 @@ class ReplicateAPI:
     @property
     def account(self) -> str:
         return account_key(self.name, self.base_url, self.token)
+
+    def headers(self) -> dict:
+        """Return the header that carries the token (raising AuthFailed when it is not set)."""
+        return {"Authorization": f"Bearer {required_key(self.token, self.key_setting)}"}
 
     def create_path(self, inputs: dict) -> tuple[str, dict]:
         """Return the path and body that start a prediction of the model: an official
@@ -204,8 +209,7 @@ class ReplicateClipProvider(ReplicateAPI):
 
     def create(self, request: ClipRequest) -> str:
         """Start a prediction; return its id."""
-        if not self.token:
-            raise AuthFailed("REPLICATE_API_TOKEN is not set.")
+        self.headers()  # no token, no call
         image = "data:image/png;base64," + base64.b64encode(request.image).decode()
         inputs = {"image": image, "prompt": request.prompt, "duration": request.seconds}
         path, body = self.create_path(inputs)

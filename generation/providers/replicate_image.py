@@ -25,23 +25,24 @@ from .base import (
     RateLimited,
     Rejected,
     StartOver,
-    StillRunning,
     Transient,
 )
-from .checks import Check, check_get
+from .checks import Check, check_get, model_after_key, not_checked
 from .gemini import aspect_ratio
 from .http import (
+    POLL_FIRST,
     Client,
     Deadline,
-    as_bytes,
     as_json,
-    looks_like_html,
+    foreign_answer,
     parse_retry_after,
+    pause_polling,
+    polling,
+    received_image,
     sentence,
-    verified_image,
 )
 from .references import compose_sheet, sheet_prompt
-from .replicate import POLL_FIRST, POLL_MAX, PredictionFailed, PredictionGone, ReplicateAPI
+from .replicate import PredictionFailed, PredictionGone, ReplicateAPI
 
 SERVICE = "the image service (Replicate)"
 MODEL_SETTING = "STUDIO_REPLICATE_IMAGE_MODEL"
@@ -72,8 +73,12 @@ def classify(status: int, headers, body: object) -> ProviderError:
         "code": str(payload.get("title") or "")[:80],
         "request_id": headers.get("x-request-id", ""),
     }
-    if not payload and looks_like_html(as_bytes(body), headers) and status not in (401, 404):
-        return Transient(f"{sentence(SERVICE)} answered HTTP {status} (an HTML page).", **details)
+    if (
+        not payload
+        and status != 404
+        and (stray := foreign_answer(status, headers, body, service=SERVICE, **details))
+    ):
+        return stray
     if status == 402:
         return OutOfCredits(detail, **details)
     if status in (401, 403):
@@ -120,11 +125,6 @@ class ReplicateImageProvider(ReplicateAPI):
         self.client.session = self.session
         # Predictions that came back finished from create: wait() needs no poll for them.
         self._finished: dict[str, dict] = {}
-
-    def headers(self) -> dict:
-        if not self.token:
-            raise AuthFailed("REPLICATE_API_TOKEN is not set.")
-        return {"Authorization": f"Bearer {self.token}"}
 
     def generate(self, request: ImageRequest, *, sleep=None) -> GeneratedImage:
         """Create and wait in one call (for callers that need not store the id)."""
@@ -203,29 +203,18 @@ class ReplicateImageProvider(ReplicateAPI):
             if payload is not None:
                 if progress is not None:
                     progress("Starting" if payload.get("status") == "starting" else "Generating")
-                hint = parse_retry_after(headers)
-                pause = min(hint if hint is not None else delay, deadline.remaining())
-                if pause > 0:
-                    sleep(pause)
-                delay = min(POLL_MAX, delay * 2)
-                still_wanted()  # the caller ends the wait (raises) when no longer wanted
-                if deadline.remaining() <= 0:
-                    raise StillRunning(
-                        f"{sentence(SERVICE)} has not finished; polling again later.",
-                        request_id=prediction_id,
-                    )
-            try:
+                delay = pause_polling(
+                    deadline,
+                    delay,
+                    sleep=sleep,
+                    still_wanted=still_wanted,
+                    request_id=prediction_id,
+                    hint=parse_retry_after(headers),
+                )
+            with polling(deadline, request_id=prediction_id):
                 payload, status_code, headers = self._json(
                     "GET", f"/predictions/{prediction_id}", deadline=deadline, classify=classify
                 )
-            except Transient as error:
-                if deadline.remaining() > 0:
-                    raise
-                # The deadline ran out while asking: the prediction is still the service's.
-                raise StillRunning(
-                    f"{sentence(SERVICE)} has not finished; polling again later.",
-                    request_id=prediction_id,
-                ) from error
         return self._result(payload, status_code, prediction_id, deadline)
 
     def _result(self, payload: dict, status_code: int, prediction_id: str, deadline):
@@ -254,17 +243,7 @@ class ReplicateImageProvider(ReplicateAPI):
                     **details,
                 ) from error
             raise
-        width, height = verified_image(content, **details)
-        metrics = payload.get("metrics")
-        return GeneratedImage(
-            content=content,
-            width=width,
-            height=height,
-            model=self.model,
-            request_id=prediction_id,
-            http_status=status_code,
-            usage=metrics if isinstance(metrics, dict) else None,
-        )
+        return received_image(content, model=self.model, usage=payload.get("metrics"), **details)
 
     def check(self) -> list[Check]:
         """Return what Replicate's free look-ups say: the token (GET /account) and the model
@@ -276,15 +255,15 @@ class ReplicateImageProvider(ReplicateAPI):
             classify=classify,
             what=("key",),
         )
-        if key[0].state == "refused":
-            return [*key, Check("model", "not checked", "the key was refused")]
+        return model_after_key(key, self._check_model)
+
+    def _check_model(self) -> list[Check]:
         if "/" not in self.model or ":" in self.model:
-            return [*key, Check("model", "not checked", "a version id, not a model name")]
-        model = check_get(
+            return [not_checked("model", "a version id, not a model name")]
+        return check_get(
             self.client,
             f"{self.base_url}/models/{self.model}",
             headers=self.headers,
             classify=classify,
             what=("model",),
         )
-        return key + model

@@ -680,13 +680,8 @@ class Bench:
             Illustration.objects.filter(pk__in=[j.pk for j in waiting[:4]]).update(
                 status=Illustration.Status.GENERATING, updated_at=timezone.now()
             )
-            if connection.vendor == "postgresql":
-                # Fresh statistics, as autovacuum keeps them in a running studio; the
-                # benchmark itself creates and deletes tens of thousands of rows.
-                with connection.cursor() as cursor:
-                    cursor.execute("ANALYZE")
-            client = Client()
-            client.force_login(self.user)
+            refresh_statistics()
+            client = self.signed_in_client()
             detail = reverse("project-detail", args=[project.pk])
             poll = reverse("project-poll", args=[project.pk])
             # Each request at a new version of the project: a first render and a changed
@@ -765,11 +760,16 @@ class Bench:
         )
         return rows
 
+    def signed_in_client(self) -> Client:
+        """Return a test client signed in as the benchmark's editor."""
+        client = Client()
+        client.force_login(self.user)
+        return client
+
     def session_cookie(self) -> str:
         """The cookies of one signed-in browser, whose tabs all send them: its session and,
         as a browser that has loaded the review page holds, its CSRF secret."""
-        client = Client()
-        client.force_login(self.user)
+        client = self.signed_in_client()
         name = settings.SESSION_COOKIE_NAME
         csrf = get_random_string(CSRF_SECRET_LENGTH, allowed_chars=CSRF_ALLOWED_CHARS)
         return f"{name}={client.cookies[name].value}; {settings.CSRF_COOKIE_NAME}={csrf}"
@@ -832,11 +832,8 @@ class Bench:
                 prompt_sent="x",
                 image="illustrations/none.png",
             )
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("ANALYZE")
-            client = Client()
-            client.force_login(self.user)
+            refresh_statistics()
+            client = self.signed_in_client()
             detail = reverse("project-detail", args=[project.pk])
             with override_settings(ALLOWED_HOSTS=["*"]):  # each render at a new version
                 ms, queries = measure(
@@ -1167,6 +1164,15 @@ def watcher_rows(tabs: int, result: dict, server_cpu: float) -> list[dict]:
         ),
         row("watchers", f"{tabs} tabs: load generator CPU", result["cpu_seconds"], "s"),
     ]
+
+
+def refresh_statistics() -> None:
+    """Bring PostgreSQL's planner statistics up to date (nothing on other databases), as
+    autovacuum keeps them in a running studio: the benchmark itself creates and deletes
+    tens of thousands of rows."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
 
 
 def p95(values: list[float]) -> float:

@@ -1,8 +1,6 @@
 from pathlib import Path
 
-from django.core.management.base import CommandError
-
-from generation.management.base import OperatorCommand
+from generation.management.base import OperatorCommand, usage_error
 from studio.characters import (
     MAX_REFERENCE_BYTES,
     CharacterError,
@@ -10,10 +8,6 @@ from studio.characters import (
     create_character,
 )
 from studio.models import Character, Project
-
-
-def bad_input(message: str) -> CommandError:
-    return CommandError(message, returncode=2)
 
 
 class Command(OperatorCommand):
@@ -36,18 +30,18 @@ class Command(OperatorCommand):
     def handle(self, *args, project: int, name: str, image: str | None, **options):
         found = Project.objects.filter(pk=project).first()
         if found is None:
-            raise bad_input(f"no project with id {project}")
+            raise usage_error(f"no project with id {project}")
         checked = None
         if image:
             try:
                 with Path(image).open("rb") as stream:
                     content = stream.read(MAX_REFERENCE_BYTES + 1)
             except OSError as exc:
-                raise bad_input(f"{image}: {exc.strerror or exc}") from None
+                raise usage_error(f"{image}: {exc.strerror or exc}") from None
             try:
                 checked = check_reference_image(content)
             except CharacterError as exc:
-                raise bad_input(f"{image}: {exc}") from None
+                raise usage_error(f"{image}: {exc}") from None
         try:
             character = create_character(
                 project=found,
@@ -58,5 +52,5 @@ class Command(OperatorCommand):
                 image=checked,
             )
         except CharacterError as exc:
-            raise bad_input(str(exc)) from None
+            raise usage_error(str(exc)) from None
         self.stdout.write(str(character.pk))

@@ -26,7 +26,7 @@ from studio.models import Page, Project
 
 from . import accounts, references, workers
 from .clock import db_now
-from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
+from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SheetJob, SpendEntry, StoryJob
 from .plain import without_service_text
 from .pricing import amount, price_per_image
 from .prompts import compose, compose_prompt
@@ -259,11 +259,25 @@ def _count(pages) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
+def book_runs():
+    """Return the runs that are the book's to its editor: every run but one that only drew
+    character sheets (a sheet is drawn on the project's open run, or a run of its own,
+    but drawing one is not illustrating the book: a run of sheets alone must never read
+    "Run finished" while every page is missing)."""
+    of_run = {"run": OuterRef("pk")}
+    return Run.objects.filter(
+        ~Exists(SheetJob.objects.filter(**of_run))
+        | Exists(Illustration.objects.filter(**of_run))
+        | Exists(Clip.objects.filter(**of_run))
+        | Exists(StoryJob.objects.filter(**of_run))
+    )
+
+
 def with_progress(projects):
     """Annotate each project with its Progress counts (page_count, illustrated_count, …),
     its latest run's state and what it has spent: lists of projects in one query."""
     pages = with_page_state(Page.objects.filter(project=OuterRef("pk")))
-    runs = Run.objects.filter(project=OuterRef("pk")).order_by("-pk")
+    runs = book_runs().filter(project=OuterRef("pk")).order_by("-pk")
     return projects.annotate(
         page_count=_count(pages),
         **{f"{name}_count": _count(pages.filter(q)) for name, q in PAGE_COUNTS.items()},
@@ -376,8 +390,8 @@ def changed_pages(project: Project, *, since: datetime):
 
 
 def latest_runs(projects: list[Project]) -> dict[int, Run]:
-    """Return each project's most recent run, in one query."""
-    latest = Run.objects.filter(project=OuterRef("project")).order_by("-created_at", "-pk")
+    """Return each project's most recent run of its book (book_runs), in one query."""
+    latest = book_runs().filter(project=OuterRef("project")).order_by("-created_at", "-pk")
     runs = Run.objects.filter(project__in=projects, pk=Subquery(latest.values("pk")[:1]))
     return {run.project_id: run for run in runs}
 
@@ -552,8 +566,9 @@ def latest_illustration_run_id(project: Project) -> int | None:
 
 
 def latest_run(project: Project) -> Run | None:
-    """Return the project's most recent run (open or over), or None before the first."""
-    return Run.objects.filter(project=project).order_by("-created_at", "-pk").first()
+    """Return the project's most recent run of its book (open or over; book_runs), or None
+    before the first."""
+    return book_runs().filter(project=project).order_by("-created_at", "-pk").first()
 
 
 MONEY = DecimalField(max_digits=12, decimal_places=4)

@@ -74,13 +74,26 @@ class ProjectSettingsForm(ProjectForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # The service in force is the one shown, also for a book on the studio's default
+        # (stored as "", which no option has: the browser would send the first option)
+        # and for one whose service is no longer configured (kept until changed).
+        self.in_force = selectors.project_service_name(self.instance)
         choices = selectors.image_service_choices()
+        if self.in_force not in dict(choices):
+            label = selectors.service_label(self.in_force)
+            choices = [(self.in_force, f"{label} · not configured now"), *choices]
         self.fields["image_service"].choices = choices
-        self.initial.setdefault("image_service", selectors.project_service_name(self.instance))
+        if "image_service" not in (kwargs.get("initial") or {}):
+            self.initial["image_service"] = self.in_force
 
     def clean_image_service(self) -> str:
-        # Left out of the form: the project keeps its service.
-        return self.cleaned_data["image_service"] or self.instance.image_service
+        """Return the service to store: the editor's new choice, or, when they left it as
+        shown (or out of the form), what the project had, so a book on the studio's default
+        stays on the default."""
+        chosen = self.cleaned_data["image_service"]
+        if not chosen or chosen == self.in_force:
+            return self.instance.image_service
+        return chosen
 
     class Meta(ProjectForm.Meta):
         fields = [

@@ -59,6 +59,12 @@ class Progress:
         return self.pages - self.illustrated
 
     @property
+    def to_generate(self) -> int:
+        """Missing pages "Generate missing" queues: not on their way, not failed, not
+        rejected (each of those has its own control)."""
+        return self.missing - self.on_way - self.failed - self.rejected
+
+    @property
     def not_approved(self) -> int:
         """Pages not approved: with a picture still to approve, or with none yet."""
         return self.pages - self.approved
@@ -111,6 +117,10 @@ TO_QUEUE = MISSING & Q(active_status__isnull=True)
 REJECTED = TO_QUEUE & Q(latest_status=Status.FAILED, latest_reason="rejected")
 # Missing, not on its way, and its latest job failed otherwise: what "Retry failed" queues.
 FAILED = TO_QUEUE & Q(latest_status=Status.FAILED) & ~Q(latest_reason="rejected")
+# Missing, not on its way, and not failed: never asked for, or stopped before it was drawn.
+# What "Generate missing" queues; failed pages are "Retry failed"'s and rejected ones wait
+# for an edited prompt, so no page is offered by two controls.
+TO_GENERATE = TO_QUEUE & (Q(latest_status__isnull=True) | ~Q(latest_status=Status.FAILED))
 # The editor approved its current picture; bulk actions leave such pages alone.
 APPROVED = Q(is_approved=True)
 # Which pages each Progress count counts.
@@ -127,8 +137,10 @@ PAGE_COUNTS = {
 
 
 def missing_pages(project: Project):
-    """Return the project's pages with no complete illustration and no job on its way."""
-    return with_page_state(project.pages.all()).filter(TO_QUEUE)
+    """Return the project's pages that "Generate missing" queues: no complete illustration,
+    no job on its way, and no failed one (failed pages are retried by "Retry failed";
+    a rejected prompt is sent again only once the editor has edited it)."""
+    return with_page_state(project.pages.all()).filter(TO_GENERATE)
 
 
 def failed_pages(project: Project):
@@ -638,7 +650,7 @@ class ReviewHeader:
     spend: Spend
     clips: ClipProgress
     price: Decimal | None  # of one picture at current settings; None: unknown
-    estimate: Decimal | None  # of the missing pictures, one attempt each
+    estimate: Decimal | None  # of what Generate missing queues, one attempt each
     account: dict  # the image service's provider account: accounts.state_of
     service: str  # how editors know the project's image service: "Gemini (gemini-2.5-…)"
     alternatives: list  # other configured services to continue with, after a halt
@@ -660,9 +672,9 @@ class ReviewHeader:
     def primary(self) -> str:
         """Return the header's one primary action, the next useful one: "resume" (a run is
         paused or halted, or its service account is), "pause" (a run is running), "generate"
-        (pages are missing, not only rejected ones), "regenerate" (pictures are out of
-        date), "approve" (pictures wait for approval) or "" (nothing to do, or a run is
-        stopping)."""
+        (pages were never drawn), "retry" (pages failed), "regenerate" (pictures are out
+        of date), "approve" (pictures wait for approval) or "" (nothing to do, or a run is
+        stopping; rejected pages wait for their prompts to be edited, on their cards)."""
         run, progress = self.run, self.progress
         state = run.state if run is not None else None
         if state in (Run.State.PAUSED, Run.State.HALTED):
@@ -671,8 +683,10 @@ class ReviewHeader:
             return "resume" if self.account.get("state") == "halted" else "pause"
         if state == Run.State.STOPPING:
             return ""
-        if self.to_queue > progress.rejected:
-            return "generate"  # not when it would only send refused prompts again
+        if self.to_queue:
+            return "generate"
+        if progress.failed:
+            return "retry"
         if self.regenerable:
             return "regenerate"
         if progress.to_approve:
@@ -686,9 +700,8 @@ class ReviewHeader:
 
     @property
     def to_queue(self) -> int:
-        """Missing pages that "Generate missing" would queue (none on their way)."""
-        progress = self.progress
-        return progress.missing - progress.on_way
+        """Missing pages that "Generate missing" would queue (Progress.to_generate)."""
+        return self.progress.to_generate
 
     @property
     def title(self) -> str:
@@ -746,7 +759,7 @@ def review_header(project: Project) -> ReviewHeader:
         spend=spend(project, run),
         clips=clip_progress(project, progress),
         price=price,
-        estimate=None if price is None else price * progress.missing,
+        estimate=None if price is None else price * progress.to_generate,
         account=shown_account(accounts.state_of(account_of(provider))),
         service=service_label(image_service_of(project), model),
         alternatives=[

@@ -810,6 +810,38 @@ def project_service_name(project: Project) -> str:
     return image_service_of(project)
 
 
+@dataclass(frozen=True)
+class BudgetCheck:
+    """Generate Missing would pass the project's budget: what it would queue and cost, what
+    the budget leaves (after the pictures on their way), and how many pictures that is."""
+
+    pages: int
+    estimate: Decimal
+    left: Decimal
+    on_way: int
+    fit: int
+
+
+def budget_check(project: Project) -> BudgetCheck | None:
+    """Return what Generate Missing would cost against the budget when its estimate passes
+    what the budget leaves (spent, and the pictures on their way at the current price,
+    taken off); None when it fits, or the project has no budget or no known price (the
+    engine then halts before the first call, saying which price is missing)."""
+    if project.budget is None:
+        return None
+    progress = project_progress(project)
+    price = picture_price(project)
+    if not progress.to_generate or not price:
+        return None
+    on_way = progress.active
+    left = max(project.budget - project_spent(project.pk) - price * on_way, Decimal(0))
+    estimate = price * progress.to_generate
+    if estimate <= left:
+        return None
+    fit = min(int(left // price), progress.to_generate)
+    return BudgetCheck(progress.to_generate, estimate, left, on_way, fit)
+
+
 def picture_price(project: Project) -> Decimal | None:
     """Return what one picture of the project costs at current settings (None: unknown)."""
     provider = project_provider(project)

@@ -238,15 +238,21 @@ def retry_failed_clips(*, project: Project, requested_by=None) -> ControlResult:
 
 
 @transaction.atomic
-def generate_missing(*, project: Project, requested_by=None) -> ControlResult:
-    """Queue one job per page without a complete illustration or an active job.
+def generate_missing(
+    *, project: Project, requested_by=None, limit: int | None = None
+) -> ControlResult:
+    """Queue one job per page without a complete illustration or an active job (with
+    limit, for the first `limit` such pages in page order: the pictures a budget leaves
+    room for).
 
     Idempotent: pages already queued or complete are left alone, so a double click queues
     nothing more. A halted or paused run is not resumed (that is Resume's job, after the
     editor has fixed what halted it): the new jobs wait in it.
     """
     _lock(project.pk)
-    pages = list(missing_pages(project).values_list("pk", flat=True))
+    pages = list(missing_pages(project).order_by("number").values_list("pk", flat=True))
+    if limit is not None:
+        pages = pages[:limit]
     return _queue_pages(project, pages, requested_by, resume=False)
 
 

@@ -726,6 +726,17 @@ def shown_account(state: dict) -> dict:
     return {**state, "message": without_service_text(state["message"])}
 
 
+def project_account_key(project: Project, run: Run | None) -> str:
+    """Return the provider account the project's pictures are drawn through: the one its
+    run (the latest) records, which the workers that call it named, while that is still an
+    account of the project's service; else the one this process would call. A command run
+    in a shell without the service's key reads the same account as the page."""
+    provider = project_provider(project)
+    if run is not None and run.account and run.account.split("|", 1)[0] == provider.name:
+        return run.account
+    return account_of(provider)
+
+
 def review_header(project: Project) -> ReviewHeader:
     """Return the review page's header for the project, in a constant number of queries."""
     progress = project_progress(project)
@@ -760,7 +771,7 @@ def review_header(project: Project) -> ReviewHeader:
         clips=clip_progress(project, progress),
         price=price,
         estimate=None if price is None else price * progress.to_generate,
-        account=shown_account(accounts.state_of(account_of(provider))),
+        account=shown_account(accounts.state_of(project_account_key(project, run))),
         service=service_label(image_service_of(project), model),
         alternatives=[
             choice

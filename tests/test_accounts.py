@@ -185,6 +185,31 @@ def test_the_header_json_and_admin_show_the_account(
     assert set(Run.objects.values_list("state", flat=True)) == {"running"}
 
 
+@pytest.mark.django_db
+def test_status_reads_the_account_a_run_used_not_the_shells_environment(
+    settings, client, editor, two_books, fake_openai, drain
+):
+    book_a, book_b = two_books
+    fake_openai.default = "402"
+    run = start(book_a)
+    drain(run.pk)
+    run.refresh_from_db()
+    assert run.account == ProviderAccount.objects.get().key  # the account it called
+
+    # A shell without OPENAI_API_KEY: its own environment names another account (no key).
+    settings.OPENAI_API_KEY = ""
+    out = StringIO()
+    call_command("generation_status", "--project", str(book_a.pk), "--json", stdout=out)
+    [status] = json.loads(out.getvalue())["projects"]
+    assert status["account"] == {"state": "halted", "reason": "out_of_credits", "until": None}
+    client.force_login(editor)
+    html = client.get(book_a.get_absolute_url()).content.decode()
+    assert "halted (out of credits)" in html  # the page and the command agree
+    out = StringIO()
+    call_command("resume_generation", "--project", str(book_a.pk), stdout=out)
+    assert ProviderAccount.objects.get().state == "ok"  # it resumed the account the run used
+
+
 # --- 2. an outage breaker per account that heals itself ----------------------------------
 
 

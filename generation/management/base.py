@@ -6,7 +6,6 @@ from contextlib import contextmanager
 from django.core.management.base import BaseCommand, CommandError
 
 from generation import accounts, selectors
-from generation.providers import account_of, project_provider
 from studio.models import Project
 
 # The loggers whose INFO lines a command that moves runs would print among its own: django-q
@@ -131,15 +130,16 @@ def project_status(project: Project) -> dict:
         "run": None
         if run is None
         else {"state": run.state, "halt_reason": run.halt_reason or None, "message": run.message},
-        "account": project_account(project),
+        "account": project_account(project, run),
     }
 
 
-def project_account(project: Project) -> dict:
-    """Return the state of the provider account the project's pictures are drawn through:
-    {"state": "ok" | "cooling" | "halted", "reason": …, "until": …} (until: the end of a
-    cool-down, or the next automatic probe of an outage)."""
-    state = accounts.state_of(account_of(project_provider(project)))
+def project_account(project: Project, run=None) -> dict:
+    """Return the state of the provider account the project's pictures are drawn through
+    (the one its run recorded: selectors.project_account_key): {"state": "ok" | "cooling" |
+    "halted", "reason": …, "until": …} (until: the end of a cool-down, or the next
+    automatic probe of an outage)."""
+    state = accounts.state_of(selectors.project_account_key(project, run))
     until = state["until"]
     return {
         "state": state["state"],

@@ -89,12 +89,15 @@ def test_a_count_that_no_longer_fits_asks_again_and_a_bad_one_is_refused(signed_
     url = reverse("project-generate", args=[book.pk])
 
     again = signed_in.post(url, {"count": "8"})
-    bad = [signed_in.post(url, {"count": value}) for value in ("seven", "0", "-3", "1e3")]
+    bad = [
+        signed_in.post(url, {"count": value})
+        for value in ("seven", "0", "-3", "1e3", "2001", "9" * 40)
+    ]
 
     assert again.status_code == 200 and ASKED in again.content.decode()
-    assert [response.status_code for response in bad] == [400, 400, 400, 400]
+    assert [response.status_code for response in bad] == [400] * 6
     assert {response.content.decode() for response in bad} == {
-        "count must be a whole number of pictures, at least 1."
+        "count must be a whole number of pictures from 1 to 2,000."
     }
     assert queued() == []
 

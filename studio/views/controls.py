@@ -17,7 +17,7 @@ from generation import selectors, services
 from generation.clock import db_now
 from generation.models import Run
 
-from ..models import Project
+from ..models import MAX_PAGES, Project
 from ..text import plural
 from .common import _bad_request, _owned_page, _owned_project
 from .review import _regions, _run_seen
@@ -72,9 +72,11 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
     `count`), raise the budget, or cancel."""
     project = _owned_project(request, pk)
     count = request.POST.get("count")
-    if count is not None and not (count.isascii() and count.isdigit() and 0 < int(count[:7])):
-        return _bad_request("count must be a whole number of pictures, at least 1.")
-    limit = int(count[:7]) if count is not None else None
+    if count is not None and not (
+        count.isascii() and count.isdigit() and len(count) <= 5 and 1 <= int(count) <= MAX_PAGES
+    ):
+        return _bad_request(f"count must be a whole number of pictures from 1 to {MAX_PAGES:,}.")
+    limit = int(count) if count is not None else None
     check = selectors.budget_check(project)
     if check is not None and (limit is None or limit > check.fit):
         # Nothing starts past the budget unasked; a count that no longer fits (spend moved

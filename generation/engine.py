@@ -380,6 +380,9 @@ class JobWorker:
             clock=self.clock,
         )
         self.account = account_of(self.provider)
+        if self.kind.records_account and job.run is not None and job.run.account != self.account:
+            # The run names the account its calls use, as this worker's environment has it.
+            Run.objects.filter(pk=job.run_id).update(account=self.account)
         retrying = Retrying(
             # Only counted attempts end the tries: a rate limit waits, it does not fail.
             stop=lambda state: self.job.attempts_made >= self.policy.max_attempts,

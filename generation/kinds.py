@@ -77,6 +77,8 @@ class JobKind:
     service: str  # how messages name the service: "image service"
     claim_order: tuple[str, ...] = ("-priority", "pk")
     select_related: tuple[str, ...] = ()
+    # Its calls go to the project's image service: the run records the account they use.
+    records_account = False
 
     def provider(self, job: Job | None = None):
         """Return the provider that works the job (the kind's own, without a job)."""
@@ -160,6 +162,7 @@ class IllustrationKind(JobKind):
     claim_order = ("-priority", "page__number")
     subject = "page"  # ImageRequest.subject: a book page; a sheet says "sheet"
     select_related = ("page__project",)
+    records_account = True
 
     def provider(self, job: Illustration | None = None):
         # Each project chooses its image service (Settings), among those configured.

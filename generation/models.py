@@ -44,6 +44,10 @@ class Run(models.Model):
     # The provider account whose halt halted this run (out of credits, auth, config,
     # outage): resuming the account resumes every run it halted.
     halted_account = models.CharField(max_length=200, blank=True)
+    # The provider account its pictures are drawn through, as the worker that calls it
+    # knows it (set when the run starts, corrected by the first worker whose environment
+    # names another): status commands and pages read it, not their own environment.
+    account = models.CharField(max_length=200, blank=True)
     # The end the owner was last told of ("finished", "halted"): set by one conditional
     # UPDATE, so several workers settling at once send one email, and an outage's probes
     # that halt the run again send none; Resume clears it.

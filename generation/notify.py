@@ -21,7 +21,7 @@ from studio.models import EditorSettings
 
 from .models import Run
 from .plain import plain_message
-from .selectors import project_progress, spend
+from .selectors import book_runs, project_progress, spend
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ def run_ended(run_id: int) -> bool:
     run = Run.objects.filter(pk=run_id, state__in=TOLD_ENDS).values("state").first()
     if run is None:
         return False
+    if run["state"] == Run.State.FINISHED and not book_runs().filter(pk=run_id).exists():
+        return False  # character sheets drawn: no word of the book (a halt is still told)
     won = (
         Run.objects.filter(pk=run_id, state=run["state"])
         .exclude(end_notice=run["state"])

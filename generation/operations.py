@@ -35,9 +35,10 @@ BUCKET = timedelta(minutes=5)
 # The outcome classes the chart stacks, bottom to top (in flight: not over yet).
 CHART_OUTCOMES = [o for o in Outcome.values if o != Outcome.IN_FLIGHT]
 
-# The service and model a call went to: its job's.
-SERVICE = Coalesce("illustration__provider", "story__provider", "clip__provider")
-MODEL = Coalesce("illustration__model", "story__model", "clip__model")
+# The service and model a call went to: its job's, whatever kind of job it is (every kind,
+# so a new one cannot leave its calls unnamed as character sheets' once were).
+SERVICE = Coalesce(*(f"{kind.attempt_field}__provider" for kind in KINDS.values()))
+MODEL = Coalesce(*(f"{kind.attempt_field}__model" for kind in KINDS.values()))
 
 
 @dataclass

@@ -26,7 +26,7 @@ from studio.models import Page, Project
 
 from . import accounts, references, workers
 from .clock import db_now
-from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SpendEntry
+from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SheetJob, SpendEntry, StoryJob
 from .plain import without_service_text
 from .pricing import amount, price_per_image
 from .prompts import compose, compose_prompt
@@ -57,6 +57,12 @@ class Progress:
     @property
     def missing(self) -> int:
         return self.pages - self.illustrated
+
+    @property
+    def to_generate(self) -> int:
+        """Missing pages "Generate missing" queues: not on their way, not failed, not
+        rejected (each of those has its own control)."""
+        return self.missing - self.on_way - self.failed - self.rejected
 
     @property
     def not_approved(self) -> int:
@@ -111,6 +117,10 @@ TO_QUEUE = MISSING & Q(active_status__isnull=True)
 REJECTED = TO_QUEUE & Q(latest_status=Status.FAILED, latest_reason="rejected")
 # Missing, not on its way, and its latest job failed otherwise: what "Retry failed" queues.
 FAILED = TO_QUEUE & Q(latest_status=Status.FAILED) & ~Q(latest_reason="rejected")
+# Missing, not on its way, and not failed: never asked for, or stopped before it was drawn.
+# What "Generate missing" queues; failed pages are "Retry failed"'s and rejected ones wait
+# for an edited prompt, so no page is offered by two controls.
+TO_GENERATE = TO_QUEUE & (Q(latest_status__isnull=True) | ~Q(latest_status=Status.FAILED))
 # The editor approved its current picture; bulk actions leave such pages alone.
 APPROVED = Q(is_approved=True)
 # Which pages each Progress count counts.
@@ -127,8 +137,10 @@ PAGE_COUNTS = {
 
 
 def missing_pages(project: Project):
-    """Return the project's pages with no complete illustration and no job on its way."""
-    return with_page_state(project.pages.all()).filter(TO_QUEUE)
+    """Return the project's pages that "Generate missing" queues: no complete illustration,
+    no job on its way, and no failed one (failed pages are retried by "Retry failed";
+    a rejected prompt is sent again only once the editor has edited it)."""
+    return with_page_state(project.pages.all()).filter(TO_GENERATE)
 
 
 def failed_pages(project: Project):
@@ -259,11 +271,25 @@ def _count(pages) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
+def book_runs():
+    """Return the runs that are the book's to its editor: every run but one that only drew
+    character sheets (a sheet is drawn on the project's open run, or a run of its own,
+    but drawing one is not illustrating the book: a run of sheets alone must never read
+    "Run finished" while every page is missing)."""
+    of_run = {"run": OuterRef("pk")}
+    return Run.objects.filter(
+        ~Exists(SheetJob.objects.filter(**of_run))
+        | Exists(Illustration.objects.filter(**of_run))
+        | Exists(Clip.objects.filter(**of_run))
+        | Exists(StoryJob.objects.filter(**of_run))
+    )
+
+
 def with_progress(projects):
     """Annotate each project with its Progress counts (page_count, illustrated_count, …),
     its latest run's state and what it has spent: lists of projects in one query."""
     pages = with_page_state(Page.objects.filter(project=OuterRef("pk")))
-    runs = Run.objects.filter(project=OuterRef("pk")).order_by("-pk")
+    runs = book_runs().filter(project=OuterRef("pk")).order_by("-pk")
     return projects.annotate(
         page_count=_count(pages),
         **{f"{name}_count": _count(pages.filter(q)) for name, q in PAGE_COUNTS.items()},
@@ -376,8 +402,8 @@ def changed_pages(project: Project, *, since: datetime):
 
 
 def latest_runs(projects: list[Project]) -> dict[int, Run]:
-    """Return each project's most recent run, in one query."""
-    latest = Run.objects.filter(project=OuterRef("project")).order_by("-created_at", "-pk")
+    """Return each project's most recent run of its book (book_runs), in one query."""
+    latest = book_runs().filter(project=OuterRef("project")).order_by("-created_at", "-pk")
     runs = Run.objects.filter(project__in=projects, pk=Subquery(latest.values("pk")[:1]))
     return {run.project_id: run for run in runs}
 
@@ -552,8 +578,9 @@ def latest_illustration_run_id(project: Project) -> int | None:
 
 
 def latest_run(project: Project) -> Run | None:
-    """Return the project's most recent run (open or over), or None before the first."""
-    return Run.objects.filter(project=project).order_by("-created_at", "-pk").first()
+    """Return the project's most recent run of its book (open or over; book_runs), or None
+    before the first."""
+    return book_runs().filter(project=project).order_by("-created_at", "-pk").first()
 
 
 MONEY = DecimalField(max_digits=12, decimal_places=4)
@@ -623,7 +650,7 @@ class ReviewHeader:
     spend: Spend
     clips: ClipProgress
     price: Decimal | None  # of one picture at current settings; None: unknown
-    estimate: Decimal | None  # of the missing pictures, one attempt each
+    estimate: Decimal | None  # of what Generate missing queues, one attempt each
     account: dict  # the image service's provider account: accounts.state_of
     service: str  # how editors know the project's image service: "Gemini (gemini-2.5-…)"
     alternatives: list  # other configured services to continue with, after a halt
@@ -645,9 +672,9 @@ class ReviewHeader:
     def primary(self) -> str:
         """Return the header's one primary action, the next useful one: "resume" (a run is
         paused or halted, or its service account is), "pause" (a run is running), "generate"
-        (pages are missing, not only rejected ones), "regenerate" (pictures are out of
-        date), "approve" (pictures wait for approval) or "" (nothing to do, or a run is
-        stopping)."""
+        (pages were never drawn), "retry" (pages failed), "regenerate" (pictures are out
+        of date), "approve" (pictures wait for approval) or "" (nothing to do, or a run is
+        stopping; rejected pages wait for their prompts to be edited, on their cards)."""
         run, progress = self.run, self.progress
         state = run.state if run is not None else None
         if state in (Run.State.PAUSED, Run.State.HALTED):
@@ -656,8 +683,10 @@ class ReviewHeader:
             return "resume" if self.account.get("state") == "halted" else "pause"
         if state == Run.State.STOPPING:
             return ""
-        if self.to_queue > progress.rejected:
-            return "generate"  # not when it would only send refused prompts again
+        if self.to_queue:
+            return "generate"
+        if progress.failed:
+            return "retry"
         if self.regenerable:
             return "regenerate"
         if progress.to_approve:
@@ -671,9 +700,8 @@ class ReviewHeader:
 
     @property
     def to_queue(self) -> int:
-        """Missing pages that "Generate missing" would queue (none on their way)."""
-        progress = self.progress
-        return progress.missing - progress.on_way
+        """Missing pages that "Generate missing" would queue (Progress.to_generate)."""
+        return self.progress.to_generate
 
     @property
     def title(self) -> str:
@@ -696,6 +724,17 @@ def shown_account(state: dict) -> dict:
     the service's words (they may quote the prompt of the project whose call failed; that
     project's halted run shows them)."""
     return {**state, "message": without_service_text(state["message"])}
+
+
+def project_account_key(project: Project, run: Run | None) -> str:
+    """Return the provider account the project's pictures are drawn through: the one its
+    run (the latest) records, which the workers that call it named, while that is still an
+    account of the project's service; else the one this process would call. A command run
+    in a shell without the service's key reads the same account as the page."""
+    provider = project_provider(project)
+    if run is not None and run.account and run.account.split("|", 1)[0] == provider.name:
+        return run.account
+    return account_of(provider)
 
 
 def review_header(project: Project) -> ReviewHeader:
@@ -731,8 +770,8 @@ def review_header(project: Project) -> ReviewHeader:
         spend=spend(project, run),
         clips=clip_progress(project, progress),
         price=price,
-        estimate=None if price is None else price * progress.missing,
-        account=shown_account(accounts.state_of(account_of(provider))),
+        estimate=None if price is None else price * progress.to_generate,
+        account=shown_account(accounts.state_of(project_account_key(project, run))),
         service=service_label(image_service_of(project), model),
         alternatives=[
             choice
@@ -780,6 +819,38 @@ def image_service_choices() -> list[tuple[str, str]]:
 def project_service_name(project: Project) -> str:
     """Return the name of the image service that draws the project's pictures."""
     return image_service_of(project)
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """Generate Missing would pass the project's budget: what it would queue and cost, what
+    the budget leaves (after the pictures on their way), and how many pictures that is."""
+
+    pages: int
+    estimate: Decimal
+    left: Decimal
+    on_way: int
+    fit: int
+
+
+def budget_check(project: Project) -> BudgetCheck | None:
+    """Return what Generate Missing would cost against the budget when its estimate passes
+    what the budget leaves (spent, and the pictures on their way at the current price,
+    taken off); None when it fits, or the project has no budget or no known price (the
+    engine then halts before the first call, saying which price is missing)."""
+    if project.budget is None:
+        return None
+    progress = project_progress(project)
+    price = picture_price(project)
+    if not progress.to_generate or not price:
+        return None
+    on_way = progress.active
+    left = max(project.budget - project_spent(project.pk) - price * on_way, Decimal(0))
+    estimate = price * progress.to_generate
+    if estimate <= left:
+        return None
+    fit = min(int(left // price), progress.to_generate)
+    return BudgetCheck(progress.to_generate, estimate, left, on_way, fit)
 
 
 def picture_price(project: Project) -> Decimal | None:

@@ -46,6 +46,7 @@ from .selectors import (
     missing_clip_pages,
     missing_pages,
     outdated_page_ids,
+    project_account_key,
 )
 from .story import MAX_STORY_PAGES
 
@@ -115,7 +116,11 @@ def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
         )
         state = Run.State.HALTED if storage else Run.State.RUNNING
         run = Run.objects.create(
-            project=project, requested_by=requested_by, state=state, **(storage or {})
+            project=project,
+            requested_by=requested_by,
+            state=state,
+            account=account_of(project_provider(project)),  # until a worker says otherwise
+            **(storage or {}),
         )
         logs.run_state(run, state)
         return run, False
@@ -238,15 +243,21 @@ def retry_failed_clips(*, project: Project, requested_by=None) -> ControlResult:
 
 
 @transaction.atomic
-def generate_missing(*, project: Project, requested_by=None) -> ControlResult:
-    """Queue one job per page without a complete illustration or an active job.
+def generate_missing(
+    *, project: Project, requested_by=None, limit: int | None = None
+) -> ControlResult:
+    """Queue one job per page without a complete illustration or an active job (with
+    limit, for the first `limit` such pages in page order: the pictures a budget leaves
+    room for).
 
     Idempotent: pages already queued or complete are left alone, so a double click queues
     nothing more. A halted or paused run is not resumed (that is Resume's job, after the
     editor has fixed what halted it): the new jobs wait in it.
     """
     _lock(project.pk)
-    pages = list(missing_pages(project).values_list("pk", flat=True))
+    pages = list(missing_pages(project).order_by("number").values_list("pk", flat=True))
+    if limit is not None:
+        pages = pages[:limit]
     return _queue_pages(project, pages, requested_by, resume=False)
 
 
@@ -433,8 +444,8 @@ def resume(*, project: Project) -> ControlResult:
     _lock(project.pk)
     run = _locked_run(project, [Run.State.PAUSED, Run.State.HALTED])
     if run is None:
-        key = account_of(project_provider(project))
         running = Run.objects.filter(project=project, state=Run.State.RUNNING).first()
+        key = project_account_key(project, running)
         halted = ProviderAccount.objects.filter(
             key=key, state__in=(ProviderAccount.State.HALTED, ProviderAccount.State.PROBING)
         )

@@ -15,6 +15,7 @@ from generation.models import WORKING_STATUSES, SheetJob
 
 from . import files
 from .models import Character, Page, Project, ReferenceImage
+from .text import megabytes, size_over
 
 MAX_REFERENCE_BYTES = 10 * 1024 * 1024
 MAX_REFERENCE_SIDE = 4096
@@ -34,17 +35,22 @@ class CheckedImage:
     height: int
 
 
-def check_reference_image(content: bytes) -> CheckedImage:
+def check_reference_image(content: bytes, *, size: int | None = None) -> CheckedImage:
     """Return the picture decoded whole by Pillow and encoded again: PNG, JPEG or WebP, at
     most 10 MB and 4096 pixels a side. Raise CharacterError saying what is wrong otherwise.
 
     Every pixel is decoded here, at upload, so a cut-off or corrupt picture is the
     uploader's form error, never a worker's failure later. The stored picture is upright
     (EXIF orientation applied) and carries no EXIF (camera, GPS) nor text chunks: a JPEG
-    stays a JPEG, anything else becomes a PNG (lossless)."""
-    if len(content) > MAX_REFERENCE_BYTES:
+    stays a JPEG, anything else becomes a PNG (lossless).
+
+    `size` is the file's whole size when only its start was read (enough to refuse it):
+    the message names the real size, not the bytes read."""
+    size = max(len(content), size or 0)
+    if size > MAX_REFERENCE_BYTES:
         raise CharacterError(
-            f"The picture is {len(content) / 1024 / 1024:.1f} MB; at most 10 MB is accepted."
+            f"The picture is {size_over(size, MAX_REFERENCE_BYTES)}; at most "
+            f"{megabytes(MAX_REFERENCE_BYTES)} is accepted."
         )
     try:
         with Image.open(io.BytesIO(content)) as image:

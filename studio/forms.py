@@ -3,10 +3,16 @@ from django import forms
 from generation import selectors
 from generation.story import MAX_STORY_PAGES
 
-from .characters import CharacterError, check_reference_image
-from .manuscript import ManuscriptError, decode_manuscript, parse_manuscript
+from .characters import (
+    MAX_REFERENCE_BYTES,
+    MAX_REFERENCE_SIDE,
+    CharacterError,
+    check_reference_image,
+)
+from .manuscript import MAX_FILE_BYTES, ManuscriptError, decode_manuscript, parse_manuscript
 from .models import (
     MAX_PAGE_CHARS,
+    MAX_PAGES,
     MAX_PROMPT_CHARS,
     Character,
     EditorSettings,
@@ -14,8 +20,15 @@ from .models import (
     Page,
     Project,
 )
+from .text import megabytes
 
 MAX_STYLE_CHARS = 4000
+# What the forms say of the limits, read from where each is enforced.
+MANUSCRIPT_LIMITS = f"At most {MAX_PAGES:,} pages of {MAX_PAGE_CHARS:,} characters."
+PICTURE_LIMITS = (
+    f"PNG, JPEG or WebP, at most {megabytes(MAX_REFERENCE_BYTES)} and {MAX_REFERENCE_SIDE} "
+    "pixels a side."
+)
 SECTION_HELP = (
     "Optional: the chapter or scene this page belongs to, e.g. “Chapter 2”. "
     "The review page groups pages by section."
@@ -61,13 +74,26 @@ class ProjectSettingsForm(ProjectForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        # The service in force is the one shown, also for a book on the studio's default
+        # (stored as "", which no option has: the browser would send the first option)
+        # and for one whose service is no longer configured (kept until changed).
+        self.in_force = selectors.project_service_name(self.instance)
         choices = selectors.image_service_choices()
+        if self.in_force not in dict(choices):
+            label = selectors.service_label(self.in_force)
+            choices = [(self.in_force, f"{label} · not configured now"), *choices]
         self.fields["image_service"].choices = choices
-        self.initial.setdefault("image_service", selectors.project_service_name(self.instance))
+        if "image_service" not in (kwargs.get("initial") or {}):
+            self.initial["image_service"] = self.in_force
 
     def clean_image_service(self) -> str:
-        # Left out of the form: the project keeps its service.
-        return self.cleaned_data["image_service"] or self.instance.image_service
+        """Return the service to store: the editor's new choice, or, when they left it as
+        shown (or out of the form), what the project had, so a book on the studio's default
+        stays on the default."""
+        chosen = self.cleaned_data["image_service"]
+        if not chosen or chosen == self.in_force:
+            return self.instance.image_service
+        return chosen
 
     class Meta(ProjectForm.Meta):
         fields = [
@@ -100,7 +126,9 @@ class ManuscriptForm(ProjectForm):
         "“## Chapter 1” at the top of a page starts a section.",
     )
     upload = forms.FileField(
-        required=False, label="…or upload a .txt or .md file", help_text="UTF-8, at most 2 MB."
+        required=False,
+        label="…or upload a .txt or .md file",
+        help_text=f"UTF-8, at most {megabytes(MAX_FILE_BYTES)}.",
     )
 
     class Meta(ProjectForm.Meta):
@@ -114,7 +142,7 @@ class ManuscriptForm(ProjectForm):
             raise forms.ValidationError("Upload a .txt or .md file.")
         try:
             # Read one byte past the limit: enough to refuse it without reading it all.
-            return decode_manuscript(upload.read(2 * 1024 * 1024 + 1))
+            return decode_manuscript(upload.read(MAX_FILE_BYTES + 1), size=upload.size)
         except ManuscriptError as exc:
             raise forms.ValidationError(str(exc)) from None
 
@@ -287,8 +315,7 @@ class CharacterForm(CharacterDetailsForm):
     image = forms.FileField(
         required=False,
         label="Reference picture",
-        help_text="PNG, JPEG or WebP, at most 10 MB and 4096 pixels a side. Or leave it "
-        "empty and let the studio draw a character sheet.",
+        help_text=f"{PICTURE_LIMITS} Or leave it empty and let the studio draw a character sheet.",
     )
 
     class Meta(CharacterDetailsForm.Meta):
@@ -299,9 +326,9 @@ class CharacterForm(CharacterDetailsForm):
         if not upload:
             return None
         # Read one byte past the limit: enough to refuse it without reading it all.
-        content = upload.read(10 * 1024 * 1024 + 1)
+        content = upload.read(MAX_REFERENCE_BYTES + 1)
         try:
-            return check_reference_image(content)
+            return check_reference_image(content, size=upload.size)
         except CharacterError as error:
             raise forms.ValidationError(str(error)) from None
 
@@ -309,13 +336,14 @@ class CharacterForm(CharacterDetailsForm):
 class ReferenceUploadForm(forms.Form):
     image = forms.FileField(
         label="Upload a new version",
-        help_text="PNG, JPEG or WebP, at most 10 MB and 4096 pixels a side.",
+        help_text=PICTURE_LIMITS,
     )
 
     def clean_image(self):
-        content = self.cleaned_data["image"].read(10 * 1024 * 1024 + 1)
+        upload = self.cleaned_data["image"]
+        content = upload.read(MAX_REFERENCE_BYTES + 1)
         try:
-            return check_reference_image(content)
+            return check_reference_image(content, size=upload.size)
         except CharacterError as error:
             raise forms.ValidationError(str(error)) from None
 

@@ -8,6 +8,7 @@ its own between two `---` lines. Blank lines inside a page are paragraph breaks 
 from typing import NamedTuple
 
 from .models import MAX_PAGE_CHARS, MAX_PAGES
+from .text import megabytes, size_over
 
 # Manuscripts are parsed with plain string operations, never regular expressions: a pattern
 # that backtracks takes minutes on one long line of spaces (issue 30, item 2).
@@ -74,11 +75,15 @@ def split_sections(text: str) -> list[ManuscriptPage]:
     return pages
 
 
-def decode_manuscript(data: bytes) -> str:
-    """Return the text of an uploaded file; raise ManuscriptError if it is not UTF-8 text."""
-    if len(data) > MAX_FILE_BYTES:
+def decode_manuscript(data: bytes, *, size: int | None = None) -> str:
+    """Return the text of an uploaded file; raise ManuscriptError if it is not UTF-8 text.
+    `size` is the file's whole size when only its start was read (enough to refuse it)."""
+    size = len(data) if size is None else size
+    if max(size, len(data)) > MAX_FILE_BYTES:
         raise ManuscriptError(
-            f"The file is {len(data) / 1024 / 1024:.1f} MB; a manuscript can be at most 2 MB."
+            f"The file is {size_over(max(size, len(data)), MAX_FILE_BYTES)}; a manuscript can "
+            "be at most "
+            f"{megabytes(MAX_FILE_BYTES)}."
         )
     if b"\x00" in data:
         raise ManuscriptError("This file is not text. Upload a UTF-8 .txt or .md file.")
@@ -93,8 +98,12 @@ def decode_manuscript(data: bytes) -> str:
 def parse_manuscript(text: str) -> list[ManuscriptPage]:
     """Return the pages (text and section) of a manuscript within the studio's limits, or
     raise ManuscriptError naming the first limit it breaks."""
-    if len(text.encode("utf-8", errors="replace")) > MAX_FILE_BYTES:
-        raise ManuscriptError("The manuscript is longer than 2 MB.")
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_FILE_BYTES:
+        raise ManuscriptError(
+            f"The manuscript is {size_over(size, MAX_FILE_BYTES)}; a manuscript can be at most "
+            f"{megabytes(MAX_FILE_BYTES)}."
+        )
     for number, line in enumerate(_lines(text), 1):
         if len(line) > MAX_LINE_CHARS:
             raise ManuscriptError(

@@ -397,11 +397,12 @@ def _stalled(job: Illustration | None, now) -> bool:
 
 @dataclass
 class SectionHead:
-    """The heading of one section on the review page: consecutive pages that share a
-    section name, with that section's progress and its "Generate missing" control."""
+    """The heading of one section on the review page: the pages that share a section name,
+    wherever they are in the book, with that section's progress and its "Generate
+    missing" control."""
 
     index: int  # the section's place on the page: its heading's id
-    name: str  # "" for the pages before the first named section
+    name: str  # "" for the pages in no named section
     first_page_id: int
     progress: selectors.Progress
     first_number: int = 1  # its first page's number: which window of the grid shows it
@@ -418,29 +419,45 @@ class SectionHead:
 
 
 def section_heads(project: Project) -> list[SectionHead]:
-    """Return the heading of every section in page order, or [] when no page has a
-    section (the review page is then one plain grid). One query, three with sections."""
+    """Return the heading of every section, or [] when no page has a section (the review
+    page is then one plain grid). One query, three with sections.
+
+    A section is every page that names it, so moving a page across headings never splits
+    one: the pages in no section come first, then the named sections in the order of
+    their first pages, each counting its own pages."""
     if not project.pages.exclude(section="").exists():
         return []  # most books: no need to count every page's state per section
     progress = selectors.section_progress(project)
-    heads, previous = [], None
+    first: dict[str, tuple[int, int]] = {}
     rows = project.pages.order_by("number").values_list("pk", "section", "number")
     for page_id, name, number in rows:
-        if not heads or name != previous:
-            heads.append(SectionHead(len(heads) + 1, name, page_id, progress[name], number))
+        first.setdefault(name, (page_id, number))
+    names = sorted(first, key=lambda name: (name != "", first[name][1]))
+    return [
+        SectionHead(index, name, first[name][0], progress[name], first[name][1])
+        for index, name in enumerate(names, 1)
+    ]
+
+
+def group_into_sections(cards: list[PageCard], heads: list[SectionHead]) -> list[PageCard]:
+    """Return the cards grouped by section, in the order of the headings (each section's
+    cards in page order), the first card of each group marked with its heading: also in
+    a window of a big book that opens inside a section. Without headings, the cards as
+    they are."""
+    if not heads:
+        return cards
+    by_name = {head.name: head for head in heads}
+    place = {head.name: place for place, head in enumerate(heads)}
+    # A section named since the headings were read (a page edited meanwhile) goes last.
+    grouped = sorted(
+        cards, key=lambda card: (place.get(card.page.section, len(heads)), card.page.number)
+    )
+    previous = None
+    for card in grouped:
+        name = card.page.section
+        card.section_head = by_name.get(name) if name != previous else None
         previous = name
-    return heads
-
-
-def group_into_sections(cards: list[PageCard], heads: list[SectionHead]) -> None:
-    """Mark the first card of each section with its heading, and the first card of a
-    window that opens inside a section with that section's heading."""
-    by_first_page = {head.first_page_id: head for head in heads}
-    for card in cards:
-        card.section_head = by_first_page.get(card.page.pk)
-    if cards and heads and cards[0].section_head is None:
-        number = cards[0].page.number
-        cards[0].section_head = [head for head in heads if head.first_number <= number][-1]
+    return grouped
 
 
 # --- windows: a big book's grid shows WINDOW cards at a time --------------------------------

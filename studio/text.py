@@ -3,6 +3,20 @@ arrives from elsewhere."""
 
 from django.template.defaultfilters import pluralize
 
+MB = 1024 * 1024
+
+
+def megabytes(size: int) -> str:
+    """Return a limit in words: "10 MB" (limits are whole megabytes)."""
+    return f"{size / MB:,.0f} MB"
+
+
+def size_over(size: int, limit: int) -> str:
+    """Return the size of something refused for being over the limit: "21.6 MB", or "just
+    over 2 MB" when one decimal would not show the difference."""
+    shown = f"{size / MB:,.1f} MB"
+    return shown if round(size / MB, 1) > limit / MB else f"just over {megabytes(limit)}"
+
 
 def plural(count: int, word: str) -> str:
     """Return "1 page", "2 pages": the count with its word."""

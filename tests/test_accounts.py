@@ -25,7 +25,7 @@ from generation.providers.base import (
 )
 from generation.providers.http import parse_retry_after
 from generation.providers.openai import OpenAIProvider
-from tests.conftest import openai_env, wait_until
+from tests.conftest import TEST_API_KEY, openai_env, wait_until
 
 Status = Illustration.Status
 REQUEST = ImageRequest(prompt="a fox", size="256x256", seed=1, idempotency_key="k")
@@ -183,6 +183,45 @@ def test_the_header_json_and_admin_show_the_account(
     admin_client.post(changelist, {"action": "resume", "_selected_action": [account.pk]})
     assert ProviderAccount.objects.get().state == "ok"
     assert set(Run.objects.values_list("state", flat=True)) == {"running"}
+
+
+@pytest.mark.django_db
+def test_status_reads_the_account_a_run_used_not_the_shells_environment(
+    settings, client, editor, two_books, fake_openai, drain
+):
+    book_a, book_b = two_books
+    fake_openai.default = "402"
+    run = start(book_a)
+    drain(run.pk)
+    run.refresh_from_db()
+    assert run.account == ProviderAccount.objects.get().key  # the account it called
+
+    # A shell without OPENAI_API_KEY: its own environment names another account (no key).
+    settings.OPENAI_API_KEY = ""
+    out = StringIO()
+    call_command("generation_status", "--project", str(book_a.pk), "--json", stdout=out)
+    [status] = json.loads(out.getvalue())["projects"]
+    assert status["account"] == {"state": "halted", "reason": "out_of_credits", "until": None}
+    client.force_login(editor)
+    html = client.get(book_a.get_absolute_url()).content.decode()
+    assert "halted (out of credits)" in html  # the page and the command agree
+    out = StringIO()
+    call_command("resume_generation", "--project", str(book_a.pk), stdout=out)
+    assert ProviderAccount.objects.get().state == "ok"  # it resumed the account the run used
+
+
+@pytest.mark.django_db
+def test_the_worker_that_calls_names_the_runs_account(settings, two_books, fake_openai, drain):
+    book_a, _ = two_books
+    settings.OPENAI_API_KEY = ""  # started from a shell without the key
+    run = start(book_a)
+    assert run.account.endswith("|no-key")
+    settings.OPENAI_API_KEY = TEST_API_KEY  # the workers have it
+    drain(run.pk, limit=1)
+    run.refresh_from_db()
+    assert (
+        run.account == account_of(get_provider("openai")) == GenerationAttempt.objects.get().account
+    )
 
 
 # --- 2. an outage breaker per account that heals itself ----------------------------------

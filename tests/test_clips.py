@@ -218,8 +218,10 @@ def test_resume_generation_media_clips(illustrated):
         "resume_generation", "--project", str(illustrated.pk), "--media", "clips", stdout=out
     )
     assert clips_of(illustrated).filter(status=Status.QUEUED).count() == 3
-    rows = [line.split() for line in out.getvalue().splitlines() if line[:1].isdigit()]
-    assert rows[0][-2:] == ["3", "running"]
+    assert out.getvalue().splitlines() == [
+        f"Project {illustrated.pk} ({illustrated.title}): queued 3 pictures; 3 jobs wait for "
+        "the workers."
+    ]
 
 
 def test_admin_clip_actions(client, django_user_model, illustrated, drain):

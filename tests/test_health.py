@@ -160,3 +160,26 @@ def test_metrics_parse_back_with_the_numbers_of_known_rows(client, settings, mak
     assert 90 <= found[("studio_oldest_waiting_job_age_seconds", ())] < 150
     assert found[("studio_worker_clusters_alive", ())] == 0
     assert Run.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_every_call_in_the_metrics_names_its_service_and_model(
+    client, settings, make_project, drain
+):
+    from studio import characters
+
+    settings.STUDIO_METRICS_TOKEN = "s3cret-metrics-token"
+    project = make_project(pages=1)
+    peter = characters.create_character(project=project, name="Peter", description="A rabbit.")
+    drain(services.draw_sheet(character=peter).run.pk, kind="sheet")  # a character sheet
+    drain(services.generate_missing(project=project).run.pk)  # and a page
+
+    response = client.get("/metrics", headers={"Authorization": "Bearer s3cret-metrics-token"})
+    found = samples(response.content.decode())
+
+    labels = (("model", "embedded-draft-1"), ("outcome", "success"), ("service", "embedded"))
+    assert [(k, v) for k, v in found.items() if k[0] == "studio_calls_total"] == [
+        (("studio_calls_total", labels), 2)
+    ]
+    count = ("studio_call_duration_seconds_count", (labels[0], labels[2]))
+    assert [k for k in found if k[0] == count[0]] == [count]

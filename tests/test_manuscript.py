@@ -55,7 +55,9 @@ def test_limits_have_clear_messages():
         parse_manuscript("Short.\n---\n" + "x" * 5001)
     with pytest.raises(ManuscriptError, match="at most 2 MB"):
         decode_manuscript(b"x" * (2 * 1024 * 1024 + 1))
-    with pytest.raises(ManuscriptError, match="longer than 2 MB"):
+    with pytest.raises(
+        ManuscriptError, match="The manuscript is just over 2 MB; a manuscript can be at most 2 MB."
+    ):
         parse_manuscript("x" * (2 * 1024 * 1024 + 1))
 
 

@@ -1,6 +1,7 @@
 """Operators' tools: management commands and the Django admin, with exact counts."""
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -156,10 +157,69 @@ def test_from_the_shell_a_bad_argument_exits_2_with_one_line():
 # --- resume_generation ---------------------------------------------------------------------
 
 
+class LogLines(logging.Handler):
+    """The log lines a command prints to the terminal: django-q's own and the studio's."""
+
+    def __init__(self):
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(f"{record.name} {record.levelname} {record.getMessage()}")
+
+    def __enter__(self):
+        for name in ("django-q", "generation"):
+            logging.getLogger(name).addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        for name in ("django-q", "generation"):
+            logging.getLogger(name).removeHandler(self)
+
+
+def paused_project(make_project, pages=4, title="Paused"):
+    project = make_project(pages=pages, title=title)
+    services.generate_missing(project=project)
+    services.pause(project=project)
+    return project
+
+
+@pytest.mark.django_db(transaction=True)  # its tasks reach the broker as the command runs
+def test_resume_all_resumes_only_what_was_halted_or_paused_in_one_line_each(
+    make_project, openai_settings, fake_openai, drain, broker
+):
+    done = make_project(pages=2, title="Done")
+    drain(services.generate_missing(project=done).run.pk)
+    halted = halted_project(make_project, fake_openai, drain, pages=6)
+    paused = paused_project(make_project)
+    never = make_project(pages=5, title="Never generated")
+
+    broker.purge_queue()  # the tasks of the work set up above
+    with LogLines() as logs:
+        out = run_command("resume_generation", "--all")
+
+    assert out.splitlines() == [
+        f"Project {halted.pk} (A Book): the halted run (out of credits) is running again; "
+        "6 jobs wait for the workers.",
+        f"Project {paused.pk} (Paused): the paused run is running again; 4 jobs wait for the "
+        "workers.",
+    ]
+    assert logs.lines == []  # no "[Q] INFO Enqueued" per job, no event per run
+    assert not never.pages.filter(illustrations__isnull=False).exists()  # nobody asked
+    assert not Run.objects.filter(project=never).exists()
+    assert broker.queue_size() == 10  # the tasks of the jobs resumed, and no other
+    assert run_command("resume_generation", "--all").splitlines() == [
+        "Nothing was halted or paused: nothing to resume."
+    ]
+
+
 @pytest.mark.django_db
-def test_dry_run_changes_nothing(make_project, openai_settings, fake_openai, drain):
+def test_dry_run_says_what_it_would_do_and_changes_nothing(
+    make_project, openai_settings, fake_openai, drain
+):
     project = halted_project(make_project, fake_openai, drain)
-    make_project(pages=5, title="Untouched")
+    paused = paused_project(make_project)
+    fresh = make_project(pages=5, title="Untouched")
     job = Illustration.objects.filter(page__project=project).first()
     Illustration.objects.filter(pk=job.pk).update(
         status=Status.GENERATING, claimed_by="dead", lease_expires_at=timezone.now() - timedelta(1)
@@ -168,12 +228,23 @@ def test_dry_run_changes_nothing(make_project, openai_settings, fake_openai, dra
         list(Illustration.objects.values_list("pk", "status")),
         list(Run.objects.values_list("pk", "state")),
     )
-    out = run_command("resume_generation", "--all", "--dry-run")
-    assert "Would reclaim 1 job(s) from expired leases." in out
-    assert "Dry run: nothing was changed." in out
-    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
-    assert rows[0][-3:] == ["halted", "yes", "0"]
-    assert rows[1][-3:] == ["—", "no", "5"]
+
+    everything = run_command("resume_generation", "--all", "--dry-run")
+    named = run_command("resume_generation", "--project", str(fresh.pk), "--dry-run")
+
+    assert everything.splitlines() == [
+        "Would reclaim 1 job(s) from expired leases.",
+        f"Project {project.pk} (A Book): would set the halted run (out of credits) running "
+        "again; 24 jobs would wait for the workers.",
+        f"Project {paused.pk} (Paused): would set the paused run running again; 4 jobs would "
+        "wait for the workers.",
+        "Dry run: nothing was changed.",
+    ]
+    assert named.splitlines() == [
+        "Would reclaim 1 job(s) from expired leases.",
+        f"Project {fresh.pk} (Untouched): would queue 5 pictures.",
+        "Dry run: nothing was changed.",
+    ]
     after = (
         list(Illustration.objects.values_list("pk", "status")),
         list(Run.objects.values_list("pk", "state")),
@@ -182,7 +253,7 @@ def test_dry_run_changes_nothing(make_project, openai_settings, fake_openai, dra
 
 
 @pytest.mark.django_db
-def test_resume_reclaims_leases_resumes_halted_runs_and_queues_the_missing(
+def test_resume_reclaims_leases_resumes_halted_runs_and_queues_the_named_projects_missing(
     make_project, openai_settings, fake_openai, drain
 ):
     project = halted_project(make_project, fake_openai, drain)
@@ -192,10 +263,12 @@ def test_resume_reclaims_leases_resumes_halted_runs_and_queues_the_missing(
         status=Status.GENERATING, claimed_by="dead", lease_expires_at=timezone.now() - timedelta(1)
     )
     out = run_command("resume_generation", "--project", str(project.pk), "--project", str(other.pk))
-    assert "Reclaimed 1 job(s) from expired leases." in out
-    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
-    assert rows[0][-3:] == ["halted", "0", "running"]
-    assert rows[1][-3:] == ["—", "5", "running"]
+    assert out.splitlines() == [
+        "Reclaimed 1 job(s) from expired leases.",
+        f"Project {project.pk} (A Book): the halted run (out of credits) is running again; "
+        "24 jobs wait for the workers.",
+        f"Project {other.pk} (Other): queued 5 pictures; 5 jobs wait for the workers.",
+    ]
     assert Run.objects.get(project=project).state == Run.State.RUNNING
     assert Illustration.objects.filter(status=Status.QUEUED).count() == 29
 
@@ -203,9 +276,9 @@ def test_resume_reclaims_leases_resumes_halted_runs_and_queues_the_missing(
 @pytest.mark.django_db
 def test_bulk_resume_over_a_hundred_projects(make_project):
     for n in range(100):
-        make_project(pages=3, title=f"Book {n}")
+        paused_project(make_project, pages=3, title=f"Book {n}")
     out = run_command("resume_generation", "--all")
-    assert len([line for line in out.splitlines() if line[:1].isdigit()]) == 100
+    assert len(out.splitlines()) == 100
     assert Illustration.objects.filter(status=Status.QUEUED).count() == 300
     assert Run.objects.filter(state=Run.State.RUNNING).count() == 100
 

@@ -185,3 +185,22 @@ def test_a_fal_request_in_flight_when_its_worker_dies_is_polled_not_paid_again(
     job.refresh_from_db()
     assert job.status == Status.COMPLETE
     assert fake_fal.submits == 1  # the next worker polled the same request
+
+
+def test_the_settings_show_and_keep_a_service_no_longer_configured(client, editor, make_project):
+    project = make_project(pages=1)
+    Project.objects.filter(pk=project.pk).update(image_service="gemini")  # its key was removed
+    client.force_login(editor)
+    url = reverse("project-settings", args=[project.pk])
+
+    form = client.get(url).content.decode()
+    assert re.findall(r'<option value="([^"]+)"( selected)?', form) == [
+        ("gemini", " selected"),
+        ("embedded", ""),
+    ]
+    assert "Gemini · not configured now" in form
+
+    response = client.post(url, {"title": "Renamed", "style_guide": "", "image_service": "gemini"})
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert (project.title, project.image_service) == ("Renamed", "gemini")  # only the title

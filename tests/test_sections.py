@@ -215,3 +215,38 @@ def test_the_section_is_edited_with_the_page(signed_in, make_project):
     assert response.status_code == 302
     page.refresh_from_db()
     assert page.section == "Scene 4"
+
+
+def test_sections_stay_whole_when_pages_are_reordered_across_their_headings(
+    signed_in, make_project
+):
+    from studio import services as studio_services
+
+    project = sectioned(
+        make_project, ["", "Chapter 1", "Chapter 1", "Chapter 1", "Chapter 2", "Chapter 2"]
+    )
+    title, one_a, one_b, one_c, two_a, two_b = project.pages.order_by("number")
+    Illustration.objects.create(page=one_a, status=Status.COMPLETE)
+    # A page of Chapter 1 above the title page, a page of Chapter 2 to position 2.
+    order = [one_b, two_b, title, one_a, one_c, two_a]
+    studio_services.reorder_pages(project=project, order=[page.pk for page in order])
+
+    html = signed_in.get(project.get_absolute_url()).content.decode()
+
+    # Each section once, "Pages before the first section" first, then the named sections
+    # in the order their first pages come; each section's cards in page order.
+    assert headings(html) == ["Pages before the first section", "Chapter 1", "Chapter 2"]
+    sequence = re.findall(r'(section-head__title">[^<]*|<article id="page-\d+")', html)
+    assert sequence == [
+        'section-head__title">Pages before the first section',
+        f'<article id="page-{title.pk}"',
+        'section-head__title">Chapter 1',
+        f'<article id="page-{one_b.pk}"',
+        f'<article id="page-{one_a.pk}"',
+        f'<article id="page-{one_c.pk}"',
+        'section-head__title">Chapter 2',
+        f'<article id="page-{two_b.pk}"',
+        f'<article id="page-{two_a.pk}"',
+    ]
+    progress = re.findall(r'section-head__progress">(\d+) of (\d+) illustrated', html)
+    assert progress == [("0", "1"), ("1", "3"), ("0", "2")]  # each over its own cards

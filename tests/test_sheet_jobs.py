@@ -397,3 +397,46 @@ def test_real_workers_halt_sheets_and_pages_together_and_resume_draws_each_once(
     assert fake_openai.calls_for("three-quarter view") == 3 + (
         GenerationAttempt.objects.filter(sheet__isnull=False, outcome="out_of_credits").count()
     )
+
+
+# --- a sheet is not a book run --------------------------------------------------------
+
+
+def test_drawing_a_sheet_on_a_book_never_generated_is_not_shown_as_a_run(
+    make_project, drain, client, editor
+):
+    import json
+    from io import StringIO
+
+    from django.core import mail
+    from django.core.management import call_command
+
+    editor.email = "alice@example.com"
+    editor.save()
+    project = make_project(pages=8)
+    peter = characters.create_character(project=project, name="Peter", description="A rabbit.")
+    run = draw(peter).run
+    assert drain(run.pk, kind="sheet") == 1
+    run.refresh_from_db()
+    assert run.state == Run.State.FINISHED  # the sheet's own work is over
+    assert mail.outbox == []  # no "✗ 0/8, 8 missing" email for drawing a sheet
+
+    client.force_login(editor)
+    html = client.get(project.get_absolute_url()).content.decode()
+    assert "Not started" in html
+    assert "Run finished" not in html
+    assert "The run is over" not in html
+    assert "Generate Missing Illustrations" in html
+    listing = client.get("/").content.decode()
+    assert "finished" not in listing
+    out = StringIO()
+    call_command("generation_status", "--project", str(project.pk), "--json", stdout=out)
+    [status] = json.loads(out.getvalue())["projects"]
+    assert (status["run"], status["missing"], status["active"]) == (None, 8, 0)
+
+    # Pages joining that run make it the book's run.
+    queued = services.generate_missing(project=project)
+    assert queued.run.pk != run.pk  # the sheet's run was over: a new one
+    out = StringIO()
+    call_command("generation_status", "--project", str(project.pk), "--json", stdout=out)
+    assert json.loads(out.getvalue())["projects"][0]["run"]["state"] == "running"

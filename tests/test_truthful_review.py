@@ -9,7 +9,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from generation import ledger, selectors, services
+from generation import ledger, runs, selectors, services
 from generation.models import Illustration, Run
 from generation.plain import plain_message
 from generation.pricing import money
@@ -272,7 +272,8 @@ def test_a_rejected_page_alone_is_not_the_headers_next_action(client, editor, ma
 
     # Sending the refused prompt again is pointless: Edit prompt and retry is on its card.
     assert primary_buttons(html) == ["Approve all (1)"]
-    assert 'Generate Missing Illustrations <span class="badge">(1)</span>' in html
+    assert "Generate Missing Illustrations" not in html  # it would send it unchanged
+    assert "1 rejected: edit its prompt" in html
     assert "Edit prompt and retry" in html
 
 
@@ -382,3 +383,71 @@ def test_the_project_list_counts_each_books_out_of_date_pictures_in_a_few_querie
         counts = selectors.outdated_counts(projects)
     assert counts == {plain.pk: 1, with_fox.pk: 2}
     assert counts == {p.pk: len(selectors.outdated_pictures(p)) for p in projects}
+
+
+def pages_in_each_state(make_project):
+    """A book of 6: page 1 rejected, pages 2 and 3 failed, page 4 stopped, pages 5 and 6
+    never asked for."""
+    project = make_project(pages=6)
+    page = {page.number: page for page in project.pages.all()}
+    Illustration.objects.create(page=page[1], status=Status.FAILED, failure_reason="rejected")
+    for number in (2, 3):
+        Illustration.objects.create(
+            page=page[number], status=Status.FAILED, failure_reason="exhausted"
+        )
+    Illustration.objects.create(page=page[4], status=Status.CANCELED)
+    return project
+
+
+def queued_numbers() -> list[int]:
+    return sorted(
+        Illustration.objects.filter(status=Status.QUEUED).values_list("page__number", flat=True)
+    )
+
+
+def test_generate_missing_leaves_failed_pages_to_retry_and_rejected_ones_to_their_prompt(
+    client, editor, make_project
+):
+    project = pages_in_each_state(make_project)
+
+    assert services.generate_missing(project=project).count == 3
+    assert queued_numbers() == [4, 5, 6]  # never the refused prompt, nor the failed pages
+    assert services.retry_failed(project=project).count == 2
+    assert queued_numbers() == [2, 3, 4, 5, 6]
+    assert services.generate_missing(project=project).count == 0  # page 1 waits
+    assert services.generate_missing_in_section(project=project, section="").count == 0
+
+    # Its prompt edited, the rejected page is sent again from its card's panel.
+    client.force_login(editor)
+    rejected = project.pages.get(number=1)
+    client.post(
+        reverse("page-prompt", args=[rejected.pk]),
+        {"prompt": "A fox in a meadow, gently.", "retry": "1"},
+    )
+    assert queued_numbers() == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_header_offers_each_page_that_needs_attention_once(client, editor, make_project):
+    project = pages_in_each_state(make_project)
+    client.force_login(editor)
+
+    html = client.get(project.get_absolute_url()).content.decode()
+
+    header = html.split('id="live-header"', 1)[1].split("</section>", 1)[0]
+    buttons = re.findall(r"<button[^>]*>(.*?)</button>", header, re.S)
+    assert [" ".join(re.sub(r"<[^>]+>", "", words).split()) for words in buttons] == [
+        "Generate Missing Illustrations (3)",
+        "Retry failed (2)",
+    ]
+    assert primary_buttons(html) == ["Generate Missing Illustrations (3)"]
+    assert "3 illustrations ≈ $0.00" in header  # the estimate is for what it queues
+    # The rejected page is not in either count: it is offered to its prompt, on its card.
+    rejected = r'<a [^>]*href="\?show=attention"[^>]*>1 rejected: edit its prompt</a>'
+    assert re.search(rejected, header)
+    # With nothing new to draw, Retry failed is the next useful action.
+    run = services.generate_missing(project=project).run
+    Illustration.objects.filter(status=Status.QUEUED).update(status=Status.COMPLETE)
+    runs.settle_run(run.pk)
+    assert primary_buttons(client.get(project.get_absolute_url()).content.decode()) == [
+        "Retry failed (2)"
+    ]

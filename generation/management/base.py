@@ -1,14 +1,46 @@
 """What the operator commands share: choosing projects, exit codes, tables."""
 
+import logging
+from contextlib import contextmanager
+
 from django.core.management.base import BaseCommand, CommandError
 
 from generation import accounts, selectors
-from generation.providers import account_of, project_provider
 from studio.models import Project
+
+# The loggers whose INFO lines a command that moves runs would print among its own: django-q
+# says "Enqueued" for every task handed to the broker (33 lines for two books), and the
+# studio logs each run's change of state.
+NOISY_LOGGERS = ("django-q", "generation")
+
+
+@contextmanager
+def quiet_logs():
+    """Hold the noisy loggers to warnings and errors for the duration."""
+    loggers = [logging.getLogger(name) for name in NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 class OperatorCommand(BaseCommand):
-    """A command whose every usage error is one line and exit code 2, argparse's included."""
+    """A command whose every usage error is one line and exit code 2, argparse's included.
+
+    A `quiet` command prints its own lines only: the INFO log lines of the work it sets
+    going are held back unless it runs with --verbosity 2 (warnings always show)."""
+
+    quiet = False
+
+    def execute(self, *args, **options):
+        if not self.quiet or options.get("verbosity", 1) >= 2:
+            return super().execute(*args, **options)
+        with quiet_logs():
+            return super().execute(*args, **options)
 
     def create_parser(self, prog_name, subcommand, **kwargs):
         parser = super().create_parser(prog_name, subcommand, **kwargs)
@@ -25,6 +57,8 @@ class OperatorCommand(BaseCommand):
 class RunControlCommand(OperatorCommand):
     """A command that applies one control service to each project named with --project and
     says the state of the run it acted on."""
+
+    quiet = True
 
     nothing = "nothing to do"  # what it says when a project had no run to act on
 
@@ -96,15 +130,16 @@ def project_status(project: Project) -> dict:
         "run": None
         if run is None
         else {"state": run.state, "halt_reason": run.halt_reason or None, "message": run.message},
-        "account": project_account(project),
+        "account": project_account(project, run),
     }
 
 
-def project_account(project: Project) -> dict:
-    """Return the state of the provider account the project's pictures are drawn through:
-    {"state": "ok" | "cooling" | "halted", "reason": …, "until": …} (until: the end of a
-    cool-down, or the next automatic probe of an outage)."""
-    state = accounts.state_of(account_of(project_provider(project)))
+def project_account(project: Project, run=None) -> dict:
+    """Return the state of the provider account the project's pictures are drawn through
+    (the one its run recorded: selectors.project_account_key): {"state": "ok" | "cooling" |
+    "halted", "reason": …, "until": …} (until: the end of a cool-down, or the next
+    automatic probe of an outage)."""
+    state = accounts.state_of(selectors.project_account_key(project, run))
     until = state["until"]
     return {
         "state": state["state"],

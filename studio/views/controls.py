@@ -8,7 +8,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
@@ -16,10 +17,12 @@ from generation import selectors, services
 from generation.clock import db_now
 from generation.models import Run
 
-from ..models import Project
+from ..models import MAX_PAGES, Project
 from ..text import plural
 from .common import _bad_request, _owned_page, _owned_project
 from .review import _regions, _run_seen
+
+CHOICE = "studio/project_detail.html#generate-choice"  # what Generate Missing asks first
 
 
 def _after_action(
@@ -63,7 +66,25 @@ def _if_queued(done, nothing: str):
 @login_required
 @require_POST
 def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
+    """Generate Missing: queue the pages never drawn. When their estimate passes what the
+    budget leaves, start nothing and ask (a page of its own without htmx, the choice
+    region swapped in with it): generate the pictures that fit (this view again, with
+    `count`), raise the budget, or cancel."""
     project = _owned_project(request, pk)
+    count = request.POST.get("count")
+    if count is not None and not (
+        count.isascii() and count.isdigit() and len(count) <= 5 and 1 <= int(count) <= MAX_PAGES
+    ):
+        return _bad_request(f"count must be a whole number of pictures from 1 to {MAX_PAGES:,}.")
+    limit = int(count) if count is not None else None
+    check = selectors.budget_check(project)
+    if check is not None and (limit is None or limit > check.fit):
+        # Nothing starts past the budget unasked; a count that no longer fits (spend moved
+        # on meanwhile) is asked again, with today's numbers.
+        context = {"project": project, "choice": check, "oob": bool(request.htmx)}
+        if request.htmx:
+            return render(request, CHOICE, context)
+        return render(request, "studio/generate_choice.html", context)
 
     def say(queued: services.ControlResult) -> tuple[str, str]:
         if queued.count:
@@ -72,12 +93,16 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
             return "Resumed: the missing pages were already queued.", "success"
         return "Nothing to queue: every page is illustrated or on its way.", "info"
 
-    return _control(
+    response = _control(
         request,
         project,
-        lambda: services.generate_missing(project=project, requested_by=request.user),
+        lambda: services.generate_missing(project=project, requested_by=request.user, limit=limit),
         say,
     )
+    if request.htmx and limit is not None:  # the choice it answers is settled: it goes
+        cleared = {"project": project, "choice": None, "oob": True}
+        response.content += render_to_string(CHOICE, cleared, request).encode()
+    return response
 
 
 @login_required

@@ -11,7 +11,7 @@ from generation import selectors, services
 from generation.models import Clip, Illustration
 
 from .. import services as studio_services
-from ..forms import ManuscriptForm, PremiseForm, ProjectSettingsForm
+from ..forms import MANUSCRIPT_LIMITS, ManuscriptForm, PremiseForm, ProjectSettingsForm
 from ..models import Project
 from ..text import plural
 from .common import _owned_project
@@ -61,7 +61,12 @@ def project_create(request: HttpRequest) -> HttpResponse:
                 )
                 return redirect(project)
     status = 422 if request.method == "POST" and form.errors else 200
-    context = {"form": form, "preview": preview, "text_provider": selectors.story_phase_available()}
+    context = {
+        "form": form,
+        "preview": preview,
+        "text_provider": selectors.story_phase_available(),
+        "manuscript_limits": MANUSCRIPT_LIMITS,
+    }
     return render(request, "studio/project_create.html", context, status=status)
 
 

@@ -144,7 +144,7 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     pages = _window_pages(project, window) if window.windowed else None
     cards = review.page_cards(project, pages=pages, run=context["run"], **review.held(context))
     heads = review.section_heads(project)
-    review.group_into_sections(cards, heads)
+    cards = review.group_into_sections(cards, heads)
     if window.windowed:  # not every card is here to count: the header's aggregates count
         filters = review.book_filter_chips(context, show=show)
     else:

@@ -50,7 +50,9 @@ def test_an_editor_generates_watches_stops_and_finishes_a_book(
     expect(rejected).to_contain_text("The image service rejected this prompt")
     expect(rejected.get_by_role("link", name="Edit prompt and retry")).to_be_visible()
     expect(page.locator(".progress-text")).to_contain_text("23 of 24 illustrated")
-    expect(generate).to_have_text("Generate Missing Illustrations (1)")
+    # The refused prompt is not offered again unchanged: it waits for its edit.
+    expect(generate).to_have_count(0)
+    expect(page.get_by_role("link", name="1 rejected: edit its prompt")).to_be_visible()
     expect(page.locator("#connection")).to_be_hidden()  # nothing active: polling stopped
     assert fake_openai.successes == 23  # four before the stop, then 19; page 5 was refused
     assert len(fake_openai.prompts()) == 24

@@ -43,3 +43,27 @@ def test_an_editor_switches_a_project_to_gemini_in_settings_and_illustrates_it(
     expect(page.locator(".progress-text")).to_contain_text("3 of 3 illustrated")
     wait_until(lambda: len(fake_gemini.calls) == 3, timeout=10)
     screenshot(page, "review-gemini-finished")
+
+
+def test_saving_the_settings_keeps_the_service_the_editor_did_not_change(
+    page, web_server, fake_openai, make_project
+):
+    from decimal import Decimal
+
+    from studio.models import Project
+    from tests.conftest import openai_env
+
+    # The studio's default service is OpenAI; the book has never chosen one.
+    project = make_project(pages=2, title="The Default Book")
+    server = web_server(**openai_env(fake_openai))
+
+    sign_in(page, server, next_url=f"/projects/{project.pk}/settings/")
+    service = page.get_by_label("Image service")
+    expect(service).to_have_value("openai")  # the service in force is the one shown
+    page.get_by_label("Budget (USD)").fill("5")
+    page.get_by_role("button", name="Save").click()
+
+    expect(page.locator(".provider-state")).to_contain_text("Image service: OpenAI")
+    project.refresh_from_db()
+    assert (project.image_service, project.budget) == ("", Decimal("5"))  # still the default
+    assert Project.objects.get(pk=project.pk).title == "The Default Book"

@@ -9,19 +9,25 @@ from generation.management.base import (
     add_project_arguments,
     chosen_projects,
     project_status,
-    table,
+    usage_error,
 )
 from generation.models import OPEN_RUN_STATES, Run
+from generation.runs import queued_counts
+from studio.models import Project
+from studio.text import plural
 
 ACTIVE_RUN_STATES = (Run.State.RUNNING, Run.State.STOPPING)
+WAITING_STATES = (Run.State.HALTED, Run.State.PAUSED)
 
 
 class Command(OperatorCommand):
     help = (
-        "Reclaim expired leases, resume halted and paused runs and queue every missing "
-        "illustration of the projects. Exit 1 (with --follow) when pages failed or a run "
-        "halted, 2 on bad usage."
+        "Reclaim expired leases and set halted and paused runs going again (what an operator "
+        "runs after credits are restored or an outage ends); projects named with --project "
+        "also get their missing illustrations queued. One line per project. Exit 1 (with "
+        "--follow) when pages failed or a run halted, 2 on bad usage."
     )
+    quiet = True
 
     def add_arguments(self, parser):
         add_project_arguments(parser)
@@ -36,89 +42,86 @@ class Command(OperatorCommand):
             "--media",
             choices=["illustrations", "clips", "all"],
             default="illustrations",
-            help="what to queue: missing illustrations (default), missing clips, or both",
+            help="what --project queues: missing illustrations (default), missing clips, or both",
         )
 
     def handle(self, *args, **options):
-        projects = chosen_projects(options)
+        # --all is "after a top-up or an outage": only what waits is set going, and no book
+        # nobody asked to draw is started. A project named with --project was asked for.
+        named = not options["all"]
+        if options["all"] and options["project"]:
+            raise usage_error("use --project ID or --all, not both")
+        projects = chosen_projects(options) if named else waiting_projects()
+        before = {run.project_id: run for run in open_runs(projects)}
         if options["dry_run"]:
-            self._dry_run(projects)
+            self._dry_run(projects, before, named=named, media=options["media"])
             return
         swept = services.sweep()
-        rows = []
+        if swept["requeued"]:
+            self.stdout.write(f"Reclaimed {swept['requeued']} job(s) from expired leases.")
         for project in projects:
-            before = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
-            queued = self._queue(project, options["media"])
-            rows.append(
-                {
-                    "id": project.pk,
-                    "title": project.title,
-                    "was": before.state if before else "—",
-                    "queued": queued.count,
-                    "run": queued.run.state if queued.run else "—",
-                }
-            )
-        self.stdout.write(f"Reclaimed {swept['requeued']} job(s) from expired leases.")
-        self.stdout.write(
-            table(
-                rows,
-                [
-                    ("id", "ID"),
-                    ("title", "Title"),
-                    ("was", "Run was"),
-                    ("queued", "Queued now"),
-                    ("run", "Run now"),
-                ],
-            )
-        )
+            was = before.get(project.pk)
+            if was is not None and was.state in WAITING_STATES:
+                services.resume(project=project)  # may have been resumed with its account
+            queued = self._queue(project, options["media"]) if named else 0
+            self.stdout.write(self._line(project, was, queued))
+        if not projects:
+            self.stdout.write("Nothing was halted or paused: nothing to resume.")
         if options["follow"]:
             if not self._follow(projects, options["interval"]):
                 raise CommandError("Some pages failed or a run halted; see above.", returncode=1)
 
     @staticmethod
-    def _queue(project, media: str) -> services.ControlResult:
-        """Resume a halted or paused run, then queue what is missing."""
-        if media == "clips":
-            return services.generate_missing_clips(project=project)
-        # Generate Missing never resumes a halted run by itself: the operator's command does.
-        resumed = services.resume(project=project).resumed
-        queued = services.generate_missing(project=project)
-        if media == "all":
-            clips = services.generate_missing_clips(project=project)
-            return services.ControlResult(
-                run=clips.run or queued.run,
-                count=queued.count + clips.count,
-                resumed=resumed or clips.resumed,
-            )
-        return services.ControlResult(run=queued.run, count=queued.count, resumed=resumed)
+    def _queue(project: Project, media: str) -> int:
+        """Queue the project's missing illustrations and/or clips; return how many."""
+        queued = 0
+        if media in ("illustrations", "all"):
+            queued += services.generate_missing(project=project).count
+        if media in ("clips", "all"):
+            queued += services.generate_missing_clips(project=project).count
+        return queued
 
-    def _dry_run(self, projects) -> None:
+    def _line(self, project: Project, was: Run | None, queued: int) -> str:
+        parts = []
+        if was is not None and was.state in WAITING_STATES:
+            parts.append(f"the {_described(was)} is running again")
+        if queued:
+            parts.append(f"queued {plural(queued, 'picture')}")
+        run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
+        waiting = sum(queued_counts(run).values()) if run is not None else 0
+        if not parts:
+            parts.append("nothing to resume or queue")
+        if run is not None and run.state != Run.State.RUNNING:
+            parts.append(f"its run is {run.state}")
+        elif waiting:
+            parts.append(f"{plural(waiting, 'job')} {_verb(waiting, 'wait')} for the workers")
+        return f"Project {project.pk} ({project.title}): " + "; ".join(parts) + "."
+
+    def _dry_run(self, projects, before, *, named: bool, media: str) -> None:
         expired = sum(kind.model.objects.expired().count() for kind in KINDS.values())
-        rows = []
-        for project in projects:
-            run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
-            rows.append(
-                {
-                    "id": project.pk,
-                    "title": project.title,
-                    "run": run.state if run else "—",
-                    "resume": "yes" if run and run.state != Run.State.RUNNING else "no",
-                    "queue": selectors.missing_pages(project).count(),
-                }
-            )
         self.stdout.write(f"Would reclaim {expired} job(s) from expired leases.")
-        self.stdout.write(
-            table(
-                rows,
-                [
-                    ("id", "ID"),
-                    ("title", "Title"),
-                    ("run", "Run"),
-                    ("resume", "Would resume"),
-                    ("queue", "Would queue"),
-                ],
-            )
-        )
+        for project in projects:
+            was = before.get(project.pk)
+            parts = []
+            if was is not None and was.state in WAITING_STATES:
+                waiting = sum(queued_counts(was).values())
+                parts.append(
+                    f"would set the {_described(was)} running again; "
+                    f"{plural(waiting, 'job')} would wait for the workers"
+                )
+            if named:
+                count = 0
+                if media in ("illustrations", "all"):
+                    count += selectors.missing_pages(project).count()
+                if media in ("clips", "all"):
+                    count += selectors.missing_clip_pages(project).count()
+                if count:
+                    parts.append(f"would queue {plural(count, 'picture')}")
+            if not parts:
+                parts.append("nothing to resume or queue")
+            self.stdout.write(f"Project {project.pk} ({project.title}): " + "; ".join(parts) + ".")
+        if not projects:
+            self.stdout.write("Nothing is halted or paused: nothing to resume.")
         self.stdout.write("Dry run: nothing was changed.")
 
     def _follow(self, projects, interval: float) -> bool:
@@ -148,3 +151,26 @@ class Command(OperatorCommand):
         for status in halted:
             self.stdout.write(f"Project {status['id']} halted: {status['run']['message']}")
         return not failed and not halted
+
+
+def waiting_projects() -> list[Project]:
+    """Return the projects whose run is halted or paused, by id."""
+    runs = Run.objects.filter(state__in=WAITING_STATES)
+    return list(Project.objects.filter(pk__in=runs.values("project_id")).order_by("pk"))
+
+
+def open_runs(projects: list[Project]) -> list[Run]:
+    """Return the open runs of the projects (a project has at most one), in one query."""
+    return list(Run.objects.filter(project__in=projects, state__in=OPEN_RUN_STATES))
+
+
+def _described(run: Run) -> str:
+    """Return "halted run (out of credits)", "paused run"."""
+    if run.state == Run.State.HALTED and run.halt_reason:
+        reason = str(dict(Run.HaltReason.choices).get(run.halt_reason, run.halt_reason))
+        return f"halted run ({reason.lower()})"
+    return f"{run.state} run"
+
+
+def _verb(count: int, verb: str) -> str:
+    return verb + "s" if count == 1 else verb

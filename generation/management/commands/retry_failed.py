@@ -10,6 +10,7 @@ from studio.text import plural
 
 class Command(OperatorCommand):
     help = "Queue a fresh job, with fresh attempts, for every failed page of the projects."
+    quiet = True
 
     def add_arguments(self, parser):
         add_project_arguments(parser)

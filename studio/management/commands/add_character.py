@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from generation.management.base import OperatorCommand, usage_error
@@ -7,14 +8,15 @@ from studio.characters import (
     check_reference_image,
     create_character,
 )
+from studio.forms import PICTURE_LIMITS
 from studio.models import Character, Project
 
 
 class Command(OperatorCommand):
     help = (
         "Add a character (or a setting, a prop, the style reference) to a project, with an "
-        "optional reference picture (PNG, JPEG or WebP, at most 10 MB and 4096 pixels a "
-        "side). Tags the pages that name it; prints the new character's id."
+        f"optional reference picture ({PICTURE_LIMITS[:-1]}). Tags the pages that name it; "
+        "prints the new character's id."
     )
 
     def add_arguments(self, parser):
@@ -35,11 +37,12 @@ class Command(OperatorCommand):
         if image:
             try:
                 with Path(image).open("rb") as stream:
+                    size = os.fstat(stream.fileno()).st_size
                     content = stream.read(MAX_REFERENCE_BYTES + 1)
             except OSError as exc:
                 raise usage_error(f"{image}: {exc.strerror or exc}") from None
             try:
-                checked = check_reference_image(content)
+                checked = check_reference_image(content, size=size)
             except CharacterError as exc:
                 raise usage_error(f"{image}: {exc}") from None
         try:

@@ -7,6 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from studio.models import Project
 from tests.browser.conftest import card_action, screenshot, sign_in
 from tests.conftest import openai_env, stop_process_group, wait_until
 
@@ -190,13 +191,16 @@ def test_a_budget_halt_quotes_the_headers_spend_and_is_not_the_services_state(
     page, web_server, qcluster, fake_openai, make_project
 ):
     project = make_project(pages=5, title="On a Budget")
-    project.budget = "0.10"
-    project.save()
     env = openai_env(fake_openai, STUDIO_WORKERS=1)
     qcluster(**env)
     server = web_server(**env)
     sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    # A budget set while the run draws (Generate Missing asks first when its estimate is
+    # past the budget): the workers halt at it.
+    fake_openai.latency = 1.0
     page.get_by_role("button", name=re.compile("Generate Missing Illustrations")).click()
+    expect(page.locator("#live-header")).to_contain_text("on their way")
+    Project.objects.filter(pk=project.pk).update(budget="0.10")
 
     banner = page.locator(".budget-banner")
     expect(banner).to_contain_text("Budget reached.", timeout=30_000)

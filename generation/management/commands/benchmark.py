@@ -171,6 +171,7 @@ class Command(OperatorCommand):
                 bigbook_pages=300,
                 chaos_pages=12,
                 chaos_seconds=10,
+                export_pages=30,
             )
         options["watch_tabs"] = options["watch_tabs"] or [100, 500]
         # One line per enqueued task is noise here.
@@ -333,7 +334,7 @@ class Bench:
         fake.successes = 0
         fake.max_in_flight = 0
 
-    def wait(self, condition, *, timeout: float, interval: float = 0.5):
+    def wait(self, condition, *, timeout: float, interval: float = 0.1):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if condition():

@@ -483,13 +483,16 @@
 // The review header's poll (#live-header): every 2 s while work is on its way; on an idle
 // book the pause grows to 10 s while nothing changes, and the tab asks at once when it is
 // shown again or gets the focus, so a change made anywhere shows within 15 s. The header
-// says which (data-poll-idle).
+// says which (data-poll-idle). A control's answer carries the header and the cards: while
+// one is on its way its button says so ("Pausing…", disabled), and a poll's answer, which
+// knows nothing of the click yet, is not swapped in.
 (() => {
   const body = document.body;
   const FAST = 2000;
   const SLOW = 10000;
   let delay = FAST;
   let timer = null;
+  let pending = 0; // controls sent and not answered yet
   const header = () => document.querySelector("#live-header[data-poll]");
   const ask = () => {
     const element = header();
@@ -513,10 +516,27 @@
       const changed = event.detail.successful && event.detail.xhr.status !== 204;
       delay = busy || changed ? FAST : Math.min(SLOW, Math.round(delay * 1.5));
       schedule(delay);
-    } else if (isControl(event)) {
+    } else if (isControl(event) && pending > 0) {
+      pending -= 1;
+      const button = origin(event).querySelector("button[data-busy-label]");
+      if (button && button.dataset.label && !event.detail.successful) {
+        button.textContent = button.dataset.label; // not done: the control as it was
+      }
       delay = FAST;
       schedule(FAST);
     }
+  });
+  body.addEventListener("htmx:beforeSend", (event) => {
+    if (!isControl(event)) return;
+    pending += 1;
+    const button = origin(event).querySelector("button[data-busy-label]");
+    if (button) {
+      button.dataset.label = button.textContent;
+      button.textContent = button.dataset.busyLabel;
+    }
+  });
+  body.addEventListener("htmx:beforeSwap", (event) => {
+    if (isHeaderPoll(event) && pending > 0) event.detail.shouldSwap = false;
   });
   // A control's answer holds every card changed since this tab's cursor, not only its own.
   body.addEventListener("htmx:configRequest", (event) => {

@@ -1,11 +1,14 @@
 """A tab follows its book wherever the change was made: a tab left idle before a run started
-elsewhere shows it within 15 s (header and cards together), and asks at once when it gets
-the focus."""
+elsewhere shows it within 15 s (header and cards together), asks at once when it gets the
+focus, and Pause and Stop answer the click at once."""
+
+import re
 
 import pytest
 from playwright.sync_api import expect
 
 from generation import services
+from studio.changes import project_changed
 from tests.browser.conftest import screenshot, sign_in
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,3 +48,33 @@ def test_an_idle_tab_shows_a_run_started_elsewhere_and_asks_at_once_on_focus(
     page.evaluate("window.dispatchEvent(new Event('focus'))")
     expect(page.locator(".chip--queued")).to_have_count(3, timeout=2_000)
     expect(page.locator(".run-state")).to_contain_text("Run running")
+
+
+def test_pause_and_stop_answer_the_click_at_once_and_the_answer_settles_them(
+    page, web_server, make_project
+):
+    project = make_project(pages=3, title="Quick Controls")
+    services.generate_missing(project=project)  # running: no worker takes its pages
+    server = web_server()
+    sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    held = []
+
+    for control, busy, settled in (
+        ("Pause", "Pausing…", "Run paused"),
+        ("Stop", "Stopping…", "Run stopped"),
+    ):
+        page.route(
+            re.compile(rf"/projects/{project.pk}/{control.lower()}/$"),
+            lambda route: held.append(route),
+        )
+        page.get_by_role("button", name=control, exact=True).click()
+        # The server has not answered yet: the control says what it is doing, disabled.
+        pressed = page.get_by_role("button", name=busy, exact=True)
+        expect(pressed).to_be_disabled()
+        # A poll that comes back meanwhile with a change does not undo it.
+        project_changed(project.pk)
+        with page.expect_response(lambda r: is_poll(r, 200), timeout=15_000):
+            pass
+        expect(pressed).to_be_disabled()
+        held.pop().continue_()
+        expect(page.locator(".run-state")).to_contain_text(settled)

@@ -56,7 +56,7 @@ class Sweeper:
                 [Heartbeat(name=Heartbeat.SWEEP_TURN, at=_NEVER)], ignore_conflicts=True
             )
             # Looking twice a beat, at times spread over the processes, a turn is taken at
-            # most 1.5 beats after the last.
+            # most 1.6 beats after the last.
             while not self.stopped.wait(self.period * random.uniform(0.4, 0.6)):
                 try:
                     if take_sweep_turn(period=self.period):

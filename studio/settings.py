@@ -351,7 +351,7 @@ STUDIO_WORKERS = env_number("STUDIO_WORKERS", 4)
 # flight, between attempts, while it waits for a slot), and every live cluster runs the
 # sweep that often. A job whose worker has been silent for three beats reads "Waiting for
 # the worker" and goes back to the queue within 30 s of its last beat (at 5 s: 15 s of
-# silence, then at most 1.5 beats until a cluster's sweep).
+# silence, then at most 1.6 beats until a cluster's sweep).
 STUDIO_HEARTBEAT_SECONDS = env_number("STUDIO_HEARTBEAT_SECONDS", 5.0, float)
 if STUDIO_HEARTBEAT_SECONDS <= 0:
     raise ImproperlyConfigured("STUDIO_HEARTBEAT_SECONDS must be more than 0")

@@ -260,3 +260,28 @@ def test_the_live_clusters_sweep_every_beat_in_turns_and_take_a_silent_job_back(
     gaps = [later - earlier for earlier, later in zip(swept, swept[1:], strict=False)]
     assert min(gaps) >= 0.8 * beat, gaps  # in turns: never two sweeps within a beat
     assert max(gaps) <= 2 * beat + 0.5, gaps
+
+
+@pytest.mark.django_db
+def test_a_worker_heard_again_after_three_silent_beats_reads_generating_again(
+    client, editor, make_project, beats
+):
+    project = make_project(pages=1)
+    services.generate_missing(project=project)
+    job = Illustration.objects.get()
+    claimed(job, lease=-0.1, worker="slow:1:alive")  # silent for three beats
+    client.force_login(editor)
+    url = poll_url(detail(client, project))
+    assert len(silent_cards(detail(client, project))) == 1
+    before = Project.objects.get(pk=project.pk).version
+
+    rows = Illustration.objects.filter(pk=job.pk)
+    assert rows.renew(worker_id="slow:1:alive", lease=3 * BEAT) == 1  # its next beat
+
+    # Unlike a beat of a live worker, this one shows: the card's words change back.
+    assert Project.objects.get(pk=project.pk).version == before + 1
+    assert rows.renew(worker_id="slow:1:alive", lease=3 * BEAT) == 1
+    assert Project.objects.get(pk=project.pk).version == before + 1
+    answer = client.get(url, headers=HTMX).content.decode()
+    assert silent_cards(answer) == []
+    assert 'title="Generating (attempt 1 of 3)"' in answer

@@ -56,17 +56,16 @@ def test_pause_and_stop_answer_the_click_at_once_and_the_answer_settles_them(
     project = make_project(pages=3, title="Quick Controls")
     services.generate_missing(project=project)  # running: no worker takes its pages
     server = web_server()
+    held = []  # the controls' requests, held on their way to the server
+    page.route(
+        re.compile(rf"/projects/{project.pk}/(pause|stop)/$"), lambda route: held.append(route)
+    )
     sign_in(page, server, next_url=f"/projects/{project.pk}/")
-    held = []
 
     for control, busy, settled in (
         ("Pause", "Pausing…", "Run paused"),
         ("Stop", "Stopping…", "Run stopped"),
     ):
-        page.route(
-            re.compile(rf"/projects/{project.pk}/{control.lower()}/$"),
-            lambda route: held.append(route),
-        )
         page.get_by_role("button", name=control, exact=True).click()
         # The server has not answered yet: the control says what it is doing, disabled.
         pressed = page.get_by_role("button", name=busy, exact=True)
@@ -76,5 +75,6 @@ def test_pause_and_stop_answer_the_click_at_once_and_the_answer_settles_them(
         with page.expect_response(lambda r: is_poll(r, 200), timeout=15_000):
             pass
         expect(pressed).to_be_disabled()
+        assert len(held) == 1
         held.pop().continue_()
         expect(page.locator(".run-state")).to_contain_text(settled)

@@ -5,7 +5,8 @@ SWEEP_SCHEDULE_NAME = "generation-sweep"
 
 
 def register_sweep_schedule(sender, using="default", **kwargs) -> None:
-    """Keep exactly one django-q2 schedule that runs the sweep every minute."""
+    """Keep exactly one django-q2 schedule that runs the sweep every minute: a backstop,
+    and the one sweep that looks at every open run (the live clusters sweep every beat)."""
     from django_q.models import Schedule
 
     Schedule.objects.using(using).update_or_create(
@@ -31,5 +32,11 @@ class GenerationConfig(AppConfig):
     name = "generation"
 
     def ready(self) -> None:
+        from django_q.signals import post_spawn
+
+        from .sweeper import start_sweeper
+
         post_migrate.connect(register_sweep_schedule, sender=self)
         post_migrate.connect(create_cache_tables, sender=self)
+        # Every worker process of a cluster sweeps in turn every beat (generation.sweeper).
+        post_spawn.connect(start_sweeper, dispatch_uid="generation-sweeper")

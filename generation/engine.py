@@ -25,7 +25,7 @@ from tenacity import Retrying, retry_if_exception
 
 from studio.models import Project
 
-from . import accounts, fairness, ledger, logs, prepared
+from . import accounts, fairness, ledger, liveness, logs, prepared
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind
 from .limits import POLL_SECONDS, BudgetReached, Gate, LongWait, provider_key
@@ -118,13 +118,17 @@ def service_job_origin(kind: JobKind, job: Job) -> GenerationAttempt | None:
     )
 
 
-def finish_from_journal(kind: JobKind, job: Job) -> bool:
+def finish_from_journal(kind: JobKind, job: Job, *, lost_by=None) -> bool:
     """Complete a lost worker's job from its journal, if its last call's picture reached
     storage (the worker was killed after storing it): the sweep acts as that worker, whose
-    claim the job still names. Return whether it completed; a stopped run keeps it too."""
+    claim the job still names, only while its lease has still run out (by `lost_by`, the
+    sweep's clock: a compare-and-set, so a worker heard again keeps its job). Return
+    whether it completed; a stopped run keeps it too."""
     worker = JobWorker(kind)
     worker.id, worker.job = job.claimed_by, job
     worker.unheld = job.status == Job.Status.QUEUED
+    worker.lost = not worker.unheld
+    worker.lost_by = lost_by
     try:
         worker.provider = kind.provider(job)
     except LookupError:
@@ -161,7 +165,7 @@ class Heartbeat:
     def __init__(self, worker: "JobWorker", slot: ProviderSlot | None):
         self.worker = worker
         self.slot_id = getattr(slot, "pk", None)
-        self.interval = max(0.2, worker.lease / 3)
+        self.interval = liveness.beat_seconds()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True, name="lease-heartbeat")
 
@@ -221,6 +225,10 @@ class JobWorker:
         self.stored_name = ""  # where the call's file is
         # Completing a queued job nobody holds, with a paid picture already in storage.
         self.unheld = False
+        # Acting for a worker whose lease ran out (by lost_by; None: the database's now):
+        # its job completes only while the lease is still out (finish_from_journal).
+        self.lost = False
+        self.lost_by = None
 
     # --- claiming -------------------------------------------------------------------
 
@@ -367,7 +375,8 @@ class JobWorker:
         if self.attempt_number and self._recover():
             return
         try:
-            prompt, self.recorded = self.kind.prepare(job, self.provider)
+            with Heartbeat(self, None):  # reading reference pictures may take a while
+                prompt, self.recorded = self.kind.prepare(job, self.provider)
         except Exception as error:  # the page's own input: nothing was sent
             logger.exception("Could not prepare the call for job %s", job.pk)
             self._fail(Unsendable(f"The studio could not prepare this page's request: {error}"))
@@ -925,18 +934,32 @@ class JobWorker:
         )
 
     def wait_unless_interrupted(self, seconds: float) -> None:
-        """Sleep between attempts, waking early when the run stops, pauses or halts."""
+        """Sleep between attempts, beating, waking early when the run stops, pauses or
+        halts."""
         deadline = time.monotonic() + seconds
+        beat = liveness.beat_seconds()
+        next_beat = time.monotonic() + beat
         while (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(1.0, left))
-            if not self.mine().filter(run_is(Run.State.RUNNING)).exists():
+            time.sleep(min(1.0, left, beat))
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + beat
+                if not self.still_wanted():  # renews the lease while the run runs
+                    return
+            elif not self.mine().filter(run_is(Run.State.RUNNING)).exists():
                 return
 
     # --- endings --------------------------------------------------------------------
 
     def mark_complete(self, **fields) -> int:
         """Mark the job complete if this worker still holds it (or, keeping a stored paid
-        picture, if nobody does); return rows updated."""
+        picture, if nobody does; or, for a lost worker, while its lease is still out);
+        return rows updated."""
+        if self.lost:
+            project = self.gate.project if self.gate is not None else self.kind.project(self.job)
+            rows = self.model.objects.filter(pk=self.job.pk).of_project(project.pk)
+            return rows.expired(now=self.lost_by).complete(
+                worker_id=self.id, unheld=self.unheld, **fields
+            )
         return self.move_mine("complete", worker_id=self.id, unheld=self.unheld, **fields)
 
     def _fail(self, error: ProviderError) -> None:

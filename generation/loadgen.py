@@ -1,6 +1,8 @@
 """Simulated review tabs for the benchmark's `watchers` scenario: each tab polls the review
 page's poll URL every few seconds and follows its own cursor (the URL the last changed
-answer carried), as htmx does in a browser.
+answer carried), as htmx does in a browser. With `max_interval`, a tab backs off as an idle
+book's tab does (static/studio/app.js): the pause grows by half after each quiet answer
+(204), up to that, and falls back to `interval` after a changed one.
 
 It runs in a process of its own (`python -m generation.loadgen '<json>'`), on asyncio with
 plain sockets: one small event loop drives hundreds of tabs without starving the server it
@@ -42,6 +44,8 @@ async def _request(host: str, port: int, path: str, headers: str) -> tuple[int, 
 async def _tab(index: int, config: dict, results: dict, stop_at: float) -> None:
     loop = asyncio.get_running_loop()
     interval, tabs = config["interval"], config["tabs"]
+    longest = config.get("max_interval", interval)
+    pause = interval
     path = config["url"]
     headers = f"Cookie: {config['cookie']}\r\nHX-Request: true\r\n"
     next_at = loop.time() + interval * index / tabs  # tabs opened spread over one interval
@@ -66,7 +70,8 @@ async def _tab(index: int, config: dict, results: dict, stop_at: float) -> None:
             found = POLL_URL.search(body) if status == 200 else None
             if found:  # the changed answer carries the tab's new cursor and version
                 path = found.group(1).decode().replace("&amp;", "&")
-        next_at += interval
+        pause = min(longest, pause * 1.5) if status == 204 else interval
+        next_at += pause
 
 
 async def _main(config: dict) -> dict:

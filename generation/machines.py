@@ -121,11 +121,16 @@ JOB = Machine(
         "run_over": _run_over,
         "run_not_over": lambda **_: ~_run_over(),
         "expired": lambda now=None, **_: Q(lease_expires_at__lt=now if now is not None else Now()),
+        "fresh": lambda now=None, **_: Q(lease_expires_at__gte=now if now is not None else Now()),
     },
     transitions={
         "claim": T([QUEUED], GENERATING, "run_running", doc="a worker takes it"),
-        "renew": T(WORKING, None, "held", doc="the lease, while a call is in flight"),
-        "renew_running": T(WORKING, None, "held", "run_running", doc="the lease, waiting"),
+        "renew": T(WORKING, None, "held", "fresh", doc="a beat, while a call is in flight"),
+        "renew_running": T(WORKING, None, "held", "run_running", "fresh", doc="a beat, waiting"),
+        # A beat after three silent ones: the card said "Waiting for the worker"; the
+        # write that renews the lease stamps the row, so the change shows.
+        "revive": T(WORKING, None, "held", "expired", doc="its silent worker is heard again"),
+        "revive_running": T(WORKING, None, "held", "run_running", "expired"),
         "start_attempt": T(WORKING, GENERATING, "held", "run_running", doc="a call goes out"),
         "wait_to_retry": T(WORKING, RETRYING, "held", doc="backing off"),
         "defer": T(WORKING, QUEUED, "held", doc="a long wait: back with its next-try time"),

@@ -140,15 +140,19 @@ class JobQuerySet(ProjectRowsQuerySet):
         )
 
     def renew(self, *, worker_id: str, lease: float, running: bool = False, **fields) -> int:
-        """Extend the worker's lease (with running, only while the run is running; a call
-        already in flight is kept whatever happens to the run)."""
+        """Extend the worker's lease: a beat (with running, only while the run is running;
+        a call already in flight is kept whatever happens to the run).
+
+        A beat writes nothing a page shows, unless its lease had run out meanwhile (the
+        worker was silent for three beats, and the sweep has not taken the job back yet):
+        then the card said "Waiting for the worker", and this second statement makes the
+        change show."""
         if fields:
             fields.setdefault("updated_at", Now())
-        return self._move(
-            "renew_running" if running else "renew",
-            worker_id=worker_id,
-            lease_expires_at=later(lease),
-            **fields,
+        suffix = "_running" if running else ""
+        context = {"worker_id": worker_id, "lease_expires_at": later(lease)}
+        return self._move(f"renew{suffix}", **context, **fields) or self._move(
+            f"revive{suffix}", **context, **{**fields, "updated_at": Now()}
         )
 
     def start_attempt(self, *, worker_id: str, lease: float, **recorded) -> int:
@@ -169,7 +173,7 @@ class JobQuerySet(ProjectRowsQuerySet):
             "wait_to_retry",
             worker_id=worker_id,
             next_attempt_at=later(wait),
-            lease_expires_at=later(wait + lease),
+            lease_expires_at=later(lease),  # the wait beats too (wait_unless_interrupted)
             updated_at=Now(),
         )
 
@@ -732,6 +736,9 @@ class Heartbeat(models.Model):
     operations page and /healthz report."""
 
     SWEEP = "sweep"
+    # When a cluster's process last took its turn to sweep (generation.liveness): the
+    # processes of every cluster take turns on this row, one sweep a beat in all.
+    SWEEP_TURN = "sweep-turn"
 
     name = models.CharField(max_length=40, unique=True)
     at = models.DateTimeField(db_default=Now())

@@ -13,6 +13,7 @@ from django.db.models import (
     Exists,
     IntegerField,
     Max,
+    Min,
     OuterRef,
     Q,
     Subquery,
@@ -24,9 +25,18 @@ from django.db.models.functions import Coalesce
 
 from studio.models import Page, Project
 
-from . import accounts, references, workers
+from . import accounts, liveness, references, workers
 from .clock import db_now
-from .models import ACTIVE_STATUSES, Clip, Illustration, Run, SheetJob, SpendEntry, StoryJob
+from .models import (
+    ACTIVE_STATUSES,
+    WORKING_STATUSES,
+    Clip,
+    Illustration,
+    Run,
+    SheetJob,
+    SpendEntry,
+    StoryJob,
+)
 from .plain import without_service_text
 from .pricing import amount, price_per_image
 from .prompts import compose, compose_prompt
@@ -394,9 +404,16 @@ def clip_progress(project: Project, progress: Progress) -> ClipProgress:
     )
 
 
-def changed_pages(project: Project, *, since: datetime):
-    """Return the project's pages whose text or jobs changed at or after `since`."""
-    touched = Illustration.objects.filter(page=OuterRef("pk"), updated_at__gte=since)
+def changed_pages(project: Project, *, since: datetime, now: datetime | None = None):
+    """Return the project's pages whose text or jobs changed at or after `since`, and (by
+    `now`) those whose worker fell silent since: the lease of its job ran out meanwhile,
+    which changes its card though no row changed."""
+    changed = Q(updated_at__gte=since)
+    if now is not None:
+        changed |= Q(status__in=WORKING_STATUSES, lease_expires_at__gte=since) & Q(
+            lease_expires_at__lt=now
+        )
+    touched = Illustration.objects.filter(changed, page=OuterRef("pk"))
     clipped = Clip.objects.filter(page=OuterRef("pk"), updated_at__gte=since)
     return project.pages.filter(Q(updated_at__gte=since) | Exists(touched) | Exists(clipped))
 
@@ -667,6 +684,13 @@ class ReviewHeader:
     regenerable: int = 0  # out of date, not approved, none on its way: what Regenerate queues
     outdated_estimate: Decimal | None = None
     locked: int = 0  # out of date and approved, none on its way: redrawn only one by one
+    # Pages whose worker has been silent for three beats (its lease ran out; the sweep has
+    # not taken it back yet): "Waiting for the worker", not on their way as if live.
+    silent: int = 0
+    last_heard: datetime | None = None  # the latest beat of those workers
+    # When the next lease of a working job runs out, if none renews it: a card turns to
+    # "Waiting for the worker" then, though no row changes, so a tab asks again by then.
+    due: datetime | None = None
 
     @property
     def primary(self) -> str:
@@ -695,8 +719,14 @@ class ReviewHeader:
 
     @property
     def on_its_way(self) -> int:
-        """Pages with a picture on its way: missing ones, and ones being drawn again."""
-        return self.progress.on_way + self.progress.redrawing
+        """Pages with a picture on its way: missing ones, and ones being drawn again (not
+        those whose worker fell silent)."""
+        return self.progress.on_way + self.progress.redrawing - self.silent
+
+    @property
+    def drawing(self) -> int:
+        """Pages a live worker is on (generating, or waiting to retry)."""
+        return self.progress.generating - self.silent
 
     @property
     def to_queue(self) -> int:
@@ -760,6 +790,7 @@ def review_header(project: Project) -> ReviewHeader:
     settled = [picture for picture in pictures if picture.page_id not in redrawing]
     # Regenerate changed pages leaves approved pictures alone.
     regenerable = sum(1 for picture in settled if picture.approved_at is None)
+    silent = working_leases(project, now=now) if progress.generating else {}
     no_workers = 0
     if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
         # Only a project with work waiting asks whether any worker is alive.
@@ -786,6 +817,22 @@ def review_header(project: Project) -> ReviewHeader:
         regenerable=regenerable,
         locked=len(settled) - regenerable,
         outdated_estimate=None if price is None else price * regenerable,
+        silent=silent.get("silent") or 0,
+        last_heard=liveness.last_heard(silent.get("latest")),
+        due=silent.get("due"),
+    )
+
+
+def working_leases(project: Project, *, now: datetime) -> dict:
+    """Return, over the project's pictures a worker holds, in one query: how many pages'
+    workers have been silent for three beats (their lease ran out by `now`), the latest
+    lease among those, and when the next live one runs out."""
+    working = Illustration.objects.filter(page__project=project, status__in=WORKING_STATUSES)
+    lapsed = Q(lease_expires_at__lt=now)
+    return working.aggregate(
+        silent=Count("page", distinct=True, filter=lapsed),
+        latest=Max("lease_expires_at", filter=lapsed),
+        due=Min("lease_expires_at", filter=~lapsed),
     )
 
 

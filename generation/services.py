@@ -516,24 +516,30 @@ def top_up_broker(*, now) -> int:
     return added
 
 
-def reclaim_expired(*, now=None, run_id: int | None = None) -> dict[str, int]:
+def reclaim_expired(
+    *, now=None, run_id: int | None = None, touched: set[int] | None = None
+) -> dict[str, int]:
     """Take back jobs whose worker stopped renewing its lease (killed, or cut off from the
-    database). Return counts.
+    database). Return counts; add the ids of the runs whose jobs it moved to `touched`.
 
-    A call the worker had in flight is recorded as lost: it counts as an attempt and, since
-    the service most likely charged it, is entered in the ledger at its likely price,
-    unconfirmed. A job whose worker was lost on its last allowed attempt fails, so no path
-    reclaims forever; the others go back to the queue (canceled if their run stopped).
+    Every write is a compare-and-set on the lease (it ran out, by `now`): a worker heard
+    again since the job was read keeps its job, and its call. A call the worker had in
+    flight is recorded as lost: it counts as an attempt and, since the service most likely
+    charged it, is entered in the ledger at its likely price, unconfirmed. A job whose
+    worker was lost on its last allowed attempt fails, so no path reclaims forever; the
+    others go back to the queue (canceled if their run stopped).
     """
     counts = {"requeued": 0, "canceled": 0, "failed": 0, "completed": 0}
+    touched = set() if touched is None else touched
     max_attempts = settings.STUDIO_MAX_ATTEMPTS
     for kind in KINDS.values():
         expired = kind.model.objects.expired(now=now)
         if run_id is not None:  # one run's (Stop)
             expired = expired.filter(run_id=run_id)
         for job in expired.select_related(*kind.select_related):
-            if finish_from_journal(kind, job):
+            if finish_from_journal(kind, job, lost_by=now):
                 counts["completed"] += 1
+                touched.add(job.run_id)
                 continue
             rows = kind.model.objects.filter(pk=job.pk).expired(now=now)
             lost = list(
@@ -565,6 +571,7 @@ def reclaim_expired(*, now=None, run_id: int | None = None) -> dict[str, int]:
                 counts["canceled"] += canceled
                 changed = requeued + canceled
             if changed:
+                touched.add(job.run_id)
                 for attempt in lost:
                     _record_lost(kind, job, attempt)
     return counts
@@ -622,20 +629,24 @@ def _record_lost(kind, job, attempt: GenerationAttempt) -> None:
     )
 
 
-def sweep(*, now=None) -> dict[str, int]:
+def sweep(*, now=None, every_run: bool = True) -> dict[str, int]:
     """Repair what dead workers and lost broker tasks left behind. Return counts.
 
     1. Jobs whose lease expired go back to queued (canceled if their run stopped, failed
        if their worker was lost on every allowed attempt); the call their worker had in
        flight is recorded as lost.
     2. The broker gets a task for every due queued job it holds no waiting task for.
-    3. Runs with nothing left are closed.
+    3. Runs with nothing left are closed: every open run, or (every_run=False, the sweep
+       the live clusters run every beat) those whose jobs step 1 moved.
     """
     now = now or db_now()
-    counts = reclaim_expired(now=now)
+    touched: set[int] = set()
+    counts = reclaim_expired(now=now, touched=touched)
     probes = probe_accounts(now=now)
     reenqueued = top_up_broker(now=now)
     open_runs = Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING))
+    if not every_run:
+        open_runs = open_runs.filter(pk__in=touched)
     for run_id in open_runs.values_list("pk", flat=True):
         settle_run(run_id)
     if any(counts.values()) or reenqueued:

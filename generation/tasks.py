@@ -10,10 +10,11 @@ def run_next_job(run_id: int, kind: str = "illustration") -> int | None:
     return engine.run_next_job(run_id, kind)
 
 
-def sweep() -> dict[str, int]:
-    """Reclaim expired leases and re-enqueue lost jobs (scheduled every minute); record
-    when it ran, for the operations page and /healthz."""
-    counts = services.sweep()
+def sweep(*, every_run: bool = True) -> dict[str, int]:
+    """Reclaim expired leases and re-enqueue lost jobs (every beat from the live clusters,
+    generation.liveness; scheduled every minute as a backstop, which also looks at every
+    open run); record when it ran, for the operations page and /healthz."""
+    counts = services.sweep(every_run=every_run)
     Heartbeat.beat(Heartbeat.SWEEP)
     return counts
 

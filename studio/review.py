@@ -13,7 +13,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils.timezone import localtime
 
-from generation import selectors
+from generation import liveness, selectors
 from generation.clock import db_now
 from generation.models import WORKING_STATUSES, Clip, Illustration, Run
 
@@ -118,7 +118,8 @@ class PageCard:
     run: Run | None = None  # the project's latest run: its state colours active jobs
     clip_job: Clip | None = None  # the latest clip job
     clip: Clip | None = None  # the complete clip, played on the card
-    # Its worker's lease ran out: the worker is gone and the sweep has not taken it back.
+    # Its worker has been silent for three beats (its lease ran out): the worker is gone,
+    # and the sweep has not taken it back yet.
     stalled: bool = False
     # Set on the first card of each section when the project has sections.
     section_head: "SectionHead | None" = None
@@ -160,9 +161,16 @@ class PageCard:
 
     @property
     def waiting_for_worker(self) -> bool:
-        """Return whether the card reads "Waiting for the worker": its call was under way
-        when the worker's lease ran out."""
-        return self.stalled and self.state in ("generating", "retrying", "waiting")
+        """Return whether the card reads "Waiting for the worker": a worker held its page
+        (a call under way, a wait before the next, or one finishing in a paused run) and
+        has been silent for three beats."""
+        return self.stalled and self.state in ("generating", "retrying", "waiting", "finishing")
+
+    @property
+    def shown_state(self) -> str:
+        """Return the state the card's colours say: its state, or "silent" while it waits
+        for its worker (never the colours of a live call)."""
+        return "silent" if self.waiting_for_worker else self.state
 
     @property
     def icon(self) -> str:
@@ -289,7 +297,7 @@ class PageCard:
         "12 a minute; next at 14:32:05" (empty when nothing)."""
         state, job = self.state, self.job
         if self.waiting_for_worker:
-            return f"to come back; lease ends at {_clock(job.lease_expires_at)}"
+            return f"last heard {_clock(liveness.last_heard(job.lease_expires_at))}"
         if state == "waiting":
             parts = [job.waiting_for] if job.waiting_for else []
             if job.next_attempt_at is not None:
@@ -341,12 +349,14 @@ def page_cards(
     run=_UNKNOWN,
     held_run: Run | None = None,
     account_reason: str = "",
+    now=None,
 ) -> list[PageCard]:
     """Return one card per page (or per given page), in a constant number of queries.
 
     `run` is the project's latest run when the caller has read it already (the header
     has); `held_run` is that run when it is held (see held_run()): its jobs wait, for
-    `account_reason` when its service account halted."""
+    `account_reason` when its service account halted. `now`, the database's clock the
+    header was read at, tells which workers are silent, so that cards and header agree."""
     pages = list(pages if pages is not None else project.pages.all())
     if not pages:
         return []
@@ -360,7 +370,8 @@ def page_cards(
         selectors.with_references(project, [p for p in pages if p.pk in current])
     latest_clip, current_clip = selectors.latest_and_current(Clip, page_ids)
     held = [job for job in latest_job.values() if job.status in WORKING_STATUSES]
-    now = db_now() if held else None  # the database's clock, only when a worker holds a job
+    if held and now is None:
+        now = db_now()  # the database's clock, only when a worker holds a job
     return [
         PageCard(
             page=p,

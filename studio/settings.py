@@ -347,11 +347,20 @@ STUDIO_BACKOFF_MAX = env_number("STUDIO_BACKOFF_MAX", 60.0, float)
 # The whole of one call (connecting, waiting, reading, downloading the picture), not each read.
 STUDIO_PROVIDER_TIMEOUT = env_number("STUDIO_PROVIDER_TIMEOUT", 120.0, float)
 STUDIO_WORKERS = env_number("STUDIO_WORKERS", 4)
-# A claimed job's lease: the worker renews it while a call is in flight (a heartbeat),
-# between attempts and while it waits for a slot, so only a dead worker lets it expire.
-# By default it also outlasts one call's whole deadline, so a call would keep its claim
-# even if its heartbeat stalled.
-STUDIO_LEASE_SECONDS = env_number("STUDIO_LEASE_SECONDS", STUDIO_PROVIDER_TIMEOUT + 30, float)
+# Liveness: a worker that holds a job beats every this many seconds (while its call is in
+# flight, between attempts, while it waits for a slot), and every live cluster runs the
+# sweep that often. A job whose worker has been silent for three beats reads "Waiting for
+# the worker" and goes back to the queue within 30 s of its last beat (at 5 s: 15 s of
+# silence, then at most 1.6 beats until a cluster's sweep).
+STUDIO_HEARTBEAT_SECONDS = env_number("STUDIO_HEARTBEAT_SECONDS", 5.0, float)
+if STUDIO_HEARTBEAT_SECONDS <= 0:
+    raise ImproperlyConfigured("STUDIO_HEARTBEAT_SECONDS must be more than 0")
+# A claimed job's lease: how long its claim survives a silent worker. Three beats: a beat
+# or two lost to a busy database costs nothing, and a dead worker's job is free again
+# quickly. A call that outlasts it keeps its claim, since every beat renews it.
+STUDIO_LEASE_SECONDS = env_number(
+    "STUDIO_LEASE_SECONDS", max(1.0, 3 * STUDIO_HEARTBEAT_SECONDS), float
+)
 if STUDIO_LEASE_SECONDS < 1:
     raise ImproperlyConfigured("STUDIO_LEASE_SECONDS must be at least 1")
 # This many transient failures in a row, across pages, halt the run as an outage instead

@@ -84,3 +84,12 @@ def test_a_spread_number_too_big_is_a_400(signed_in, make_project):
     response = signed_in.get(url, {"spread": "9" * 5000})
     assert response.status_code == 400
     assert "spread must be a whole number" in response.content.decode()
+
+
+@pytest.mark.parametrize("due", ["nan", "inf", "soon"])
+def test_a_poll_whose_due_is_no_time_is_refused(signed_in, make_project, due):
+    project = make_project(pages=1)
+    url = reverse("project-poll", args=[project.pk])
+    response = signed_in.get(url, {"since": "1700000000", "v": "1", "due": due}, headers=HTMX)
+    assert response.status_code == 400
+    assert b"due must be a timestamp" in response.content

@@ -67,6 +67,10 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     for tabs in (10, 20):
         assert rows[f"{tabs} tabs: failed requests"]["value"] == 0
         assert rows[f"{tabs} tabs: requests/s"]["value"] > 0
+    # Tabs left open on an idle book poll too, and mostly hear "nothing changed".
+    assert rows["20 idle tabs: failed requests"]["value"] == 0
+    assert rows["20 idle tabs: quiet polls (204)"]["value"] > 50
+    assert rows["20 idle tabs: server CPU (of one core)"]["unit"] == "%"
     assert rows["the run was in progress throughout"]["value"] is True
     assert rows["review page queries, 300 pages"]["value"] > 0
     assert rows["Generate missing, 300 pages (300 jobs)"]["value"] > 0

@@ -16,14 +16,14 @@ WORKER = "worker-1"
 
 def job_in(state, *, run, page, guards):
     """A job in the state, with every guard of the transition holding."""
-    past = db_now() - timedelta(seconds=60)
+    lease = timedelta(seconds=60 if "fresh" in guards else -60)
     return Illustration.objects.create(
         page=page,
         run=run,
         status=state,
         variant=0,
         claimed_by=WORKER,
-        lease_expires_at=past,
+        lease_expires_at=db_now() + lease,
     )
 
 

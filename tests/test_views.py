@@ -77,7 +77,7 @@ def all_urls(project, page, image):
         ("get", reverse("project-create"), 200),
         ("get", reverse("project-create-premise"), 200),
         ("get", reverse("project-detail", args=[p]), 200),
-        ("get", reverse("project-poll", args=[p]) + "?since=0", 286),
+        ("get", reverse("project-poll", args=[p]) + "?since=0", 200),
         ("get", reverse("project-generating", args=[p]), 200),
         ("post", reverse("project-generate", args=[p]), 302),
         ("post", reverse("project-generate-section", args=[p]), 400),  # no section given
@@ -165,7 +165,8 @@ def test_the_review_page_offers_generate_missing_with_its_count(signed_in, make_
     assert 'Generate Missing Illustrations <span class="badge">(24)</span>' in html
     assert html.count('class="card card--pending"') == 24
     assert "0 of 24 illustrated" in html
-    assert "data-poll" not in html  # nothing active: no polling
+    # Nothing is on its way: the tab still asks, backing off (static/studio/app.js).
+    assert html.count("data-poll-idle") == 1
     for control in ("Pause", "Resume", ">Stop<", "Retry failed"):
         assert control not in html
 
@@ -257,7 +258,7 @@ def test_generate_queues_the_missing_pages_and_answers_with_the_regions(signed_i
     assert html.lstrip().startswith(
         '<section id="live-header" class="project-header" hx-swap-oob="true"'
     )
-    assert 'hx-trigger="every 2s"' in html
+    assert 'hx-trigger="studio-poll"' in html and "data-poll-idle" not in html
     assert len(cards_in(html)) == 3
     assert html.count('hx-swap-oob="true"') == 4  # the header and three cards
     assert html.count('class="card card--queued"') == 3
@@ -383,6 +384,23 @@ def test_history_lists_every_attempt(signed_in, book, openai_settings, fake_open
 # --- the poll --------------------------------------------------------------------------------
 
 
+def test_a_controls_answer_brings_every_card_changed_since_its_tab_looked(
+    signed_in, make_project, drain
+):
+    """The answer swaps in a new header: its cards must be as new, including those changed
+    elsewhere since the tab last looked (its script sends the tab's cursor)."""
+    project = make_project(pages=3)
+    since = re.search(r"since=([\d.]+)", detail(signed_in, project))[1]  # the tab, idle
+    run = services.generate_missing(project=project).run  # another tab, a command
+    drain(run.pk, limit=1)  # one page drawn meanwhile
+    url = reverse("project-generate", args=[project.pk])  # nothing more to queue
+    response = signed_in.post(url, headers={**HTMX, "X-Studio-Since": since})
+    html = response.content.decode()
+    assert "1 of 3 illustrated" in html
+    assert html.count('class="card card--complete"') == 1
+    assert html.count('class="card card--queued"') == 2
+
+
 def test_the_poll_answers_the_header_and_only_the_changed_cards(signed_in, make_project, drain):
     project = make_project(pages=10)
     run = services.generate_missing(project=project).run
@@ -391,7 +409,7 @@ def test_the_poll_answers_the_header_and_only_the_changed_cards(signed_in, make_
     assert response.status_code == 200
     html = response.content.decode()
     assert html.lstrip().startswith('<section id="live-header" class="project-header"\n')
-    assert 'hx-trigger="every 2s"' in html
+    assert 'hx-trigger="studio-poll"' in html and "data-poll-idle" not in html
     assert cards_in(html) == []
 
     Illustration.objects.filter(page__number=4).update(updated_at=before + timedelta(seconds=1))
@@ -400,8 +418,8 @@ def test_the_poll_answers_the_header_and_only_the_changed_cards(signed_in, make_
     ]
     drain(run.pk)
     idle = poll(signed_in, project, timezone.now() - timedelta(seconds=60))
-    assert idle.status_code == 286
-    assert "hx-trigger" not in idle.content.decode()
+    assert idle.status_code == 200  # an idle book's tab keeps asking, less often
+    assert "data-poll-idle" in idle.content.decode()
     assert "10 of 10 illustrated" in idle.content.decode()
     assert len(cards_in(idle.content.decode())) == 10
 

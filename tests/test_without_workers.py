@@ -6,7 +6,9 @@ import signal
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 
 from generation import services
 from generation.clock import db_now
@@ -52,9 +54,13 @@ def test_a_page_past_its_lease_waits_for_its_worker(client, editor, make_project
     client.force_login(editor)
 
     html = detail(client, project)
-    expected = f"Waiting for the worker (to come back; lease ends at {lapsed:%H:%M:%S})"
+    heard = timezone.localtime(lapsed - timedelta(seconds=settings.STUDIO_LEASE_SECONDS))
+    expected = f"Waiting for the worker (last heard {heard:%H:%M:%S})"
     assert html.count(f'title="{expected}"') == 1
     assert "Generating (attempt" not in html
+    # The header counts it apart, not on its way with the queued page.
+    assert "1 waiting for the worker (last heard" in html
+    assert "1 picture on its way" in html
 
     Illustration.objects.filter(pk=job.pk).update(lease_expires_at=db_now() + timedelta(minutes=2))
     html = detail(client, project)

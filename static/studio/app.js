@@ -13,12 +13,13 @@
     setTimeout(() => toast.remove(), 6000);
   });
 
-  // Connection indicator: "● Live" while polls succeed, "Reconnecting…" after a failed one.
+  // Connection indicator: "● Live" while work is on its way and polls succeed,
+  // "Reconnecting…" after a failed poll (an idle book's tab polls too, without the badge).
   const connection = document.getElementById("connection");
   let failing = false;
   const showConnection = () => {
     if (!connection) return;
-    const polling = document.querySelector("[data-poll]") !== null;
+    const polling = document.querySelector("[data-poll]:not([data-poll-idle])") !== null;
     if (failing) {
       connection.hidden = false;
       connection.dataset.state = "reconnecting";
@@ -478,4 +479,80 @@
   };
   document.body.addEventListener("htmx:afterSettle", retitle);
   document.body.addEventListener("htmx:oobAfterSwap", retitle);
+})();
+// The review header's poll (#live-header): every 2 s while work is on its way; on an idle
+// book the pause grows to 10 s while nothing changes, and the tab asks at once when it is
+// shown again or gets the focus, so a change made anywhere shows within 15 s. The header
+// says which (data-poll-idle). A control's answer carries the header and the cards: while
+// one is on its way its button says so ("Pausing…", disabled), and a poll's answer, which
+// knows nothing of the click yet, is not swapped in.
+(() => {
+  const body = document.body;
+  const FAST = 2000;
+  const SLOW = 10000;
+  let delay = FAST;
+  let timer = null;
+  let pending = 0; // controls sent and not answered yet
+  const header = () => document.querySelector("#live-header[data-poll]");
+  const ask = () => {
+    const element = header();
+    if (element) htmx.trigger(element, "studio-poll");
+  };
+  const schedule = (ms) => {
+    clearTimeout(timer);
+    timer = setTimeout(ask, ms);
+  };
+  // The element that sent the request (after a swap, htmx names its closest ancestor still
+  // in the page as the event's elt).
+  const origin = (event) => (event.detail.requestConfig || event.detail).elt;
+  const isHeaderPoll = (event) => origin(event) && origin(event).id === "live-header";
+  const isControl = (event) =>
+    event.detail.requestConfig && event.detail.requestConfig.verb !== "get" && header();
+
+  body.addEventListener("htmx:afterRequest", (event) => {
+    if (isHeaderPoll(event)) {
+      const element = header();
+      const busy = element && !element.hasAttribute("data-poll-idle");
+      const changed = event.detail.successful && event.detail.xhr.status !== 204;
+      delay = busy || changed ? FAST : Math.min(SLOW, Math.round(delay * 1.5));
+      schedule(delay);
+    } else if (isControl(event) && pending > 0) {
+      pending -= 1;
+      const button = origin(event).querySelector("button[data-busy-label]");
+      if (button && button.dataset.label && !event.detail.successful) {
+        button.textContent = button.dataset.label; // not done: the control as it was
+      }
+      delay = FAST;
+      schedule(FAST);
+    }
+  });
+  body.addEventListener("htmx:beforeSend", (event) => {
+    if (!isControl(event)) return;
+    pending += 1;
+    const button = origin(event).querySelector("button[data-busy-label]");
+    if (button) {
+      button.dataset.label = button.textContent;
+      button.textContent = button.dataset.busyLabel;
+    }
+  });
+  body.addEventListener("htmx:beforeSwap", (event) => {
+    if (isHeaderPoll(event) && pending > 0) event.detail.shouldSwap = false;
+  });
+  // A control's answer holds every card changed since this tab's cursor, not only its own.
+  body.addEventListener("htmx:configRequest", (event) => {
+    const element = header();
+    if (event.detail.verb === "get" || !element) return;
+    const url = new URL(element.getAttribute("hx-get"), window.location.href);
+    const since = url.searchParams.get("since");
+    if (since) event.detail.headers["X-Studio-Since"] = since;
+  });
+  const now = () => {
+    delay = FAST;
+    schedule(0);
+  };
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) now();
+  });
+  window.addEventListener("focus", now);
+  if (header()) schedule(FAST);
 })();

@@ -2,7 +2,7 @@
 and answers with what it changed (the header, and the changed cards out of band) and a
 toast, or without htmx a redirect and a message."""
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -20,7 +20,7 @@ from generation.models import Run
 from ..models import MAX_PAGES, Project
 from ..text import plural
 from .common import _bad_request, _owned_page, _owned_project
-from .review import _regions, _run_seen
+from .review import CURSOR_MARGIN, _regions, _run_seen
 
 CHOICE = "studio/project_detail.html#generate-choice"  # what Generate Missing asks first
 
@@ -37,10 +37,22 @@ def _after_action(
     if not request.htmx:
         getattr(messages, level)(request, message)
         return redirect(project)
-    # Only the cards this action changed (its writes are stamped by the database clock),
-    # or every card when it changed the run's state.
-    response = _regions(request, project, since=started, seen_run=seen_run)
+    # The cards this action changed (its writes are stamped by the database clock) and
+    # those changed since the tab's cursor (X-Studio-Since: it swaps in this answer's
+    # header, so its cards must be as new), or every card when it changed the run's state.
+    since = min(started, _tab_cursor(request) or started)
+    response = _regions(request, project, since=since, seen_run=seen_run)
     return trigger_client_event(response, "toast", {"level": level, "message": message})
+
+
+def _tab_cursor(request) -> datetime | None:
+    """Return the cursor of the tab a control was pressed in (the X-Studio-Since header its
+    script sends), less the poll's margin; None when it sent none, or none that reads."""
+    try:
+        value = float(request.headers.get("X-Studio-Since", ""))
+        return datetime.fromtimestamp(value, tz=UTC) - CURSOR_MARGIN
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 def _control(request, project: Project, action, say) -> HttpResponse:

@@ -6,6 +6,7 @@ control (studio.views.controls) answer with the header and the cards that change
 out-of-band swaps.
 """
 
+import math
 from datetime import datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +21,7 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import HTMX_STOP_POLLING
 
 from generation import selectors
+from generation.clock import db_now
 from generation.models import ACTIVE_STATUSES, Run
 
 from .. import polls, review
@@ -33,8 +35,8 @@ TEMPLATE = "studio/project_detail.html"
 CURSOR_MARGIN = timedelta(seconds=2)
 
 
-def _header_context(project: Project, *, shared: bool = False) -> dict:
-    header = _shared_header(project) if shared else selectors.review_header(project)
+def _header_context(project: Project, *, shared: bool = False, now=None) -> dict:
+    header = _shared_header(project, now=now) if shared else selectors.review_header(project)
     # The cursor is the database's clock, which stamps every change the poll looks for.
     return {
         "project": project,
@@ -42,20 +44,32 @@ def _header_context(project: Project, *, shared: bool = False) -> dict:
         "to_queue": header.to_queue,
         "primary": header.primary,
         "on_its_way": header.on_its_way,
+        "drawing": header.drawing,
         "title": header.title,
         "cursor": header.now.timestamp(),
+        # The tab asks again by then even if nothing changes (a lease runs out).
+        "poll_due": header.due.timestamp() if header.due is not None else None,
     }
 
 
-def _shared_header(project: Project) -> selectors.ReviewHeader:
+def _shared_header(project: Project, *, now=None) -> selectors.ReviewHeader:
     """Return the project's review header, computed once per version for the polls that ask
     for it within polls.KEEP_SECONDS (by the web workers of one machine, or of all with
     Redis): while a run draws, each version is asked for by many tabs at once.
 
     Safe because the version was read before the header: what is cached under version N
     was computed from a state at least as new as N. The header's clock (the tab's next
-    cursor) may then be a few seconds old, which only re-sends a card or two."""
-    return _shared(project, "header", selectors.review_header)
+    cursor) may then be a few seconds old, which only re-sends a card or two. A header
+    whose `due` has come (by `now`, the database's clock) is computed again: a worker's
+    lease ran out since, which no version shows."""
+    key = _version_key(project, "header")
+    header = cache.get(key)
+    if header is not None and header.due is not None and (now or db_now()) >= header.due:
+        header = None
+    if header is None:
+        header = selectors.review_header(project)
+        cache.set(key, header, polls.KEEP_SECONDS)
+    return header
 
 
 def _version_key(project: Project, name: str) -> str:
@@ -89,14 +103,21 @@ def _run_seen(run: Run | None) -> str:
 
 
 def _regions(
-    request, project: Project, *, since: datetime, poll: bool = False, seen_run: str | None = None
+    request,
+    project: Project,
+    *,
+    since: datetime,
+    poll: bool = False,
+    seen_run: str | None = None,
+    now: datetime | None = None,
 ) -> HttpResponse:
-    """Answer with the header and, out of band, every card changed since `since`.
+    """Answer with the header and, out of band, every card changed since `since` (or whose
+    worker fell silent since: cards and header always change together).
 
-    For the poll, an idle project's answer is 286: the header it carries has no polling
-    attributes (which stops htmx 4), and 286 stops htmx 2 as well. The poll shares its
-    header with the other tabs at the same version."""
-    context = _header_context(project, shared=poll)
+    An idle book's tab polls too, less often (the header says which). The poll shares its
+    header with the other tabs at the same version; `now` is the database's clock the
+    poll read."""
+    context = _header_context(project, shared=poll, now=now)
     if request.GET.get("cards") == "0":  # the generating view shows no cards
         context.update(cards=[], header_only=True)
     else:
@@ -109,7 +130,7 @@ def _regions(
             # not change, so every card moves.
             pages = None
         else:
-            pages = selectors.changed_pages(project, since=since)
+            pages = selectors.changed_pages(project, since=since, now=context["now"])
         window = _tab_window(request, context["progress"])
         if window is not None:  # a big book's tab shows one window: only its cards
             pages = (
@@ -118,14 +139,17 @@ def _regions(
                 else pages.filter(number__gte=window.first_number, number__lte=window.last_number)
             )
             context.update(window=window, filters=review.book_filter_chips(context, show=""))
-        context["cards"] = review.page_cards(project, pages=pages, run=run, **review.held(context))
+        context["cards"] = review.page_cards(
+            project, pages=pages, run=run, now=context["now"], **review.held(context)
+        )
         if context["cards"]:  # a changed card may change its section's progress
             heads = _shared(project, "sections", review.section_heads) if poll else None
             context["section_heads"] = heads if heads is not None else review.section_heads(project)
     # The poll swaps its own element (the header); a control's answer swaps it out of band.
     context["header_oob"] = not poll
-    status = HTMX_STOP_POLLING if poll and not context["polling"] else 200
-    return render(request, "studio/project_regions.html", context, status=status)
+    response = render(request, "studio/project_regions.html", context)
+    response.header_now = context["now"]  # the database's clock the answer was read at
+    return response
 
 
 @login_required
@@ -142,7 +166,9 @@ def project_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
     pages = _window_pages(project, window) if window.windowed else None
-    cards = review.page_cards(project, pages=pages, run=context["run"], **review.held(context))
+    cards = review.page_cards(
+        project, pages=pages, run=context["run"], now=context["now"], **review.held(context)
+    )
     heads = review.section_heads(project)
     cards = review.group_into_sections(cards, heads)
     if window.windowed:  # not every card is here to count: the header's aggregates count
@@ -179,34 +205,53 @@ def _tab_window(request, progress) -> review.Window | None:
     return window if window.windowed else None
 
 
+def _due(request: HttpRequest) -> float | None:
+    """Return the moment the tab was told to ask again by (?due=, a timestamp), if any."""
+    value = request.GET.get("due")
+    if value is None:
+        return None
+    try:
+        due = float(value)
+    except ValueError:
+        raise BadRequest("due must be a timestamp") from None
+    if not math.isfinite(due):
+        raise BadRequest("due must be a timestamp")
+    return due
+
+
 @require_GET
 def project_poll(request: HttpRequest, pk: int) -> HttpResponse:
-    """One request per tab every 2 s: 204 with no body when the project is still at the
-    tab's version (?v=), else the header plus the cards changed since the cursor, shared
-    with the other tabs of the browser (studio.polls)."""
+    """One request per tab every 2 s (an idle book's every 10 s at most): 204 with no body
+    when the project is still at the tab's version (?v=) and the moment the tab was told to
+    ask again by (?due=, when a worker's lease runs out) has not come, else the header
+    plus the cards changed since the cursor, shared with the other tabs of the browser
+    (studio.polls)."""
     polled = polls.polled_project(request, pk)
     if polled is None:  # not signed in, not the owner, or an unusual session
         return _changed_poll(request, pk)
-    shown = request.GET.get("v", "")
-    if shown == str(polled.version):
+    shown, due = request.GET.get("v", ""), _due(request)
+    came_due = polled.reached(due)
+    if shown == str(polled.version) and not came_due:
         return HttpResponse(status=204)
     since = _since(request)
     csrf_secret = request.COOKIES.get(settings.CSRF_COOKIE_NAME)
     shared = turn = None
     if csrf_secret and shown.isascii() and shown.isdigit() and len(shown) <= 18:
         shared = polls.SharedAnswers(request, polled, csrf_secret)
-        turn = shared.news(shown=int(shown), since=since)
+        turn = shared.news(shown=int(shown), since=since, due=due if came_due else None)
         if isinstance(turn, polls.SharedAnswer):
             return HttpResponse(turn.content, status=turn.status)
         if turn is polls.Turn.LATER:
             return HttpResponse(status=204)
     project = get_object_or_404(Project.objects.select_related("owner"), pk=pk)
     request.user = project.owner  # checked as login_required and get_user() would
+    now = polled.now()
     if turn is polls.Turn.MAKE:  # every card changed within the window: any tab's cursor
-        since = min(since, _shared_header(project).now - polls.SHARED_POLL_WINDOW)
-    response = _regions(request, project, since=since, poll=True)
+        since = min(since, _shared_header(project, now=now).now - polls.SHARED_POLL_WINDOW)
+    response = _regions(request, project, since=since, poll=True, now=now)
     if shared is not None:
-        shared.keep(version=project.version, since=since, response=response)
+        made = response.header_now
+        shared.keep(version=project.version, since=since, response=response, made=made)
     return response
 
 

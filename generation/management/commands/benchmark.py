@@ -68,8 +68,11 @@ SCENARIOS = [
     "bigbook",
     "chaos",
 ]
-# watchers: the p95 goal of a poll for these numbers of open tabs (other numbers: shown only).
+# watchers: the p95 goal of a poll for these numbers of open tabs (other numbers: shown only),
+# busy or idle.
 WATCH_GOALS_MS = {100: 50, 500: 200}
+# watchers: how far an idle book's tab backs off between quiet polls (static/studio/app.js).
+IDLE_POLL_SECONDS = 10.0
 
 
 class Command(OperatorCommand):
@@ -125,6 +128,13 @@ class Command(OperatorCommand):
             help="watchers: open tabs (repeatable; 100 and 500 by default)",
         )
         parser.add_argument(
+            "--watch-idle-tabs",
+            type=int,
+            action="append",
+            default=[],
+            help="watchers: open tabs on an idle book (repeatable; 500 by default)",
+        )
+        parser.add_argument(
             "--watch-seconds", type=float, default=60, help="watchers: seconds per tab count"
         )
         parser.add_argument(
@@ -167,6 +177,7 @@ class Command(OperatorCommand):
                 fair_latency=0.3,
                 watch_pages=40,
                 watch_tabs=options["watch_tabs"] or [10, 20],
+                watch_idle_tabs=options["watch_idle_tabs"] or [20],
                 watch_seconds=4,
                 bigbook_pages=300,
                 chaos_pages=12,
@@ -174,6 +185,7 @@ class Command(OperatorCommand):
                 export_pages=30,
             )
         options["watch_tabs"] = options["watch_tabs"] or [100, 500]
+        options["watch_idle_tabs"] = options["watch_idle_tabs"] or [500]
         # One line per enqueued task is noise here.
         logging.getLogger("django-q").setLevel(logging.WARNING)
         sqlite = connection.vendor == "sqlite"
@@ -720,8 +732,10 @@ class Bench:
         return rows
 
     def watchers(self, options) -> list[dict]:
-        """Open review tabs polling a 300-page book while a run is in progress, served by
-        gunicorn with production settings; the tabs are simulated in a process of their own."""
+        """Open review tabs polling a 300-page book while a run is in progress, then tabs
+        left open on an idle book (backing off to IDLE_POLL_SECONDS between quiet polls),
+        served by gunicorn with production settings; the tabs are simulated in a process
+        of their own."""
         pages, duration = options["watch_pages"], options["watch_seconds"]
         rounds = options["watch_tabs"]
         # Slow enough that the run is still in progress after every round: 2 workers at
@@ -746,9 +760,31 @@ class Bench:
                     server_cpu = process_tree_cpu(master) - cpu_before
                     rows += watcher_rows(tabs, result, server_cpu)
                     rows.append(stolen_row(tabs, machine_before, machine_ticks()))
-            in_progress = Run.objects.get(pk=run.pk).state == Run.State.RUNNING and (
-                project_progress(project).busy
-            )
+                in_progress = Run.objects.get(pk=run.pk).state == Run.State.RUNNING and (
+                    project_progress(project).busy
+                )
+                # Tabs left open on a book nothing happens to: they poll too, backing off.
+                # The run stops first, so that they are all the server does.
+                services.stop(project=project)
+                idle = self.project(pages, "watchers, idle")
+                for tabs in options["watch_idle_tabs"]:
+                    detail = reverse("project-detail", args=[idle.pk])
+                    status, html = http_get(port, detail, cookie)
+                    if status != 200:
+                        raise SystemExit(f"benchmark: the review page answered {status}")
+                    url = POLL_URL.search(html).group(1).replace("&amp;", "&")
+                    cpu_before, machine_before = process_tree_cpu(master), machine_ticks()
+                    result = self.load(
+                        port,
+                        url,
+                        cookie,
+                        tabs=tabs,
+                        duration=duration,
+                        max_interval=IDLE_POLL_SECONDS,
+                    )
+                    server_cpu = process_tree_cpu(master) - cpu_before
+                    rows += watcher_rows(tabs, result, server_cpu, idle=True)
+                    rows.append(stolen_row(tabs, machine_before, machine_ticks(), idle=True))
         rows.append(
             row(
                 "watchers",
@@ -795,7 +831,16 @@ class Bench:
             self.wait(lambda: http_get(port, "/healthz", "")[0] == 200, timeout=30, interval=0.2)
             yield port, process.pid
 
-    def load(self, port: int, url: str, cookie: str, *, tabs: int, duration: float) -> dict:
+    def load(
+        self,
+        port: int,
+        url: str,
+        cookie: str,
+        *,
+        tabs: int,
+        duration: float,
+        max_interval: float = 2.0,
+    ) -> dict:
         config = {
             "host": "127.0.0.1",
             "port": port,
@@ -803,6 +848,7 @@ class Bench:
             "cookie": cookie,
             "tabs": tabs,
             "interval": 2.0,
+            "max_interval": max_interval,
             "duration": duration,
         }
         result = subprocess.run(
@@ -1098,12 +1144,18 @@ def machine_ticks() -> tuple[int, int]:
     return sum(fields[:8]), fields[7]
 
 
-def stolen_row(tabs: int, before: tuple[int, int], after: tuple[int, int]) -> dict:
+def stolen_row(
+    tabs: int, before: tuple[int, int], after: tuple[int, int], *, idle: bool = False
+) -> dict:
     """A virtual machine's latencies depend on how much of its CPU the host took: a round
     with much stolen time measured a smaller machine."""
     ticks, stolen = after[0] - before[0], after[1] - before[1]
     share = 100 * stolen / ticks if ticks else 0.0
-    return row("watchers", f"{tabs} tabs: CPU stolen by the hypervisor", share, "%")
+    return row("watchers", f"{_tabs(tabs, idle)}: CPU stolen by the hypervisor", share, "%")
+
+
+def _tabs(tabs: int, idle: bool) -> str:
+    return f"{tabs} idle tabs" if idle else f"{tabs} tabs"
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -1124,46 +1176,52 @@ def process_tree_cpu(pid: int) -> float:
     return total
 
 
-def watcher_rows(tabs: int, result: dict, server_cpu: float) -> list[dict]:
+def watcher_rows(tabs: int, result: dict, server_cpu: float, *, idle: bool = False) -> list[dict]:
     latencies = sorted(result["latencies"])
     polls = len(latencies)
     goal = WATCH_GOALS_MS.get(tabs)
     cuts = statistics.quantiles(latencies, n=100) if polls >= 2 else [0.0] * 99
     p95_ms = cuts[94]
     quiet = result["statuses"].get("204", 0)
+    name = _tabs(tabs, idle)
+    cost = []
+    if idle:  # what tabs left open cost the server, all the time
+        share = 100 * server_cpu / result["seconds"] if result["seconds"] else 0.0
+        cost = [row("watchers", f"{name}: server CPU (of one core)", share, "%")]
     return [
-        row("watchers", f"{tabs} tabs: poll p50", cuts[49], "ms"),
+        row("watchers", f"{name}: poll p50", cuts[49], "ms"),
         row(
             "watchers",
-            f"{tabs} tabs: poll p95",
+            f"{name}: poll p95",
             p95_ms,
             "ms",
             f"≤ {goal}" if goal else "",
             p95_ms <= goal if goal else None,
         ),
-        row("watchers", f"{tabs} tabs: poll p99", cuts[98], "ms"),
+        row("watchers", f"{name}: poll p99", cuts[98], "ms"),
         row(
             "watchers",
-            f"{tabs} tabs: failed requests",
+            f"{name}: failed requests",
             result["failed"],
             "",
             "0",
             result["failed"] == 0,
         ),
-        row("watchers", f"{tabs} tabs: requests/s", polls / result["seconds"], "/s"),
+        row("watchers", f"{name}: requests/s", polls / result["seconds"], "/s"),
         row(
             "watchers",
-            f"{tabs} tabs: quiet polls (204)",
+            f"{name}: quiet polls (204)",
             100 * quiet / polls if polls else 0.0,
             "%",
         ),
         row(
             "watchers",
-            f"{tabs} tabs: server CPU per 1,000 polls",
+            f"{name}: server CPU per 1,000 polls",
             1000 * server_cpu / polls if polls else 0.0,
             "s",
         ),
-        row("watchers", f"{tabs} tabs: load generator CPU", result["cpu_seconds"], "s"),
+        *cost,
+        row("watchers", f"{name}: load generator CPU", result["cpu_seconds"], "s"),
     ]
 
 

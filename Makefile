@@ -14,8 +14,12 @@ run: $(STAMP) $(ENV_FILE)
 	@echo "Open http://$(ADDRPORT)/"
 	$(BIN)/python manage.py runstudio --addrport $(ADDRPORT)
 
+# Two sessions side by side (pytest-xdist): most tests wait on a worker cluster, a web
+# server or a browser, so two take about half the time of one on this 2-core machine. Each
+# session has its own database, queue, media and cache (tests/settings.py).
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 install: $(STAMP)
 

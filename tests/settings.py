@@ -15,14 +15,28 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "tests-only-secret-key")
 os.environ.setdefault("STUDIO_IMAGE_SIZE", "256x256")
 # One broker queue per test session, shared with the workers the tests start.
 os.environ.setdefault("STUDIO_QUEUE_NAME", f"studio-test-{os.getpid()}")
+# Sessions side by side (pytest-xdist's workers, `-n 2`) each have their own database
+# (pytest-django names it), queue, media, poll cache directory and cache keys: their
+# projects' ids are the same numbers, and on Redis one session's cluster would take the
+# other's tasks. A worker session inherits the controller's environment, so its first
+# import replaces what came from there; the processes its tests start inherit its own.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if XDIST_WORKER and os.environ.get("STUDIO_TEST_SESSION") != XDIST_WORKER:
+    os.environ["STUDIO_TEST_SESSION"] = XDIST_WORKER
+    os.environ["STUDIO_QUEUE_NAME"] = f"studio-test-{os.getpid()}"
+    os.environ["MEDIA_ROOT"] = tempfile.mkdtemp(prefix=f"studio-media-{XDIST_WORKER}-")
+    os.environ["STUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"studio-cache-{XDIST_WORKER}-")
 
 from studio.settings import *  # noqa: E402,F403
-from studio.settings import BASE_DIR, DATABASES  # noqa: E402
+from studio.settings import BASE_DIR, CACHES, DATABASES  # noqa: E402
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory: worker processes must see the test database.
     (BASE_DIR / "var").mkdir(exist_ok=True)
     DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}
+
+if XDIST_WORKER and "KEY_PREFIX" in CACHES["default"]:
+    CACHES["default"]["KEY_PREFIX"] += f"-{XDIST_WORKER}"
 
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or tempfile.mkdtemp(prefix="studio-media-"))
 os.environ["MEDIA_ROOT"] = str(MEDIA_ROOT)

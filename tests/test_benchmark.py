@@ -62,7 +62,10 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["claim conflicts per 1,000 claims"]["value"] >= 0
     # Faults and killed clusters: every call the service charged is in the ledger, once.
     assert rows["charged calls missing from the ledger"]["ok"] is True
-    assert rows["ledger entries"]["value"] == rows["calls the service charged"]["value"] > 0
+    assert rows["calls the service charged"]["value"] > 0
+    # More only by calls whose worker was killed before the request left (entered as
+    # likely: their outcome is unknown), never more than the calls lost.
+    assert rows["ledger entries the service never charged"]["ok"] is True
     # Simulated tabs polled a gunicorn server while a run drew: every poll answered.
     for tabs in (10, 20):
         assert rows[f"{tabs} tabs: failed requests"]["value"] == 0

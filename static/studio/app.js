@@ -490,6 +490,7 @@
   const body = document.body;
   const FAST = 2000;
   const SLOW = 10000;
+  const RETRY = 4000;
   let delay = FAST;
   let timer = null;
   let pending = 0; // controls sent and not answered yet
@@ -514,7 +515,10 @@
       const element = header();
       const busy = element && !element.hasAttribute("data-poll-idle");
       const changed = event.detail.successful && event.detail.xhr.status !== 204;
-      delay = busy || changed ? FAST : Math.min(SLOW, Math.round(delay * 1.5));
+      // A failed poll tries again sooner than a quiet one: "Reconnecting…" is on show, and
+      // the tab must say "● Live" within seconds of the server's return.
+      const most = event.detail.successful ? SLOW : RETRY;
+      delay = busy || changed ? FAST : Math.min(most, Math.round(delay * 1.5));
       schedule(delay);
     } else if (isControl(event) && pending > 0) {
       pending -= 1;

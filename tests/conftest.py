@@ -31,6 +31,13 @@ def wait_until(condition, *, timeout: float, interval: float = 0.1, message: str
     pytest.fail(message or f"condition not met within {timeout} s")
 
 
+def pytest_collection_modifyitems(config, items):
+    """The longest tests (marked `long`) first: with two sessions side by side (make
+    test), one of them starts on these while the other works through the rest, instead of
+    one session finishing a long test alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 class Sweeper:
     """Run the sweep each call; truthy once the sweeps have put back `expected` jobs in all
     (leases expire one by one, so one sweep may put back some and the next the rest)."""

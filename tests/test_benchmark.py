@@ -24,6 +24,7 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+@pytest.mark.long
 @pytest.mark.django_db(transaction=True)
 def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     result = subprocess.run(

@@ -321,6 +321,7 @@ def test_every_relative_link_in_the_readme_and_docs_names_a_file():
     assert broken == []
 
 
+@pytest.mark.long
 @pytest.mark.newcomer
 def test_every_command_block_in_the_readme_and_docs_works_as_printed(fresh_copy):
     blocks = [

@@ -103,6 +103,9 @@ def _capture(action, table: str, using: str, values: dict, markers: dict):
     captured: list[tuple[str, list]] = []
 
     def record(execute, sql, params, many, context):
+        # Nothing runs: the cursor's rowcount stays -1 (DB-API: no execute), which the
+        # ORM path takes as "changed", so the statements it runs only after a change (the
+        # project's counter) are captured too.
         captured.append((sql, list(params or ())))
 
     connection = connections[using]

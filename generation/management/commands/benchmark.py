@@ -750,11 +750,7 @@ class Bench:
             with self.web_server(options["web_workers"]) as (port, master):
                 for tabs in rounds:
                     # The tabs open the review page now (its poll URL carries their cursor).
-                    detail = reverse("project-detail", args=[project.pk])
-                    status, html = http_get(port, detail, cookie)
-                    if status != 200:
-                        raise SystemExit(f"benchmark: the review page answered {status}")
-                    url = POLL_URL.search(html).group(1).replace("&amp;", "&")
+                    url = self.poll_url(port, project, cookie)
                     cpu_before, machine_before = process_tree_cpu(master), machine_ticks()
                     result = self.load(port, url, cookie, tabs=tabs, duration=duration)
                     server_cpu = process_tree_cpu(master) - cpu_before
@@ -768,11 +764,7 @@ class Bench:
                 services.stop(project=project)
                 idle = self.project(pages, "watchers, idle")
                 for tabs in options["watch_idle_tabs"]:
-                    detail = reverse("project-detail", args=[idle.pk])
-                    status, html = http_get(port, detail, cookie)
-                    if status != 200:
-                        raise SystemExit(f"benchmark: the review page answered {status}")
-                    url = POLL_URL.search(html).group(1).replace("&amp;", "&")
+                    url = self.poll_url(port, idle, cookie)
                     cpu_before, machine_before = process_tree_cpu(master), machine_ticks()
                     result = self.load(
                         port,
@@ -802,6 +794,14 @@ class Bench:
         client = Client()
         client.force_login(self.user)
         return client
+
+    def poll_url(self, port: int, project, cookie: str) -> str:
+        """Open the project's review page as a tab does and return its poll URL (which
+        carries the tab's cursor)."""
+        status, html = http_get(port, reverse("project-detail", args=[project.pk]), cookie)
+        if status != 200:
+            raise SystemExit(f"benchmark: the review page answered {status}")
+        return POLL_URL.search(html).group(1).replace("&amp;", "&")
 
     def session_cookie(self) -> str:
         """The cookies of one signed-in browser, whose tabs all send them: its session and,

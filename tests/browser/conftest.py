@@ -148,9 +148,17 @@ __all__ = ["screenshot", "sign_in", "signal"]
 
 def card_action(card, role: str, name: str):
     """Return one of a card's actions, opening the card's "More" menu first when the action
-    lives there (a sent action closes it; a poll's swap of the card keeps it open)."""
+    lives there (a sent action closes it; a poll's swap of the card keeps it open). A poll
+    that swaps the card between the press and the release of the click on "More" loses
+    that click, as it would a person's: the menu is opened again until the action shows."""
     menu = card.locator("details.card-menu")
-    in_menu = menu.get_by_role(role, name=name, exact=True, include_hidden=True)
-    if in_menu.count() and menu.get_attribute("open") is None:
-        menu.locator("summary").click()
-    return card.get_by_role(role, name=name, exact=True)
+    action = card.get_by_role(role, name=name, exact=True)
+    if menu.get_by_role(role, name=name, exact=True, include_hidden=True).count():
+
+        def shown():
+            if menu.get_attribute("open") is None:
+                menu.locator("summary").click()
+            return action.is_visible()
+
+        wait_until(shown, timeout=15, message=f"the card's menu never showed {name!r}")
+    return action

@@ -28,6 +28,11 @@ def _url_pattern(name: str) -> str:
     return reverse(name, args=[_PLACEHOLDER])
 
 
+@functools.cache
+def _url_pattern_of_two(name: str) -> str:
+    return reverse(name, args=[_PLACEHOLDER, _PLACEHOLDER + 1])
+
+
 def url_for(name: str, pk: int) -> str:
     """Return reverse(name, args=[pk]) for the review page's many per-card links, without
     resolving the URLconf once per link (a 500-page review page has thousands)."""
@@ -64,6 +69,15 @@ class CardUrls:
 
     def __init__(self, card: "PageCard"):
         self.card = card
+
+    @property
+    def gallery(self) -> str:
+        """The page's gallery (/projects/<id>/gallery/<page id>/): two ids in one link."""
+        page = self.card.page
+        pattern = _url_pattern_of_two("page-gallery")
+        return pattern.replace(str(_PLACEHOLDER + 1), str(page.pk)).replace(
+            str(_PLACEHOLDER), str(page.project_id)
+        )
 
 
 # The mark before a chip's words, by the card's state (hidden from screen readers: the words

@@ -100,6 +100,7 @@ def all_urls(project, page, image):
         ("get", reverse("project-delete", args=[p]), 200),
         ("get", reverse("project-export", args=[p]), 200),
         ("get", reverse("project-book", args=[p]), 200),
+        ("get", reverse("page-gallery", args=[p, g]), 200),
         ("get", reverse("export-download", args=[export.pk]), 200),
         ("post", reverse("project-generate-clips", args=[p]), 302),
         ("post", reverse("project-retry-failed-clips", args=[p]), 302),

@@ -65,7 +65,7 @@ def test_a_page_of_its_own_shows_the_picture_text_state_and_plain_controls(signe
     html = response.content.decode()
     assert response.status_code == 200
     assert "<html" in html  # a page of its own: what a picture's link opens without script
-    assert "Page 2 <span class=\"gallery__of\">of 4</span>" in html
+    assert 'Page 2 <span class="gallery__of">of 4</span>' in html
     assert "Page 2: the fox crosses meadow number 2." in html
     assert 'data-announce="Page 2 of 4, not approved"' in html
     picture = page_of(book, 2).illustrations.get(status=Status.COMPLETE)
@@ -164,7 +164,9 @@ def test_variants_wait_beside_the_current_picture(signed_in, book, drain):
     assert re.search(rf'hx-post="{keep}"[^>]*>.*?data-gallery-key="1"', html)
     variants = page.illustrations.filter(candidate=True).order_by("variant")
     for key, variant in enumerate(variants, 2):
-        assert re.search(rf'hx-post="/images/{variant.pk}/use/"[^>]*>.*?data-gallery-key="{key}"', html)
+        assert re.search(
+            rf'hx-post="/images/{variant.pk}/use/"[^>]*>.*?data-gallery-key="{key}"', html
+        )
     assert 'data-gallery-key="v"' not in html  # no new variants while these wait
 
 

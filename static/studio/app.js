@@ -556,21 +556,22 @@
     const tiles = content.querySelector("[data-gallery-tiles]");
     if (!tiles) return;
     if (narrow()) {
-      tiles.style.removeProperty("--cols");
-      tiles.style.removeProperty("--rows");
+      ["--cols", "--rows", "--tile"].forEach((name) => tiles.style.removeProperty(name));
       return;
     }
     const count = tiles.children.length;
     const { width, height } = tiles.getBoundingClientRect();
-    const caption = 56; // its words and its button, under each picture
+    const gap = 12;
+    const caption = 52; // its words and its button, under each picture
     let best = { cols: 1, size: -Infinity };
     for (let cols = 1; cols <= count; cols += 1) {
       const rows = Math.ceil(count / cols);
-      const size = Math.min(width / cols, height / rows - caption);
+      const size = Math.min((width - gap * (cols - 1)) / cols, (height - gap * (rows - 1)) / rows - caption);
       if (size > best.size) best = { cols, size };
     }
     tiles.style.setProperty("--cols", String(best.cols));
     tiles.style.setProperty("--rows", String(Math.ceil(count / best.cols)));
+    tiles.style.setProperty("--tile", `${Math.max(Math.floor(best.size), 64)}px`);
   };
   window.addEventListener("resize", fit);
 
@@ -711,18 +712,22 @@
     panelOpener = link.dataset.galleryKey;
     htmx.ajax("GET", link.href, { target: panel, swap: "innerHTML" });
   };
+  const backToPanelOpener = () => {
+    const again = panelOpener && view() && view().querySelector(`[data-gallery-key="${panelOpener}"]`);
+    (again || view()?.querySelector("#gallery-title"))?.focus();
+  };
   const closePanel = (refocus) => {
     if (!panel || !panel.children.length) return false;
     panel.replaceChildren();
-    const again = panelOpener && view() && view().querySelector(`[data-gallery-key="${panelOpener}"]`);
-    if (refocus) (again || view()?.querySelector("#gallery-title"))?.focus();
+    if (refocus) backToPanelOpener();
     return true;
   };
   if (panel) {
     body.addEventListener("htmx:afterSwap", (event) => {
       if (event.detail.target !== panel) return;
       if (!panel.querySelector(".panel")) {
-        closePanel(true); // a saved prompt answers with the changed cards only
+        panel.replaceChildren(); // a saved prompt answers with the changed cards only
+        backToPanelOpener();
         return;
       }
       const heading = panel.querySelector("h2");

@@ -109,21 +109,19 @@ def walk(project: Project, page: Page, *, show: str) -> Walk:
     return Walk(previous=others[-1], next=others[0], position=position, count=len(shown))
 
 
-def comparison(page: Page, current: Illustration | None) -> tuple[str, list[Illustration]]:
-    """Return what the page compares, and its pictures in order: "variants" (the current
-    picture when it is no variant, then the variants in slot order) while a choice among
-    variants is open, else "versions" (the current picture, then the earlier ones, newest
-    first)."""
+def comparison(page: Page) -> tuple[str, list[Illustration]]:
+    """Return what the page compares, and its pictures in order: "variants" in slot order
+    (the keys 1–4 are their numbers) while a choice among them is open, else "versions"
+    (the current picture, then the earlier ones, newest first)."""
     candidates = selectors.page_candidates(page)
     if candidates:
-        first = [current] if current is not None and not current.candidate else []
-        return "variants", first + candidates
+        return "variants", candidates
     versions = selectors.page_versions(page)
     versions.sort(key=lambda version: version.status != Status.COMPLETE)  # stable: newest next
     return "versions", versions
 
 
-def tiles(page: Page, mode: str, pictures: list[Illustration]) -> list[Tile]:
+def tiles(page: Page, pictures: list[Illustration]) -> list[Tile]:
     """Return the tiles of the pictures shown together (at most TILES), numbered 1.."""
     made = []
     for key, picture in enumerate(pictures, 1):
@@ -141,9 +139,6 @@ def tiles(page: Page, mode: str, pictures: list[Illustration]) -> list[Tile]:
                 use_url, use_label = review.url_for("version-use", picture.pk), f"Use {name}"
         elif shown:
             caption = "Current picture" + (" · approved" if picture.approved_at else "")
-            if mode == "variants":
-                use_url = review.url_for("page-keep-current", page.pk)
-                use_label = "Keep the current picture"
         else:
             when = picture.finished_at.strftime("%Y-%m-%d %H:%M") if picture.finished_at else ""
             caption = f"Version from {when}" if when else "Earlier version"
@@ -180,6 +175,17 @@ def actions(card: review.PageCard) -> list[Action]:
     if card.job is None or not (card.job.is_active or card.job.candidate):
         made.append(Action("Try variants", urls.variants, key="v", panel=True))
     return made
+
+
+def keep_current(card: review.PageCard) -> Action | None:
+    """Return the control that closes the open choice among variants and keeps the page's
+    picture, when it has one that is no variant."""
+    current = card.current
+    if current is None or current.candidate:
+        return None
+    return Action(
+        "Keep the current picture", review.url_for("page-keep-current", card.page.pk), key="k"
+    )
 
 
 def state_words(card: review.PageCard) -> str:

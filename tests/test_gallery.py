@@ -153,20 +153,22 @@ def test_more_than_four_versions_come_four_at_a_time(signed_in, book, drain):
     assert "Versions 5–5 of 5" in html and "data-gallery-load>Newer" in html
 
 
-def test_variants_wait_beside_the_current_picture(signed_in, book, drain):
+def test_variants_wait_side_by_side_with_the_current_picture_to_keep(signed_in, book, drain):
     page = page_of(book, 3)
-    drain(services.queue_variants(page=page, count=2).run.pk)
+    drain(services.queue_variants(page=page, count=4).run.pk)
 
     html = gallery(signed_in, book, 3, htmx=True).content.decode()
 
-    assert "Variant 1" in html and "Variant 2" in html and "Variants wait for your pick." in html
-    keep = reverse("page-keep-current", args=[page.pk])
-    assert re.search(rf'hx-post="{keep}"[^>]*>.*?data-gallery-key="1"', html)
+    assert html.count('class="gallery__image"') == 4 and "Variants wait for your pick." in html
     variants = page.illustrations.filter(candidate=True).order_by("variant")
-    for key, variant in enumerate(variants, 2):
+    for variant in variants:  # the keys 1–4 are the variants' numbers
         assert re.search(
-            rf'hx-post="/images/{variant.pk}/use/"[^>]*>.*?data-gallery-key="{key}"', html
+            rf'hx-post="/images/{variant.pk}/use/"[^>]*>.*?data-gallery-key="{variant.variant}"',
+            html,
         )
+    keep = reverse("page-keep-current", args=[page.pk])
+    assert re.search(rf'hx-post="{keep}"[^>]*>.*?data-gallery-key="k"', html)
+    assert "Pictures 1–4" not in html  # all four at once
     assert 'data-gallery-key="v"' not in html  # no new variants while these wait
 
 

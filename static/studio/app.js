@@ -517,7 +517,8 @@
 // gallery reloads after each of them and whenever the poll swaps its page's card. On the
 // gallery's own page (a shared link, or no script on the review page) the same keys work
 // on its plain links and forms. Keys: ← → pages, 1–4 choose, A approve, R regenerate,
-// E edit prompt, V try variants, ? the keys, Esc closes (the keys, a panel, the gallery).
+// E edit prompt, V try variants, K keep the picture the variants would replace, ? the
+// keys, Esc closes (the keys, a panel, the gallery).
 // Touch screens swipe between pages.
 (() => {
   const root = document.querySelector("[data-gallery-root]");
@@ -533,7 +534,13 @@
   const isOpen = () => !dialog || dialog.open;
   const narrow = () => window.matchMedia("(max-width: 720px)").matches;
   const grid = () => document.getElementById("page-grid");
-  const KEYS = { a: "Approve", r: "Regenerate", e: "Edit prompt", v: "Try variants" };
+  const KEYS = {
+    a: "Approve",
+    r: "Regenerate",
+    e: "Edit prompt",
+    v: "Try variants",
+    k: "Keep the current picture",
+  };
   let opener = null;
   let helpOpener = null;
   let panelOpener = null;

@@ -33,7 +33,7 @@ def page_gallery(request: HttpRequest, pk: int, page_pk: int) -> HttpResponse:
         return _bad_request("at must be a whole number of pictures.")
     at = int(at)
     (card,) = review.page_cards(project, pages=[page])
-    mode, pictures = gallery.comparison(page, card.current)
+    mode, pictures = gallery.comparison(page)
     if at >= len(pictures):
         at = 0  # a version deleted meanwhile: the first ones
     at -= at % gallery.TILES
@@ -49,7 +49,9 @@ def page_gallery(request: HttpRequest, pk: int, page_pk: int) -> HttpResponse:
         "page": page,
         "card": card,
         "mode": mode,
-        "tiles": gallery.tiles(page, mode, pictures[at : at + gallery.TILES]),
+        "tiles": gallery.tiles(page, pictures[at : at + gallery.TILES]),
+        # While variants wait, the picture they may replace stays beside them, to keep.
+        "keep": gallery.keep_current(card) if mode == "variants" else None,
         "count": len(pictures),
         "first_shown": at + 1,
         "last_shown": min(at + gallery.TILES, len(pictures)),

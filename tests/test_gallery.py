@@ -120,6 +120,18 @@ def test_the_walk_keeps_to_the_pages_the_filter_shows(signed_in, book):
     assert step(html, "next") == step(html, "previous") == ""
 
 
+def test_the_walk_follows_the_grid_s_sections(signed_in, book):
+    for number, section in ((1, "Chapter B"), (2, "Chapter A"), (3, "Chapter B")):
+        Page.objects.filter(pk=page_of(book, number).pk).update(section=section)
+
+    html = gallery(signed_in, book, 1).content.decode()
+
+    # The grid: page 4 (in no section), then Chapter B (1, 3), then Chapter A (2).
+    assert step(html, "previous") == url_of(book, 4)
+    assert step(html, "next") == url_of(book, 3)
+    assert step(gallery(signed_in, book, 3).content.decode(), "next") == url_of(book, 2)
+
+
 def test_versions_are_side_by_side_the_current_first_each_with_its_key(signed_in, book, drain):
     page = page_of(book, 1)
     first = page.illustrations.get(status=Status.COMPLETE)

@@ -648,6 +648,15 @@
     }
   };
 
+  const refused = (xhr) => {
+    try {
+      const toast = JSON.parse(xhr.getResponseHeader("HX-Trigger") || "{}").toast;
+      return Boolean(toast && toast.level === "error");
+    } catch (error) {
+      return false;
+    }
+  };
+
   const open = (link) => {
     opener = link;
     const url = new URL(link.href, window.location.href);
@@ -701,7 +710,10 @@
       const config = event.detail.requestConfig;
       if (!dialog.open || !source || !root.contains(source) || !config || config.verb === "get") return;
       if (event.detail.xhr.status >= 300) return; // a form's errors stay on show
-      if (panel.contains(source) && source.closest("form:not([hx-target])")) closePanel(true);
+      // A panel's form done (Try variants) closes it; refused, it stays with the toast's why.
+      if (panel.contains(source) && source.closest("form:not([hx-target])") && !refused(event.detail.xhr)) {
+        closePanel(true);
+      }
       refresh();
     });
     // Toasts are behind the dialog: the gallery says them too.
@@ -843,7 +855,8 @@
     if (control && !control.disabled) {
       control.click();
     } else if (/^[1-4]$/.test(key)) {
-      tell(`There is no picture ${key} to choose here.`);
+      const tile = gallery.querySelector(`[data-gallery-tile="${key}"] .gallery__caption > span`);
+      tell(tile ? `Picture ${key} is not one to choose: ${tile.textContent.trim()}.` : `There is no picture ${key} here.`);
     } else {
       tell(`${KEYS[key]} is not offered for this page now.`);
     }

@@ -69,6 +69,10 @@ def test_an_editor_chooses_approves_and_redraws_by_keyboard_alone(
     expect(gallery.locator(".gallery__image").first).to_have_attribute("src", f"/images/{earlier}/")
     assert current_pk(first) == earlier
     screenshot(page, "gallery-versions")
+    page.keyboard.press("1")  # the picture shown already: nothing to choose, and it says so
+    expect(gallery.locator("[data-gallery-toast]")).to_have_text(
+        "Picture 1 is not one to choose: Current picture · shown on the page."
+    )
 
     page.keyboard.press("a")
     expect(status).to_have_text("Page 1 of 4, approved")

@@ -98,10 +98,10 @@ def walk(project: Project, page: Page, *, show: str) -> Walk:
         others = shown[at + 1 :] + shown[:at]
         position = at + 1
     else:  # the page left the filter (approved under "Not approved"): walk on from it
-        order = [p.pk for p in pages]
-        where = order.index(page.pk)
-        after = [p for p in shown if order.index(p.pk) > where]
-        before = [p for p in shown if order.index(p.pk) < where]
+        place = {p.pk: at for at, p in enumerate(pages)}
+        where = place[page.pk]
+        after = [p for p in shown if place[p.pk] > where]
+        before = [p for p in shown if place[p.pk] < where]
         others = after + before
         position = None
     if not others:
@@ -136,11 +136,12 @@ def tiles(page: Page, pictures: list[Illustration]) -> list[Tile]:
             else:
                 caption = f"{name}{' · shown now' if shown else ''}"
                 # Picking the variant shown now closes the choice, as use_version does.
-                use_url, use_label = review.url_for("version-use", picture.pk), f"Use {name}"
+                use_url = review.url_for("version-use", picture.pk)
+                use_label = f"Keep {name}" if shown else f"Use {name}"
         elif shown:
             caption = "Current picture" + (" · approved" if picture.approved_at else "")
         else:
-            when = picture.finished_at.strftime("%Y-%m-%d %H:%M") if picture.finished_at else ""
+            when = review.when(picture.finished_at)
             caption = f"Version from {when}" if when else "Earlier version"
             use_url, use_label = review.url_for("version-use", picture.pk), "Use this version"
         made.append(

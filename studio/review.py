@@ -329,7 +329,7 @@ class PageCard:
         """Return the chip and its detail as one sentence: "Waiting for the service (12 a
         minute; next at 14:32:05)", the chip's hover text."""
         if self.state in ("complete", "outdated") and self.current is not None:
-            made = f"made {_when(self.current.finished_at)}" if self.current.finished_at else ""
+            made = f"made {when(self.current.finished_at)}" if self.current.finished_at else ""
             by = f" by {self.current.provider}" if self.current.provider else ""
             return f"{self.label} ({made}{by})" if made or by else self.label
         return f"{self.label} ({self.detail})" if self.detail else self.label
@@ -407,7 +407,8 @@ def _clock(value) -> str:
     return localtime(value).strftime("%H:%M:%S") if value is not None else "?"
 
 
-def _when(value) -> str:
+def when(value) -> str:
+    """Return a moment as the cards say it, in local time: "2026-12-07 14:32"."""
     return localtime(value).strftime("%Y-%m-%d %H:%M") if value is not None else ""
 
 

@@ -28,6 +28,11 @@ def _url_pattern(name: str) -> str:
     return reverse(name, args=[_PLACEHOLDER])
 
 
+@functools.cache
+def _url_pattern_of_two(name: str) -> str:
+    return reverse(name, args=[_PLACEHOLDER, _PLACEHOLDER + 1])
+
+
 def url_for(name: str, pk: int) -> str:
     """Return reverse(name, args=[pk]) for the review page's many per-card links, without
     resolving the URLconf once per link (a 500-page review page has thousands)."""
@@ -64,6 +69,15 @@ class CardUrls:
 
     def __init__(self, card: "PageCard"):
         self.card = card
+
+    @property
+    def gallery(self) -> str:
+        """The page's gallery (/projects/<id>/gallery/<page id>/): two ids in one link."""
+        page = self.card.page
+        pattern = _url_pattern_of_two("page-gallery")
+        return pattern.replace(str(_PLACEHOLDER + 1), str(page.pk)).replace(
+            str(_PLACEHOLDER), str(page.project_id)
+        )
 
 
 # The mark before a chip's words, by the card's state (hidden from screen readers: the words
@@ -315,7 +329,7 @@ class PageCard:
         """Return the chip and its detail as one sentence: "Waiting for the service (12 a
         minute; next at 14:32:05)", the chip's hover text."""
         if self.state in ("complete", "outdated") and self.current is not None:
-            made = f"made {_when(self.current.finished_at)}" if self.current.finished_at else ""
+            made = f"made {when(self.current.finished_at)}" if self.current.finished_at else ""
             by = f" by {self.current.provider}" if self.current.provider else ""
             return f"{self.label} ({made}{by})" if made or by else self.label
         return f"{self.label} ({self.detail})" if self.detail else self.label
@@ -393,7 +407,8 @@ def _clock(value) -> str:
     return localtime(value).strftime("%H:%M:%S") if value is not None else "?"
 
 
-def _when(value) -> str:
+def when(value) -> str:
+    """Return a moment as the cards say it, in local time: "2026-12-07 14:32"."""
     return localtime(value).strftime("%Y-%m-%d %H:%M") if value is not None else ""
 
 

@@ -9,6 +9,7 @@ project_urls = [
     path("settings/", views.project_settings, name="project-settings"),
     path("export/", views.project_export, name="project-export"),
     path("book/", views.project_book, name="project-book"),
+    path("gallery/<int:page_pk>/", views.page_gallery, name="page-gallery"),
     path("delete/", views.project_delete, name="project-delete"),
     path("pages/", views.project_pages, name="project-pages"),
     path("pages/add/", views.page_add, name="page-add"),

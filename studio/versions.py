@@ -17,7 +17,7 @@ from generation import selectors, services
 from generation.models import Illustration
 
 from .text import plural
-from .views.common import _owned_page
+from .views.common import _owned_page, safe_next
 from .views.controls import _control, control, page_control, project_control
 
 VARIANT_CHOICES = range(1, services.MAX_VARIANTS + 1)
@@ -113,6 +113,7 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
         "waiting": any(candidate.is_active for candidate in candidates),
         "choices": [(n, None if price is None else price * n) for n in VARIANT_CHOICES],
         "price": price,
+        "next_url": safe_next(request),
     }
     template = "studio/page_variants.html#variants" if request.htmx else "studio/page_variants.html"
     return render(request, template, context)

@@ -20,7 +20,7 @@ from generation.models import Run
 
 from ..models import MAX_PAGES, Project
 from ..text import plural
-from .common import _bad_request, _owned_page, _owned_project
+from .common import _bad_request, _owned_page, _owned_project, safe_next
 from .review import CURSOR_MARGIN, _regions, _run_seen
 
 CHOICE = "studio/project_detail.html#generate-choice"  # what Generate Missing asks first
@@ -37,7 +37,7 @@ def _after_action(
 ):
     if not request.htmx:
         getattr(messages, level)(request, message)
-        return redirect(project)
+        return redirect(safe_next(request) or project)  # the gallery's page comes back
     # The cards this action changed (its writes are stamped by the database clock) and
     # those changed since the tab's cursor (X-Studio-Since: it swaps in this answer's
     # header, so its cards must be as new), or every card when it changed the run's state.

@@ -128,7 +128,7 @@ class ManuscriptForm(ProjectForm):
     upload = forms.FileField(
         required=False,
         label="…or upload a .txt or .md file",
-        help_text=f"UTF-8, at most {megabytes(MAX_FILE_BYTES)}.",
+        help_text=f"UTF-8 or UTF-16, at most {megabytes(MAX_FILE_BYTES)}.",
     )
 
     class Meta(ProjectForm.Meta):

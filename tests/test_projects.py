@@ -55,6 +55,14 @@ def test_an_uploaded_manuscript_is_split_into_pages(signed_in):
     assert numbers_and_texts(Project.objects.get()) == [(1, "One."), (2, "Two.")]
 
 
+def test_a_utf16_manuscript_from_a_word_processor_is_split_into_pages(signed_in):
+    upload = io.BytesIO("\ufeffUne.\r\n---\r\nDeux été.".encode("utf-16-le"))
+    upload.name = "book.txt"
+    response = signed_in.post(reverse("project-create"), {"title": "Up", "upload": upload})
+    assert response.status_code == 302
+    assert numbers_and_texts(Project.objects.get()) == [(1, "Une."), (2, "Deux été.")]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [

@@ -292,7 +292,7 @@ class CharacterDetailsForm(forms.ModelForm):
 
     class Meta:
         model = Character
-        fields = ["name", "kind", "description", "aliases"]
+        fields = ["name", "kind", "description", "aliases", "every_page"]
         widgets = {"description": forms.Textarea(attrs={"rows": 3, "maxlength": 1000})}
         labels = {"aliases": "Other names"}
         help_texts = {

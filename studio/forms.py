@@ -1,4 +1,6 @@
 from django import forms
+from django.contrib.auth.base_user import BaseUserManager
+from django.db import transaction
 
 from generation import selectors
 from generation.story import MAX_STORY_PAGES
@@ -349,6 +351,30 @@ class ReferenceUploadForm(forms.Form):
 
 
 class EditorSettingsForm(forms.ModelForm):
+    """The editor's settings, and their email address (kept on their account)."""
+
+    email = forms.EmailField(
+        required=False,
+        max_length=254,
+        label="Email address",
+        help_text="Where the studio writes to you. Leave it empty and no email is sent.",
+    )
+
     class Meta:
         model = EditorSettings
-        fields = ["email_on_run_end"]
+        fields = ["email", "email_on_run_end"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["email"].initial = self.instance.user.email
+
+    def clean_email(self) -> str:
+        # The part after the @ is a domain, whose case does not matter; the rest may.
+        return BaseUserManager.normalize_email(self.cleaned_data["email"])
+
+    def save(self, commit: bool = True) -> EditorSettings:
+        user = self.instance.user
+        user.email = self.cleaned_data["email"]
+        with transaction.atomic():  # both or neither
+            user.save(update_fields=["email"])
+            return super().save(commit=commit)

@@ -367,6 +367,7 @@ class EditorSettingsForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["email"].initial = self.instance.user.email
+        self.fields["email_on_run_end"].label_suffix = ""  # a box's label is no heading
 
     def clean_email(self) -> str:
         # The part after the @ is a domain, whose case does not matter; the rest may.

@@ -184,7 +184,8 @@ class PageCharactersField(forms.ModelMultipleChoiceField):
     widget = forms.CheckboxSelectMultiple
 
     def label_from_instance(self, character) -> str:
-        return character.name
+        # Its picture goes whether ticked or not: the tick is still the page's own tag.
+        return f"{character.name} (on every page)" if character.every_page else character.name
 
 
 def _page_characters(form, page: Page) -> None:

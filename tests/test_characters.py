@@ -572,6 +572,9 @@ def test_the_demo_shows_its_pages_without_a_character_and_peter_goes_on_every_pa
     assert "On every page" in html
     assert "send no character’s picture" not in html
     assert "Every page sends at least one character’s picture." in html
+    untagged = project.pages.get(number=alone[0])
+    editor_html = client.get(reverse("page-edit", args=[untagged.pk])).content.decode()
+    assert "Peter (on every page)" in editor_html
 
 
 def test_a_new_character_can_go_on_every_page_and_a_style_reference_never_is(story, client, editor):

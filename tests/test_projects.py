@@ -198,7 +198,7 @@ def test_a_label_shows_on_the_card(signed_in, make_project):
         {"label": "Scene 3 · Shot 2", "text": page.text, "prompt": ""},
     )
     html = signed_in.get(project.get_absolute_url()).content.decode()
-    assert '<span class="card__label">Scene 3 · Shot 2</span>' in html
+    assert '<span class="card__label" title="Scene 3 · Shot 2">Scene 3 · Shot 2</span>' in html
 
 
 def test_editing_the_prompt_of_an_illustrated_page_marks_it_outdated_and_queues_nothing(

@@ -467,6 +467,22 @@ def page_sending(page: Page) -> dict:
     }
 
 
+def pages_without_characters(project: Project) -> list[Page] | None:
+    """Return the project's pages that send no character's picture (none of the characters
+    tagged on them has one, and no character with one goes on every page), in order; None
+    when no character, setting or prop has a picture to send (nothing to say yet)."""
+    sending = [
+        character.pk
+        for character in project.characters.all()
+        if character.kind != character.Kind.STYLE and character.reference_id
+    ]
+    if not sending:
+        return None
+    if project.characters.filter(pk__in=sending, every_page=True).exists():
+        return []
+    return list(project.pages.exclude(characters__in=sending).order_by("number"))
+
+
 def reference_changed_pages(project: Project, pages) -> list[Page]:
     """Return those of the project's pages whose current picture reads "Reference changed"
     (a constant number of queries)."""

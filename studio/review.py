@@ -218,7 +218,12 @@ class PageCard:
             items.append(CardAction("Unapprove", urls.unapprove))
         elif self.current is not None:
             items.append(CardAction("Approve", urls.approve))
-        if self.current is not None and self.clip_state not in ("queued", "generating", "retrying"):
+        if self.current is not None and self.clip_state not in (
+            "queued",
+            "generating",
+            "retrying",
+            "awaiting",
+        ):
             items.append(CardAction("Remake clip" if self.clip else "Make clip", urls.make_clip))
         items.append(CardAction("History", urls.history, drawer=True))
         return items
@@ -275,6 +280,8 @@ class PageCard:
             return "waiting"  # a concurrency or rate limit holds the call back
         if job.status == Status.QUEUED and job.next_attempt_at is not None:
             return "waiting"  # the service asked for a long wait: back in line until then
+        if job.status == Status.AWAITING:
+            return "generating"  # being made at the service, which calls back when done
         return job.status
 
     @cached_property

@@ -234,6 +234,7 @@ class FakePredictionService(WebhookSender, LoopbackServer):
             if prediction["status"] not in ("succeeded", "failed", "canceled"):
                 prediction["status"] = "failed" if self.outcome == "flagged" else self.outcome
                 prediction["flagged"] = self.outcome == "flagged"
+                prediction["ended"] = time.monotonic()
             return prediction["status"]
 
     def signed(self, status: str, body: dict) -> tuple:

@@ -10,14 +10,20 @@ from decimal import Decimal
 import pytest
 import requests
 from django.db.models.functions import Now
+from django_q.signing import SignedPackage
 
-from generation import services
+from generation import services, webhooks
+from generation import tasks as tasks_module
 from generation.clock import db_now
 from generation.fakes.fal import jwks_of
 from generation.fakes.replicate import sign
-from generation.models import GenerationAttempt, Illustration, SpendEntry, WebhookDelivery
+from generation.kinds import KINDS
+from generation.models import GenerationAttempt, Illustration, Run, SpendEntry, WebhookDelivery
+from generation.providers.base import ImageRequest
+from generation.providers.replicate_image import ReplicateImageProvider
 from generation.providers.webhooks import WebhookRefused, verify_fal, verify_replicate
 from generation.selectors import project_progress
+from studio.models import Project
 from tests.conftest import FAL_TEST_KEY, wait_until
 
 Status = Illustration.Status
@@ -179,6 +185,51 @@ def test_forged_replayed_and_repeated_deliveries_change_nothing(
     assert broker.queue_size() >= 1  # a worker is handed the job
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_that_comes_before_its_worker_lets_go_still_wakes_the_job(
+    settings, make_project, broker
+):
+    settings.REPLICATE_WEBHOOK_SECRET = VECTOR["secret"]
+    job = awaiting_job(make_project(pages=1), "p-fast", broker)
+    Illustration.objects.filter(pk=job.pk).update(status=Status.GENERATING, claimed_by="w-1")
+    headers, raw = replicate_delivery(VECTOR["secret"], {"id": "p-fast", "status": "succeeded"})
+
+    answer = webhooks.receive("replicate", headers, raw)
+    assert answer.reason == "recorded: its worker wakes it"
+    rows = Illustration.objects.filter(pk=job.pk)
+    assert rows.await_service(worker_id="w-1", overdue=300) == 1
+    assert webhooks.wake_if_delivered(KINDS["illustration"], job) is True
+
+    assert (rows.get().status, rows.get().next_attempt_at) == (Status.QUEUED, None)
+    assert webhooks.wake_if_delivered(KINDS["illustration"], job) is False  # once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stop_cancels_a_job_waiting_at_the_service_there_too(
+    replicate_image_settings, fake_predictions, make_project, broker
+):
+    fake_predictions.polls_needed = None  # it would run until canceled
+    provider = ReplicateImageProvider()
+    prediction = provider.create(
+        ImageRequest(prompt="a fox", size="256x256", seed=1, idempotency_key="k")
+    )
+    project = make_project(pages=1)
+    job = awaiting_job(project, prediction, broker)
+    Project.objects.filter(pk=project.pk).update(image_service="replicate")
+
+    services.stop(project=project)
+
+    job.refresh_from_db()
+    assert job.status == Status.CANCELED
+    assert Run.objects.get(pk=job.run_id).state == Run.State.STOPPED
+    tasks = [SignedPackage.loads(package) for _, package in broker.dequeue()]
+    assert [(task["func"], task["args"]) for task in tasks] == [
+        ("generation.tasks.cancel_at_service", ([("illustration", job.pk, prediction)],))
+    ]
+    tasks_module.cancel_at_service(*tasks[0]["args"])  # what the worker runs
+    assert fake_predictions.canceled == [prediction]
+
+
 # --- with workers ---------------------------------------------------------------------
 
 
@@ -211,7 +262,7 @@ def charged_once(project, count: int) -> None:
 
 # The 20 s predictions, scaled down to keep CI fast: what is shown is an order (all
 # eight created before the first ends), not a time, so the scale changes nothing.
-PREDICTION_SECONDS = 5
+PREDICTION_SECONDS = 4
 
 
 @pytest.mark.django_db(transaction=True)

@@ -650,8 +650,9 @@ def sweep(*, now=None, every_run: bool = True) -> dict[str, int]:
     touched: set[int] = set()
     counts = reclaim_expired(now=now, touched=touched)
     probes = probe_accounts(now=now)
-    # Jobs whose webhook is overdue are queued again, for a worker to poll them.
-    counts["overdue"] = webhooks.wake_overdue(now=now)
+    # Jobs whose webhook is overdue are queued again, for a worker to poll them (it logs
+    # how many).
+    webhooks.wake_overdue(now=now)
     reenqueued = top_up_broker(now=now)
     open_runs = Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING))
     if not every_run:

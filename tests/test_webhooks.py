@@ -298,12 +298,16 @@ def test_two_workers_start_all_eight_predictions_at_once_and_each_is_fetched_onc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_lost_webhook_is_made_up_for_by_polling(
-    live_server, settings, make_project, qcluster, fake_predictions
+@pytest.mark.parametrize("webhook", ["lost", "late"])
+def test_a_lost_or_late_webhook_is_made_up_for_by_polling(
+    live_server, settings, make_project, qcluster, fake_predictions, webhook
 ):
     fake = fake_predictions
     fake.latency = 1
-    fake.webhook_lost = True
+    if webhook == "lost":
+        fake.webhook_lost = True
+    else:
+        fake.webhook_delay = 8  # long after the job is overdue (2 s) and polled
     use_replicate(settings, fake, live_server)
     project = make_project(pages=2)
     qcluster(
@@ -319,10 +323,16 @@ def test_a_lost_webhook_is_made_up_for_by_polling(
     services.generate_missing(project=project)
     wait_until(lambda: project_progress(project).complete, timeout=60)
 
-    assert fake.delivered() == []
-    assert not WebhookDelivery.objects.exists()
+    assert not WebhookDelivery.objects.exists()  # nothing came in time
     assert len(fake.predictions) == 2
     assert sum(fake.polls.values()) >= 2  # the sweep woke them, a worker polled
+    if webhook == "late":
+        wait_until(lambda: len(fake.delivered()) == 2, timeout=30)
+        assert {d["reason"] for d in fake.delivered()} == {
+            "nothing waits for it (the job is complete)"
+        }
+    else:
+        assert fake.delivered() == []
     charged_once(project, 2)
 
 

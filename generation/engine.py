@@ -27,7 +27,7 @@ from studio.models import Project
 
 from . import accounts, fairness, ledger, liveness, logs, prepared
 from .clock import DatabaseClock
-from .kinds import KINDS, JobKind
+from .kinds import KINDS, JobKind, _cancel
 from .limits import POLL_SECONDS, BudgetReached, Gate, LongWait, provider_key
 from .models import (
     ACTIVE_STATUSES,
@@ -431,16 +431,7 @@ class JobWorker:
             self._defer(deferred.seconds, deferred.waiting_for)
             return
         except AwaitWebhook as waiting:
-            if not self.model.objects.filter(pk=self.job.pk).await_service(
-                worker_id=self.id, overdue=waiting.seconds, note="At the service"
-            ):
-                self._release()  # a stop came meanwhile: the job is given back
-                return
-            # Its webhook may have come before the job was awaiting (a fast service): the
-            # delivery is recorded, and the job is woken here instead.
-            from . import webhooks
-
-            webhooks.wake_if_delivered(self.kind, self.job)
+            self._await_webhook(waiting.seconds)
             return
         except ProviderError as error:
             self._fail(error)
@@ -646,6 +637,22 @@ class JobWorker:
         price = origin.expected_price if origin.expected_price is not None else self.gate.price
         self._enter(origin, price, SpendEntry.Basis.LIKELY, confirmed=False)
         raise Deferred(POLL_AGAIN_SECONDS, error.message) from error
+
+    def _await_webhook(self, seconds: float) -> None:
+        """Let the job wait for its webhook, holding no worker (the sweep polls it after
+        `seconds`). A run stopped while the create was out cancels the service's job
+        instead, as Stop does to the jobs already waiting."""
+        from . import webhooks
+
+        rows = self.model.objects.filter(pk=self.job.pk)
+        if rows.await_service(worker_id=self.id, overdue=seconds, note="At the service"):
+            # Its webhook may have come before the job was awaiting (a fast service): the
+            # delivery is recorded, and the job is woken here instead.
+            webhooks.wake_if_delivered(self.kind, self.job)
+            return
+        if self.run_stopping():
+            _cancel(self.provider, self.job.provider_job_id)
+        self._release()  # stopped: canceled; or no longer ours: whoever has it goes on
 
     def _awaiting(self, attempt, started, waiting: AwaitingService):
         """The service's job was created with a webhook and is still being made: the call

@@ -168,7 +168,11 @@ JOB = Machine(
         # go at once; the delivery, or the sweep once it is overdue, queues it again for
         # one worker to fetch the result. A stop cancels it (and it, at the service).
         "await_service": T(
-            [GENERATING], AWAITING, "held", doc="made at the service, which calls back"
+            [GENERATING],
+            AWAITING,
+            "held",
+            "run_not_over",
+            doc="made at the service, which calls back (a stopped run's is canceled instead)",
         ),
         "delivered": T([AWAITING], QUEUED, doc="its webhook came: fetch the result"),
         "overdue": T([AWAITING], QUEUED, "overdue", doc="no webhook in time: poll it"),

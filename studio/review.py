@@ -133,7 +133,9 @@ class PageCard:
     def clip_state(self) -> str:
         """Return "" (no clip asked for), the active clip job's status, complete or failed."""
         if self.clip_job is not None and self.clip_job.is_active:
-            return self.clip_job.status
+            # Being made at the service (its webhook wakes it) reads as being made.
+            status = self.clip_job.status
+            return Status.GENERATING if status == Status.AWAITING else status
         if self.clip is not None:
             return "complete"
         if self.clip_job is not None and self.clip_job.status == Status.FAILED:

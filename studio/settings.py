@@ -337,6 +337,11 @@ FAL_WEBHOOK_JWKS = env_str("FAL_WEBHOOK_JWKS")
 # A job whose webhook has not come this long after its creation is polled by the sweep
 # (then again after as long as the job has waited: backoff), so nothing waits forever.
 STUDIO_WEBHOOK_OVERDUE = env_number("STUDIO_WEBHOOK_OVERDUE", 300.0, float)
+# A key that cannot verify anything would refuse every delivery: said at start, not later.
+if REPLICATE_WEBHOOK_SECRET and not REPLICATE_WEBHOOK_SECRET.startswith("whsec_"):
+    raise ImproperlyConfigured("REPLICATE_WEBHOOK_SECRET must be Replicate's whsec_… secret")
+if FAL_WEBHOOK_JWKS and not FAL_WEBHOOK_JWKS.lstrip().startswith("{"):
+    raise ImproperlyConfigured("FAL_WEBHOOK_JWKS must be fal's JWKS, a JSON object")
 # Pictures a service's answer points at are downloaded only over https from public
 # addresses (or from the service's own configured origin): a hostile or confused answer must
 # not turn a worker into a scanner of the studio's own network. A self-hosted service whose

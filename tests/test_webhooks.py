@@ -262,7 +262,7 @@ def charged_once(project, count: int) -> None:
 
 # The 20 s predictions, scaled down to keep CI fast: what is shown is an order (all
 # eight created before the first ends), not a time, so the scale changes nothing.
-PREDICTION_SECONDS = 4
+PREDICTION_SECONDS = 6
 
 
 @pytest.mark.django_db(transaction=True)

@@ -137,7 +137,7 @@ APPROVED = Q(is_approved=True)
 PAGE_COUNTS = {
     "illustrated": Q(has_complete=True),
     "queued": MISSING & Q(active_status=Status.QUEUED),
-    "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING)),
+    "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING, Status.AWAITING)),
     "failed": FAILED,
     "rejected": REJECTED,
     "approved": APPROVED,

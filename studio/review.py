@@ -147,7 +147,9 @@ class PageCard:
     def clip_state(self) -> str:
         """Return "" (no clip asked for), the active clip job's status, complete or failed."""
         if self.clip_job is not None and self.clip_job.is_active:
-            return self.clip_job.status
+            # Being made at the service (its webhook wakes it) reads as being made.
+            status = self.clip_job.status
+            return Status.GENERATING if status == Status.AWAITING else status
         if self.clip is not None:
             return "complete"
         if self.clip_job is not None and self.clip_job.status == Status.FAILED:
@@ -232,7 +234,12 @@ class PageCard:
             items.append(CardAction("Unapprove", urls.unapprove))
         elif self.current is not None:
             items.append(CardAction("Approve", urls.approve))
-        if self.current is not None and self.clip_state not in ("queued", "generating", "retrying"):
+        if self.current is not None and self.clip_state not in (
+            "queued",
+            "generating",
+            "retrying",
+            "awaiting",
+        ):
             items.append(CardAction("Remake clip" if self.clip else "Make clip", urls.make_clip))
         items.append(CardAction("History", urls.history, drawer=True))
         return items
@@ -289,6 +296,8 @@ class PageCard:
             return "waiting"  # a concurrency or rate limit holds the call back
         if job.status == Status.QUEUED and job.next_attempt_at is not None:
             return "waiting"  # the service asked for a long wait: back in line until then
+        if job.status == Status.AWAITING:
+            return "generating"  # being made at the service, which calls back when done
         return job.status
 
     @cached_property

@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from studio import character_views, operations, versions, views
+from studio.views import webhooks
 
 project_urls = [
     path("", views.project_detail, name="project-detail"),
@@ -88,6 +89,9 @@ urlpatterns = [
         name="operations-account-resume",
     ),
     path("healthz", operations.healthz, name="healthz"),
+    # The services' calls when a job ends: verified by signature, no sign-in.
+    path("webhooks/replicate/", webhooks.replicate_webhook, name="webhook-replicate"),
+    path("webhooks/fal/", webhooks.fal_webhook, name="webhook-fal"),
     path("metrics", operations.prometheus_metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

@@ -10,6 +10,7 @@ editor's projects.
     exports    the book preview, exports and their downloads
     clips      clips: queue, retry, play
     settings   the editor's own settings
+    webhooks   the services' calls when a job ends (no sign-in: each is signature-verified)
 
 Every view is importable from here (`from studio.views import project_detail`), as
 studio.urls does.

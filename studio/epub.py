@@ -34,8 +34,9 @@ def build_epub(export: Export, path: Path, *, book: Book, book_pages, progress) 
     height = round(book.trim.height)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         # The mimetype comes first, stored, as the container format asks.
-        archive.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip",
-                         compress_type=zipfile.ZIP_STORED)
+        archive.writestr(
+            zipfile.ZipInfo("mimetype"), "application/epub+zip", compress_type=zipfile.ZIP_STORED
+        )
         archive.writestr("META-INF/container.xml", CONTAINER)
         archive.writestr("OEBPS/book.css", STYLESHEET.read_text() + PAGE_CSS)
         items.append(("css", "book.css", "text/css", ""))
@@ -69,18 +70,31 @@ def build_epub(export: Export, path: Path, *, book: Book, book_pages, progress) 
                 toc.append((f"{page_id}.xhtml", f"Page {printed.page.number}"))
                 done += 1
                 progress(done)
-        archive.writestr("OEBPS/nav.xhtml", render_to_string("studio/epub_nav.xhtml", {
-            "title": project.title, "toc": toc,
-        }))
+        archive.writestr(
+            "OEBPS/nav.xhtml",
+            render_to_string(
+                "studio/epub_nav.xhtml",
+                {
+                    "title": project.title,
+                    "toc": toc,
+                },
+            ),
+        )
         items.append(("nav", "nav.xhtml", "application/xhtml+xml", "nav"))
-        archive.writestr("OEBPS/content.opf", render_to_string("studio/epub_package.opf", {
-            "identifier": identifier,
-            "title": project.title,
-            "author": project.author,
-            "modified": timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "items": items,
-            "spine": spine,
-        }))
+        archive.writestr(
+            "OEBPS/content.opf",
+            render_to_string(
+                "studio/epub_package.opf",
+                {
+                    "identifier": identifier,
+                    "title": project.title,
+                    "author": project.author,
+                    "modified": timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "items": items,
+                    "spine": spine,
+                },
+            ),
+        )
     return report
 
 

@@ -295,7 +295,10 @@ def build_pdf(export: Export, path: Path) -> Report:
     trim = export_trim(export)
     book = Book(trim=trim, pages=export.project.pages.count(), bleed=False)
     return build_book_pdf(
-        export, path, book=book, book_pages=book_pages(export.project),
+        export,
+        path,
+        book=book,
+        book_pages=book_pages(export.project),
         progress=lambda done: _progress(export, done, every=1),
     )
 
@@ -305,8 +308,12 @@ def build_print(export: Export, path: Path) -> Report:
     trim = export_trim(export)
     book = Book(trim=trim, pages=export.project.pages.count(), bleed=True)
     return build_book_pdf(
-        export, path, book=book, book_pages=book_pages(export.project),
-        progress=lambda done: _progress(export, done, every=1), resample=export.resample,
+        export,
+        path,
+        book=book,
+        book_pages=book_pages(export.project),
+        progress=lambda done: _progress(export, done, every=1),
+        resample=export.resample,
     )
 
 
@@ -323,7 +330,10 @@ def build_epub_file(export: Export, path: Path) -> Report:
     trim = export_trim(export)
     book = Book(trim=trim, pages=export.project.pages.count(), bleed=False)
     return build_epub(
-        export, path, book=book, book_pages=book_pages(export.project),
+        export,
+        path,
+        book=book,
+        book_pages=book_pages(export.project),
         progress=lambda done: _progress(export, done, every=1),
     )
 

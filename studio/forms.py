@@ -74,8 +74,14 @@ class ProjectSettingsForm(ProjectForm):
         help_text="Who draws this project's pictures: the services whose keys are configured.",
     )
     trim = forms.ChoiceField(
+        required=False,
         label="Trim (the printed page's size)",
         help_text="The book preview, the print files and the EPUB are drawn at this size.",
+    )
+    paper = forms.ChoiceField(
+        required=False,
+        label="Paper (for the cover's spine)",
+        choices=list(geometry.PAPER_LABELS.items()),
     )
     custom_trim = forms.CharField(
         required=False,
@@ -118,6 +124,10 @@ class ProjectSettingsForm(ProjectForm):
 
     def clean(self):
         cleaned = super().clean()
+        # A form that leaves the print fields out (an older page, a script) keeps them.
+        for name in ("trim", "paper"):
+            if not cleaned.get(name) and name not in self.errors:
+                cleaned[name] = getattr(self.instance, name)
         if cleaned.get("trim") == CUSTOM_TRIM:
             try:
                 cleaned["trim"] = geometry.parse_trim(cleaned.get("custom_trim", "")).key
@@ -156,7 +166,6 @@ class ProjectSettingsForm(ProjectForm):
         labels = {
             **ProjectForm.Meta.labels,
             "author": "Author (on the title page and the cover)",
-            "paper": "Paper (for the cover's spine)",
             "cover_page": "Cover picture from page",
             "budget": "Budget (USD)",
             "max_concurrent": "Calls at once",

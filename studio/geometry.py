@@ -347,8 +347,12 @@ class Cover:
 
     @property
     def front_safe(self) -> Box:
-        return Box(self.spine_box.right + SAFE, BLEED + SAFE, self.trim.width - 2 * SAFE,
-                   self.trim.height - 2 * SAFE)
+        return Box(
+            self.spine_box.right + SAFE,
+            BLEED + SAFE,
+            self.trim.width - 2 * SAFE,
+            self.trim.height - 2 * SAFE,
+        )
 
     @property
     def spine_text(self) -> bool:

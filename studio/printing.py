@@ -57,7 +57,9 @@ def report_lines(entries: list[dict], *, trim_label: str = "") -> list[str]:
     for entry in entries:
         where = entry["page"] if isinstance(entry["page"], str) else f"Page {entry['page']}"
         if "cut_lines" in entry:
-            lines.append(f"{where}: {entry['cut_lines']} line(s) of text do not fit and are left out")
+            lines.append(
+                f"{where}: {entry['cut_lines']} line(s) of text do not fit and are left out"
+            )
             continue
         width, height = entry["pixels"]
         line = f"{where}: {width} × {height} px prints at {entry['dpi']} DPI (under 300)"
@@ -208,7 +210,7 @@ def _draw_placeholder(canvas, printed: PrintedSheet) -> None:
     canvas.rect(x0, y0, x1 - x0, y1 - y0, stroke=0, fill=1)
     canvas.setFillGray(0.4)
     canvas.setFont(font_name("italic"), 16)
-    note = f"Page {printed.page.number}: {printed.missing_note}"
+    note = f"Page {printed.page.number}: no illustration yet"
     canvas.drawCentredString(printed.note_x, sheet.height - printed.note_y, note)
     canvas.setFillGray(0)
 
@@ -272,7 +274,9 @@ def build_cover(export: Export, path: Path, *, trim: Trim, pages: int, resample:
         with pikepdf.Pdf.open(drawn) as pdf:
             page = pdf.pages[0]
             page.obj.TrimBox = pikepdf.Array(cover.trim_box.pdf(cover.height))
-            page.obj.BleedBox = pikepdf.Array(Box(0, 0, cover.width, cover.height).pdf(cover.height))
+            page.obj.BleedBox = pikepdf.Array(
+                Box(0, 0, cover.width, cover.height).pdf(cover.height)
+            )
             pdf.docinfo["/Title"] = f"{project.title} (cover)"
             pdf.save(path)
     return report
@@ -285,8 +289,15 @@ def _draw_cover_title(canvas, project: Project, cover: Cover) -> None:
     lines = list(set_text(project.title, band, sizes=(40, 34, 28, 22, 18)).lines)
     if project.author:
         size = 16
-        lines.append(Line(band.x, (lines[-1].y if lines else band.y) + 2 * size, project.author,
-                          "italic", size))
+        lines.append(
+            Line(
+                band.x,
+                (lines[-1].y if lines else band.y) + 2 * size,
+                project.author,
+                "italic",
+                size,
+            )
+        )
     bottom = (lines[-1].y if lines else band.y) + 14
     canvas.setFillColorRGB(1, 0.99, 0.96, alpha=0.85)
     x0, y0, x1, y1 = Box(safe.x, safe.y, safe.width, bottom - safe.y).pdf(cover.height)

@@ -127,5 +127,6 @@ def set_title(title: str, author: str, box: Box) -> Setting:
 
 
 def centred(text: str, centre_x: float, y: float, face: str, size: float) -> Line:
-    return Line(round(centre_x - text_width(text, face, size) / 2, 2), round(y, 2), text, face,
-                size)
+    return Line(
+        round(centre_x - text_width(text, face, size) / 2, 2), round(y, 2), text, face, size
+    )

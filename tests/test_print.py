@@ -138,9 +138,11 @@ def test_the_print_pdf_has_its_trim_and_bleed_boxes_on_every_page_and_nothing_el
 
 def test_the_print_command_reports_every_page_under_300_dpi(book, capsys, tmp_path):
     output = tmp_path / "book.pdf"
-    call_command("export_project", book.pk, "--format", "print", "--trim", "8x10",
-                 "--output", str(output))
+    call_command(
+        "export_project", book.pk, "--format", "print", "--trim", "8x10", "--output", str(output)
+    )
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"Wrote {output}: the print interior at 8 × 10 in, 4 pages."
     # 64 pixels (the fake service's) across 8.125 in (8 in and the outside bleed): 7 DPI.
     assert lines[1:4] == [f"Page {n}: 64 × 64 px prints at 7 DPI (under 300)" for n in (1, 2, 3)]
     assert "choose a larger size from the service" in lines[4]
@@ -149,8 +151,9 @@ def test_the_print_command_reports_every_page_under_300_dpi(book, capsys, tmp_pa
 
 def test_resampling_is_asked_for_and_marked_in_the_report(book, capsys, tmp_path):
     output = tmp_path / "book.pdf"
-    call_command("export_project", book.pk, "--format", "print", "--resample",
-                 "--output", str(output))
+    call_command(
+        "export_project", book.pk, "--format", "print", "--resample", "--output", str(output)
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[1] == (
         "Page 1: 64 × 64 px prints at 7 DPI (under 300); resampled locally to 300 DPI "
@@ -162,8 +165,9 @@ def test_resampling_is_asked_for_and_marked_in_the_report(book, capsys, tmp_path
 
 def test_a_trim_the_studio_does_not_know_is_refused_in_one_line(book):
     with pytest.raises(CommandError, match="trim must be one of 8.5x8.5, 8x10"):
-        call_command("export_project", book.pk, "--format", "print", "--trim", "a3",
-                     "--output", "/dev/null")
+        call_command(
+            "export_project", book.pk, "--format", "print", "--trim", "a3", "--output", "/dev/null"
+        )
 
 
 # --- the cover ------------------------------------------------------------------------------------
@@ -190,7 +194,7 @@ def test_a_book_of_79_pages_has_its_title_on_the_spine(make_project):
     assert reader.pages[0].extract_text().count("Long Walk") == 2  # the front and the spine
 
 
-# --- the preview is the printed book ---------------------------------------------------------------
+# --- the preview is the printed book ----------------------------------------------------
 
 
 SVG_NUMBER = r"(-?[\d.]+)"
@@ -203,17 +207,25 @@ def preview_sheets(client, project, trim) -> dict[int, dict]:
     while True:
         url = reverse("project-book", args=[project.pk])
         html = client.get(url, {"spread": spread, "trim": trim, "guides": "1"}).content.decode()
-        for figure in re.findall(r'<figure .*?</figure>', html, re.S):
+        for figure in re.findall(r"<figure .*?</figure>", html, re.S):
             number = int(re.search(r'data-sheet="(\d+)"', figure)[1])
-            width, height = map(float, re.search(
-                rf'viewBox="0 0 {SVG_NUMBER} {SVG_NUMBER}"', figure).groups())
-            x, y, w, h = map(float, re.search(
-                rf'class="guide guide--trim" x="{SVG_NUMBER}" y="{SVG_NUMBER}" '
-                rf'width="{SVG_NUMBER}" height="{SVG_NUMBER}"', figure).groups())
+            width, height = map(
+                float, re.search(rf'viewBox="0 0 {SVG_NUMBER} {SVG_NUMBER}"', figure).groups()
+            )
+            x, y, w, h = map(
+                float,
+                re.search(
+                    rf'class="guide guide--trim" x="{SVG_NUMBER}" y="{SVG_NUMBER}" '
+                    rf'width="{SVG_NUMBER}" height="{SVG_NUMBER}"',
+                    figure,
+                ).groups(),
+            )
             sheet = {"media": [0, 0, width, height], "trim": [x, height - y - h, x + w, height - y]}
-            picture = re.search(rf'class="sheet__picture" xlink:href="[^"]+" x="{SVG_NUMBER}" '
-                                rf'y="{SVG_NUMBER}" width="{SVG_NUMBER}" height="{SVG_NUMBER}"',
-                                figure)
+            picture = re.search(
+                rf'class="sheet__picture" xlink:href="[^"]+" x="{SVG_NUMBER}" '
+                rf'y="{SVG_NUMBER}" width="{SVG_NUMBER}" height="{SVG_NUMBER}"',
+                figure,
+            )
             if picture:
                 x, y, w, h = map(float, picture.groups())
                 sheet["picture"] = [x, height - y - h, x + w, height - y]
@@ -244,9 +256,12 @@ def test_the_preview_shows_each_page_where_the_print_pdf_puts_it(signed_in, book
 def picture_placement(page) -> list[float]:
     """Return [x0 y0 x1 y1] of the one image drawn on the page (reportlab's cm operator)."""
     content = page.get_contents().get_data().decode("latin-1")
-    a, _, _, d, e, f = map(float, re.search(
-        r"q\s+([\d.-]+) ([\d.-]+) ([\d.-]+) ([\d.-]+) ([\d.-]+) ([\d.-]+) cm\s+/\S+ Do", content
-    ).groups())
+    a, _, _, d, e, f = map(
+        float,
+        re.search(
+            r"q\s+([\d.-]+) ([\d.-]+) ([\d.-]+) ([\d.-]+) ([\d.-]+) ([\d.-]+) cm\s+/\S+ Do", content
+        ).groups(),
+    )
     return [e, f, e + a, f + d]
 
 
@@ -294,14 +309,22 @@ def test_an_export_from_the_page_keeps_its_trim_paper_and_report(signed_in, book
     signed_in.post(url, {"format": "cover", "page_size": "a4", "trim": "8x10", "paper": "cream"})
     export = Export.objects.get()
     assert (export.format, export.trim, export.paper, export.resample) == (
-        "cover", "8x10", "cream", False
+        "cover",
+        "8x10",
+        "cream",
+        False,
     )
 
 
 def test_the_settings_take_a_custom_trim_and_refuse_a_bad_one(signed_in, book):
     url = reverse("project-settings", args=[book.pk])
-    form = {"title": book.title, "style_guide": "", "image_service": "openai", "trim": "custom",
-            "paper": "white"}
+    form = {
+        "title": book.title,
+        "style_guide": "",
+        "image_service": "openai",
+        "trim": "custom",
+        "paper": "white",
+    }
     response = signed_in.post(url, {**form, "custom_trim": "20x9"})
     assert response.status_code in (200, 422)
     assert "from 4 to 14 inches, not 20" in response.content.decode()
@@ -336,7 +359,7 @@ def test_the_demo_books_epub_passes_epubcheck(drain, tmp_path):
     pages = [name for name in archive.namelist() if re.fullmatch(r"OEBPS/p\d+\.xhtml", name)]
     assert len(pages) == Book(trim=parse_trim(project.trim), pages=24).sheet_count == 50
     opf = archive.read("OEBPS/content.opf").decode()
-    assert "<meta property=\"rendition:layout\">pre-paginated</meta>" in opf
+    assert '<meta property="rendition:layout">pre-paginated</meta>' in opf
     assert 'idref="p0001" properties="page-spread-right"' in opf
     assert 'idref="p0002" properties="page-spread-left"' in opf
     path = tmp_path / "book.epub"
@@ -346,4 +369,3 @@ def test_the_demo_books_epub_passes_epubcheck(drain, tmp_path):
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "No errors or warnings detected" in checked.stdout
-

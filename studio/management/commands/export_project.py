@@ -7,7 +7,7 @@ from django.core.management.base import CommandError
 
 from generation.management.base import OperatorCommand
 from studio.export import export_trim, run_export
-from studio.geometry import PAPERS, PRINT_DPI, parse_trim
+from studio.geometry import INCH, PAPERS, PRINT_DPI, Book, Cover, parse_trim
 from studio.models import Export, Project
 from studio.printing import report_lines
 
@@ -39,8 +39,9 @@ class Command(OperatorCommand):
             "inches (default: the project's)",
         )
         parser.add_argument(
-            "--paper", choices=list(PAPERS), help="for cover: the spine's paper (default: the "
-            "project's)"
+            "--paper",
+            choices=list(PAPERS),
+            help="for cover: the spine's paper (default: the project's)",
         )
         parser.add_argument(
             "--resample",
@@ -53,8 +54,9 @@ class Command(OperatorCommand):
             "--memory", action="store_true", help="print this process's peak memory (MB) on stderr"
         )
 
-    def handle(self, *args, project, format, page_size, trim, paper, resample, output, memory,
-               **options):
+    def handle(
+        self, *args, project, format, page_size, trim, paper, resample, output, memory, **options
+    ):
         found = Project.objects.filter(pk=project).first()
         if found is None:
             raise CommandError(f"no project with id {project}", returncode=2)
@@ -72,15 +74,35 @@ class Command(OperatorCommand):
             shutil.copyfileobj(built, target)
         export.file.delete(save=False)
         export.delete()
-        self.stdout.write(f"Wrote {output} ({export.pages_total} pages, {export.missing} missing).")
+        self.stdout.write(self.written(export, output))
         if format in (Export.Format.PRINT, Export.Format.COVER):
             self.write_report(export)
         if memory:
             sys.stderr.write(f"peak memory: {peak_memory_mb():.1f} MB\n")
 
+    def written(self, export: Export, output: str) -> str:
+        """Return the first line: what was written (the same whatever pictures are drawn)."""
+        if export.format in (Export.Format.ZIP, Export.Format.PDF):
+            return f"Wrote {output} ({export.pages_total} pages, {export.missing} missing)."
+        trim = export_trim(export)
+        sheets = Book(trim=trim, pages=export.pages_total).sheet_count
+        if export.format == Export.Format.COVER:
+            cover = Cover(trim=trim, pages=sheets, paper=export.paper)
+            return (
+                f"Wrote {output}: the cover at {trim.label} on {export.paper} paper, "
+                f"{cover.width / INCH:.3f} × {cover.height / INCH:.3f} in, its spine "
+                f"{cover.spine / INCH:.3f} in for {sheets} pages."
+            )
+        what = "the print interior" if export.format == Export.Format.PRINT else "an EPUB"
+        return f"Wrote {output}: {what} at {trim.label}, {sheets} pages."
+
     def write_report(self, export: Export) -> None:
         trim = export_trim(export)
         low = [entry for entry in export.report if "dpi" in entry]
+        if export.missing:
+            self.stdout.write(
+                f"{export.missing} page(s) have no picture yet: a marked placeholder prints."
+            )
         if not low:
             self.stdout.write(f"Every picture prints at {PRINT_DPI} DPI or more at {trim.label}.")
         for line in report_lines(export.report):

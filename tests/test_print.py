@@ -37,6 +37,16 @@ def book(make_project, openai_settings, drain):
     return project
 
 
+@pytest.fixture
+def demo(drain):
+    """The demo book, its first four pages drawn by the offline renderer; the others
+    print as placeholders."""
+    call_command("seed_demo")
+    project = Project.objects.get(title="The Tale of Peter Rabbit")
+    drain(services.generate_missing(project=project).run.pk, limit=4)
+    return project
+
+
 def export_file(project, format, **fields) -> bytes:
     export = Export.objects.create(project=project, format=format, **fields)
     run_export(export.pk)
@@ -111,10 +121,12 @@ def test_the_cover_is_back_spine_and_front_with_bleed_on_every_edge():
 # --- the print interior -------------------------------------------------------------------------
 
 
-def test_the_print_pdf_has_its_trim_and_bleed_boxes_on_every_page_and_nothing_else(book):
-    reader = PdfReader(io.BytesIO(export_file(book, "print", trim="8.5x8.5")))
-    plan = Book(trim=parse_trim("8.5x8.5"), pages=3)
-    assert len(reader.pages) == plan.sheet_count == 8
+def test_the_demo_books_print_pdf_has_trim_and_bleed_boxes_on_every_page_and_nothing_else(
+    demo,
+):
+    reader = PdfReader(io.BytesIO(export_file(demo, "print", trim="8.5x8.5")))
+    plan = Book(trim=parse_trim("8.5x8.5"), pages=24)
+    assert len(reader.pages) == plan.sheet_count == 50
     for number, page in enumerate(reader.pages, 1):
         width = 8.625 * INCH
         outside = 0 if number % 2 else BLEED  # where the trim starts: after a left bleed
@@ -123,17 +135,17 @@ def test_the_print_pdf_has_its_trim_and_bleed_boxes_on_every_page_and_nothing_el
         assert box(page, "/TrimBox") == [outside, 9, outside + 612, 621]
         assert "/Annots" not in page
     assert "/Outlines" not in reader.trailer["/Root"]
+    assert [n for n, page in enumerate(reader.pages, 1) if page.images] == [2, 4, 6, 8]
     fonts = [
-        font
+        font.get_object()
         for page in reader.pages
         for font in page.get("/Resources", {}).get("/Font", {}).values()
     ]
-    assert fonts  # the title page, the text pages and the folios are set in the book face
+    assert len(fonts) > 50  # the title page, the text pages and the folios
     for font in fonts:
-        font = font.get_object()
         assert font["/Subtype"] == "/TrueType", font["/BaseFont"]
         assert "/FontFile2" in font["/FontDescriptor"].get_object()  # embedded
-    assert "Page 2: the fox crosses meadow" in reader.pages[4].extract_text()
+    assert "Page 5: no illustration yet" in reader.pages[9].extract_text()
 
 
 def test_the_print_command_reports_every_page_under_300_dpi(book, capsys, tmp_path):
@@ -316,6 +328,18 @@ def test_an_export_from_the_page_keeps_its_trim_paper_and_report(signed_in, book
     )
 
 
+def test_an_export_with_a_trim_or_paper_the_studio_does_not_know_is_refused(signed_in, book):
+    url = reverse("project-export", args=[book.pk])
+    response = signed_in.post(url, {"format": "print", "page_size": "a4", "trim": "a3"})
+    assert response.status_code == 422
+    assert "Select a valid choice. a3 is not one of the available choices." in (
+        response.content.decode()
+    )
+    response = signed_in.post(url, {"format": "cover", "page_size": "a4", "paper": "gold"})
+    assert response.status_code == 422
+    assert Export.objects.count() == 0
+
+
 def test_the_settings_take_a_custom_trim_and_refuse_a_bad_one(signed_in, book):
     url = reverse("project-settings", args=[book.pk])
     form = {
@@ -348,11 +372,8 @@ EPUBCHECK = "/usr/share/java/epubcheck.jar"
     and not os.environ.get("STUDIO_REQUIRE_EPUBCHECK"),
     reason="epubcheck is not installed (apt-get install epubcheck)",
 )
-def test_the_demo_books_epub_passes_epubcheck(drain, tmp_path):
-    call_command("seed_demo")
-    project = Project.objects.get(title="The Tale of Peter Rabbit")
-    run = services.generate_missing(project=project).run
-    drain(run.pk, limit=4)  # four pictures; the other pages print as placeholders
+def test_the_demo_books_epub_passes_epubcheck(demo, tmp_path):
+    project = demo
     epub = export_file(project, "epub")
     archive = zipfile.ZipFile(io.BytesIO(epub))
     assert archive.namelist()[0] == "mimetype"

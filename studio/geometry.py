@@ -119,6 +119,16 @@ def parse_trim(value: str) -> Trim:
     return PRESETS.get(key) or Trim(key, width, height, f"{width:g} × {height:g} in (custom)")
 
 
+def validate_trim(value: str) -> None:
+    """A model field's validator: the trim must be a preset or WxH."""
+    from django.core.exceptions import ValidationError
+
+    try:
+        parse_trim(value)
+    except ValueError as error:
+        raise ValidationError(str(error)) from None
+
+
 def trim_choices(*also: str) -> list[tuple[str, str]]:
     """Return the presets as choices, and the custom trims `also` names (once each)."""
     choices = [(trim.key, trim.label) for trim in PRESETS.values()]

@@ -10,7 +10,7 @@ from django.db.models.functions import Now
 from django.urls import reverse
 
 from .changes import ProjectRowsQuerySet, watch
-from .geometry import DEFAULT_TRIM, PAPER_LABELS, TRIM_HELP
+from .geometry import DEFAULT_TRIM, PAPER_LABELS, TRIM_HELP, validate_trim
 
 # A book holds at most this many pages (storyboards with many shots): the review page,
 # "Generate missing" and the manuscript import are measured at this size.
@@ -50,7 +50,9 @@ class Project(models.Model):
     # The printed book: its trim (a preset of studio.geometry or WxH in inches), the paper
     # the spine is measured for, the author on the title page and the cover, and the page
     # whose picture makes the front cover (empty: the first page with a picture).
-    trim = models.CharField(max_length=20, default=DEFAULT_TRIM, help_text=TRIM_HELP)
+    trim = models.CharField(
+        max_length=20, default=DEFAULT_TRIM, help_text=TRIM_HELP, validators=[validate_trim]
+    )
     paper = models.CharField(max_length=8, choices=list(PAPER_LABELS.items()), default="white")
     author = models.CharField(max_length=200, blank=True)
     cover_page = models.PositiveIntegerField(

@@ -20,7 +20,9 @@ from generation import services
 from studio import geometry
 from studio.geometry import BLEED, INCH, Book, Cover, parse_trim
 from studio.models import Export, Project
+from studio.printing import report_lines
 from studio.tasks import run_export
+from studio.typeset import set_text, text_width
 
 pytestmark = pytest.mark.django_db
 
@@ -116,6 +118,32 @@ def test_the_cover_is_back_spine_and_front_with_bleed_on_every_edge():
     assert cover.height == pytest.approx(trim.height + 0.25 * INCH)
     assert Cover(trim=trim, pages=79, paper="cream").spine_text
     assert not Cover(trim=trim, pages=78, paper="premium").spine_text
+
+
+def test_text_is_set_at_the_largest_size_that_fits_and_what_cannot_fit_is_counted():
+    box = Book(trim=parse_trim("8x10"), pages=1).sheet(2).text
+    short = set_text("The fox woke early.\n\nShe ran to the river.", box)
+    assert short.size == 18 and short.cut == 0
+    long = set_text("The fox ran on and on through the wet meadow. " * 120, box)
+    assert long.size == 8 and long.cut > 0
+    for line in [*short.lines, *long.lines]:
+        assert box.x <= line.x and line.x + text_width(line.text, line.face, line.size) <= (
+            box.right + 0.01
+        )
+        assert box.y <= line.y - line.size * 0.73 and line.y + line.size * 0.27 <= box.bottom
+
+
+def test_a_page_whose_text_does_not_fit_is_in_the_print_report(make_project):
+    project = make_project(pages=1)
+    project.pages.update(text="The fox ran on and on through the wet meadow. " * 120)
+    export = Export.objects.create(project=project, format="print", trim="8x10")
+    run_export(export.pk)
+    export.refresh_from_db()
+    (entry,) = export.report
+    assert entry["page"] == 1 and entry["cut_lines"] > 0
+    assert report_lines(export.report) == [
+        f"Page 1: {entry['cut_lines']} line(s) of text do not fit and are left out"
+    ]
 
 
 # --- the print interior -------------------------------------------------------------------------
@@ -241,6 +269,14 @@ def preview_sheets(client, project, trim) -> dict[int, dict]:
             if picture:
                 x, y, w, h = map(float, picture.groups())
                 sheet["picture"] = [x, height - y - h, x + w, height - y]
+            sheet["lines"] = [
+                (float(x), round(height - float(y), 2), float(size))
+                for x, y, size in re.findall(
+                    rf'<text class="sheet__text[^"]*" x="{SVG_NUMBER}" y="{SVG_NUMBER}" '
+                    rf'font-size="{SVG_NUMBER}">',
+                    figure,
+                )
+            ]
             sheets[number] = sheet
         if 'rel="next"' not in html:
             return sheets
@@ -263,6 +299,22 @@ def test_the_preview_shows_each_page_where_the_print_pdf_puts_it(signed_in, book
             # Where the PDF draws the picture: its placement matrix, from the content stream.
             placed = picture_placement(page)
             assert preview["picture"] == pytest.approx(placed, abs=0.01)
+        # Every line of text starts where the PDF sets it, at its size: the title, the
+        # page's text and its number.
+        flat = [value for line in text_placements(page) for value in line]
+        assert [value for line in preview["lines"] for value in line] == pytest.approx(
+            flat, abs=0.01
+        )
+    assert sum(len(sheet["lines"]) for sheet in shown.values()) >= 1 + 2 * 3
+
+
+def text_placements(page) -> list[tuple[float, float, float]]:
+    """Return (x, baseline, size) of each line the page sets (reportlab's Tm and Tf)."""
+    content = page.get_contents().get_data().decode("latin-1")
+    return [
+        (float(x), float(y), float(size))
+        for x, y, size in re.findall(r"BT 1 0 0 1 ([\d.-]+) ([\d.-]+) Tm /\S+ ([\d.]+) Tf", content)
+    ]
 
 
 def picture_placement(page) -> list[float]:

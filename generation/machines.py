@@ -148,6 +148,9 @@ JOB = Machine(
         "complete_unheld": T([QUEUED], COMPLETE, doc="a stored paid picture, job unheld"),
         "keep_unheld_as_version": T([QUEUED], REPLACED),
         "cancel_queued": T([QUEUED], CANCELED, doc="Stop: queued work is canceled"),
+        # A batch that ended (expired, canceled, failed whole) without this page's line:
+        # the page is missing again, for Now or another batch (generation.batches).
+        "batch_returned": T(WORKING, CANCELED, "held", doc="its batch ended without it"),
         "step_aside": T([COMPLETE], REPLACED, doc="a newer picture of the page is kept"),
         "use_again": T([REPLACED], COMPLETE, doc="the editor chose an earlier version"),
         "discard": T([REPLACED], DISCARDED, doc="the editor deleted a version"),

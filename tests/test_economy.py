@@ -1,0 +1,204 @@
+"""Economy mode: a book's missing pages as one batch job (generation.batches), over real HTTP
+against the loopback OpenAI service's Files and Batches APIs.
+
+The steps are driven here in the test's process, as the sweep drives them (advance); the
+end-to-end run with a real cluster is in test_economy_workers.py.
+"""
+
+import json
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from generation import batches, services
+from generation.batches import EconomyRefused
+from generation.models import Batch, GenerationAttempt, Illustration, Run, SpendEntry
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HALF = Decimal("0.0210")  # gpt-image-1 at 1024x1024 is 0.042 live
+
+
+@pytest.fixture
+def economy(openai_settings, fake_openai):
+    openai_settings.STUDIO_IMAGE_MODEL = "gpt-image-1"
+    openai_settings.STUDIO_BATCH_POLL_SECONDS = 0.0
+    openai_settings.STUDIO_BATCH_POLL_MAX = 0.0
+    fake_openai.batches.batch_seconds = 0.2
+    yield fake_openai
+    batches.FAULTS.clear()
+
+
+def drive(*, until_collected: bool = True, timeout: float = 10) -> None:
+    """Advance every batch, as the sweep does, until all of them are collected."""
+
+    def done():
+        batches.advance_due()
+        return not Batch.objects.exclude(step=Batch.Step.COLLECTED).exists()
+
+    wait_until(done, timeout=timeout, interval=0.05, message="the batches were not collected")
+
+
+def pictures(project) -> int:
+    return Illustration.objects.filter(page__project=project, status="complete").count()
+
+
+def test_a_24_page_book_comes_back_from_one_batch_with_a_ledger_at_half_price(
+    economy, make_project
+):
+    project = make_project(pages=24)
+    queued = services.generate_missing(project=project, mode="economy")
+    assert queued.count == 24
+    run = Run.objects.get(project=project)
+    assert run.mode == "economy"
+    # The journal is written before anything is sent: one batch, one in-flight row a page.
+    batch = Batch.objects.get()
+    assert (batch.step, batch.total, batch.input_file_id, batch.batch_id) == ("new", 24, "", "")
+    assert GenerationAttempt.objects.filter(outcome="in_flight").count() == 24
+    assert economy.batches.uploads == 0
+    drive()
+    assert economy.batches.created == 1
+    assert economy.batches.uploads == 1
+    assert pictures(project) == 24
+    entries = SpendEntry.objects.filter(project_id=project.pk)
+    assert entries.count() == 24
+    assert {entry.amount for entry in entries} == {HALF}
+    run.refresh_from_db()
+    assert run.state == "finished"
+    batch.refresh_from_db()
+    assert (batch.status, batch.completed, batch.total) == ("completed", 24, 24)
+    # The live endpoint was never called.
+    assert not [call for call in economy.calls if not call.get("batch_api")]
+
+
+@pytest.mark.parametrize(
+    "step", ["before_upload", "after_upload", "before_create", "after_create", "mid_collect"]
+)
+def test_a_worker_killed_at_any_step_never_creates_a_second_batch(economy, make_project, step):
+    project = make_project(pages=6)
+    services.generate_missing(project=project, mode="economy")
+    batches.FAULTS.add(step)
+
+    def crashed() -> bool:
+        try:
+            batches.advance_due()
+        except batches.Crash:
+            return True
+        return False
+
+    wait_until(crashed, timeout=10, interval=0.05, message=f"never reached {step}")
+    # The killed step's claim on the batch runs out; the next sweep takes over.
+    Batch.objects.update(claimed_by="", lease_expires_at=None)
+    batches.FAULTS.clear()
+    drive()
+    assert economy.batches.created == 1
+    assert economy.batches.uploads == (1 if step != "before_upload" else 1)
+    assert pictures(project) == 6
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 6
+    assert GenerationAttempt.objects.filter(outcome="success").count() == 6
+
+
+def test_stop_cancels_the_batch_and_keeps_what_the_service_finished(economy, make_project):
+    economy.batches.batch_seconds = 2.0
+    project = make_project(pages=10)
+    services.generate_missing(project=project, mode="economy")
+    wait_until(
+        lambda: (
+            batches.advance_due() is not None
+            and Batch.objects.filter(status="in_progress", completed__gte=3).exists()
+        ),
+        timeout=10,
+        interval=0.05,
+    )
+    result = services.stop(project=project)
+    assert result.run.state == "stopping"
+    drive()
+    assert economy.batches.statuses() == ["cancelled"]
+    kept = pictures(project)
+    assert 3 <= kept < 10
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == kept
+    assert Illustration.objects.filter(page__project=project, status="canceled").count() == (
+        10 - kept
+    )
+    assert Run.objects.get(project=project).state == "stopped"
+
+
+def test_an_expired_batch_keeps_its_pictures_and_the_rest_are_missing_again(economy, make_project):
+    economy.batches.expire = True
+    economy.batches.partial = 0.5
+    project = make_project(pages=8)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert pictures(project) == 4
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 4
+    returned = Illustration.objects.filter(page__project=project, status="canceled")
+    assert returned.count() == 4
+    assert "expired" in returned.first().error_message
+    batch = Batch.objects.get()
+    assert batches.progress_words(batch) == "expired: 4 of 8 came back"
+    # Missing again: Generate Missing offers them, now or in another batch.
+    economy.batches.expire = False
+    assert services.generate_missing(project=project, mode="economy").count == 4
+    drive()
+    assert pictures(project) == 8
+    assert economy.batches.created == 2
+
+
+def test_failed_lines_fail_their_pages_with_the_service_reason(economy, make_project):
+    economy.batches.fail_lines = [("meadow number 3.", "400_policy")]
+    project = make_project(pages=5)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert pictures(project) == 4
+    failed = Illustration.objects.get(page__project=project, status="failed")
+    assert failed.failure_reason == "rejected"
+    assert "safety system" in failed.error_message
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 4
+
+
+def test_a_budget_the_batch_would_pass_is_refused_before_anything_is_sent(economy, make_project):
+    project = make_project(pages=24)
+    project.budget = Decimal("0.30")  # 24 x 0.021 = 0.504
+    project.save()
+    with pytest.raises(EconomyRefused) as refused:
+        services.generate_missing(project=project, mode="economy")
+    assert "$0.50" in str(refused.value) and "$0.30" in str(refused.value)
+    assert not Batch.objects.exists() and not Illustration.objects.exists()
+    assert economy.call_count == 0
+
+
+def test_a_model_without_batches_is_refused(economy, make_project, settings):
+    settings.STUDIO_IMAGE_MODEL = "dall-e-3"
+    project = make_project(pages=2)
+    with pytest.raises(EconomyRefused, match="takes no batch jobs"):
+        services.generate_missing(project=project, mode="economy")
+    assert batches.supports_batch("openai", "gpt-image-1.5")
+    assert not batches.supports_batch("openai", "dall-e-3")
+    assert not batches.supports_batch("replicate", "gpt-image-1")
+
+
+def test_resume_generation_mode_economy_and_the_status_json(economy, make_project, capsys):
+    project = make_project(pages=3)
+    call_command("resume_generation", "--project", str(project.pk), "--mode", "economy")
+    assert "queued 3 pictures" in capsys.readouterr().out
+    call_command("generation_status", "--project", str(project.pk), "--json")
+    run = json.loads(capsys.readouterr().out)["projects"][0]["run"]
+    assert run["mode"] == "economy"
+    assert run["batch"] == {"id": None, "status": "new", "completed": 0, "total": 3}
+    drive()
+    call_command("generation_status", "--project", str(project.pk), "--json")
+    run = json.loads(capsys.readouterr().out)["projects"][0]["run"]
+    assert run["batch"]["id"].startswith("batch_")
+    assert (run["batch"]["status"], run["batch"]["completed"], run["batch"]["total"]) == (
+        "completed",
+        3,
+        3,
+    )
+
+
+def test_resume_generation_refuses_an_unknown_mode(economy, make_project):
+    project = make_project(pages=1)
+    with pytest.raises(CommandError, match="invalid choice: 'later'"):
+        call_command("resume_generation", "--project", str(project.pk), "--mode", "later")

@@ -691,6 +691,11 @@ class ReviewHeader:
     # When the next lease of a working job runs out, if none renews it: a card turns to
     # "Waiting for the worker" then, though no row changes, so a tab asks again by then.
     due: datetime | None = None
+    # Economy mode (generation.batches): one picture's batch price where the project's
+    # service and model take batches (None: Generate offers Now only), and the run's
+    # latest batch, whose progress the header shows.
+    economy_price: Decimal | None = None
+    batch: object = None
 
     @property
     def primary(self) -> str:
@@ -704,7 +709,10 @@ class ReviewHeader:
         if state in (Run.State.PAUSED, Run.State.HALTED):
             return "resume"
         if state == Run.State.RUNNING:
-            return "resume" if self.account.get("state") == "halted" else "pause"
+            if self.account.get("state") == "halted":
+                return "resume"
+            # A batch is one job at the service: Stop cancels it; there is no pause.
+            return "" if run.mode == Run.Mode.ECONOMY else "pause"
         if state == Run.State.STOPPING:
             return ""
         if self.to_queue:
@@ -716,6 +724,28 @@ class ReviewHeader:
         if progress.to_approve:
             return "approve"
         return ""
+
+    @property
+    def economy(self) -> dict | None:
+        """Return the economy choice's estimates (half price) of what Generate missing,
+        Retry failed and Regenerate changed pages queue; None where batches are not
+        offered."""
+        if self.economy_price is None:
+            return None
+        price = self.economy_price
+        return {
+            "price": price,
+            "missing": price * self.to_queue,
+            "failed": price * self.progress.failed,
+            "outdated": price * self.regenerable,
+        }
+
+    @property
+    def batch_words(self) -> str:
+        """Return the header's words for the run's latest batch ("in progress 5 of 24")."""
+        from .batches import progress_words  # the batches read these selectors
+
+        return progress_words(self.batch)
 
     @property
     def on_its_way(self) -> int:
@@ -795,7 +825,12 @@ def review_header(project: Project) -> ReviewHeader:
     if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
         # Only a project with work waiting asks whether any worker is alive.
         no_workers = 0 if workers.alive(now=now) else progress.queued + progress.generating
+    from .batches import batch_price, latest, supports_batch  # they read these selectors
+
+    economy_price = batch_price(provider) if supports_batch(provider.name, model) else None
     return ReviewHeader(
+        economy_price=economy_price,
+        batch=latest(run),
         progress=progress,
         run=run,
         spend=spend(project, run),
@@ -898,6 +933,17 @@ def budget_check(project: Project) -> BudgetCheck | None:
         return None
     fit = min(int(left // price), progress.to_generate)
     return BudgetCheck(progress.to_generate, estimate, left, on_way, fit)
+
+
+def economy_price(project: Project) -> Decimal | None:
+    """Return one picture's batch price (half the live one) where the project's service and
+    model take batches; None where economy mode is not offered."""
+    from .batches import batch_price, supports_batch  # they read these selectors
+
+    provider = project_provider(project)
+    if not supports_batch(provider.name, getattr(provider, "model", "")):
+        return None
+    return batch_price(provider)
 
 
 def picture_price(project: Project) -> Decimal | None:

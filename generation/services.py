@@ -19,7 +19,7 @@ from studio.changes import project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import accounts, batches, ledger, logs, runs, thumbnails
+from . import accounts, batch_jobs, batches, ledger, logs, runs, thumbnails
 from .batches import EconomyRefused
 from .clock import db_now
 from .engine import finish_from_journal, service_job_origin
@@ -202,7 +202,7 @@ def _queue_pages(
             return ControlResult()
         KINDS[kind].create_jobs(run, page_ids)
         queued = Illustration.objects.filter(run=run, page_id__in=page_ids)
-        batch = batches.start(run, queued, provider=project_provider(project))
+        batch = batch_jobs.start(run, queued, provider=project_provider(project))
         return ControlResult(run=run, count=batch.total if batch is not None else 0)
     if not resume:
         waiting = Run.objects.filter(
@@ -463,7 +463,7 @@ def stop(*, project: Project) -> ControlResult:
         return ControlResult()
     rows = Run.objects.filter(pk=run.pk)
     RUN.move(rows, "stop", updated_at=Now())
-    batches.cancel_for_run(run.pk)  # the sweep's next look cancels them at the service
+    batch_jobs.cancel_for_run(run.pk)  # the sweep's next look cancels them at the service
     reclaim_expired(run_id=run.pk)
     working = False
     for kind in KINDS.values():
@@ -699,7 +699,7 @@ def sweep(*, now=None, every_run: bool = True) -> dict[str, int]:
     touched: set[int] = set()
     counts = reclaim_expired(now=now, touched=touched)
     probes = probe_accounts(now=now)
-    batches.advance_due(now=now)  # economy mode: short looks at the batches that are due
+    batch_jobs.advance_due(now=now)  # economy mode: short looks at the batches that are due
     reenqueued = top_up_broker(now=now)
     open_runs = Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING))
     if not every_run:
@@ -854,7 +854,7 @@ def queue_variants(
             for slot in range(1, count + 1)
         )
         provider = project_provider(page.project)
-        batch = batches.start(run, jobs.filter(run=run, candidate=True), provider=provider)
+        batch = batch_jobs.start(run, jobs.filter(run=run, candidate=True), provider=provider)
         return ControlResult(run=run, count=batch.total if batch is not None else 0)
     jobs.filter(candidate=True).update(candidate=False, updated_at=Now())
     run, resumed = _open_run_for_work(page.project, requested_by)

@@ -18,7 +18,7 @@ from generation.models import Illustration
 
 from .text import plural
 from .views.common import _owned_page, _owned_project
-from .views.controls import _control
+from .views.controls import _control, _mode
 
 VARIANT_CHOICES = range(1, services.MAX_VARIANTS + 1)
 
@@ -109,6 +109,9 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
             count = int(request.POST.get("count", ""))
         except ValueError:
             count = 0
+        mode = _mode(request, page.project)
+        if isinstance(mode, HttpResponse):
+            return mode
 
         def say(result) -> tuple[str, str]:
             if isinstance(result, services.VersionRefused):
@@ -124,11 +127,13 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
                     count=count,
                     requested_by=request.user,
                     confirm_approved=bool(request.POST.get("confirm_approved")),
+                    mode=mode,
                 )
             ),
             say,
         )
     price = selectors.picture_price(page.project)
+    economy = selectors.economy_price(page.project)
     current = page.illustrations.filter(status=Illustration.Status.COMPLETE).first()
     candidates = selectors.page_candidates(page)
     context = {
@@ -139,6 +144,8 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
         "waiting": any(candidate.is_active for candidate in candidates),
         "choices": [(n, None if price is None else price * n) for n in VARIANT_CHOICES],
         "price": price,
+        # Economy mode: the same choice at half price, where the service takes batches.
+        "economy": economy,
     }
     template = "studio/page_variants.html#variants" if request.htmx else "studio/page_variants.html"
     return render(request, template, context)

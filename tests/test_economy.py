@@ -6,15 +6,18 @@ end-to-end run with a real cluster is in test_economy_workers.py.
 """
 
 import json
+import os
+import signal
 from decimal import Decimal
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
-from generation import batches, services
+from generation import batch_jobs, batches, services
 from generation.batches import EconomyRefused
 from generation.models import Batch, GenerationAttempt, Illustration, Run, SpendEntry
-from tests.conftest import wait_until
+from tests.conftest import openai_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,14 +31,14 @@ def economy(openai_settings, fake_openai):
     openai_settings.STUDIO_BATCH_POLL_MAX = 0.0
     fake_openai.batches.batch_seconds = 0.2
     yield fake_openai
-    batches.FAULTS.clear()
+    batch_jobs.FAULTS.clear()
 
 
 def drive(*, until_collected: bool = True, timeout: float = 10) -> None:
     """Advance every batch, as the sweep does, until all of them are collected."""
 
     def done():
-        batches.advance_due()
+        batch_jobs.advance_due()
         return not Batch.objects.exclude(step=Batch.Step.COLLECTED).exists()
 
     wait_until(done, timeout=timeout, interval=0.05, message="the batches were not collected")
@@ -79,19 +82,19 @@ def test_a_24_page_book_comes_back_from_one_batch_with_a_ledger_at_half_price(
 def test_a_worker_killed_at_any_step_never_creates_a_second_batch(economy, make_project, step):
     project = make_project(pages=6)
     services.generate_missing(project=project, mode="economy")
-    batches.FAULTS.add(step)
+    batch_jobs.FAULTS.add(step)
 
     def crashed() -> bool:
         try:
-            batches.advance_due()
-        except batches.Crash:
+            batch_jobs.advance_due()
+        except batch_jobs.Crash:
             return True
         return False
 
     wait_until(crashed, timeout=10, interval=0.05, message=f"never reached {step}")
     # The killed step's claim on the batch runs out; the next sweep takes over.
     Batch.objects.update(claimed_by="", lease_expires_at=None)
-    batches.FAULTS.clear()
+    batch_jobs.FAULTS.clear()
     drive()
     assert economy.batches.created == 1
     assert economy.batches.uploads == (1 if step != "before_upload" else 1)
@@ -106,7 +109,7 @@ def test_stop_cancels_the_batch_and_keeps_what_the_service_finished(economy, mak
     services.generate_missing(project=project, mode="economy")
     wait_until(
         lambda: (
-            batches.advance_due() is not None
+            batch_jobs.advance_due() is not None
             and Batch.objects.filter(status="in_progress", completed__gte=3).exists()
         ),
         timeout=10,
@@ -202,3 +205,80 @@ def test_resume_generation_refuses_an_unknown_mode(economy, make_project):
     project = make_project(pages=1)
     with pytest.raises(CommandError, match="invalid choice: 'later'"):
         call_command("resume_generation", "--project", str(project.pk), "--mode", "later")
+
+
+# --- the web form ----------------------------------------------------------------------------
+
+
+def test_the_review_page_offers_economy_only_where_the_service_takes_batches(
+    economy, make_project, client, editor, settings
+):
+    client.force_login(editor)
+    project = make_project(pages=24)
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert 'name="mode" value="economy"' in html
+    assert "Economy: within 24 h at half price (≈ $0.50)" in html  # 24 x 0.021
+    assert "Now (≈ $1.01)" in html  # 24 x 0.042
+    settings.STUDIO_IMAGE_MODEL = "dall-e-3"
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert 'name="mode"' not in html
+    # Asked for anyway, economy is refused with the reason, and nothing starts.
+    refused = client.post(reverse("project-generate", args=[project.pk]), {"mode": "economy"})
+    assert refused.status_code == 400
+    assert "take no batch jobs" in refused.content.decode()
+    assert not Run.objects.exists()
+
+
+def test_the_form_field_mode_sends_a_batch_and_the_header_shows_its_progress(
+    economy, make_project, client, editor
+):
+    client.force_login(editor)
+    project = make_project(pages=4)
+    bad = client.post(reverse("project-generate", args=[project.pk]), {"mode": "tomorrow"})
+    assert bad.status_code == 400
+    assert "mode must be “now” or “economy”" in bad.content.decode()
+    sent = client.post(
+        reverse("project-generate", args=[project.pk]), {"mode": "economy"}, HTTP_HX_REQUEST="true"
+    )
+    assert json.loads(sent["HX-Trigger"])["toast"]["message"].startswith(
+        "Sent 4 illustrations to a batch"
+    )
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert "Economy batch: <span" in html and "waiting to be sent" in html
+    assert "No Pause for a batch" in html and ">Pause<" not in html
+    batch_jobs.advance_due()  # uploaded and created
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert html.count(">In a batch<") == 4
+    assert "In a batch · submitted " in html and "usually within a few hours" in html
+    drive()
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert "4 of 4 illustrated" in html
+
+
+# --- a real cluster -----------------------------------------------------------------------------
+
+
+def test_a_real_cluster_sends_collects_and_survives_a_kill_without_a_second_batch(
+    economy, make_project, qcluster
+):
+    economy.batches.batch_seconds = 1.5
+    env = openai_env(
+        economy,
+        STUDIO_IMAGE_MODEL="gpt-image-1",
+        STUDIO_WORKERS=1,
+        STUDIO_HEARTBEAT_SECONDS=0.3,
+        STUDIO_BATCH_POLL_SECONDS=0.2,
+        STUDIO_BATCH_POLL_MAX=0.3,
+    )
+    project = make_project(pages=12)
+    services.generate_missing(project=project, mode="economy")
+    first = qcluster(**env)
+    wait_until(lambda: Batch.objects.filter(step="submitted").exists(), timeout=30)
+    os.killpg(first.pid, signal.SIGKILL)  # the whole cluster, while the batch is out
+    first.wait()
+    qcluster(**env)
+    wait_until(lambda: pictures(project) == 12, timeout=30, message="the batch never came back")
+    wait_until(lambda: Run.objects.get(project=project).state == "finished", timeout=10)
+    assert economy.batches.created == 1
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 12
+    assert {entry.amount for entry in SpendEntry.objects.all()} == {HALF}

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
 from generation import selectors, services
+from generation.batches import EconomyRefused, project_supports_batch
 from generation.clock import db_now
 from generation.models import Run
 
@@ -55,12 +56,28 @@ def _tab_cursor(request) -> datetime | None:
         return None
 
 
+def _mode(request, project: Project) -> str | HttpResponse:
+    """Return the form's `mode` ("now" when it sends none), or the 400 that answers a value
+    that is not a mode, or economy where the project's service takes no batches."""
+    mode = request.POST.get("mode", "now")
+    if mode not in Run.Mode.values:
+        return _bad_request(f"mode must be “now” or “economy”, not “{mode[:40]}”.")
+    if mode == Run.Mode.ECONOMY and not project_supports_batch(project):
+        return _bad_request(
+            "This project's image service and model take no batch jobs: choose Now."
+        )
+    return mode
+
+
 def _control(request, project: Project, action, say) -> HttpResponse:
     """Run a control service and answer with what it changed and a toast: say(result)
-    returns the toast's message and level."""
+    returns the toast's message and level (a batch economy mode refuses says why)."""
     started = db_now()
     seen_run = _run_seen(selectors.latest_run(project))
-    message, level = say(action())
+    try:
+        message, level = say(action())
+    except EconomyRefused as refused:
+        message, level = str(refused), "error"
     return _after_action(
         request, project, message=message, level=level, started=started, seen_run=seen_run
     )
@@ -83,13 +100,16 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
     region swapped in with it): generate the pictures that fit (this view again, with
     `count`), raise the budget, or cancel."""
     project = _owned_project(request, pk)
+    mode = _mode(request, project)
+    if isinstance(mode, HttpResponse):
+        return mode
     count = request.POST.get("count")
     if count is not None and not (
         count.isascii() and count.isdigit() and len(count) <= 5 and 1 <= int(count) <= MAX_PAGES
     ):
         return _bad_request(f"count must be a whole number of pictures from 1 to {MAX_PAGES:,}.")
     limit = int(count) if count is not None else None
-    check = selectors.budget_check(project)
+    check = selectors.budget_check(project) if mode == Run.Mode.NOW else None
     if check is not None and (limit is None or limit > check.fit):
         # Nothing starts past the budget unasked; a count that no longer fits (spend moved
         # on meanwhile) is asked again, with today's numbers.
@@ -99,6 +119,12 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "studio/generate_choice.html", context)
 
     def say(queued: services.ControlResult) -> tuple[str, str]:
+        if queued.count and mode == Run.Mode.ECONOMY:
+            return (
+                f"Sent {plural(queued.count, 'illustration')} to a batch: within 24 hours "
+                "at half price, usually within a few hours.",
+                "success",
+            )
         if queued.count:
             return f"Queued {plural(queued.count, 'illustration')}.", "success"
         if queued.resumed:
@@ -108,7 +134,9 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
     response = _control(
         request,
         project,
-        lambda: services.generate_missing(project=project, requested_by=request.user, limit=limit),
+        lambda: services.generate_missing(
+            project=project, requested_by=request.user, limit=limit, mode=mode
+        ),
         say,
     )
     if request.htmx and limit is not None:  # the choice it answers is settled: it goes
@@ -145,10 +173,13 @@ def project_generate_section(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
+    mode = _mode(request, project)
+    if isinstance(mode, HttpResponse):
+        return mode
     return _control(
         request,
         project,
-        lambda: services.retry_failed(project=project, requested_by=request.user),
+        lambda: services.retry_failed(project=project, requested_by=request.user, mode=mode),
         _if_queued(lambda n: f"Retrying {plural(n, 'failed page')}.", "No failed pages to retry."),
     )
 
@@ -157,10 +188,13 @@ def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def project_regenerate_outdated(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
+    mode = _mode(request, project)
+    if isinstance(mode, HttpResponse):
+        return mode
     return _control(
         request,
         project,
-        lambda: services.regenerate_outdated(project=project, requested_by=request.user),
+        lambda: services.regenerate_outdated(project=project, requested_by=request.user, mode=mode),
         _if_queued(
             lambda n: (
                 f"Drawing {plural(n, 'changed page')} again; the old pictures stay until "

@@ -22,14 +22,15 @@ the service finished by then comes back, is kept and is counted.
 
 import json
 import logging
+import threading
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import accounts, ledger
+from . import accounts, ledger, liveness
 from .batches import batch_price, client_for
 from .clock import db_now
 from .engine import JobWorker, claimed_rows, new_worker_id
@@ -47,8 +48,6 @@ Outcome = GenerationAttempt.Outcome
 # How long the pages' jobs are held between two checks: far longer than any poll interval,
 # so the lease never runs out while the batch is out; every check renews it.
 BATCH_LEASE = 6 * 3600.0
-# How long one step's claim on the batch row lasts (a killed sweeper's is taken over).
-STEP_LEASE = 600.0
 ENDED = ("completed", "expired", "cancelled", "failed")
 
 
@@ -141,26 +140,60 @@ def advance(batch_id: int) -> bool:
     """Take the batch's next step (upload, create, check, collect) if no one else is on it;
     return whether this call worked it. A failure leaves the step to the next try."""
     worker = new_worker_id()
+    lease = float(settings.STUDIO_LEASE_SECONDS)
     free = Q(claimed_by="") | Q(lease_expires_at__lt=Now())
     claimed = (
         Batch.objects.filter(pk=batch_id)
         .exclude(step=Batch.Step.COLLECTED)
         .filter(free)
-        .update(claimed_by=worker, lease_expires_at=later(STEP_LEASE))
+        .update(claimed_by=worker, lease_expires_at=later(lease))
     )
     if not claimed:
         return False
     try:
         batch = Batch.objects.get(pk=batch_id)
-        try:
-            _work(batch)
-        except ProviderError as error:
-            _after_error(batch, error)
+        with StepBeat(batch_id, worker, lease):
+            try:
+                _work(batch)
+            except ProviderError as error:
+                _after_error(batch, error)
     finally:
         Batch.objects.filter(pk=batch_id, claimed_by=worker).update(
             claimed_by="", lease_expires_at=None, updated_at=Now()
         )
     return True
+
+
+class StepBeat:
+    """Renews a step's claim on its batch every beat while the step runs (an upload, a
+    result file's download): a sweeper killed mid-step loses its claim within a lease, and
+    one that is slow never has its step taken over."""
+
+    def __init__(self, batch_id: int, worker: str, lease: float):
+        self.batch_id, self.worker, self.lease = batch_id, worker, lease
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name="batch-step-beat")
+
+    def __enter__(self) -> "StepBeat":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self.stopped.wait(liveness.beat_seconds()):
+                try:
+                    Batch.objects.filter(pk=self.batch_id, claimed_by=self.worker).update(
+                        lease_expires_at=later(self.lease)
+                    )
+                except Exception:
+                    logger.exception("Batch %s: a beat failed; beating on", self.batch_id)
+                    connection.close()
+        finally:
+            connection.close()
 
 
 def _work(batch: Batch) -> None:
@@ -308,7 +341,11 @@ def _create(batch: Batch) -> None:
             return
         _step("before_create")
         state = client.create(
-            key=key(batch), input_file_id=batch.input_file_id, endpoint=batch.endpoint
+            key=key(batch),
+            input_file_id=batch.input_file_id,
+            endpoint=batch.endpoint,
+            # Inline batches (Gemini) send the lines with the create call.
+            lines=lambda: _lines(batch, client).get(batch.endpoint, []),
         )
     _step("after_create")
     Batch.objects.filter(pk=batch.pk, step=Batch.Step.UPLOADED).update(

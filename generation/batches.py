@@ -24,7 +24,10 @@ BATCH_MODELS = {
     },
 }
 # The service clients that speak each batch API.
-CLIENTS = {"openai": "generation.providers.openai_batch.OpenAIBatches"}
+CLIENTS = {
+    "openai": "generation.providers.openai_batch.OpenAIBatches",
+    "gemini": "generation.providers.gemini_batch.GeminiBatches",
+}
 # A batch's share of the live price.
 BATCH_DISCOUNT = Decimal("0.5")
 

@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from generation import batch_jobs, batches, services
 from generation.batches import EconomyRefused
-from generation.models import Batch, GenerationAttempt, Illustration, Run, SpendEntry
+from generation.models import Batch, GenerationAttempt, Illustration, Run, SpendEntry, later
 from tests.conftest import openai_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -92,8 +92,8 @@ def test_a_worker_killed_at_any_step_never_creates_a_second_batch(economy, make_
         return False
 
     wait_until(crashed, timeout=10, interval=0.05, message=f"never reached {step}")
-    # The killed step's claim on the batch runs out; the next sweep takes over.
-    Batch.objects.update(claimed_by="", lease_expires_at=None)
+    # The killed step's claim on the batch runs out (its lease); the next sweep takes over.
+    Batch.objects.update(lease_expires_at=later(-1))
     batch_jobs.FAULTS.clear()
     drive()
     assert economy.batches.created == 1
@@ -282,3 +282,52 @@ def test_a_real_cluster_sends_collects_and_survives_a_kill_without_a_second_batc
     assert economy.batches.created == 1
     assert SpendEntry.objects.filter(project_id=project.pk).count() == 12
     assert {entry.amount for entry in SpendEntry.objects.all()} == {HALF}
+
+
+# --- Gemini's batch mode ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gemini_economy(gemini_settings, fake_gemini):
+    gemini_settings.STUDIO_IMAGE_PROVIDER = "gemini"
+    gemini_settings.GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"
+    gemini_settings.STUDIO_BATCH_POLL_SECONDS = 0.0
+    gemini_settings.STUDIO_BATCH_POLL_MAX = 0.0
+    fake_gemini.batches.batch_seconds = 0.2
+    yield fake_gemini
+    batch_jobs.FAULTS.clear()
+
+
+def test_gemini_batch_mode_draws_a_book_inline_and_a_blocked_prompt_stays_rejected(
+    gemini_economy, make_project
+):
+    gemini_economy.batches.fail_lines = ["meadow number 2."]
+    project = make_project(pages=6)
+    assert services.generate_missing(project=project, mode="economy").count == 6
+    drive()
+    assert gemini_economy.batches.created == 1
+    assert pictures(project) == 5
+    rejected = Illustration.objects.get(page__project=project, status="failed")
+    assert rejected.failure_reason == "rejected" and "SAFETY" in rejected.error_message
+    entries = SpendEntry.objects.filter(project_id=project.pk)
+    assert entries.count() == 5
+    assert {entry.amount for entry in entries} == {Decimal("0.0195")}  # 0.039 live
+    assert not [call for call in gemini_economy.calls if not call.get("batch_api")]
+
+
+def test_a_gemini_batch_killed_after_creating_is_found_again_and_expiry_keeps_the_finished(
+    gemini_economy, make_project
+):
+    gemini_economy.batches.expire = True
+    project = make_project(pages=4)
+    services.generate_missing(project=project, mode="economy")
+    batch_jobs.FAULTS.add("after_create")
+    with pytest.raises(batch_jobs.Crash):
+        batch_jobs.advance_due()
+    Batch.objects.update(lease_expires_at=later(-1))  # the killed step's claim ran out
+    batch_jobs.FAULTS.clear()
+    drive()
+    assert gemini_economy.batches.created == 1
+    assert pictures(project) == 2
+    assert Illustration.objects.filter(page__project=project, status="canceled").count() == 2
+    assert Batch.objects.get().status == "expired"

@@ -138,7 +138,9 @@ class OpenAIBatches(OpenAIProvider):
                 return self._state(item)
         return None
 
-    def create(self, *, key: str, input_file_id: str, endpoint: str) -> BatchState:
+    def create(self, *, key: str, input_file_id: str, endpoint: str, lines=None) -> BatchState:
+        """Create the batch from the uploaded file (`lines` is for services whose batches
+        take their requests inline; this one reads the file)."""
         body = {
             "input_file_id": input_file_id,
             "endpoint": endpoint,

@@ -23,6 +23,7 @@ the service finished by then comes back, is kept and is counted.
 import json
 import logging
 import threading
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -31,12 +32,12 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import accounts, ledger, liveness
-from .batches import batch_price, client_for
+from .batches import BATCH_DISCOUNT, batch_price, client_for
 from .clock import db_now
 from .engine import JobWorker, claimed_rows, new_worker_id
 from .kinds import KINDS
 from .machines import JOB
-from .models import WORKING_STATUSES, Batch, GenerationAttempt, Illustration, Run, SpendEntry, later
+from .models import WORKING_STATUSES, Batch, GenerationAttempt, Illustration, Run, later
 from .providers import account_of
 from .providers.base import ImageRequest, ProviderError, Transient
 from .runs import halt_account, settle_run
@@ -44,6 +45,7 @@ from .runs import halt_account, settle_run
 logger = logging.getLogger(__name__)
 
 Outcome = GenerationAttempt.Outcome
+CENT_HUNDREDTH = Decimal("0.0001")  # the ledger's precision
 
 # How long the pages' jobs are held between two checks: far longer than any poll interval,
 # so the lease never runs out while the batch is out; every check renews it.
@@ -412,9 +414,7 @@ def _end_reason(state) -> str:
 def _collect(batch: Batch, *, client, state, reason: str) -> None:
     """Enter every result line once, then hand back the pages the batch never drew."""
     kind = KINDS["illustration"]
-    price = None
     if client is not None and state is not None:
-        price = batch_price(client)
         for cid, result in client.results(state):
             attempt = _open_lines(batch).filter(idempotency_key=cid).first()
             if attempt is None:
@@ -422,7 +422,7 @@ def _collect(batch: Batch, *, client, state, reason: str) -> None:
             if isinstance(result, ProviderError):
                 _fail_attempt(batch, attempt, result)
             else:
-                _keep(batch, kind, attempt, result, price)
+                _keep(batch, kind, attempt, result, client)
             _step("mid_collect")
     failed_whole = state is not None and state.status == "failed"
     for attempt in _open_lines(batch):
@@ -463,9 +463,14 @@ def _collect(batch: Batch, *, client, state, reason: str) -> None:
         settle_run(batch.run_id)
 
 
-def _keep(batch: Batch, kind, attempt: GenerationAttempt, result, price) -> None:
+def _keep(batch: Batch, kind, attempt: GenerationAttempt, result, client) -> None:
     """Store a result line's picture, then in one transaction close its journal row, enter
-    its charge and complete its page: all of it once, or none of it."""
+    its charge (half what the same answer costs live: its usage, or the list price) and
+    complete its page: all of it once, or none of it."""
+    live, basis = kind.charged(client, result)
+    price = (
+        None if live is None else (live * BATCH_DISCOUNT).quantize(CENT_HUNDREDTH, ROUND_HALF_UP)
+    )
     job = claimed_rows(kind).filter(pk=attempt.illustration_id).first()
     worker = JobWorker(kind)
     worker.id, worker.job, worker.provider = batch.holder, job, None
@@ -491,7 +496,7 @@ def _keep(batch: Batch, kind, attempt: GenerationAttempt, result, price) -> None
         ledger.enter(
             attempt_id=attempt.pk,
             amount=price,
-            basis=SpendEntry.Basis.PRICE,
+            basis=basis,
             confirmed=True,
             project_id=batch.project_id,
             run_id=batch.run_id,

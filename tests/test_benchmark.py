@@ -50,6 +50,7 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
         "watchers",
         "bigbook",
         "chaos",
+        "economy",
     }
     rows = {row["measure"]: row for row in report["rows"]}
     assert rows["queries constant in pages"]["value"] is True
@@ -77,6 +78,11 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["20 idle tabs: server CPU (of one core)"]["unit"] == "%"
     assert rows["the run was in progress throughout"]["value"] is True
     assert rows["review page queries, 300 pages"]["value"] > 0
+    # Economy mode: the book as one batch, every picture kept, at half the live cost.
+    assert rows["batches created"]["ok"] is True
+    assert rows["pictures kept"]["ok"] is True
+    assert rows["ledger entries for the batch"]["ok"] is True
+    assert rows["batch cost against now"]["ok"] is True
     assert rows["Generate missing, 300 pages (300 jobs)"]["value"] > 0
     assert Project.objects.filter(owner__username="benchmark").count() == 0
 

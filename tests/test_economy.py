@@ -21,7 +21,9 @@ from tests.conftest import openai_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-HALF = Decimal("0.0210")  # gpt-image-1 at 1024x1024 is 0.042 live
+# Half what gpt-image-1 charges live for the usage the fake reports (0.0425: 50 text
+# tokens in, 1,056 out at its token prices).
+HALF = Decimal("0.0213")
 
 
 @pytest.fixture

@@ -268,10 +268,12 @@ class JobQuerySet(ProjectRowsQuerySet):
         return self._move("cancel_queued", finished_at=Now(), updated_at=Now())
 
     def expired(self, *, now=None):
-        """Jobs whose worker stopped renewing its lease (killed, or cut off)."""
+        """Jobs whose worker stopped renewing its lease (killed, or cut off); never a page
+        a batch holds (economy mode): its journal row is the batch's, closed by its results,
+        however long the clusters were away."""
         return self.filter(
             status__in=WORKING_STATUSES, lease_expires_at__lt=now if now is not None else Now()
-        )
+        ).exclude(claimed_by__startswith="batch:")
 
     def replace_current(self, *, page_id: int) -> int:
         """The page's complete job steps aside for a newer one (a regeneration)."""

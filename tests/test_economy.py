@@ -333,3 +333,21 @@ def test_a_gemini_batch_killed_after_creating_is_found_again_and_expiry_keeps_th
     assert pictures(project) == 2
     assert Illustration.objects.filter(page__project=project, status="canceled").count() == 2
     assert Batch.objects.get().status == "expired"
+
+
+def test_out_of_credits_at_submission_halts_the_account_and_resume_sends_the_same_batch(
+    economy, make_project
+):
+    economy.batches.refuse = "429_quota"
+    project = make_project(pages=3)
+    services.generate_missing(project=project, mode="economy")
+    batch_jobs.advance_due()
+    run = Run.objects.get(project=project)
+    assert (run.state, run.halt_reason) == ("halted", "out_of_credits")
+    assert economy.batches.uploads == 0 and Batch.objects.get().step == "new"
+    economy.batches.refuse = ""
+    services.resume(project=project)
+    drive()
+    assert economy.batches.created == 1
+    assert pictures(project) == 3
+    assert Run.objects.get(project=project).state == "finished"

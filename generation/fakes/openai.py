@@ -607,6 +607,9 @@ class FakeImageService(LoopbackServer):
                 raw = self.read_body() if method == "POST" else b""
                 if not key or (service.valid_keys is not None and key not in service.valid_keys):
                     return self.send_json(401, json.loads(REPLIES["401"]().body))
+                if desk.refuse:
+                    refused = REPLIES[desk.refuse]()
+                    return self._send(refused.status, refused.body, headers=refused.headers)
                 url = urlsplit(self.path)
                 parts = url.path.strip("/").split("/")[1:]  # after "v1"
                 query = parse_qs(url.query)

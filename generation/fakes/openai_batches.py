@@ -60,6 +60,8 @@ class BatchDesk:
         self.partial = 0.5
         self.fail_lines: list[tuple[str, str]] = []  # (text in the prompt, reply name)
         self.fail_batch = ""  # a message: validation fails the whole batch with it
+        # A reply of REPLIES ("401", "429_quota", "500") for every Files and Batches call.
+        self.refuse = ""
         self.created = 0  # batches created, in all
         self.uploads = 0
         self.downloads = 0

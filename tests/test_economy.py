@@ -5,18 +5,23 @@ The steps are driven here in the test's process, as the sweep drives them (advan
 end-to-end run with a real cluster is in test_economy_workers.py.
 """
 
+import io
 import json
 import os
 import signal
 from decimal import Decimal
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from PIL import Image
 
 from generation import batch_jobs, batches, services
 from generation.batches import EconomyRefused
 from generation.models import Batch, GenerationAttempt, Illustration, Run, SpendEntry, later
+from generation.providers import openai_batch
+from studio.models import Character, ReferenceImage
 from tests.conftest import openai_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -351,3 +356,52 @@ def test_out_of_credits_at_submission_halts_the_account_and_resume_sends_the_sam
     assert economy.batches.created == 1
     assert pictures(project) == 3
     assert Run.objects.get(project=project).state == "finished"
+
+
+# --- reference pictures ------------------------------------------------------------------------
+
+
+def give_reference(project, page_numbers, *, size=(64, 64)) -> None:
+    """A character with a noisy picture (it does not compress), named on those pages."""
+    pixels = Image.effect_noise(size, 80).convert("RGB")
+    buffer = io.BytesIO()
+    pixels.save(buffer, format="PNG")
+    fox = Character.objects.create(project=project, name="Fox", description="A red fox.")
+    version = ReferenceImage(character=fox, source="upload", width=size[0], height=size[1])
+    version.image.save("fox.png", ContentFile(buffer.getvalue()), save=False)
+    version.save()
+    fox.reference = version
+    fox.save()
+    fox.pages.set(project.pages.filter(number__in=page_numbers))
+
+
+def test_pages_with_references_go_to_an_edits_batch_of_their_own_inline(economy, make_project):
+    project = make_project(pages=3)
+    give_reference(project, [2])
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert pictures(project) == 3
+    assert economy.batches.created == 2
+    assert sorted(Batch.objects.values_list("endpoint", "total")) == [
+        ("/v1/images/edits", 1),
+        ("/v1/images/generations", 2),
+    ]
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 3
+
+
+def test_a_page_whose_references_make_its_line_too_large_fails_alone(
+    economy, make_project, monkeypatch
+):
+    monkeypatch.setattr(openai_batch, "MAX_LINE_BYTES", 20_000)
+    project = make_project(pages=3)
+    give_reference(project, [2], size=(200, 200))
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert pictures(project) == 2
+    failed = Illustration.objects.get(page__project=project, status="failed")
+    assert failed.page.number == 2
+    assert failed.failure_reason == "rejected"
+    assert "reference pictures weighs" in failed.error_message
+    assert "draw it now" in failed.error_message
+    assert economy.batches.created == 1
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 2

@@ -89,7 +89,7 @@ class OpenAIBatches(OpenAIProvider):
         if self.model.startswith("dall-e"):
             body["response_format"] = "b64_json"
         if references:
-            body["images"] = [{"image_url": picture.data_url} for _, picture in references]
+            body["images"] = [{"image_url": picture.data_url()} for _, picture in references]
             if takes_input_fidelity(self.model):
                 body["input_fidelity"] = "high"
         endpoint = self.endpoint(request)

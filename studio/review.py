@@ -306,8 +306,8 @@ class PageCard:
                 parts.append(f"next at {_clock(job.next_attempt_at)}")
             return "; ".join(parts)
         if state == "generating":
-            if job.claimed_by.startswith("batch:"):  # economy mode: one line of a batch
-                return job.progress_note
+            if job.claimed_by.startswith("batch:"):  # economy mode: the chip says "In a batch"
+                return job.progress_note.removeprefix("In a batch · ")
             attempt = f"attempt {self.attempt_number} of {self.max_attempts}"
             return f"{job.progress_note} · {attempt}" if job.progress_note else attempt
         if state == "retrying":

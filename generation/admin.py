@@ -180,10 +180,18 @@ class BatchAdmin(admin.ModelAdmin):
     """Economy mode's batches, read-only: the service's own id and files, its status and
     counts (Stop on the project cancels one; nothing here changes them)."""
 
-    list_display = ["id", "project", "provider", "model", "step", "status", "completed", "total"]
+    list_display = [
+        "id",
+        "project_id",
+        "provider",
+        "model",
+        "step",
+        "status",
+        "completed",
+        "total",
+    ]
     list_filter = ["step", "status", "provider"]
-    list_select_related = ["project"]
-    search_fields = ["batch_id", "input_file_id", "project__title"]
+    search_fields = ["batch_id", "input_file_id"]
 
     def has_add_permission(self, request):
         return False

@@ -297,7 +297,12 @@ def _split(batch: Batch, by_endpoint: dict[str, list[bytes]]) -> str:
 
 
 def _job_of(line: bytes) -> int:
-    return int(json.loads(line)["custom_id"].rsplit("-", 1)[1])
+    return _job_id(json.loads(line)["custom_id"])
+
+
+def _job_id(cid: str) -> int:
+    """Return the job id a custom id names ("illustration-42")."""
+    return int(cid.rsplit("-", 1)[1])
 
 
 def filename(batch: Batch) -> str:
@@ -418,7 +423,9 @@ def _collect(batch: Batch, *, client, state, reason: str) -> None:
         for cid, result in client.results(state):
             attempt = _open_lines(batch).filter(idempotency_key=cid).first()
             if attempt is None:
-                continue  # entered already (a collect cut off before), or not ours
+                if not isinstance(result, ProviderError):
+                    _enter_orphan(batch, kind, cid, result, client)
+                continue  # entered already (a collect cut off before), or its page is gone
             if isinstance(result, ProviderError):
                 _fail_attempt(batch, attempt, result)
             else:
@@ -508,6 +515,29 @@ def _keep(batch: Batch, kind, attempt: GenerationAttempt, result, client) -> Non
         if job is not None:
             kind.complete(worker, result)
             Illustration.objects.filter(pk=job.pk).update(progress_note="")
+
+
+def _enter_orphan(batch: Batch, kind, cid: str, result, client) -> None:
+    """Enter the charge of a line whose page (or project) was deleted while the batch was
+    out: its journal row went with the page, but the service bills the line. Entered once,
+    under an id of its own (negative: no journal row has it) made of the batch and the job."""
+    if GenerationAttempt.objects.filter(provider_job_id=batch.holder, idempotency_key=cid).exists():
+        return  # its row is there and closed: entered already
+    live, basis = kind.charged(client, result)
+    if live is None:
+        return
+    ledger.enter(
+        attempt_id=-(batch.pk * 10**9 + _job_id(cid)),
+        amount=(live * BATCH_DISCOUNT).quantize(CENT_HUNDREDTH, ROUND_HALF_UP),
+        basis=basis,
+        confirmed=True,
+        project_id=batch.project_id,
+        run_id=batch.run_id,
+        kind=kind.name,
+        account=batch.account,
+        provider=batch.provider,
+        model=batch.model,
+    )
 
 
 def _fail_attempt(batch: Batch, attempt: GenerationAttempt, error: ProviderError) -> None:

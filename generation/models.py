@@ -760,7 +760,9 @@ class Batch(models.Model):
     run = models.ForeignKey(
         Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="batches"
     )
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="batches")
+    # A plain id, not a foreign key: a batch outlives its project (deleted while the batch
+    # is out), so that what the service still bills for it is entered in the ledger.
+    project_id = models.BigIntegerField(db_index=True)
     provider = models.CharField(max_length=40)
     model = models.CharField(max_length=80, blank=True)
     account = models.CharField(max_length=200, blank=True)

@@ -408,3 +408,21 @@ def test_a_page_whose_references_make_its_line_too_large_fails_alone(
     assert "draw it now" in failed.error_message
     assert economy.batches.created == 1
     assert SpendEntry.objects.filter(project_id=project.pk).count() == 2
+
+
+def test_a_project_deleted_while_its_batch_is_out_still_has_every_line_in_the_ledger(
+    economy, make_project
+):
+    economy.batches.batch_seconds = 1.0
+    project = make_project(pages=3)
+    project_id = project.pk
+    services.generate_missing(project=project, mode="economy")
+    batch_jobs.advance_due()
+    assert Batch.objects.get().step == "submitted"
+    project.delete()
+    drive()
+    drive()  # a second look enters nothing twice
+    assert economy.batches.created == 1
+    entries = SpendEntry.objects.filter(project_id=project_id)
+    assert entries.count() == 3
+    assert {entry.amount for entry in entries} == {HALF}

@@ -1057,7 +1057,7 @@ class Bench:
                     "entries": entries.count(),
                     "kept": project_progress(project).illustrated,
                 }
-            batches = Batch.objects.filter(project__title="economy-economy").count()
+            batches = Batch.objects.filter(project_id=project.pk).count()
             created = fake.batches.created
         now, economy = results["now"], results["economy"]
         ratio = float(economy["cost"]) / float(now["cost"]) if now["cost"] else 0.0

@@ -123,6 +123,7 @@ def test_stop_cancels_the_batch_and_keeps_what_the_service_finished(economy, mak
         timeout=10,
         interval=0.05,
     )
+    assert services.pause(project=project).run is None  # a batch is not paused
     result = services.stop(project=project)
     assert result.run.state == "stopping"
     drive()
@@ -167,6 +168,12 @@ def test_failed_lines_fail_their_pages_with_the_service_reason(economy, make_pro
     assert failed.failure_reason == "rejected"
     assert "safety system" in failed.error_message
     assert SpendEntry.objects.filter(project_id=project.pk).count() == 4
+    # Its prompt edited, Retry failed sends it in another batch.
+    economy.batches.fail_lines = []
+    assert services.retry_failed(project=project, mode="economy").count == 1
+    drive()
+    assert pictures(project) == 5
+    assert economy.batches.created == 2
 
 
 def test_a_budget_the_batch_would_pass_is_refused_before_anything_is_sent(economy, make_project):
@@ -193,7 +200,7 @@ def test_a_model_without_batches_is_refused(economy, make_project, settings):
 def test_resume_generation_mode_economy_and_the_status_json(economy, make_project, capsys):
     project = make_project(pages=3)
     call_command("resume_generation", "--project", str(project.pk), "--mode", "economy")
-    assert "queued 3 pictures" in capsys.readouterr().out
+    assert "sent 3 pictures to a batch (economy: within 24 h)" in capsys.readouterr().out
     call_command("generation_status", "--project", str(project.pk), "--json")
     run = json.loads(capsys.readouterr().out)["projects"][0]["run"]
     assert run["mode"] == "economy"
@@ -426,3 +433,23 @@ def test_a_project_deleted_while_its_batch_is_out_still_has_every_line_in_the_le
     entries = SpendEntry.objects.filter(project_id=project_id)
     assert entries.count() == 3
     assert {entry.amount for entry in entries} == {HALF}
+
+
+def test_try_variants_in_economy_keeps_them_as_versions_beside_the_current_picture(
+    economy, make_project
+):
+    project = make_project(pages=1)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    page = project.pages.get()
+    assert services.queue_variants(page=page, count=2, mode="economy").count == 2
+    drive()
+    assert economy.batches.created == 2
+    jobs = Illustration.objects.filter(page=page)
+    assert sorted(jobs.values_list("variant", "status")) == [
+        (0, "complete"),
+        (1, "replaced"),
+        (2, "replaced"),
+    ]
+    assert jobs.filter(candidate=True).count() == 2
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 3

@@ -98,7 +98,9 @@ class Command(OperatorCommand):
         parts = []
         if was is not None and was.state in WAITING_STATES:
             parts.append(f"the {_described(was)} is running again")
-        if queued:
+        if queued and run_mode(project) == Run.Mode.ECONOMY:
+            parts.append(f"sent {plural(queued, 'picture')} to a batch (economy: within 24 h)")
+        elif queued:
             parts.append(f"queued {plural(queued, 'picture')}")
         run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
         waiting = sum(queued_counts(run).values()) if run is not None else 0
@@ -164,6 +166,12 @@ class Command(OperatorCommand):
         for status in halted:
             self.stdout.write(f"Project {status['id']} halted: {status['run']['message']}")
         return not failed and not halted
+
+
+def run_mode(project: Project) -> str:
+    """Return the mode of the project's open run ("now" when it has none)."""
+    run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
+    return run.mode if run is not None else Run.Mode.NOW
 
 
 def waiting_projects() -> list[Project]:

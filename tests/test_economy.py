@@ -159,20 +159,23 @@ def test_an_expired_batch_keeps_its_pictures_and_the_rest_are_missing_again(econ
 
 
 def test_failed_lines_fail_their_pages_with_the_service_reason(economy, make_project):
-    economy.batches.fail_lines = [("meadow number 3.", "400_policy")]
+    economy.batches.fail_lines = [("meadow number 3.", "400_policy"), ("meadow number 4.", "500")]
     project = make_project(pages=5)
     services.generate_missing(project=project, mode="economy")
     drive()
-    assert pictures(project) == 4
-    failed = Illustration.objects.get(page__project=project, status="failed")
-    assert failed.failure_reason == "rejected"
-    assert "safety system" in failed.error_message
-    assert SpendEntry.objects.filter(project_id=project.pk).count() == 4
-    # Its prompt edited, Retry failed sends it in another batch.
+    assert pictures(project) == 3
+    failed = Illustration.objects.filter(page__project=project, status="failed")
+    rejected = failed.get(page__number=3)
+    assert rejected.failure_reason == "rejected"
+    assert "safety system" in rejected.error_message
+    assert failed.get(page__number=4).failure_reason == "exhausted"
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 3
+    # Retry failed sends the failed page in another batch; the rejected prompt stays
+    # rejected until it is edited.
     economy.batches.fail_lines = []
     assert services.retry_failed(project=project, mode="economy").count == 1
     drive()
-    assert pictures(project) == 5
+    assert pictures(project) == 4
     assert economy.batches.created == 2
 
 

@@ -381,8 +381,11 @@ def _check(batch: Batch) -> None:
         try:
             state = client.cancel(batch.batch_id)
         except ProviderError as error:
-            if error.http_status != 409:  # 409: it ended meanwhile; read it as it is
+            if error.outcome in (Outcome.OUT_OF_CREDITS, Outcome.AUTH):
                 raise
+            # It ended meanwhile (OpenAI: 409; Gemini: FAILED_PRECONDITION), or the service
+            # refuses to cancel it: read it as it is.
+            logger.info("Batch %s: cancel refused (%s); reading it", batch.pk, error.message)
     if state is None:
         state = client.retrieve(batch.batch_id)
     Batch.objects.filter(pk=batch.pk).update(

@@ -456,3 +456,24 @@ def test_try_variants_in_economy_keeps_them_as_versions_beside_the_current_pictu
     ]
     assert jobs.filter(candidate=True).count() == 2
     assert SpendEntry.objects.filter(project_id=project.pk).count() == 3
+
+
+def test_stop_cancels_a_gemini_batch_and_keeps_what_it_finished(gemini_economy, make_project):
+    gemini_economy.batches.batch_seconds = 2.0
+    project = make_project(pages=10)
+    services.generate_missing(project=project, mode="economy")
+    wait_until(
+        lambda: (
+            batch_jobs.advance_due() is not None
+            and Batch.objects.filter(status="in_progress", completed__gte=3).exists()
+        ),
+        timeout=10,
+        interval=0.05,
+    )
+    services.stop(project=project)
+    drive()
+    kept = pictures(project)
+    assert 3 <= kept < 10
+    assert Batch.objects.get().status == "cancelled"
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == kept
+    assert Run.objects.get(project=project).state == "stopped"

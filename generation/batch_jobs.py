@@ -130,7 +130,8 @@ def advance_due(*, now=None) -> int:
     due = Batch.objects.exclude(step=Batch.Step.COLLECTED).filter(
         Q(next_check_at__isnull=True)
         | Q(next_check_at__lte=now or Now())
-        | Q(cancel_requested=True)
+        # Stop asked for a cancel: due at once, until the service says it is cancelling.
+        | (Q(cancel_requested=True) & ~Q(status__in=("cancelling", *ENDED)))
     )
     worked = 0
     for batch_id in due.values_list("pk", flat=True):

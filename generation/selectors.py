@@ -696,6 +696,7 @@ class ReviewHeader:
     # latest batch, whose progress the header shows.
     economy_price: Decimal | None = None
     batch: object = None
+    in_batch: int = 0  # pages a batch holds: on their way, not "generating" by a worker
 
     @property
     def primary(self) -> str:
@@ -756,7 +757,7 @@ class ReviewHeader:
     @property
     def drawing(self) -> int:
         """Pages a live worker is on (generating, or waiting to retry)."""
-        return self.progress.generating - self.silent
+        return self.progress.generating - self.silent - self.in_batch
 
     @property
     def to_queue(self) -> int:
@@ -828,9 +829,16 @@ def review_header(project: Project) -> ReviewHeader:
     from .batches import batch_price, latest, supports_batch  # they read these selectors
 
     economy_price = batch_price(provider) if supports_batch(provider.name, model) else None
+    batch = latest(run)
+    in_batch = 0
+    if batch is not None and progress.generating:  # one query, only for an economy run
+        in_batch = Illustration.objects.filter(
+            page__project=project, status__in=WORKING_STATUSES, claimed_by__startswith="batch:"
+        ).count()
     return ReviewHeader(
         economy_price=economy_price,
-        batch=latest(run),
+        batch=batch,
+        in_batch=in_batch,
         progress=progress,
         run=run,
         spend=spend(project, run),

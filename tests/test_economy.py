@@ -267,6 +267,7 @@ def test_the_form_field_mode_sends_a_batch_and_the_header_shows_its_progress(
     batch_jobs.advance_due()  # uploaded and created
     html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
     assert html.count(">In a batch<") == 4
+    assert "· 4 in a batch" in html and " generating " not in html
     # The chip says "In a batch", the line below it when it was sent.
     lines = re.findall(r">\s*(submitted \d\d:\d\d · usually within a few hours)\s*<", html)
     assert len(lines) == 4, lines

@@ -200,14 +200,15 @@ class StepBeat:
 
 
 def _work(batch: Batch) -> None:
-    if batch.step in (Batch.Step.NEW, Batch.Step.UPLOADED):
+    if batch.step == Batch.Step.NEW and batch.cancel_requested:
+        # Nothing was sent: Stop hands the pages back at once, whatever the account says.
+        _collect(batch, client=None, state=None, reason="Stopped before the batch was sent.")
+        return
+    if batch.step in (Batch.Step.NEW, Batch.Step.UPLOADED) and not batch.cancel_requested:
         if accounts.state_of(batch.account)["state"] == "halted":
             _later(batch)
             return  # Resume of the account continues it
     if batch.step == Batch.Step.NEW:
-        if batch.cancel_requested:
-            _collect(batch, client=None, state=None, reason="Stopped before the batch was sent.")
-            return
         _upload(batch)
         batch.refresh_from_db()
     if batch.step == Batch.Step.UPLOADED:

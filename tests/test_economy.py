@@ -478,3 +478,17 @@ def test_stop_cancels_a_gemini_batch_and_keeps_what_it_finished(gemini_economy, 
     assert Batch.objects.get().status == "cancelled"
     assert SpendEntry.objects.filter(project_id=project.pk).count() == kept
     assert Run.objects.get(project=project).state == "stopped"
+
+
+def test_stop_while_the_account_is_halted_hands_back_a_batch_never_sent(economy, make_project):
+    economy.batches.refuse = "401"
+    project = make_project(pages=3)
+    services.generate_missing(project=project, mode="economy")
+    batch_jobs.advance_due()
+    assert Run.objects.get(project=project).halt_reason == "auth"
+    services.stop(project=project)
+    drive()
+    assert Run.objects.get(project=project).state == "stopped"
+    assert Illustration.objects.filter(page__project=project, status="canceled").count() == 3
+    assert economy.batches.created == 0 and economy.batches.uploads == 0
+    assert not SpendEntry.objects.exists()

@@ -271,13 +271,29 @@ def _lines(batch: Batch, client) -> dict[str, list[bytes]]:
     return by_endpoint
 
 
-def _split(batch: Batch, by_endpoint: dict[str, list[bytes]]) -> str:
-    """One batch takes one endpoint: the lines of any other go to a batch of their own
-    (journal moved first, nothing sent). Return this batch's endpoint."""
-    endpoints = sorted(by_endpoint)
-    mine = endpoints[0]
-    for endpoint in endpoints[1:]:
-        ids = [_job_of(line) for line in by_endpoint.pop(endpoint)]
+def _groups(by_endpoint: dict[str, list[bytes]], client) -> list[tuple[str, list[bytes]]]:
+    """Return the lines in groups one batch can take: one endpoint each, at most the
+    service's lines and bytes a batch (OpenAI: 50,000 requests and a 200 MB file; Gemini:
+    20 MB inline)."""
+    most_lines, most_bytes = client.max_batch_lines, client.max_batch_bytes
+    groups = []
+    for endpoint in sorted(by_endpoint):
+        chunk, size = [], 0
+        for line in by_endpoint[endpoint]:
+            if chunk and (len(chunk) >= most_lines or size + len(line) + 1 > most_bytes):
+                groups.append((endpoint, chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line) + 1
+        groups.append((endpoint, chunk))
+    return groups
+
+
+def _split(batch: Batch, groups: list[tuple[str, list[bytes]]]) -> tuple[str, list[bytes]]:
+    """A batch takes one group: the lines of any other go to a batch of their own (journal
+    moved first, nothing sent). Return this batch's endpoint and lines."""
+    for endpoint, lines in groups[1:]:
+        ids = [_job_of(line) for line in lines]
         with transaction.atomic():
             other = Batch.objects.create(
                 run_id=batch.run_id,
@@ -295,11 +311,13 @@ def _split(batch: Batch, by_endpoint: dict[str, list[bytes]]) -> str:
             GenerationAttempt.objects.filter(
                 illustration_id__in=ids, provider_job_id=batch.holder, outcome=Outcome.IN_FLIGHT
             ).update(provider_job_id=other.holder)
-    return mine
+    return groups[0]
 
 
 def _job_of(line: bytes) -> int:
-    return _job_id(json.loads(line)["custom_id"])
+    """Return the job id a request line names (OpenAI: custom_id; Gemini: metadata key)."""
+    request = json.loads(line)
+    return _job_id(request.get("custom_id") or request["metadata"]["key"])
 
 
 def _job_id(cid: str) -> int:
@@ -318,8 +336,8 @@ def _upload(batch: Batch) -> None:
     if not by_endpoint:
         _collect(batch, client=None, state=None, reason="")
         return
-    endpoint = _split(batch, by_endpoint)
-    content = b"\n".join(by_endpoint[endpoint]) + b"\n"
+    endpoint, lines = _split(batch, _groups(by_endpoint, client))
+    content = b"\n".join(lines) + b"\n"
     _step("before_upload")
     name = filename(batch)
     file_id = client.find_file(name) or client.upload(name, content)
@@ -328,7 +346,7 @@ def _upload(batch: Batch) -> None:
         step=Batch.Step.UPLOADED,
         input_file_id=file_id,
         endpoint=endpoint,
-        total=len(by_endpoint[endpoint]),
+        total=len(lines),
         updated_at=Now(),
     )
 
@@ -421,8 +439,9 @@ def _end_reason(state) -> str:
     return "The batch ended without this page's result."
 
 
-def _collect(batch: Batch, *, client, state, reason: str) -> None:
-    """Enter every result line once, then hand back the pages the batch never drew."""
+def _collect(batch: Batch, *, client, state, reason: str, refused: bool = False) -> None:
+    """Enter every result line once, then hand back the pages the batch never drew (with
+    refused, or a batch that failed whole, they fail with the reason instead)."""
     kind = KINDS["illustration"]
     if client is not None and state is not None:
         for cid, result in client.results(state):
@@ -436,7 +455,7 @@ def _collect(batch: Batch, *, client, state, reason: str) -> None:
             else:
                 _keep(batch, kind, attempt, result, client)
             _step("mid_collect")
-    failed_whole = state is not None and state.status == "failed"
+    failed_whole = refused or (state is not None and state.status == "failed")
     for attempt in _open_lines(batch):
         with transaction.atomic():
             closed = GenerationAttempt.objects.filter(
@@ -589,6 +608,18 @@ def _after_error(batch: Batch, error: ProviderError) -> None:
         provider = client_for(batch.provider)
         message = halt_message(error.outcome, error, provider=provider, service="image service")
         halt_account(batch.account, reason=error.outcome, message=message, provider=provider)
+    elif not error.retryable and batch.step != Batch.Step.SUBMITTED:
+        # The service refused the batch itself (an invalid request, a model it will not
+        # batch): trying again would be refused again. Nothing was made: its pages fail
+        # with the service's reason, for Retry failed (now or in another batch).
+        batch.refresh_from_db()
+        _collect(
+            batch,
+            client=None,
+            state=None,
+            reason=f"The service refused the batch: {error.message}",
+            refused=True,
+        )
     else:
         logger.warning("Batch %s: %s; trying again later", batch.pk, error.message)
 

@@ -492,3 +492,35 @@ def test_stop_while_the_account_is_halted_hands_back_a_batch_never_sent(economy,
     assert Illustration.objects.filter(page__project=project, status="canceled").count() == 3
     assert economy.batches.created == 0 and economy.batches.uploads == 0
     assert not SpendEntry.objects.exists()
+
+
+def test_a_batch_the_service_refuses_fails_its_pages_with_the_reason_and_is_not_sent_again(
+    economy, make_project
+):
+    economy.batches.refuse = "400_moderation"
+    project = make_project(pages=2)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    failed = Illustration.objects.filter(page__project=project, status="failed")
+    assert failed.count() == 2
+    assert failed.first().error_message.startswith("The service refused the batch: ")
+    assert Run.objects.get(project=project).state == "finished"
+    calls = economy.call_count
+    batch_jobs.advance_due()
+    assert economy.call_count == calls  # nothing is tried again
+
+
+def test_lines_over_what_one_batch_takes_go_to_more_batches(gemini_economy, make_project):
+    gemini_economy.batches.batch_seconds = 0.1
+    from generation.providers.gemini_batch import GeminiBatches
+
+    project = make_project(pages=5)
+    services.generate_missing(project=project, mode="economy")
+    GeminiBatches.max_batch_lines = 2
+    try:
+        drive()
+    finally:
+        GeminiBatches.max_batch_lines = 50_000
+    assert gemini_economy.batches.created == 3
+    assert sorted(Batch.objects.values_list("total", flat=True)) == [1, 2, 2]
+    assert pictures(project) == 5

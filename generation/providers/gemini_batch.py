@@ -44,6 +44,10 @@ def _status(state: str) -> str:
 class GeminiBatches(GeminiProvider):
     """Batch mode on the same endpoint, key and model as live calls."""
 
+    # Inline requests: 20 MB in all for the create call (room kept for its envelope).
+    max_batch_lines = 50_000
+    max_batch_bytes = MAX_INLINE_BYTES - 64 * 1024
+
     def endpoint(self, request: ImageRequest) -> str:
         return ENDPOINT
 

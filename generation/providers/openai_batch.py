@@ -76,6 +76,10 @@ class BatchState:
 class OpenAIBatches(OpenAIProvider):
     """The Batch API on the same endpoint, key and model as live calls."""
 
+    # What one batch takes: 50,000 requests, an input file of 200 MB (some room kept).
+    max_batch_lines = 50_000
+    max_batch_bytes = 190 * 1024 * 1024
+
     def endpoint(self, request: ImageRequest) -> str:
         """Return the batch endpoint a request goes to: edits for a page with references."""
         return EDITS if request.references and self.max_references else GENERATIONS

@@ -66,7 +66,7 @@ def check_budget(project, *, pages: int, on_way: int, provider) -> None:
     budget leaves, naming both figures, before anything is sent."""
     if project.budget is None:
         return
-    from .selectors import project_spent  # selectors read this module's models
+    from .selectors import project_spent  # the selectors import this module
 
     price = batch_price(provider)
     if price is None:

@@ -26,6 +26,7 @@ from django.db.models.functions import Coalesce
 from studio.models import Page, Project
 
 from . import accounts, liveness, references, workers
+from .batches import batch_price, latest, progress_words, supports_batch
 from .clock import db_now
 from .models import (
     ACTIVE_STATUSES,
@@ -744,8 +745,6 @@ class ReviewHeader:
     @property
     def batch_words(self) -> str:
         """Return the header's words for the run's latest batch ("in progress 5 of 24")."""
-        from .batches import progress_words  # the batches read these selectors
-
         return progress_words(self.batch)
 
     @property
@@ -826,8 +825,6 @@ def review_header(project: Project) -> ReviewHeader:
     if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
         # Only a project with work waiting asks whether any worker is alive.
         no_workers = 0 if workers.alive(now=now) else progress.queued + progress.generating
-    from .batches import batch_price, latest, supports_batch  # they read these selectors
-
     economy_price = batch_price(provider) if supports_batch(provider.name, model) else None
     batch = latest(run)
     in_batch = 0
@@ -946,8 +943,6 @@ def budget_check(project: Project) -> BudgetCheck | None:
 def economy_price(project: Project) -> Decimal | None:
     """Return one picture's batch price (half the live one) where the project's service and
     model take batches; None where economy mode is not offered."""
-    from .batches import batch_price, supports_batch  # they read these selectors
-
     provider = project_provider(project)
     if not supports_batch(provider.name, getattr(provider, "model", "")):
         return None

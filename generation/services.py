@@ -221,13 +221,6 @@ def _queue_pages(
     return ControlResult(run=run, count=len(page_ids), resumed=resumed)
 
 
-def check_mode(mode: str) -> str:
-    """Return the mode if it is one ("now", "economy"); raise ValueError saying which are."""
-    if mode not in Run.Mode.values:
-        raise ValueError(f"mode must be one of {', '.join(Run.Mode.values)}, not {mode!r}.")
-    return mode
-
-
 def _economy_run(project: Project, requested_by, *, pages: int) -> Run | None:
     """Return the running run a batch of `pages` pictures joins (a new economy run if the
     project has none open); None when there are no pages. Raise EconomyRefused, saying

@@ -381,6 +381,11 @@ STUDIO_LEASE_SECONDS = env_number(
 )
 if STUDIO_LEASE_SECONDS < 1:
     raise ImproperlyConfigured("STUDIO_LEASE_SECONDS must be at least 1")
+# Economy mode (generation.batches): the sweep looks at a batch this long after it was
+# submitted, then twice as long each time, at most STUDIO_BATCH_POLL_MAX seconds apart: a
+# batch takes hours, and each look is one request to the service.
+STUDIO_BATCH_POLL_SECONDS = env_number("STUDIO_BATCH_POLL_SECONDS", 30.0, float)
+STUDIO_BATCH_POLL_MAX = env_number("STUDIO_BATCH_POLL_MAX", 900.0, float)
 # This many transient failures in a row, across pages, halt the run as an outage instead
 # of burning every page's attempts.
 STUDIO_OUTAGE_THRESHOLD = env_number("STUDIO_OUTAGE_THRESHOLD", 6)

@@ -51,6 +51,7 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
         "bigbook",
         "chaos",
         "webhooks",
+        "economy",
     }
     rows = {row["measure"]: row for row in report["rows"]}
     assert rows["queries constant in pages"]["value"] is True
@@ -78,6 +79,11 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["20 idle tabs: server CPU (of one core)"]["unit"] == "%"
     assert rows["the run was in progress throughout"]["value"] is True
     assert rows["review page queries, 300 pages"]["value"] > 0
+    # Economy mode: the book as one batch, every picture kept, at half the live cost.
+    assert rows["batches created"]["ok"] is True
+    assert rows["pictures kept"]["ok"] is True
+    assert rows["ledger entries for the batch"]["ok"] is True
+    assert rows["batch cost against now"]["ok"] is True
     assert rows["Generate missing, 300 pages (300 jobs)"]["value"] > 0
     # Pictures made at the service for a webhook hold no worker: every prediction started
     # before the first ended.

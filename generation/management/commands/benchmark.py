@@ -33,7 +33,7 @@ from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import connection
-from django.db.models import Max, Min
+from django.db.models import Max, Min, Sum
 from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH
 from django.test import Client
 from django.test.utils import CaptureQueriesContext, override_settings
@@ -68,6 +68,7 @@ SCENARIOS = [
     "bigbook",
     "chaos",
     "webhooks",
+    "economy",
 ]
 # watchers: the p95 goal of a poll for these numbers of open tabs (other numbers: shown only),
 # busy or idle.
@@ -151,6 +152,14 @@ class Command(OperatorCommand):
             "--chaos-seconds", type=float, default=300, help="chaos: seconds of faults and kills"
         )
         parser.add_argument("--chaos-seed", type=int, default=0, help="chaos: random seed")
+        parser.add_argument("--economy-pages", type=int, default=200, help="economy: pages")
+        parser.add_argument(
+            "--economy-batch-seconds",
+            type=float,
+            default=5.0,
+            help="economy: how long the fake service takes over the batch (the real one: "
+            "hours, up to 24)",
+        )
         parser.add_argument(
             "--quick", action="store_true", help="small sizes, to check the benchmark itself works"
         )
@@ -186,6 +195,8 @@ class Command(OperatorCommand):
                 watch_seconds=4,
                 bigbook_pages=300,
                 chaos_pages=12,
+                economy_pages=24,
+                economy_batch_seconds=2.0,
                 chaos_seconds=10,
                 webhook_pages=4,
                 webhook_latency=2.0,
@@ -1010,6 +1021,82 @@ class Bench:
                 check=True,
             )
         return float(result.stderr.strip().rsplit(" ", 2)[-2])
+
+    def economy(self, options) -> list[dict]:
+        """A book drawn now and the same book sent as one batch (economy mode): the cost of
+        each from the ledger, their times, batches created and pictures kept."""
+        from generation.models import Batch
+
+        pages, latency, c = options["economy_pages"], options["latency"], self.concurrency
+        batch_seconds = options["economy_batch_seconds"]
+        self.say(
+            f"economy: {pages} pages now ({latency:g} s each, {c} workers), then as a batch "
+            f"(the fake takes {batch_seconds:g} s)…"
+        )
+        env = {
+            "STUDIO_IMAGE_MODEL": "gpt-image-1",
+            "STUDIO_HEARTBEAT_SECONDS": "1",
+            "STUDIO_BATCH_POLL_SECONDS": "0.5",
+            "STUDIO_BATCH_POLL_MAX": "1",
+        }
+        results = {}
+        with self.service(latency=latency, capacity=c) as fake, self.cluster(fake, c, **env):
+            fake.batches.batch_seconds = batch_seconds
+            for mode in ("now", "economy"):
+                project = self.project(pages, f"economy-{mode}")
+                started = time.monotonic()
+                with override_settings(  # this process queues: the cluster's service
+                    STUDIO_IMAGE_PROVIDER="openai",
+                    OPENAI_BASE_URL=fake.url,
+                    OPENAI_API_KEY="sk-benchmark",
+                    STUDIO_IMAGE_MODEL="gpt-image-1",
+                ):
+                    services.generate_missing(project=project, mode=mode)
+                self.wait(
+                    lambda project=project: project_progress(project).complete,
+                    timeout=pages * latency + batch_seconds * 3 + 120,
+                )
+                entries = SpendEntry.objects.filter(project_id=project.pk)
+                results[mode] = {
+                    "seconds": time.monotonic() - started,
+                    "cost": entries.aggregate(total=Sum("amount"))["total"] or 0,
+                    "entries": entries.count(),
+                    "kept": project_progress(project).illustrated,
+                }
+            batches = Batch.objects.filter(project_id=project.pk).count()
+            created = fake.batches.created
+        now, economy = results["now"], results["economy"]
+        ratio = float(economy["cost"]) / float(now["cost"]) if now["cost"] else 0.0
+        return [
+            row("economy", f"{pages} pages now: cost (ledger)", float(now["cost"]), "$"),
+            row("economy", f"{pages} pages now: time", now["seconds"], "s"),
+            row("economy", f"{pages} pages in a batch: cost (ledger)", float(economy["cost"]), "$"),
+            row(
+                "economy",
+                f"{pages} pages in a batch: time (the fake takes {batch_seconds:g} s; "
+                "the service up to 24 h)",
+                economy["seconds"],
+                "s",
+            ),
+            row("economy", "batch cost against now", ratio, "", "≈ 0.50", abs(ratio - 0.5) < 0.01),
+            row("economy", "batches created", created, "", "1", created == 1 and batches == 1),
+            row(
+                "economy",
+                "pictures kept",
+                economy["kept"],
+                "",
+                str(pages),
+                economy["kept"] == pages,
+            ),
+            row(
+                "economy",
+                "ledger entries for the batch",
+                economy["entries"],
+                "",
+                str(pages),
+                economy["entries"] == pages,
+            ),
+        ]
 
     def chaos(self, options) -> list[dict]:
         """Random faults and killed clusters for a while, books started one after another

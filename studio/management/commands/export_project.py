@@ -1,11 +1,12 @@
-import shutil
 import sys
 from pathlib import Path
 
+from django.core.files.storage import default_storage
 from django.core.management.base import CommandError
 
 from generation.management.base import OperatorCommand
 from studio.export import run_export
+from studio.files import read_chunks
 from studio.models import Export, Project
 
 
@@ -28,8 +29,9 @@ class Command(OperatorCommand):
         export = Export.objects.create(project=found, format=format, page_size=page_size)
         run_export(export)
         export.refresh_from_db()
-        with export.file.open("rb") as built, open(output, "wb") as target:
-            shutil.copyfileobj(built, target)
+        with open(output, "wb") as target:  # chunk by chunk, from disk or S3
+            for chunk in read_chunks(default_storage.open(export.file.name, "rb")):
+                target.write(chunk)
         export.file.delete(save=False)
         export.delete()
         self.stdout.write(f"Wrote {output} ({export.pages_total} pages, {export.missing} missing).")

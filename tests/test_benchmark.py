@@ -77,6 +77,13 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["20 idle tabs: server CPU (of one core)"]["unit"] == "%"
     assert rows["the run was in progress throughout"]["value"] is True
     assert rows["review page queries, 300 pages"]["value"] > 0
+    # The studio against the bare queue on the same cluster, and what a picture costs the
+    # database, every statement accounted for by its purpose.
+    assert rows["bare django-q2, 200 empty tasks"]["value"] > 0
+    assert rows["ratio to bare django-q2"]["value"] > 0
+    parts = [row["value"] for row in report["rows"] if row["measure"].startswith("statements: ")]
+    assert sum(parts) == rows["statements per picture"]["value"] > 0
+    assert rows["write transactions per picture"]["value"] > 0
     assert rows["Generate missing, 300 pages (300 jobs)"]["value"] > 0
     assert Project.objects.filter(owner__username="benchmark").count() == 0
 

@@ -1,0 +1,105 @@
+"""Workers on hosts of their own: each worker cluster in a network namespace with its own
+address, reaching PostgreSQL, Redis and the image service only over its link
+(tests/netns.py). Needs root, `ip netns`, PostgreSQL and Redis (CI's second pass): a SQLite
+file would be reached without any network, so cutting a link would prove nothing.
+"""
+
+import sys
+from collections import Counter
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from generation import services
+from generation.models import GenerationAttempt, Illustration
+from tests import netns
+from tests.conftest import ROOT, _database_url, openai_env, wait_until, worker_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def why_not() -> str:
+    if connection.vendor != "postgresql" or not settings.REDIS_URL:
+        return "needs PostgreSQL and Redis (a SQLite file is reached without a network)"
+    return netns.unavailable()
+
+
+@pytest.fixture
+def network():
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    network = netns.Network()
+    yield network
+    network.remove()
+
+
+def address(relay: netns.Relay) -> str:
+    return f"{relay.address[0]}:{relay.address[1]}"
+
+
+@pytest.fixture
+def worker_host(network, fake_openai, broker, request):
+    """Start a worker cluster on a new host whose database, Redis and image service are
+    reached through its link only; return the host."""
+    import subprocess
+
+    from tests.conftest import ARTIFACTS, stop_process_group
+
+    started = []
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def start(label: str) -> netns.Host:
+        host = network.host(label)
+        db = host.relay("database", int(connection.settings_dict["PORT"] or 5432))
+        redis_port = int(settings.REDIS_URL.rsplit(":", 1)[1].split("/", 1)[0])
+        redis = host.relay("redis", redis_port)
+        service_port = int(fake_openai.origin.rsplit(":", 1)[1])
+        service = host.relay("service", service_port)
+        service_url = fake_openai.url.replace(fake_openai.origin, f"http://{address(service)}")
+        env = worker_env(
+            **openai_env(fake_openai, OPENAI_BASE_URL=service_url),
+            DATABASE_URL=_database_url().replace("127.0.0.1:5432", address(db)),
+            REDIS_URL=settings.REDIS_URL.replace(f"127.0.0.1:{redis_port}", address(redis)),
+        )
+        log = open(ARTIFACTS / f"host-{request.node.name}-{label}.log", "w")
+        process = subprocess.Popen(
+            host.command(sys.executable, "manage.py", "qcluster"),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(process)
+        return host
+
+    yield start
+    for process in started:
+        stop_process_group(process)
+
+
+def test_two_worker_hosts_draw_one_book_every_page_complete_none_paid_twice(
+    worker_host, fake_openai, make_project
+):
+    hosts = [worker_host("w1"), worker_host("w2")]
+    # Both clusters are up once each has reached Redis (the broker) over its link.
+    wait_until(lambda: all(h.relays["redis"].connections for h in hosts), timeout=60)
+    fake_openai.latency = 0.3  # long enough that every worker of both hosts gets pages
+    project = make_project(pages=16)
+    services.generate_missing(project=project)
+
+    jobs = Illustration.objects.filter(page__project=project)
+    wait_until(lambda: jobs.filter(status="complete").count() == 16, timeout=120)
+
+    assert sorted(jobs.filter(status="complete").values_list("page__number", flat=True)) == list(
+        range(1, 17)
+    )
+    attempts = GenerationAttempt.objects.filter(illustration__page__project=project)
+    assert Counter(attempts.values_list("illustration__page__number", flat=True)) == {
+        n: 1 for n in range(1, 17)
+    }
+    assert fake_openai.call_count == 16
+    # Each host's calls went out over its own link.
+    assert all(h.relays["service"].connections > 0 for h in hosts)

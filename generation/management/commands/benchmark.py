@@ -243,6 +243,13 @@ STATEMENT_PURPOSES = {
 }
 
 
+# The table a statement writes: the first UPDATE, INSERT or DELETE in it (a claim on
+# PostgreSQL is one UPDATE whose WHERE holds a SELECT … FOR UPDATE SKIP LOCKED).
+WRITTEN_TABLE = re.compile(
+    r'\b(?:(?<!FOR )UPDATE|INSERT INTO|DELETE FROM)\s+"?(\w+)"?', re.IGNORECASE
+)
+
+
 def picture_statements(fake: FakeImageService) -> list[tuple[str, int]]:
     """Return the SQL statements one picture from the instant service costs its worker, by
     purpose, and its write transactions: a picture worked in this process (the code a
@@ -279,13 +286,14 @@ def picture_statements(fake: FakeImageService) -> list[tuple[str, int]]:
     counts = Counter()
     for sql, _ in statements:
         verb = sql.split(None, 1)[0].upper()
-        table_name = next((t for t in STATEMENT_PURPOSES if f'"{t}"' in sql), None)
+        written = WRITTEN_TABLE.search(sql)
         if verb in ("SAVEPOINT", "RELEASE", "ROLLBACK", "BEGIN"):
             counts["transaction control (BEGIN, savepoints)"] += 1
-        elif verb == "SELECT" and "FOR UPDATE" not in sql.upper():
-            counts["reads"] += 1
+        elif written is None:
+            locks = "FOR UPDATE" in sql.upper()
+            counts["claim (the candidate, locked)" if locks else "reads"] += 1
         else:
-            counts[STATEMENT_PURPOSES.get(table_name, "other writes")] += 1
+            counts[STATEMENT_PURPOSES.get(written[1], f"other writes ({written[1]})")] += 1
     # A write transaction: the statements up to a commit, with a write among them, or a
     # write made outside any (autocommit).
     reading = ("SELECT", "SAVEPOINT", "RELEASE", "BEGIN")

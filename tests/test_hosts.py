@@ -4,6 +4,7 @@ address, reaching PostgreSQL, Redis and the image service only over its link
 file would be reached without any network, so cutting a link would prove nothing.
 """
 
+import subprocess
 import sys
 from collections import Counter
 
@@ -14,7 +15,15 @@ from django.db import connection
 from generation import selectors, services
 from generation.models import GenerationAttempt, Illustration
 from tests import netns
-from tests.conftest import ROOT, _database_url, openai_env, wait_until, worker_env
+from tests.conftest import (
+    ARTIFACTS,
+    ROOT,
+    _database_url,
+    openai_env,
+    stop_process_group,
+    wait_until,
+    worker_env,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,16 +52,13 @@ def address(relay: netns.Relay) -> str:
 def worker_host(network, fake_openai, broker, request):
     """Start a worker cluster on a new host whose database, Redis and image service are
     reached through its link only; return the host."""
-    import subprocess
-
-    from tests.conftest import ARTIFACTS, stop_process_group
-
     started = []
     ARTIFACTS.mkdir(exist_ok=True)
 
     def start(label: str, **overrides) -> netns.Host:
         host = network.host(label)
-        db = host.relay("database", int(connection.settings_dict["PORT"] or 5432))
+        db_port = int(connection.settings_dict["PORT"] or 5432)
+        db = host.relay("database", db_port)
         redis_port = int(settings.REDIS_URL.rsplit(":", 1)[1].split("/", 1)[0])
         redis = host.relay("redis", redis_port)
         service_port = int(fake_openai.origin.rsplit(":", 1)[1])
@@ -60,7 +66,10 @@ def worker_host(network, fake_openai, broker, request):
         service_url = fake_openai.url.replace(fake_openai.origin, f"http://{address(service)}")
         env = worker_env(
             **openai_env(fake_openai, OPENAI_BASE_URL=service_url, **overrides),
-            DATABASE_URL=_database_url().replace("127.0.0.1:5432", address(db)),
+            DATABASE_URL=_database_url().replace(
+                f"@{connection.settings_dict['HOST'] or '127.0.0.1'}:{db_port}/",
+                f"@{address(db)}/",
+            ),
             REDIS_URL=settings.REDIS_URL.replace(f"127.0.0.1:{redis_port}", address(redis)),
         )
         log = open(ARTIFACTS / f"host-{request.node.name}-{label}.log", "w")
@@ -113,8 +122,6 @@ CUT_ENV = {"STUDIO_HEARTBEAT_SECONDS": "1", "STUDIO_PROVIDER_TIMEOUT": "60"}
 def test_a_worker_host_cut_off_past_its_lease_is_taken_over_and_changes_nothing_once_back(
     worker_host, fake_openai, make_project
 ):
-    from tests.conftest import stop_process_group
-
     first = worker_host("w1", **CUT_ENV)
     wait_until(lambda: first.relays["redis"].connections, timeout=60)
     fake_openai.hold()

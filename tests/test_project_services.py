@@ -15,6 +15,11 @@ pytestmark = pytest.mark.django_db
 Status = Illustration.Status
 
 
+def service_field(form: str) -> str:
+    """The settings form's image service field (it has others: the trim, the paper)."""
+    return re.search(r'<select name="image_service".*?</select>', form, re.S)[0]
+
+
 def start(project):
     return services.generate_missing(project=project).run
 
@@ -25,7 +30,7 @@ def test_settings_offer_the_configured_services_and_the_choice_draws_the_picture
     project = make_project(pages=2)
     client.force_login(editor)
     form = client.get(reverse("project-settings", args=[project.pk])).content.decode()
-    offered = re.findall(r'<option value="([^"]+)"', form)
+    offered = re.findall(r'<option value="([^"]+)"', service_field(form))
     assert offered == ["embedded", "gemini"]  # the offline renderer, and Gemini's key is set
     assert "Gemini (gemini-2.5-flash-image) · $0.039 an image" in form
 
@@ -194,7 +199,7 @@ def test_the_settings_show_and_keep_a_service_no_longer_configured(client, edito
     url = reverse("project-settings", args=[project.pk])
 
     form = client.get(url).content.decode()
-    assert re.findall(r'<option value="([^"]+)"( selected)?', form) == [
+    assert re.findall(r'<option value="([^"]+)"( selected)?', service_field(form)) == [
         ("gemini", " selected"),
         ("embedded", ""),
     ]

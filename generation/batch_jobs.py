@@ -22,11 +22,10 @@ the service finished by then comes back, is kept and is counted.
 
 import json
 import logging
-import threading
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -167,36 +166,23 @@ def advance(batch_id: int) -> bool:
     return True
 
 
-class StepBeat:
+class StepBeat(liveness.Beating):
     """Renews a step's claim on its batch every beat while the step runs (an upload, a
     result file's download): a sweeper killed mid-step loses its claim within a lease, and
     one that is slow never has its step taken over."""
 
+    name = "batch-step-beat"
+
     def __init__(self, batch_id: int, worker: str, lease: float):
         self.batch_id, self.worker, self.lease = batch_id, worker, lease
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True, name="batch-step-beat")
 
-    def __enter__(self) -> "StepBeat":
-        self.thread.start()
-        return self
+    def __str__(self) -> str:
+        return f"Batch {self.batch_id}'s step"
 
-    def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        self.thread.join()
-
-    def _beat(self) -> None:
-        try:
-            while not self.stopped.wait(liveness.beat_seconds()):
-                try:
-                    Batch.objects.filter(pk=self.batch_id, claimed_by=self.worker).update(
-                        lease_expires_at=later(self.lease)
-                    )
-                except Exception:
-                    logger.exception("Batch %s: a beat failed; beating on", self.batch_id)
-                    connection.close()
-        finally:
-            connection.close()
+    def beat(self) -> None:
+        Batch.objects.filter(pk=self.batch_id, claimed_by=self.worker).update(
+            lease_expires_at=later(self.lease)
+        )
 
 
 def _work(batch: Batch) -> None:
@@ -524,18 +510,7 @@ def _keep(batch: Batch, kind, attempt: GenerationAttempt, result, client) -> Non
         if not closed:
             transaction.set_rollback(True)
             return
-        ledger.enter(
-            attempt_id=attempt.pk,
-            amount=price,
-            basis=basis,
-            confirmed=True,
-            project_id=batch.project_id,
-            run_id=batch.run_id,
-            kind=kind.name,
-            account=batch.account,
-            provider=batch.provider,
-            model=batch.model,
-        )
+        _enter(batch, kind, attempt.pk, price, basis)
         if job is not None:
             kind.complete(worker, result)
             Illustration.objects.filter(pk=job.pk).update(progress_note="")
@@ -550,9 +525,16 @@ def _enter_orphan(batch: Batch, kind, cid: str, result, client) -> None:
     live, basis = kind.charged(client, result)
     if live is None:
         return
+    amount = (live * BATCH_DISCOUNT).quantize(CENT_HUNDREDTH, ROUND_HALF_UP)
+    _enter(batch, kind, -(batch.pk * 10**9 + _job_id(cid)), amount, basis)
+
+
+def _enter(batch: Batch, kind, attempt_id: int, amount, basis) -> None:
+    """Enter a line's charge in the ledger, confirmed, under the batch's project, run,
+    account and model."""
     ledger.enter(
-        attempt_id=-(batch.pk * 10**9 + _job_id(cid)),
-        amount=(live * BATCH_DISCOUNT).quantize(CENT_HUNDREDTH, ROUND_HALF_UP),
+        attempt_id=attempt_id,
+        amount=amount,
         basis=basis,
         confirmed=True,
         project_id=batch.project_id,

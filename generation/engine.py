@@ -11,7 +11,6 @@ import functools
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -174,47 +173,27 @@ def _save_attempt(*, pk: int, **fields) -> int:
     return GenerationAttempt.objects.filter(pk=pk).update(**fields)
 
 
-class Heartbeat:
+class Heartbeat(liveness.Beating):
     """Renews a job's lease, and the slot its call holds, while the call is in flight.
 
     A call may take longer than anyone planned (a slow answer, a clip being made); the
     claim must hold meanwhile, or the sweep would hand the job to another worker and the
-    picture would be paid for twice. Runs in a thread beside the call, with its own
-    database connection.
+    picture would be paid for twice.
     """
+
+    name = "lease-heartbeat"
 
     def __init__(self, worker: "JobWorker", slot: ProviderSlot | None):
         self.worker = worker
         self.slot_id = getattr(slot, "pk", None)
-        self.interval = liveness.beat_seconds()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True, name="lease-heartbeat")
 
-    def __enter__(self) -> "Heartbeat":
-        self.thread.start()
-        return self
+    def __str__(self) -> str:
+        return f"Lease heartbeat of {self.worker.id}"
 
-    def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        self.thread.join()
-
-    def _beat(self) -> None:
-        # Every beat stands alone: one failed write (the database busy or cut off for a
-        # moment) must not end the renewals for the rest of the call, or the sweep would
-        # hand a paid call's job to a second worker. The lease outlasts three beats.
-        try:
-            while not self.stopped.wait(self.interval):
-                try:
-                    self.worker.renew()
-                    if self.slot_id is not None:
-                        ProviderSlot.objects.filter(pk=self.slot_id).update(
-                            expires_at=later(self.worker.lease)
-                        )
-                except Exception:
-                    logger.exception("Lease heartbeat failed for %s; beating on", self.worker.id)
-                    connection.close()  # a broken connection is opened anew next beat
-        finally:
-            connection.close()
+    def beat(self) -> None:
+        self.worker.renew()
+        if self.slot_id is not None:
+            ProviderSlot.objects.filter(pk=self.slot_id).update(expires_at=later(self.worker.lease))
 
 
 class JobWorker:
@@ -626,17 +605,24 @@ class JobWorker:
         """The service is still making it at the deadline: no failure. Its charge is
         entered as likely (once: under the call that created the service's job), and the
         job waits in the queue, holding no worker, to poll the same job again."""
+        self._made_at_the_service(attempt, started, error.message)
+        raise Deferred(POLL_AGAIN_SECONDS, error.message) from error
+
+    def _made_at_the_service(self, attempt, started, message: str):
+        """The call ends with the service's job still being made: the attempt ends
+        interrupted, and the job's charge is entered as likely, once, under the call that
+        created it. Return that call's attempt."""
         origin = self._origin_of_service_job() or attempt
         self._save(
             attempt,
             finished_at=Now(),
             duration_ms=int((time.monotonic() - started) * 1000),
             outcome=Outcome.INTERRUPTED,
-            message=error.message[:2000],
+            message=message[:2000],
         )
         price = origin.expected_price if origin.expected_price is not None else self.gate.price
         self._enter(origin, price, SpendEntry.Basis.LIKELY, confirmed=False)
-        raise Deferred(POLL_AGAIN_SECONDS, error.message) from error
+        return origin
 
     def _await_webhook(self, seconds: float) -> None:
         """Let the job wait for its webhook, holding no worker (the sweep polls it after
@@ -660,16 +646,7 @@ class JobWorker:
         created it), and the job waits for its webhook holding no worker; if none comes,
         the sweep polls it after STUDIO_WEBHOOK_OVERDUE, then after as long again as it
         has waited (backoff, at most an hour)."""
-        origin = self._origin_of_service_job() or attempt
-        self._save(
-            attempt,
-            finished_at=Now(),
-            duration_ms=int((time.monotonic() - started) * 1000),
-            outcome=Outcome.INTERRUPTED,
-            message=waiting.message[:2000],
-        )
-        price = origin.expected_price if origin.expected_price is not None else self.gate.price
-        self._enter(origin, price, SpendEntry.Basis.LIKELY, confirmed=False)
+        origin = self._made_at_the_service(attempt, started, waiting.message)
         overdue = float(settings.STUDIO_WEBHOOK_OVERDUE)
         created = origin.started_at
         waited = (self.clock.now() - created).total_seconds() if hasattr(created, "tzinfo") else 0

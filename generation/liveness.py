@@ -12,9 +12,14 @@
   schedule (once a minute) stays as a backstop only.
 """
 
+import logging
+import threading
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
+
+logger = logging.getLogger(__name__)
 
 
 def beat_seconds() -> float:
@@ -31,3 +36,39 @@ def last_heard(lease_expires_at: datetime | None) -> datetime | None:
     if lease_expires_at is None:
         return None
     return lease_expires_at - timedelta(seconds=float(settings.STUDIO_LEASE_SECONDS))
+
+
+class Beating:
+    """Calls beat() every beat, in a thread of its own (with its own database connection),
+    while a with-block runs: a lease renewed while a call or a step is in flight.
+
+    Every beat stands alone: one failed write (the database busy or cut off for a moment)
+    is logged and must not end the renewals for the rest of the block, or the sweep would
+    hand the work to a second worker. A lease outlasts three beats.
+    """
+
+    name = "beat"
+
+    def beat(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=self.name)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self.stopped.wait(beat_seconds()):
+                try:
+                    self.beat()
+                except Exception:
+                    logger.exception("%s: a beat failed; beating on", self)
+                    connection.close()  # a broken connection is opened anew next beat
+        finally:
+            connection.close()

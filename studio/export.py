@@ -292,28 +292,23 @@ def export_trim(export: Export) -> Trim:
 
 def build_pdf(export: Export, path: Path) -> Report:
     """The book to read on screen: the printed book's pages, without bleed."""
-    trim = export_trim(export)
-    book = Book(trim=trim, pages=export.project.pages.count(), bleed=False)
-    return build_book_pdf(
-        export,
-        path,
-        book=book,
-        book_pages=book_pages(export.project),
-        progress=lambda done: _progress(export, done, every=1),
-    )
+    return _build_book(export, path, bleed=False)
 
 
 def build_print(export: Export, path: Path) -> Report:
     """The print-ready interior: full bleed, TrimBox and BleedBox on every page."""
-    trim = export_trim(export)
-    book = Book(trim=trim, pages=export.project.pages.count(), bleed=True)
+    return _build_book(export, path, bleed=True, resample=export.resample)
+
+
+def _build_book(export: Export, path: Path, *, bleed: bool, **options) -> Report:
+    book = Book(trim=export_trim(export), pages=export.project.pages.count(), bleed=bleed)
     return build_book_pdf(
         export,
         path,
         book=book,
         book_pages=book_pages(export.project),
         progress=lambda done: _progress(export, done, every=1),
-        resample=export.resample,
+        **options,
     )
 
 

@@ -48,6 +48,7 @@ class Model:
     size_input: str = ""  # fal: "image_size" (width and height) or "" (aspect_ratio)
     ratios: tuple[str, ...] = ()
     input_fidelity: bool = False
+    response_format: str = ""  # asked for explicitly (dall-e answers a URL unless told)
     sizes: str = "ratio"  # fixed | multiple | ratio
     fixed: tuple[str, ...] = ()
     multiple: int = 1
@@ -155,6 +156,7 @@ def _model(service: str, name: str, data: dict) -> Model:
         size_input=data.get("size_input", ""),
         ratios=tuple(data.get("ratios", ())),
         input_fidelity=bool(data.get("input_fidelity", False)),
+        response_format=data.get("response_format", ""),
         sizes=data.get("sizes", "ratio"),
         fixed=tuple(data.get("fixed", ())),
         multiple=int(data.get("multiple", 1)),

@@ -381,7 +381,7 @@ STUDIO_RATE_LIMIT_PATIENCE = env_number("STUDIO_RATE_LIMIT_PATIENCE", 1800.0, fl
 STUDIO_PROVIDER_MAX_CONCURRENT = env_number("STUDIO_PROVIDER_MAX_CONCURRENT", 0) or None
 STUDIO_PROVIDER_REQUESTS_PER_MINUTE = env_number("STUDIO_PROVIDER_REQUESTS_PER_MINUTE", 0) or None
 # Prices in USD per image, by "provider:model:size", "provider:model" or "provider"; merged
-# over the catalogue's list prices (generation/catalogue.toml). Example: {"openai:gpt-image-2": 0.05}
+# over the catalogue's list prices (generation/catalogue.toml), e.g. {"openai:gpt-image-2": 0.05}
 try:
     STUDIO_PRICES = json.loads(env_str("STUDIO_PRICES", "{}"))
 except json.JSONDecodeError as exc:

@@ -58,11 +58,11 @@ def test_it_checks_every_configured_service_without_a_paid_call(
     assert report["refused"] is False
     assert [row["price"] for row in report["services"]] == [
         "0",
-        "0.042",
-        "0.039",
-        "0.039",
-        "0.003",
-        "0.003",
+        "0.07",
+        "0.067",
+        "0.067",
+        "0.03",
+        "0.03",
     ]
     assert fake_openai.call_count == 0
     assert fake_gemini.call_count == 0
@@ -156,7 +156,7 @@ def test_the_table_names_each_service_and_state(every_service):
     lines = out.getvalue().splitlines()
     assert lines[0].split() == ["SERVICE", "MODEL", "PER", "IMAGE", "KEY", "MODEL", "CHECK"]
     assert len(lines) == 8
-    assert lines[3].split()[:5] == ["openai", "gpt-image-1", "$0.042", "accepted", "accepted"]
+    assert lines[3].split()[:5] == ["openai", "gpt-image-2", "$0.070", "accepted", "accepted"]
 
 
 def test_bad_usage_exits_2_with_one_line():

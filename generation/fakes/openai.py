@@ -510,7 +510,14 @@ def parse_edit(content_type: str, raw: bytes, max_bytes: int = EDIT_MAX_BYTES):
 class FakeImageService(LoopbackServer):
     path_prefix = "/v1"
     # Models GET /v1/models/{model} knows (what check_services asks about).
-    models = {"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "dall-e-2", "dall-e-3"}
+    models = {
+        "gpt-image-2",
+        "gpt-image-1",
+        "gpt-image-1-mini",
+        "gpt-image-1.5",
+        "dall-e-2",
+        "dall-e-3",
+    }
     success_replies = frozenset({"ok", "ok_url"})
     transient_reply = "500"
     # OpenAI's own word for no credits left; gateways in front of it say 402 instead.

@@ -225,14 +225,34 @@ def offer(service: str, name: str, today: date) -> str:
     return ""
 
 
-def table(today: date) -> str:
-    """Return the Markdown table of every service's models (the README's Services table)."""
+def refusal(service: str, name: str, today: date) -> str:
+    """Return why the studio refuses to call a model (its service shut it down), naming the
+    date and what to use instead; "" when it may be called."""
+    found = model(service, name)
+    if found.state(today) != RETIRED:
+        return ""
+    return found.notice(today) + offer_sentence(service, name, today)
+
+
+def offer_sentence(service: str, name: str, today: date) -> str:
+    """Return the sentence that points an editor at the one-click replacement."""
+    instead = offer(service, name, today)
+    if not instead:
+        return " Choose another model in the project's Settings, then press Resume."
+    return f" The project's Settings offer {instead} in one click; the run then continues with it."
+
+
+def table(today: date, *, defaults_only: bool = False) -> str:
+    """Return the Markdown table of the services' models: with defaults_only, each service's
+    default (the README's Services table), else every model (docs/services.md)."""
     lines = [
         "| service | model | per image | references | batch | webhooks | shutdown |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for service in services().values():
         for entry in service.models.values():
+            if defaults_only and entry.name != service.default:
+                continue
             price = entry.price("1024x1024")
             name = f"`{entry.name}`" + (" (default)" if entry.name == service.default else "")
             refs = f"{entry.references} ({entry.references_how})" if entry.references else "none"

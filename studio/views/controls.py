@@ -238,6 +238,28 @@ def project_switch_service(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
+def project_switch_model(request: HttpRequest, pk: int) -> HttpResponse:
+    """Draw the project's pictures with another model of its service (a shut-down model's
+    replacement): one click, and a run halted for its model continues."""
+    project = _owned_project(request, pk)
+    model = request.POST.get("model", "")
+    if model not in selectors.model_choices(project):
+        raise BadRequest("model must be a current model of the project's image service")
+    return _control(
+        request,
+        project,
+        lambda: services.switch_model(project=project, model=model),
+        lambda switched: (
+            f"The remaining pages continue with {model}."
+            if switched.run
+            else f"New pictures of this project will be drawn with {model}.",
+            "success",
+        ),
+    )
+
+
+@login_required
+@require_POST
 def page_retry(request: HttpRequest, pk: int) -> HttpResponse:
     page = _owned_page(request, pk)
     return _control(

@@ -349,3 +349,18 @@ def fal_settings(settings, fake_fal):
     settings.STUDIO_PROVIDER_TIMEOUT = 2.0
     settings.STUDIO_FAL_IMAGE_MODEL = "fal-ai/flux/schnell"
     return settings
+
+
+@pytest.fixture
+def edited_catalogue(tmp_path, monkeypatch):
+    """Give the studio a catalogue edited for one test (edit: text -> text), read afresh."""
+    from generation import catalogue
+
+    def edit(change):
+        path = tmp_path / "catalogue.toml"
+        path.write_text(change(catalogue.PATH.read_text()))
+        monkeypatch.setattr(catalogue, "PATH", path)
+        catalogue.services.cache_clear()
+
+    yield edit
+    catalogue.services.cache_clear()

@@ -425,8 +425,9 @@ class JobWorker:
         the same key go on), saying when it was shut down and what replaces it; the job
         waits for Resume. Return whether it refused."""
         model = getattr(self.provider, "model", "")
-        today = self.clock.now().date()
-        message = catalogue.refusal(self.provider.name, model, today)
+        if catalogue.model(self.provider.name, model).shutdown is None:
+            return False  # no end announced: no need to read the clock
+        message = catalogue.refusal(self.provider.name, model, self.clock.now().date())
         if not message:
             return False
         logger.warning("Refused job %s: %s", self.job.pk, message)

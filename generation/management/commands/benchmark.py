@@ -324,6 +324,9 @@ class Bench:
             "STUDIO_IMAGE_PROVIDER": "openai",
             "OPENAI_BASE_URL": fake.url,
             "OPENAI_API_KEY": "sk-benchmark",
+            # A size the studio's default model takes (gpt-image-2 refuses a 256x256 page
+            # before calling); the fake answers the same small picture whatever the size.
+            "STUDIO_IMAGE_SIZE": "1024x1024",
             "STUDIO_WORKERS": str(workers),
             "STUDIO_BACKOFF_BASE": "0.5",
             # Workers as deployed: DEBUG keeps every statement's SQL (on SQLite it even asks

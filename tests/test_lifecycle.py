@@ -112,6 +112,43 @@ def test_a_model_the_service_no_longer_has_halts_with_the_same_offer(
     assert Illustration.objects.filter(page__project=project, status=Status.COMPLETE).count() == 2
 
 
+@pytest.mark.parametrize(
+    ("service", "settings_fixture", "fake_fixture"),
+    [
+        ("openai", "openai_settings", "fake_openai"),
+        ("gemini", "gemini_settings", "fake_gemini"),
+        ("openai-chat", "chat_image_settings", "fake_chat_images"),
+        ("replicate", "replicate_image_settings", "fake_predictions"),
+        ("fal", "fal_settings", "fake_fal"),
+    ],
+)
+def test_every_service_saying_the_model_is_gone_is_a_config_error_about_the_model(
+    request, service, settings_fixture, fake_fixture
+):
+    """Each service words "no such model" its own way (OpenAI 404 model_not_found, Gemini
+    404 NOT_FOUND, OpenRouter 400 "not a valid model ID", Replicate 404 problem+json, fal 404
+    "Application … not found"); each is a config error naming the model's setting, which the
+    engine answers with a halt and the one-click offer."""
+    from generation.providers import get_provider
+    from generation.providers.base import ConfigError, ImageRequest
+
+    request.getfixturevalue(settings_fixture)
+    fake = request.getfixturevalue(fake_fixture)
+    provider = get_provider(service)
+    models = fake.models
+    if isinstance(models, dict):
+        models.pop(provider.model.split(":")[0], None)
+    else:
+        models.discard(provider.model)
+    call = ImageRequest(prompt="a fox", size="1024x1024", seed=1, idempotency_key="k")
+    with pytest.raises(ConfigError) as raised:
+        if getattr(provider, "asynchronous", False):
+            provider.create(call)
+        else:
+            provider.generate(call)
+    assert raised.value.setting == provider.model_setting
+
+
 def test_only_a_current_model_of_the_projects_service_can_be_chosen(
     client, editor, make_project, on_gemini
 ):

@@ -620,6 +620,8 @@ class FakeImageService(LoopbackServer):
         self.valid_keys: set[str] | None = None  # GET /models: None accepts any bearer key
         self._files: dict[str, bytes] = {}
         self.max_image_bytes = EDIT_MAX_BYTES  # /images/edits: the most one picture weighs
+        # The models this service has: a test takes one away to have it answer 404.
+        self.models = set(type(self).models)
         super().__init__(port)
 
     def calls_for(self, text: str) -> int:

@@ -25,8 +25,13 @@ def test_settings_offer_the_configured_services_and_the_choice_draws_the_picture
     project = make_project(pages=2)
     client.force_login(editor)
     form = client.get(reverse("project-settings", args=[project.pk])).content.decode()
-    offered = re.findall(r'<option value="([^"]+)"', form)
+    services_select = re.search(r'<select name="image_service".*?</select>', form, re.S)[0]
+    offered = re.findall(r'<option value="([^"]+)"', services_select)
     assert offered == ["embedded", "gemini"]  # the offline renderer, and Gemini's key is set
+    # The Model field offers Gemini's models from the catalogue, none of the shut-down ones.
+    models_select = re.search(r'<select name="image_model".*?</select>', form, re.S)[0]
+    models = re.findall(r'<option value="([^"]+)"', models_select)
+    assert models == ["gemini-3.1-flash-image", "gemini-3-pro-image"]
     assert "Gemini (gemini-3.1-flash-image) · $0.067 an image" in form
 
     response = client.post(

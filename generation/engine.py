@@ -27,7 +27,7 @@ from studio.models import Project
 
 from . import accounts, catalogue, fairness, ledger, liveness, logs, prepared
 from .clock import DatabaseClock
-from .kinds import KINDS, JobKind
+from .kinds import KINDS, JobKind, _cancel
 from .limits import POLL_SECONDS, BudgetReached, Gate, LongWait, provider_key
 from .models import (
     ACTIVE_STATUSES,
@@ -41,7 +41,14 @@ from .models import (
 )
 from .pricing import money
 from .providers import account_of
-from .providers.base import ProviderError, RateLimited, StillRunning, Transient, Unsendable
+from .providers.base import (
+    AwaitingService,
+    ProviderError,
+    RateLimited,
+    StillRunning,
+    Transient,
+    Unsendable,
+)
 from .providers.http import requests_sent
 from .retry import Interrupted, RetryPolicy, is_retryable
 from .runs import halt_account, halt_message, halt_model, halt_run, resume_account, settle_run
@@ -68,6 +75,20 @@ class Deferred(Exception):
         self.seconds = seconds
         self.waiting_for = waiting_for
 
+
+class AwaitWebhook(Exception):
+    """The service makes the picture and calls a webhook when it ends: the job waits
+    (awaiting, holding no worker) until then, or for `seconds`, after which the sweep
+    polls it."""
+
+    def __init__(self, seconds: float, message: str = ""):
+        super().__init__(message)
+        self.seconds = seconds
+        self.message = message
+
+
+# The longest a job waits for its webhook between two polls of the sweep.
+WEBHOOK_OVERDUE_MAX = 3600.0
 
 # How soon a job whose picture the service is still making polls it again (holding no
 # worker meanwhile).
@@ -411,6 +432,9 @@ class JobWorker:
         except Deferred as deferred:
             self._defer(deferred.seconds, deferred.waiting_for)
             return
+        except AwaitWebhook as waiting:
+            self._await_webhook(waiting.seconds)
+            return
         except ProviderError as error:
             self._fail(error)
             return
@@ -576,6 +600,8 @@ class JobWorker:
                     or "Stopped while waiting for the service; resuming polls it again.",
                 )
                 raise
+            except AwaitingService as waiting:
+                self._awaiting(attempt, started, waiting)
             except StillRunning as error:
                 self._still_running(attempt, started, error)
             except ProviderError as error:
@@ -632,6 +658,43 @@ class JobWorker:
         price = origin.expected_price if origin.expected_price is not None else self.gate.price
         self._enter(origin, price, SpendEntry.Basis.LIKELY, confirmed=False)
         raise Deferred(POLL_AGAIN_SECONDS, error.message) from error
+
+    def _await_webhook(self, seconds: float) -> None:
+        """Let the job wait for its webhook, holding no worker (the sweep polls it after
+        `seconds`). A run stopped while the create was out cancels the service's job
+        instead, as Stop does to the jobs already waiting."""
+        from . import webhooks
+
+        rows = self.model.objects.filter(pk=self.job.pk)
+        if rows.await_service(worker_id=self.id, overdue=seconds, note="At the service"):
+            # Its webhook may have come before the job was awaiting (a fast service): the
+            # delivery is recorded, and the job is woken here instead.
+            webhooks.wake_if_delivered(self.kind, self.job)
+            return
+        if self.run_stopping():
+            _cancel(self.provider, self.job.provider_job_id)
+        self._release()  # stopped: canceled; or no longer ours: whoever has it goes on
+
+    def _awaiting(self, attempt, started, waiting: AwaitingService):
+        """The service's job was created with a webhook and is still being made: the call
+        ends here, no failure. Its charge is entered as likely (once: under the call that
+        created it), and the job waits for its webhook holding no worker; if none comes,
+        the sweep polls it after STUDIO_WEBHOOK_OVERDUE, then after as long again as it
+        has waited (backoff, at most an hour)."""
+        origin = self._origin_of_service_job() or attempt
+        self._save(
+            attempt,
+            finished_at=Now(),
+            duration_ms=int((time.monotonic() - started) * 1000),
+            outcome=Outcome.INTERRUPTED,
+            message=waiting.message[:2000],
+        )
+        price = origin.expected_price if origin.expected_price is not None else self.gate.price
+        self._enter(origin, price, SpendEntry.Basis.LIKELY, confirmed=False)
+        overdue = float(settings.STUDIO_WEBHOOK_OVERDUE)
+        created = origin.started_at
+        waited = (self.clock.now() - created).total_seconds() if hasattr(created, "tzinfo") else 0
+        raise AwaitWebhook(min(WEBHOOK_OVERDUE_MAX, max(overdue, waited)), waiting.message)
 
     def _origin_of_service_job(self) -> GenerationAttempt | None:
         return service_job_origin(self.kind, self.job)

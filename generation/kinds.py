@@ -47,6 +47,7 @@ from .providers import (
     services_on_account,
 )
 from .providers.base import (
+    AwaitingService,
     ClipRequest,
     GeneratedClip,
     GeneratedImage,
@@ -576,6 +577,8 @@ def follow_service_job(worker, request, *, progress: bool = False):
     polls the same one, then poll it to its result. Stop cancels it at the service."""
     job, provider, model = worker.job, worker.provider, worker.model
     rows = model.objects.filter(pk=job.pk)
+    # With a webhook, the service calls when its job ends: nobody waits for it here.
+    webhook = bool(getattr(provider, "webhook", ""))
     if not job.provider_job_id:
         job.provider_job_id = provider.create(request)
         rows.update(provider_job_id=job.provider_job_id)
@@ -584,6 +587,8 @@ def follow_service_job(worker, request, *, progress: bool = False):
         GenerationAttempt.objects.filter(pk=worker.attempt.pk).update(
             provider_job_id=job.provider_job_id[:120]
         )
+        if webhook and not provider.finished(job.provider_job_id):
+            raise AwaitingService(job.provider_job_id)
 
     def keep_polling() -> bool:
         # A call in flight finishes whatever happens to its run but Stop: paused or halted,
@@ -610,10 +615,15 @@ def follow_service_job(worker, request, *, progress: bool = False):
             rows.update(progress_note=text[:120], updated_at=Now())
 
     extra = {"progress": note} if progress else {}
+    sleep = worker.clock.sleep
+    if webhook:
+        # Woken by its webhook (or overdue): one look. A job still being made goes back
+        # to waiting for its webhook instead of holding this worker.
+        def sleep(seconds: float) -> None:
+            raise AwaitingService(job.provider_job_id)
+
     try:
-        result = provider.wait(
-            job.provider_job_id, sleep=worker.clock.sleep, still_wanted=keep_polling, **extra
-        )
+        result = provider.wait(job.provider_job_id, sleep=sleep, still_wanted=keep_polling, **extra)
     except StartOver:
         # That job is over without a result: the next attempt starts a new one.
         rows.update(provider_job_id="", progress_note="")

@@ -91,10 +91,14 @@ def T(sources, target, *guards, doc="", sets=None):
 # --- the job ----------------------------------------------------------------------------
 # queued → generating ⇄ retrying → complete | failed | canceled; complete → replaced (a
 # newer picture took over) ⇄ complete (the editor used it again); replaced → discarded.
+# generating → awaiting (its picture is being made at the service, which calls a webhook
+# when it ends: no worker holds it) → queued (the webhook came, or it is overdue: a worker
+# fetches the result) | canceled (Stop).
 
 QUEUED, GENERATING, RETRYING = "queued", "generating", "retrying"
 COMPLETE, FAILED, CANCELED = "complete", "failed", "canceled"
 REPLACED, DISCARDED = "replaced", "discarded"
+AWAITING = "awaiting"
 WORKING = (GENERATING, RETRYING)
 
 
@@ -114,7 +118,17 @@ def _run_over(**_) -> Q:
 JOB = Machine(
     "job",
     field="status",
-    states=(QUEUED, GENERATING, RETRYING, COMPLETE, FAILED, CANCELED, REPLACED, DISCARDED),
+    states=(
+        QUEUED,
+        GENERATING,
+        RETRYING,
+        AWAITING,
+        COMPLETE,
+        FAILED,
+        CANCELED,
+        REPLACED,
+        DISCARDED,
+    ),
     guards={
         "held": lambda worker_id, **_: Q(claimed_by=worker_id),
         "run_running": lambda **_: Q(_run_is("running")),
@@ -122,6 +136,8 @@ JOB = Machine(
         "run_not_over": lambda **_: ~_run_over(),
         "expired": lambda now=None, **_: Q(lease_expires_at__lt=now if now is not None else Now()),
         "fresh": lambda now=None, **_: Q(lease_expires_at__gte=now if now is not None else Now()),
+        # The time its webhook should have come by has passed.
+        "overdue": lambda now=None, **_: Q(next_attempt_at__lte=now if now is not None else Now()),
     },
     transitions={
         "claim": T([QUEUED], GENERATING, "run_running", doc="a worker takes it"),
@@ -148,6 +164,19 @@ JOB = Machine(
         "complete_unheld": T([QUEUED], COMPLETE, doc="a stored paid picture, job unheld"),
         "keep_unheld_as_version": T([QUEUED], REPLACED),
         "cancel_queued": T([QUEUED], CANCELED, doc="Stop: queued work is canceled"),
+        # Webhooks (generation.webhooks): the worker that created the service's job lets it
+        # go at once; the delivery, or the sweep once it is overdue, queues it again for
+        # one worker to fetch the result. A stop cancels it (and it, at the service).
+        "await_service": T(
+            [GENERATING],
+            AWAITING,
+            "held",
+            "run_not_over",
+            doc="made at the service, which calls back (a stopped run's is canceled instead)",
+        ),
+        "delivered": T([AWAITING], QUEUED, doc="its webhook came: fetch the result"),
+        "overdue": T([AWAITING], QUEUED, "overdue", doc="no webhook in time: poll it"),
+        "cancel_awaiting": T([AWAITING], CANCELED, doc="Stop: canceled at the service too"),
         "step_aside": T([COMPLETE], REPLACED, doc="a newer picture of the page is kept"),
         "use_again": T([REPLACED], COMPLETE, doc="the editor chose an earlier version"),
         "discard": T([REPLACED], DISCARDED, doc="the editor deleted a version"),

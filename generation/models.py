@@ -106,6 +106,10 @@ def later(seconds: float | timedelta):
     return models.ExpressionWrapper(Now() + seconds, output_field=models.DateTimeField())
 
 
+# A job on its way: what the one-active-job constraints hold (its names, for migrations).
+ACTIVE_STATUS_NAMES = ["queued", "generating", "retrying", "awaiting"]
+
+
 def illustration_upload_to(instance: "Illustration", filename: str) -> str:
     # Unguessable names: images are private to their project's owner.
     return f"illustrations/{instance.page.project_id}/{uuid.uuid4().hex}.png"
@@ -260,6 +264,38 @@ class JobQuerySet(ProjectRowsQuerySet):
         """Queued jobs of a stopped run are canceled; jobs in flight finish."""
         return self._move("cancel_queued", finished_at=Now(), updated_at=Now())
 
+    def await_service(self, *, worker_id: str, overdue: float, note: str = "") -> int:
+        """generating → awaiting: the service makes the picture and calls a webhook when it
+        ends; the worker lets the job go at once. After `overdue` seconds without one, the
+        sweep polls it."""
+        return self._move(
+            "await_service",
+            worker_id=worker_id,
+            claimed_by="",
+            lease_expires_at=None,
+            next_attempt_at=later(overdue),
+            waiting_for="",
+            progress_note=note[:120],
+            updated_at=Now(),
+        )
+
+    def wake(self, *, overdue: bool = False, now=None) -> int:
+        """awaiting → queued, due at once: its webhook came (or, with overdue, the time it
+        should have come by has passed), and a worker fetches the result."""
+        return self._move(
+            "overdue" if overdue else "delivered",
+            now=now,
+            next_attempt_at=None,
+            updated_at=Now(),
+        )
+
+    def cancel_awaiting(self) -> int:
+        """Stop: jobs waiting at the service are canceled (and their service jobs too, by
+        the caller)."""
+        return self._move(
+            "cancel_awaiting", next_attempt_at=None, finished_at=Now(), updated_at=Now()
+        )
+
     def expired(self, *, now=None):
         """Jobs whose worker stopped renewing its lease (killed, or cut off)."""
         return self.filter(
@@ -290,6 +326,9 @@ class Job(models.Model):
         REPLACED = "replaced"
         # A version whose picture the editor deleted; its calls stay in the history.
         DISCARDED = "discarded"
+        # Being made at the service, which calls a webhook when it ends: no worker holds it
+        # (generation.webhooks); next_attempt_at is when the sweep polls it if none came.
+        AWAITING = "awaiting"
 
     run = models.ForeignKey(
         Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="%(class)ss"
@@ -340,7 +379,12 @@ class Job(models.Model):
         return self.status in ACTIVE_STATUSES
 
 
-ACTIVE_STATUSES = (Job.Status.QUEUED, Job.Status.GENERATING, Job.Status.RETRYING)
+ACTIVE_STATUSES = (
+    Job.Status.QUEUED,
+    Job.Status.GENERATING,
+    Job.Status.RETRYING,
+    Job.Status.AWAITING,
+)
 # A worker holds the job (a call in flight, or a wait before the next one).
 WORKING_STATUSES = (Job.Status.GENERATING, Job.Status.RETRYING)
 
@@ -375,7 +419,7 @@ class Illustration(Job):
             # each its own job that the engine claims, leases and retries once.
             models.UniqueConstraint(
                 fields=["page", "variant"],
-                condition=Q(status__in=["queued", "generating", "retrying"]),
+                condition=Q(status__in=ACTIVE_STATUS_NAMES),
                 name="one_active_job_per_page_slot",
             ),
             models.CheckConstraint(
@@ -413,7 +457,7 @@ class StoryJob(Job):
         constraints = [
             models.UniqueConstraint(
                 fields=["project"],
-                condition=Q(status__in=["queued", "generating", "retrying"]),
+                condition=Q(status__in=ACTIVE_STATUS_NAMES),
                 name="one_active_story_job_per_project",
             ),
         ]
@@ -446,7 +490,7 @@ class Clip(Job):
         constraints = [
             models.UniqueConstraint(
                 fields=["page"],
-                condition=Q(status__in=["queued", "generating", "retrying"]),
+                condition=Q(status__in=ACTIVE_STATUS_NAMES),
                 name="one_active_clip_per_page",
             ),
             models.UniqueConstraint(
@@ -480,7 +524,7 @@ class SheetJob(Job):
         constraints = [
             models.UniqueConstraint(
                 fields=["character"],
-                condition=Q(status__in=["queued", "generating", "retrying"]),
+                condition=Q(status__in=ACTIVE_STATUS_NAMES),
                 name="one_active_sheet_per_character",
             ),
         ]
@@ -491,6 +535,31 @@ class SheetJob(Job):
 
     def __str__(self) -> str:
         return f"Sheet of {self.character} ({self.status})"
+
+
+class WebhookDelivery(models.Model):
+    """A verified delivery from a service (generation.webhooks): its id is unique, so a
+    delivery the service repeats (a retry, a replay within its window) is applied once."""
+
+    service = models.CharField(max_length=20)
+    # Replicate's webhook-id; fal's request id (one completion per request).
+    delivery_id = models.CharField(max_length=120)
+    provider_job_id = models.CharField(max_length=120)
+    status = models.CharField(max_length=40, blank=True)  # what the delivery said
+    ended = models.BooleanField(default=False)  # it says the service's job has ended
+    outcome = models.CharField(max_length=120, blank=True)  # what the studio did with it
+    received_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "delivery_id"], name="one_webhook_delivery_per_id"
+            ),
+        ]
+        indexes = [models.Index(fields=["provider_job_id"], name="webhook_job_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.service} webhook {self.delivery_id} ({self.outcome})"
 
 
 class ProviderGate(models.Model):

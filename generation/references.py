@@ -2,9 +2,9 @@
 prompt of a character sheet.
 
 At most STUDIO_MAX_REFERENCES and at most what the provider takes: the page's own
-characters (settings and props among them) first, by name, then the style reference if
-there is room; they are sent with the style reference first. Only characters with a
-chosen picture are sent.
+characters (settings and props among them, and those marked "on every page") first, by
+name, then the style reference if there is room; they are sent with the style reference
+first. Only characters with a chosen picture are sent.
 """
 
 from django.conf import settings
@@ -25,21 +25,24 @@ def reference_limit(provider) -> int:
 
 def page_references(page: Page, *, limit: int) -> list[Character]:
     """Return the characters whose chosen pictures go with the page, in the order sent: the
-    project's style reference first, then the page's characters by name. When there are
-    more than the limit, the page's own characters are kept before the style reference."""
+    project's style reference first, then the page's characters (tagged on it, or on every
+    page) by name. When there are more than the limit, the page's own characters are kept
+    before the style reference."""
     if limit <= 0:
         return []
+    cast = page.project.characters.all()
     style = [
         character
-        for character in page.project.characters.all()
+        for character in cast
         if character.kind == Character.Kind.STYLE and character.reference_id
     ]
+    everywhere = [character for character in cast if character.every_page]
     own = sorted(
-        (
-            character
-            for character in page.characters.all()
+        {
+            character.pk: character
+            for character in [*page.characters.all(), *everywhere]
             if character.kind != Character.Kind.STYLE and character.reference_id
-        ),
+        }.values(),
         key=lambda character: character.name.lower(),
     )
     own = own[:limit]

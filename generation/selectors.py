@@ -137,7 +137,7 @@ APPROVED = Q(is_approved=True)
 PAGE_COUNTS = {
     "illustrated": Q(has_complete=True),
     "queued": MISSING & Q(active_status=Status.QUEUED),
-    "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING)),
+    "generating": Q(active_status__in=(Status.GENERATING, Status.RETRYING, Status.AWAITING)),
     "failed": FAILED,
     "rejected": REJECTED,
     "approved": APPROVED,
@@ -465,6 +465,22 @@ def page_sending(page: Page) -> dict:
         "sent_prompt": current.prompt_sent if current else "",
         "references_sent": current.references_sent if current else [],
     }
+
+
+def pages_without_characters(project: Project) -> list[Page] | None:
+    """Return the project's pages that send no character's picture (none of the characters
+    tagged on them has one, and no character with one goes on every page), in order; None
+    when no character, setting or prop has a picture to send (nothing to say yet)."""
+    sending = [
+        character.pk
+        for character in project.characters.all()
+        if character.kind != character.Kind.STYLE and character.reference_id
+    ]
+    if not sending:
+        return None
+    if project.characters.filter(pk__in=sending, every_page=True).exists():
+        return []
+    return list(project.pages.exclude(characters__in=sending).order_by("number"))
 
 
 def reference_changed_pages(project: Project, pages) -> list[Page]:

@@ -14,12 +14,13 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q
 from django.db.models.functions import Now
 from django_q.brokers import get_broker
+from django_q.tasks import async_task
 
 from studio.changes import project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import accounts, ledger, logs, runs, thumbnails
+from . import accounts, ledger, logs, runs, thumbnails, webhooks
 from .clock import db_now
 from .engine import finish_from_journal, service_job_origin
 from .kinds import KINDS
@@ -412,11 +413,17 @@ def stop(*, project: Project) -> ControlResult:
     RUN.move(rows, "stop", updated_at=Now())
     reclaim_expired(run_id=run.pk)
     working = False
+    at_service = []
     for kind in KINDS.values():
         jobs = kind.model.objects.filter(run=run)
         keep_stored_pictures(kind, jobs)
         jobs.cancel_queued()
+        # Pictures being made at the service for a webhook: canceled there too, as a
+        # worker polling one cancels it (generation.kinds.follow_service_job).
+        at_service += webhooks.cancel_awaiting(kind, jobs)
         working |= jobs.filter(status__in=WORKING_STATUSES).exists()
+    if at_service:
+        transaction.on_commit(lambda: async_task("generation.tasks.cancel_at_service", at_service))
     run.state = Run.State.STOPPING
     if not working and RUN.move(rows, "stopped", finished_at=Now(), updated_at=Now()):
         run.state = Run.State.STOPPED
@@ -663,6 +670,9 @@ def sweep(*, now=None, every_run: bool = True) -> dict[str, int]:
     touched: set[int] = set()
     counts = reclaim_expired(now=now, touched=touched)
     probes = probe_accounts(now=now)
+    # Jobs whose webhook is overdue are queued again, for a worker to poll them (it logs
+    # how many).
+    webhooks.wake_overdue(now=now)
     reenqueued = top_up_broker(now=now)
     open_runs = Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING))
     if not every_run:

@@ -1,6 +1,6 @@
 """django-q2 entry points: thin wrappers that take ids and call the engine or services."""
 
-from . import engine, notify, services
+from . import engine, notify, services, webhooks
 from .models import Heartbeat
 
 
@@ -22,3 +22,8 @@ def sweep(*, every_run: bool = True) -> dict[str, int]:
 def deliver_webhook(report: dict) -> bool:
     """POST a run's end to STUDIO_WEBHOOK_URL, signed, with retries and backoff."""
     return notify.deliver_webhook(report)
+
+
+def cancel_at_service(canceled: list) -> None:
+    """Stop: ask the services to cancel the jobs a stopped run was waiting for."""
+    webhooks.cancel_at_service(canceled)

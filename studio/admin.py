@@ -150,8 +150,8 @@ class ReferenceImageInline(admin.TabularInline):
 
 @admin.register(Character)
 class CharacterAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "kind", "reference"]
-    list_filter = ["kind"]
+    list_display = ["name", "project", "kind", "every_page", "reference"]
+    list_filter = ["kind", "every_page"]
     list_select_related = ["project"]
     search_fields = ["name", "aliases", "project__title"]
     raw_id_fields = ["project", "reference", "pages"]

@@ -53,6 +53,7 @@ def _list_context(project: Project, form: CharacterForm | None = None) -> dict:
     return {
         "project": project,
         "characters": listed,
+        "without_characters": selectors.pages_without_characters(project),
         "form": form or CharacterForm(),
         "polling": any(character.drawing for character in listed),
     }
@@ -74,6 +75,7 @@ def character_list(request: HttpRequest, pk: int) -> HttpResponse:
                 aliases=data["aliases"],
                 kind=data["kind"],
                 image=data["image"],
+                every_page=data["every_page"],
             )
         except CharacterError as error:
             form.add_error("name", str(error))
@@ -97,6 +99,7 @@ def character_list(request: HttpRequest, pk: int) -> HttpResponse:
 def character_edit(request: HttpRequest, pk: int) -> HttpResponse:
     """Edit a character's name, kind, description and aliases; see and pick its versions."""
     character = _owned_character(request, pk)
+    was_everywhere = character.every_page  # the form's instance takes the posted value
     form = CharacterDetailsForm(request.POST or None, instance=character)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -107,11 +110,13 @@ def character_edit(request: HttpRequest, pk: int) -> HttpResponse:
                 description=data["description"],
                 aliases=data["aliases"],
                 kind=data["kind"],
+                every_page=data["every_page"],
             )
         except CharacterError as error:
             form.add_error("name", str(error))
         else:
-            messages.success(request, f"Saved {data['name']}.{_changed_note(character)}")
+            note = _changed_note(character, everywhere=was_everywhere)
+            messages.success(request, f"Saved {data['name']}.{note}")
             return redirect("character-edit", pk=character.pk)
     status = 422 if request.method == "POST" else 200
     context = _edit_context(character, form)
@@ -129,9 +134,13 @@ def _edit_context(character: Character, form=None, upload=None) -> dict:
     }
 
 
-def _changed_note(character: Character) -> str:
-    """Say how many illustrated pages the character is on now read "Reference changed"."""
-    changed = selectors.reference_changed_pages(character.project, character.pages.all())
+def _changed_note(character: Character, *, everywhere: bool = False) -> str:
+    """Say how many illustrated pages the character is on (every page when it is, or was
+    until now) now read "Reference changed"."""
+    character = Character.objects.get(pk=character.pk)
+    everywhere = everywhere or character.every_page
+    pages = character.project.pages.all() if everywhere else character.pages.all()
+    changed = selectors.reference_changed_pages(character.project, pages)
     if not changed:
         return ""
     return (

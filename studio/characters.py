@@ -161,10 +161,12 @@ def create_character(
     aliases: str = "",
     kind: str = Character.Kind.CHARACTER,
     image: CheckedImage | None = None,
+    every_page: bool = False,
 ) -> Character:
     """Create a character (with its first reference picture, if given) and tag the pages
-    that name it. Raise CharacterError when the name is taken or a second style reference
-    is asked for."""
+    that name it; with every_page, its picture goes with every page (not for the style
+    reference, which always does). Raise CharacterError when the name is taken or a second
+    style reference is asked for."""
     name = " ".join(name.split())
     if not name:
         raise CharacterError("Give the character a name.")
@@ -179,6 +181,7 @@ def create_character(
                 description=description.strip(),
                 aliases=parse_aliases(aliases),
                 kind=kind,
+                every_page=every_page and kind != Character.Kind.STYLE,
             )
     except IntegrityError:  # another request took the name meanwhile
         raise CharacterError(f"This project already has “{name}”.") from None
@@ -199,11 +202,18 @@ def _check_unique(project: Project, *, name: str, kind: str, exclude: int | None
 
 @transaction.atomic
 def update_character(
-    *, character: Character, name: str, description: str, aliases: str, kind: str
+    *,
+    character: Character,
+    name: str,
+    description: str,
+    aliases: str,
+    kind: str,
+    every_page: bool | None = None,
 ) -> Character:
-    """Change a character's name, description, aliases or kind. A changed description
-    makes its illustrated pages read "Reference changed" (offered for regeneration, never
-    redrawn); a new name or alias tags the pages that now name it."""
+    """Change a character's name, description, aliases, kind or whether it goes with every
+    page (None keeps it). A changed description, or every page, makes the illustrated pages
+    drawn without it read "Reference changed" (offered for regeneration, never redrawn); a
+    new name or alias tags the pages that now name it."""
     name = " ".join(name.split())
     if not name:
         raise CharacterError("Give the character a name.")
@@ -212,6 +222,9 @@ def update_character(
     character.description = description.strip()
     character.aliases = parse_aliases(aliases)
     character.kind = kind
+    if every_page is not None:
+        character.every_page = every_page
+    character.every_page = character.every_page and kind != Character.Kind.STYLE
     character.save()
     if kind == Character.Kind.STYLE:
         character.pages.clear()

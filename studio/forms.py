@@ -1,4 +1,6 @@
 from django import forms
+from django.contrib.auth.base_user import BaseUserManager
+from django.db import transaction
 
 from generation import selectors
 from generation.story import MAX_STORY_PAGES
@@ -153,7 +155,7 @@ class ManuscriptForm(ProjectForm):
     upload = forms.FileField(
         required=False,
         label="…or upload a .txt or .md file",
-        help_text=f"UTF-8, at most {megabytes(MAX_FILE_BYTES)}.",
+        help_text=f"UTF-8 or UTF-16, at most {megabytes(MAX_FILE_BYTES)}.",
     )
 
     class Meta(ProjectForm.Meta):
@@ -207,7 +209,8 @@ class PageCharactersField(forms.ModelMultipleChoiceField):
     widget = forms.CheckboxSelectMultiple
 
     def label_from_instance(self, character) -> str:
-        return character.name
+        # Its picture goes whether ticked or not: the tick is still the page's own tag.
+        return f"{character.name} (on every page)" if character.every_page else character.name
 
 
 def _page_characters(form, page: Page) -> None:
@@ -317,7 +320,7 @@ class CharacterDetailsForm(forms.ModelForm):
 
     class Meta:
         model = Character
-        fields = ["name", "kind", "description", "aliases"]
+        fields = ["name", "kind", "description", "aliases", "every_page"]
         widgets = {"description": forms.Textarea(attrs={"rows": 3, "maxlength": 1000})}
         labels = {"aliases": "Other names"}
         help_texts = {
@@ -374,6 +377,31 @@ class ReferenceUploadForm(forms.Form):
 
 
 class EditorSettingsForm(forms.ModelForm):
+    """The editor's settings, and their email address (kept on their account)."""
+
+    email = forms.EmailField(
+        required=False,
+        max_length=254,
+        label="Email address",
+        help_text="Where the studio writes to you. Leave it empty and no email is sent.",
+    )
+
     class Meta:
         model = EditorSettings
-        fields = ["email_on_run_end"]
+        fields = ["email", "email_on_run_end"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["email"].initial = self.instance.user.email
+        self.fields["email_on_run_end"].label_suffix = ""  # a box's label is no heading
+
+    def clean_email(self) -> str:
+        # The part after the @ is a domain, whose case does not matter; the rest may.
+        return BaseUserManager.normalize_email(self.cleaned_data["email"])
+
+    def save(self, commit: bool = True) -> EditorSettings:
+        user = self.instance.user
+        user.email = self.cleaned_data["email"]
+        with transaction.atomic():  # both or neither
+            user.save(update_fields=["email"])
+            return super().save(commit=commit)

@@ -1,10 +1,12 @@
-"""Manuscripts: UTF-8 text in which a line holding only `---` separates pages.
+"""Manuscripts: UTF-8 text (or UTF-16 with a byte order mark) in which a line holding only
+`---` separates pages.
 
 A page may open with a section heading, a line `## Chapter 1`: that page and the ones after
 it belong to the section "Chapter 1" until the next heading. A heading may also stand on
 its own between two `---` lines. Blank lines inside a page are paragraph breaks and are kept.
 """
 
+import codecs
 from typing import NamedTuple
 
 from .models import MAX_PAGE_CHARS, MAX_PAGES
@@ -75,9 +77,18 @@ def split_sections(text: str) -> list[ManuscriptPage]:
     return pages
 
 
+# What a word processor's "Unicode text" starts with: UTF-16 says its byte order first.
+UTF16_MARKS = {codecs.BOM_UTF16_LE: "utf-16-le", codecs.BOM_UTF16_BE: "utf-16-be"}
+# Control characters no text has (tab, line and page breaks are text); in a file that
+# decodes, they mean a picture or a document format, not a manuscript.
+NOT_TEXT = {chr(n) for n in range(32) if chr(n) not in "\t\n\v\f\r"} | {"\x7f"}
+
+
 def decode_manuscript(data: bytes, *, size: int | None = None) -> str:
-    """Return the text of an uploaded file; raise ManuscriptError if it is not UTF-8 text.
-    `size` is the file's whole size when only its start was read (enough to refuse it)."""
+    """Return the text of an uploaded file: UTF-8 (with or without a byte order mark) or
+    UTF-16 with one (little- or big-endian, as Windows' "Unicode text" saves it). Raise
+    ManuscriptError if it is none of them, or binary. `size` is the file's whole size when
+    only its start was read (enough to refuse it)."""
     size = len(data) if size is None else size
     if max(size, len(data)) > MAX_FILE_BYTES:
         raise ManuscriptError(
@@ -85,14 +96,23 @@ def decode_manuscript(data: bytes, *, size: int | None = None) -> str:
             "be at most "
             f"{megabytes(MAX_FILE_BYTES)}."
         )
-    if b"\x00" in data:
-        raise ManuscriptError("This file is not text. Upload a UTF-8 .txt or .md file.")
+    not_text = ManuscriptError(
+        "This file is not text. Upload a .txt or .md file saved as UTF-8 or UTF-16."
+    )
+    encoding = UTF16_MARKS.get(data[:2], "utf-8")
+    if encoding == "utf-8" and b"\x00" in data:
+        raise not_text
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode(encoding)
     except UnicodeDecodeError:
+        found = "not UTF-8 text" if encoding == "utf-8" else "UTF-16 text that breaks off"
         raise ManuscriptError(
-            "This file is not UTF-8 text. Save it as UTF-8 (.txt or .md) and upload it again."
+            f"This file is {found}. Save it as UTF-8 (.txt or .md) and upload it again."
         ) from None
+    text = text.removeprefix("\ufeff")
+    if not NOT_TEXT.isdisjoint(text):
+        raise not_text
+    return text
 
 
 def parse_manuscript(text: str) -> list[ManuscriptPage]:

@@ -233,6 +233,14 @@ class Character(models.Model):
     )
     # The pages it appears on: suggested from their text, editable by the editor.
     pages = models.ManyToManyField(Page, related_name="characters", blank=True)
+    # A main character goes with every page, tagged or not: pages that say "he" or "the
+    # rabbit" never name it, and would be drawn without it.
+    every_page = models.BooleanField(
+        "On every page",
+        default=False,
+        help_text="Send its picture with every page, also those whose text does not name it "
+        "(a main character).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = ProjectRowsQuerySet.as_manager()

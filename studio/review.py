@@ -28,6 +28,11 @@ def _url_pattern(name: str) -> str:
     return reverse(name, args=[_PLACEHOLDER])
 
 
+@functools.cache
+def _url_pattern_of_two(name: str) -> str:
+    return reverse(name, args=[_PLACEHOLDER, _PLACEHOLDER + 1])
+
+
 def url_for(name: str, pk: int) -> str:
     """Return reverse(name, args=[pk]) for the review page's many per-card links, without
     resolving the URLconf once per link (a 500-page review page has thousands)."""
@@ -64,6 +69,15 @@ class CardUrls:
 
     def __init__(self, card: "PageCard"):
         self.card = card
+
+    @property
+    def gallery(self) -> str:
+        """The page's gallery (/projects/<id>/gallery/<page id>/): two ids in one link."""
+        page = self.card.page
+        pattern = _url_pattern_of_two("page-gallery")
+        return pattern.replace(str(_PLACEHOLDER + 1), str(page.pk)).replace(
+            str(_PLACEHOLDER), str(page.project_id)
+        )
 
 
 # The mark before a chip's words, by the card's state (hidden from screen readers: the words
@@ -133,7 +147,9 @@ class PageCard:
     def clip_state(self) -> str:
         """Return "" (no clip asked for), the active clip job's status, complete or failed."""
         if self.clip_job is not None and self.clip_job.is_active:
-            return self.clip_job.status
+            # Being made at the service (its webhook wakes it) reads as being made.
+            status = self.clip_job.status
+            return Status.GENERATING if status == Status.AWAITING else status
         if self.clip is not None:
             return "complete"
         if self.clip_job is not None and self.clip_job.status == Status.FAILED:
@@ -218,7 +234,12 @@ class PageCard:
             items.append(CardAction("Unapprove", urls.unapprove))
         elif self.current is not None:
             items.append(CardAction("Approve", urls.approve))
-        if self.current is not None and self.clip_state not in ("queued", "generating", "retrying"):
+        if self.current is not None and self.clip_state not in (
+            "queued",
+            "generating",
+            "retrying",
+            "awaiting",
+        ):
             items.append(CardAction("Remake clip" if self.clip else "Make clip", urls.make_clip))
         items.append(CardAction("History", urls.history, drawer=True))
         return items
@@ -275,6 +296,8 @@ class PageCard:
             return "waiting"  # a concurrency or rate limit holds the call back
         if job.status == Status.QUEUED and job.next_attempt_at is not None:
             return "waiting"  # the service asked for a long wait: back in line until then
+        if job.status == Status.AWAITING:
+            return "generating"  # being made at the service, which calls back when done
         return job.status
 
     @cached_property
@@ -315,7 +338,7 @@ class PageCard:
         """Return the chip and its detail as one sentence: "Waiting for the service (12 a
         minute; next at 14:32:05)", the chip's hover text."""
         if self.state in ("complete", "outdated") and self.current is not None:
-            made = f"made {_when(self.current.finished_at)}" if self.current.finished_at else ""
+            made = f"made {when(self.current.finished_at)}" if self.current.finished_at else ""
             by = f" by {self.current.provider}" if self.current.provider else ""
             return f"{self.label} ({made}{by})" if made or by else self.label
         return f"{self.label} ({self.detail})" if self.detail else self.label
@@ -393,7 +416,8 @@ def _clock(value) -> str:
     return localtime(value).strftime("%H:%M:%S") if value is not None else "?"
 
 
-def _when(value) -> str:
+def when(value) -> str:
+    """Return a moment as the cards say it, in local time: "2026-12-07 14:32"."""
     return localtime(value).strftime("%Y-%m-%d %H:%M") if value is not None else ""
 
 

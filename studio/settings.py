@@ -327,6 +327,24 @@ FAL_KEY = env_str("FAL_KEY")
 FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run").rstrip("/")
 FAL_PLATFORM_URL = env_str("FAL_PLATFORM_URL", "https://api.fal.ai/v1").rstrip("/")
 STUDIO_FAL_IMAGE_MODEL = env_str("STUDIO_FAL_IMAGE_MODEL", catalogue.default("fal"))
+# Webhooks from the services that take long (Replicate, fal): with the studio's public URL
+# set, a prediction or queued request is created with a webhook to
+# {STUDIO_PUBLIC_URL}/webhooks/{replicate,fal}/ and the worker that created it is released
+# at once, so a picture that takes a minute holds no worker. Each delivery is verified:
+# Replicate's with its signing secret (whsec_…, GET /v1/webhooks/default/secret), fal's
+# with the ED25519 keys of its published JWKS, copied here as JSON: the studio never
+# fetches keys on its own. A service without its key set is polled as before.
+STUDIO_PUBLIC_URL = env_str("STUDIO_PUBLIC_URL").rstrip("/")
+REPLICATE_WEBHOOK_SECRET = env_str("REPLICATE_WEBHOOK_SECRET")
+FAL_WEBHOOK_JWKS = env_str("FAL_WEBHOOK_JWKS")
+# A job whose webhook has not come this long after its creation is polled by the sweep
+# (then again after as long as the job has waited: backoff), so nothing waits forever.
+STUDIO_WEBHOOK_OVERDUE = env_number("STUDIO_WEBHOOK_OVERDUE", 300.0, float)
+# A key that cannot verify anything would refuse every delivery: said at start, not later.
+if REPLICATE_WEBHOOK_SECRET and not REPLICATE_WEBHOOK_SECRET.startswith("whsec_"):
+    raise ImproperlyConfigured("REPLICATE_WEBHOOK_SECRET must be Replicate's whsec_… secret")
+if FAL_WEBHOOK_JWKS and not FAL_WEBHOOK_JWKS.lstrip().startswith("{"):
+    raise ImproperlyConfigured("FAL_WEBHOOK_JWKS must be fal's JWKS, a JSON object")
 # Pictures a service's answer points at are downloaded only over https from public
 # addresses (or from the service's own configured origin): a hostile or confused answer must
 # not turn a worker into a scanner of the studio's own network. A self-hosted service whose

@@ -3,12 +3,14 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from studio import character_views, operations, versions, views
+from studio.views import webhooks
 
 project_urls = [
     path("", views.project_detail, name="project-detail"),
     path("settings/", views.project_settings, name="project-settings"),
     path("export/", views.project_export, name="project-export"),
     path("book/", views.project_book, name="project-book"),
+    path("gallery/<int:page_pk>/", views.page_gallery, name="page-gallery"),
     path("delete/", views.project_delete, name="project-delete"),
     path("pages/", views.project_pages, name="project-pages"),
     path("pages/add/", views.page_add, name="page-add"),
@@ -88,6 +90,9 @@ urlpatterns = [
         name="operations-account-resume",
     ),
     path("healthz", operations.healthz, name="healthz"),
+    # The services' calls when a job ends: verified by signature, no sign-in.
+    path("webhooks/replicate/", webhooks.replicate_webhook, name="webhook-replicate"),
+    path("webhooks/fal/", webhooks.fal_webhook, name="webhook-fal"),
     path("metrics", operations.prometheus_metrics, name="metrics"),
     path("admin/", admin.site.urls),
 ]

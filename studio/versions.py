@@ -10,15 +10,15 @@ import functools
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods
 from django_htmx.http import trigger_client_event
 
 from generation import selectors, services
 from generation.models import Illustration
 
 from .text import plural
-from .views.common import _owned_page, _owned_project
-from .views.controls import _control
+from .views.common import _owned_page, safe_next
+from .views.controls import _control, control, page_control, project_control
 
 VARIANT_CHOICES = range(1, services.MAX_VARIANTS + 1)
 
@@ -45,57 +45,38 @@ def _tells_panels(view):
     return wrapped
 
 
-def _refusable(action):
-    """Wrap a service call so that a refusal becomes the toast's message."""
+def _refusable(act):
+    """Wrap a versions control: a refusal of the service becomes the toast's message."""
 
-    def run():
+    @functools.wraps(act)
+    def wrapped(request, found):
         try:
-            return action()
+            return act(request, found)
         except services.VersionRefused as refusal:
-            return refusal
+            return str(refusal), "error"
 
-    return run
-
-
-def _said(done):
-    """Return the say() of a versions control: done(result) unless the service refused."""
-
-    def say(result) -> tuple[str, str]:
-        if isinstance(result, services.VersionRefused):
-            return str(result), "error"
-        return done(result)
-
-    return say
+    return wrapped
 
 
-@login_required
-@require_POST
+version_control = control(_owned_version, lambda version: version.page.project)
+
+
 @_tells_panels
-def version_use(request: HttpRequest, pk: int) -> HttpResponse:
+@version_control
+@_refusable
+def version_use(request, version: Illustration) -> tuple[str, str]:
     """Make a kept version (or a variant) the page's current picture: no new call."""
-    version = _owned_version(request, pk)
-    page = version.page
-    return _control(
-        request,
-        page.project,
-        _refusable(lambda: services.use_version(illustration=version)),
-        _said(lambda used: (f"Page {page.number} now shows the version you chose.", "success")),
-    )
+    services.use_version(illustration=version)
+    return f"Page {version.page.number} now shows the version you chose.", "success"
 
 
-@login_required
-@require_POST
 @_tells_panels
-def version_delete(request: HttpRequest, pk: int) -> HttpResponse:
+@version_control
+@_refusable
+def version_delete(request, version: Illustration) -> tuple[str, str]:
     """Delete a version that is not the current picture, with its files."""
-    version = _owned_version(request, pk)
-    page = version.page
-    return _control(
-        request,
-        page.project,
-        _refusable(lambda: services.delete_version(illustration=version)),
-        _said(lambda _: (f"Deleted a version of page {page.number}'s picture.", "success")),
-    )
+    services.delete_version(illustration=version)
+    return f"Deleted a version of page {version.page.number}'s picture.", "success"
 
 
 @login_required
@@ -110,24 +91,17 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
         except ValueError:
             count = 0
 
-        def say(result) -> tuple[str, str]:
-            if isinstance(result, services.VersionRefused):
-                return str(result), "error"
+        @_refusable
+        def act(request, page) -> tuple[str, str]:
+            result = services.queue_variants(
+                page=page,
+                count=count,
+                requested_by=request.user,
+                confirm_approved=bool(request.POST.get("confirm_approved")),
+            )
             return f"Trying {plural(result.count, 'variant')} of page {page.number}.", "success"
 
-        return _control(
-            request,
-            page.project,
-            _refusable(
-                lambda: services.queue_variants(
-                    page=page,
-                    count=count,
-                    requested_by=request.user,
-                    confirm_approved=bool(request.POST.get("confirm_approved")),
-                )
-            ),
-            say,
-        )
+        return _control(request, page.project, lambda: act(request, page))
     price = selectors.picture_price(page.project)
     current = page.illustrations.filter(status=Illustration.Status.COMPLETE).first()
     candidates = selectors.page_candidates(page)
@@ -139,71 +113,40 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
         "waiting": any(candidate.is_active for candidate in candidates),
         "choices": [(n, None if price is None else price * n) for n in VARIANT_CHOICES],
         "price": price,
+        "next_url": safe_next(request),
     }
     template = "studio/page_variants.html#variants" if request.htmx else "studio/page_variants.html"
     return render(request, template, context)
 
 
-@login_required
-@require_POST
 @_tells_panels
-def page_keep_current(request: HttpRequest, pk: int) -> HttpResponse:
+@page_control
+def page_keep_current(request, page) -> tuple[str, str]:
     """Close the choice among variants; the picture stays, the variants become versions."""
-    page = _owned_page(request, pk)
-    return _control(
-        request,
-        page.project,
-        lambda: services.keep_current_picture(page=page),
-        lambda _: (f"Page {page.number} keeps its picture; the variants stay as versions.", "info"),
-    )
+    services.keep_current_picture(page=page)
+    return f"Page {page.number} keeps its picture; the variants stay as versions.", "info"
 
 
-@login_required
-@require_POST
 @_tells_panels
-def page_approve(request: HttpRequest, pk: int) -> HttpResponse:
-    page = _owned_page(request, pk)
-    return _control(
-        request,
-        page.project,
-        lambda: services.approve_page(page=page),
-        lambda approved: (
-            (f"Page {page.number} approved.", "success")
-            if approved
-            else (f"Page {page.number} has no picture to approve, or is approved already.", "info")
-        ),
-    )
+@page_control
+def page_approve(request, page) -> tuple[str, str]:
+    if services.approve_page(page=page):
+        return f"Page {page.number} approved.", "success"
+    return f"Page {page.number} has no picture to approve, or is approved already.", "info"
 
 
-@login_required
-@require_POST
 @_tells_panels
-def page_unapprove(request: HttpRequest, pk: int) -> HttpResponse:
-    page = _owned_page(request, pk)
-    return _control(
-        request,
-        page.project,
-        lambda: services.unapprove_page(page=page),
-        lambda taken: (
-            (f"Page {page.number} is no longer approved.", "info")
-            if taken
-            else (f"Page {page.number} was not approved.", "info")
-        ),
-    )
+@page_control
+def page_unapprove(request, page) -> tuple[str, str]:
+    if services.unapprove_page(page=page):
+        return f"Page {page.number} is no longer approved.", "info"
+    return f"Page {page.number} was not approved.", "info"
 
 
-@login_required
-@require_POST
 @_tells_panels
-def project_approve_all(request: HttpRequest, pk: int) -> HttpResponse:
-    project = _owned_project(request, pk)
-    return _control(
-        request,
-        project,
-        lambda: services.approve_all(project=project),
-        lambda approved: (
-            (f"Approved {plural(approved, 'page')}.", "success")
-            if approved
-            else ("Every page with a picture is approved already.", "info")
-        ),
-    )
+@project_control
+def project_approve_all(request, project) -> tuple[str, str]:
+    approved = services.approve_all(project=project)
+    if approved:
+        return f"Approved {plural(approved, 'page')}.", "success"
+    return "Every page with a picture is approved already.", "info"

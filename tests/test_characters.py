@@ -524,3 +524,74 @@ def test_a_new_description_saved_on_the_edit_page_marks_its_illustrated_pages(
         "Page 1 saved. Its picture was drawn with other reference pictures or descriptions: "
         "press Regenerate to draw it again."
     ]
+
+
+# --- a main character on every page --------------------------------------------------------
+
+
+def test_the_demo_shows_its_pages_without_a_character_and_peter_goes_on_every_page(
+    client, settings
+):
+    from generation.providers import get_provider
+    from generation.references import page_references, reference_limit
+
+    call_command("seed_demo")
+    project = Project.objects.get()
+    peter = project.characters.get(name="Peter")
+    limit = reference_limit(get_provider("embedded"))
+    alone = [
+        page.number
+        for page in project.pages.order_by("number")
+        if not page_references(page, limit=limit)
+    ]
+    # Nine pages never name Peter ("he", "the rabbit"); three of them name his mother or
+    # Mr. McGregor, and six name nobody at all.
+    assert len(alone) == 6 and len(tagged(peter)) == 15
+    client.force_login(project.owner)
+    url = reverse("character-list", args=[project.pk])
+    html = client.get(url).content.decode()
+    assert "6 pages send no character’s picture" in html
+    for number in alone:
+        assert f">{number}</a>" in html
+
+    response = client.post(
+        reverse("character-edit", args=[peter.pk]),
+        {
+            "name": "Peter",
+            "kind": "character",
+            "description": peter.description,
+            "aliases": "",
+            "every_page": "on",
+        },
+    )
+    assert response.status_code == 302
+    assert Character.objects.get(pk=peter.pk).every_page is True
+    for page in project.pages.all():
+        assert peter in page_references(page, limit=limit)
+    html = client.get(url).content.decode()
+    assert "On every page" in html
+    assert "send no character’s picture" not in html
+    assert "Every page sends at least one character’s picture." in html
+    untagged = project.pages.get(number=alone[0])
+    editor_html = client.get(reverse("page-edit", args=[untagged.pk])).content.decode()
+    assert "Peter (on every page)" in editor_html
+
+
+def test_a_new_character_can_go_on_every_page_and_a_style_reference_never_is(story, client, editor):
+    client.force_login(editor)
+    url = reverse("character-list", args=[story.pk])
+    image = io.BytesIO(encoded())
+    image.name = "peter.png"
+    client.post(url, {"name": "Hero", "kind": "character", "every_page": "on", "image": image})
+    hero = Character.objects.get(name="Hero")
+    assert hero.every_page is True and tagged(hero) == []
+    style = io.BytesIO(encoded())
+    style.name = "style.png"
+    client.post(url, {"name": "Look", "kind": "style", "every_page": "on", "image": style})
+    assert Character.objects.get(name="Look").every_page is False
+    from generation.references import page_references
+
+    for page in story.pages.all():
+        assert [c.name for c in page_references(page, limit=4)] == ["Look", "Hero"]
+    call_command("add_character", str(story.pk), "--name", "Cat", "--every-page")
+    assert Character.objects.get(name="Cat").every_page is True

@@ -155,3 +155,22 @@ def test_a_person_is_drawn_without_an_animals_ears_on_the_sheet_and_on_the_page(
     blank = generate("In the garden")  # the same scene, nobody drawn on it
     assert ear_pixel(page, x, feet, tall) == ear_pixel(blank, x, feet, tall)
     assert close(page.getpixel(body_point("Mr. McGregor", *page.size)), COLOURS["brown"])
+
+
+def test_mrs_rabbit_keeps_her_grey_fur_and_red_dress_on_every_size_of_page():
+    # The demo's description; her sheet has more grey (head, ears, legs) than red (the
+    # dress), so the colours must go where the description puts them, not by how much of
+    # the sheet each covers.
+    from studio.management.commands.seed_demo import DEMO_CHARACTERS
+
+    (description,) = [text for name, text, _ in DEMO_CHARACTERS if name == "Mrs. Rabbit"]
+    for size in ("1024x1024", "640x480", "256x256"):
+        sheet = png(generate(f"Mrs. Rabbit: {description}", subject="sheet", size=size))
+        mother = Reference("Mrs. Rabbit", description, sheet)
+        page = generate("Mrs. Rabbit goes to the baker's", references=(mother,), size=size)
+        width, height = page.size
+        body = page.getpixel(body_point("Mrs. Rabbit", width, height))
+        left, top, right, bottom = figure_box("Mrs. Rabbit", width, height)
+        head = page.getpixel(((left + right) // 2, top + (bottom - top) * 20 // 100))
+        assert close(body, COLOURS["red"], 20), (size, body)
+        assert close(head, COLOURS["grey"], 20), (size, head)

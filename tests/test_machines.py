@@ -17,6 +17,7 @@ WORKER = "worker-1"
 def job_in(state, *, run, page, guards):
     """A job in the state, with every guard of the transition holding."""
     lease = timedelta(seconds=60 if "fresh" in guards else -60)
+    overdue = db_now() - timedelta(seconds=1) if "overdue" in guards else None
     return Illustration.objects.create(
         page=page,
         run=run,
@@ -24,6 +25,7 @@ def job_in(state, *, run, page, guards):
         variant=0,
         claimed_by=WORKER,
         lease_expires_at=db_now() + lease,
+        next_attempt_at=overdue,
     )
 
 

@@ -35,6 +35,22 @@ def test_windows_and_old_mac_line_endings_and_a_bom_are_understood():
     assert decode_manuscript("\ufeffOne.\n---\nTwo.".encode()) == "One.\n---\nTwo."
 
 
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"])
+def test_utf8_and_utf16_with_a_byte_order_mark_are_read(encoding):
+    text = "Peter’s café 🦊\n---\nDeux."
+    data = text.encode(encoding)
+    if encoding in ("utf-16-le", "utf-16-be"):  # written with their byte order mark
+        data = "\ufeff".encode(encoding) + data
+    assert decode_manuscript(data) == text
+
+
+def test_binary_behind_a_utf16_byte_order_mark_is_still_refused_clearly():
+    with pytest.raises(ManuscriptError, match="This file is not text"):
+        decode_manuscript(b"\xff\xfe\x01\x00\x02\x00\x89PNG\x1a\x00")  # control characters
+    with pytest.raises(ManuscriptError, match="UTF-16 text that breaks off"):
+        decode_manuscript(b"\xfe\xff\x00A\x00")  # cut off in the middle of a character
+
+
 def test_odd_unicode_is_kept_as_written():
     assert split_pages("Ünïcödé 🦊 ‮text\n---\n日本語") == ["Ünïcödé 🦊 ‮text", "日本語"]
 

@@ -55,6 +55,14 @@ def test_an_uploaded_manuscript_is_split_into_pages(signed_in):
     assert numbers_and_texts(Project.objects.get()) == [(1, "One."), (2, "Two.")]
 
 
+def test_a_utf16_manuscript_from_a_word_processor_is_split_into_pages(signed_in):
+    upload = io.BytesIO("\ufeffUne.\r\n---\r\nDeux été.".encode("utf-16-le"))
+    upload.name = "book.txt"
+    response = signed_in.post(reverse("project-create"), {"title": "Up", "upload": upload})
+    assert response.status_code == 302
+    assert numbers_and_texts(Project.objects.get()) == [(1, "Une."), (2, "Deux été.")]
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -190,7 +198,7 @@ def test_a_label_shows_on_the_card(signed_in, make_project):
         {"label": "Scene 3 · Shot 2", "text": page.text, "prompt": ""},
     )
     html = signed_in.get(project.get_absolute_url()).content.decode()
-    assert '<span class="card__label">Scene 3 · Shot 2</span>' in html
+    assert '<span class="card__label" title="Scene 3 · Shot 2">Scene 3 · Shot 2</span>' in html
 
 
 def test_editing_the_prompt_of_an_illustrated_page_marks_it_outdated_and_queues_nothing(

@@ -267,10 +267,9 @@ def run_block(block: Block, copy: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def fresh_copy(tmp_path_factory):
-    """A copy of the files git would commit, as they are in this working tree."""
-    copy = tmp_path_factory.mktemp("readme") / "studio"
+def copy_of_the_tree(into: Path) -> Path:
+    """Copy the files git would commit, as they are in this working tree, into a folder."""
+    copy = into / "studio"
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -282,11 +281,20 @@ def fresh_copy(tmp_path_factory):
         if source.is_file():  # a tracked file deleted in the working tree is not copied
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, copy / name)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def fresh_copy(tmp_path_factory):
+    """A copy of the tree that the doc test works in (it writes .env, a database, …)."""
+    copy = copy_of_the_tree(tmp_path_factory.mktemp("readme"))
     yield copy
     shutil.rmtree(copy, ignore_errors=True)
 
 
-def test_a_fresh_copy_without_env_file_or_secret_key_refuses_to_start(fresh_copy):
+def test_a_fresh_copy_without_env_file_or_secret_key_refuses_to_start(tmp_path):
+    # A copy of its own: the doc test's copy has the .env that `make run` wrote.
+    fresh_copy = copy_of_the_tree(tmp_path)
     assert not (fresh_copy / ".env").exists()
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],

@@ -142,7 +142,8 @@ def test_a_run_that_leaves_failed_pages_says_so(
 
 def test_an_editor_who_switched_the_email_off_gets_none(owner, make_project, drain, client):
     client.force_login(owner)
-    response = client.post(reverse("editor-settings"), {})  # the box unticked
+    # The box unticked (an unticked box sends nothing), the address kept.
+    response = client.post(reverse("editor-settings"), {"email": owner.email})
     assert response.status_code == 302
     assert EditorSettings.objects.get(user=owner).email_on_run_end is False
     run = services.generate_missing(project=make_project(pages=2)).run
@@ -152,6 +153,49 @@ def test_an_editor_who_switched_the_email_off_gets_none(owner, make_project, dra
     assert Run.objects.get(pk=run.pk).state == Run.State.FINISHED
     assert mail.outbox == []
     assert "Email me when a run ends" in client.get(reverse("editor-settings")).content.decode()
+
+
+def test_an_editor_sets_their_email_and_the_run_end_email_goes_there(
+    editor, make_project, drain, client
+):
+    client.force_login(editor)
+    url = reverse("editor-settings")
+    assert 'name="email"' in client.get(url).content.decode()
+    response = client.post(url, {"email": "  Alice@Example.ORG ", "email_on_run_end": "on"})
+    assert response.status_code == 302
+    editor.refresh_from_db()
+    assert editor.email == "Alice@example.org"  # the domain's case is not the address's
+    assert "Emails go to Alice@example.org." in client.get(url).content.decode()
+
+    drain(services.generate_missing(project=make_project(pages=2)).run.pk)
+    assert [message.to for message in mail.outbox] == [["Alice@example.org"]]
+
+
+@pytest.mark.parametrize(
+    ("email", "message"),
+    [
+        ("alice", "Enter a valid email address."),
+        ("alice@example.org\nBcc: eve@example.org", "Enter a valid email address."),
+        ("a" * 250 + "@example.org", "at most 254 characters"),
+    ],
+)
+def test_a_bad_email_is_a_form_error_and_changes_nothing(owner, client, email, message):
+    client.force_login(owner)
+    response = client.post(reverse("editor-settings"), {"email": email, "email_on_run_end": ""})
+    assert response.status_code == 422
+    assert message in response.content.decode()
+    owner.refresh_from_db()
+    assert owner.email == "alice@example.org"
+    assert EditorSettings.of(owner).email_on_run_end is True  # nothing saved
+
+
+def test_an_editor_may_leave_the_email_empty_and_is_told_none_can_be_sent(owner, client):
+    client.force_login(owner)
+    response = client.post(reverse("editor-settings"), {"email": "", "email_on_run_end": "on"})
+    assert response.status_code == 302
+    owner.refresh_from_db()
+    assert owner.email == ""
+    assert "no email can be sent" in client.get(reverse("editor-settings")).content.decode()
 
 
 def test_a_stopped_run_sends_no_email(owner, make_project):

@@ -67,5 +67,5 @@ def test_a_manuscript_over_the_limit_is_refused_with_its_own_size(signed_in):
 def test_the_new_project_page_states_the_limits_that_hold(signed_in):
     html = signed_in.get(reverse("project-create")).content.decode()
     assert "At most 2,000 pages of 5,000 characters." in html
-    assert "UTF-8, at most 2 MB." in html
+    assert "UTF-8 or UTF-16, at most 2 MB." in html
     assert "300 pages" not in html

@@ -100,6 +100,7 @@ def all_urls(project, page, image):
         ("get", reverse("project-delete", args=[p]), 200),
         ("get", reverse("project-export", args=[p]), 200),
         ("get", reverse("project-book", args=[p]), 200),
+        ("get", reverse("page-gallery", args=[p, g]), 200),
         ("get", reverse("export-download", args=[export.pk]), 200),
         ("post", reverse("project-generate-clips", args=[p]), 302),
         ("post", reverse("project-retry-failed-clips", args=[p]), 302),
@@ -178,7 +179,9 @@ def test_a_complete_project_says_so_and_hides_generate(signed_in, illustrated):
     assert html.count('class="card card--complete"') == 3
     image = Illustration.objects.filter(page__project=illustrated).first()
     assert f'src="{reverse("illustration-thumbnail", args=[image.pk])}"' in html
-    assert f'href="{reverse("illustration-image", args=[image.pk])}"' in html
+    # The picture opens its page's gallery (a page of its own without script).
+    gallery = reverse("page-gallery", args=[illustrated.pk, image.page_id])
+    assert f'<a href="{gallery}" data-gallery' in html
 
 
 def test_the_thumbnail_is_a_small_webp(signed_in, illustrated):

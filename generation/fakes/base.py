@@ -161,3 +161,83 @@ class FakeHandler(BaseHTTPRequestHandler):
         """Never answer (until the server shuts down)."""
         self.service._shutdown.wait(timeout=30)
         self.close_connection = True
+
+
+class WebhookSender:
+    """What the fakes that call back share (Replicate, fal): real HTTP POSTs of signed
+    deliveries to the URL a create named, each retried on a failure or a non-2xx answer as
+    the services do, and the bad days of a webhook on demand. Mixed into a LoopbackServer.
+
+    Knobs: webhook_delay (seconds after the job ends: late), webhook_repeats (each
+    delivery sent this many times, with the same id: repeated), webhook_lost (never
+    sent), webhook_out_of_order (deliveries held in pairs and sent newest first; a fake may
+    add stale deliveries of its own), webhook_retries and webhook_retry_delay (doubling).
+    `deliveries` records each POST: {"id", "job", "status", "answer", "reason"}.
+    """
+
+    webhook_delay = 0.0
+    webhook_repeats = 1
+    webhook_lost = False
+    webhook_out_of_order = False
+    webhook_retries = 4
+    webhook_retry_delay = 0.25
+
+    def init_webhooks(self) -> None:
+        self.deliveries: list[dict] = []
+        self._pending: list[tuple] = []
+        self._webhook_threads: list[threading.Thread] = []
+
+    def after_end(self, job_id: str, url: str, deliveries) -> None:
+        """Once `job_id` ends, send its deliveries (a callable returning [(id, status,
+        body, headers)], built when sent so the signature's timestamp is fresh)."""
+        if self.webhook_lost:
+            return
+        thread = threading.Thread(
+            target=self._deliver_later, args=(job_id, url, deliveries), daemon=True
+        )
+        self._webhook_threads.append(thread)
+        thread.start()
+
+    def _deliver_later(self, job_id, url, deliveries) -> None:
+        if self.webhook_delay and self._shutdown.wait(timeout=self.webhook_delay):
+            return
+        if not self.webhook_out_of_order:
+            return self._send_all(job_id, url, deliveries)
+        with self._lock:
+            self._pending.append((job_id, url, deliveries))
+            batch = list(reversed(self._pending)) if len(self._pending) >= 2 else []
+            if batch:
+                self._pending.clear()
+        if not batch:
+            # Alone for a second: sent by itself.
+            self._shutdown.wait(timeout=1.0)
+            with self._lock:
+                batch = list(reversed(self._pending))
+                self._pending.clear()
+        for item in batch:
+            self._send_all(*item)
+
+    def _send_all(self, job_id, url, deliveries) -> None:
+        import requests  # the fakes' own client: a service's calls are real HTTP
+
+        for delivery_id, status, body, headers in deliveries():
+            for _ in range(max(1, self.webhook_repeats)):
+                delay = self.webhook_retry_delay
+                for _try in range(self.webhook_retries + 1):
+                    record = {"id": delivery_id, "job": job_id, "status": status}
+                    try:
+                        answer = requests.post(url, data=body, headers=headers, timeout=10)
+                        record.update(answer=answer.status_code, reason=answer.text.strip())
+                    except requests.RequestException as error:
+                        record.update(answer=None, reason=str(error))
+                    with self._lock:
+                        self.deliveries.append(record)
+                    if record["answer"] is not None and 200 <= record["answer"] < 300:
+                        break
+                    if self._shutdown.wait(timeout=delay):
+                        return
+                    delay *= 2
+
+    def delivered(self, job_id: str | None = None) -> list[dict]:
+        with self._lock:
+            return [d for d in self.deliveries if job_id is None or d["job"] == job_id]

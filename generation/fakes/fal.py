@@ -15,6 +15,7 @@ not JSON → 422; no prompt → 422 `missing`; an image_size it does not take �
 """
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -26,7 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
-from .base import FakeHandler, LoopbackServer
+from .base import FakeHandler, LoopbackServer, WebhookSender
 from .openai import png_bytes
 
 PNG = png_bytes(colour=(60, 180, 120))
@@ -192,7 +193,13 @@ ERRORS = {
 }
 
 
-class FakeFal(LoopbackServer):
+def jwks_of(public_key: bytes, kid: str = "fake-fal-1") -> str:
+    """Return a JWKS (JSON) holding one Ed25519 public key, as fal publishes its keys."""
+    x = base64.urlsafe_b64encode(public_key).rstrip(b"=").decode()
+    return json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid}]})
+
+
+class FakeFal(WebhookSender, LoopbackServer):
     transient_reply = "500"
     # fal's answer once the balance is spent (it may last a while after a top-up).
     out_of_credits_reply = "403_locked"
@@ -213,8 +220,97 @@ class FakeFal(LoopbackServer):
         self.canceled: list[str] = []
         self.no_retry: list[str] = []  # the x-fal-no-retry header of every submit
         self.files: dict[str, bytes] = {}
+        # Webhooks (a submit with `?fal_webhook=URL`): the request completes after
+        # `latency` seconds by itself and the fake POSTs {request_id, gateway_request_id,
+        # status, payload}, signed with ED25519 over the request id, user id, timestamp and
+        # the body's SHA-256 (hex), joined by newlines; `jwks` is the public key set an
+        # operator copies into FAL_WEBHOOK_JWKS. WebhookSender's knobs for bad days.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        self.signing_key = Ed25519PrivateKey.generate()
+        public = self.signing_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.jwks = jwks_of(public)
+        self.user_id = "fake-user-" + uuid.uuid4().hex[:8]
+        self.webhook_urls: list[str | None] = []  # the fal_webhook of every submit
+        self.init_webhooks()
         super().__init__(port)
         self.platform_url = self.origin + "/platform/v1"
+
+    def result_body(self, request_id: str) -> tuple[int, dict]:
+        """Return (HTTP status, body) of the request's result, as GET response_url has it;
+        the picture is served from then on."""
+        request = self.requests[request_id]
+        outcome = request["result"]
+        if outcome in ERRORS:
+            status, body, _ = ERRORS[outcome]
+            return status, body if isinstance(body, dict) else {"detail": "Bad gateway"}
+        name = f"{request_id}.png"
+        self.files[name] = PNG
+        images = (
+            []
+            if outcome == "no_image"
+            else [
+                {
+                    "url": f"{self.links}/files/{name}",
+                    "width": 64,
+                    "height": 64,
+                    "content_type": "image/png",
+                }
+            ]
+        )
+        return 200, {
+            "images": images,
+            "timings": {"inference": 0.41},
+            "seed": 7,
+            "has_nsfw_concepts": [outcome == "nsfw"],
+            "prompt": "",
+        }
+
+    def signed(self, request_id: str, body: dict) -> tuple:
+        """Return one delivery (id, status, body, headers), signed now as fal signs."""
+        raw = json.dumps(body).encode()
+        timestamp = str(int(time.time()))
+        message = "\n".join([request_id, self.user_id, timestamp, hashlib.sha256(raw).hexdigest()])
+        signature = self.signing_key.sign(message.encode()).hex()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Fal-Webhook-Request-Id": request_id,
+            "X-Fal-Webhook-User-Id": self.user_id,
+            "X-Fal-Webhook-Timestamp": timestamp,
+            "X-Fal-Webhook-Signature": signature,
+        }
+        return request_id, body["status"], raw, headers
+
+    def run_with_webhook(self, request_id: str, url: str) -> None:
+        """The request runs for `latency` seconds (unless held), completes, and calls back."""
+
+        def run():
+            self.wait_if_held()
+            with self._lock:
+                request = self.requests[request_id]
+                if self._shutdown.is_set() or request["state"] == "CANCELED":
+                    return
+                request["state"] = "COMPLETED"
+
+            def deliveries():
+                with self._lock:
+                    status, payload = self.result_body(request_id)
+                body = {
+                    "request_id": request_id,
+                    "gateway_request_id": request_id,
+                    "status": "OK" if status == 200 else "ERROR",
+                    "payload": payload,
+                }
+                if status != 200:
+                    body["error"] = f"Invalid status code: {status}"
+                return [self.signed(request_id, body)]
+
+            self.after_end(request_id, url, deliveries)
+
+        threading.Thread(target=run, daemon=True).start()
 
     class Handler(FakeHandler):
         def _reply(self, status, body, headers=None):
@@ -266,7 +362,9 @@ class FakeFal(LoopbackServer):
                 )
             ):
                 return self._reply(*ERRORS["422_size"])
+            webhook = parse_qs(urlsplit(self.path).query).get("fal_webhook", [None])[0]
             with service._lock:
+                service.webhook_urls.append(webhook)
                 service.no_retry.append(self.headers.get("x-fal-no-retry", ""))
                 reply = service.turn(
                     service.submit_script.popleft() if service.submit_script else "ok"
@@ -280,6 +378,8 @@ class FakeFal(LoopbackServer):
                     "result": service.result,
                     "submitted": time.monotonic(),
                 }
+            if webhook:
+                service.run_with_webhook(request_id, webhook)
             app = "/".join(model.split("/")[:2])
             base = f"{service.links}/{app}/requests/{request_id}"
             self._reply(
@@ -338,8 +438,8 @@ class FakeFal(LoopbackServer):
             queued = len(service.queue_positions)
             # A picture takes `latency` seconds from its submission.
             ripe = time.monotonic() - request["submitted"] >= service.latency
-            if request["state"] == "CANCELED":
-                state = "COMPLETED"
+            if request["state"] in ("CANCELED", "COMPLETED"):
+                state = "COMPLETED"  # canceled, or completed by itself (a webhook's request)
             elif polls <= queued:
                 body = {"status": "IN_QUEUE", "queue_position": service.queue_positions[polls - 1]}
                 return self._reply(202, {**body, "response_url": service.origin + app_base})
@@ -366,30 +466,9 @@ class FakeFal(LoopbackServer):
             outcome = request["result"]
             if outcome in ERRORS:
                 return self._reply(*ERRORS[outcome])
-            name = f"{request_id}.png"
-            service.files[name] = PNG
-            images = (
-                []
-                if outcome == "no_image"
-                else [
-                    {
-                        "url": f"{service.links}/files/{name}",
-                        "width": 64,
-                        "height": 64,
-                        "content_type": "image/png",
-                    }
-                ]
-            )
-            self._reply(
-                200,
-                {
-                    "images": images,
-                    "timings": {"inference": 0.41},
-                    "seed": 7,
-                    "has_nsfw_concepts": [outcome == "nsfw"],
-                    "prompt": "",
-                },
-            )
+            with service._lock:
+                status, body = service.result_body(request_id)
+            self._reply(status, body)
 
         def do_PUT(self):
             service = self.service

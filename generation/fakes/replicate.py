@@ -15,8 +15,11 @@ image model without a prompt or with an aspect ratio it does not know → 422.
 """
 
 import base64
+import hashlib
+import hmac
 import io
 import json
+import os
 import re
 import threading
 import time
@@ -25,7 +28,7 @@ from collections import Counter, deque
 
 from PIL import Image
 
-from .base import FakeHandler, LoopbackServer
+from .base import FakeHandler, LoopbackServer, WebhookSender
 from .openai import png_bytes
 
 PROBLEMS = {
@@ -170,7 +173,15 @@ def prefer_wait(prefer: str) -> float:
     return float(seconds) if seconds.strip().isdigit() else 60.0
 
 
-class FakePredictionService(LoopbackServer):
+def sign(secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """Return a Standard Webhooks signature header value ("v1,<base64>") of a delivery,
+    under a `whsec_…` secret, as Replicate signs."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+class FakePredictionService(WebhookSender, LoopbackServer):
     path_prefix = "/v1"
     transient_reply = "503"
     out_of_credits_reply = "402"  # "Insufficient credit"
@@ -197,7 +208,96 @@ class FakePredictionService(LoopbackServer):
         self.files_expired = False  # output URLs answer 404 (outputs are deleted after 1 h)
         self.valid_tokens: set[str] | None = None  # None accepts any bearer token
         self.models = dict(MODELS)
+        # Webhooks (a create with `webhook`): the prediction ends after `latency` seconds
+        # by itself and the fake POSTs it, signed with this secret (Standard Webhooks), to
+        # the URL; with `webhook_events_filter` holding more than "completed", a "start"
+        # delivery goes first. The bad days are WebhookSender's knobs.
+        self.webhook_secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+        self.webhook_requests: list[dict] = []  # {"webhook", "filter"} of every create
+        self.init_webhooks()
         super().__init__(port)
+
+    def prediction_body(self, prediction_id: str, status: str) -> dict:
+        """Return the prediction object as GET /v1/predictions/{id} (and a webhook) has it."""
+        base = self.url
+        files = self.links + self.path_prefix
+        prediction = self.predictions[prediction_id]
+        image = prediction["kind"] == "image"
+        body = {
+            "id": prediction_id,
+            "model": "black-forest-labs/flux-schnell" if image else "minimax/video-01",
+            "status": status,
+            "input": {},
+            "output": None,
+            "error": None,
+            "logs": "",
+            "urls": {
+                "get": f"{base}/predictions/{prediction_id}",
+                "cancel": f"{base}/predictions/{prediction_id}/cancel",
+            },
+        }
+        if status == "succeeded":
+            if prediction.get("model") in ONE_URL:
+                body["output"] = f"{files}/files/{prediction_id}-0.png"  # one URL
+            elif image:
+                body["output"] = [f"{files}/files/{prediction_id}-0.png"]
+            else:
+                body["output"] = f"{files}/files/{prediction_id}.webp"
+        if status == "failed":
+            body["error"] = FLAGGED if prediction.get("flagged") else "CUDA out of memory"
+        return body
+
+    def end(self, prediction_id: str) -> str:
+        """End the prediction the way the service is set to (one already ended keeps its
+        status); return its status."""
+        with self._lock:
+            prediction = self.predictions[prediction_id]
+            if prediction["status"] not in ("succeeded", "failed", "canceled"):
+                prediction["status"] = "failed" if self.outcome == "flagged" else self.outcome
+                prediction["flagged"] = self.outcome == "flagged"
+                prediction["ended"] = time.monotonic()
+            return prediction["status"]
+
+    def signed(self, status: str, body: dict) -> tuple:
+        """Return one delivery (id, status, body, headers), signed now."""
+        raw = json.dumps(body).encode()
+        webhook_id = "msg_" + uuid.uuid4().hex
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(self.webhook_secret, webhook_id, timestamp, raw),
+        }
+        return webhook_id, status, raw, headers
+
+    def run_with_webhook(self, prediction_id: str, url: str, events: list) -> None:
+        """The prediction runs for `latency` seconds (unless held), ends, and calls back."""
+
+        def run():
+            self.wait_if_held()
+            if self._shutdown.is_set():
+                return
+            status = self.end(prediction_id)
+
+            def deliveries():
+                sent = []
+                if "start" in events:
+                    sent.append(
+                        self.signed("processing", self.prediction_body(prediction_id, "processing"))
+                    )
+                final = self.signed(status, self.prediction_body(prediction_id, status))
+                sent.append(final)
+                if self.webhook_out_of_order:
+                    # An earlier state's delivery arriving after the final one.
+                    sent.append(
+                        self.signed("processing", self.prediction_body(prediction_id, "processing"))
+                    )
+                return sent
+
+            self.after_end(prediction_id, url, deliveries)
+
+        threading.Thread(target=run, daemon=True).start()
 
     def ripe(self, prediction_id: str) -> bool:
         """Whether the prediction has run for `latency` seconds (a picture takes time)."""
@@ -240,10 +340,18 @@ class FakePredictionService(LoopbackServer):
                 return self._problem(problem(404, "Not found", "Not found."))
             if (bad := self._invalid(raw, model)) is not None:
                 return self._problem(bad)
+            body = json.loads(raw)
+            webhook = body.get("webhook")
+            events = body.get("webhook_events_filter") or ["start", "output", "logs", "completed"]
+            if webhook is not None and not (
+                isinstance(webhook, str) and webhook.startswith(("http://", "https://"))
+            ):
+                return self._problem(invalid_input("webhook", "Does not match format 'uri'"))
             with service._lock:
                 service.idempotency_keys.append(self.headers.get("Idempotency-Key", ""))
                 service.prefer.append(self.headers.get("Prefer", ""))
-                service.inputs.append(json.loads(raw)["input"])
+                service.webhook_requests.append({"webhook": webhook, "filter": events})
+                service.inputs.append(body["input"])
                 service.input_images.append(describe_input_image(service.inputs[-1]))
                 reply = service.turn(
                     service.create_script.popleft() if service.create_script else "ok"
@@ -260,6 +368,8 @@ class FakePredictionService(LoopbackServer):
                     "created": time.monotonic(),
                 }
             status = "starting"
+            if webhook:
+                service.run_with_webhook(prediction_id, webhook, events)
             prefer = self.headers.get("Prefer", "")
             if prefer.startswith("wait") and service.polls_needed == 0:
                 # The service holds the create until the prediction ends, or for the
@@ -350,13 +460,7 @@ class FakePredictionService(LoopbackServer):
 
         def _end(self, prediction_id: str) -> str:
             """End the prediction the way the service is set to; return its status."""
-            service = self.service
-            status = "failed" if service.outcome == "flagged" else service.outcome
-            with service._lock:
-                prediction = service.predictions[prediction_id]
-                prediction["status"] = status
-                prediction["flagged"] = service.outcome == "flagged"
-            return status
+            return self.service.end(prediction_id)
 
         def _model(self, model: str):
             if model not in self.service.models:
@@ -390,31 +494,4 @@ class FakePredictionService(LoopbackServer):
             self.send_json(200, self._prediction(prediction_id, status))
 
         def _prediction(self, prediction_id: str, status: str) -> dict:
-            service = self.service
-            base = service.url
-            files = service.links + service.path_prefix
-            prediction = service.predictions[prediction_id]
-            image = prediction["kind"] == "image"
-            body = {
-                "id": prediction_id,
-                "model": "black-forest-labs/flux-schnell" if image else "minimax/video-01",
-                "status": status,
-                "input": {},
-                "output": None,
-                "error": None,
-                "logs": "",
-                "urls": {
-                    "get": f"{base}/predictions/{prediction_id}",
-                    "cancel": f"{base}/predictions/{prediction_id}/cancel",
-                },
-            }
-            if status == "succeeded":
-                if prediction.get("model") in ONE_URL:
-                    body["output"] = f"{files}/files/{prediction_id}-0.png"  # one URL
-                elif image:
-                    body["output"] = [f"{files}/files/{prediction_id}-0.png"]
-                else:
-                    body["output"] = f"{files}/files/{prediction_id}.webp"
-            if status == "failed":
-                body["error"] = FLAGGED if prediction.get("flagged") else "CUDA out of memory"
-            return body
+            return self.service.prediction_body(prediction_id, status)

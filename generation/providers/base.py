@@ -180,6 +180,17 @@ class StillRunning(Transient):
     outcome = "interrupted"
 
 
+class AwaitingService(Exception):
+    """The service's own job was created with a webhook and is still being made: the
+    worker lets it go at once (no worker, no slot of ours waits for it), and the webhook,
+    or a poll once it is overdue, wakes it. Not a failure: no attempt counts."""
+
+    def __init__(self, job_id: str, message: str = ""):
+        super().__init__(message or "Being made at the service; its webhook wakes the job.")
+        self.job_id = job_id
+        self.message = str(self)
+
+
 class Rejected(ProviderError):
     """The service refused this prompt: this page fails at once, no retries."""
 

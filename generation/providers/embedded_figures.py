@@ -86,9 +86,10 @@ SHEET_BACKGROUND = (246, 244, 238)
 VIEWS = ("Front", "Three-quarter", "Back")
 
 
-def colours_of(description: str) -> tuple[tuple, tuple]:
-    """Return (fur, clothes) colours from a description's colour words: a colour before a
-    garment ("blue jacket") colours the clothes, any other ("brown rabbit") the fur."""
+def named_colours(description: str) -> tuple[tuple | None, tuple | None]:
+    """Return the (fur, clothes) colours a description names, None where it names none: a
+    colour before a garment ("blue jacket") colours the clothes, any other ("brown
+    rabbit") the fur; the first of each counts."""
     words = re.findall(r"[a-z]+", description.lower())
     fur = cloth = None
     for n, word in enumerate(words):
@@ -99,7 +100,47 @@ def colours_of(description: str) -> tuple[tuple, tuple]:
             cloth = cloth or COLOURS[word]
         else:
             fur = fur or COLOURS[word]
+    return fur, cloth
+
+
+def colours_of(description: str) -> tuple[tuple, tuple]:
+    """Return (fur, clothes) colours from a description's colour words (named_colours),
+    with the renderer's own where it names none."""
+    fur, cloth = named_colours(description)
     return fur or FUR, cloth or CLOTH
+
+
+def figure_colours(content: bytes, description: str) -> tuple[tuple, tuple, tuple]:
+    """Return (clothes, fur, details) for a character drawn from its reference picture.
+
+    The picture gives the shades; the description says which is which. How much of the
+    picture a colour covers does not: on a sheet the head, ears and legs together cover
+    more than the dress, so "a grey rabbit in a red dress" would come out a red rabbit in a
+    grey coat. Each colour the description names takes the picture's colour nearest to it;
+    without colour words the most common colour is the clothes, as before."""
+    found = dominant_colours(content)
+    fur_named, cloth_named = named_colours(description)
+    chosen: dict[str, tuple] = {}
+    if fur_named and cloth_named:
+        # The pair nearest to what is named, two different colours of the picture.
+        cloth, fur = min(
+            ((c, f) for c in found for f in found if c != f),
+            key=lambda pair: _distance(pair[0], cloth_named) + _distance(pair[1], fur_named),
+            default=(found[0], found[0]),
+        )
+        chosen = {"cloth": cloth, "fur": fur}
+    elif cloth_named:
+        chosen = {"cloth": min(found, key=lambda colour: _distance(colour, cloth_named))}
+    elif fur_named:
+        chosen = {"fur": min(found, key=lambda colour: _distance(colour, fur_named))}
+    rest = iter([colour for colour in found if colour not in chosen.values()] + found)
+    cloth = chosen.get("cloth") or next(rest)
+    fur = chosen.get("fur") or next(rest)
+    return cloth, fur, next(rest)
+
+
+def _distance(colour, other) -> int:
+    return sum((a - b) ** 2 for a, b in zip(colour, other, strict=True))
 
 
 def is_person(description: str) -> bool:
@@ -229,6 +270,8 @@ def draw_characters(image: Image.Image, references) -> None:
     font = ImageFont.load_default(size=max(10, int(min(width, height) / 40)))
     for reference in references:
         colours = dominant_colours(reference.content)
+        if reference.kind == "character":
+            colours = figure_colours(reference.content, reference.description)
         if reference.kind == "style":
             border = max(2, int(min(width, height) / 60))
             draw.rectangle([0, 0, width - 1, height - 1], outline=colours[0], width=border)

@@ -57,6 +57,7 @@ from .http import (
     sentence,
 )
 from .references import compose_sheet, named_prompt, prepared, sheet_prompt
+from .webhooks import webhook_url
 
 SERVICE = "the image service (fal)"
 MODEL_SETTING = "STUDIO_FAL_IMAGE_MODEL"
@@ -184,6 +185,12 @@ class FalProvider:
             service=SERVICE, seconds=self.seconds, secrets=(self.key,), service_url=self.queue_url
         )
         self._urls: dict[str, dict] = {}  # request id -> the URLs its submit answer named
+        # Where fal calls when a request ends ("" without webhooks: polled).
+        self.webhook = webhook_url(self.name, self.model)
+
+    def finished(self, request_id: str) -> bool:
+        """A queued request never comes back finished from its submit."""
+        return False
 
     @property
     def account(self) -> str:
@@ -254,6 +261,8 @@ class FalProvider:
             f"{self.queue_url}/{model}",
             deadline=self.client.deadline(),
             headers={**self.headers(), "x-fal-no-retry": "1"},
+            # fal POSTs the request's end (its result, or its error) to this URL.
+            params={"fal_webhook": self.webhook} if self.webhook else None,
             json=body,
             request_id_header="x-fal-request-id",
         )

@@ -47,6 +47,7 @@ from .http import (
     says_out_of_credits,
     sentence,
 )
+from .webhooks import REPLICATE_EVENTS, webhook_url
 
 TERMINAL_FAILED = {"failed"}
 TERMINAL_CANCELED = {"canceled", "aborted"}
@@ -109,6 +110,14 @@ class ReplicateAPI:
         self.model = model
         self.seconds = float(settings.STUDIO_PROVIDER_TIMEOUT)
         self.session = requests.Session()
+        # Where the service calls when a prediction ends ("" without webhooks: polled).
+        self.webhook = webhook_url(self.name, model)
+        self._finished: dict[str, dict] = {}  # predictions that came back finished
+
+    def finished(self, prediction_id: str) -> bool:
+        """Whether the prediction came back finished from its create (no webhook to wait
+        for: wait() reads it without a poll)."""
+        return prediction_id in self._finished
 
     @property
     def account(self) -> str:
@@ -121,9 +130,13 @@ class ReplicateAPI:
     def create_path(self, inputs: dict) -> tuple[str, dict]:
         """Return the path and body that start a prediction of the model: an official
         model by name ("owner/name"), anything else by version."""
+        body: dict = {"input": inputs}
+        if self.webhook:
+            # Only the end: the studio fetches the result once it is there.
+            body.update(webhook=self.webhook, webhook_events_filter=list(REPLICATE_EVENTS))
         if "/" in self.model and ":" not in self.model:
-            return f"/models/{self.model}/predictions", {"input": inputs}
-        return "/predictions", {"version": self.model, "input": inputs}
+            return f"/models/{self.model}/predictions", body
+        return "/predictions", {"version": self.model, **body}
 
     def cancel(self, prediction_id: str) -> str:
         """Ask the service to stop a prediction (POST /predictions/{id}/cancel); return

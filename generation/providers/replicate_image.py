@@ -120,8 +120,6 @@ class ReplicateImageProvider(ReplicateAPI):
             service=SERVICE, seconds=self.seconds, secrets=(self.token,), service_url=self.base_url
         )
         self.client.session = self.session
-        # Predictions that came back finished from create: wait() needs no poll for them.
-        self._finished: dict[str, dict] = {}
 
     def generate(self, request: ImageRequest, *, sleep=None) -> GeneratedImage:
         """Create and wait in one call (for callers that need not store the id)."""
@@ -180,13 +178,17 @@ class ReplicateImageProvider(ReplicateAPI):
         inputs = self.inputs(request)
         path, body = self.create_path(inputs)
         deadline = Deadline(self.seconds, service=self.service)
-        # Held no longer than the call's deadline allows (the read waits a little longer).
-        hold = max(1, min(MAX_PREFER_WAIT, int(deadline.remaining() - 1)))
+        headers = {"Idempotency-Key": request.idempotency_key}
+        if not self.webhook:
+            # Held no longer than the call's deadline allows (the read waits a little
+            # longer). With a webhook, nobody waits: the create answers at once.
+            hold = max(1, min(MAX_PREFER_WAIT, int(deadline.remaining() - 1)))
+            headers["Prefer"] = f"wait={hold}"
         payload, status, _ = self._json(
             "POST",
             path,
             json=body,
-            headers={"Prefer": f"wait={hold}", "Idempotency-Key": request.idempotency_key},
+            headers=headers,
             deadline=deadline,
             classify=classify,
         )

@@ -192,8 +192,8 @@
   const preview = document.querySelector("[data-scroll-into-view]");
   if (preview) preview.scrollIntoView({ block: "start" });
 })();
-// The review page as a screen for pictures: filters, size slider, card menus, lightbox,
-// drawer; and the book preview's keys.
+// The review page as a screen for pictures: filters, size slider, card menus, drawer; and
+// the book preview's keys. The gallery has its own block below.
 (() => {
   const body = document.body;
   const grid = () => document.getElementById("page-grid");
@@ -335,55 +335,6 @@
       open.querySelector("summary").focus();
     }
   });
-
-  // The lightbox: a picture's link opens it in place of a new page; ← → move between the
-  // pages shown, Esc closes (the dialog's own). Without script the link opens the picture.
-  const lightbox = document.getElementById("lightbox");
-  if (lightbox) {
-    const image = lightbox.querySelector(".lightbox__image");
-    const caption = lightbox.querySelector(".lightbox__caption");
-    let current = null; // the card whose picture is shown
-    let opener = null;
-    const pictures = () =>
-      Array.from(document.querySelectorAll("#page-grid > .card:not([hidden]) a[data-lightbox]"));
-    const show = (link) => {
-      current = link.closest(".card").id;
-      image.src = link.href;
-      image.alt = link.dataset.alt;
-      caption.textContent = link.dataset.caption;
-      lightbox.dataset.page = current;
-    };
-    const step = (by) => {
-      const links = pictures();
-      if (!links.length) return;
-      const at = links.findIndex((link) => link.closest(".card").id === current);
-      const next = links[(at + by + links.length) % links.length];
-      show(next);
-    };
-    body.addEventListener("click", (event) => {
-      const link = event.target.closest("a[data-lightbox]");
-      if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
-      event.preventDefault();
-      opener = link;
-      show(link);
-      lightbox.showModal();
-    });
-    lightbox.addEventListener("click", (event) => {
-      const stepper = event.target.closest("[data-lightbox-step]");
-      if (stepper) step(Number(stepper.dataset.lightboxStep));
-      else if (event.target.closest("[data-lightbox-close]") || event.target === lightbox) lightbox.close();
-    });
-    lightbox.addEventListener("keydown", (event) => {
-      if (event.key === "ArrowRight") { event.preventDefault(); step(1); }
-      if (event.key === "ArrowLeft") { event.preventDefault(); step(-1); }
-    });
-    lightbox.addEventListener("close", () => {
-      image.removeAttribute("src");
-      const card = current && document.getElementById(current);
-      const link = card && card.querySelector("a[data-lightbox]");
-      (link || opener)?.focus();
-    });
-  }
 
   // Panels (History, Edit prompt) open as a drawer beside the card that opened them; on
   // phones the stylesheet makes the drawer a bottom sheet.
@@ -559,4 +510,372 @@
   });
   window.addEventListener("focus", now);
   if (header()) schedule(FAST);
+})();
+// The gallery (/projects/<id>/gallery/<page id>/). On the review page a picture's link opens
+// its page in the full-window dialog #gallery, which loads the gallery's fragment: its
+// controls are the cards' own (htmx posts whose answer moves the cards behind), and the
+// gallery reloads after each of them and whenever the poll swaps its page's card. On the
+// gallery's own page (a shared link, or no script on the review page) the same keys work
+// on its plain links and forms. Keys: ← → pages, 1–4 choose, A approve, R regenerate,
+// E edit prompt, V try variants, K keep the picture the variants would replace, ? the
+// keys, Esc closes (the keys, a panel, the gallery).
+// Touch screens swipe between pages.
+(() => {
+  const root = document.querySelector("[data-gallery-root]");
+  if (!root) return;
+  const body = document.body;
+  const dialog = root.tagName === "DIALOG" ? root : null;
+  const content = root.querySelector("#gallery-body");
+  const panel = root.querySelector("#gallery-panel");
+  const help = root.querySelector("#gallery-help");
+  const status = root.querySelector("#gallery-status");
+  const toastLine = root.querySelector("[data-gallery-toast]");
+  const view = () => content.querySelector("[data-gallery]");
+  const isOpen = () => !dialog || dialog.open;
+  const narrow = () => window.matchMedia("(max-width: 720px)").matches;
+  const grid = () => document.getElementById("page-grid");
+  const KEYS = {
+    a: "Approve",
+    r: "Regenerate",
+    e: "Edit prompt",
+    v: "Try variants",
+    k: "Keep the current picture",
+  };
+  let opener = null;
+  let helpOpener = null;
+  let panelOpener = null;
+  let ticket = 0; // the latest load: an earlier answer arriving late is dropped
+  let toastTimer = null;
+
+  const announce = (text) => {
+    if (text && status.textContent !== text) status.textContent = text;
+  };
+  const tell = (text) => {
+    if (!toastLine) return;
+    toastLine.textContent = text;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { toastLine.textContent = ""; }, 6000);
+  };
+
+  // Each picture as large as fits: the columns (and rows) that give the largest square
+  // pictures in the stage. On a phone the pictures fill the width instead (the stylesheet).
+  const fit = () => {
+    const tiles = content.querySelector("[data-gallery-tiles]");
+    if (!tiles) return;
+    if (narrow()) {
+      ["--cols", "--rows", "--tile"].forEach((name) => tiles.style.removeProperty(name));
+      return;
+    }
+    const count = tiles.children.length;
+    const { width, height } = tiles.getBoundingClientRect();
+    const gap = 12;
+    const caption = 52; // its words and its button, under each picture
+    let best = { cols: 1, size: -Infinity };
+    for (let cols = 1; cols <= count; cols += 1) {
+      const rows = Math.ceil(count / cols);
+      const size = Math.min((width - gap * (cols - 1)) / cols, (height - gap * (rows - 1)) / rows - caption);
+      if (size > best.size) best = { cols, size };
+    }
+    tiles.style.setProperty("--cols", String(best.cols));
+    tiles.style.setProperty("--rows", String(Math.ceil(count / best.cols)));
+    tiles.style.setProperty("--tile", `${Math.max(Math.floor(best.size), 64)}px`);
+  };
+  window.addEventListener("resize", fit);
+
+  // What had the focus inside the gallery, to give it back after a reload.
+  const focusedKey = () => {
+    const focused = document.activeElement;
+    if (!focused || !content.contains(focused)) return null;
+    for (const name of ["galleryKey", "galleryStep"]) {
+      if (focused.dataset[name]) {
+        const attribute = name === "galleryKey" ? "data-gallery-key" : "data-gallery-step";
+        return `[${attribute}="${focused.dataset[name]}"]`;
+      }
+    }
+    return null;
+  };
+  const shown = (again) => {
+    const gallery = view();
+    if (!gallery) return;
+    fit();
+    const active = document.activeElement;
+    if (!active || active === body || !root.contains(active) || active === root) {
+      const same = again && gallery.querySelector(again);
+      (same || gallery.querySelector("#gallery-title")).focus({ preventScroll: true });
+    }
+    announce(gallery.dataset.announce);
+  };
+
+  // Load a page's gallery into the dialog; on the gallery's own page, go there.
+  const load = async (url) => {
+    if (!dialog) {
+      window.location.assign(url);
+      return;
+    }
+    const mine = ++ticket;
+    let response;
+    try {
+      response = await fetch(url, {
+        headers: { "HX-Request": "true", "HX-Target": "gallery-body" },
+        credentials: "same-origin",
+      });
+    } catch (error) {
+      tell("The studio could not be reached; try again.");
+      return;
+    }
+    if (mine !== ticket || !dialog.open) return;
+    if (!response.ok) {
+      tell((await response.text()) || `The gallery could not be shown (HTTP ${response.status}).`);
+      return;
+    }
+    const html = await response.text();
+    if (mine !== ticket || !dialog.open) return;
+    const again = focusedKey();
+    htmx.swap(content, html, { swapStyle: "innerHTML" });
+    shown(again);
+  };
+  const refresh = () => {
+    const gallery = view();
+    if (dialog && dialog.open && gallery) load(gallery.dataset.here);
+  };
+  const step = (which) => {
+    const link = view() && view().querySelector(`[data-gallery-step="${which}"]`);
+    if (link) {
+      closePanel(false);
+      load(link.href);
+    } else {
+      tell("No other page is shown with this filter.");
+    }
+  };
+
+  const refused = (xhr) => {
+    try {
+      const toast = JSON.parse(xhr.getResponseHeader("HX-Trigger") || "{}").toast;
+      return Boolean(toast && toast.level === "error");
+    } catch (error) {
+      return false;
+    }
+  };
+
+  const open = (link) => {
+    opener = link;
+    const url = new URL(link.href, window.location.href);
+    const show = grid() ? grid().dataset.show : "";
+    if (show && show !== "all") url.searchParams.set("show", show);
+    else url.searchParams.delete("show");
+    content.replaceChildren();
+    panel.replaceChildren();
+    help.hidden = true;
+    status.textContent = "";
+    dialog.showModal();
+    load(url.toString());
+  };
+  const close = () => {
+    if (dialog) dialog.close();
+    else window.location.assign(view().querySelector("[data-gallery-close]").href);
+  };
+  if (dialog) {
+    body.addEventListener("click", (event) => {
+      const link = event.target.closest("a[data-gallery]");
+      if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+      event.preventDefault();
+      open(link);
+    });
+    // Focus goes back to the card of the page shown last (the opener, unless the editor
+    // walked on), its picture's link or else its menu.
+    dialog.addEventListener("close", () => {
+      const gallery = view();
+      const card = gallery && document.getElementById(gallery.dataset.card);
+      const back = card && (card.querySelector("a[data-gallery]") || card.querySelector("summary"));
+      ticket += 1;
+      content.replaceChildren();
+      panel.replaceChildren();
+      (back || opener)?.focus();
+    });
+    // Esc is handled below (the keys, then a panel, then the gallery): the dialog's own
+    // cancel would close all at once.
+    dialog.addEventListener("cancel", (event) => {
+      event.preventDefault();
+      escape();
+    });
+    // The gallery follows its page: a control's answer or the poll swapped its card.
+    body.addEventListener("htmx:oobAfterSwap", (event) => {
+      const gallery = view();
+      if (gallery && dialog.open && event.detail.target && event.detail.target.id === gallery.dataset.card) {
+        refresh();
+      }
+    });
+    body.addEventListener("htmx:afterRequest", (event) => {
+      const source = event.detail.elt;
+      const config = event.detail.requestConfig;
+      if (!dialog.open || !source || !root.contains(source) || !config || config.verb === "get") return;
+      if (event.detail.xhr.status >= 300) return; // a form's errors stay on show
+      // A panel's form done (Try variants) closes it; refused, it stays with the toast's why.
+      if (panel.contains(source) && source.closest("form:not([hx-target])") && !refused(event.detail.xhr)) {
+        closePanel(true);
+      }
+      refresh();
+    });
+    // Toasts are behind the dialog: the gallery says them too.
+    body.addEventListener("toast", (event) => {
+      if (dialog.open) tell(event.detail.message);
+    });
+  }
+
+  // Panels (Edit prompt, Try variants) open beside the picture, inside the gallery.
+  const openPanel = (link) => {
+    if (!dialog) {
+      window.location.assign(link.href);
+      return;
+    }
+    panelOpener = link.dataset.galleryKey;
+    htmx.ajax("GET", link.href, { target: panel, swap: "innerHTML" });
+  };
+  const backToPanelOpener = () => {
+    const again = panelOpener && view() && view().querySelector(`[data-gallery-key="${panelOpener}"]`);
+    (again || view()?.querySelector("#gallery-title"))?.focus();
+  };
+  const closePanel = (refocus) => {
+    if (!panel || !panel.children.length) return false;
+    panel.replaceChildren();
+    if (refocus) backToPanelOpener();
+    return true;
+  };
+  if (panel) {
+    body.addEventListener("htmx:afterSwap", (event) => {
+      if (event.detail.target !== panel) return;
+      if (!panel.querySelector(".panel")) {
+        panel.replaceChildren(); // a saved prompt answers with the changed cards only
+        backToPanelOpener();
+        return;
+      }
+      const heading = panel.querySelector("h2");
+      if (heading) {
+        heading.tabIndex = -1;
+        heading.focus({ preventScroll: true });
+      }
+    });
+    panel.addEventListener("click", (event) => {
+      if (event.target.closest("[data-close-panel]")) closePanel(true);
+    });
+  }
+
+  const toggleHelp = () => {
+    if (help.hidden) {
+      helpOpener = document.activeElement;
+      help.hidden = false;
+      help.querySelector("h2").focus();
+    } else {
+      help.hidden = true;
+      (root.contains(helpOpener) ? helpOpener : view()?.querySelector("#gallery-title"))?.focus();
+    }
+  };
+  const escape = () => {
+    if (!help.hidden) toggleHelp();
+    else if (!closePanel(true)) close();
+  };
+
+  root.addEventListener("click", (event) => {
+    const target = event.target;
+    if (target.closest("[data-gallery-help]") || target.closest("[data-gallery-help-close]")) {
+      toggleHelp();
+      return;
+    }
+    if (!dialog || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    const stepper = target.closest("[data-gallery-step]");
+    const more = target.closest("[data-gallery-load]");
+    const panelLink = target.closest("[data-gallery-panel]");
+    if (stepper) {
+      event.preventDefault();
+      step(stepper.dataset.galleryStep);
+    } else if (more) {
+      event.preventDefault();
+      load(more.href);
+    } else if (panelLink) {
+      event.preventDefault();
+      openPanel(panelLink);
+    } else if (target.closest("[data-gallery-close]")) {
+      event.preventDefault();
+      close();
+    }
+  });
+
+  // On the gallery's own page its forms are plain: an approved page's Regenerate asks first.
+  if (!dialog) {
+    root.addEventListener("submit", (event) => {
+      const question = event.target.dataset.confirm;
+      if (question && !window.confirm(question)) event.preventDefault();
+    });
+  }
+
+  // Focus stays inside the dialog: Tab past the last control comes back to the first.
+  const focusables = () =>
+    Array.from(
+      root.querySelectorAll("a[href], button:not([disabled]), input:not([type=hidden]), textarea, select, [tabindex='0']"),
+    ).filter((element) => element.getClientRects().length > 0 && !element.closest("[hidden]"));
+
+  document.addEventListener("keydown", (event) => {
+    if (!isOpen() || !view()) return;
+    if (dialog && event.key === "Tab") {
+      const all = focusables();
+      if (!all.length) return;
+      const first = all[0];
+      const last = all[all.length - 1];
+      const active = document.activeElement;
+      if (!root.contains(active) || (event.shiftKey ? active === first : active === last)) {
+        event.preventDefault();
+        (event.shiftKey ? last : first).focus();
+      }
+      return;
+    }
+    if (event.key === "Escape") {
+      event.preventDefault();
+      escape();
+      return;
+    }
+    if (event.altKey || event.ctrlKey || event.metaKey || event.isComposing) return;
+    const typing = event.target.closest && event.target.closest("input, textarea, select, [contenteditable]");
+    if (typing) return;
+    if (event.key === "?") {
+      event.preventDefault();
+      toggleHelp();
+      return;
+    }
+    if (!help.hidden) return;
+    const gallery = view();
+    if (event.key === "ArrowLeft" || event.key === "ArrowRight") {
+      event.preventDefault();
+      step(event.key === "ArrowLeft" ? "previous" : "next");
+      return;
+    }
+    const key = event.key.toLowerCase();
+    if (!/^[1-4]$/.test(key) && !(key in KEYS)) return;
+    event.preventDefault();
+    const control = gallery.querySelector(`[data-gallery-key="${key}"]`);
+    if (control && !control.disabled) {
+      control.click();
+    } else if (/^[1-4]$/.test(key)) {
+      const tile = gallery.querySelector(`[data-gallery-tile="${key}"] .gallery__caption > span`);
+      tell(tile ? `Picture ${key} is not one to choose: ${tile.textContent.trim()}.` : `There is no picture ${key} here.`);
+    } else {
+      tell(`${KEYS[key]} is not offered for this page now.`);
+    }
+  });
+
+  // Swipe: a horizontal stroke on the picture turns the page (vertical ones scroll).
+  let stroke = null;
+  root.addEventListener("pointerdown", (event) => {
+    if (event.pointerType === "mouse" || !event.target.closest("[data-gallery-stage]")) return;
+    stroke = { id: event.pointerId, x: event.clientX, y: event.clientY };
+  });
+  root.addEventListener("pointerup", (event) => {
+    if (!stroke || event.pointerId !== stroke.id) return;
+    const dx = event.clientX - stroke.x;
+    const dy = event.clientY - stroke.y;
+    stroke = null;
+    if (Math.abs(dx) >= 50 && Math.abs(dx) > 1.5 * Math.abs(dy)) step(dx < 0 ? "next" : "previous");
+  });
+  root.addEventListener("pointercancel", () => { stroke = null; });
+
+  if (!dialog) shown(null); // the gallery's own page: announce it, fit its pictures
 })();

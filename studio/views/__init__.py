@@ -3,12 +3,14 @@ editor's projects.
 
     projects   the project list, new projects, a project's settings, its deletion
     review     the review page with its poll, and the generating view
+    gallery    one page's pictures as large as the window allows, to choose among
     controls   what the review page's buttons do to a project's run and its pages
     pages      the story editor, and a page's prompt and history
     images     a picture and its thumbnail
     exports    the book preview, exports and their downloads
     clips      clips: queue, retry, play
     settings   the editor's own settings
+    webhooks   the services' calls when a job ends (no sign-in: each is signature-verified)
 
 Every view is importable from here (`from studio.views import project_detail`), as
 studio.urls does.
@@ -30,6 +32,7 @@ from .controls import (
     project_switch_service,
 )
 from .exports import export_download, project_book, project_export
+from .gallery import page_gallery
 from .images import illustration_image, illustration_thumbnail
 from .pages import (
     page_add,
@@ -61,6 +64,7 @@ __all__ = [
     "page_clip",
     "page_delete",
     "page_edit",
+    "page_gallery",
     "page_history",
     "page_move",
     "page_next",

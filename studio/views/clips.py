@@ -3,57 +3,41 @@
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
 from generation import services
 from generation.models import Clip
 
 from ..files import private_file
 from ..text import plural
-from .common import _owned_page, _owned_project
-from .controls import _control, _if_queued
+from .controls import page_control, project_control, queued
 
 
-@login_required
-@require_POST
-def project_generate_clips(request: HttpRequest, pk: int) -> HttpResponse:
-    project = _owned_project(request, pk)
-    return _control(
-        request,
-        project,
-        lambda: services.generate_missing_clips(project=project, requested_by=request.user),
-        _if_queued(
-            lambda n: f"Queued {plural(n, 'clip')}.",
-            "Nothing to queue: every illustrated page has its clip or one on its way.",
-        ),
+@project_control
+def project_generate_clips(request, project) -> tuple[str, str]:
+    return queued(
+        services.generate_missing_clips(project=project, requested_by=request.user),
+        lambda n: f"Queued {plural(n, 'clip')}.",
+        "Nothing to queue: every illustrated page has its clip or one on its way.",
     )
 
 
-@login_required
-@require_POST
-def project_retry_failed_clips(request: HttpRequest, pk: int) -> HttpResponse:
-    project = _owned_project(request, pk)
-    return _control(
-        request,
-        project,
-        lambda: services.retry_failed_clips(project=project, requested_by=request.user),
-        _if_queued(lambda n: f"Retrying {plural(n, 'failed clip')}.", "No failed clips to retry."),
+@project_control
+def project_retry_failed_clips(request, project) -> tuple[str, str]:
+    return queued(
+        services.retry_failed_clips(project=project, requested_by=request.user),
+        lambda n: f"Retrying {plural(n, 'failed clip')}.",
+        "No failed clips to retry.",
     )
 
 
-@login_required
-@require_POST
-def page_clip(request: HttpRequest, pk: int) -> HttpResponse:
+@page_control
+def page_clip(request, page) -> tuple[str, str]:
     """Make the page's clip, or make it again (the old one plays until the new is done)."""
-    page = _owned_page(request, pk)
-    return _control(
-        request,
-        page.project,
-        lambda: services.queue_clip(page=page, requested_by=request.user, regenerate=True),
-        _if_queued(
-            lambda n: f"Page {page.number}'s clip is on its way.",
-            f"Page {page.number} needs a picture first, or its clip is already on its way.",
-        ),
+    return queued(
+        services.queue_clip(page=page, requested_by=request.user, regenerate=True),
+        lambda n: f"Page {page.number}'s clip is on its way.",
+        f"Page {page.number} needs a picture first, or its clip is already on its way.",
     )
 
 

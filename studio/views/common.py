@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.exceptions import BadRequest, RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
+from django.utils.http import url_has_allowed_host_and_scheme
 
 from ..models import Page, Project
 
@@ -18,6 +19,16 @@ def _owned_page(request: HttpRequest, pk: int) -> Page:
     return get_object_or_404(
         Page.objects.select_related("project"), pk=pk, project__owner=request.user
     )
+
+
+def safe_next(request: HttpRequest) -> str:
+    """Return the address a form asks to come back to (`next`, posted or in the query, as
+    the gallery's page sends it), or "" when there is none or it leads off this site."""
+    value = request.POST.get("next") or request.GET.get("next") or ""
+    allowed = url_has_allowed_host_and_scheme(
+        value, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return value if value and allowed else ""
 
 
 def _bad_request(reason: str) -> HttpResponse:

@@ -2,6 +2,7 @@
 and answers with what it changed (the header, and the changed cards out of band) and a
 toast, or without htmx a redirect and a message."""
 
+import functools
 from datetime import UTC, datetime
 
 from django.contrib import messages
@@ -19,7 +20,7 @@ from generation.models import Run
 
 from ..models import MAX_PAGES, Project
 from ..text import plural
-from .common import _bad_request, _owned_page, _owned_project
+from .common import _bad_request, _owned_page, _owned_project, safe_next
 from .review import CURSOR_MARGIN, _regions, _run_seen
 
 CHOICE = "studio/project_detail.html#generate-choice"  # what Generate Missing asks first
@@ -36,7 +37,7 @@ def _after_action(
 ):
     if not request.htmx:
         getattr(messages, level)(request, message)
-        return redirect(project)
+        return redirect(safe_next(request) or project)  # the gallery's page comes back
     # The cards this action changed (its writes are stamped by the database clock) and
     # those changed since the tab's cursor (X-Studio-Since: it swaps in this answer's
     # header, so its cards must be as new), or every card when it changed the run's state.
@@ -55,24 +56,42 @@ def _tab_cursor(request) -> datetime | None:
         return None
 
 
-def _control(request, project: Project, action, say) -> HttpResponse:
-    """Run a control service and answer with what it changed and a toast: say(result)
-    returns the toast's message and level."""
+def _control(request, project: Project, act) -> HttpResponse:
+    """Run a control: act() calls one service and returns the toast's message and level;
+    the answer carries what it changed."""
     started = db_now()
     seen_run = _run_seen(selectors.latest_run(project))
-    message, level = say(action())
+    message, level = act()
     return _after_action(
         request, project, message=message, level=level, started=started, seen_run=seen_run
     )
 
 
-def _if_queued(done, nothing: str):
-    """Return the say() of a control that queues: done(count) when it did, else nothing."""
+def control(find, project_of=lambda found: found):
+    """Make a review page control of act(request, found) -> (message, level): the view
+    finds what the control acts on with find(request, pk) (the editor's own project, page
+    or version; 404 otherwise), and answers for project_of(found)."""
 
-    def say(result: services.ControlResult) -> tuple[str, str]:
-        return (done(result.count), "success") if result.count else (nothing, "info")
+    def decorate(act):
+        @login_required
+        @require_POST
+        @functools.wraps(act)
+        def view(request: HttpRequest, pk: int) -> HttpResponse:
+            found = find(request, pk)
+            return _control(request, project_of(found), lambda: act(request, found))
 
-    return say
+        return view
+
+    return decorate
+
+
+project_control = control(_owned_project)
+page_control = control(_owned_page, lambda page: page.project)
+
+
+def queued(result: services.ControlResult, done, nothing: str) -> tuple[str, str]:
+    """The toast of a control that queues: done(count) when it did, else nothing."""
+    return (done(result.count), "success") if result.count else (nothing, "info")
 
 
 @login_required
@@ -98,19 +117,15 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
             return render(request, CHOICE, context)
         return render(request, "studio/generate_choice.html", context)
 
-    def say(queued: services.ControlResult) -> tuple[str, str]:
-        if queued.count:
-            return f"Queued {plural(queued.count, 'illustration')}.", "success"
-        if queued.resumed:
+    def act() -> tuple[str, str]:
+        result = services.generate_missing(project=project, requested_by=request.user, limit=limit)
+        if result.count:
+            return f"Queued {plural(result.count, 'illustration')}.", "success"
+        if result.resumed:
             return "Resumed: the missing pages were already queued.", "success"
         return "Nothing to queue: every page is illustrated or on its way.", "info"
 
-    response = _control(
-        request,
-        project,
-        lambda: services.generate_missing(project=project, requested_by=request.user, limit=limit),
-        say,
-    )
+    response = _control(request, project, act)
     if request.htmx and limit is not None:  # the choice it answers is settled: it goes
         cleared = {"project": project, "choice": None, "oob": True}
         response.content += render_to_string(CHOICE, cleared, request).encode()
@@ -131,176 +146,109 @@ def project_generate_section(request: HttpRequest, pk: int) -> HttpResponse:
     return _control(
         request,
         project,
-        lambda: services.generate_missing_in_section(
-            project=project, section=section, requested_by=request.user
-        ),
-        _if_queued(
+        lambda: queued(
+            services.generate_missing_in_section(
+                project=project, section=section, requested_by=request.user
+            ),
             lambda n: f"Queued {plural(n, 'illustration')} {where}.",
             f"Nothing to queue {where}: every page is illustrated or on its way.",
         ),
     )
 
 
-@login_required
-@require_POST
-def project_retry_failed(request: HttpRequest, pk: int) -> HttpResponse:
-    project = _owned_project(request, pk)
-    return _control(
-        request,
-        project,
-        lambda: services.retry_failed(project=project, requested_by=request.user),
-        _if_queued(lambda n: f"Retrying {plural(n, 'failed page')}.", "No failed pages to retry."),
+@project_control
+def project_retry_failed(request, project: Project) -> tuple[str, str]:
+    return queued(
+        services.retry_failed(project=project, requested_by=request.user),
+        lambda n: f"Retrying {plural(n, 'failed page')}.",
+        "No failed pages to retry.",
     )
 
 
-@login_required
-@require_POST
-def project_regenerate_outdated(request: HttpRequest, pk: int) -> HttpResponse:
-    project = _owned_project(request, pk)
-    return _control(
-        request,
-        project,
-        lambda: services.regenerate_outdated(project=project, requested_by=request.user),
-        _if_queued(
-            lambda n: (
-                f"Drawing {plural(n, 'changed page')} again; the old pictures stay until "
-                "the new ones are complete."
-            ),
-            "No picture is out of date.",
+@project_control
+def project_regenerate_outdated(request, project: Project) -> tuple[str, str]:
+    return queued(
+        services.regenerate_outdated(project=project, requested_by=request.user),
+        lambda n: (
+            f"Drawing {plural(n, 'changed page')} again; the old pictures stay until "
+            "the new ones are complete."
         ),
+        "No picture is out of date.",
     )
 
 
-@login_required
-@require_POST
-def project_stop(request: HttpRequest, pk: int) -> HttpResponse:
-    project = _owned_project(request, pk)
-
-    def say(stopped: services.ControlResult) -> tuple[str, str]:
-        if stopped.run is None:
-            return "Nothing is running.", "info"
-        if stopped.run.state == Run.State.STOPPING:
-            return "Stopping: the images being drawn now will finish; the rest waits.", "warning"
-        return "Stopped. Completed illustrations are kept.", "warning"
-
-    return _control(request, project, lambda: services.stop(project=project), say)
+@project_control
+def project_stop(request, project: Project) -> tuple[str, str]:
+    stopped = services.stop(project=project)
+    if stopped.run is None:
+        return "Nothing is running.", "info"
+    if stopped.run.state == Run.State.STOPPING:
+        return "Stopping: the images being drawn now will finish; the rest waits.", "warning"
+    return "Stopped. Completed illustrations are kept.", "warning"
 
 
-@login_required
-@require_POST
-def project_pause(request: HttpRequest, pk: int) -> HttpResponse:
-    project = _owned_project(request, pk)
-    return _control(
-        request,
-        project,
-        lambda: services.pause(project=project),
-        lambda paused: (
-            ("Paused. Press Resume to continue.", "warning")
-            if paused.run
-            else ("Nothing to pause.", "info")
-        ),
-    )
+@project_control
+def project_pause(request, project: Project) -> tuple[str, str]:
+    if services.pause(project=project).run:
+        return "Paused. Press Resume to continue.", "warning"
+    return "Nothing to pause.", "info"
 
 
-@login_required
-@require_POST
-def project_resume(request: HttpRequest, pk: int) -> HttpResponse:
-    project = _owned_project(request, pk)
-    return _control(
-        request,
-        project,
-        lambda: services.resume(project=project),
-        lambda resumed: ("Resumed.", "success") if resumed.run else ("Nothing to resume.", "info"),
-    )
+@project_control
+def project_resume(request, project: Project) -> tuple[str, str]:
+    if services.resume(project=project).run:
+        return "Resumed.", "success"
+    return "Nothing to resume.", "info"
 
 
-@login_required
-@require_POST
-def project_switch_service(request: HttpRequest, pk: int) -> HttpResponse:
+@project_control
+def project_switch_service(request, project: Project) -> tuple[str, str]:
     """Continue the project's remaining pages with another configured image service."""
-    project = _owned_project(request, pk)
     service = request.POST.get("service", "")
     if service not in dict(selectors.image_service_choices()):
         raise BadRequest("service must be one of the configured image services")
     label = dict(selectors.image_service_choices())[service].split(" · ")[0]
-    return _control(
-        request,
-        project,
-        lambda: services.switch_service(project=project, service=service),
-        lambda switched: (
-            f"The remaining pages continue with {label}."
-            if switched.run
-            else f"New pictures of this project will be drawn by {label}.",
-            "success",
-        ),
-    )
+    if services.switch_service(project=project, service=service).run:
+        return f"The remaining pages continue with {label}.", "success"
+    return f"New pictures of this project will be drawn by {label}.", "success"
 
 
-@login_required
-@require_POST
-def project_switch_model(request: HttpRequest, pk: int) -> HttpResponse:
+@project_control
+def project_switch_model(request, project: Project) -> tuple[str, str]:
     """Draw the project's pictures with another model of its service (a shut-down model's
     replacement): one click, and a run halted for its model continues."""
-    project = _owned_project(request, pk)
     model = request.POST.get("model", "")
     if model not in selectors.model_choices(project):
         raise BadRequest("model must be a current model of the project's image service")
-    return _control(
-        request,
-        project,
-        lambda: services.switch_model(project=project, model=model),
-        lambda switched: (
-            f"The remaining pages continue with {model}."
-            if switched.run
-            else f"New pictures of this project will be drawn with {model}.",
-            "success",
-        ),
+    if services.switch_model(project=project, model=model).run:
+        return f"The remaining pages continue with {model}.", "success"
+    return f"New pictures of this project will be drawn with {model}.", "success"
+
+
+@page_control
+def page_retry(request, page) -> tuple[str, str]:
+    return queued(
+        services.queue_page(page=page, requested_by=request.user),
+        lambda n: f"Page {page.number} queued.",
+        f"Page {page.number} is already illustrated or on its way.",
     )
 
 
-@login_required
-@require_POST
-def page_retry(request: HttpRequest, pk: int) -> HttpResponse:
-    page = _owned_page(request, pk)
-    return _control(
-        request,
-        page.project,
-        lambda: services.queue_page(page=page, requested_by=request.user),
-        _if_queued(
-            lambda n: f"Page {page.number} queued.",
-            f"Page {page.number} is already illustrated or on its way.",
+@page_control
+def page_regenerate(request, page) -> tuple[str, str]:
+    return queued(
+        services.queue_page(page=page, requested_by=request.user, regenerate=True),
+        lambda n: (
+            f"Page {page.number} will be drawn again; its picture stays until the new one is done."
         ),
+        f"Page {page.number} is already on its way.",
     )
 
 
-@login_required
-@require_POST
-def page_regenerate(request: HttpRequest, pk: int) -> HttpResponse:
-    page = _owned_page(request, pk)
-    return _control(
-        request,
-        page.project,
-        lambda: services.queue_page(page=page, requested_by=request.user, regenerate=True),
-        _if_queued(
-            lambda n: (
-                f"Page {page.number} will be drawn again; "
-                "its picture stays until the new one is done."
-            ),
-            f"Page {page.number} is already on its way.",
-        ),
-    )
-
-
-@login_required
-@require_POST
-def page_next(request: HttpRequest, pk: int) -> HttpResponse:
-    page = _owned_page(request, pk)
-    return _control(
-        request,
-        page.project,
-        lambda: services.prioritize(page=page, requested_by=request.user),
-        _if_queued(
-            lambda n: f"Page {page.number} is next in line.",
-            f"Page {page.number} is not waiting in the queue.",
-        ),
+@page_control
+def page_next(request, page) -> tuple[str, str]:
+    return queued(
+        services.prioritize(page=page, requested_by=request.user),
+        lambda n: f"Page {page.number} is next in line.",
+        f"Page {page.number} is not waiting in the queue.",
     )

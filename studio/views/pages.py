@@ -17,7 +17,7 @@ from .. import characters
 from .. import services as studio_services
 from ..forms import NewPageForm, PageForm, PromptForm
 from ..models import Page, Project
-from .common import _bad_request, _owned_page, _owned_project
+from .common import _bad_request, _owned_page, _owned_project, safe_next
 from .controls import _after_action
 
 
@@ -195,6 +195,9 @@ def page_prompt(request: HttpRequest, pk: int) -> HttpResponse:
         "has_picture": has_picture,
         **selectors.page_sending(page),
         "rejection": latest.error_message if rejected else None,
+        "next_url": safe_next(request),
+        # Opened in the gallery, the form stays in the gallery's panel.
+        "target": "#gallery-panel" if request.htmx.target == "gallery-panel" else "#panel",
     }
     return render(request, template, context, status=status)
 

@@ -13,7 +13,7 @@ from ..models import EditorSettings
 @login_required
 @require_http_methods(["GET", "POST"])
 def editor_settings(request: HttpRequest) -> HttpResponse:
-    """The editor's settings: whether a run's end is emailed."""
+    """The editor's settings: their email address, and whether a run's end is emailed."""
     # An unticked box sends nothing: an empty POST is still a submitted form.
     data = request.POST if request.method == "POST" else None
     form = EditorSettingsForm(data, instance=EditorSettings.of(request.user))

@@ -1,12 +1,12 @@
 """The review page as a screen for looking at pictures, in a real browser with real workers:
-filters with counts, the size slider, the lightbox, the drawer and the book preview."""
+filters with counts, the size slider, the drawer and the book preview (the gallery's tests
+are test_gallery.py's)."""
 
 import os
 import re
 import shutil
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from playwright.sync_api import expect
 
@@ -152,50 +152,6 @@ def test_an_open_card_menu_stays_open_when_the_poll_swaps_its_card(
     expect(menu).not_to_have_attribute("open", "")
 
 
-def test_the_lightbox_shows_a_picture_full_size_and_the_arrow_keys_move_between_pages(
-    page, web_server, qcluster, make_project
-):
-    project = make_project(pages=4, title="Bright Book")
-    qcluster(STUDIO_WORKERS=2)
-    server = web_server()
-    sign_in(page, server, next_url=f"/projects/{project.pk}/")
-    illustrate(page, 4)
-    link = card(page, project, 2).locator("a[data-lightbox]")
-    # Without script it is a plain link to the full picture, in the same tab.
-    expect(link).to_have_attribute("href", re.compile(r"^/images/\d+/$"))
-    expect(link).not_to_have_attribute("target", "_blank")
-
-    link.click()
-    lightbox = page.locator("#lightbox")
-    expect(lightbox).to_be_visible()
-    caption = lightbox.locator(".lightbox__caption")
-    image = lightbox.locator(".lightbox__image")
-    expect(caption).to_have_text("Page 2")
-    expect(image).to_have_attribute("src", server.url + link.get_attribute("href"))
-    # The picture itself, at its own size (the window is larger than it).
-    width = int(settings.STUDIO_IMAGE_SIZE.split("x")[0])
-    page.wait_for_function(
-        "(width) => { const picture = document.querySelector('.lightbox__image');"
-        " return picture.naturalWidth === width && picture.clientWidth === width; }",
-        arg=width,
-    )
-    assert page.url.endswith(f"/projects/{project.pk}/")  # no new page, no new tab
-    assert len(page.context.pages) == 1
-
-    page.keyboard.press("ArrowRight")
-    expect(caption).to_have_text("Page 3")
-    page.keyboard.press("ArrowRight")
-    expect(caption).to_have_text("Page 4")
-    page.keyboard.press("ArrowRight")
-    expect(caption).to_have_text("Page 1")  # round the book
-    page.keyboard.press("ArrowLeft")
-    expect(caption).to_have_text("Page 4")
-    screenshot(page, "lightbox")
-    page.keyboard.press("Escape")
-    expect(lightbox).to_be_hidden()
-    expect(card(page, project, 4).locator("a[data-lightbox]")).to_be_focused()
-
-
 def test_panels_open_beside_their_card_and_as_a_bottom_sheet_on_phones(
     page, web_server, qcluster, fake_openai, make_project
 ):
@@ -298,7 +254,7 @@ def test_the_book_preview_turns_its_spreads_with_the_arrow_keys(
 
 def test_the_readme_pictures_of_the_demo_book(page, web_server, qcluster, django_user_model):
     """Screenshots of the demo book with its pictures: the review page at 1280 px, the book
-    preview and the phone drawer. STUDIO_UPDATE_DOCS=1 copies them into docs/."""
+    preview, the gallery and the phone drawer. STUDIO_UPDATE_DOCS=1 copies them into docs/."""
     call_command("seed_demo")
     project = Project.objects.get(title="The Tale of Peter Rabbit")
     qcluster(STUDIO_WORKERS=4)
@@ -311,6 +267,22 @@ def test_the_readme_pictures_of_the_demo_book(page, web_server, qcluster, django
     shots = {}
     shots["review.png"] = ARTIFACTS / "docs-review.png"
     page.screenshot(path=str(shots["review.png"]))
+
+    # The gallery on page 3, drawn twice: its two versions side by side, its text beside.
+    third = card(page, project, 3)
+    third.locator("a[data-gallery]").click()
+    gallery = page.locator("#gallery")
+    expect(gallery.locator("#gallery-status")).to_have_text("Page 3 of 24, not approved")
+    page.keyboard.press("r")
+    expect(gallery.locator(".gallery__image")).to_have_count(2, timeout=30_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gallery__image')]"
+        ".every((picture) => picture.complete && picture.naturalWidth)"
+    )
+    expect(gallery.locator("[data-gallery-toast]")).to_be_hidden(timeout=10_000)
+    shots["gallery.png"] = ARTIFACTS / "docs-gallery.png"
+    page.screenshot(path=str(shots["gallery.png"]))
+    page.keyboard.press("Escape")
 
     page.get_by_role("link", name="Book preview").first.click()
     expect(page.locator(".book__where")).to_have_text("Spread 1 of 12 · pages 1–2")

@@ -67,6 +67,7 @@ SCENARIOS = [
     "watchers",
     "bigbook",
     "chaos",
+    "webhooks",
 ]
 # watchers: the p95 goal of a poll for these numbers of open tabs (other numbers: shown only),
 # busy or idle.
@@ -142,6 +143,10 @@ class Command(OperatorCommand):
         )
         parser.add_argument("--bigbook-pages", type=int, default=2000)
         parser.add_argument("--chaos-pages", type=int, default=60, help="chaos: pages")
+        parser.add_argument("--webhook-pages", type=int, default=8, help="webhooks: pages")
+        parser.add_argument(
+            "--webhook-latency", type=float, default=30.0, help="webhooks: seconds a picture takes"
+        )
         parser.add_argument(
             "--chaos-seconds", type=float, default=300, help="chaos: seconds of faults and kills"
         )
@@ -182,6 +187,8 @@ class Command(OperatorCommand):
                 bigbook_pages=300,
                 chaos_pages=12,
                 chaos_seconds=10,
+                webhook_pages=4,
+                webhook_latency=2.0,
                 export_pages=30,
             )
         options["watch_tabs"] = options["watch_tabs"] or [100, 500]
@@ -815,18 +822,17 @@ class Bench:
         return f"{name}={client.cookies[name].value}; {settings.CSRF_COOKIE_NAME}={csrf}"
 
     @contextmanager
-    def web_server(self, workers: int):
-        """gunicorn with the production settings (DEBUG off) on a free loopback port; yields
-        (port, the master's pid)."""
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+    def web_server(self, workers: int, port: int = 0, **extra):
+        """gunicorn with the production settings (DEBUG off) on a loopback port (a free one
+        by default), and the extra environment; yields (port, the master's pid)."""
+        port = port or free_port()
         env = {
             **os.environ,
             "DJANGO_DEBUG": "false",
             # Sessions are signed with the key: the same as this process's, which signed in.
             "DJANGO_SECRET_KEY": settings.SECRET_KEY,
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+            **extra,
         }
         gunicorn = ["-m", "gunicorn", "studio.wsgi", f"--bind=127.0.0.1:{port}", f"-w{workers}"]
         # SIGTERM: a graceful stop of gunicorn's workers.
@@ -1098,6 +1104,85 @@ class Bench:
             ),
         ]
 
+    def webhooks(self, options) -> list[dict]:
+        """Pages per minute with 2 workers and pictures that take long at the service
+        (Replicate's predictions, the loopback fake): each worker polling its prediction to
+        the end, against predictions created with a webhook (STUDIO_PUBLIC_URL), whose
+        workers are free at once and which a verified delivery wakes."""
+        from generation.fakes.replicate import FakePredictionService
+
+        pages, latency, workers = options["webhook_pages"], options["webhook_latency"], 2
+        rates = {}
+        for mode in ("polling", "webhooks"):
+            self.say(f"webhooks: {pages} pages of {latency:g} s pictures, 2 workers, {mode}…")
+            fake = FakePredictionService().start()
+            try:
+                with ExitStack() as stack:
+                    env = {
+                        "STUDIO_IMAGE_PROVIDER": "replicate",
+                        "REPLICATE_BASE_URL": fake.url,
+                        "REPLICATE_API_TOKEN": "r8_benchmark",
+                        "STUDIO_PROVIDER_TIMEOUT": latency + 60,
+                    }
+                    port = free_port()
+                    secret = {"REPLICATE_WEBHOOK_SECRET": fake.webhook_secret}
+                    if mode == "webhooks":
+                        env.update(STUDIO_PUBLIC_URL=f"http://127.0.0.1:{port}", **secret)
+                    stack.enter_context(override_settings(**env))
+                    # (The fake's URL stands in for OpenAI's: the cluster draws with Replicate.)
+                    stack.enter_context(self.cluster(fake, workers, warm_up=False, **env))
+                    if mode == "webhooks":
+                        # Once a cluster lives: /healthz, which it waits for, says so.
+                        stack.enter_context(self.web_server(2, port, **secret))
+                    fake.latency = 0
+                    self.warm_up_on(fake)
+                    fake.latency = latency
+                    project = self.project(pages, f"webhooks-{mode}")
+                    started = time.monotonic()
+                    services.generate_missing(project=project)
+                    self.wait(
+                        lambda project=project: project_progress(project).complete,
+                        timeout=pages * latency + 120,
+                    )
+                    rates[mode] = pages / (time.monotonic() - started) * 60
+                    created = [p["created"] for p in fake.predictions.values()]
+                    ended = [p.get("ended", math.inf) for p in fake.predictions.values()]
+                    if mode == "webhooks":
+                        # Every prediction was started before the first one ended.
+                        rates["started at once"] = max(created) < min(ended)
+            finally:
+                fake.stop()
+        ideal = pages / latency * 60
+        return [
+            row(
+                "webhooks",
+                f"pages/min polling ({latency:g} s pictures, 2 workers)",
+                rates["polling"],
+                "/min",
+                f"≈ {workers / latency * 60:.1f}",
+            ),
+            row(
+                "webhooks",
+                f"pages/min with webhooks ({latency:g} s pictures, 2 workers)",
+                rates["webhooks"],
+                "/min",
+                f"≥ 2 × polling (ideal {ideal:.1f})",
+                rates["webhooks"] >= 2 * rates["polling"] and rates["started at once"],
+            ),
+        ]
+
+    def warm_up_on(self, fake) -> None:
+        """Wait until the cluster's workers take tasks, through a service fake that counts
+        predictions: its record starts afresh afterwards."""
+        project = self.project(1, "warm-up")
+        Project.objects.filter(pk=project.pk).update(image_service="replicate")
+        services.generate_missing(project=project)
+        self.wait(lambda: project_progress(project).complete, timeout=60)
+        project.delete()
+        with fake._lock:
+            fake.predictions.clear()
+            fake.polls.clear()
+
     def sweep_for(self, seconds: float, also=None) -> None:
         """Run the sweep every half second for a while, as the clusters' schedule would (it
         runs each minute; the chaos scenario's leases are seconds long), and `also`."""
@@ -1113,6 +1198,12 @@ class Bench:
 
 
 POLL_URL = re.compile(r'data-poll hx-get="([^"]+)"')
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @contextmanager

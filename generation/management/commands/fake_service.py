@@ -98,6 +98,18 @@ def serve_fal(port: int) -> tuple[LoopbackServer, dict]:
     }
 
 
+def webhook_lines(fake) -> list[str]:
+    """Return the comment lines that give the key its webhooks are signed with (Replicate,
+    fal): with STUDIO_PUBLIC_URL set too, it calls the studio back when a picture is ready."""
+    if isinstance(fake, FakePredictionService):
+        key = f"REPLICATE_WEBHOOK_SECRET={fake.webhook_secret}"
+    elif isinstance(fake, FakeFal):
+        key = f"FAL_WEBHOOK_JWKS='{fake.jwks}'"
+    else:
+        return []
+    return ["# Webhooks (with STUDIO_PUBLIC_URL set), signed for:", f"# {key}"]
+
+
 SERVICES = {
     "openai": serve_openai,
     "gemini": serve_gemini,
@@ -189,6 +201,7 @@ class Command(OperatorCommand):
             "# Point the studio at it (in .env or exported), then restart its processes:",
             f"STUDIO_IMAGE_PROVIDER={name}",
             *(f"{key}={value}" for key, value in settings.items()),
+            *webhook_lines(fake),
             "# Serving until Ctrl-C.",
         ]
         signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop ends it as cleanly

@@ -28,6 +28,11 @@ class Command(OperatorCommand):
         parser.add_argument(
             "--kind", default=Character.Kind.CHARACTER, choices=Character.Kind.values
         )
+        parser.add_argument(
+            "--every-page",
+            action="store_true",
+            help="send its picture with every page, also those that do not name it",
+        )
 
     def handle(self, *args, project: int, name: str, image: str | None, **options):
         found = Project.objects.filter(pk=project).first()
@@ -53,6 +58,7 @@ class Command(OperatorCommand):
                 aliases=options["aliases"],
                 kind=options["kind"],
                 image=checked,
+                every_page=options["every_page"],
             )
         except CharacterError as exc:
             raise usage_error(str(exc)) from None

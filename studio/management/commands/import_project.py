@@ -9,7 +9,7 @@ from studio.services import TooManyProjects, create_project
 
 class Command(OperatorCommand):
     help = (
-        "Create a project from a manuscript: UTF-8 text (.txt or .md) in which a line "
+        "Create a project from a manuscript: UTF-8 or UTF-16 text (.txt or .md) in which a line "
         "holding only --- separates pages. Prints the new project's id."
     )
 

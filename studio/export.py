@@ -1,13 +1,12 @@
-"""Exports: a ZIP of every current illustration with the texts and a manifest, or a PDF
-picture book. A worker builds them page by page into a temporary file, so memory stays
+"""Exports: a ZIP of every current illustration with the texts and a manifest, a PDF
+picture book, the print-ready interior and cover (studio.printing), or an EPUB
+(studio.epub). A worker builds them page by page into a temporary file, so memory stays
 flat however long the book; missing pages are never skipped: they get a placeholder.
 """
 
 import io
-import itertools
 import json
 import logging
-import re
 import shutil
 import tempfile
 import time
@@ -15,7 +14,6 @@ import zipfile
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from django.core.files import File
 from django.core.files.storage import default_storage
@@ -29,18 +27,12 @@ from PIL import Image, ImageDraw, ImageFont
 from generation.models import Illustration
 from generation.pricing import amount
 
+from .geometry import PRESETS, Book, Trim, parse_trim
 from .models import Character, Export, Page, Project, ReferenceImage
+from .printing import Report, build_book_pdf, build_cover
 
 logger = logging.getLogger(__name__)
 
-PDF_SIZES = {
-    # points (1/72 inch)
-    Export.PageSize.A4: (595.28, 841.89),
-    Export.PageSize.LETTER: (612.0, 792.0),
-    Export.PageSize.SQUARE: (595.28, 595.28),
-}
-PDF_IMAGE_SIDE = 1600  # pixels: plenty for print at this size, light in the file
-PDF_PART_PAGES = 25
 PAGE_CHUNK = 200
 # A progress write that meets a busy database is tried again after these pauses (seconds),
 # then skipped: a progress tick is not worth failing a long export for.
@@ -114,18 +106,23 @@ def run_export(export: Export) -> None:
         pages_done=0,
         beat_at=Now(),
     )
-    build = build_zip if export.format == Export.Format.ZIP else build_pdf
+    build, extension = BUILDERS[export.format]
     with tempfile.TemporaryDirectory(prefix="studio-export-") as work:
-        path = Path(work) / ("book.zip" if export.format == Export.Format.ZIP else "book.pdf")
-        missing = build(export, path)
-        name = f"{slugify(project.title)[:60].strip('-') or 'book'}.{export.format}"
-        with path.open("rb") as built:
-            export.file.save(name, File(built), save=False)
+        path = Path(work) / f"book.{extension}"
+        built = build(export, path)
+        report = built if isinstance(built, Report) else Report(missing=built)
+        suffix = {Export.Format.PRINT: "-print", Export.Format.COVER: "-cover"}.get(
+            export.format, ""
+        )
+        name = f"{slugify(project.title)[:60].strip('-') or 'book'}{suffix}.{extension}"
+        with path.open("rb") as written_file:
+            export.file.save(name, File(written_file), save=False)
     written = write_when_free(
         Export.objects.filter(pk=export.pk),
         status=Export.Status.COMPLETE,
         file=export.file.name,
-        missing=missing,
+        missing=report.missing,
+        report=report.entries,
         pages_done=total,
         finished_at=timezone.now(),
         beat_at=Now(),
@@ -277,196 +274,74 @@ def _zip_time(job: Illustration):
     )
 
 
-def build_pdf(export: Export, path: Path) -> int:
-    """Write a title page, then every book page as a picture book: see BookLayout.
-
-    reportlab keeps a document in memory until it is saved, so the book is drawn in parts
-    of PDF_PART_PAGES pages, each saved to disk, and pikepdf (qpdf) joins them: it copies
-    the parts' streams from disk as it writes, so memory stays flat however long the book.
-    """
-    import pikepdf
-
-    project = export.project
-    missing = 0
-    with tempfile.TemporaryDirectory(prefix="studio-pdf-") as work:
-        parts = []
-        book = book_pages(project)
-        done = 0
-        while True:
-            part = Path(work) / f"part-{len(parts):04d}.pdf"
-            chunk = list(itertools.islice(book, PDF_PART_PAGES))
-            if parts and not chunk:
-                break
-            missing += _draw_part(export, part, chunk, title_page=not parts, work=Path(work))
-            parts.append(part)
-            done += len(chunk)
-            _progress(export, done, every=1)
-            if len(chunk) < PDF_PART_PAGES:
-                break
-        with pikepdf.Pdf.new() as joined:
-            sources = [pikepdf.Pdf.open(part) for part in parts]
-            try:
-                for source in sources:
-                    joined.pages.extend(source.pages)
-                joined.docinfo["/Title"] = project.title
-                # Viewers open it as a book: the title page alone, then facing pages.
-                joined.Root.PageLayout = pikepdf.Name.TwoPageRight
-                joined.save(path)
-            finally:
-                for source in sources:
-                    source.close()
-    return missing
+# The screen PDF's page sizes, as trims: its pages are the printed book's, without bleed.
+PDF_TRIMS = {
+    Export.PageSize.A4: PRESETS["a4"],
+    Export.PageSize.LETTER: PRESETS["8.5x11"],
+    Export.PageSize.SQUARE: Trim("square", 210 / 25.4, 210 / 25.4, "Square (21 × 21 cm)"),
+}
 
 
-# The book face: reportlab's built-in Times (no font file to ship; it covers Latin-1).
-BOOK_FONT, BOOK_FONT_BOLD, BOOK_FONT_ITALIC = "Times-Roman", "Times-Bold", "Times-Italic"
-TEXT_SIZES = (18, 16, 15, 14, 13, 12, 11, 10, 9, 8)  # points: the largest that fits is used
-PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
+def export_trim(export: Export) -> Trim:
+    """Return the trim the export is drawn at: its page size for the screen PDF, else its
+    own trim (the project's when it was asked for)."""
+    if export.format == Export.Format.PDF:
+        return PDF_TRIMS[export.page_size]
+    return parse_trim(export.trim or export.project.trim)
 
 
-@dataclass(frozen=True)
-class BookLayout:
-    """Where a book page's picture and text go on a sheet of the chosen size.
-
-    A square sheet has no room under the picture: each book page is a spread, the picture
-    full-bleed on the left-hand page and the text on the facing page. A portrait sheet
-    (A4, Letter) holds both: the picture full-bleed across the top, the text beneath; two
-    book pages then face each other as a spread. Either way the PDF opens as spreads.
-    """
-
-    width: float
-    height: float
-    spread: bool
-    picture: tuple[float, float, float, float]  # x, y, width, height (points)
-    text: tuple[float, float, float, float]  # x, bottom, width, top
-    folio_y: float
-
-
-def book_layout(width: float, height: float) -> BookLayout:
-    from reportlab.lib.units import mm
-
-    if height < width * 1.2:  # square (or nearly): picture page + text page
-        margin = 22 * mm
-        return BookLayout(
-            width,
-            height,
-            spread=True,
-            picture=(0, 0, width, height),
-            text=(margin, margin, width - 2 * margin, height - margin),
-            folio_y=10 * mm,
-        )
-    picture_height = min(width, height * 0.68)
-    margin = 18 * mm
-    return BookLayout(
-        width,
-        height,
-        spread=False,
-        picture=(0, height - picture_height, width, picture_height),
-        text=(margin, 16 * mm, width - 2 * margin, height - picture_height - 10 * mm),
-        folio_y=8 * mm,
+def build_pdf(export: Export, path: Path) -> Report:
+    """The book to read on screen: the printed book's pages, without bleed."""
+    trim = export_trim(export)
+    book = Book(trim=trim, pages=export.project.pages.count(), bleed=False)
+    return build_book_pdf(
+        export,
+        path,
+        book=book,
+        book_pages=book_pages(export.project),
+        progress=lambda done: _progress(export, done, every=1),
     )
 
 
-def _draw_part(export: Export, path: Path, chunk: list, *, title_page: bool, work: Path) -> int:
-    """Draw some pages (and the title page first) into a PDF file; return missing ones."""
-    from reportlab.pdfgen.canvas import Canvas
-
-    project = export.project
-    width, height = PDF_SIZES[export.page_size]
-    layout = book_layout(width, height)
-    canvas = Canvas(str(path), pagesize=(width, height), pageCompression=1)
-    if title_page:
-        _draw_title(canvas, project, width, height)
-    missing = 0
-    for item in chunk:
-        page, job = item.page, item.illustration
-        if job is not None and job.image:
-            _draw_picture(canvas, job, layout, work / f"{page.number}.jpg")
-        else:
-            missing += 1
-            _draw_placeholder(canvas, page.number, layout)
-        if layout.spread:
-            canvas.showPage()  # the facing page holds the text
-        _draw_text(canvas, page.text, layout, heading=page.section if item.starts_section else "")
-        canvas.setFont(BOOK_FONT, 10)
-        canvas.setFillGray(0.35)
-        canvas.drawCentredString(width / 2, layout.folio_y, str(page.number))
-        canvas.setFillGray(0)
-        canvas.showPage()
-    canvas.save()
-    return missing
-
-
-def _draw_title(canvas, project: Project, width: float, height: float) -> None:
-    from reportlab.lib.styles import ParagraphStyle
-    from reportlab.lib.units import mm
-    from reportlab.platypus import Paragraph
-
-    style = ParagraphStyle("title", fontName=BOOK_FONT_BOLD, fontSize=34, leading=40, alignment=1)
-    title = Paragraph(escape(project.title), style)
-    _, needed = title.wrap(width - 40 * mm, height / 2)
-    title.drawOn(canvas, 20 * mm, height * 0.58)
-    canvas.setFont(BOOK_FONT_ITALIC, 14)
-    pages = project.pages.count()
-    canvas.drawCentredString(
-        width / 2, height * 0.58 - 28, f"{pages} page{'s' if pages != 1 else ''}"
+def build_print(export: Export, path: Path) -> Report:
+    """The print-ready interior: full bleed, TrimBox and BleedBox on every page."""
+    trim = export_trim(export)
+    book = Book(trim=trim, pages=export.project.pages.count(), bleed=True)
+    return build_book_pdf(
+        export,
+        path,
+        book=book,
+        book_pages=book_pages(export.project),
+        progress=lambda done: _progress(export, done, every=1),
+        resample=export.resample,
     )
-    canvas.showPage()
 
 
-def _draw_picture(canvas, job: Illustration, layout: BookLayout, picture: Path) -> None:
-    """Draw the picture filling its box edge to edge (cropped to the box, never squashed)."""
-    from PIL import ImageOps
-
-    x, y, box_width, box_height = layout.picture
-    scale = PDF_IMAGE_SIDE / max(box_width, box_height)
-    pixels = (max(1, round(box_width * scale)), max(1, round(box_height * scale)))
-    with default_storage.open(job.image.name, "rb") as source, Image.open(source) as image:
-        ImageOps.fit(image.convert("RGB"), pixels).save(picture, format="JPEG", quality=85)
-    canvas.drawImage(str(picture), x, y, box_width, box_height)
-    picture.unlink()
+def build_cover_file(export: Export, path: Path) -> Report:
+    """The wraparound cover, its spine as thick as the print interior's pages."""
+    trim = export_trim(export)
+    pages = Book(trim=trim, pages=export.project.pages.count()).sheet_count
+    return build_cover(export, path, trim=trim, pages=pages, resample=export.resample)
 
 
-def _draw_placeholder(canvas, number: int, layout: BookLayout) -> None:
-    x, y, box_width, box_height = layout.picture
-    canvas.setFillGray(0.93)
-    canvas.rect(x, y, box_width, box_height, stroke=0, fill=1)
-    canvas.setFillGray(0.4)
-    canvas.setFont(BOOK_FONT_ITALIC, 16)
-    canvas.drawCentredString(
-        x + box_width / 2, y + box_height / 2, f"Page {number}: no illustration yet"
+def build_epub_file(export: Export, path: Path) -> Report:
+    from .epub import build_epub
+
+    trim = export_trim(export)
+    book = Book(trim=trim, pages=export.project.pages.count(), bleed=False)
+    return build_epub(
+        export,
+        path,
+        book=book,
+        book_pages=book_pages(export.project),
+        progress=lambda done: _progress(export, done, every=1),
     )
-    canvas.setFillGray(0)
 
 
-def paragraphs_of(text: str) -> list[str]:
-    """Return the page text's paragraphs: blank lines separate them."""
-    return [part.strip() for part in PARAGRAPH_BREAK.split(text.strip()) if part.strip()]
-
-
-def _draw_text(canvas, text: str, layout: BookLayout, *, heading: str = "") -> None:
-    """Set the page text in the book face, paragraph by paragraph, at the largest size
-    that fits its box, under the section's name on a section's first page; on a text page
-    of a spread it sits in the middle of the page."""
-    from reportlab.lib.styles import ParagraphStyle
-    from reportlab.platypus import Paragraph
-
-    x, bottom, width, top = layout.text
-    parts = [escape(part).replace("\n", "<br/>") for part in paragraphs_of(text)]
-    for size in TEXT_SIZES:
-        style = ParagraphStyle(
-            "text", fontName=BOOK_FONT, fontSize=size, leading=size * 1.4, spaceAfter=size * 0.8
-        )
-        paragraphs = [Paragraph(part, style) for part in parts]
-        if heading:
-            bold = ParagraphStyle("heading", parent=style, fontName=BOOK_FONT_BOLD)
-            paragraphs.insert(0, Paragraph(escape(heading), bold))
-        heights = [paragraph.wrap(width, top - bottom)[1] for paragraph in paragraphs]
-        needed = sum(heights) + style.spaceAfter * max(0, len(paragraphs) - 1)
-        if needed <= top - bottom or size == TEXT_SIZES[-1]:
-            break
-    y = top - max(0, (top - bottom - needed) / 2) if layout.spread else top
-    for paragraph, paragraph_height in zip(paragraphs, heights, strict=True):
-        y -= paragraph_height
-        paragraph.drawOn(canvas, x, max(bottom, y))
-        y -= style.spaceAfter
+BUILDERS = {
+    Export.Format.ZIP: (build_zip, "zip"),
+    Export.Format.PDF: (build_pdf, "pdf"),
+    Export.Format.PRINT: (build_print, "pdf"),
+    Export.Format.COVER: (build_cover_file, "pdf"),
+    Export.Format.EPUB: (build_epub_file, "epub"),
+}

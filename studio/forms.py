@@ -5,6 +5,7 @@ from django.db import transaction
 from generation import selectors
 from generation.story import MAX_STORY_PAGES
 
+from . import geometry
 from .characters import (
     MAX_REFERENCE_BYTES,
     MAX_REFERENCE_SIDE,
@@ -25,6 +26,7 @@ from .models import (
 from .text import megabytes
 
 MAX_STYLE_CHARS = 4000
+CUSTOM_TRIM = "custom"
 # What the forms say of the limits, read from where each is enforced.
 MANUSCRIPT_LIMITS = f"At most {MAX_PAGES:,} pages of {MAX_PAGE_CHARS:,} characters."
 PICTURE_LIMITS = (
@@ -73,6 +75,22 @@ class ProjectSettingsForm(ProjectForm):
         required=False,
         help_text="Who draws this project's pictures: the services whose keys are configured.",
     )
+    trim = forms.ChoiceField(
+        required=False,
+        label="Trim (the printed page's size)",
+        help_text="The book preview, the print files and the EPUB are drawn at this size.",
+    )
+    paper = forms.ChoiceField(
+        required=False,
+        label="Paper (for the cover's spine)",
+        choices=list(geometry.PAPER_LABELS.items()),
+    )
+    custom_trim = forms.CharField(
+        required=False,
+        label="Custom trim",
+        help_text=f"Width x height in inches, e.g. 7x9, when the trim is “Custom size”; "
+        f"each side from {geometry.SMALLEST_SIDE:g} to {geometry.LARGEST_SIDE:g} in.",
+    )
 
     image_model = forms.ChoiceField(
         label="Model",
@@ -95,6 +113,43 @@ class ProjectSettingsForm(ProjectForm):
         self.fields["image_service"].choices = choices
         if "image_service" not in (kwargs.get("initial") or {}):
             self.initial["image_service"] = self.in_force
+        self.fields["trim"].choices = [*geometry.trim_choices(), (CUSTOM_TRIM, "Custom size")]
+        if self.instance.trim not in geometry.PRESETS:
+            self.initial["trim"] = CUSTOM_TRIM
+            self.initial["custom_trim"] = self.instance.trim
+
+    field_order = [
+        "title",
+        "style_guide",
+        "image_service",
+        "budget",
+        "max_concurrent",
+        "requests_per_minute",
+        "author",
+        "trim",
+        "custom_trim",
+        "paper",
+        "cover_page",
+    ]
+
+    def clean(self):
+        cleaned = super().clean()
+        # A form that leaves the print fields out (an older page, a script) keeps them.
+        for name in ("trim", "paper"):
+            if not cleaned.get(name) and name not in self.errors:
+                cleaned[name] = getattr(self.instance, name)
+        if cleaned.get("trim") == CUSTOM_TRIM:
+            try:
+                cleaned["trim"] = geometry.parse_trim(cleaned.get("custom_trim", "")).key
+            except ValueError as error:
+                self.add_error("custom_trim", f"{str(error)[0].upper()}{str(error)[1:]}.")
+        return cleaned
+
+    def clean_cover_page(self):
+        number = self.cleaned_data["cover_page"]
+        if number is not None and not self.instance.pages.filter(number=number).exists():
+            raise forms.ValidationError(f"This book has no page {number}.")
+        return number
 
     def clean_image_service(self) -> str:
         """Return the service to store: the editor's new choice, or, when they left it as
@@ -130,9 +185,15 @@ class ProjectSettingsForm(ProjectForm):
             "budget",
             "max_concurrent",
             "requests_per_minute",
+            "author",
+            "trim",
+            "paper",
+            "cover_page",
         ]
         labels = {
             **ProjectForm.Meta.labels,
+            "author": "Author (on the title page and the cover)",
+            "cover_page": "Cover picture from page",
             "budget": "Budget (USD)",
             "max_concurrent": "Calls at once",
             "requests_per_minute": "Calls per minute",
@@ -311,8 +372,25 @@ class ExportForm(forms.Form):
     page_size = forms.ChoiceField(
         choices=Export.PageSize.choices,
         initial=Export.PageSize.A4,
-        help_text="For the PDF book.",
+        help_text="For the PDF to read on screen.",
     )
+    trim = forms.ChoiceField(required=False, help_text="For the print files and the EPUB.")
+    paper = forms.ChoiceField(
+        required=False,
+        choices=list(geometry.PAPER_LABELS.items()),
+        help_text="The cover's spine is as thick as the pages on this paper.",
+    )
+    resample = forms.BooleanField(
+        required=False,
+        label="Resample pictures under 300 DPI to 300 DPI here (smoother, adds no detail)",
+        help_text="For the print files; the export's report names every page resampled.",
+    )
+
+    def __init__(self, *args, project, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["trim"].choices = geometry.trim_choices(project.trim)
+        self.fields["trim"].initial = project.trim
+        self.fields["paper"].initial = project.paper
 
 
 class CharacterDetailsForm(forms.ModelForm):

@@ -10,6 +10,7 @@ from django.db.models.functions import Now
 from django.urls import reverse
 
 from .changes import ProjectRowsQuerySet, watch
+from .geometry import DEFAULT_TRIM, PAPER_LABELS, TRIM_HELP, validate_trim
 
 # A book holds at most this many pages (storyboards with many shots): the review page,
 # "Generate missing" and the manuscript import are measured at this size.
@@ -49,6 +50,20 @@ class Project(models.Model):
     )
     requests_per_minute = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="At most this many calls a minute for this project."
+    )
+    # The printed book: its trim (a preset of studio.geometry or WxH in inches), the paper
+    # the spine is measured for, the author on the title page and the cover, and the page
+    # whose picture makes the front cover (empty: the first page with a picture).
+    trim = models.CharField(
+        max_length=20, default=DEFAULT_TRIM, help_text=TRIM_HELP, validators=[validate_trim]
+    )
+    paper = models.CharField(max_length=8, choices=list(PAPER_LABELS.items()), default="white")
+    author = models.CharField(max_length=200, blank=True)
+    cover_page = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The page whose picture is on the front cover; empty: the first "
+        "illustrated page.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -144,11 +159,15 @@ def _silent() -> Q:
 
 
 class Export(models.Model):
-    """A download of a project, made by a worker: a ZIP of pictures, or a PDF book."""
+    """A download of a project, made by a worker: a ZIP of pictures, a PDF book, the print
+    files (interior and cover), or an EPUB."""
 
     class Format(models.TextChoices):
         ZIP = "zip", "ZIP of pictures and texts"
-        PDF = "pdf", "PDF picture book"
+        PDF = "pdf", "PDF picture book (to read on screen)"
+        PRINT = "print", "Print-ready interior PDF (full bleed)"
+        COVER = "cover", "Print-ready wraparound cover PDF"
+        EPUB = "epub", "Fixed-layout EPUB 3"
 
     class PageSize(models.TextChoices):
         A4 = "a4", "A4"
@@ -162,8 +181,17 @@ class Export(models.Model):
         FAILED = "failed"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
-    format = models.CharField(max_length=3, choices=Format)
+    format = models.CharField(max_length=5, choices=Format)
     page_size = models.CharField(max_length=6, choices=PageSize, default=PageSize.A4)
+    # The print files' and the EPUB's trim and paper (the project's when it was asked for).
+    trim = models.CharField(max_length=20, blank=True)
+    paper = models.CharField(max_length=8, choices=list(PAPER_LABELS.items()), default="white")
+    # Pictures under 300 DPI at their printed size are resampled (locally, Lanczos) to 300:
+    # smoother edges at the printer, no added detail; the report says which.
+    resample = models.BooleanField(default=False)
+    # The resolution report: one entry per page under 300 DPI (page, pixels, dpi, resampled)
+    # and per page whose text did not fit; written when the file is.
+    report = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=8, choices=Status, default=Status.QUEUED)
     pages_total = models.PositiveIntegerField(default=0)
     pages_done = models.PositiveIntegerField(default=0)

@@ -147,13 +147,29 @@ def reorder_pages(*, project: Project, order: list[int]) -> None:
 
 
 @transaction.atomic
-def start_export(*, project: Project, format: str, page_size: str = "a4"):
-    """Queue an export of the project; return it. It goes to a worker at once if its editor
-    has fewer than STUDIO_EXPORTS_PER_EDITOR exports running, else when one finishes (the
-    editor's waiting exports start oldest first)."""
+def start_export(
+    *,
+    project: Project,
+    format: str,
+    page_size: str = "a4",
+    trim: str = "",
+    paper: str = "",
+    resample: bool = False,
+):
+    """Queue an export of the project; return it. The print files and the EPUB are drawn at
+    `trim` on `paper` (the project's when not given). It goes to a worker at once if its
+    editor has fewer than STUDIO_EXPORTS_PER_EDITOR exports running, else when one finishes
+    (the editor's waiting exports start oldest first)."""
     from .models import Export
     from .tasks import start_waiting_exports
 
-    export = Export.objects.create(project=project, format=format, page_size=page_size)
+    export = Export.objects.create(
+        project=project,
+        format=format,
+        page_size=page_size,
+        trim=trim or project.trim,
+        paper=paper or project.paper,
+        resample=resample,
+    )
     transaction.on_commit(lambda: start_waiting_exports(owner_id=project.owner_id))
     return export

@@ -76,11 +76,11 @@ def test_on_a_portrait_page_the_picture_runs_edge_to_edge_above_the_text(book, s
     assert share_of_picture(first, (0, 0, width, 4)) == 1
     assert share_of_picture(first, (0, 0, 2, height // 2)) == 1
     assert share_of_picture(first, (width - 2, 0, width, height // 2)) == 1
-    # The text is set beneath the picture, in the book face.
+    # The text is set beneath the picture, in the book face (embedded: see test_print).
     reader = PdfReader(io.BytesIO(pdf))
     assert "She ran to the river." in reader.pages[1].extract_text()
     fonts = {font["/BaseFont"] for font in reader.pages[1]["/Resources"]["/Font"].values()}
-    assert "/Times-Roman" in fonts
+    assert "/AAAAAA+SourceSerifPro-Regular" in fonts
     (top,) = line_tops(pdf, 1, "The fox woke")
     assert top > height * 0.6
 
@@ -88,7 +88,7 @@ def test_on_a_portrait_page_the_picture_runs_edge_to_edge_above_the_text(book, s
 def test_on_a_square_page_each_book_page_is_a_spread_picture_facing_text(book):
     pdf = export_file(book, "pdf", "square")
     reader = PdfReader(io.BytesIO(pdf))
-    assert len(reader.pages) == 1 + 2 * 3
+    assert len(reader.pages) == 1 + 2 * 3 + 1  # and a closing blank left-hand page
     assert reader.trailer["/Root"]["/PageLayout"] == "/TwoPageRight"
     assert share_of_picture(rendered(pdf, 1)) > 0.99  # the picture is the whole page
     facing = reader.pages[2].extract_text()

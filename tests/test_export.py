@@ -81,10 +81,11 @@ def test_the_zip_holds_every_picture_its_text_and_a_manifest(book):
 
 def test_the_pdf_is_a_picture_book_with_a_placeholder_for_missing_pages(book):
     reader = PdfReader(io.BytesIO(export_file(book, "pdf", "square")))
-    # Square: a title page, then a spread per book page (picture, then the facing text).
-    assert len(reader.pages) == 9
+    # Square: a title page, then a spread per book page (picture, then the facing text), and
+    # a blank page to end on a left-hand page, as a printed book does.
+    assert len(reader.pages) == 10
     assert "The Fox Book" in reader.pages[0].extract_text()
-    assert "4 pages" in reader.pages[0].extract_text()
+    assert reader.pages[9].extract_text() == ""
     assert len(reader.pages[1].images) == 1
     assert "the fox crosses meadow number 1." in reader.pages[2].extract_text()
     assert "Page 2: no illustration yet" in reader.pages[3].extract_text()

@@ -7,7 +7,6 @@ from django.urls import reverse
 
 from generation import services
 from generation.models import Illustration, Run
-from studio.models import Export
 
 pytestmark = pytest.mark.django_db
 
@@ -127,40 +126,55 @@ def book(client, project, **params):
 
 
 def test_the_book_preview_shows_a_spread_of_two_pages_as_they_print(signed_in, half_drawn):
+    half_drawn.trim = "a4"  # a tall trim: each page its picture above its text
+    half_drawn.save()
     drawn = Illustration.objects.get(page__number=1, status=Illustration.Status.COMPLETE)
-    html = book(signed_in, half_drawn).content.decode()
-    assert "Spread 1 of 2 · pages 1–2" in html
-    assert html.count('<article class="book-page') == 2
-    assert f'src="{reverse("illustration-image", args=[drawn.pk])}"' in html
-    assert "<p>Page 1: the fox crosses meadow number 1.</p>" in html
-    assert html.count('class="book-page book-page--missing"') == 1
+    html = book(signed_in, half_drawn, spread=2).content.decode()
+    assert "Spread 2 of 3 · pages 1–2" in html  # page 1 of the book faces page 2
+    assert html.count('<figure class="sheet') == 2
+    assert f'xlink:href="{reverse("illustration-image", args=[drawn.pk])}"' in html
+    assert ">Page 1: the fox crosses meadow number 1.</text>" in html
+    assert html.count(" sheet--missing") == 1
     assert "No illustration yet: it is on its way" in html
-    assert 'rel="next" data-book-turn="next" href="?spread=2&amp;size=a4"' in html
+    assert 'rel="next" data-book-turn="next" href="?spread=3&amp;trim=a4"' in html
+    assert 'rel="prev" data-book-turn="prev" href="?spread=1&amp;trim=a4"' in html
+
+
+def test_the_first_spread_is_the_title_page_alone_on_the_right(signed_in, half_drawn):
+    html = book(signed_in, half_drawn).content.decode()
+    assert "Spread 1 of 5 · title page" in html  # 8.5 × 8.5 in: a spread for each page
+    assert '<div class="sheet sheet--absent" aria-hidden="true"></div>' in html
+    assert 'class="sheet sheet--right sheet--title"' in html
     assert 'rel="prev"' not in html
 
 
-def test_the_last_spread_of_an_odd_book_ends_on_a_blank_page(signed_in, half_drawn):
-    html = book(signed_in, half_drawn, spread=2).content.decode()
-    assert "Spread 2 of 2 · page 3" in html
-    assert 'class="book-page book-page--blank"' in html
-    assert 'rel="prev" data-book-turn="prev" href="?spread=1&amp;size=a4"' in html
+def test_the_last_spread_of_a_printed_book_ends_on_a_left_hand_page(signed_in, half_drawn):
+    html = book(signed_in, half_drawn, spread=5).content.decode()
+    assert "Spread 5 of 5 · blank page" in html
+    assert 'class="sheet sheet--left sheet--blank"' in html
     assert 'rel="next"' not in html
 
 
-def test_the_book_preview_prints_at_the_latest_exports_page_size_unless_asked(
-    signed_in, half_drawn
-):
-    Export.objects.create(project=half_drawn, format="pdf", page_size="square")
-    assert "book__spread--square" in book(signed_in, half_drawn).content.decode()
-    assert "book__spread--letter" in book(signed_in, half_drawn, size="letter").content.decode()
+def test_the_book_preview_prints_at_the_projects_trim_unless_asked(signed_in, half_drawn):
+    assert (
+        'aria-current="true">8.5 × 8.5 in <span class="muted">(this book)</span>'
+        in book(signed_in, half_drawn).content.decode()
+    )
+    html = book(signed_in, half_drawn, trim="8x10").content.decode()
+    assert 'aria-current="true">8 × 10 in</a>' in html
+    assert "this book is set to another trim" in html
 
 
-def test_the_book_preview_refuses_spreads_and_sizes_it_does_not_have(signed_in, half_drawn):
+def test_the_book_preview_refuses_spreads_and_trims_it_does_not_have(signed_in, half_drawn):
     for params, reason in [
-        ({"spread": "3"}, "spread must be a number from 1 to 2"),
-        ({"spread": "0"}, "spread must be a number from 1 to 2"),
+        ({"spread": "6"}, "spread must be a number from 1 to 5"),
+        ({"spread": "0"}, "spread must be a number from 1 to 5"),
         ({"spread": "two"}, "spread must be a whole number"),
-        ({"size": "a3"}, "size must be one of a4, letter, square"),
+        (
+            {"trim": "a3"},
+            "trim must be one of 8.5x8.5, 8x10, 8.5x11, 8.25x8.25, a4, or a "
+            "custom size in inches written WxH (e.g. 7x9), each side from 4 to 14 in.",
+        ),
     ]:
         response = book(signed_in, half_drawn, **params)
         assert (response.status_code, response.content.decode()) == (400, reason)
@@ -182,7 +196,7 @@ def test_the_review_and_export_pages_lead_to_the_book_preview(signed_in, half_dr
 
 def test_an_empty_book_has_one_spread_that_says_so(signed_in, make_project):
     html = book(signed_in, make_project(pages=0)).content.decode()
-    assert "Spread 1 of 1 · no pages yet" in html
+    assert "Spread 1 of 1 · title page" in html
     assert "This book has no pages yet." in html
 
 

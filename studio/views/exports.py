@@ -1,4 +1,5 @@
-"""The printed book: its preview, its exports (ZIP, PDF) and their downloads."""
+"""The printed book: its preview, its exports (ZIP, PDF, print files, EPUB) and their
+downloads."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -10,33 +11,38 @@ from django_htmx.http import HTMX_STOP_POLLING
 
 from generation import selectors
 
-from .. import book
+from .. import book, geometry
 from .. import services as studio_services
 from ..files import private_file
 from ..forms import ExportForm
 from ..models import Export
+from ..printing import report_lines
 from .common import _owned_project
 
 
 @login_required
 @require_GET
 def project_book(request: HttpRequest, pk: int) -> HttpResponse:
-    """The book preview: one spread at a time, as it will print (?spread=N, ?size=a4)."""
+    """The book preview: one spread at a time, as it will print (?spread=N; ?trim= shows
+    another trim than the project's; ?guides=1 shows the bleed, the trim line and the safe
+    area)."""
     project = _owned_project(request, pk)
     try:
         number = int(request.GET.get("spread", "1"))
     except ValueError:
         return HttpResponseBadRequest("spread must be a whole number")
     try:
-        spread = book.spread_of(project, number)
-        size = book.page_size(project, request.GET.get("size"))
+        trim = book.project_trim(project, request.GET.get("trim"))
+        spread = book.spread_of(project, number, trim)
     except ValueError as error:
         return HttpResponseBadRequest(str(error))
+    guides = request.GET.get("guides") == "1"
     context = {
         "project": project,
         "spread": spread,
-        "size": size,
-        "sizes": Export.PageSize.choices,
+        "trim": trim,
+        "trims": geometry.trim_choices(project.trim, trim.key),
+        "guides": guides,
         "spread_numbers": range(1, spread.count + 1),
     }
     return render(request, "studio/project_book.html", context)
@@ -49,13 +55,16 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
     last = project.exports.first()  # the form offers the last choice again
     initial = {"format": last.format, "page_size": last.page_size} if last else None
-    form = ExportForm(request.POST or None, initial=initial)
+    form = ExportForm(request.POST or None, initial=initial, project=project)
     if request.method == "POST" and form.is_valid():
         running = Export.objects.running_for(request.user.pk).count()
         studio_services.start_export(
             project=project,
             format=form.cleaned_data["format"],
             page_size=form.cleaned_data["page_size"],
+            trim=form.cleaned_data["trim"],
+            paper=form.cleaned_data["paper"],
+            resample=form.cleaned_data["resample"],
         )
         if running >= settings.STUDIO_EXPORTS_PER_EDITOR:
             messages.info(request, waiting_message(running))
@@ -67,9 +76,15 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
     for export in exports:
         if export.status == Export.Status.QUEUED and running >= settings.STUDIO_EXPORTS_PER_EDITOR:
             export.waiting = waiting_message(running)
+    for export in exports:
+        export.report_lines = report_lines(export.report)
+    trim = geometry.parse_trim(project.trim)
     context = {
         "project": project,
         "form": form,
+        "trim": trim,
+        "low_pages": book.low_resolution_pages(project, trim),
+        "needed_pixels": book.needed_pixels(trim, project.pages.count()),
         "progress": selectors.project_progress(project),
         "exports": exports,
         "polling": any(
@@ -99,7 +114,10 @@ def export_download(request: HttpRequest, pk: int) -> HttpResponse:
     )
     if not export.file:
         raise Http404("No file")
-    content_type = "application/zip" if export.format == Export.Format.ZIP else "application/pdf"
+    content_type = {
+        Export.Format.ZIP: "application/zip",
+        Export.Format.EPUB: "application/epub+zip",
+    }.get(export.format, "application/pdf")
     response = private_file(export.file.name, content_type)
     response["Content-Disposition"] = (
         f'attachment; filename="{export.file.name.rsplit("/", 1)[-1]}"'

@@ -222,6 +222,8 @@ def test_the_book_preview_turns_its_spreads_with_the_arrow_keys(
     page, web_server, qcluster, fake_openai, make_project
 ):
     project = make_project(pages=5, title="Turning Book")
+    project.trim = "a4"  # a tall trim: a page's picture above its text, two pages a spread
+    project.save()
     fake_openai.rules.append(("meadow number 3.", "400_policy"))
     env = openai_env(fake_openai, STUDIO_WORKERS=2)
     qcluster(**env)
@@ -231,30 +233,33 @@ def test_the_book_preview_turns_its_spreads_with_the_arrow_keys(
     page.get_by_role("link", name="Book preview").first.click()
 
     where = page.locator(".book__where")
-    expect(where).to_have_text("Spread 1 of 3 · pages 1–2")
-    expect(page.locator(".book-page__picture")).to_have_count(2)
+    expect(where).to_have_text("Spread 1 of 4 · title page")  # page 1 is a right-hand page
     turn(page, "ArrowRight")
-    expect(where).to_have_text("Spread 2 of 3 · pages 3–4")
-    placeholder = page.locator(".book-page--missing")
+    expect(where).to_have_text("Spread 2 of 4 · pages 1–2")
+    expect(page.locator(".sheet__picture")).to_have_count(2)
+    turn(page, "ArrowRight")
+    expect(where).to_have_text("Spread 3 of 4 · pages 3–4")
+    placeholder = page.locator(".sheet--missing")
     expect(placeholder).to_have_count(1)
     expect(placeholder).to_contain_text("No illustration yet: the last try failed")
-    expect(placeholder.locator(".book-page__number")).to_have_text("3")
+    expect(placeholder).to_have_attribute("data-page", "3")
     turn(page, "ArrowRight")
-    expect(where).to_have_text("Spread 3 of 3 · page 5")
-    expect(page.locator(".book-page--blank")).to_have_count(1)
+    expect(where).to_have_text("Spread 4 of 4 · page 5")
+    expect(page.locator(".sheet--absent")).to_have_count(1)
     expect(page.locator('[data-book-turn="next"]')).to_have_count(0)  # the last spread
     turn(page, "ArrowLeft")
-    expect(where).to_have_text("Spread 2 of 3 · pages 3–4")
-    expect(page).to_have_url(re.compile(r"\?spread=2&size=a4$"))
+    expect(where).to_have_text("Spread 3 of 4 · pages 3–4")
+    expect(page).to_have_url(re.compile(r"\?spread=3&trim=a4$"))
 
     page.goto(f"{server.url}/projects/{project.pk}/export/")
     page.get_by_role("link", name="Book preview").click()
-    expect(where).to_have_text("Spread 1 of 3 · pages 1–2")
+    expect(where).to_have_text("Spread 1 of 4 · title page")
 
 
 def test_the_readme_pictures_of_the_demo_book(page, web_server, qcluster, django_user_model):
     """Screenshots of the demo book with its pictures: the review page at 1280 px, the book
-    preview, the gallery and the phone drawer. STUDIO_UPDATE_DOCS=1 copies them into docs/."""
+    preview, the gallery, a print spread with its trim, bleed and safe area, and the phone
+    drawer. STUDIO_UPDATE_DOCS=1 copies them into docs/."""
     call_command("seed_demo")
     project = Project.objects.get(title="The Tale of Peter Rabbit")
     qcluster(STUDIO_WORKERS=4)
@@ -285,15 +290,19 @@ def test_the_readme_pictures_of_the_demo_book(page, web_server, qcluster, django
     page.keyboard.press("Escape")
 
     page.get_by_role("link", name="Book preview").first.click()
-    expect(page.locator(".book__where")).to_have_text("Spread 1 of 12 · pages 1–2")
+    expect(page.locator(".book__where")).to_have_text("Spread 1 of 26 · title page")
     turn(page, "ArrowRight")
-    expect(page.locator(".book__where")).to_have_text("Spread 2 of 12 · pages 3–4")
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.book-page__picture')]"
-        ".every((picture) => picture.complete && picture.naturalWidth)"
-    )
+    expect(page.locator(".book__where")).to_have_text("Spread 2 of 26 · page 1")
+    turn(page, "ArrowRight")
+    expect(page.locator(".book__where")).to_have_text("Spread 3 of 26 · page 2")
+    page.wait_for_load_state("load")  # the pictures of the page's SVG delay its load event
     shots["book-preview.png"] = ARTIFACTS / "docs-book-preview.png"
     page.screenshot(path=str(shots["book-preview.png"]))
+    page.get_by_role("link", name="Show trim, bleed and safe area").click()
+    expect(page.locator(".guide--trim")).to_have_count(2)
+    page.wait_for_load_state("load")
+    shots["print-spread.png"] = ARTIFACTS / "docs-print-spread.png"
+    page.screenshot(path=str(shots["print-spread.png"]))
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.goto(f"{server.url}/projects/{project.pk}/")

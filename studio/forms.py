@@ -122,6 +122,7 @@ class ProjectSettingsForm(ProjectForm):
         "title",
         "style_guide",
         "image_service",
+        "image_model",
         "budget",
         "max_concurrent",
         "requests_per_minute",
@@ -134,6 +135,7 @@ class ProjectSettingsForm(ProjectForm):
 
     def clean(self):
         cleaned = super().clean()
+        self._clean_model(cleaned)
         # A form that leaves the print fields out (an older page, a script) keeps them.
         for name in ("trim", "paper"):
             if not cleaned.get(name) and name not in self.errors:
@@ -160,11 +162,10 @@ class ProjectSettingsForm(ProjectForm):
             return self.instance.image_service
         return chosen
 
-    def clean(self):
+    def _clean_model(self, cleaned: dict) -> None:
         """Check the model against the chosen service: it must be one of that service's
         models, not shut down, and take the studio's picture size (STUDIO_IMAGE_SIZE), or
         the form says which rule it breaks."""
-        cleaned = super().clean()
         service = cleaned.get("image_service") or self.in_force
         model = cleaned.get("image_model") or ""
         if service != self.in_force and model == self.instance.image_model:
@@ -174,7 +175,6 @@ class ProjectSettingsForm(ProjectForm):
             problem = selectors.model_problem(service, model)
             if problem:
                 self.add_error("image_model", problem)
-        return cleaned
 
     class Meta(ProjectForm.Meta):
         fields = [

@@ -199,7 +199,8 @@ def test_the_settings_show_and_keep_a_service_no_longer_configured(client, edito
     url = reverse("project-settings", args=[project.pk])
 
     form = client.get(url).content.decode()
-    assert re.findall(r'<option value="([^"]+)"( selected)?', form) == [
+    services_select = re.search(r'<select name="image_service".*?</select>', form, re.S)[0]
+    assert re.findall(r'<option value="([^"]+)"( selected)?', services_select) == [
         ("gemini", " selected"),
         ("embedded", ""),
     ]

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('studio', '0012_character_every_page'),
+        ('studio', '0013_print_files'),
     ]
 
     operations = [

@@ -11,6 +11,7 @@ from studio.text import plural
 
 from . import accounts, services, thumbnails
 from .models import (
+    Batch,
     Clip,
     GenerationAttempt,
     Illustration,
@@ -172,6 +173,31 @@ class RunAdmin(admin.ModelAdmin):
     list_select_related = ["project"]
     raw_id_fields = ["project", "requested_by"]
     readonly_fields = ["state", "halt_reason", "message", "halted_account"]
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Economy mode's batches, read-only: the service's own id and files, its status and
+    counts (Stop on the project cancels one; nothing here changes them)."""
+
+    list_display = [
+        "id",
+        "project_id",
+        "provider",
+        "model",
+        "step",
+        "status",
+        "completed",
+        "total",
+    ]
+    list_filter = ["step", "status", "provider"]
+    search_fields = ["batch_id", "input_file_id"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class StoryAttemptInline(AttemptInline):

@@ -177,6 +177,9 @@ JOB = Machine(
         "delivered": T([AWAITING], QUEUED, doc="its webhook came: fetch the result"),
         "overdue": T([AWAITING], QUEUED, "overdue", doc="no webhook in time: poll it"),
         "cancel_awaiting": T([AWAITING], CANCELED, doc="Stop: canceled at the service too"),
+        # A batch that ended (expired, canceled, failed whole) without this page's line:
+        # the page is missing again, for Now or another batch (generation.batches).
+        "batch_returned": T(WORKING, CANCELED, "held", doc="its batch ended without it"),
         "step_aside": T([COMPLETE], REPLACED, doc="a newer picture of the page is kept"),
         "use_again": T([REPLACED], COMPLETE, doc="the editor chose an earlier version"),
         "discard": T([REPLACED], DISCARDED, doc="the editor deleted a version"),

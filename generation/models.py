@@ -37,8 +37,15 @@ class Run(models.Model):
         STORAGE = "storage", "Could not store a picture"
         CONFIG = "config", "Configuration"
 
+    class Mode(models.TextChoices):
+        NOW = "now", "Now"
+        # The pages go to the service as one batch job (generation.batches): within 24 h,
+        # at half price.
+        ECONOMY = "economy", "Economy"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
     state = models.CharField(max_length=10, choices=State, default=State.RUNNING)
+    mode = models.CharField(max_length=10, choices=Mode, default=Mode.NOW)
     halt_reason = models.CharField(max_length=20, choices=HaltReason, blank=True)
     message = models.TextField(blank=True)
     # The provider account whose halt halted this run (out of credits, auth, config,
@@ -297,10 +304,12 @@ class JobQuerySet(ProjectRowsQuerySet):
         )
 
     def expired(self, *, now=None):
-        """Jobs whose worker stopped renewing its lease (killed, or cut off)."""
+        """Jobs whose worker stopped renewing its lease (killed, or cut off); never a page
+        a batch holds (economy mode): its journal row is the batch's, closed by its results,
+        however long the clusters were away."""
         return self.filter(
             status__in=WORKING_STATUSES, lease_expires_at__lt=now if now is not None else Now()
-        )
+        ).exclude(claimed_by__startswith="batch:")
 
     def replace_current(self, *, page_id: int) -> int:
         """The page's complete job steps aside for a newer one (a regeneration)."""
@@ -798,6 +807,71 @@ class SpendEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount} on {self.day} ({self.get_basis_display()})"
+
+
+class Batch(models.Model):
+    """A batch job at an image service (economy mode): the head of its lines' journal.
+
+    Written, with one journal row (GenerationAttempt) per page, before anything goes out;
+    then each step is written as it is done: the input file's id once uploaded, the
+    service's batch id once created. A step that was cut off is found again at the service
+    (the file by its name, the batch by its metadata) before it is ever done twice, so a
+    killed worker never creates a second batch for the same pages. generation.batches
+    works it, from the sweep; no worker waits on it.
+    """
+
+    class Step(models.TextChoices):
+        NEW = "new"  # journal written, nothing sent
+        UPLOADED = "uploaded"  # the input file is at the service
+        SUBMITTED = "submitted"  # the batch exists at the service: polled
+        COLLECTED = "collected"  # over, every line's outcome entered
+
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="batches"
+    )
+    # A plain id, not a foreign key: a batch outlives its project (deleted while the batch
+    # is out), so that what the service still bills for it is entered in the ledger.
+    project_id = models.BigIntegerField(db_index=True)
+    provider = models.CharField(max_length=40)
+    model = models.CharField(max_length=80, blank=True)
+    account = models.CharField(max_length=200, blank=True)
+    endpoint = models.CharField(max_length=80, blank=True)  # "/v1/images/generations"
+    step = models.CharField(max_length=10, choices=Step, default=Step.NEW)
+    input_file_id = models.CharField(max_length=120, blank=True)
+    batch_id = models.CharField(max_length=120, blank=True)
+    output_file_id = models.CharField(max_length=120, blank=True)
+    error_file_id = models.CharField(max_length=120, blank=True)
+    # As the service says it: validating, in_progress, finalizing, completed, expired,
+    # cancelling, cancelled, failed.
+    status = models.CharField(max_length=20, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    completed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # Stop asked for it; the next check cancels it at the service.
+    cancel_requested = models.BooleanField(default=False)
+    message = models.TextField(blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # The polls back off: the next is due then (by the database's clock).
+    next_check_at = models.DateTimeField(null=True, blank=True)
+    checks = models.PositiveIntegerField(default=0)
+    # Who works a step now (a compare-and-set on these, so two sweeps never do one twice).
+    claimed_by = models.CharField(max_length=64, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["step", "next_check_at"], name="batch_due_idx")]
+
+    def __str__(self) -> str:
+        return f"Batch {self.pk} ({self.batch_id or self.step}, {self.status or '-'})"
+
+    @property
+    def holder(self) -> str:
+        """The claim its pages' jobs are held under while it is out."""
+        return f"batch:{self.pk}"
 
 
 class Heartbeat(models.Model):

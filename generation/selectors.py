@@ -26,6 +26,7 @@ from django.db.models.functions import Coalesce
 from studio.models import Page, Project
 
 from . import accounts, catalogue, liveness, references, workers
+from .batches import batch_price, latest, progress_words, supports_batch
 from .clock import db_now
 from .models import (
     ACTIVE_STATUSES,
@@ -707,6 +708,12 @@ class ReviewHeader:
     # When the next lease of a working job runs out, if none renews it: a card turns to
     # "Waiting for the worker" then, though no row changes, so a tab asks again by then.
     due: datetime | None = None
+    # Economy mode (generation.batches): one picture's batch price where the project's
+    # service and model take batches (None: Generate offers Now only), and the run's
+    # latest batch, whose progress the header shows.
+    economy_price: Decimal | None = None
+    batch: object = None
+    in_batch: int = 0  # pages a batch holds: on their way, not "generating" by a worker
     # The project's model is shut down or soon will be (its notice, and the one-click
     # replacement offered); None while it is current.
     model_notice: "ModelNotice | None" = None
@@ -726,7 +733,10 @@ class ReviewHeader:
         if state in (Run.State.PAUSED, Run.State.HALTED):
             return "resume"
         if state == Run.State.RUNNING:
-            return "resume" if self.account.get("state") == "halted" else "pause"
+            if self.account.get("state") == "halted":
+                return "resume"
+            # A batch is one job at the service: Stop cancels it; there is no pause.
+            return "" if run.mode == Run.Mode.ECONOMY else "pause"
         if state == Run.State.STOPPING:
             return ""
         if self.to_queue:
@@ -740,6 +750,26 @@ class ReviewHeader:
         return ""
 
     @property
+    def economy(self) -> dict | None:
+        """Return the economy choice's estimates (half price) of what Generate missing,
+        Retry failed and Regenerate changed pages queue; None where batches are not
+        offered."""
+        if self.economy_price is None:
+            return None
+        price = self.economy_price
+        return {
+            "price": price,
+            "missing": price * self.to_queue,
+            "failed": price * self.progress.failed,
+            "outdated": price * self.regenerable,
+        }
+
+    @property
+    def batch_words(self) -> str:
+        """Return the header's words for the run's latest batch ("in progress 5 of 24")."""
+        return progress_words(self.batch)
+
+    @property
     def on_its_way(self) -> int:
         """Pages with a picture on its way: missing ones, and ones being drawn again (not
         those whose worker fell silent)."""
@@ -748,7 +778,7 @@ class ReviewHeader:
     @property
     def drawing(self) -> int:
         """Pages a live worker is on (generating, or waiting to retry)."""
-        return self.progress.generating - self.silent
+        return self.progress.generating - self.silent - self.in_batch
 
     @property
     def to_queue(self) -> int:
@@ -817,7 +847,17 @@ def review_header(project: Project) -> ReviewHeader:
     if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
         # Only a project with work waiting asks whether any worker is alive.
         no_workers = 0 if workers.alive(now=now) else progress.queued + progress.generating
+    economy_price = batch_price(provider) if supports_batch(provider.name, model) else None
+    batch = latest(run)
+    in_batch = 0
+    if batch is not None and progress.generating:  # one query, only for an economy run
+        in_batch = Illustration.objects.filter(
+            page__project=project, status__in=WORKING_STATUSES, claimed_by__startswith="batch:"
+        ).count()
     return ReviewHeader(
+        economy_price=economy_price,
+        batch=batch,
+        in_batch=in_batch,
         progress=progress,
         run=run,
         spend=spend(project, run),
@@ -1024,6 +1064,15 @@ def budget_check(project: Project) -> BudgetCheck | None:
         return None
     fit = min(int(left // price), progress.to_generate)
     return BudgetCheck(progress.to_generate, estimate, left, on_way, fit)
+
+
+def economy_price(project: Project) -> Decimal | None:
+    """Return one picture's batch price (half the live one) where the project's service and
+    model take batches; None where economy mode is not offered."""
+    provider = project_provider(project)
+    if not supports_batch(provider.name, getattr(provider, "model", "")):
+        return None
+    return batch_price(provider)
 
 
 def picture_price(project: Project) -> Decimal | None:

@@ -20,7 +20,8 @@ from studio.changes import project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import accounts, ledger, logs, runs, thumbnails, webhooks
+from . import accounts, batch_jobs, batches, catalogue, ledger, logs, runs, thumbnails, webhooks
+from .batches import EconomyRefused
 from .clock import db_now
 from .engine import finish_from_journal, service_job_origin
 from .kinds import KINDS
@@ -103,9 +104,9 @@ def _locked_run(project: Project, states) -> Run | None:
     return runs[0] if runs else None
 
 
-def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
-    """Return the project's open run set running (or a new run), and whether a paused,
-    halted or stopping run was resumed. Call with the project locked."""
+def _open_run_for_work(project: Project, requested_by, mode: str = "now") -> tuple[Run, bool]:
+    """Return the project's open run set running (or a new run, in `mode`), and whether a
+    paused, halted or stopping run was resumed. Call with the project locked."""
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
     if run is None:
         # The storage is the studio's: while a full disk halts every run, a new one joins
@@ -120,6 +121,7 @@ def _open_run_for_work(project: Project, requested_by) -> tuple[Run, bool]:
             project=project,
             requested_by=requested_by,
             state=state,
+            mode=mode,
             account=account_of(project_provider(project)),  # until a worker says otherwise
             **(storage or {}),
         )
@@ -186,13 +188,23 @@ def _queue_pages(
     kind: str = "illustration",
     *,
     resume: bool = True,
+    mode: str = "now",
 ) -> ControlResult:
     """Add one job of a kind per page to the open run and hand the broker their tasks.
 
     A paused or halted run resumes, since the editor asked for work, and its waiting jobs
     get their tasks again; with resume=False a halted or paused run stays as it is and
-    the new jobs wait in it for Resume (only Resume resumes).
+    the new jobs wait in it for Resume (only Resume resumes). With mode "economy" the
+    pages go to the service as one batch job instead (generation.batches).
     """
+    if mode == Run.Mode.ECONOMY:
+        run = _economy_run(project, requested_by, pages=len(page_ids))
+        if run is None:
+            return ControlResult()
+        KINDS[kind].create_jobs(run, page_ids)
+        queued = Illustration.objects.filter(run=run, page_id__in=page_ids)
+        batch = batch_jobs.start(run, queued, provider=project_provider(project))
+        return ControlResult(run=run, count=batch.total if batch is not None else 0)
     if not resume:
         waiting = Run.objects.filter(
             project=project, state__in=(Run.State.HALTED, Run.State.PAUSED)
@@ -208,6 +220,43 @@ def _queue_pages(
     KINDS[kind].create_jobs(run, page_ids)
     enqueue_on_commit(run, queued_counts(run) if resumed else {kind: len(page_ids)})
     return ControlResult(run=run, count=len(page_ids), resumed=resumed)
+
+
+def _economy_run(project: Project, requested_by, *, pages: int) -> Run | None:
+    """Return the running run a batch of `pages` pictures joins (a new economy run if the
+    project has none open); None when there are no pages. Raise EconomyRefused, saying
+    why, when the project's service takes no batches, its open run is not running or is
+    drawing now, or the batch's estimate would pass the budget. Call with the project
+    locked."""
+    provider = project_provider(project)
+    model = getattr(provider, "model", "")
+    if not batches.supports_batch(provider.name, model):
+        raise EconomyRefused(
+            f"{provider.name} ({model or 'its model'}) takes no batch jobs: choose Now."
+        )
+    # The lifecycle guard holds for batches too: a shut-down model is never sent a batch.
+    if refusal := catalogue.refusal(provider.name, model, db_now().date()):
+        raise EconomyRefused(refusal)
+    if not pages:
+        return None
+    run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
+    if run is not None and run.state != Run.State.RUNNING:
+        raise EconomyRefused(
+            f"This project's run is {run.state}: resume or stop it before sending a batch."
+        )
+    if run is not None and run.mode != Run.Mode.ECONOMY and runs.run_has_active_jobs(run.pk):
+        raise EconomyRefused(
+            "Pictures are being drawn now in this project's run: choose Economy once it "
+            "ends, or stop it first."
+        )
+    on_way = Illustration.objects.filter(page__project=project, status__in=ACTIVE_STATUSES).count()
+    batches.check_budget(project, pages=pages, on_way=on_way, provider=provider)
+    if run is None:
+        run, _ = _open_run_for_work(project, requested_by, mode=Run.Mode.ECONOMY)
+    elif run.mode != Run.Mode.ECONOMY:
+        Run.objects.filter(pk=run.pk).update(mode=Run.Mode.ECONOMY, updated_at=Now())
+        run.mode = Run.Mode.ECONOMY
+    return run
 
 
 @transaction.atomic
@@ -245,7 +294,7 @@ def retry_failed_clips(*, project: Project, requested_by=None) -> ControlResult:
 
 @transaction.atomic
 def generate_missing(
-    *, project: Project, requested_by=None, limit: int | None = None
+    *, project: Project, requested_by=None, limit: int | None = None, mode: str = "now"
 ) -> ControlResult:
     """Queue one job per page without a complete illustration or an active job (with
     limit, for the first `limit` such pages in page order: the pictures a budget leaves
@@ -259,11 +308,11 @@ def generate_missing(
     pages = list(missing_pages(project).order_by("number").values_list("pk", flat=True))
     if limit is not None:
         pages = pages[:limit]
-    return _queue_pages(project, pages, requested_by, resume=False)
+    return _queue_pages(project, pages, requested_by, resume=False, mode=mode)
 
 
 @transaction.atomic
-def regenerate_outdated(*, project: Project, requested_by=None) -> ControlResult:
+def regenerate_outdated(*, project: Project, requested_by=None, mode: str = "now") -> ControlResult:
     """Queue a new picture for every page whose picture was drawn from a prompt that has
     changed since (the page, the style guide, …) and has no job on its way. Each old
     picture stays until its new one is complete. Approved pages are left alone (the
@@ -277,7 +326,7 @@ def regenerate_outdated(*, project: Project, requested_by=None) -> ControlResult
         )
     )
     pages = sorted(outdated - busy)
-    return _queue_pages(project, pages, requested_by, resume=False)
+    return _queue_pages(project, pages, requested_by, resume=False, mode=mode)
 
 
 @transaction.atomic
@@ -292,13 +341,13 @@ def generate_missing_in_section(
 
 
 @transaction.atomic
-def retry_failed(*, project: Project, requested_by=None) -> ControlResult:
+def retry_failed(*, project: Project, requested_by=None, mode: str = "now") -> ControlResult:
     """Queue a fresh job, with fresh attempts, for every page whose latest job failed."""
     _lock(project.pk)
     pages = list(failed_pages(project).values_list("pk", flat=True))
     if not pages:
         return ControlResult()
-    return _queue_pages(project, pages, requested_by)
+    return _queue_pages(project, pages, requested_by, mode=mode)
 
 
 @transaction.atomic
@@ -411,6 +460,7 @@ def stop(*, project: Project) -> ControlResult:
         return ControlResult()
     rows = Run.objects.filter(pk=run.pk)
     RUN.move(rows, "stop", updated_at=Now())
+    batch_jobs.cancel_for_run(run.pk)  # the sweep's next look cancels them at the service
     reclaim_expired(run_id=run.pk)
     working = False
     at_service = []
@@ -433,9 +483,11 @@ def stop(*, project: Project) -> ControlResult:
 
 @transaction.atomic
 def pause(*, project: Project) -> ControlResult:
-    """Pause the running run: calls in flight finish, the queue is kept for Resume."""
+    """Pause the running run: calls in flight finish, the queue is kept for Resume. A run
+    with a batch out is not paused: the service works the batch as one job (Stop cancels
+    it, keeping what it finished)."""
     run = _locked_run(project, [Run.State.RUNNING])
-    if run is None:
+    if run is None or run.mode == Run.Mode.ECONOMY:
         return ControlResult()
     RUN.move(Run.objects.filter(pk=run.pk), "pause", updated_at=Now())
     run.state = Run.State.PAUSED
@@ -673,6 +725,7 @@ def sweep(*, now=None, every_run: bool = True) -> dict[str, int]:
     # Jobs whose webhook is overdue are queued again, for a worker to poll them (it logs
     # how many).
     webhooks.wake_overdue(now=now)
+    batch_jobs.advance_due(now=now)  # economy mode: short looks at the batches that are due
     reenqueued = top_up_broker(now=now)
     open_runs = Run.objects.filter(state__in=(Run.State.RUNNING, Run.State.STOPPING))
     if not every_run:
@@ -788,7 +841,12 @@ def delete_version(*, illustration: Illustration) -> None:
 
 @transaction.atomic
 def queue_variants(
-    *, page: Page, count: int, requested_by=None, confirm_approved: bool = False
+    *,
+    page: Page,
+    count: int,
+    requested_by=None,
+    confirm_approved: bool = False,
+    mode: str = "now",
 ) -> ControlResult:
     """Queue `count` (1..4) variant jobs for the page, each its own job on the engine (its
     own claim, lease, attempts and ledger entries). A variant never displaces the current
@@ -814,6 +872,16 @@ def queue_variants(
         raise VersionRefused(
             f"Page {page.number} is approved: confirm that you want to try variants of it."
         )
+    if mode == Run.Mode.ECONOMY:
+        run = _economy_run(page.project, requested_by, pages=count)
+        jobs.filter(candidate=True).update(candidate=False, updated_at=Now())
+        Illustration.objects.bulk_create(
+            Illustration(page=page, run=run, variant=slot, candidate=True)
+            for slot in range(1, count + 1)
+        )
+        provider = project_provider(page.project)
+        batch = batch_jobs.start(run, jobs.filter(run=run, candidate=True), provider=provider)
+        return ControlResult(run=run, count=batch.total if batch is not None else 0)
     jobs.filter(candidate=True).update(candidate=False, updated_at=Now())
     run, resumed = _open_run_for_work(page.project, requested_by)
     Illustration.objects.bulk_create(

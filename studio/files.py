@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Q
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 
 from generation.models import ACTIVE_STATUSES, Clip, GenerationAttempt, Illustration
 from generation.thumbnails import thumbnail_name
@@ -118,11 +118,39 @@ class OrphanSearch:
             for name in unowned:
                 if name in named:
                     continue
+                found = _written_and_size(name)
+                if found is None:
+                    continue  # listed, but gone since: nothing to purge
                 # The storage's clock against ours: the grace period dwarfs any skew.
-                if default_storage.get_modified_time(name) >= self.written_before:
+                if found[0] >= self.written_before:
                     self.too_new += 1
                 else:
-                    yield StoredFile(name, default_storage.size(name))
+                    yield StoredFile(name, found[1])
+
+
+def _written_and_size(name: str) -> tuple[datetime, int] | None:
+    """Return when a listed file was last written and its size, or None when it is gone.
+
+    A listing is a snapshot, and on S3-compatible stores that list eventually it may still
+    name a file deleted a moment ago (by a page's deletion, or a purge running beside this
+    one): such a file is skipped, never an error. A file written after the listing is
+    simply not seen until the next purge."""
+    try:
+        return default_storage.get_modified_time(name), default_storage.size(name)
+    except FileNotFoundError:
+        return None
+    except Exception as error:
+        if not_found(error):
+            return None
+        raise
+
+
+def not_found(error: Exception) -> bool:
+    """Return whether a storage's error says the file does not exist: boto3's errors carry
+    the S3 answer (django-storages turns only some of them into FileNotFoundError)."""
+    answer = getattr(error, "response", None) or {}
+    code = str(answer.get("Error", {}).get("Code", ""))
+    return code in {"404", "NoSuchKey", "NotFound"}
 
 
 def _names(queryset, field: str) -> set[str]:
@@ -206,6 +234,39 @@ def private_file(name: str, content_type: str) -> HttpResponse:
         response = HttpResponse(content_type=content_type)
         response[header] = default_storage.path(name)
     else:
-        response = FileResponse(default_storage.open(name, "rb"), content_type=content_type)
+        stored = default_storage.open(name, "rb")
+        if remote_object(stored) is None:
+            response = FileResponse(stored, content_type=content_type)
+        else:
+            response = StreamingHttpResponse(read_chunks(stored), content_type=content_type)
+            response["Content-Length"] = str(stored.size)
     response["Cache-Control"] = "private, max-age=86400"
     return response
+
+
+CHUNK = 256 * 1024
+
+
+def remote_object(stored):
+    """Return the S3 object behind a file opened through the storage (django-storages'
+    S3File keeps it as .obj, not yet downloaded), or None for a file on disk."""
+    return getattr(stored, "obj", None)
+
+
+def read_chunks(stored) -> Iterator[bytes]:
+    """Yield a file opened through the storage in chunks, then close it. From S3 the chunks
+    come off the wire as they arrive: django-storages would otherwise download the whole
+    object before the first byte, so a large export is streamed, never held whole."""
+    try:
+        remote = remote_object(stored)
+        if remote is None:
+            while chunk := stored.read(CHUNK):
+                yield chunk
+        else:
+            body = remote.get()["Body"]
+            try:
+                yield from body.iter_chunks(CHUNK)
+            finally:
+                body.close()
+    finally:
+        stored.close()

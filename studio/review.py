@@ -312,6 +312,8 @@ class PageCard:
             return f"Held: {self.held_reason}"
         if state == "outdated":
             return self.outdated_reason or "Prompt changed"
+        if state == "generating" and job.claimed_by.startswith("batch:"):
+            return "In a batch"  # economy mode: the service draws it within 24 hours
         return LABELS.get(state, state)
 
     @cached_property
@@ -327,6 +329,8 @@ class PageCard:
                 parts.append(f"next at {_clock(job.next_attempt_at)}")
             return "; ".join(parts)
         if state == "generating":
+            if job.claimed_by.startswith("batch:"):  # economy mode: the chip says "In a batch"
+                return job.progress_note.removeprefix("In a batch · ")
             attempt = f"attempt {self.attempt_number} of {self.max_attempts}"
             return f"{job.progress_note} · {attempt}" if job.progress_note else attempt
         if state == "retrying":

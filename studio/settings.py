@@ -255,21 +255,41 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 STUDIO_MEDIA_STORAGE = env_str("STUDIO_MEDIA_STORAGE", "filesystem")
+
+
+def s3_storage(*, bucket: str, endpoint_url: str, region: str) -> dict:
+    """Return the STORAGES entry of an S3 bucket (the tests make theirs with it too)."""
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": bucket,
+            "endpoint_url": endpoint_url or None,
+            "region_name": region or None,
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+            # A file read through the storage (an export copied out by export_project)
+            # spills to a temporary file past this size instead of filling memory;
+            # django-storages' default, 0, keeps every read whole in memory.
+            "max_memory_size": 4 * 1024 * 1024,
+        },
+    }
+
+
 if STUDIO_MEDIA_STORAGE == "s3":
     # Shared storage for many machines (pip install 'illustration-studio[s3]'); credentials
     # come from the usual AWS_* variables. Files stay private: the studio's views read
     # them through the storage and check ownership first.
-    STORAGES["default"] = {
-        "BACKEND": "storages.backends.s3.S3Storage",
-        "OPTIONS": {
-            "bucket_name": env_str("STUDIO_S3_BUCKET"),
-            "endpoint_url": env_str("STUDIO_S3_ENDPOINT_URL") or None,
-            "region_name": env_str("STUDIO_S3_REGION") or None,
-            "default_acl": "private",
-            "querystring_auth": True,
-            "file_overwrite": False,
-        },
-    }
+    STORAGES["default"] = s3_storage(
+        bucket=env_str("STUDIO_S3_BUCKET"),
+        endpoint_url=env_str("STUDIO_S3_ENDPOINT_URL"),
+        region=env_str("STUDIO_S3_REGION"),
+    )
+    if not STORAGES["default"]["OPTIONS"]["bucket_name"]:
+        raise ImproperlyConfigured("STUDIO_MEDIA_STORAGE=s3 needs STUDIO_S3_BUCKET")
+    if STUDIO_SENDFILE_HEADER == "X-Sendfile":
+        # X-Sendfile hands the web server a local path, and a bucket has none.
+        raise ImproperlyConfigured("STUDIO_SENDFILE_HEADER=X-Sendfile needs files on disk, not S3")
 elif STUDIO_MEDIA_STORAGE != "filesystem":
     raise ImproperlyConfigured("STUDIO_MEDIA_STORAGE must be 'filesystem' or 's3'")
 
@@ -384,6 +404,11 @@ STUDIO_LEASE_SECONDS = env_number(
 )
 if STUDIO_LEASE_SECONDS < 1:
     raise ImproperlyConfigured("STUDIO_LEASE_SECONDS must be at least 1")
+# Economy mode (generation.batches): the sweep looks at a batch this long after it was
+# submitted, then twice as long each time, at most STUDIO_BATCH_POLL_MAX seconds apart: a
+# batch takes hours, and each look is one request to the service.
+STUDIO_BATCH_POLL_SECONDS = env_number("STUDIO_BATCH_POLL_SECONDS", 30.0, float)
+STUDIO_BATCH_POLL_MAX = env_number("STUDIO_BATCH_POLL_MAX", 900.0, float)
 # This many transient failures in a row, across pages, halt the run as an outage instead
 # of burning every page's attempts.
 STUDIO_OUTAGE_THRESHOLD = env_number("STUDIO_OUTAGE_THRESHOLD", 6)

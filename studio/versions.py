@@ -18,7 +18,7 @@ from generation.models import Illustration
 
 from .text import plural
 from .views.common import _owned_page, safe_next
-from .views.controls import _control, control, page_control, project_control
+from .views.controls import _control, _mode, control, page_control, project_control
 
 VARIANT_CHOICES = range(1, services.MAX_VARIANTS + 1)
 
@@ -90,6 +90,7 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
             count = int(request.POST.get("count", ""))
         except ValueError:
             count = 0
+        mode = _mode(request, page.project)
 
         @_refusable
         def act(request, page) -> tuple[str, str]:
@@ -98,11 +99,13 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
                 count=count,
                 requested_by=request.user,
                 confirm_approved=bool(request.POST.get("confirm_approved")),
+                mode=mode,
             )
             return f"Trying {plural(result.count, 'variant')} of page {page.number}.", "success"
 
         return _control(request, page.project, lambda: act(request, page))
     price = selectors.picture_price(page.project)
+    economy = selectors.economy_price(page.project)
     current = page.illustrations.filter(status=Illustration.Status.COMPLETE).first()
     candidates = selectors.page_candidates(page)
     context = {
@@ -114,6 +117,8 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
         "choices": [(n, None if price is None else price * n) for n in VARIANT_CHOICES],
         "price": price,
         "next_url": safe_next(request),
+        # Economy mode: the same choice at half price, where the service takes batches.
+        "economy": economy,
     }
     template = "studio/page_variants.html#variants" if request.htmx else "studio/page_variants.html"
     return render(request, template, context)

@@ -1,3 +1,4 @@
+import itertools
 import os
 import signal
 import subprocess
@@ -29,6 +30,59 @@ def wait_until(condition, *, timeout: float, interval: float = 0.1, message: str
             return value
         time.sleep(interval)
     pytest.fail(message or f"condition not met within {timeout} s")
+
+
+S3 = os.environ.get("STUDIO_TEST_S3") == "1"
+
+
+def pytest_generate_tests(metafunc):
+    """With STUDIO_TEST_S3=1, every test marked `storage` runs twice: on the filesystem as
+    always, and against the S3 server (tests/s3.py) through django-storages and boto3."""
+    if S3 and metafunc.definition.get_closest_marker("storage"):
+        if "media_storage" not in metafunc.fixturenames:
+            metafunc.fixturenames.append("media_storage")
+        metafunc.parametrize("media_storage", ["filesystem", "s3"], indirect=True)
+
+
+_buckets = itertools.count(1)
+
+
+@pytest.fixture
+def media_storage(request, settings):
+    """The test's storage: the configured one, or (param "s3") a bucket of its own on the S3
+    server, for this process and the workers and servers it starts (worker_env)."""
+    if getattr(request, "param", "filesystem") != "s3":
+        return None
+    return use_bucket(settings)
+
+
+def use_bucket(settings, *, endpoint: str = "") -> str:
+    """Make a new bucket on the S3 server and store this test's files in it, through
+    `endpoint` (the server's own address unless given: a proxy in front of it). Return its
+    name."""
+    from tests import s3
+
+    server = os.environ["STUDIO_TEST_S3_URL"]
+    session = os.environ.get("STUDIO_TEST_SESSION") or "main"
+    bucket = f"studio-{session}-{os.getpid()}-{next(_buckets)}".lower()
+    s3.client(server).create_bucket(Bucket=bucket)
+    entry = s3.storage_options(bucket, endpoint or server)
+    settings.STORAGES = {**settings.STORAGES, "default": entry}
+    return bucket
+
+
+def stored_names(media) -> list[str]:
+    """Return the names of every stored file, as the storage itself lists them: the files
+    under `media` on disk, or the objects of the test's bucket (asked with boto3, not
+    through the studio's code)."""
+    entry = settings.STORAGES["default"]
+    if entry["BACKEND"] != "storages.backends.s3.S3Storage":
+        return sorted(str(p.relative_to(media)) for p in Path(media).rglob("*") if p.is_file())
+    from tests import s3
+
+    listed = s3.client(os.environ["STUDIO_TEST_S3_URL"]).get_paginator("list_objects_v2")
+    pages = listed.paginate(Bucket=entry["OPTIONS"]["bucket_name"])
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -170,6 +224,14 @@ def worker_env(**overrides) -> dict[str, str]:
         STUDIO_BACKOFF_BASE="0",
         PYTHONUNBUFFERED="1",
     )
+    storage = settings.STORAGES["default"]
+    if storage["BACKEND"] == "storages.backends.s3.S3Storage":  # a test's own bucket
+        env.update(
+            STUDIO_MEDIA_STORAGE="s3",
+            STUDIO_S3_BUCKET=storage["OPTIONS"]["bucket_name"],
+            STUDIO_S3_ENDPOINT_URL=storage["OPTIONS"]["endpoint_url"],
+            STUDIO_S3_REGION=storage["OPTIONS"]["region_name"],
+        )
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 

@@ -27,6 +27,16 @@ if XDIST_WORKER and os.environ.get("STUDIO_TEST_SESSION") != XDIST_WORKER:
     os.environ["MEDIA_ROOT"] = tempfile.mkdtemp(prefix=f"studio-media-{XDIST_WORKER}-")
     os.environ["STUDIO_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"studio-cache-{XDIST_WORKER}-")
 
+if os.environ.get("STUDIO_TEST_S3") == "1":
+    # The storage tests run a second time against a real S3 server (tests/s3.py): one for
+    # the whole run, started by the first process that reads these settings; the sessions
+    # and workers it starts inherit its address.
+    from tests import s3
+
+    os.environ.update({**s3.CREDENTIALS, **s3.TEST_CLIENT_ENV})
+    if not os.environ.get("STUDIO_TEST_S3_URL"):
+        _s3_server, os.environ["STUDIO_TEST_S3_URL"] = s3.start_server()
+
 from studio.settings import *  # noqa: E402,F403
 from studio.settings import BASE_DIR, CACHES, DATABASES  # noqa: E402
 

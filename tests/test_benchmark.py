@@ -51,6 +51,7 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
         "bigbook",
         "chaos",
         "webhooks",
+        "economy",
     }
     rows = {row["measure"]: row for row in report["rows"]}
     assert rows["queries constant in pages"]["value"] is True
@@ -78,6 +79,18 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["20 idle tabs: server CPU (of one core)"]["unit"] == "%"
     assert rows["the run was in progress throughout"]["value"] is True
     assert rows["review page queries, 300 pages"]["value"] > 0
+    # Economy mode: the book as one batch, every picture kept, at half the live cost.
+    assert rows["batches created"]["ok"] is True
+    assert rows["pictures kept"]["ok"] is True
+    assert rows["ledger entries for the batch"]["ok"] is True
+    assert rows["batch cost against now"]["ok"] is True
+    # The studio against the bare queue on the same cluster, and what a picture costs the
+    # database, every statement accounted for by its purpose.
+    assert rows["bare django-q2, 200 empty tasks"]["value"] > 0
+    assert rows["ratio to bare django-q2"]["value"] > 0
+    parts = [row["value"] for row in report["rows"] if row["measure"].startswith("statements: ")]
+    assert sum(parts) == rows["statements per picture"]["value"] > 0
+    assert rows["write transactions per picture"]["value"] > 0
     assert rows["Generate missing, 300 pages (300 jobs)"]["value"] > 0
     # Pictures made at the service for a webhook hold no worker: every prediction started
     # before the first ended.

@@ -54,6 +54,7 @@ def illustrate(project, drain):
     drain(run.pk)
 
 
+@pytest.mark.storage
 def test_deleting_a_character_deletes_its_pictures_and_files_and_untags_its_pages(
     book, peter, drain, client, editor, django_capture_on_commit_callbacks
 ):

@@ -160,6 +160,7 @@ def test_an_upload_that_is_not_a_fitting_picture_is_a_form_error_saying_why(
     assert Character.objects.count() == 0
 
 
+@pytest.mark.storage
 @pytest.mark.parametrize(("format", "stored"), [("PNG", "png"), ("JPEG", "jpeg"), ("WEBP", "png")])
 def test_png_jpeg_and_webp_are_taken_and_served_only_to_the_owner(
     story, client, editor, other_editor, format, stored
@@ -357,6 +358,7 @@ def test_add_character_from_the_shell_says_one_line_and_exits_2():
 # --- export and demo -----------------------------------------------------------------------
 
 
+@pytest.mark.storage
 def test_the_export_lists_the_characters_and_each_pages_references_with_their_sheets(
     story, settings, drain
 ):

@@ -29,6 +29,7 @@ def clips_of(project):
     return Clip.objects.filter(page__project=project).order_by("page__number")
 
 
+@pytest.mark.storage
 def test_the_offline_renderer_animates_each_picture(illustrated, drain):
     queued = services.generate_missing_clips(project=illustrated)
     assert queued.count == 3
@@ -177,6 +178,7 @@ def test_a_worker_killed_mid_poll_is_followed_by_one_polling_the_same_prediction
 # --- the review page, the command and the admin -----------------------------------------
 
 
+@pytest.mark.storage
 def test_the_review_page_offers_missing_clips_and_plays_them(client, editor, illustrated, drain):
     from django.urls import reverse
 

@@ -5,6 +5,7 @@ import json
 import zipfile
 
 import pytest
+from django.core.files.storage import default_storage
 from django.urls import reverse
 from pypdf import PdfReader
 
@@ -38,6 +39,7 @@ def export_file(project, format, page_size="a4") -> bytes:
         return handle.read()
 
 
+@pytest.mark.storage
 def test_the_zip_holds_every_picture_its_text_and_a_manifest(book):
     archive = zipfile.ZipFile(io.BytesIO(export_file(book, "zip")))
     assert sorted(archive.namelist()) == [
@@ -79,6 +81,7 @@ def test_the_zip_holds_every_picture_its_text_and_a_manifest(book):
     assert manifest["pages"][1]["image"] == "page-02-missing.png"
 
 
+@pytest.mark.storage
 def test_the_pdf_is_a_picture_book_with_a_placeholder_for_missing_pages(book):
     reader = PdfReader(io.BytesIO(export_file(book, "pdf", "square")))
     # Square: a title page, then a spread per book page (picture, then the facing text), and
@@ -132,6 +135,7 @@ def test_bad_export_choices_are_refused(client, editor, book):
     assert Export.objects.count() == 0
 
 
+@pytest.mark.storage
 def test_only_the_owner_can_export_or_download(client, editor, other_editor, book):
     export = Export.objects.create(project=book, format="zip")
     run_export(export.pk)
@@ -145,6 +149,7 @@ def test_only_the_owner_can_export_or_download(client, editor, other_editor, boo
     assert Export.objects.count() == 1
 
 
+@pytest.mark.storage
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_builds_the_export(client, editor, make_project, qcluster, drain):
     project = make_project(pages=3)
@@ -156,3 +161,9 @@ def test_a_real_worker_builds_the_export(client, editor, make_project, qcluster,
     wait_until(lambda: Export.objects.get(pk=export.pk).status == "complete", timeout=60)
     export.refresh_from_db()
     assert (export.pages_total, export.pages_done, export.missing) == (3, 3, 0)
+    # The worker stored it where this process reads (the bucket, on S3), and the owner
+    # downloads it from there: a title page, then a page per book page on A4.
+    download = client.get(reverse("export-download", args=[export.pk]))
+    body = b"".join(download.streaming_content)
+    assert int(download["Content-Length"]) == len(body) == default_storage.size(export.file.name)
+    assert len(PdfReader(io.BytesIO(body)).pages) == 4

@@ -21,6 +21,7 @@ from generation.models import Clip, Illustration
 from generation.thumbnails import thumbnail_name
 from studio import services
 from studio.models import Export, Project
+from tests.conftest import stored_names
 
 Status = Illustration.Status
 
@@ -33,7 +34,7 @@ def media(settings, tmp_path):
 
 
 def stored(media: Path) -> list[str]:
-    return sorted(str(p.relative_to(media)) for p in media.rglob("*") if p.is_file())
+    return stored_names(media)
 
 
 def picture(page, status, *, thumbnail=False) -> str:
@@ -78,6 +79,7 @@ def book(media, make_project):
 # --- deleting a page or a project ------------------------------------------------------------
 
 
+@pytest.mark.storage
 @pytest.mark.django_db
 def test_removing_a_page_deletes_every_picture_version_thumbnail_and_clip_of_that_page(
     media, book, django_capture_on_commit_callbacks
@@ -98,6 +100,7 @@ def test_removing_a_page_deletes_every_picture_version_thumbnail_and_clip_of_tha
     assert stored(media) == kept
 
 
+@pytest.mark.storage
 @pytest.mark.django_db
 def test_deleting_a_project_deletes_pictures_thumbnails_clips_and_exports_and_nothing_else(
     media, book, make_project, django_capture_on_commit_callbacks
@@ -127,6 +130,7 @@ def test_deleting_a_project_deletes_the_files_of_pages_removed_before_this_fix(
     assert stored(media) == []
 
 
+@pytest.mark.storage
 @pytest.mark.django_db
 def test_files_already_missing_do_not_stop_the_others_going(
     media, book, django_capture_on_commit_callbacks
@@ -140,6 +144,7 @@ def test_files_already_missing_do_not_stop_the_others_going(
     assert stored(media) == []
 
 
+@pytest.mark.storage
 @pytest.mark.django_db(transaction=True)
 def test_files_go_only_once_the_deletion_commits_and_a_rollback_deletes_none(media, book):
     first = book.pages.get(number=1)

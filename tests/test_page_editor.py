@@ -3,10 +3,12 @@ after any page, thumbnails, a delete confirmation that shows the picture, and th
 project page's story-writing offer."""
 
 import pytest
+from django.core.files.storage import default_storage
 from django.urls import reverse
 
 from generation import services
 from generation.models import Illustration
+from generation.thumbnails import thumbnail_name
 from studio.models import Page
 
 pytestmark = pytest.mark.django_db
@@ -151,6 +153,7 @@ def test_insert_after_a_page_of_another_project_is_refused(signed_in, make_proje
     assert project.pages.count() == 2
 
 
+@pytest.mark.storage
 def test_the_editor_shows_each_pages_thumbnail_and_its_paragraphs(signed_in, make_project, drain):
     project = make_project(pages=2)
     project.pages.filter(number=2).update(text="First part.\n\nSecond part.")
@@ -163,6 +166,11 @@ def test_the_editor_shows_each_pages_thumbnail_and_its_paragraphs(signed_in, mak
     assert reverse("illustration-thumbnail", args=[picture.pk]) in html
     assert html.count("No picture yet") == 1  # page 2
     assert "<p>First part.</p>\n\n<p>Second part.</p>" in html
+    # The thumbnail is made on first request, stored beside the picture and served from there.
+    thumbnail = signed_in.get(reverse("illustration-thumbnail", args=[picture.pk]))
+    body = b"".join(thumbnail.streaming_content)
+    assert (thumbnail.status_code, body[:4], body[8:12]) == (200, b"RIFF", b"WEBP")
+    assert default_storage.exists(thumbnail_name(picture.image.name))
 
 
 def test_the_delete_confirmation_shows_the_picture_that_goes(signed_in, make_project, drain):

@@ -15,6 +15,11 @@ pytestmark = pytest.mark.django_db
 Status = Illustration.Status
 
 
+def service_field(form: str) -> str:
+    """The settings form's image service field (it has others: the trim, the paper)."""
+    return re.search(r'<select name="image_service".*?</select>', form, re.S)[0]
+
+
 def start(project):
     return services.generate_missing(project=project).run
 
@@ -25,8 +30,7 @@ def test_settings_offer_the_configured_services_and_the_choice_draws_the_picture
     project = make_project(pages=2)
     client.force_login(editor)
     form = client.get(reverse("project-settings", args=[project.pk])).content.decode()
-    services_select = re.search(r'<select name="image_service".*?</select>', form, re.S)[0]
-    offered = re.findall(r'<option value="([^"]+)"', services_select)
+    offered = re.findall(r'<option value="([^"]+)"', service_field(form))
     assert offered == ["embedded", "gemini"]  # the offline renderer, and Gemini's key is set
     # The Model field offers Gemini's models from the catalogue, none of the shut-down ones.
     models_select = re.search(r'<select name="image_model".*?</select>', form, re.S)[0]
@@ -199,8 +203,7 @@ def test_the_settings_show_and_keep_a_service_no_longer_configured(client, edito
     url = reverse("project-settings", args=[project.pk])
 
     form = client.get(url).content.decode()
-    services_select = re.search(r'<select name="image_service".*?</select>', form, re.S)[0]
-    assert re.findall(r'<option value="([^"]+)"( selected)?', services_select) == [
+    assert re.findall(r'<option value="([^"]+)"( selected)?', service_field(form)) == [
         ("gemini", " selected"),
         ("embedded", ""),
     ]

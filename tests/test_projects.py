@@ -143,6 +143,7 @@ def test_rename_and_style_guide(signed_in, make_project):
     assert "Give the project a title." in response.content.decode()
 
 
+@pytest.mark.storage
 def test_delete_asks_first_then_removes_the_project_and_its_files(
     signed_in, make_project, drain, django_capture_on_commit_callbacks
 ):

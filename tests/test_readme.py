@@ -19,6 +19,9 @@ An HTML comment right before each ```sh / ```bash / ```shell / ```console block 
                                                      must exit and leave no process behind
     <!-- readme-test: skip "REASON" -->              not run (needs other machines or servers)
     ... env NAME=VALUE                               a variable the test adds for this block
+    ... s3                                           the block's files go to a bucket named
+                                                     studio-media on a local S3 server
+                                                     (tests/s3.py) the test starts
 
 Output is stdout and stderr together. A block without an annotation fails the test, in the
 README or in any docs/ file. The
@@ -44,6 +47,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import s3
 from tests.conftest import ROOT
 
 COMMAND_FENCES = ("sh", "bash", "shell", "console")
@@ -65,6 +69,7 @@ class Block:
     text: str
     path: str = "README.md"  # its file, relative to the repository
     server: bool = False
+    s3: bool = False
     first_line: str | None = None
     skip: str | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -98,6 +103,8 @@ def readme_blocks(readme: str, path: str = "README.md") -> list[Block]:
             word = words.pop(0)
             if word == "server":
                 block.server = True
+            elif word == "s3":
+                block.s3 = True
             elif word == "first-line":
                 block.first_line = words.pop(0)
             elif word == "skip":
@@ -205,12 +212,24 @@ class Output:
         return "\n".join(self.lines[-n:])
 
 
-def run_block(block: Block, copy: Path) -> None:
+S3_BUCKET = "studio-media"  # the README's
+
+
+def run_block(block: Block, copy: Path, *, s3_url: str = "") -> None:
     port = free_port()
+    storage = {}
+    if block.s3:
+        storage = {
+            **s3.CREDENTIALS,
+            "STUDIO_MEDIA_STORAGE": "s3",
+            "STUDIO_S3_BUCKET": S3_BUCKET,
+            "STUDIO_S3_ENDPOINT_URL": s3_url,
+        }
     env = newcomer_env(
         PYTHONUNBUFFERED="1",
         ADDRPORT=f"127.0.0.1:{port}",
         GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port}",
+        **storage,
         **block.env,
     )
     expected = block.first_line.replace("{port}", str(port))
@@ -337,7 +356,16 @@ def test_every_command_block_in_the_readme_and_docs_works_as_printed(fresh_copy)
         for name in documents(fresh_copy)
         for block in readme_blocks((fresh_copy / name).read_text(), name)
     ]
-    for block in blocks:
-        if block.skip is None:
-            run_block(block, fresh_copy)
+    server, s3_url = None, ""
+    if any(block.s3 and block.skip is None for block in blocks):
+        server, s3_url = s3.start_server()  # the operator's S3, with their bucket
+        s3.client(s3_url).create_bucket(Bucket=S3_BUCKET)
+    try:
+        for block in blocks:
+            if block.skip is None:
+                run_block(block, fresh_copy, s3_url=s3_url)
+    finally:
+        if server is not None:
+            server.stdin.close()
+            server.wait(timeout=STOP_SECONDS)
     assert (fresh_copy / ".env").is_file()  # `make run` wrote it, and git ignores it

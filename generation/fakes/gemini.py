@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from PIL import Image
 
 from .base import FakeHandler, LoopbackServer
+from .gemini_batches import GeminiBatchDesk
 from .openai import png_bytes
 
 PNG = png_bytes(colour=(200, 160, 60))
@@ -315,6 +316,8 @@ class FakeGemini(LoopbackServer):
         self.valid_keys: set[str] | None = None  # None accepts any non-empty key
         self.max_request_bytes = MAX_REQUEST_BYTES
         self.models = set(MODELS)
+        # Batch mode (economy): fake_gemini.batches has its knobs.
+        self.batches = GeminiBatchDesk(lambda: REPLIES["ok"]()[1])
         super().__init__(port)
 
     class Handler(FakeHandler):
@@ -340,8 +343,37 @@ class FakeGemini(LoopbackServer):
                 return self.send_bytes(status, body, kind)
             self.send_json(status, body, content_type="application/json; charset=UTF-8")
 
+        def _batches(self, method: str, path: str, raw: bytes = b""):
+            """Batch mode: models/{model}:batchGenerateContent, batches, batches/{id},
+            batches/{id}:cancel (generation.fakes.gemini_batches)."""
+            desk = self.service.batches
+            if (error := self._key_error()) is not None:
+                return self._reply(*error)
+            self.service.record({"path": path, "method": method, "batch_api": True})
+            name = path.removeprefix("/v1beta/")
+            if method == "POST" and name.endswith(":batchGenerateContent"):
+                model = name.removeprefix("models/").removesuffix(":batchGenerateContent")
+                try:
+                    body = json.loads(raw) if self.is_json() else None
+                except ValueError:
+                    body = None
+
+                def invalid(request: dict) -> str | None:
+                    return self._invalid(json.dumps(request).encode(), {})
+
+                return self._reply(*desk.create(model, body, len(raw), invalid))
+            if method == "POST" and name.startswith("batches/") and name.endswith(":cancel"):
+                return self._reply(*desk.cancel(name.removesuffix(":cancel")))
+            if method == "GET" and name == "batches":
+                return self._reply(*desk.list())
+            if method == "GET" and name.startswith("batches/"):
+                return self._reply(*desk.get(name))
+            return self._reply(404, b"<!DOCTYPE html><html>Error 404 (Not Found)</html>")
+
         def do_GET(self):
             path = urlsplit(self.path).path
+            if path.startswith("/v1beta/batches"):
+                return self._batches("GET", path)
             if not path.startswith("/v1beta/models/"):
                 return self._reply(404, b"<!DOCTYPE html><html>Error 404 (Not Found)</html>")
             if (error := self._key_error()) is not None:
@@ -363,6 +395,8 @@ class FakeGemini(LoopbackServer):
             service = self.service
             raw = self.read_body()
             path = urlsplit(self.path).path
+            if path.endswith(":batchGenerateContent") or path.startswith("/v1beta/batches/"):
+                return self._batches("POST", path, raw)
             model, _, method = path.removeprefix("/v1beta/models/").partition(":")
             if not path.startswith("/v1beta/models/") or method != "generateContent":
                 return self._reply(404, b"<!DOCTYPE html><html>Error 404 (Not Found)</html>")

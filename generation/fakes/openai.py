@@ -24,10 +24,12 @@ import uuid
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
 
 from .base import FakeHandler, LoopbackServer
+from .openai_batches import BatchDesk
 
 
 def png_bytes(size=(64, 64), colour=(120, 160, 90)) -> bytes:
@@ -622,6 +624,8 @@ class FakeImageService(LoopbackServer):
         self.max_image_bytes = EDIT_MAX_BYTES  # /images/edits: the most one picture weighs
         # The models this service has: a test takes one away to have it answer 404.
         self.models = set(type(self).models)
+        # Files and Batches (economy mode): fake_openai.batches has its knobs.
+        self.batches = BatchDesk(PNG, REPLIES)
         super().__init__(port)
 
     def calls_for(self, text: str) -> int:
@@ -657,6 +661,8 @@ class FakeImageService(LoopbackServer):
 
         class Handler(FakeHandler):
             def do_GET(self):
+                if self.path.startswith(("/v1/files", "/v1/batches")):
+                    return self._batch_api("GET")
                 if self.path.startswith("/v1/models/"):
                     return self._model(self.path.removeprefix("/v1/models/"))
                 name = self.path.rsplit("/", 1)[-1]
@@ -688,7 +694,85 @@ class FakeImageService(LoopbackServer):
                 body = {"id": model, "object": "model", "created": 1698785189, "owned_by": "system"}
                 self.send_json(200, body)
 
+            def _batch_api(self, method: str):
+                """Files and Batches: /v1/files, /v1/files/{id}/content, /v1/batches,
+                /v1/batches/{id}, /v1/batches/{id}/cancel (generation.fakes.openai_batches)."""
+                desk = service.batches
+                key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                raw = self.read_body() if method == "POST" else b""
+                if not key or (service.valid_keys is not None and key not in service.valid_keys):
+                    return self.send_json(401, json.loads(REPLIES["401"]().body))
+                if desk.refuse:
+                    refused = REPLIES[desk.refuse]()
+                    return self._send(refused.status, refused.body, headers=refused.headers)
+                url = urlsplit(self.path)
+                parts = url.path.strip("/").split("/")[1:]  # after "v1"
+                query = parse_qs(url.query)
+                service.record(
+                    {"path": url.path, "prompt": "", "method": method, "batch_api": True}
+                )
+                answer = None
+                if method == "GET" and parts == ["files"]:
+                    answer = desk.list_files((query.get("purpose") or [None])[0])
+                elif (
+                    method == "GET"
+                    and len(parts) == 3
+                    and parts[0] == "files"
+                    and parts[2] == "content"
+                ):
+                    status, content = desk.content(parts[1])
+                    if status == 200:
+                        return self._send(200, content, "application/octet-stream")
+                    answer = status, content
+                elif method == "POST" and parts == ["files"]:
+                    multipart = parse_multipart(self.headers.get("Content-Type", ""), raw)
+                    if multipart is None:
+                        answer = (
+                            400,
+                            json.loads(error(400, message="Expected multipart/form-data.").body),
+                        )
+                    else:
+                        fields, filename, content = {}, None, b""
+                        for headers, body in multipart:
+                            name = _disposition(headers, "name")
+                            if name == "file" and _disposition(headers, "filename") is not None:
+                                filename, content = _disposition(headers, "filename"), body
+                            elif name:
+                                fields[name] = body.decode("utf-8", "replace")
+                        answer = desk.upload(fields, filename, content)
+                elif parts == ["batches"]:
+                    if method == "GET":
+                        answer = desk.list_batches()
+                    else:
+                        try:
+                            body = json.loads(raw or b"{}")
+                        except ValueError:
+                            body = None
+                        if not isinstance(body, dict) or not self.is_json():
+                            answer = (
+                                400,
+                                json.loads(
+                                    error(400, message="We could not parse the JSON body.").body
+                                ),
+                            )
+                        else:
+                            answer = desk.create(body)
+                elif len(parts) == 2 and parts[0] == "batches" and method == "GET":
+                    answer = desk.retrieve(parts[1])
+                elif (
+                    len(parts) == 3
+                    and parts[0] == "batches"
+                    and parts[2] == "cancel"
+                    and method == "POST"
+                ):
+                    answer = desk.cancel(parts[1])
+                if answer is None:
+                    answer = 404, json.loads(error(404, message="Not found").body)
+                self.send_json(answer[0], answer[1])
+
             def do_POST(self):
+                if self.path.startswith(("/v1/files", "/v1/batches")):
+                    return self._batch_api("POST")
                 if self.path == "/v1/images/edits":
                     return self._edit()
                 if self.path not in ("/v1/images/generations", "/v1/chat/completions"):

@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand, CommandError
 
-from generation import accounts, selectors
+from generation import accounts, batches, selectors
 from studio.models import Project
 
 # The loggers whose INFO lines a command that moves runs would print among its own: django-q
@@ -127,11 +127,23 @@ def project_status(project: Project) -> dict:
         "active": progress.active,
         "cost": {"project": str(spend.project), "run": str(spend.run)},
         "ledger": selectors.ledger_summary(project.pk),
-        "run": None
-        if run is None
-        else {"state": run.state, "halt_reason": run.halt_reason or None, "message": run.message},
+        "run": None if run is None else run_status(run),
         "account": project_account(project, run),
     }
+
+
+def run_status(run) -> dict:
+    """Return `generation_status --json`'s "run": its state, halt, mode and, for an
+    economy run, its latest batch ({"id", "status", "completed", "total"})."""
+    status = {
+        "state": run.state,
+        "halt_reason": run.halt_reason or None,
+        "message": run.message,
+        "mode": run.mode,
+    }
+    if run.mode == "economy":
+        status["batch"] = batches.status_of(batches.latest(run))
+    return status
 
 
 def project_account(project: Project, run=None) -> dict:

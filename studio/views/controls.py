@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
 from generation import selectors, services
+from generation.batches import EconomyRefused, project_supports_batch
 from generation.clock import db_now
 from generation.models import Run
 
@@ -56,12 +57,26 @@ def _tab_cursor(request) -> datetime | None:
         return None
 
 
+def _mode(request, project: Project) -> str:
+    """Return the form's `mode` ("now" when it sends none); refuse with 400 and the reason
+    a value that is not a mode, or economy where the project's service takes no batches."""
+    mode = request.POST.get("mode", "now")
+    if mode not in Run.Mode.values:
+        raise BadRequest(f"mode must be “now” or “economy”, not “{mode[:40]}”.")
+    if mode == Run.Mode.ECONOMY and not project_supports_batch(project):
+        raise BadRequest("This project's image service and model take no batch jobs: choose Now.")
+    return mode
+
+
 def _control(request, project: Project, act) -> HttpResponse:
-    """Run a control: act() calls one service and returns the toast's message and level;
-    the answer carries what it changed."""
+    """Run a control: act() calls one service and returns the toast's message and level
+    (a refusal of economy mode says why); the answer carries what it changed."""
     started = db_now()
     seen_run = _run_seen(selectors.latest_run(project))
-    message, level = act()
+    try:
+        message, level = act()
+    except EconomyRefused as refused:
+        message, level = str(refused), "error"
     return _after_action(
         request, project, message=message, level=level, started=started, seen_run=seen_run
     )
@@ -102,13 +117,14 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
     region swapped in with it): generate the pictures that fit (this view again, with
     `count`), raise the budget, or cancel."""
     project = _owned_project(request, pk)
+    mode = _mode(request, project)
     count = request.POST.get("count")
     if count is not None and not (
         count.isascii() and count.isdigit() and len(count) <= 5 and 1 <= int(count) <= MAX_PAGES
     ):
         return _bad_request(f"count must be a whole number of pictures from 1 to {MAX_PAGES:,}.")
     limit = int(count) if count is not None else None
-    check = selectors.budget_check(project)
+    check = selectors.budget_check(project) if mode == Run.Mode.NOW else None
     if check is not None and (limit is None or limit > check.fit):
         # Nothing starts past the budget unasked; a count that no longer fits (spend moved
         # on meanwhile) is asked again, with today's numbers.
@@ -118,7 +134,15 @@ def project_generate(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "studio/generate_choice.html", context)
 
     def act() -> tuple[str, str]:
-        result = services.generate_missing(project=project, requested_by=request.user, limit=limit)
+        result = services.generate_missing(
+            project=project, requested_by=request.user, limit=limit, mode=mode
+        )
+        if result.count and mode == Run.Mode.ECONOMY:
+            return (
+                f"Sent {plural(result.count, 'illustration')} to a batch: within 24 hours "
+                "at half price, usually within a few hours.",
+                "success",
+            )
         if result.count:
             return f"Queued {plural(result.count, 'illustration')}.", "success"
         if result.resumed:
@@ -159,7 +183,9 @@ def project_generate_section(request: HttpRequest, pk: int) -> HttpResponse:
 @project_control
 def project_retry_failed(request, project: Project) -> tuple[str, str]:
     return queued(
-        services.retry_failed(project=project, requested_by=request.user),
+        services.retry_failed(
+            project=project, requested_by=request.user, mode=_mode(request, project)
+        ),
         lambda n: f"Retrying {plural(n, 'failed page')}.",
         "No failed pages to retry.",
     )
@@ -168,7 +194,9 @@ def project_retry_failed(request, project: Project) -> tuple[str, str]:
 @project_control
 def project_regenerate_outdated(request, project: Project) -> tuple[str, str]:
     return queued(
-        services.regenerate_outdated(project=project, requested_by=request.user),
+        services.regenerate_outdated(
+            project=project, requested_by=request.user, mode=_mode(request, project)
+        ),
         lambda n: (
             f"Drawing {plural(n, 'changed page')} again; the old pictures stay until "
             "the new ones are complete."

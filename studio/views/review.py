@@ -43,6 +43,8 @@ def _header_context(project: Project, *, shared: bool = False, now=None) -> dict
         **vars(header),
         "to_queue": header.to_queue,
         "primary": header.primary,
+        "economy": header.economy,
+        "batch_words": header.batch_words,
         "on_its_way": header.on_its_way,
         "drawing": header.drawing,
         "title": header.title,

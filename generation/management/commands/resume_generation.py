@@ -3,6 +3,7 @@ import time
 from django.core.management.base import CommandError
 
 from generation import selectors, services
+from generation.batches import EconomyRefused
 from generation.kinds import KINDS
 from generation.management.base import (
     OperatorCommand,
@@ -44,6 +45,14 @@ class Command(OperatorCommand):
             default="illustrations",
             help="what --project queues: missing illustrations (default), missing clips, or both",
         )
+        parser.add_argument(
+            "--mode",
+            choices=["now", "economy"],
+            default="now",
+            help="now (default), or economy: the missing illustrations go to the service as "
+            "one batch job, within 24 h at half price, where the service and model take "
+            "batches",
+        )
 
     def handle(self, *args, **options):
         # --all is "after a top-up or an outage": only what waits is set going, and no book
@@ -63,7 +72,10 @@ class Command(OperatorCommand):
             was = before.get(project.pk)
             if was is not None and was.state in WAITING_STATES:
                 services.resume(project=project)  # may have been resumed with its account
-            queued = self._queue(project, options["media"]) if named else 0
+            try:
+                queued = self._queue(project, options["media"], options["mode"]) if named else 0
+            except EconomyRefused as refused:
+                raise usage_error(f"project {project.pk}: {refused}") from None
             self.stdout.write(self._line(project, was, queued))
         if not projects:
             self.stdout.write("Nothing was halted or paused: nothing to resume.")
@@ -72,11 +84,12 @@ class Command(OperatorCommand):
                 raise CommandError("Some pages failed or a run halted; see above.", returncode=1)
 
     @staticmethod
-    def _queue(project: Project, media: str) -> int:
-        """Queue the project's missing illustrations and/or clips; return how many."""
+    def _queue(project: Project, media: str, mode: str = "now") -> int:
+        """Queue the project's missing illustrations (now, or as a batch) and/or clips;
+        return how many."""
         queued = 0
         if media in ("illustrations", "all"):
-            queued += services.generate_missing(project=project).count
+            queued += services.generate_missing(project=project, mode=mode).count
         if media in ("clips", "all"):
             queued += services.generate_missing_clips(project=project).count
         return queued
@@ -85,7 +98,9 @@ class Command(OperatorCommand):
         parts = []
         if was is not None and was.state in WAITING_STATES:
             parts.append(f"the {_described(was)} is running again")
-        if queued:
+        if queued and run_mode(project) == Run.Mode.ECONOMY:
+            parts.append(f"sent {plural(queued, 'picture')} to a batch (economy: within 24 h)")
+        elif queued:
             parts.append(f"queued {plural(queued, 'picture')}")
         run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
         waiting = sum(queued_counts(run).values()) if run is not None else 0
@@ -151,6 +166,12 @@ class Command(OperatorCommand):
         for status in halted:
             self.stdout.write(f"Project {status['id']} halted: {status['run']['message']}")
         return not failed and not halted
+
+
+def run_mode(project: Project) -> str:
+    """Return the mode of the project's open run ("now" when it has none)."""
+    run = Run.objects.filter(project=project, state__in=OPEN_RUN_STATES).first()
+    return run.mode if run is not None else Run.Mode.NOW
 
 
 def waiting_projects() -> list[Project]:

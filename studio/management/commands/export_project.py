@@ -1,12 +1,13 @@
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
+from django.core.files.storage import default_storage
 from django.core.management.base import CommandError
 
 from generation.management.base import OperatorCommand
 from studio.export import export_trim, run_export
+from studio.files import read_chunks
 from studio.geometry import INCH, PAPERS, PRINT_DPI, Book, Cover, parse_trim
 from studio.models import Export, Project
 from studio.printing import report_lines
@@ -70,8 +71,9 @@ class Command(OperatorCommand):
         )
         run_export(export)
         export.refresh_from_db()
-        with export.file.open("rb") as built, open(output, "wb") as target:
-            shutil.copyfileobj(built, target)
+        with open(output, "wb") as target:  # chunk by chunk, from disk or S3
+            for chunk in read_chunks(default_storage.open(export.file.name, "rb")):
+                target.write(chunk)
         export.file.delete(save=False)
         export.delete()
         self.stdout.write(self.written(export, output))

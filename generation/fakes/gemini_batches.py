@@ -1,0 +1,193 @@
+"""Gemini's batch mode on the loopback Gemini API, as strict as the service:
+POST /v1beta/models/{model}:batchGenerateContent with inline requests
+(`{"batch": {"displayName", "inputConfig": {"requests": {"requests": [{"request",
+"metadata"}]}}}}`, at most 20 MB, each request as strict as generateContent), answered
+with a long-running Operation named `batches/{id}`; GET /v1beta/batches/{id} polls it,
+GET /v1beta/batches lists them, POST /v1beta/batches/{id}:cancel cancels it.
+
+The operation's metadata is the batch (state BATCH_STATE_PENDING, RUNNING, SUCCEEDED,
+FAILED, CANCELLED, EXPIRED; batchStats); once done, `response.inlinedResponses` holds one
+response (or error) per request it finished, with the request's metadata. Knobs as the
+OpenAI fake's: batch_seconds, expire with `partial` done, fail_lines (text in the prompt:
+a blocked prompt), fail_batch.
+"""
+
+import threading
+import time
+import uuid
+
+MAX_INLINE_BYTES = 20 * 1024 * 1024
+BATCH_MODELS = {
+    "gemini-2.5-flash-image",
+    "gemini-3-pro-image-preview",
+    "gemini-3.1-flash-image",
+    "gemini-3-pro-image",
+}
+OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput"
+BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch"
+
+
+def _error(code: int, status: str, message: str) -> tuple[int, dict]:
+    return code, {"error": {"code": code, "message": message, "status": status}}
+
+
+class GeminiBatchDesk:
+    """The batches one fake Gemini key holds."""
+
+    def __init__(self, answer):
+        self.answer = answer  # () -> a GenerateContentResponse with a picture
+        self.lock = threading.Lock()
+        self.batches: dict[str, dict] = {}
+        self.batch_seconds = 0.3
+        self.expire = False
+        self.partial = 0.5
+        self.fail_lines: list[str] = []  # text in the prompt: the prompt is blocked
+        self.fail_batch = ""
+        self.created = 0
+
+    def create(self, model: str, body: object, raw_size: int, invalid) -> tuple[int, dict]:
+        """POST models/{model}:batchGenerateContent; `invalid(request)` is generateContent's
+        own check of one request (None when well formed)."""
+        if raw_size > MAX_INLINE_BYTES:
+            return _error(
+                400,
+                "INVALID_ARGUMENT",
+                f"Request payload size exceeds the limit: {MAX_INLINE_BYTES} bytes.",
+            )
+        batch = body.get("batch") if isinstance(body, dict) else None
+        if not isinstance(batch, dict):
+            return _error(400, "INVALID_ARGUMENT", "* batch: batch is not specified")
+        if not str(batch.get("displayName") or "").strip():
+            return _error(400, "INVALID_ARGUMENT", "* batch.display_name: is required")
+        if model not in BATCH_MODELS:
+            return _error(
+                400, "INVALID_ARGUMENT", f"Batch mode is not supported for models/{model}."
+            )
+        requests = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests")
+        if not isinstance(requests, list) or not requests:
+            return _error(
+                400, "INVALID_ARGUMENT", "* batch.input_config: requests or file_name is required"
+            )
+        prompts = []
+        for number, item in enumerate(requests):
+            request = item.get("request") if isinstance(item, dict) else None
+            problem = invalid(request) if isinstance(request, dict) else "request is required"
+            if problem is not None:
+                return _error(
+                    400,
+                    "INVALID_ARGUMENT",
+                    f"* batch.input_config.requests.requests[{number}].request: {problem}",
+                )
+            prompts.append(
+                " ".join(
+                    str(part.get("text") or "")
+                    for content in request["contents"]
+                    for part in content.get("parts") or []
+                    if isinstance(part, dict)
+                )
+            )
+        now = time.time()
+        name = f"batches/{uuid.uuid4().hex[:20]}"
+        entry = {
+            "name": name,
+            "model": f"models/{model}",
+            "displayName": batch["displayName"],
+            "state": "BATCH_STATE_PENDING",
+            "requests": requests,
+            "prompts": prompts,
+            "started": now,
+            "done": None,  # how many it finished, once it ended
+            "problem": self.fail_batch,
+        }
+        with self.lock:
+            self.batches[name] = entry
+            self.created += 1
+            return 200, self._operation(entry)
+
+    def get(self, name: str) -> tuple[int, dict]:
+        with self.lock:
+            entry = self.batches.get(name)
+            if entry is None:
+                return _error(404, "NOT_FOUND", f"Batch {name} not found.")
+            return 200, self._operation(entry)
+
+    def list(self) -> tuple[int, dict]:
+        with self.lock:
+            return 200, {"operations": [self._operation(entry) for entry in self.batches.values()]}
+
+    def cancel(self, name: str) -> tuple[int, dict]:
+        with self.lock:
+            entry = self.batches.get(name)
+            if entry is None:
+                return _error(404, "NOT_FOUND", f"Batch {name} not found.")
+            self._advance(entry)
+            if entry["done"] is not None:
+                return _error(
+                    400, "FAILED_PRECONDITION", f"Batch {name} is already in a terminal state."
+                )
+            entry["done"] = self._finished(entry)
+            entry["state"] = "BATCH_STATE_CANCELLED"
+            return 200, {}
+
+    def _finished(self, entry: dict) -> int:
+        share = min(1.0, (time.time() - entry["started"]) / (self.batch_seconds or 1e-9))
+        if self.expire:
+            share = min(share, self.partial)
+        return int(len(entry["requests"]) * share)
+
+    def _advance(self, entry: dict) -> None:
+        if entry["done"] is not None:
+            return
+        elapsed = time.time() - entry["started"]
+        if elapsed < self.batch_seconds * 0.1:
+            return
+        if entry["problem"]:
+            entry.update(state="BATCH_STATE_FAILED", done=0)
+            return
+        entry["state"] = "BATCH_STATE_RUNNING"
+        if elapsed >= self.batch_seconds:
+            entry["done"] = self._finished(entry)
+            entry["state"] = "BATCH_STATE_EXPIRED" if self.expire else "BATCH_STATE_SUCCEEDED"
+
+    def _operation(self, entry: dict) -> dict:
+        self._advance(entry)
+        total = len(entry["requests"])
+        done = entry["done"] if entry["done"] is not None else self._finished(entry)
+        failed = sum(
+            1 for prompt in entry["prompts"][:done] if any(t in prompt for t in self.fail_lines)
+        )
+        metadata = {
+            "@type": BATCH_TYPE,
+            "model": entry["model"],
+            "name": entry["name"],
+            "displayName": entry["displayName"],
+            "state": entry["state"],
+            "batchStats": {
+                "requestCount": str(total),
+                "successfulRequestCount": str(done - failed),
+                "failedRequestCount": str(failed),
+                "pendingRequestCount": str(total - done),
+            },
+        }
+        operation = {"name": entry["name"], "metadata": metadata}
+        if entry["done"] is None:
+            return operation
+        operation["done"] = True
+        if entry["state"] == "BATCH_STATE_FAILED":
+            operation["error"] = {"code": 3, "message": entry["problem"]}
+            return operation
+        responses = []
+        for item, prompt in list(zip(entry["requests"], entry["prompts"], strict=True))[:done]:
+            if any(text in prompt for text in self.fail_lines):
+                response = {
+                    "promptFeedback": {"blockReason": "SAFETY"},
+                    "usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 12},
+                }
+            else:
+                response = self.answer()
+            responses.append({"metadata": item.get("metadata") or {}, "response": response})
+        operation["response"] = {
+            "@type": OUTPUT_TYPE,
+            "inlinedResponses": {"inlinedResponses": responses},
+        }
+        return operation

@@ -1,0 +1,526 @@
+"""Economy mode: a book's missing pages as one batch job (generation.batches), over real HTTP
+against the loopback OpenAI service's Files and Batches APIs.
+
+The steps are driven here in the test's process, as the sweep drives them (advance); the
+end-to-end run with a real cluster is in test_economy_workers.py.
+"""
+
+import io
+import json
+import os
+import re
+import signal
+from decimal import Decimal
+
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from PIL import Image
+
+from generation import batch_jobs, batches, services
+from generation.batches import EconomyRefused
+from generation.models import Batch, GenerationAttempt, Illustration, Run, SpendEntry, later
+from generation.providers import openai_batch
+from studio.models import Character, ReferenceImage
+from tests.conftest import openai_env, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Half what gpt-image-1 charges live for the usage the fake reports (0.0425: 50 text
+# tokens in, 1,056 out at its token prices).
+HALF = Decimal("0.0213")
+
+
+@pytest.fixture
+def economy(openai_settings, fake_openai):
+    openai_settings.STUDIO_IMAGE_MODEL = "gpt-image-1"
+    openai_settings.STUDIO_BATCH_POLL_SECONDS = 0.0
+    openai_settings.STUDIO_BATCH_POLL_MAX = 0.0
+    fake_openai.batches.batch_seconds = 0.2
+    yield fake_openai
+    batch_jobs.FAULTS.clear()
+
+
+def drive(*, until_collected: bool = True, timeout: float = 10) -> None:
+    """Advance every batch, as the sweep does, until all of them are collected."""
+
+    def done():
+        batch_jobs.advance_due()
+        return not Batch.objects.exclude(step=Batch.Step.COLLECTED).exists()
+
+    wait_until(done, timeout=timeout, interval=0.05, message="the batches were not collected")
+
+
+def pictures(project) -> int:
+    return Illustration.objects.filter(page__project=project, status="complete").count()
+
+
+def test_a_24_page_book_comes_back_from_one_batch_with_a_ledger_at_half_price(
+    economy, make_project
+):
+    project = make_project(pages=24)
+    queued = services.generate_missing(project=project, mode="economy")
+    assert queued.count == 24
+    run = Run.objects.get(project=project)
+    assert run.mode == "economy"
+    # The journal is written before anything is sent: one batch, one in-flight row a page.
+    batch = Batch.objects.get()
+    assert (batch.step, batch.total, batch.input_file_id, batch.batch_id) == ("new", 24, "", "")
+    assert GenerationAttempt.objects.filter(outcome="in_flight").count() == 24
+    assert economy.batches.uploads == 0
+    drive()
+    assert economy.batches.created == 1
+    assert economy.batches.uploads == 1
+    assert pictures(project) == 24
+    entries = SpendEntry.objects.filter(project_id=project.pk)
+    assert entries.count() == 24
+    assert {entry.amount for entry in entries} == {HALF}
+    run.refresh_from_db()
+    assert run.state == "finished"
+    batch.refresh_from_db()
+    assert (batch.status, batch.completed, batch.total) == ("completed", 24, 24)
+    # The live endpoint was never called.
+    assert not [call for call in economy.calls if not call.get("batch_api")]
+
+
+@pytest.mark.parametrize(
+    "step", ["before_upload", "after_upload", "before_create", "after_create", "mid_collect"]
+)
+def test_a_worker_killed_at_any_step_never_creates_a_second_batch(economy, make_project, step):
+    project = make_project(pages=6)
+    services.generate_missing(project=project, mode="economy")
+    batch_jobs.FAULTS.add(step)
+
+    def crashed() -> bool:
+        try:
+            batch_jobs.advance_due()
+        except batch_jobs.Crash:
+            return True
+        return False
+
+    wait_until(crashed, timeout=10, interval=0.05, message=f"never reached {step}")
+    # The killed step's claim on the batch runs out (its lease); the next sweep takes over.
+    Batch.objects.update(lease_expires_at=later(-1))
+    batch_jobs.FAULTS.clear()
+    drive()
+    assert economy.batches.created == 1
+    assert economy.batches.uploads == (1 if step != "before_upload" else 1)
+    assert pictures(project) == 6
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 6
+    assert GenerationAttempt.objects.filter(outcome="success").count() == 6
+
+
+def test_stop_cancels_the_batch_and_keeps_what_the_service_finished(economy, make_project):
+    economy.batches.batch_seconds = 2.0
+    project = make_project(pages=10)
+    services.generate_missing(project=project, mode="economy")
+    wait_until(
+        lambda: (
+            batch_jobs.advance_due() is not None
+            and Batch.objects.filter(status="in_progress", completed__gte=3).exists()
+        ),
+        timeout=10,
+        interval=0.05,
+    )
+    assert services.pause(project=project).run is None  # a batch is not paused
+    result = services.stop(project=project)
+    assert result.run.state == "stopping"
+    drive()
+    assert economy.batches.statuses() == ["cancelled"]
+    kept = pictures(project)
+    assert 3 <= kept < 10
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == kept
+    assert Illustration.objects.filter(page__project=project, status="canceled").count() == (
+        10 - kept
+    )
+    assert Run.objects.get(project=project).state == "stopped"
+
+
+def test_an_expired_batch_keeps_its_pictures_and_the_rest_are_missing_again(economy, make_project):
+    economy.batches.expire = True
+    economy.batches.partial = 0.5
+    project = make_project(pages=8)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert pictures(project) == 4
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 4
+    returned = Illustration.objects.filter(page__project=project, status="canceled")
+    assert returned.count() == 4
+    assert "expired" in returned.first().error_message
+    batch = Batch.objects.get()
+    assert batches.progress_words(batch) == "expired: 4 of 8 came back"
+    # Missing again: Generate Missing offers them, now or in another batch.
+    economy.batches.expire = False
+    assert services.generate_missing(project=project, mode="economy").count == 4
+    drive()
+    assert pictures(project) == 8
+    assert economy.batches.created == 2
+
+
+def test_failed_lines_fail_their_pages_with_the_service_reason(economy, make_project):
+    economy.batches.fail_lines = [("meadow number 3.", "400_policy"), ("meadow number 4.", "500")]
+    project = make_project(pages=5)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert pictures(project) == 3
+    failed = Illustration.objects.filter(page__project=project, status="failed")
+    rejected = failed.get(page__number=3)
+    assert rejected.failure_reason == "rejected"
+    assert "safety system" in rejected.error_message
+    assert failed.get(page__number=4).failure_reason == "exhausted"
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 3
+    # Retry failed sends the failed page in another batch; the rejected prompt stays
+    # rejected until it is edited.
+    economy.batches.fail_lines = []
+    assert services.retry_failed(project=project, mode="economy").count == 1
+    drive()
+    assert pictures(project) == 4
+    assert economy.batches.created == 2
+
+
+def test_a_budget_the_batch_would_pass_is_refused_before_anything_is_sent(economy, make_project):
+    project = make_project(pages=24)
+    project.budget = Decimal("0.30")  # 24 x 0.021 = 0.504
+    project.save()
+    with pytest.raises(EconomyRefused) as refused:
+        services.generate_missing(project=project, mode="economy")
+    assert "$0.50" in str(refused.value) and "$0.30" in str(refused.value)
+    assert not Batch.objects.exists() and not Illustration.objects.exists()
+    assert economy.call_count == 0
+
+
+def test_a_model_without_batches_is_refused(economy, make_project, settings):
+    settings.STUDIO_IMAGE_MODEL = "dall-e-3"
+    project = make_project(pages=2)
+    with pytest.raises(EconomyRefused, match="takes no batch jobs"):
+        services.generate_missing(project=project, mode="economy")
+    assert batches.supports_batch("openai", "gpt-image-1.5")
+    assert not batches.supports_batch("openai", "dall-e-3")
+    assert not batches.supports_batch("replicate", "gpt-image-1")
+
+
+def test_resume_generation_mode_economy_and_the_status_json(economy, make_project, capsys):
+    project = make_project(pages=3)
+    call_command("resume_generation", "--project", str(project.pk), "--mode", "economy")
+    assert "sent 3 pictures to a batch (economy: within 24 h)" in capsys.readouterr().out
+    call_command("generation_status", "--project", str(project.pk), "--json")
+    run = json.loads(capsys.readouterr().out)["projects"][0]["run"]
+    assert run["mode"] == "economy"
+    assert run["batch"] == {"id": None, "status": "new", "completed": 0, "total": 3}
+    drive()
+    call_command("generation_status", "--project", str(project.pk), "--json")
+    run = json.loads(capsys.readouterr().out)["projects"][0]["run"]
+    assert run["batch"]["id"].startswith("batch_")
+    assert (run["batch"]["status"], run["batch"]["completed"], run["batch"]["total"]) == (
+        "completed",
+        3,
+        3,
+    )
+
+
+def test_resume_generation_refuses_an_unknown_mode(economy, make_project):
+    project = make_project(pages=1)
+    with pytest.raises(CommandError, match="invalid choice: 'later'"):
+        call_command("resume_generation", "--project", str(project.pk), "--mode", "later")
+
+
+# --- the web form ----------------------------------------------------------------------------
+
+
+def test_the_review_page_offers_economy_only_where_the_service_takes_batches(
+    economy, make_project, client, editor, settings
+):
+    client.force_login(editor)
+    project = make_project(pages=24)
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert 'name="mode" value="economy"' in html
+    assert "Economy: within 24 h at half price (≈ $0.50)" in html  # 24 x 0.021
+    assert "Now (≈ $1.01)" in html  # 24 x 0.042
+    settings.STUDIO_IMAGE_MODEL = "dall-e-3"
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert 'name="mode"' not in html
+    # Asked for anyway, economy is refused with the reason, and nothing starts.
+    refused = client.post(reverse("project-generate", args=[project.pk]), {"mode": "economy"})
+    assert refused.status_code == 400
+    assert "take no batch jobs" in refused.content.decode()
+    assert not Run.objects.exists()
+
+
+def test_the_form_field_mode_sends_a_batch_and_the_header_shows_its_progress(
+    economy, make_project, client, editor
+):
+    client.force_login(editor)
+    project = make_project(pages=4)
+    bad = client.post(reverse("project-generate", args=[project.pk]), {"mode": "tomorrow"})
+    assert bad.status_code == 400
+    assert "mode must be “now” or “economy”" in bad.content.decode()
+    sent = client.post(
+        reverse("project-generate", args=[project.pk]), {"mode": "economy"}, HTTP_HX_REQUEST="true"
+    )
+    assert json.loads(sent["HX-Trigger"])["toast"]["message"].startswith(
+        "Sent 4 illustrations to a batch"
+    )
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert "Economy batch: <span" in html and "waiting to be sent" in html
+    assert "No Pause for a batch" in html and ">Pause<" not in html
+    batch_jobs.advance_due()  # uploaded and created
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert html.count(">In a batch<") == 4
+    assert "· 4 in a batch" in html and " generating " not in html
+    # The chip says "In a batch", the line below it when it was sent.
+    lines = re.findall(r">\s*(submitted \d\d:\d\d · usually within a few hours)\s*<", html)
+    assert len(lines) == 4, lines
+    drive()
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert "4 of 4 illustrated" in html
+
+
+# --- a real cluster -----------------------------------------------------------------------------
+
+
+def test_a_real_cluster_sends_collects_and_survives_a_kill_without_a_second_batch(
+    economy, make_project, qcluster
+):
+    economy.batches.batch_seconds = 1.5
+    env = openai_env(
+        economy,
+        STUDIO_IMAGE_MODEL="gpt-image-1",
+        STUDIO_WORKERS=1,
+        STUDIO_HEARTBEAT_SECONDS=0.3,
+        STUDIO_BATCH_POLL_SECONDS=0.2,
+        STUDIO_BATCH_POLL_MAX=0.3,
+    )
+    project = make_project(pages=12)
+    services.generate_missing(project=project, mode="economy")
+    first = qcluster(**env)
+    wait_until(lambda: Batch.objects.filter(step="submitted").exists(), timeout=30)
+    os.killpg(first.pid, signal.SIGKILL)  # the whole cluster, while the batch is out
+    first.wait()
+    qcluster(**env)
+    wait_until(lambda: pictures(project) == 12, timeout=30, message="the batch never came back")
+    wait_until(lambda: Run.objects.get(project=project).state == "finished", timeout=10)
+    assert economy.batches.created == 1
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 12
+    assert {entry.amount for entry in SpendEntry.objects.all()} == {HALF}
+
+
+# --- Gemini's batch mode ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gemini_economy(gemini_settings, fake_gemini):
+    gemini_settings.STUDIO_IMAGE_PROVIDER = "gemini"
+    gemini_settings.GEMINI_IMAGE_MODEL = "gemini-3.1-flash-image"  # 2.5 is shut down
+    gemini_settings.STUDIO_BATCH_POLL_SECONDS = 0.0
+    gemini_settings.STUDIO_BATCH_POLL_MAX = 0.0
+    fake_gemini.batches.batch_seconds = 0.2
+    yield fake_gemini
+    batch_jobs.FAULTS.clear()
+
+
+def test_gemini_batch_mode_draws_a_book_inline_and_a_blocked_prompt_stays_rejected(
+    gemini_economy, make_project
+):
+    gemini_economy.batches.fail_lines = ["meadow number 2."]
+    project = make_project(pages=6)
+    assert services.generate_missing(project=project, mode="economy").count == 6
+    drive()
+    assert gemini_economy.batches.created == 1
+    assert pictures(project) == 5
+    rejected = Illustration.objects.get(page__project=project, status="failed")
+    assert rejected.failure_reason == "rejected" and "SAFETY" in rejected.error_message
+    entries = SpendEntry.objects.filter(project_id=project.pk)
+    assert entries.count() == 5
+    assert {entry.amount for entry in entries} == {Decimal("0.0335")}  # 0.067 live
+    assert not [call for call in gemini_economy.calls if not call.get("batch_api")]
+
+
+def test_a_gemini_batch_killed_after_creating_is_found_again_and_expiry_keeps_the_finished(
+    gemini_economy, make_project
+):
+    gemini_economy.batches.expire = True
+    project = make_project(pages=4)
+    services.generate_missing(project=project, mode="economy")
+    batch_jobs.FAULTS.add("after_create")
+    with pytest.raises(batch_jobs.Crash):
+        batch_jobs.advance_due()
+    Batch.objects.update(lease_expires_at=later(-1))  # the killed step's claim ran out
+    batch_jobs.FAULTS.clear()
+    drive()
+    assert gemini_economy.batches.created == 1
+    assert pictures(project) == 2
+    assert Illustration.objects.filter(page__project=project, status="canceled").count() == 2
+    assert Batch.objects.get().status == "expired"
+
+
+def test_out_of_credits_at_submission_halts_the_account_and_resume_sends_the_same_batch(
+    economy, make_project
+):
+    economy.batches.refuse = "429_quota"
+    project = make_project(pages=3)
+    services.generate_missing(project=project, mode="economy")
+    batch_jobs.advance_due()
+    run = Run.objects.get(project=project)
+    assert (run.state, run.halt_reason) == ("halted", "out_of_credits")
+    assert economy.batches.uploads == 0 and Batch.objects.get().step == "new"
+    economy.batches.refuse = ""
+    services.resume(project=project)
+    drive()
+    assert economy.batches.created == 1
+    assert pictures(project) == 3
+    assert Run.objects.get(project=project).state == "finished"
+
+
+# --- reference pictures ------------------------------------------------------------------------
+
+
+def give_reference(project, page_numbers, *, size=(64, 64)) -> None:
+    """A character with a noisy picture (it does not compress), named on those pages."""
+    pixels = Image.effect_noise(size, 80).convert("RGB")
+    buffer = io.BytesIO()
+    pixels.save(buffer, format="PNG")
+    fox = Character.objects.create(project=project, name="Fox", description="A red fox.")
+    version = ReferenceImage(character=fox, source="upload", width=size[0], height=size[1])
+    version.image.save("fox.png", ContentFile(buffer.getvalue()), save=False)
+    version.save()
+    fox.reference = version
+    fox.save()
+    fox.pages.set(project.pages.filter(number__in=page_numbers))
+
+
+def test_pages_with_references_go_to_an_edits_batch_of_their_own_inline(economy, make_project):
+    project = make_project(pages=3)
+    give_reference(project, [2])
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert pictures(project) == 3
+    assert economy.batches.created == 2
+    assert sorted(Batch.objects.values_list("endpoint", "total")) == [
+        ("/v1/images/edits", 1),
+        ("/v1/images/generations", 2),
+    ]
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 3
+
+
+def test_a_page_whose_references_make_its_line_too_large_fails_alone(
+    economy, make_project, monkeypatch
+):
+    monkeypatch.setattr(openai_batch, "MAX_LINE_BYTES", 20_000)
+    project = make_project(pages=3)
+    give_reference(project, [2], size=(200, 200))
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert pictures(project) == 2
+    failed = Illustration.objects.get(page__project=project, status="failed")
+    assert failed.page.number == 2
+    assert failed.failure_reason == "rejected"
+    assert "reference pictures weighs" in failed.error_message
+    assert "draw it now" in failed.error_message
+    assert economy.batches.created == 1
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 2
+
+
+def test_a_project_deleted_while_its_batch_is_out_still_has_every_line_in_the_ledger(
+    economy, make_project
+):
+    economy.batches.batch_seconds = 1.0
+    project = make_project(pages=3)
+    project_id = project.pk
+    services.generate_missing(project=project, mode="economy")
+    batch_jobs.advance_due()
+    assert Batch.objects.get().step == "submitted"
+    project.delete()
+    drive()
+    drive()  # a second look enters nothing twice
+    assert economy.batches.created == 1
+    entries = SpendEntry.objects.filter(project_id=project_id)
+    assert entries.count() == 3
+    assert {entry.amount for entry in entries} == {HALF}
+
+
+def test_try_variants_in_economy_keeps_them_as_versions_beside_the_current_picture(
+    economy, make_project
+):
+    project = make_project(pages=1)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    page = project.pages.get()
+    assert services.queue_variants(page=page, count=2, mode="economy").count == 2
+    drive()
+    assert economy.batches.created == 2
+    jobs = Illustration.objects.filter(page=page)
+    assert sorted(jobs.values_list("variant", "status")) == [
+        (0, "complete"),
+        (1, "replaced"),
+        (2, "replaced"),
+    ]
+    assert jobs.filter(candidate=True).count() == 2
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 3
+
+
+def test_stop_cancels_a_gemini_batch_and_keeps_what_it_finished(gemini_economy, make_project):
+    gemini_economy.batches.batch_seconds = 2.0
+    project = make_project(pages=10)
+    services.generate_missing(project=project, mode="economy")
+    wait_until(
+        lambda: (
+            batch_jobs.advance_due() is not None
+            and Batch.objects.filter(status="in_progress", completed__gte=3).exists()
+        ),
+        timeout=10,
+        interval=0.05,
+    )
+    services.stop(project=project)
+    drive()
+    kept = pictures(project)
+    assert 3 <= kept < 10
+    assert Batch.objects.get().status == "cancelled"
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == kept
+    assert Run.objects.get(project=project).state == "stopped"
+
+
+def test_stop_while_the_account_is_halted_hands_back_a_batch_never_sent(economy, make_project):
+    economy.batches.refuse = "401"
+    project = make_project(pages=3)
+    services.generate_missing(project=project, mode="economy")
+    batch_jobs.advance_due()
+    assert Run.objects.get(project=project).halt_reason == "auth"
+    services.stop(project=project)
+    drive()
+    assert Run.objects.get(project=project).state == "stopped"
+    assert Illustration.objects.filter(page__project=project, status="canceled").count() == 3
+    assert economy.batches.created == 0 and economy.batches.uploads == 0
+    assert not SpendEntry.objects.exists()
+
+
+def test_a_batch_the_service_refuses_fails_its_pages_with_the_reason_and_is_not_sent_again(
+    economy, make_project
+):
+    economy.batches.refuse = "400_moderation"
+    project = make_project(pages=2)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    failed = Illustration.objects.filter(page__project=project, status="failed")
+    assert failed.count() == 2
+    assert failed.first().error_message.startswith("The service refused the batch: ")
+    assert Run.objects.get(project=project).state == "finished"
+    calls = economy.call_count
+    batch_jobs.advance_due()
+    assert economy.call_count == calls  # nothing is tried again
+
+
+def test_lines_over_what_one_batch_takes_go_to_more_batches(gemini_economy, make_project):
+    gemini_economy.batches.batch_seconds = 0.1
+    from generation.providers.gemini_batch import GeminiBatches
+
+    project = make_project(pages=5)
+    services.generate_missing(project=project, mode="economy")
+    GeminiBatches.max_batch_lines = 2
+    try:
+        drive()
+    finally:
+        GeminiBatches.max_batch_lines = 50_000
+    assert gemini_economy.batches.created == 3
+    assert sorted(Batch.objects.values_list("total", flat=True)) == [1, 2, 2]
+    assert pictures(project) == 5

@@ -290,7 +290,10 @@ def picture_statements(fake: FakeImageService) -> list[tuple[str, int]]:
         return plain_commit()
 
     with override_settings(
-        STUDIO_IMAGE_PROVIDER="openai", OPENAI_BASE_URL=fake.url, OPENAI_API_KEY="sk-benchmark"
+        STUDIO_IMAGE_PROVIDER="openai",
+        OPENAI_BASE_URL=fake.url,
+        OPENAI_API_KEY="sk-benchmark",
+        STUDIO_IMAGE_SIZE="1024x1024",  # a size the default model takes, as the clusters draw
     ):
         run = services.generate_missing(project=project).run
         engine.run_next_job(run.pk)

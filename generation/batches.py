@@ -8,21 +8,11 @@ from decimal import Decimal
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from . import catalogue
 from .models import Batch, Run
 from .pricing import money, price_per_image
 from .providers import project_provider
 
-# Which models take batches, per service (the issue's list). Until the catalogue
-# (generation/catalogue.toml) lands, this is the one place that says so.
-BATCH_MODELS = {
-    "openai": {"gpt-image-1.5", "gpt-image-1", "gpt-image-1-mini", "chatgpt-image-latest"},
-    "gemini": {
-        "gemini-3.1-flash-image",
-        "gemini-3-pro-image",
-        "gemini-3-pro-image-preview",
-        "gemini-2.5-flash-image",
-    },
-}
 # The service clients that speak each batch API.
 CLIENTS = {
     "openai": "generation.providers.openai_batch.OpenAIBatches",
@@ -33,9 +23,10 @@ BATCH_DISCOUNT = Decimal("0.5")
 
 
 def supports_batch(service: str, model: str) -> bool:
-    """Return whether the service's model takes batch jobs. The one place that decides;
-    once generation/catalogue.toml is in, this reads catalogue.model(service, model).batch."""
-    return model in BATCH_MODELS.get(service, ()) and service in CLIENTS
+    """Return whether the service's model takes batch jobs: the catalogue says the model
+    does (catalogue.model(service, model).batch) and the studio speaks the service's batch
+    API. The one place that decides."""
+    return service in CLIENTS and catalogue.model(service, model).batch
 
 
 def project_supports_batch(project) -> bool:

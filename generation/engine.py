@@ -24,7 +24,7 @@ from tenacity import Retrying, retry_if_exception
 
 from studio.models import Project
 
-from . import accounts, fairness, ledger, liveness, logs, prepared
+from . import accounts, catalogue, fairness, ledger, liveness, logs, prepared
 from .clock import DatabaseClock
 from .kinds import KINDS, JobKind, _cancel
 from .limits import POLL_SECONDS, BudgetReached, Gate, LongWait, provider_key
@@ -374,6 +374,8 @@ class JobWorker:
         self.attempt_number = job.last_attempt or 0
         if self.attempt_number and self._recover():
             return
+        if self._refuse_retired_model():
+            return
         try:
             with Heartbeat(self, None):  # reading reference pictures may take a while
                 prompt, self.recorded = self.kind.prepare(job, self.provider)
@@ -419,6 +421,25 @@ class JobWorker:
             self._halt_for_storage(self.storage_error)
             return
         self._keep(result)
+
+    def _refuse_retired_model(self) -> bool:
+        """The lifecycle guard: a model its service has shut down is never called. The run
+        halts with reason config (the project's model, not the account: other projects on
+        the same key go on), saying when it was shut down and what replaces it; the job
+        waits for Resume. Return whether it refused."""
+        model = getattr(self.provider, "model", "")
+        if catalogue.model(self.provider.name, model).shutdown is None:
+            return False  # no end announced: no need to read the clock
+        message = catalogue.refusal(self.provider.name, model, self.clock.now().date())
+        if not message:
+            return False
+        logger.warning("Refused job %s: %s", self.job.pk, message)
+        if self.job.run_id is None:
+            self._fail(Unsendable(message))
+            return True
+        halt_run(self.job.run_id, reason=Run.HaltReason.CONFIG, message=message)
+        self._release()
+        return True
 
     # --- the call journal -------------------------------------------------------------
 
@@ -876,7 +897,22 @@ class JobWorker:
         if error.halts_run:
             message = halt_message(error.outcome, error, provider=self.provider, service=service)
             if error.outcome == Outcome.CONFIG:
-                halt_model(self.kind, self.account, reason=error.outcome, message=message)
+                model = getattr(self.provider, "model", "")
+                about_model = error.setting == getattr(self.provider, "model_setting", None)
+                if about_model and model:
+                    # The model no longer exists (or never did): say what replaces it.
+                    message += catalogue.offer_sentence(
+                        self.provider.name, model, self.clock.now().date()
+                    )
+                if about_model and getattr(self.provider, "project_model", False):
+                    # The project's own choice of model: its run halts, not the account's
+                    # other projects (one editor's input never counts against the shared).
+                    message = error.message + catalogue.offer_sentence(
+                        self.provider.name, model, self.clock.now().date()
+                    )
+                    halt_run(self.job.run_id, reason=error.outcome, message=message[:2000])
+                else:
+                    halt_model(self.kind, self.account, reason=error.outcome, message=message)
                 return  # a halting attempt never counts against the job
             halt_account(
                 self.account,

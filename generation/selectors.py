@@ -25,7 +25,7 @@ from django.db.models.functions import Coalesce
 
 from studio.models import Page, Project
 
-from . import accounts, liveness, references, workers
+from . import accounts, catalogue, liveness, references, workers
 from .batches import batch_price, latest, progress_words, supports_batch
 from .clock import db_now
 from .models import (
@@ -714,6 +714,12 @@ class ReviewHeader:
     economy_price: Decimal | None = None
     batch: object = None
     in_batch: int = 0  # pages a batch holds: on their way, not "generating" by a worker
+    # The project's model is shut down or soon will be (its notice, and the one-click
+    # replacement offered); None while it is current.
+    model_notice: "ModelNotice | None" = None
+    # After a halt for the project's model (shut down, or no longer known to the service):
+    # the model offered in one click ("" when none).
+    model_offer: str = ""
 
     @property
     def primary(self) -> str:
@@ -865,6 +871,12 @@ def review_header(project: Project) -> ReviewHeader:
             for choice in configured_image_services()
             if choice.name not in (image_service_of(project), "embedded")
         ],
+        model_notice=model_notice(provider.name, model, today=now.date()),
+        model_offer=catalogue.offer(provider.name, model, now.date())
+        if run is not None
+        and run.state == Run.State.HALTED
+        and run.halt_reason == Run.HaltReason.CONFIG
+        else "",
         polling=progress.busy
         or (run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING)),
         waiting_for_workers=no_workers,
@@ -877,6 +889,104 @@ def review_header(project: Project) -> ReviewHeader:
         last_heard=liveness.last_heard(silent.get("latest")),
         due=silent.get("due"),
     )
+
+
+@dataclass(frozen=True)
+class ModelNotice:
+    """What the settings page, the review header and check_services say of a model its
+    service has shut down (state "retired") or will within 30 days ("retiring")."""
+
+    service: str
+    model: str
+    state: str  # catalogue.RETIRING or catalogue.RETIRED
+    shutdown: object  # a date
+    text: str  # "gemini-2.5-flash-image was shut down … on 2026-10-02 … Use … instead."
+    offer: str  # the model offered in one click ("" when there is none)
+
+
+def model_notice(service: str, model: str, *, today=None) -> ModelNotice | None:
+    """Return the notice of a service's model when it is retiring or retired, else None
+    (today: the database's date unless given)."""
+    today = today or db_now().date()
+    listed = catalogue.model(service, model)
+    state = listed.state(today)
+    if state == catalogue.CURRENT:
+        return None
+    return ModelNotice(
+        service=service,
+        model=model,
+        state=state,
+        shutdown=listed.shutdown,
+        text=listed.notice(today),
+        offer=catalogue.offer(service, model, today),
+    )
+
+
+def project_model(project: Project) -> str:
+    """Return the model that draws the project's pictures (its own choice, or its service's
+    configured model)."""
+    return getattr(project_provider(project), "model", "")
+
+
+def project_model_notice(project: Project, *, today=None) -> ModelNotice | None:
+    """Return the notice of the project's model (None while it is current)."""
+    return model_notice(image_service_of(project), project_model(project), today=today)
+
+
+def model_offer(project: Project, *, today=None) -> str:
+    """Return the model offered in one click after a halt for the project's model: its
+    replacement, or its service's default when that is another current model."""
+    today = today or db_now().date()
+    return catalogue.offer(image_service_of(project), project_model(project), today)
+
+
+def model_choices(project: Project, *, today=None) -> list[str]:
+    """Return the models a project may choose for its image service: the catalogue's
+    models of that service that are not shut down."""
+    today = today or db_now().date()
+    return [
+        listed.name
+        for listed in catalogue.models(image_service_of(project))
+        if listed.state(today) != catalogue.RETIRED
+    ]
+
+
+def model_form_choices(*, today=None) -> list[tuple[str, str]]:
+    """Return the settings form's model choices: "the service's configured model", then the
+    catalogue's models of each configured service that are not shut down, by service."""
+    from .pricing import money
+
+    today = today or db_now().date()
+    groups = []
+    for service in configured_image_services():
+        if service.name == "embedded":
+            continue
+        options = []
+        for listed in catalogue.models(service.name):
+            if listed.state(today) == catalogue.RETIRED:
+                continue
+            label = f"{listed.name} · {money(listed.price(settings.STUDIO_IMAGE_SIZE))} an image"
+            if listed.state(today) == catalogue.RETIRING:
+                label += f" · shut down on {listed.shutdown:%Y-%m-%d}"
+            options.append((listed.name, label))
+        if options:
+            groups.append((service.label, options))
+    return [("", "The service's configured model"), *groups]
+
+
+def model_problem(service: str, model: str, *, today=None) -> str:
+    """Return why a project may not draw with a service's model ("" when it may): not one of
+    the service's models, shut down, or a size rule STUDIO_IMAGE_SIZE breaks."""
+    today = today or db_now().date()
+    listed = catalogue.model(service, model)
+    label = IMAGE_SERVICES.get(service, (service,))[0]
+    if not listed.known:
+        return f"{model} is not a model of {label}."
+    if listed.state(today) == catalogue.RETIRED:
+        return catalogue.refusal(service, model, today).split(" The project")[0]
+    if problem := listed.size_problem(settings.STUDIO_IMAGE_SIZE):
+        return f"{problem} The studio draws at {settings.STUDIO_IMAGE_SIZE} (STUDIO_IMAGE_SIZE)."
+    return ""
 
 
 def working_leases(project: Project, *, now: datetime) -> dict:

@@ -20,7 +20,7 @@ from studio.changes import project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
-from . import accounts, batch_jobs, batches, ledger, logs, runs, thumbnails, webhooks
+from . import accounts, batch_jobs, batches, catalogue, ledger, logs, runs, thumbnails, webhooks
 from .batches import EconomyRefused
 from .clock import db_now
 from .engine import finish_from_journal, service_job_origin
@@ -234,6 +234,9 @@ def _economy_run(project: Project, requested_by, *, pages: int) -> Run | None:
         raise EconomyRefused(
             f"{provider.name} ({model or 'its model'}) takes no batch jobs: choose Now."
         )
+    # The lifecycle guard holds for batches too: a shut-down model is never sent a batch.
+    if refusal := catalogue.refusal(provider.name, model, db_now().date()):
+        raise EconomyRefused(refusal)
     if not pages:
         return None
     run = Run.objects.select_for_update().filter(project=project, state__in=OPEN_RUN_STATES).first()
@@ -520,13 +523,33 @@ def switch_service(*, project: Project, service: str) -> ControlResult:
     changes, and a run its old service's account halted continues on the new one (the old
     account stays halted for the projects still on it; pictures already drawn stay)."""
     _lock(project.pk)
-    Project.objects.filter(pk=project.pk).update(image_service=service)
+    # A model chosen for the old service is no model of the new one.
+    Project.objects.filter(pk=project.pk).update(image_service=service, image_model="")
     project_changed(project.pk)
     project.image_service = service
+    project.image_model = ""
     run = Run.objects.select_for_update().filter(project=project, state=Run.State.HALTED).first()
     if run is None or run.halted_account in ("", accounts.STORAGE):
         return ControlResult()  # another service does not free the disk
     run.halted_account = ""  # this run leaves the old account; the account stays halted
+    set_running(run)
+    enqueue_on_commit(run, queued_counts(run))
+    return ControlResult(run=run, resumed=True)
+
+
+@transaction.atomic
+def switch_model(*, project: Project, model: str) -> ControlResult:
+    """Draw the project's pictures with another model of its image service (a shut-down
+    model's replacement, in one click): the project's choice changes, and a run halted for
+    its model's configuration continues with the new one."""
+    _lock(project.pk)
+    Project.objects.filter(pk=project.pk).update(image_model=model)
+    project_changed(project.pk)
+    project.image_model = model
+    run = Run.objects.select_for_update().filter(project=project, state=Run.State.HALTED).first()
+    if run is None or run.halt_reason != Run.HaltReason.CONFIG:
+        return ControlResult()
+    run.halted_account = ""  # this run leaves a studio-wide model halt; the halt stays for others
     set_running(run)
     enqueue_on_commit(run, queued_counts(run))
     return ControlResult(run=run, resumed=True)

@@ -92,12 +92,20 @@ class ProjectSettingsForm(ProjectForm):
         f"each side from {geometry.SMALLEST_SIDE:g} to {geometry.LARGEST_SIDE:g} in.",
     )
 
+    image_model = forms.ChoiceField(
+        label="Model",
+        required=False,
+        help_text="Which of the service's models draws the pictures; models their service has "
+        "shut down are not offered.",
+    )
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         # The service in force is the one shown, also for a book on the studio's default
         # (stored as "", which no option has: the browser would send the first option)
         # and for one whose service is no longer configured (kept until changed).
         self.in_force = selectors.project_service_name(self.instance)
+        self.fields["image_model"].choices = selectors.model_form_choices()
         choices = selectors.image_service_choices()
         if self.in_force not in dict(choices):
             label = selectors.service_label(self.in_force)
@@ -114,6 +122,7 @@ class ProjectSettingsForm(ProjectForm):
         "title",
         "style_guide",
         "image_service",
+        "image_model",
         "budget",
         "max_concurrent",
         "requests_per_minute",
@@ -126,6 +135,7 @@ class ProjectSettingsForm(ProjectForm):
 
     def clean(self):
         cleaned = super().clean()
+        self._clean_model(cleaned)
         # A form that leaves the print fields out (an older page, a script) keeps them.
         for name in ("trim", "paper"):
             if not cleaned.get(name) and name not in self.errors:
@@ -152,11 +162,26 @@ class ProjectSettingsForm(ProjectForm):
             return self.instance.image_service
         return chosen
 
+    def _clean_model(self, cleaned: dict) -> None:
+        """Check the model against the chosen service: it must be one of that service's
+        models, not shut down, and take the studio's picture size (STUDIO_IMAGE_SIZE), or
+        the form says which rule it breaks."""
+        service = cleaned.get("image_service") or self.in_force
+        model = cleaned.get("image_model") or ""
+        if service != self.in_force and model == self.instance.image_model:
+            model = ""  # a new service starts on its own configured model
+        cleaned["image_model"] = model
+        if model:
+            problem = selectors.model_problem(service, model)
+            if problem:
+                self.add_error("image_model", problem)
+
     class Meta(ProjectForm.Meta):
         fields = [
             "title",
             "style_guide",
             "image_service",
+            "image_model",
             "budget",
             "max_concurrent",
             "requests_per_minute",

@@ -33,6 +33,10 @@ class Project(models.Model):
     # generation.providers.PROVIDERS); empty means the studio's default,
     # STUDIO_IMAGE_PROVIDER.
     image_service = models.CharField(max_length=40, blank=True)
+    # The model of that service its pictures are drawn with (a model of the catalogue,
+    # generation/catalogue.toml); empty means the service's configured model. Settings offer
+    # a shut-down model's replacement here in one click.
+    image_model = models.CharField(max_length=120, blank=True)
     # Spend and speed controls; empty means no limit beyond the studio's own.
     budget = models.DecimalField(
         max_digits=10,

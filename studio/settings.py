@@ -14,6 +14,9 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
+# The image models, their defaults, prices and shutdown dates: one catalogue, no Django.
+from generation import catalogue
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # A checkout's own settings: `make run` writes a git-ignored .env once (development mode, a
@@ -319,7 +322,7 @@ REPLICATE_API_TOKEN = env_str("REPLICATE_API_TOKEN")
 REPLICATE_BASE_URL = env_str("REPLICATE_BASE_URL", "https://api.replicate.com/v1")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "https://api.openai.com/v1").rstrip("/")
-STUDIO_IMAGE_MODEL = env_str("STUDIO_IMAGE_MODEL", "gpt-image-1")
+STUDIO_IMAGE_MODEL = env_str("STUDIO_IMAGE_MODEL", catalogue.default("openai"))
 STUDIO_IMAGE_SIZE = env_str("STUDIO_IMAGE_SIZE", "1024x1024")
 # The other image services (each used only when its key is set; see docs/services.md).
 # Gemini, native: POST {GEMINI_BASE_URL}/models/{model}:generateContent.
@@ -327,23 +330,23 @@ GEMINI_API_KEY = env_str("GEMINI_API_KEY")
 GEMINI_BASE_URL = env_str(
     "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com/v1beta"
 ).rstrip("/")
-GEMINI_IMAGE_MODEL = env_str("GEMINI_IMAGE_MODEL", "gemini-2.5-flash-image")
+GEMINI_IMAGE_MODEL = env_str("GEMINI_IMAGE_MODEL", catalogue.default("gemini"))
 # OpenAI-compatible chat completions that answer with images (OpenRouter, the Lovable AI
 # gateway at https://ai.gateway.lovable.dev/v1, others).
 STUDIO_CHAT_IMAGE_BASE_URL = env_str(
     "STUDIO_CHAT_IMAGE_BASE_URL", "https://openrouter.ai/api/v1"
 ).rstrip("/")
 STUDIO_CHAT_IMAGE_API_KEY = env_str("STUDIO_CHAT_IMAGE_API_KEY")
-STUDIO_CHAT_IMAGE_MODEL = env_str("STUDIO_CHAT_IMAGE_MODEL", "google/gemini-2.5-flash-image")
+STUDIO_CHAT_IMAGE_MODEL = env_str("STUDIO_CHAT_IMAGE_MODEL", catalogue.default("openai-chat"))
 # Replicate for pictures (REPLICATE_API_TOKEN and REPLICATE_BASE_URL are shared with clips).
 STUDIO_REPLICATE_IMAGE_MODEL = env_str(
-    "STUDIO_REPLICATE_IMAGE_MODEL", "black-forest-labs/flux-schnell"
+    "STUDIO_REPLICATE_IMAGE_MODEL", catalogue.default("replicate")
 )
 # The fal queue; FAL_PLATFORM_URL is only read by check_services (its free model lookup).
 FAL_KEY = env_str("FAL_KEY")
 FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run").rstrip("/")
 FAL_PLATFORM_URL = env_str("FAL_PLATFORM_URL", "https://api.fal.ai/v1").rstrip("/")
-STUDIO_FAL_IMAGE_MODEL = env_str("STUDIO_FAL_IMAGE_MODEL", "fal-ai/flux/schnell")
+STUDIO_FAL_IMAGE_MODEL = env_str("STUDIO_FAL_IMAGE_MODEL", catalogue.default("fal"))
 # Webhooks from the services that take long (Replicate, fal): with the studio's public URL
 # set, a prediction or queued request is created with a webhook to
 # {STUDIO_PUBLIC_URL}/webhooks/{replicate,fal}/ and the worker that created it is released
@@ -421,7 +424,7 @@ STUDIO_RATE_LIMIT_PATIENCE = env_number("STUDIO_RATE_LIMIT_PATIENCE", 1800.0, fl
 STUDIO_PROVIDER_MAX_CONCURRENT = env_number("STUDIO_PROVIDER_MAX_CONCURRENT", 0) or None
 STUDIO_PROVIDER_REQUESTS_PER_MINUTE = env_number("STUDIO_PROVIDER_REQUESTS_PER_MINUTE", 0) or None
 # Prices in USD per image, by "provider:model:size", "provider:model" or "provider"; merged
-# over the built-in list in generation/pricing.py. Example: {"openai:gpt-image-1": 0.05}
+# over the catalogue's list prices (generation/catalogue.toml), e.g. {"openai:gpt-image-2": 0.05}
 try:
     STUDIO_PRICES = json.loads(env_str("STUDIO_PRICES", "{}"))
 except json.JSONDecodeError as exc:

@@ -33,6 +33,7 @@ project_urls = [
     path("pause/", views.project_pause, name="project-pause"),
     path("resume/", views.project_resume, name="project-resume"),
     path("switch-service/", views.project_switch_service, name="project-switch-service"),
+    path("switch-model/", views.project_switch_model, name="project-switch-model"),
     path("approve-all/", versions.project_approve_all, name="project-approve-all"),
     path("characters/", character_views.character_list, name="character-list"),
 ]

@@ -272,6 +272,10 @@ def qcluster(transactional_db, broker, request):
 
 
 TEST_API_KEY = "sk-test-0123456789abcdefSECRET"
+# The OpenAI model most tests speak to: the fake reports gpt-image-1's usage, and 1024x1024
+# is a size it takes (the suite draws offline pictures at 256x256).
+OPENAI_TEST_MODEL = "gpt-image-1"
+OPENAI_TEST_SIZE = "1024x1024"
 
 
 @pytest.fixture
@@ -291,6 +295,10 @@ def openai_settings(settings, fake_openai):
     settings.OPENAI_BASE_URL = fake_openai.url
     settings.OPENAI_API_KEY = TEST_API_KEY
     settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    # The model whose usage the fake reports, at a size it takes (tests/test_gpt_image_2.py
+    # speaks to the default, gpt-image-2).
+    settings.STUDIO_IMAGE_MODEL = OPENAI_TEST_MODEL
+    settings.STUDIO_IMAGE_SIZE = OPENAI_TEST_SIZE
     return settings
 
 
@@ -301,6 +309,8 @@ def openai_env(fake, **overrides) -> dict:
         "OPENAI_BASE_URL": fake.url,
         "OPENAI_API_KEY": TEST_API_KEY,
         "STUDIO_PROVIDER_TIMEOUT": "5",
+        "STUDIO_IMAGE_MODEL": OPENAI_TEST_MODEL,
+        "STUDIO_IMAGE_SIZE": OPENAI_TEST_SIZE,
         **overrides,
     }
 
@@ -319,6 +329,7 @@ def replicate_settings(settings, fake_predictions):
     settings.STUDIO_CLIP_PROVIDER = "replicate"
     settings.REPLICATE_BASE_URL = fake_predictions.url
     settings.REPLICATE_API_TOKEN = "r8_test_token"
+    settings.STUDIO_REPLICATE_IMAGE_MODEL = "black-forest-labs/flux-schnell"
     return settings
 
 
@@ -376,6 +387,7 @@ def replicate_image_settings(settings, fake_predictions):
     settings.REPLICATE_BASE_URL = fake_predictions.url
     settings.REPLICATE_API_TOKEN = "r8_test_token"
     settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    settings.STUDIO_REPLICATE_IMAGE_MODEL = "black-forest-labs/flux-schnell"
     return settings
 
 
@@ -397,4 +409,20 @@ def fal_settings(settings, fake_fal):
     settings.FAL_PLATFORM_URL = fake_fal.platform_url
     settings.FAL_KEY = FAL_TEST_KEY
     settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    settings.STUDIO_FAL_IMAGE_MODEL = "fal-ai/flux/schnell"
     return settings
+
+
+@pytest.fixture
+def edited_catalogue(tmp_path, monkeypatch):
+    """Give the studio a catalogue edited for one test (edit: text -> text), read afresh."""
+    from generation import catalogue
+
+    def edit(change):
+        path = tmp_path / "catalogue.toml"
+        path.write_text(change(catalogue.PATH.read_text()))
+        monkeypatch.setattr(catalogue, "PATH", path)
+        catalogue.services.cache_clear()
+
+    yield edit
+    catalogue.services.cache_clear()

@@ -28,7 +28,7 @@ from generation.providers.openai import OpenAIProvider
 from tests.conftest import TEST_API_KEY, openai_env, wait_until
 
 Status = Illustration.Status
-REQUEST = ImageRequest(prompt="a fox", size="256x256", seed=1, idempotency_key="k")
+REQUEST = ImageRequest(prompt="a fox", size="1024x1024", seed=1, idempotency_key="k")
 
 
 def start(project):
@@ -152,7 +152,8 @@ def test_a_configuration_error_halts_once_and_names_the_setting(
     assert (run.state, run.halt_reason) == ("halted", "config")
     assert run.message == (
         "The image service does not know the model 'gpt-imgae-1' (HTTP 404). "
-        "Fix STUDIO_IMAGE_MODEL, then press Resume."
+        "Fix STUDIO_IMAGE_MODEL, then press Resume. The project's Settings offer gpt-image-2 "
+        "in one click; the run then continues with it."
     )
     assert not Illustration.objects.filter(status=Status.FAILED).exists()
 

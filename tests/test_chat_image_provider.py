@@ -35,14 +35,14 @@ def test_it_sends_the_wire_format_and_returns_the_image_and_its_reported_cost(
     image = provider.generate(REQUEST)
     assert (image.width, image.height) == (64, 64)
     assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
-    assert image.model == "google/gemini-2.5-flash-image"
+    assert image.model == "google/gemini-3.1-flash-image"
     assert image.request_id.startswith("gen-")
     assert image.reported_cost == Decimal("0.0387")
     assert image.usage["completion_tokens"] == 1290
     [call] = fake_chat_images.calls
     assert call["authorization"] == f"Bearer {CHAT_TEST_KEY}"
     assert call["body"] == {
-        "model": "google/gemini-2.5-flash-image",
+        "model": "google/gemini-3.1-flash-image",
         "messages": [{"role": "user", "content": "A fox in the snow"}],
         "modalities": ["image", "text"],
     }

@@ -27,6 +27,7 @@ def every_service(settings, fake_openai, fake_gemini, fake_chat_images, fake_pre
     settings.FAL_PLATFORM_URL = fake_fal.platform_url
     settings.FAL_KEY = FAL_TEST_KEY
     settings.STUDIO_PROVIDER_TIMEOUT = 2.0
+    settings.STUDIO_IMAGE_SIZE = "1024x1024"  # a size every default model takes
     return settings
 
 
@@ -58,11 +59,11 @@ def test_it_checks_every_configured_service_without_a_paid_call(
     assert report["refused"] is False
     assert [row["price"] for row in report["services"]] == [
         "0",
-        "0.042",
-        "0.039",
-        "0.039",
-        "0.003",
-        "0.003",
+        "0.07",
+        "0.067",
+        "0.067",
+        "0.03",
+        "0.03",
     ]
     assert fake_openai.call_count == 0
     assert fake_gemini.call_count == 0
@@ -154,9 +155,18 @@ def test_the_table_names_each_service_and_state(every_service):
     out = StringIO()
     call_command("check_services", stdout=out)
     lines = out.getvalue().splitlines()
-    assert lines[0].split() == ["SERVICE", "MODEL", "PER", "IMAGE", "KEY", "MODEL", "CHECK"]
+    assert lines[0].split() == [
+        "SERVICE",
+        "MODEL",
+        "PER",
+        "IMAGE",
+        "KEY",
+        "MODEL",
+        "CHECK",
+        "SHUTDOWN",
+    ]
     assert len(lines) == 8
-    assert lines[3].split()[:5] == ["openai", "gpt-image-1", "$0.042", "accepted", "accepted"]
+    assert lines[3].split()[:5] == ["openai", "gpt-image-2", "$0.070", "accepted", "accepted"]
 
 
 def test_bad_usage_exits_2_with_one_line():

@@ -311,7 +311,7 @@ def test_a_real_cluster_sends_collects_and_survives_a_kill_without_a_second_batc
 @pytest.fixture
 def gemini_economy(gemini_settings, fake_gemini):
     gemini_settings.STUDIO_IMAGE_PROVIDER = "gemini"
-    gemini_settings.GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"
+    gemini_settings.GEMINI_IMAGE_MODEL = "gemini-3.1-flash-image"  # 2.5 is shut down
     gemini_settings.STUDIO_BATCH_POLL_SECONDS = 0.0
     gemini_settings.STUDIO_BATCH_POLL_MAX = 0.0
     fake_gemini.batches.batch_seconds = 0.2
@@ -332,7 +332,7 @@ def test_gemini_batch_mode_draws_a_book_inline_and_a_blocked_prompt_stays_reject
     assert rejected.failure_reason == "rejected" and "SAFETY" in rejected.error_message
     entries = SpendEntry.objects.filter(project_id=project.pk)
     assert entries.count() == 5
-    assert {entry.amount for entry in entries} == {Decimal("0.0195")}  # 0.039 live
+    assert {entry.amount for entry in entries} == {Decimal("0.0335")}  # 0.067 live
     assert not [call for call in gemini_economy.calls if not call.get("batch_api")]
 
 

@@ -71,7 +71,7 @@ def test_the_zip_holds_every_picture_its_text_and_a_manifest(book):
         "prompt_sent": "Page 3: the fox crosses meadow number 3.",
         "provider": "openai",
         "model": "gpt-image-1",
-        "size": "256x256",
+        "size": "1024x1024",
         "cost": "0.0425",  # the usage the service reported, at gpt-image-1 token prices
         "created": third["created"],
         "references": [],  # the reference pictures sent with it: none in this book

@@ -30,13 +30,13 @@ def test_it_sends_the_wire_format_and_returns_the_inline_image(provider, fake_ge
     image = provider.generate(REQUEST)
     assert (image.width, image.height) == (64, 64)
     assert image.content[:8] == b"\x89PNG\r\n\x1a\n"
-    assert image.model == "gemini-2.5-flash-image"
+    assert image.model == "gemini-3.1-flash-image"
     assert len(image.request_id) == 22
     assert image.http_status == 200
     assert image.usage["candidatesTokenCount"] == 1290
     assert image.reported_cost is None
     [call] = fake_gemini.calls
-    assert call["model"] == "gemini-2.5-flash-image"
+    assert call["model"] == "gemini-3.1-flash-image"
     assert call["key"] == GEMINI_TEST_KEY
     assert call["body"] == {
         "contents": [{"role": "user", "parts": [{"text": "A fox in the snow"}]}],

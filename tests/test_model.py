@@ -61,7 +61,7 @@ from generation.models import (
 from generation.selectors import review_header
 from studio import services as studio_services
 from studio.models import Page, Project
-from tests.conftest import TEST_API_KEY
+from tests.conftest import OPENAI_TEST_MODEL, OPENAI_TEST_SIZE, TEST_API_KEY
 
 Status = Illustration.Status
 
@@ -642,6 +642,8 @@ def test_the_engine_keeps_its_promises_whatever_happens(
     settings.STUDIO_IMAGE_PROVIDER = "openai"
     settings.OPENAI_BASE_URL = recording_service.url
     settings.OPENAI_API_KEY = TEST_API_KEY
+    settings.STUDIO_IMAGE_MODEL = OPENAI_TEST_MODEL
+    settings.STUDIO_IMAGE_SIZE = OPENAI_TEST_SIZE
     settings.STUDIO_PROVIDER_TIMEOUT = TIMEOUT
     settings.STUDIO_LEASE_SECONDS = LEASE
     settings.STUDIO_PRICES = {"openai:gpt-image-1": "0.04"}

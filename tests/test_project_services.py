@@ -32,7 +32,11 @@ def test_settings_offer_the_configured_services_and_the_choice_draws_the_picture
     form = client.get(reverse("project-settings", args=[project.pk])).content.decode()
     offered = re.findall(r'<option value="([^"]+)"', service_field(form))
     assert offered == ["embedded", "gemini"]  # the offline renderer, and Gemini's key is set
-    assert "Gemini (gemini-2.5-flash-image) · $0.039 an image" in form
+    # The Model field offers Gemini's models from the catalogue, none of the shut-down ones.
+    models_select = re.search(r'<select name="image_model".*?</select>', form, re.S)[0]
+    models = re.findall(r'<option value="([^"]+)"', models_select)
+    assert models == ["gemini-3.1-flash-image", "gemini-3-pro-image"]
+    assert "Gemini (gemini-3.1-flash-image) · $0.067 an image" in form
 
     response = client.post(
         reverse("project-settings", args=[project.pk]),
@@ -41,13 +45,13 @@ def test_settings_offer_the_configured_services_and_the_choice_draws_the_picture
     assert response.status_code == 302
     assert Project.objects.get(pk=project.pk).image_service == "gemini"
     html = client.get(project.get_absolute_url()).content.decode()
-    assert "Image service: Gemini (gemini-2.5-flash-image)" in html
-    assert "2 illustrations ≈ $0.078" in html  # the estimate follows the project's service
+    assert "Image service: Gemini (gemini-3.1-flash-image)" in html
+    assert "2 illustrations ≈ $0.13" in html  # the estimate follows the project's service
 
     drain(start(project).pk)
     assert len(fake_gemini.calls) == 2
     jobs = Illustration.objects.filter(status=Status.COMPLETE)
-    assert {(job.provider, job.model) for job in jobs} == {("gemini", "gemini-2.5-flash-image")}
+    assert {(job.provider, job.model) for job in jobs} == {("gemini", "gemini-3.1-flash-image")}
     assert {a.account.split("|")[0] for job in jobs for a in job.attempts.all()} == {"gemini"}
 
 
@@ -91,7 +95,7 @@ def test_a_halted_project_continues_its_remaining_pages_with_another_service(
     assert (run.state, run.halt_reason) == ("halted", "out_of_credits")
     client.force_login(editor)
     html = client.get(project.get_absolute_url()).content.decode()
-    assert "Continue the remaining pages with Gemini (gemini-2.5-flash-image)" in html
+    assert "Continue the remaining pages with Gemini (gemini-3.1-flash-image)" in html
 
     response = client.post(
         reverse("project-switch-service", args=[project.pk]), {"service": "gemini"}

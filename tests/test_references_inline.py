@@ -71,12 +71,14 @@ def test_gemini_without_references_sends_the_prompt_alone(gemini_settings, fake_
 
 
 def test_gemini_2_5_flash_image_takes_three_pictures_and_gemini_3_fourteen(gemini_settings):
+    gemini_settings.GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"
     assert GeminiProvider().max_references == 3
-    gemini_settings.GEMINI_IMAGE_MODEL = "gemini-3-pro-image-preview"
+    gemini_settings.GEMINI_IMAGE_MODEL = "gemini-3.1-flash-image"
     assert GeminiProvider().max_references == 14
 
 
 def test_gemini_sends_no_more_pictures_than_its_model_takes(gemini_settings, fake_gemini):
+    gemini_settings.GEMINI_IMAGE_MODEL = "gemini-2.5-flash-image"  # takes three
     extra = Reference("Benjamin", "a rabbit in a tam-o'-shanter", picture((90, 60, 30)))
     GeminiProvider().generate(request(STYLE, PETER, MOTHER, extra))
     names = [text for kind, text in fake_gemini.calls[0]["parts"] if kind == "text"]

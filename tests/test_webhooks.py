@@ -5,14 +5,14 @@ studio's endpoints (pytest-django's live server), and real qcluster workers do t
 
 import json
 import time
-from decimal import Decimal
 
 import pytest
 import requests
+from django.conf import settings as django_settings
 from django.db.models.functions import Now
 from django_q.signing import SignedPackage
 
-from generation import services, webhooks
+from generation import catalogue, services, webhooks
 from generation import tasks as tasks_module
 from generation.clock import db_now
 from generation.fakes.fal import jwks_of
@@ -257,7 +257,11 @@ def charged_once(project, count: int) -> None:
     entries = SpendEntry.objects.filter(project_id=project.pk)
     assert entries.count() == count
     assert all(entry.confirmed for entry in entries)
-    assert sum(entry.amount for entry in entries) == Decimal("0.003") * count
+    # Each at its model's list price in the catalogue (the service's default model).
+    for entry in entries:
+        listed = catalogue.model(entry.provider, entry.model)
+        assert entry.model == catalogue.default(entry.provider)
+        assert entry.amount == listed.price(django_settings.STUDIO_IMAGE_SIZE) > 0
 
 
 # The 20 s predictions, scaled down to keep CI fast: what is shown is an order (all

@@ -32,8 +32,13 @@ from .base import FakeHandler, LoopbackServer
 from .openai import png_bytes
 
 PNG = png_bytes(colour=(90, 120, 200))
-MODELS = {"google/gemini-2.5-flash-image", "google/gemini-2.5-flash-image-preview"}
-COST = 0.0387  # one gemini-2.5-flash-image picture through OpenRouter, as usage.cost reports
+MODELS = {
+    "google/gemini-3.1-flash-image",
+    "google/gemini-3-pro-image",
+    "google/gemini-2.5-flash-image",
+    "google/gemini-2.5-flash-image-preview",
+}
+COST = 0.0387  # one picture through OpenRouter, as usage.cost reports it
 
 
 def or_error(code: int, message: str, **metadata) -> dict:
@@ -50,7 +55,7 @@ def completion(message: dict, finish: str = "stop", native: str = "STOP", cost=C
     return {
         "id": f"gen-{int(time.time())}-{uuid.uuid4().hex[:20]}",
         "provider": "Google",
-        "model": "google/gemini-2.5-flash-image",
+        "model": "google/gemini-3.1-flash-image",
         "object": "chat.completion",
         "created": int(time.time()),
         "choices": [

@@ -39,6 +39,8 @@ MODELS = {
     "fal-ai/flux-pro/kontext/multi",
     "fal-ai/nano-banana",
     "fal-ai/nano-banana/edit",
+    "fal-ai/flux-2-pro",
+    "fal-ai/flux-2-pro/edit",
 }
 # Models that take input pictures, as their input schemas say: the field, whether it is
 # required, the most pictures, and the aspect ratios they take.
@@ -48,6 +50,8 @@ PICTURE_INPUTS = {
     "fal-ai/flux-pro/kontext": ("image_url", 1, KONTEXT_RATIOS),
     "fal-ai/flux-pro/kontext/multi": ("image_urls", 4, KONTEXT_RATIOS),
     "fal-ai/nano-banana/edit": ("image_urls", 10, BANANA_RATIOS),
+    # FLUX.2 [pro] edit: `image_urls` and an `image_size` (no aspect_ratio).
+    "fal-ai/flux-2-pro/edit": ("image_urls", 8, frozenset()),
 }
 RATIOS = {
     "fal-ai/flux-pro/kontext/text-to-image": KONTEXT_RATIOS,

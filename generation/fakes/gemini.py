@@ -28,7 +28,13 @@ from .gemini_batches import GeminiBatchDesk
 from .openai import png_bytes
 
 PNG = png_bytes(colour=(200, 160, 60))
-MODELS = {"gemini-2.5-flash-image", "gemini-3-pro-image-preview", "gemini-2.5-flash"}
+MODELS = {
+    "gemini-3.1-flash-image",
+    "gemini-3-pro-image",
+    "gemini-2.5-flash-image",
+    "gemini-3-pro-image-preview",
+    "gemini-2.5-flash",
+}
 ASPECT_RATIOS = {"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"}
 REQUEST_FIELDS = {
     "contents",
@@ -76,7 +82,7 @@ def answer(parts: list, finish: str = "STOP", **extra) -> dict:
     return {
         "candidates": [candidate],
         "usageMetadata": USAGE,
-        "modelVersion": "gemini-2.5-flash-image",
+        "modelVersion": "gemini-3.1-flash-image",
         "responseId": uuid.uuid4().hex[:22],
         **extra,
     }
@@ -86,7 +92,7 @@ def blocked(reason: str) -> dict:
     return {
         "promptFeedback": {"blockReason": reason},
         "usageMetadata": {"promptTokenCount": 12, "totalTokenCount": 12},
-        "modelVersion": "gemini-2.5-flash-image",
+        "modelVersion": "gemini-3.1-flash-image",
         "responseId": uuid.uuid4().hex[:22],
     }
 

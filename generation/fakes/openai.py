@@ -307,6 +307,92 @@ EDIT_FIELDS = {
 }
 
 
+# The sizes each model takes, as OpenAI's image generation guide and model pages give them:
+# gpt-image-2 any WxH with both sides multiples of 16, no side over 3,840 px, the long side at
+# most 3 times the short, 655,360 to 8,294,400 pixels (or "auto"); the earlier GPT image
+# models three sizes; dall-e its own.
+GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
+FIXED_SIZES = {
+    "gpt-image-1": GPT_IMAGE_SIZES,
+    "gpt-image-1-mini": GPT_IMAGE_SIZES,
+    "gpt-image-1.5": GPT_IMAGE_SIZES,
+    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
+    "dall-e-2": ("256x256", "512x512", "1024x1024"),
+}
+FREE_SIZE_MODELS = {"gpt-image-2"}
+
+
+def size_refusal(model: str, size) -> "Reply | None":
+    """Return the 400 the service answers a size the model does not take with, or None."""
+    if size is None:
+        return None
+    size = str(size)
+    if model in FREE_SIZE_MODELS:
+        if size == "auto":
+            return None
+        match = re.fullmatch(r"(\d+)x(\d+)", size)
+        problem = None
+        if match is None:
+            problem = "Size must be 'auto' or WIDTHxHEIGHT in pixels."
+        else:
+            w, h = int(match.group(1)), int(match.group(2))
+            if w % 16 or h % 16:
+                problem = "Width and height must both be multiples of 16."
+            elif max(w, h) > 3840:
+                problem = "The longest edge must be at most 3840 pixels."
+            elif max(w, h) > 3 * min(w, h):
+                problem = "The aspect ratio must be at most 3:1."
+            elif not 655_360 <= w * h <= 8_294_400:
+                problem = "The total number of pixels must be between 655360 and 8294400."
+        if problem is None:
+            return None
+        return error(
+            400, message=f"Invalid size '{size}'. {problem}", param="size", code="invalid_value"
+        )
+    allowed = FIXED_SIZES.get(model)
+    if allowed is None or size in allowed:
+        return None
+    listed = ", ".join(f"'{s}'" for s in allowed[:-1]) + f", and '{allowed[-1]}'"
+    return error(
+        400,
+        message=f"Invalid value: '{size}'. Supported values are: {listed}.",
+        param="size",
+        code="invalid_value",
+    )
+
+
+def model_gone(model: str) -> "Reply":
+    """Return the 404 the service answers a model it does not have (or no longer has)."""
+    return error(
+        404,
+        message=f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+    )
+
+
+def usage_of(model: str, size, images: int) -> dict:
+    """Return the `usage` an answer reports: gpt-image-2's tokens grow with the picture's
+    pixels and each reference picture's; the others report gpt-image-1's for one
+    1024x1024 picture."""
+    if model not in FREE_SIZE_MODELS:
+        return {
+            "input_tokens": 50,
+            "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
+            "output_tokens": 1056,
+            "total_tokens": 1106,
+        }
+    match = re.fullmatch(r"(\d+)x(\d+)", str(size or ""))
+    pixels = int(match.group(1)) * int(match.group(2)) if match else 1024 * 1024
+    output = round(1056 * pixels / (1024 * 1024))
+    image_tokens = 388 * images
+    return {
+        "input_tokens": 50 + image_tokens,
+        "input_tokens_details": {"text_tokens": 50, "image_tokens": image_tokens},
+        "output_tokens": output,
+        "total_tokens": 50 + image_tokens + output,
+    }
+
+
 def parse_multipart(content_type: str, raw: bytes) -> list[tuple[dict, bytes]] | None:
     """Return the (headers, body) of each part of a multipart/form-data body, or None when
     the body is not multipart/form-data with a boundary."""
@@ -512,7 +598,14 @@ def parse_edit(content_type: str, raw: bytes, max_bytes: int = EDIT_MAX_BYTES):
 class FakeImageService(LoopbackServer):
     path_prefix = "/v1"
     # Models GET /v1/models/{model} knows (what check_services asks about).
-    models = {"gpt-image-1", "gpt-image-1-mini", "gpt-image-1.5", "dall-e-2", "dall-e-3"}
+    models = {
+        "gpt-image-2",
+        "gpt-image-1",
+        "gpt-image-1-mini",
+        "gpt-image-1.5",
+        "dall-e-2",
+        "dall-e-3",
+    }
     success_replies = frozenset({"ok", "ok_url"})
     transient_reply = "500"
     # OpenAI's own word for no credits left; gateways in front of it say 402 instead.
@@ -529,6 +622,8 @@ class FakeImageService(LoopbackServer):
         self.valid_keys: set[str] | None = None  # GET /models: None accepts any bearer key
         self._files: dict[str, bytes] = {}
         self.max_image_bytes = EDIT_MAX_BYTES  # /images/edits: the most one picture weighs
+        # The models this service has: a test takes one away to have it answer 404.
+        self.models = set(type(self).models)
         # Files and Batches (economy mode): fake_openai.batches has its knobs.
         self.batches = BatchDesk(PNG, REPLIES)
         super().__init__(port)
@@ -699,7 +794,21 @@ class FakeImageService(LoopbackServer):
                 request = json.loads(self.rfile.read(length) or b"{}")
                 chat = self.path.endswith("/chat/completions")
                 prompt = request["messages"][-1]["content"] if chat else request.get("prompt", "")
-                self._serve(self._call(prompt, request), chat=chat)
+                call = self._call(prompt, request)
+                if not chat:
+                    model = str(request.get("model") or "dall-e-2")
+                    refusal = (
+                        model_gone(model)
+                        if model not in service.models
+                        else size_refusal(model, request.get("size"))
+                    )
+                    if refusal is not None:
+                        # Refused before any picture is made: recorded, never billed.
+                        call.update(status=refusal.status, refused=json.loads(refusal.body))
+                        service.record(call)
+                        headers = {"x-request-id": f"req_{uuid.uuid4().hex[:12]}"}
+                        return self._send(refusal.status, refusal.body, headers=headers)
+                self._serve(call, chat=chat)
 
             def _call(self, prompt: str, request: dict, **extra) -> dict:
                 return {
@@ -720,6 +829,11 @@ class FakeImageService(LoopbackServer):
                 fields, images, problem = parse_edit(
                     self.headers.get("Content-Type", ""), raw, service.max_image_bytes
                 )
+                model = fields.get("model", "dall-e-2")
+                if problem is None and model not in service.models:
+                    problem = model_gone(model)
+                if problem is None:
+                    problem = size_refusal(model, fields.get("size"))
                 call = self._call(fields.get("prompt", ""), fields, images=images)
                 if problem is not None:
                     call.update(status=problem.status, refused=json.loads(problem.body))
@@ -749,7 +863,7 @@ class FakeImageService(LoopbackServer):
                         )
                     if chat and reply.status == 200 and reply.body is None and not reply.hang:
                         reply = self._story(call["prompt"], reply)
-                    self._answer(reply)
+                    self._answer(reply, call)
                 finally:
                     with service._lock:
                         service.in_flight -= 1
@@ -791,7 +905,9 @@ class FakeImageService(LoopbackServer):
                 }
                 return Reply(body=json.dumps(body).encode())
 
-            def _answer(self, reply: Reply):
+            def _answer(self, reply: Reply, call: dict | None = None):
+                call_body = (call or {}).get("body") or {}
+                call_images = (call or {}).get("images") or []
                 if reply.hang:
                     service._shutdown.wait(timeout=30)
                     return
@@ -810,13 +926,11 @@ class FakeImageService(LoopbackServer):
                         {
                             "created": int(time.time()),
                             "data": [item],
-                            # gpt-image-1's usage for one 1024x1024 picture.
-                            "usage": {
-                                "input_tokens": 50,
-                                "input_tokens_details": {"text_tokens": 50, "image_tokens": 0},
-                                "output_tokens": 1056,
-                                "total_tokens": 1106,
-                            },
+                            "usage": usage_of(
+                                str(call_body.get("model") or ""),
+                                call_body.get("size"),
+                                len(call_images),
+                            ),
                         }
                     ).encode()
                     with service._lock:

@@ -23,7 +23,14 @@ import uuid
 from PIL import Image
 
 # The models and endpoints the Batch API takes for pictures.
-BATCH_MODELS = {"gpt-image-1.5", "gpt-image-1", "gpt-image-1-mini", "chatgpt-image-latest"}
+# The Batch API announcement's list, and gpt-image-2, whose model page lists v1/batch.
+BATCH_MODELS = {
+    "gpt-image-2",
+    "gpt-image-1.5",
+    "gpt-image-1",
+    "gpt-image-1-mini",
+    "chatgpt-image-latest",
+}
 BATCH_ENDPOINTS = {"/v1/images/generations", "/v1/images/edits"}
 OTHER_ENDPOINTS = {
     "/v1/responses",

@@ -67,10 +67,17 @@ MODELS = {
     "black-forest-labs/flux-dev": "image",
     "black-forest-labs/flux-kontext-pro": "image",
     "black-forest-labs/flux-kontext-max": "image",
+    "black-forest-labs/flux-2-pro": "image",
+    "black-forest-labs/flux-2-flex": "image",
 }
 # Models whose schema takes one input picture (`input_image`, a URI) and answers one URL.
 KONTEXT = {"black-forest-labs/flux-kontext-pro", "black-forest-labs/flux-kontext-max"}
 KONTEXT_RATIOS = ASPECT_RATIOS | {"match_input_image", "2:1", "1:2"}
+# FLUX.2 takes a list of input pictures (`input_images`: at most 8 for [pro], 10 for [flex],
+# jpeg, png, gif or webp) and answers one URL (their API pages on replicate.com).
+FLUX2 = {"black-forest-labs/flux-2-pro": 8, "black-forest-labs/flux-2-flex": 10}
+FLUX2_RATIOS = ASPECT_RATIOS | {"match_input_image", "custom"}
+ONE_URL = KONTEXT | set(FLUX2)
 DATA_URI = re.compile(r"data:(image/(?:png|jpeg|webp|gif));base64,(.*)", re.DOTALL)
 PILLOW_FORMATS = {
     "image/png": "PNG",
@@ -115,6 +122,20 @@ def check_input_image(inputs: dict):
         return invalid_input(
             "safety_tolerance", "safety_tolerance must be at most 2 with an input image"
         )
+    return None
+
+
+def check_input_images(inputs: dict, most: int):
+    """Return the 422 a FLUX.2 model answers a bad `input_images` list with, or None."""
+    values = inputs.get("input_images", [])
+    if not isinstance(values, list):
+        return invalid_input("input_images", "Invalid type. Expected: array")
+    if len(values) > most:
+        return invalid_input("input_images", f"Array must have at most {most} items")
+    for value in values:
+        bad = check_input_image({"input_image": value})
+        if bad is not None:
+            return invalid_input("input_images", "cannot identify image file")
     return None
 
 
@@ -216,7 +237,7 @@ class FakePredictionService(WebhookSender, LoopbackServer):
             },
         }
         if status == "succeeded":
-            if prediction.get("model") in KONTEXT:
+            if prediction.get("model") in ONE_URL:
                 body["output"] = f"{files}/files/{prediction_id}-0.png"  # one URL
             elif image:
                 body["output"] = [f"{files}/files/{prediction_id}-0.png"]
@@ -382,6 +403,10 @@ class FakePredictionService(WebhookSender, LoopbackServer):
                 ratios = KONTEXT_RATIOS if model in KONTEXT else ASPECT_RATIOS
                 if model in KONTEXT and (bad := check_input_image(inputs)) is not None:
                     return bad
+                if model in FLUX2:
+                    ratios = FLUX2_RATIOS
+                    if (bad := check_input_images(inputs, FLUX2[model])) is not None:
+                        return bad
                 ratio = inputs.get("aspect_ratio")
                 if ratio is not None and ratio not in ratios:
                     detail = (

@@ -18,9 +18,14 @@ PROVIDERS = {
 }
 
 
-def get_provider(name: str | None = None):
-    """Return an instance of the configured (or named) image provider."""
-    return import_string(PROVIDERS[name or settings.STUDIO_IMAGE_PROVIDER])()
+def get_provider(name: str | None = None, *, model: str = ""):
+    """Return an instance of the configured (or named) image provider; with model, one that
+    draws with that model instead of its setting's (a project's own choice)."""
+    provider = import_string(PROVIDERS[name or settings.STUDIO_IMAGE_PROVIDER])()
+    if model and name != "embedded":
+        provider.model = model
+        provider.project_model = True  # the project's choice, not the studio's setting
+    return provider
 
 
 def image_service_of(project) -> str:
@@ -30,9 +35,15 @@ def image_service_of(project) -> str:
     return chosen if chosen in PROVIDERS else settings.STUDIO_IMAGE_PROVIDER
 
 
+def image_model_of(project) -> str:
+    """Return the model the project chose for its service ("": the service's setting)."""
+    return getattr(project, "image_model", "") or ""
+
+
 def project_provider(project):
-    """Return the image provider that draws a project's pictures."""
-    return get_provider(image_service_of(project))
+    """Return the image provider that draws a project's pictures, with the project's own
+    model when it chose one."""
+    return get_provider(image_service_of(project), model=image_model_of(project))
 
 
 def services_on_account(key: str) -> list[str]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from .. import catalogue
 from .base import (
     AuthFailed,
     ConfigError,
@@ -65,8 +66,9 @@ REFERENCE_SIDE = 1024
 SHEET_BYTES = 1024 * 1024
 
 
+# The aspect_ratio values an edit model takes when the catalogue lists none of its own (the
+# FLUX Kontext endpoints' schema on fal.ai).
 KONTEXT_RATIOS = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
-NANO_BANANA_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ class EditModel:
     text_model: str  # the sibling that draws from the prompt alone, for pages without any
     most: int  # the most pictures it is given
     ratios: tuple[str, ...] = KONTEXT_RATIOS  # the aspect_ratio values it takes
+    size_field: str = "aspect_ratio"  # or "image_size" ({width, height}: FLUX.2)
 
 
 def nearest_ratio(size: str, ratios: tuple[str, ...]) -> str:
@@ -89,24 +92,21 @@ def nearest_ratio(size: str, ratios: tuple[str, ...]) -> str:
     return min(ratios, key=distance)
 
 
-# Models that take reference pictures (their input schemas on fal.ai): nano-banana's edit
-# endpoint and FLUX Kontext's multi endpoints take `image_urls`; FLUX Kontext [pro] and
-# [max] take one `image_url`.
-EDIT_MODELS = {
-    "fal-ai/nano-banana/edit": EditModel(
-        "image_urls", "fal-ai/nano-banana", 10, NANO_BANANA_RATIOS
-    ),
-    "fal-ai/flux-pro/kontext/multi": EditModel(
-        "image_urls", "fal-ai/flux-pro/kontext/text-to-image", 4
-    ),
-    "fal-ai/flux-pro/kontext/max/multi": EditModel(
-        "image_urls", "fal-ai/flux-pro/kontext/max/text-to-image", 4
-    ),
-    "fal-ai/flux-pro/kontext": EditModel("image_url", "fal-ai/flux-pro/kontext/text-to-image", 16),
-    "fal-ai/flux-pro/kontext/max": EditModel(
-        "image_url", "fal-ai/flux-pro/kontext/max/text-to-image", 16
-    ),
-}
+def edit_model(model: str) -> EditModel | None:
+    """Return how a model takes reference pictures, as the catalogue says (their input
+    schemas on fal.ai): nano-banana's edit endpoint, FLUX Kontext's multi endpoints and
+    FLUX.2's edit take `image_urls`; FLUX Kontext [pro] and [max] take one `image_url`.
+    None for a model that takes none."""
+    listed = catalogue.model("fal", model)
+    if listed.references_how not in ("urls", "sheet") or not listed.input:
+        return None
+    return EditModel(
+        listed.input,
+        listed.text_model,
+        listed.references,
+        listed.ratios or KONTEXT_RATIOS,
+        listed.size_input or "aspect_ratio",
+    )
 
 
 def _detail_text(detail: object) -> str:
@@ -205,7 +205,7 @@ class FalProvider:
 
     @property
     def edits(self) -> EditModel | None:
-        return EDIT_MODELS.get(self.model)
+        return edit_model(self.model)
 
     @property
     def max_references(self) -> int:
@@ -233,11 +233,14 @@ class FalProvider:
         references = request.references[: self.max_references]
         body = {
             "prompt": request.prompt,
-            "aspect_ratio": nearest_ratio(request.size, edits.ratios),
             "num_images": 1,
             "output_format": "png",
             "seed": request.seed,
         }
+        if edits.size_field == "image_size":
+            body["image_size"] = {"width": width, "height": height}
+        else:
+            body["aspect_ratio"] = nearest_ratio(request.size, edits.ratios)
         if not references:
             return edits.text_model, body
         if edits.field == "image_url":

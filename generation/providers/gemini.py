@@ -12,6 +12,7 @@ ErrorInfo).
 import math
 import re
 
+from .. import catalogue
 from .base import (
     AuthFailed,
     ConfigError,
@@ -62,10 +63,15 @@ REFERENCE_SIDE = 1024
 REFERENCE_BYTES = 14 * 1024 * 1024
 
 
-def reference_limit(model: str) -> int:
-    """Return how many reference pictures a Gemini image model takes in one call: the
-    Gemini 3 image models up to 14, gemini-2.5-flash-image works best with up to 3."""
-    return 14 if "gemini-3" in model else 3
+# A model the catalogue does not list gets the fewest any Gemini image model takes well.
+UNLISTED_REFERENCES = 3
+
+
+def reference_limit(model: str, service: str = "gemini") -> int:
+    """Return how many reference pictures a Gemini image model takes in one call, as the
+    catalogue says (the Gemini 3 image models 14, gemini-2.5-flash-image 3)."""
+    listed = catalogue.model(service, model)
+    return listed.references if listed.known else UNLISTED_REFERENCES
 
 
 def aspect_ratio(size: str) -> str:

@@ -12,6 +12,7 @@ import json
 
 from django.conf import settings
 
+from .. import catalogue
 from ..story import story_prompt
 from .base import (
     AuthFailed,
@@ -41,8 +42,8 @@ from .http import (
 )
 from .references import named_prompt, prepared
 
-# /images/edits: up to 16 input pictures; `input_fidelity` is taken by the GPT image models
-# but not by gpt-image-1-mini (shared/reference/image-services-2026.md).
+# /images/edits takes up to 16 input pictures (shared/reference/image-services-2026.md); how
+# many a model takes, and whether it takes `input_fidelity`, is the catalogue's word.
 MAX_EDIT_IMAGES = 16
 # References are downscaled to this longer side: enough for a character to be recognised,
 # and far under the 50 MB a picture may weigh.
@@ -50,7 +51,7 @@ REFERENCE_SIDE = 1536
 
 
 def takes_input_fidelity(model: str) -> bool:
-    return model.startswith("gpt-image") and not model.endswith("-mini")
+    return catalogue.model("openai", model).input_fidelity
 
 
 CREDIT_CODES = {"insufficient_quota", "credit_balance_exhausted", "billing_hard_limit_reached"}
@@ -278,17 +279,29 @@ class OpenAIProvider(OpenAICompatible):
         self.model = settings.STUDIO_IMAGE_MODEL
 
     @property
+    def listed(self) -> catalogue.Model:
+        return catalogue.model(self.name, self.model)
+
+    @property
     def max_references(self) -> int:
-        """How many reference pictures one call takes: /images/edits takes up to 16 for
-        the GPT image models; dall-e models take none (dall-e-2 edits one square PNG)."""
-        return 0 if self.model.startswith("dall-e") else MAX_EDIT_IMAGES
+        """How many reference pictures one call takes, as the catalogue says (16 through
+        /images/edits for the GPT image models, none for dall-e); a model it does not
+        list (a compatible endpoint's own) gets what /images/edits takes."""
+        return self.listed.references if self.listed.known else MAX_EDIT_IMAGES
+
+    def size_problem(self, size: str) -> str:
+        """Return the rule of the model's sizes that size breaks ("" when it keeps them)."""
+        return self.listed.size_problem(size) if self.listed.known else ""
 
     def generate(self, request: ImageRequest) -> GeneratedImage:
+        if problem := self.size_problem(request.size):
+            # Refused before a call: the service would refuse it too, and every page the same.
+            raise ConfigError(problem, setting="STUDIO_IMAGE_SIZE", sent=False)
         references = prepared(request, limit=self.max_references, max_side=REFERENCE_SIDE)
         prompt = named_prompt(request.prompt, [reference for reference, _ in references])
         body = {"model": self.model, "prompt": prompt, "size": request.size, "n": 1}
-        if self.model.startswith("dall-e"):
-            body["response_format"] = "b64_json"
+        if self.listed.response_format:
+            body["response_format"] = self.listed.response_format
         files = None
         path = "/images/generations"
         if references:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import requests
 
+from .. import catalogue
 from .base import GeneratedImage, ImageRequest, ProviderError, Transient, verify_image
 from .http import Deadline, as_json, read_capped
 from .openai import REFERENCE_SIDE, OpenAIProvider, classify, takes_input_fidelity
@@ -90,8 +91,8 @@ class OpenAIBatches(OpenAIProvider):
         references = prepared(request, limit=self.max_references, max_side=REFERENCE_SIDE)
         prompt = named_prompt(request.prompt, [reference for reference, _ in references])
         body = {"model": self.model, "prompt": prompt, "size": request.size, "n": 1}
-        if self.model.startswith("dall-e"):
-            body["response_format"] = "b64_json"
+        if response_format := catalogue.model("openai", self.model).response_format:
+            body["response_format"] = response_format
         if references:
             body["images"] = [{"image_url": picture.data_url()} for _, picture in references]
             if takes_input_fidelity(self.model):

@@ -125,7 +125,7 @@ class ChatImageProvider(KeyedImageProvider):
 
     @property
     def max_references(self) -> int:
-        return reference_limit(self.model)
+        return reference_limit(self.model, self.name)
 
     def content(self, request: ImageRequest) -> str | list[dict]:
         """Return the message's content: the prompt alone, or each reference picture (a

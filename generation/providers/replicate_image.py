@@ -15,6 +15,7 @@ import time
 
 from django.conf import settings
 
+from .. import catalogue
 from .base import (
     AuthFailed,
     ConfigError,
@@ -41,22 +42,18 @@ from .http import (
     received_image,
     sentence,
 )
-from .references import compose_sheet, sheet_prompt
+from .references import compose_sheet, named_prompt, prepared, sheet_prompt
 from .replicate import PredictionFailed, PredictionGone, ReplicateAPI
 
 SERVICE = "the image service (Replicate)"
 MODEL_SETTING = "STUDIO_REPLICATE_IMAGE_MODEL"
 MAX_PREFER_WAIT = 60  # seconds: the most Replicate holds a create (Prefer: wait=1..60)
 FINISHED = {"succeeded", "failed", "canceled", "aborted"}
-# Models that take one input picture, and the input that takes it: the page's references
-# go to them as one composed, labelled sheet (a data URL, kept under 1 MB as Replicate
-# recommends for data URLs). The FLUX Kontext models edit from it; without references they
-# draw from the prompt alone.
-SHEET_MODELS = {
-    "black-forest-labs/flux-kontext-pro": "input_image",
-    "black-forest-labs/flux-kontext-max": "input_image",
-    "black-forest-labs/flux-kontext-dev": "input_image",
-}
+# Which models take reference pictures, and in which input, is the catalogue's word: a model
+# with one input picture (the FLUX Kontext models' `input_image`) gets the page's references
+# as one composed, labelled sheet (a data URL, kept under 1 MB as Replicate recommends for
+# data URLs); one with a list (FLUX.2's `input_images`) gets each picture, named in order in
+# the prompt. Without references they draw from the prompt alone.
 SHEET_SIDE = 1024
 DATA_URL_BYTES = 1024 * 1024
 # The output (or input) was flagged by the safety checker: E005.
@@ -129,20 +126,28 @@ class ReplicateImageProvider(ReplicateAPI):
         return self.wait(self.create(request), sleep=sleep or time.sleep)
 
     @property
+    def listed(self) -> catalogue.Model:
+        return catalogue.model(self.name, self.model)
+
+    @property
     def input_image(self) -> str:
-        """The input that takes one picture in the model's schema ("" when it takes none)."""
-        return SHEET_MODELS.get(self.model.split(":")[0], "")
+        """The input that takes the references in the model's schema ("" when none)."""
+        listed = self.listed
+        return listed.input if listed.references_how in ("sheet", "urls") else ""
 
     @property
     def max_references(self) -> int:
         """How many references one call takes: a model with one input picture gets up to
-        STUDIO_MAX_REFERENCES composed into one labelled sheet; flux-schnell, flux-dev and
-        models named by version take none."""
-        return int(settings.STUDIO_MAX_REFERENCES) if self.input_image else 0
+        STUDIO_MAX_REFERENCES composed into one labelled sheet, one with a list as many as
+        it takes (at most STUDIO_MAX_REFERENCES); flux-schnell, flux-dev and models named by
+        version take none."""
+        if not self.input_image:
+            return 0
+        return min(self.listed.references, int(settings.STUDIO_MAX_REFERENCES))
 
     def inputs(self, request: ImageRequest) -> dict:
         """Return the prediction's input: the model's own fields, and for a model that takes
-        one input picture, the page's references composed into one labelled sheet."""
+        reference pictures, the page's references (one labelled sheet, or each picture)."""
         references = request.references[: self.max_references]
         if not self.input_image:
             return {
@@ -158,7 +163,11 @@ class ReplicateImageProvider(ReplicateAPI):
             "output_format": "png",
             "seed": request.seed,
         }
-        if references:
+        if references and self.listed.references_how == "urls":
+            pictures = prepared(request, limit=len(references), max_side=SHEET_SIDE)
+            inputs["prompt"] = named_prompt(request.prompt, references)
+            inputs[self.input_image] = [picture.data_url() for _, picture in pictures]
+        elif references:
             sheet = compose_sheet(references, max_side=SHEET_SIDE, max_bytes=DATA_URL_BYTES)
             inputs[self.input_image] = sheet.data_url()
         return inputs

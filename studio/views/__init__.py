@@ -28,6 +28,7 @@ from .controls import (
     project_resume,
     project_retry_failed,
     project_stop,
+    project_switch_model,
     project_switch_service,
 )
 from .exports import export_download, project_book, project_export
@@ -91,5 +92,6 @@ __all__ = [
     "project_retry_failed_clips",
     "project_settings",
     "project_stop",
+    "project_switch_model",
     "project_switch_service",
 ]

@@ -241,6 +241,18 @@ def project_switch_service(request, project: Project) -> tuple[str, str]:
     return f"New pictures of this project will be drawn by {label}.", "success"
 
 
+@project_control
+def project_switch_model(request, project: Project) -> tuple[str, str]:
+    """Draw the project's pictures with another model of its service (a shut-down model's
+    replacement): one click, and a run halted for its model continues."""
+    model = request.POST.get("model", "")
+    if model not in selectors.model_choices(project):
+        raise BadRequest("model must be a current model of the project's image service")
+    if services.switch_model(project=project, model=model).run:
+        return f"The remaining pages continue with {model}.", "success"
+    return f"New pictures of this project will be drawn with {model}.", "success"
+
+
 @page_control
 def page_retry(request, page) -> tuple[str, str]:
     return queued(

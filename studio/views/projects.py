@@ -110,9 +110,14 @@ def project_settings(request: HttpRequest, pk: int) -> HttpResponse:
         messages.success(request, "Project saved.")
         return redirect(project)
     status = 422 if request.method == "POST" else 200
-    return render(
-        request, "studio/project_settings.html", {"project": project, "form": form}, status=status
-    )
+    context = {
+        "project": project,
+        "form": form,
+        # The project's model is shut down or soon will be: said here, with its replacement
+        # in one click.
+        "model_notice": selectors.project_model_notice(project),
+    }
+    return render(request, "studio/project_settings.html", context, status=status)
 
 
 @login_required

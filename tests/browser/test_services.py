@@ -29,14 +29,14 @@ def test_an_editor_switches_a_project_to_gemini_in_settings_and_illustrates_it(
     page.get_by_role("link", name="Settings").click()
     service = page.get_by_label("Image service")
     expect(service.locator("option")).to_have_text(
-        ["Offline renderer · $0.00 an image", "Gemini (gemini-2.5-flash-image) · $0.039 an image"]
+        ["Offline renderer · $0.00 an image", "Gemini (gemini-3.1-flash-image) · $0.067 an image"]
     )
     service.select_option("gemini")
     screenshot(page, "settings-image-service")
     page.get_by_role("button", name="Save").click()
 
     expect(page.locator(".provider-state")).to_contain_text(
-        "Image service: Gemini (gemini-2.5-flash-image)"
+        "Image service: Gemini (gemini-3.1-flash-image)"
     )
     page.get_by_role("button", name=re.compile("Generate Missing Illustrations")).click()
     expect(page.locator(".card--complete")).to_have_count(3, timeout=30_000)

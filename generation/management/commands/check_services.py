@@ -1,11 +1,18 @@
-"""manage.py check_services [--json]: does each configured image service accept its key and
-know its model? Only free look-ups (key info, model look-ups): never a paid call."""
+"""manage.py check_services [--json] [--strict] [--table]: does each configured image service
+accept its key and know its model, and is the model still current? Only free look-ups (key
+info, model look-ups): never a paid call. The model's lifecycle and sizes are the catalogue's
+(generation/catalogue.toml): a model its service has shut down, or a picture size it does not
+take, is refused (exit code 1); one shut down within 30 days is a warning (exit code 1 with
+--strict). --table prints the catalogue as the README's Services table."""
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.management.base import CommandError
 
+from generation import catalogue
 from generation.management.base import OperatorCommand, table
 from generation.pricing import money
 from generation.providers import configured_image_services, get_provider
@@ -15,13 +22,30 @@ from generation.providers.checks import NOT_CHECKED, REFUSED, Check
 class Command(OperatorCommand):
     help = (
         "Check that each configured image service accepts its key and knows its model, with "
-        "free look-ups only. Exit code 1 when any service refuses."
+        "free look-ups only, and that the model is not shut down (or soon, with --strict). "
+        "Exit code 1 when any service refuses."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument(
+            "--strict",
+            action="store_true",
+            help="exit code 1 also when a model is shut down within 30 days",
+        )
+        parser.add_argument(
+            "--table",
+            action="store_true",
+            help="print the catalogue's models as a Markdown table (the README's) and exit",
+        )
 
     def handle(self, *args, **options):
+        # The machine's date (UTC): a day's precision needs no database, and the command
+        # runs where no database may be reachable yet.
+        today = datetime.now(UTC).date()
+        if options["table"]:
+            self.stdout.write(catalogue.table(today, defaults_only=True))
+            return
         rows = []
         for service in configured_image_services():
             if service.name == "embedded":
@@ -32,6 +56,8 @@ class Command(OperatorCommand):
             else:
                 checks = get_provider(service.name).check()
             by_what = {check.what: check for check in checks}
+            lifecycle = _lifecycle(service.name, service.model, today)
+            size = _size(service.name, service.model)
             rows.append(
                 {
                     "name": service.name,
@@ -40,12 +66,23 @@ class Command(OperatorCommand):
                     "price": None if service.price is None else str(service.price),
                     "key": _state(by_what.get("key")),
                     "model_check": _state(by_what.get("model")),
-                    "refused": any(check.state == REFUSED for check in checks),
+                    "lifecycle": lifecycle,
+                    "size": size,
+                    # Refused: the key or the model, a shut-down model, or a size it never takes.
+                    "refused": any(check.state == REFUSED for check in checks)
+                    or lifecycle["state"] == catalogue.RETIRED
+                    or size["state"] == REFUSED,
                 }
             )
         refused = any(row["refused"] for row in rows)
+        warnings = [
+            row["lifecycle"]["message"]
+            for row in rows
+            if row["lifecycle"]["state"] == catalogue.RETIRING
+        ]
         if options["json"]:
-            self.stdout.write(json.dumps({"services": rows, "refused": refused}, indent=2))
+            report = {"services": rows, "refused": refused, "warnings": warnings}
+            self.stdout.write(json.dumps(report, indent=2))
         else:
             self.stdout.write(
                 table(
@@ -55,6 +92,7 @@ class Command(OperatorCommand):
                             "price": money(None if row["price"] is None else Decimal(row["price"])),
                             "key_text": _text(row["key"]),
                             "model_text": _text(row["model_check"]),
+                            "end": row["lifecycle"]["shutdown"] or "-",
                         }
                         for row in rows
                     ],
@@ -64,12 +102,46 @@ class Command(OperatorCommand):
                         ("price", "PER IMAGE"),
                         ("key_text", "KEY"),
                         ("model_text", "MODEL CHECK"),
+                        ("end", "SHUTDOWN"),
                     ],
                 )
             )
+            for row in rows:
+                for problem in (row["lifecycle"]["message"], row["size"]["detail"]):
+                    if problem:
+                        self.stdout.write(f"{row['name']}: {problem}")
         if refused:
             names = ", ".join(row["name"] for row in rows if row["refused"])
             raise CommandError(f"refused by: {names}", returncode=1)
+        if warnings and options["strict"]:
+            names = ", ".join(
+                row["name"] for row in rows if row["lifecycle"]["state"] == catalogue.RETIRING
+            )
+            raise CommandError(f"models shut down within 30 days: {names}", returncode=1)
+
+
+def _lifecycle(service: str, model: str, today) -> dict:
+    """Return where a model stands in its life: current, retiring (shut down within 30
+    days) or retired, its shutdown date, its replacement and what to tell the operator."""
+    listed = catalogue.model(service, model)
+    state = listed.state(today) if model else catalogue.CURRENT
+    return {
+        "state": state,
+        "shutdown": listed.shutdown.isoformat() if listed.shutdown else None,
+        "replacement": catalogue.offer(service, model, today) if state != catalogue.CURRENT else "",
+        "message": listed.notice(today) if model else "",
+    }
+
+
+def _size(service: str, model: str) -> dict:
+    """Return whether the model takes the studio's picture size (STUDIO_IMAGE_SIZE)."""
+    listed = catalogue.model(service, model)
+    if not model or not listed.known:
+        return {"state": NOT_CHECKED, "detail": ""}
+    problem = listed.size_problem(settings.STUDIO_IMAGE_SIZE)
+    if problem:
+        return {"state": REFUSED, "detail": f"{problem} (STUDIO_IMAGE_SIZE)"}
+    return {"state": "accepted", "detail": ""}
 
 
 def _state(check: Check | None) -> dict:

@@ -218,3 +218,21 @@ def test_the_catalogue_is_read_once():
     assert catalogue.services() is first
     assert settings.GEMINI_IMAGE_MODEL  # the settings read it at import
     assert timedelta(days=catalogue.WARN_DAYS) == timedelta(days=30)
+
+
+def test_webhooks_are_asked_for_where_the_catalogue_says_so(edited_catalogue):
+    from generation.providers.webhooks import supports_webhooks
+
+    model = "black-forest-labs/flux-2-pro"
+    assert supports_webhooks("replicate", model)
+    assert supports_webhooks("replicate", "someone/a-model-it-does-not-list")  # any prediction
+    assert not supports_webhooks("openai", catalogue.default("openai"))
+    header = f'[replicate.models."{model}"]\n'
+
+    def without_webhooks(text: str) -> str:
+        start = text.index(header)
+        block = text[start:].replace("webhooks = true", "webhooks = false", 1)
+        return text[:start] + block
+
+    edited_catalogue(without_webhooks)
+    assert not supports_webhooks("replicate", model)

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 
 from django.conf import settings
 
+from .. import catalogue
+
 TOLERANCE_SECONDS = 300  # both services' documented window
 SERVICES = ("replicate", "fal")
 # Replicate sends the final state only: the studio wants the end, not every log line.
@@ -47,10 +49,13 @@ class WebhookRefused(Exception):
 
 
 def supports_webhooks(service: str, model: str = "") -> bool:
-    """Return whether the service sends webhooks for the model. Replicate's predictions
-    and fal's queue requests do for every model (the catalogue's `webhooks` flag may say
-    otherwise for one later)."""
-    return service in SERVICES
+    """Return whether the service sends webhooks for the model: as the catalogue says for
+    a model it lists; Replicate's predictions and fal's queue requests take a webhook
+    whatever the model, so one it does not list (a version hash, a new model) does too."""
+    if service not in SERVICES:
+        return False
+    entry = catalogue.model(service, model)
+    return entry.webhooks or not entry.known
 
 
 def verification_key(service: str) -> str:

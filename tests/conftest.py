@@ -86,7 +86,7 @@ def stored_names(media) -> list[str]:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The longest tests (marked `long`) first: with two sessions side by side (make
+    """The longest tests (marked `long`) first: with sessions side by side (make
     test), one of them starts on these while the other works through the rest, instead of
     one session finishing a long test alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("long") is None)

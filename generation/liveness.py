@@ -13,7 +13,9 @@
 """
 
 import logging
+import os
 import threading
+import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -39,12 +41,15 @@ def last_heard(lease_expires_at: datetime | None) -> datetime | None:
 
 
 class Beating:
-    """Calls beat() every beat, in a thread of its own (with its own database connection),
-    while a with-block runs: a lease renewed while a call or a step is in flight.
+    """Calls beat() every beat while a with-block runs: a lease renewed while a call or a
+    step is in flight. The beats of every block in a process run in one thread of their
+    own (with its own database connection), started once (`_Beats`): starting and joining
+    a thread for every call cost a worker more than the rest of an instant call.
 
     Every beat stands alone: one failed write (the database busy or cut off for a moment)
     is logged and must not end the renewals for the rest of the block, or the sweep would
-    hand the work to a second worker. A lease outlasts three beats.
+    hand the work to a second worker. A lease outlasts three beats. No beat of a block
+    runs after the block is left.
     """
 
     name = "beat"
@@ -53,22 +58,91 @@ class Beating:
         raise NotImplementedError
 
     def __enter__(self):
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True, name=self.name)
-        self.thread.start()
+        _beats().add(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        self.thread.join()
+        _beats().remove(self)
+
+
+class _Beats:
+    """The process's beating thread and the blocks it beats for, each with when its next
+    beat is due (a beat is due one beat after the block began, then one after its last
+    beat ended)."""
+
+    def __init__(self):
+        self.changed = threading.Condition()
+        self.due: dict[Beating, float] = {}
+        self.beating: Beating | None = None  # the block whose beat runs now
+        self.thread: threading.Thread | None = None
+
+    def add(self, block: Beating) -> None:
+        with self.changed:
+            self.due[block] = time.monotonic() + beat_seconds()
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, daemon=True, name="beats")
+                self.thread.start()
+            self.changed.notify_all()
+
+    def remove(self, block: Beating) -> None:
+        """Stop beating for the block, once a beat of it that runs now has ended."""
+        with self.changed:
+            self.due.pop(block, None)
+            while self.beating is block:
+                self.changed.wait()
 
     def _run(self) -> None:
+        while True:
+            with self.changed:
+                while not (ready := self._ready()):
+                    soonest = min(self.due.values(), default=time.monotonic() + 60)
+                    self.changed.wait(max(0.0, soonest - time.monotonic()))
+            try:
+                for block in ready:
+                    self._beat(block)
+            finally:
+                connection.close()  # opened anew at the next beat: no idle connection kept
+
+    def _ready(self) -> list[Beating]:
+        now = time.monotonic()
+        return [block for block, at in self.due.items() if at <= now]
+
+    def _beat(self, block: Beating) -> None:
+        with self.changed:
+            if block not in self.due:
+                return  # its block ended meanwhile
+            self.beating = block
         try:
-            while not self.stopped.wait(beat_seconds()):
-                try:
-                    self.beat()
-                except Exception:
-                    logger.exception("%s: a beat failed; beating on", self)
-                    connection.close()  # a broken connection is opened anew next beat
+            block.beat()
+        except Exception:
+            logger.exception("%s: a beat failed; beating on", block)
+            connection.close()  # a broken connection is opened anew next beat
         finally:
-            connection.close()
+            with self.changed:
+                self.beating = None
+                if block in self.due:
+                    self.due[block] = time.monotonic() + beat_seconds()
+                self.changed.notify_all()
+
+
+_process_beats: _Beats | None = None
+_process_lock = threading.Lock()
+
+
+def _beats() -> _Beats:
+    """Return this process's beats, started at the first block."""
+    global _process_beats
+    with _process_lock:
+        if _process_beats is None:
+            _process_beats = _Beats()
+        return _process_beats
+
+
+def _forget_in_child() -> None:
+    """A forked child (a django-q2 worker) inherits no thread, and maybe a lock held at
+    the fork: it starts its own beats."""
+    global _process_beats, _process_lock
+    _process_beats, _process_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)

@@ -19,6 +19,11 @@ it runs through the ORM each time, as before.
 
 Values that are `str` or `int` become markers; any other value (None, a bool, a Decimal,
 an expression) is part of the shape, so a statement is never reused for another one.
+
+`get(name, build, **values)` does the same for a read of one row: `build(**values)` is a
+queryset (with its joins and annotations), compiled once per shape; later reads run its
+SQL with the values in the markers' places and make the instance as the ORM's own
+iterable does (the row's columns, the related objects, the annotations).
 """
 
 import itertools
@@ -27,6 +32,7 @@ import threading
 from collections.abc import Callable
 
 from django.db import connections, transaction
+from django.db.models.query import get_related_populators
 
 # Far from any id, count or length the studio writes: a parameter equal to a marker is
 # one (checked: every marker must be found, and none may be written into the SQL itself).
@@ -76,15 +82,7 @@ def write(
     """Run `action(**values)`, an ORM write that returns the rows its UPDATE of `table`
     changed, from statements compiled once per name and shape of the values. Return what
     the action returns."""
-    markers, literal = {}, []
-    counter = itertools.count()
-    for key, value in sorted(values.items()):
-        if type(value) is str:
-            markers[key] = f"\x00prepared-{next(counter)}\x00"
-        elif type(value) is int:
-            markers[key] = _INT_MARKER_BASE + next(counter)
-        else:
-            literal.append((key, repr(value)))
+    markers, literal = _markers(values)
     shape = (using, name, table, tuple(sorted(markers)), tuple(literal))
     template = _templates.get(shape)
     if template is None:
@@ -95,6 +93,94 @@ def write(
     if template is _UNCACHEABLE:
         return action(**values)
     return template.run(using, {key: values[key] for key in markers})
+
+
+def _markers(values: dict) -> tuple[dict, list]:
+    markers, literal = {}, []
+    counter = itertools.count()
+    for key, value in sorted(values.items()):
+        if type(value) is str:
+            markers[key] = f"\x00prepared-{next(counter)}\x00"
+        elif type(value) is int:
+            markers[key] = _INT_MARKER_BASE + next(counter)
+        else:
+            literal.append((key, repr(value)))
+    return markers, literal
+
+
+class _Read:
+    """A compiled SELECT of one model's rows, with where each value goes and how its rows
+    become instances."""
+
+    def __init__(self, queryset, using: str, markers: dict):
+        compiler = queryset.query.get_compiler(using=using)
+        self.sql, params = compiler.as_sql()
+        by_value = {value: key for key, value in markers.items()}
+        if any(str(marker) in self.sql for marker in markers.values()):
+            raise ValueError("a value written into the SQL itself")
+        self.params = list(params)
+        self.slots = [
+            (position, by_value[param])
+            for position, param in enumerate(self.params)
+            if type(param) in (str, int) and param in by_value
+        ]
+        if {name for _, name in self.slots} != set(markers):
+            raise ValueError("a value not found among the parameters")
+        self.compiler, self.using = compiler, using
+        klass_info, select = compiler.klass_info, compiler.select
+        fields = klass_info["select_fields"]
+        self.columns = slice(fields[0], fields[-1] + 1)
+        self.model = klass_info["model"]
+        self.init_list = [column[0].target.attname for column in select[self.columns]]
+        self.related = get_related_populators(klass_info, select, using)
+        self.annotations = dict(compiler.annotation_col_map)
+        self.converters = compiler.get_converters([column[0] for column in select])
+
+    def run(self, values: dict) -> list:
+        params = list(self.params)
+        for position, name in self.slots:
+            params[position] = values[name]
+        with connections[self.using].cursor() as cursor:
+            cursor.execute(self.sql, params)
+            rows = cursor.fetchall()
+        if self.converters:
+            rows = self.compiler.apply_converters(rows, self.converters)
+        found = []
+        for row in rows:
+            instance = self.model.from_db(self.using, self.init_list, row[self.columns])
+            for populator in self.related:
+                populator.populate(row, instance)
+            for name, position in self.annotations.items():
+                setattr(instance, name, row[position])
+            found.append(instance)
+        return found
+
+
+def get(name: str, build: Callable, *, using: str = "default", **values):
+    """Return the one instance `build(**values)` (a queryset) finds, from SQL compiled
+    once per name and shape of the values; raise the model's DoesNotExist (or
+    MultipleObjectsReturned) as QuerySet.get does."""
+    markers, literal = _markers(values)
+    shape = (using, "get", name, tuple(sorted(markers)), tuple(literal))
+    read = _templates.get(shape)
+    if read is None:
+        try:
+            read = _Read(build(**{**values, **markers}), using, markers)
+        except ValueError:
+            logger.debug("Not caching the read %s", name, exc_info=True)
+            read = _UNCACHEABLE
+        with _lock:
+            if len(_templates) < _MAX_SHAPES:
+                _templates[shape] = read
+    if read is _UNCACHEABLE:
+        return build(**values).get()
+    found = read.run({key: values[key] for key in markers})
+    if len(found) == 1:
+        return found[0]
+    model = read.model
+    if not found:
+        raise model.DoesNotExist(f"{model._meta.object_name} matching query does not exist.")
+    raise model.MultipleObjectsReturned(f"get() returned more than one {model._meta.object_name}")
 
 
 def _capture(action, table: str, using: str, values: dict, markers: dict):

@@ -7,6 +7,7 @@ import io
 import os
 import re
 import signal
+import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from PIL import Image
 
-from generation import engine, services
+from generation import engine, liveness, services
 from generation.clock import db_now
 from generation.kinds import KINDS
 from generation.models import GenerationAttempt, Illustration, SpendEntry
@@ -285,3 +286,40 @@ def test_a_worker_heard_again_after_three_silent_beats_reads_generating_again(
     answer = client.get(url, headers=HTMX).content.decode()
     assert silent_cards(answer) == []
     assert 'title="Generating (attempt 1 of 3)"' in answer
+
+
+# --- the process's beats ------------------------------------------------------------------
+
+
+class Counted(liveness.Beating):
+    """Counts its beats; the first `failures` of them raise, as a write to a busy
+    database would."""
+
+    def __init__(self, failures: int = 0):
+        self.count, self.failures = 0, failures
+        self.beaten = threading.Event()
+        self.threads: set[str] = set()
+
+    def beat(self) -> None:
+        self.count += 1
+        self.threads.add(threading.current_thread().name)
+        if self.count <= self.failures:
+            raise OSError("database is locked")
+        if self.count >= self.failures + 2:
+            self.beaten.set()
+
+
+def test_blocks_share_one_beating_thread_a_failed_beat_beats_on_and_none_beats_after_its_block(
+    settings,
+):
+    settings.STUDIO_HEARTBEAT_SECONDS, settings.STUDIO_LEASE_SECONDS = 0.1, 0.3
+    before = threading.active_count()
+    failing, steady = Counted(failures=2), Counted()
+    with failing, steady:
+        assert failing.beaten.wait(10) and steady.beaten.wait(10)
+        assert threading.active_count() <= before + 1  # one thread beats for both
+    left_at = (failing.count, steady.count)
+    with Counted() as third:  # a later block: its beat is due one beat on, like any
+        assert third.beaten.wait(10)
+    assert (failing.count, steady.count) == left_at  # nothing beat for a block left
+    assert failing.threads == steady.threads == third.threads == {"beats"}

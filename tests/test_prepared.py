@@ -107,3 +107,30 @@ def test_a_write_that_cannot_be_replayed_runs_through_the_orm(jobs):
     notes = dict(Illustration.objects.values_list("pk", "waiting_for"))
     assert notes[first.pk] == f"X {first.page.number}"
     assert notes[second.pk] == f"Y {second.page.number}"
+
+
+def test_a_replayed_read_makes_the_instance_the_orm_makes_with_its_joins_and_annotations(jobs):
+    from generation.engine import claimed_rows
+    from generation.kinds import KINDS
+
+    project, rows = jobs
+    kind = KINDS["illustration"]
+
+    def build(*, worker_id):
+        return claimed_rows(kind).filter(claimed_by=worker_id)
+
+    def fields(job):
+        related = (job.run.pk, job.run.state, job.page.number, job.page.project.title)
+        return (job.pk, job.status, job.created_at, *related, job.last_attempt, job.has_picture)
+
+    for number in range(len(rows)):
+        expected = build(worker_id=f"worker-{number}").get()
+        with CaptureQueriesContext(connection) as queries:
+            got = prepared.get("claimed", build, worker_id=f"worker-{number}")
+            assert fields(got) == fields(expected)
+        assert len(queries) == 1  # the joins read with it: no query per related object
+    with pytest.raises(Illustration.DoesNotExist):
+        prepared.get("claimed", build, worker_id="nobody")
+    Illustration.objects.filter(pk=rows[1].pk).update(claimed_by="worker-0")
+    with pytest.raises(Illustration.MultipleObjectsReturned):
+        prepared.get("claimed", build, worker_id="worker-0")

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from generation import services
 from generation.models import Illustration
@@ -78,6 +79,9 @@ def test_the_benchmark_runs_every_scenario_and_cleans_up(broker):
     assert rows["20 idle tabs: quiet polls (204)"]["value"] > 50
     assert rows["20 idle tabs: server CPU (of one core)"]["unit"] == "%"
     assert rows["the run was in progress throughout"]["value"] is True
+    if connection.vendor == "postgresql":  # its server here: its processes' CPU is read
+        assert rows["PostgreSQL CPU per picture (its processes here)"]["value"] > 0
+        assert rows["pictures/s one PostgreSQL core carries"]["value"] > 0
     assert rows["review page queries, 300 pages"]["value"] > 0
     # Economy mode: the book as one batch, every picture kept, at half the live cost.
     assert rows["batches created"]["ok"] is True

@@ -10,7 +10,7 @@ from studio.export import export_trim, run_export
 from studio.files import read_chunks
 from studio.geometry import INCH, PAPERS, PRINT_DPI, Book, Cover, parse_trim
 from studio.models import Export, Project
-from studio.printing import report_lines
+from studio.printing import is_low, report_lines
 
 
 def trim_argument(value: str) -> str:
@@ -100,7 +100,7 @@ class Command(OperatorCommand):
 
     def write_report(self, export: Export) -> None:
         trim = export_trim(export)
-        low = [entry for entry in export.report if "dpi" in entry]
+        low = [entry for entry in export.report if is_low(entry)]
         if export.missing:
             self.stdout.write(
                 f"{export.missing} page(s) have no picture yet: a marked placeholder prints."
@@ -112,8 +112,9 @@ class Command(OperatorCommand):
         if low and not export.resample:
             self.stdout.write(
                 f"{len(low)} picture(s) print under {PRINT_DPI} DPI at {trim.label}: choose a "
-                "larger size from the service (STUDIO_IMAGE_SIZE) and regenerate them, or "
-                "export again with --resample to resample them here."
+                "larger size from the service (STUDIO_IMAGE_SIZE) and regenerate them, "
+                "upscale them through a service on the project's Export page (where one is "
+                "configured), or export again with --resample to resample them here."
             )
 
 

@@ -9,6 +9,8 @@ import pikepdf
 import pytest
 import requests
 from django.core.files.base import ContentFile
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.urls import reverse
 from PIL import Image
 
@@ -259,3 +261,52 @@ def test_the_upscale_price_is_the_catalogues_unless_configured(settings):
     assert price_per_upscale("replicate", model) == Decimal("0.0025")
     settings.STUDIO_PRICES = {"replicate:nightmareai/real-esrgan": 0.004}
     assert price_per_upscale("replicate", model) == Decimal("0.004")
+
+
+def test_export_project_upscales_then_prints_from_the_upscales(
+    book_project, upscale_settings, fake_predictions, tmp_path
+):
+    fake_predictions.polls_needed = 0  # finished within the create's Prefer: wait
+    output = io.StringIO()
+    target = tmp_path / "book-print.pdf"
+
+    call_command(
+        "export_project",
+        book_project.pk,
+        "--format",
+        "print",
+        "--upscale",
+        "--output",
+        str(target),
+        stdout=output,
+    )
+
+    lines = output.getvalue().splitlines()
+    price = catalogue.upscaler("replicate", upscale_settings.STUDIO_UPSCALE_MODEL).price
+    assert lines[0] == (
+        f"Upscaled 1 of 1 picture(s) ×4 through Replicate (nightmareai/real-esrgan), {money(price)}."
+    )
+    label = geometry.parse_trim(TRIM).label
+    assert lines[2] == f"Every picture prints at 300 DPI or more at {label}."
+    assert lines[3].startswith("Page 1: upscaled ×4 by Replicate nightmareai/real-esrgan (")
+    assert len(lines) == 4
+    assert target.stat().st_size > 0
+    assert (GenerationAttempt.objects.count(), SpendEntry.objects.count()) == (1, 1)
+
+
+def test_export_project_upscale_refuses_bad_usage_in_one_line(book_project, settings, tmp_path):
+    settings.STUDIO_UPSCALE_PROVIDER = ""
+    output = str(tmp_path / "out.pdf")
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "export_project", book_project.pk, "--format", "print", "--upscale", "--output", output
+        )
+    assert refused.value.returncode == 2
+    assert str(refused.value).startswith("--upscale needs an upscale service")
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "export_project", book_project.pk, "--format", "zip", "--upscale", "--output", output
+        )
+    assert refused.value.returncode == 2
+    assert str(refused.value) == "--upscale is for --format print or cover"
+    assert Upscale.objects.count() == 0

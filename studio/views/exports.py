@@ -9,11 +9,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
-from generation import catalogue, selectors
+from generation import selectors
 from generation import services as generation_services
 from generation.models import ACTIVE_STATUSES, Illustration, Upscale
-from generation.pricing import money, price_per_upscale
-from generation.providers import get_upscale_provider, upscale_configured
 
 from .. import book, geometry
 from .. import services as studio_services
@@ -90,7 +88,7 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
         "trim": trim,
         "low_pages": low_pages,
         "upscaled_pages": book.upscaled_pages(project, trim),
-        "upscale": upscale_offer(to_upscale(low_pages)),
+        "upscale": selectors.upscale_offer(len(to_upscale(low_pages))),
         "upscaling": [low for low in low_pages if low.upscaling],
         "upscale_failures": upscale_failures(project),
         "needed_pixels": book.needed_pixels(trim, project.pages.count()),
@@ -114,23 +112,6 @@ def to_upscale(low_pages) -> list:
     """Return the low pages an upscale could help: none on its way for their picture, and
     not already upscaled (a second upscale of the same picture gives the same pixels)."""
     return [low for low in low_pages if not low.upscaling and low.upscaled is None]
-
-
-def upscale_offer(pages) -> dict | None:
-    """Return what the export page offers for upscaling `pages` through the configured
-    service (its name, model, count and estimate), or None when no service is configured
-    (the local resample is offered instead)."""
-    if not upscale_configured():
-        return None
-    provider = get_upscale_provider()
-    price = price_per_upscale(provider.name, provider.model)
-    return {
-        "label": provider.label,
-        "model": catalogue.canonical(provider.name, provider.model),
-        "scale": provider.scale,
-        "count": len(pages),
-        "estimate": money(price * len(pages)) if price is not None else "price unknown",
-    }
 
 
 def upscale_failures(project) -> list[Upscale]:
@@ -160,7 +141,7 @@ def project_upscale(request: HttpRequest, pk: int) -> HttpResponse:
     """Upscale the pictures that print under 300 DPI at the project's trim through the
     configured upscale service (one priced call each, in the background workers)."""
     project = _owned_project(request, pk)
-    if not upscale_configured():
+    if selectors.upscale_offer(0) is None:
         return HttpResponseBadRequest(
             "No upscale service is configured (STUDIO_UPSCALE_PROVIDER and its key): tick "
             "Resample on the export form to resample the pictures here instead."
@@ -170,7 +151,7 @@ def project_upscale(request: HttpRequest, pk: int) -> HttpResponse:
     if not pages:
         messages.info(request, "No picture needs an upscale: none prints under 300 DPI.")
         return redirect("project-export", pk=project.pk)
-    offer = upscale_offer(pages)
+    offer = selectors.upscale_offer(len(pages))
     result = generation_services.upscale_pages(
         project=project, page_ids=[low.page_id for low in pages], requested_by=request.user
     )

@@ -284,7 +284,8 @@ def test_export_project_upscales_then_prints_from_the_upscales(
     lines = output.getvalue().splitlines()
     price = catalogue.upscaler("replicate", upscale_settings.STUDIO_UPSCALE_MODEL).price
     assert lines[0] == (
-        f"Upscaled 1 of 1 picture(s) ×4 through Replicate (nightmareai/real-esrgan), {money(price)}."
+        "Upscaled 1 of 1 picture(s) ×4 through Replicate (nightmareai/real-esrgan), "
+        f"{money(price)}."
     )
     label = geometry.parse_trim(TRIM).label
     assert lines[2] == f"Every picture prints at 300 DPI or more at {label}."

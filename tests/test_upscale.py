@@ -311,3 +311,23 @@ def test_export_project_upscale_refuses_bad_usage_in_one_line(book_project, sett
     assert refused.value.returncode == 2
     assert str(refused.value) == "--upscale is for --format print or cover"
     assert Upscale.objects.count() == 0
+
+
+def test_an_upscale_file_is_owned_and_a_stray_one_is_an_orphan(
+    book_project, upscale_settings, fake_predictions, drain
+):
+    from datetime import timedelta
+
+    from django.core.files.storage import default_storage
+    from django.utils import timezone
+
+    from studio import files
+
+    drain(upscale_low_pages(book_project).run.pk, kind="upscale")
+    upscale = Upscale.objects.get()
+    stray = default_storage.save(f"upscales/{book_project.pk}/stray.png", ContentFile(png(8)))
+
+    assert upscale.image.name in files.owned_files(project=book_project)
+    later = timezone.now() + timedelta(hours=1)
+    orphans = [orphan.name for orphan in files.OrphanSearch(written_before=later)]
+    assert orphans == [stray]

@@ -43,7 +43,13 @@ def picture(page, side: int, content: bytes | None = None) -> Illustration:
 
 
 @pytest.fixture
-def book_project(make_project):
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def book_project(media, make_project):
     """Two illustrated pages at a 4 × 4 in trim: page 1 at 512 px (under 300 DPI), page 2
     at 1,400 px (over)."""
     project = make_project(pages=2)
@@ -331,3 +337,34 @@ def test_an_upscale_file_is_owned_and_a_stray_one_is_an_orphan(
     later = timezone.now() + timedelta(hours=1)
     orphans = [orphan.name for orphan in files.OrphanSearch(written_before=later)]
     assert orphans == [stray]
+
+
+def test_out_of_credits_halts_the_upscale_and_pays_nothing(
+    book_project, upscale_settings, fake_predictions, drain
+):
+    fake_predictions.create_script.append("402")
+    queued = upscale_low_pages(book_project)
+
+    drain(queued.run.pk, kind="upscale")
+
+    queued.run.refresh_from_db()
+    assert (queued.run.state, queued.run.halt_reason) == ("halted", "out_of_credits")
+    assert Upscale.objects.get().status == "queued"  # Resume continues it
+    assert GenerationAttempt.objects.get().outcome == "out_of_credits"
+    assert SpendEntry.objects.count() == 0
+
+
+def test_operators_see_upscales_and_their_calls_in_the_admin(
+    client, django_user_model, book_project, upscale_settings, fake_predictions, drain
+):
+    drain(upscale_low_pages(book_project).run.pk, kind="upscale")
+    upscale = Upscale.objects.get()
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin)
+
+    listed = client.get(reverse("admin:generation_upscale_changelist"))
+    shown = client.get(reverse("admin:generation_upscale_change", args=[upscale.pk]))
+
+    assert (listed.status_code, shown.status_code) == (200, 200)
+    assert "nightmareai/real-esrgan" in listed.content.decode()
+    assert upscale.attempts.get().provider_request_id in shown.content.decode()

@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from PIL import Image
 
-from generation import catalogue, services
+from generation import catalogue, selectors, services
 from generation.models import GenerationAttempt, Illustration, SpendEntry, Upscale
 from generation.pricing import money
 from generation.providers.base import ConfigError, Rejected, UpscaleRequest
@@ -112,6 +112,13 @@ def test_an_upscale_goes_through_the_service_once_is_priced_once_and_is_printed_
     assert (entry.attempt_id, entry.kind, entry.provider) == (attempt.pk, "upscale", "replicate")
     assert entry.amount == catalogue.upscaler("replicate", upscale.model).price
     assert entry.model == upscale.model == "nightmareai/real-esrgan"
+    # What generation_status reports; a run of upscales alone is no run of the book's.
+    assert selectors.ledger_summary(book_project.pk) == {
+        "paid_calls": 1,
+        "unconfirmed_calls": 0,
+        "spent": str(entry.amount),
+    }
+    assert not selectors.book_runs().filter(pk=queued.run.pk).exists()
     # The page's picture, and its history, are as the editor left them.
     own.refresh_from_db()
     assert page.illustrations.get() == own and own.status == "complete"

@@ -375,3 +375,45 @@ def test_operators_see_upscales_and_their_calls_in_the_admin(
     assert (listed.status_code, shown.status_code) == (200, 200)
     assert "nightmareai/real-esrgan" in listed.content.decode()
     assert upscale.attempts.get().provider_request_id in shown.content.decode()
+
+
+def test_the_resolution_region_follows_an_upscale_until_it_is_done(
+    client, editor, book_project, upscale_settings, fake_predictions, drain
+):
+    client.force_login(editor)
+    url = reverse("project-export", args=[book_project.pk]) + "?part=resolution"
+    queued = upscale_low_pages(book_project)
+
+    while_upscaling = client.get(url, headers={"HX-Request": "true"})
+    assert while_upscaling.status_code == 200
+    assert "hx-trigger" in while_upscaling.content.decode()
+    assert "1 picture being upscaled" in while_upscaling.content.decode()
+
+    drain(queued.run.pk, kind="upscale")
+    done = client.get(url, headers={"HX-Request": "true"})
+
+    assert done.status_code == 286  # htmx stops polling
+    shown = done.content.decode()
+    assert "hx-trigger" not in shown
+    assert "Printed from their upscale:" in shown
+    assert "Page 1: upscaled ×4 by Replicate nightmareai/real-esrgan to 2048 × 2048 px" in shown
+
+
+def test_a_failing_upscale_is_retried_then_shown_failed_with_its_reason(
+    client, editor, book_project, upscale_settings, fake_predictions, drain
+):
+    fake_predictions.outcome = "failed"  # every prediction fails ("CUDA out of memory")
+    queued = upscale_low_pages(book_project)
+
+    drain(queued.run.pk, kind="upscale", waits=[])
+
+    upscale = Upscale.objects.get()
+    assert (upscale.status, upscale.attempts.count()) == ("failed", 3)
+    assert fake_predictions.creates == 3  # each attempt a new prediction
+    assert SpendEntry.objects.count() == 0
+    client.force_login(editor)
+    page = client.get(reverse("project-export", args=[book_project.pk])).content.decode()
+    assert (
+        "Page 1: the upscale failed: Replicate&#x27;s prediction failed: CUDA out of memory" in page
+    )
+    assert "Upscale 1 page through Replicate" in page  # offered again

@@ -50,6 +50,8 @@ from .providers import (
     services_on_account,
 )
 from .providers.base import (
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
     AwaitingService,
     ClipRequest,
     GeneratedClip,
@@ -511,6 +513,20 @@ class SheetKind(IllustrationKind):
         return bool(done)
 
 
+def fitting_scale(asked: int, width: int | None, height: int | None) -> int:
+    """Return the scale to ask for: `asked`, lowered so that the upscaled picture stays
+    within what the studio accepts from a service (MAX_IMAGE_SIDE a side, MAX_IMAGE_PIXELS
+    in all), else it would be paid for and refused on arrival; at least 1."""
+    if not width or not height:
+        return asked
+    scale = asked
+    while scale > 1 and (
+        max(width, height) * scale > MAX_IMAGE_SIDE or width * height * scale**2 > MAX_IMAGE_PIXELS
+    ):
+        scale -= 1
+    return scale
+
+
 class UpscaleKind(JobKind):
     """The print export's upscale step: a page's current picture, made larger by a service's
     super-resolution model, kept beside it as a print-only derivative (the page's picture
@@ -531,18 +547,23 @@ class UpscaleKind(JobKind):
 
     def create_jobs(self, run, page_ids: list[int]) -> None:
         # Each upscales the page's current picture, at the scale the service is asked for.
-        sources = dict(
-            Illustration.objects.filter(
+        sources = {
+            page_id: (pk, width, height)
+            for page_id, pk, width, height in Illustration.objects.filter(
                 page__in=page_ids, status=Illustration.Status.COMPLETE
-            ).values_list("page_id", "pk")
-        )
-        scale = get_upscale_provider().scale
+            ).values_list("page_id", "pk", "width", "height")
+        }
+        asked = get_upscale_provider().scale
         _insert_jobs(
             Upscale,
             [
-                {"page_id": pk, "run": run, "source_id": sources[pk], "scale": scale}
-                for pk in page_ids
-                if pk in sources
+                {
+                    "page_id": page_id,
+                    "run": run,
+                    "source_id": pk,
+                    "scale": fitting_scale(asked, width, height),
+                }
+                for page_id, (pk, width, height) in sources.items()
             ],
         )
 

@@ -417,3 +417,32 @@ def test_a_failing_upscale_is_retried_then_shown_failed_with_its_reason(
         "Page 1: the upscale failed: Replicate&#x27;s prediction failed: CUDA out of memory" in page
     )
     assert "Upscale 1 page through Replicate" in page  # offered again
+
+
+def test_the_scale_keeps_the_upscaled_picture_within_what_the_studio_accepts():
+    from generation.kinds import fitting_scale
+
+    assert fitting_scale(4, 1024, 1024) == 4  # 4,096 px
+    assert fitting_scale(4, 1536, 1024) == 4  # 6,144 × 4,096
+    assert fitting_scale(4, 2600, 2600) == 3  # ×4 would be 10,400 px a side (at most 8,192)
+    assert fitting_scale(4, 2048, 2048) == 3  # ×4: 8,192 a side but 67 million pixels
+    assert fitting_scale(4, None, None) == 4
+
+
+def test_a_large_png_goes_as_a_jpeg_under_a_megabyte():
+    import base64
+
+    from generation.providers.replicate_upscale import as_data_url
+
+    noisy = Image.effect_noise((1024, 1024), 80).convert("RGB")
+    buffer = io.BytesIO()
+    noisy.save(buffer, format="PNG")
+    assert len(buffer.getvalue()) > 1024 * 1024
+    small = png(64)
+
+    sent = as_data_url(buffer.getvalue())
+    as_stored = as_data_url(small)
+
+    assert sent.startswith("data:image/jpeg;base64,")
+    assert len(base64.b64decode(sent.split(",", 1)[1])) <= 1024 * 1024
+    assert as_stored == "data:image/png;base64," + base64.b64encode(small).decode()

@@ -3,8 +3,8 @@ prediction per page picture, in the shape of Replicate's pictures (create → pr
 stored before the first poll; wait → the downloaded picture; cancel).
 
 The picture goes as a data URL in the model's `image` input (kept under 1 MB, as Replicate
-recommends for data URLs: a PNG that is larger is sent as a JPEG at quality 95), the scale
-in its `scale` input. A community model runs by version: POST /v1/predictions with
+recommends for data URLs: a PNG that is larger is sent as a JPEG, at quality 95 down to 85),
+the scale in its `scale` input. A community model runs by version: POST /v1/predictions with
 "owner/name:version" (generation/catalogue.toml names the version).
 """
 
@@ -49,15 +49,20 @@ def classify(status: int, headers, body: object) -> ProviderError:
 
 def as_data_url(content: bytes, *, limit: int = DATA_URL_BYTES) -> str:
     """Return the picture as a data URL: as stored when it is a PNG, JPEG or WebP under
-    `limit`, else re-encoded as a JPEG at quality 95 (the same pixels, smaller)."""
+    `limit`, else re-encoded as a JPEG (the same pixels), at quality 95 or, while that is
+    still over `limit`, 90 then 85."""
     with Image.open(io.BytesIO(content)) as image:
         kind = (image.format or "").lower()
         if kind in ("png", "jpeg", "webp") and len(content) <= limit:
             mime = f"image/{kind}"
         else:
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="JPEG", quality=95)
-            content, mime = buffer.getvalue(), "image/jpeg"
+            rgb, mime = image.convert("RGB"), "image/jpeg"
+            for quality in (95, 90, 85):
+                buffer = io.BytesIO()
+                rgb.save(buffer, format="JPEG", quality=quality)
+                content = buffer.getvalue()
+                if len(content) <= limit:
+                    break
     return f"data:{mime};base64," + base64.b64encode(content).decode()
 
 

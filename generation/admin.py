@@ -19,6 +19,7 @@ from .models import (
     Run,
     SheetJob,
     StoryJob,
+    Upscale,
 )
 
 
@@ -226,6 +227,22 @@ class SheetJobAdmin(admin.ModelAdmin):
     list_select_related = ["character"]
     raw_id_fields = ["character", "run", "reference"]
     inlines = [SheetAttemptInline]
+
+
+class UpscaleAttemptInline(AttemptInline):
+    fk_name = "upscale"
+
+
+@admin.register(Upscale)
+class UpscaleAdmin(admin.ModelAdmin):
+    """The print export's upscales (print-only pictures kept beside a page's), with every
+    call."""
+
+    list_display = ["id", "page", "status", "provider", "model", "scale", "width", "created_at"]
+    list_filter = ["status", "failure_reason"]
+    list_select_related = ["page"]
+    raw_id_fields = ["page", "run", "source"]
+    inlines = [UpscaleAttemptInline]
 
 
 admin.site.site_header = "Illustration Studio operations"

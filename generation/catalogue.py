@@ -127,12 +127,37 @@ class Model:
 
 
 @dataclass(frozen=True)
+class Upscaler:
+    """A super-resolution model a service runs on one picture (the print export's upscale
+    step): the input that takes the picture, the input that takes the scale, the scale the
+    studio asks for, and the price of one call."""
+
+    service: str
+    name: str  # "owner/name", as the catalogue lists it
+    known: bool = True
+    version: str = ""  # a community model runs by version: "owner/name:version"
+    input: str = "image"
+    scale_input: str = "scale"
+    scale: int = 4
+    max_scale: int = 4
+    price: Decimal | None = None  # USD per call
+    sources: dict = field(default_factory=dict)
+
+    @property
+    def reference(self) -> str:
+        """Return how the service is asked for it: "owner/name:version", or the name."""
+        return f"{self.name}:{self.version}" if self.version else self.name
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     label: str
     default: str
     default_why: str
     models: dict  # name -> Model
+    upscalers: dict = field(default_factory=dict)  # name -> Upscaler
+    upscaler: str = ""  # the one the studio uses unless STUDIO_UPSCALE_MODEL names another
 
 
 def _model(service: str, name: str, data: dict) -> Model:
@@ -185,9 +210,46 @@ def services() -> dict[str, Service]:
                 model: _model(name, model, fields)
                 for model, fields in (entry.get("models") or {}).items()
             },
+            upscalers={
+                model: _upscaler(name, model, fields)
+                for model, fields in (entry.get("upscalers") or {}).items()
+            },
+            upscaler=entry.get("upscaler", ""),
         )
         for name, entry in data.items()
     }
+
+
+def _upscaler(service: str, name: str, data: dict) -> Upscaler:
+    price = data.get("price")
+    return Upscaler(
+        service=service,
+        name=name,
+        version=data.get("version", ""),
+        input=data.get("input", "image"),
+        scale_input=data.get("scale_input", "scale"),
+        scale=int(data.get("scale", 4)),
+        max_scale=int(data.get("max_scale", data.get("scale", 4))),
+        price=Decimal(str(price)) if price is not None else None,
+        sources=dict(data.get("sources", {})),
+    )
+
+
+def upscaler(service: str, name: str) -> Upscaler:
+    """Return what the catalogue knows of a service's upscaler (known=False if nothing); a
+    Replicate name may carry its version."""
+    entry = services().get(service)
+    found = entry.upscalers.get(canonical(service, name)) if entry else None
+    return found or Upscaler(service=service, name=canonical(service, name), known=False)
+
+
+def default_upscaler(service: str) -> str:
+    """Return the upscaler the studio asks a service for (as the service is asked: with
+    its version where it runs by version); "" when the service lists none."""
+    entry = services().get(service)
+    if entry is None or not entry.upscaler:
+        return ""
+    return entry.upscalers[entry.upscaler].reference
 
 
 def canonical(service: str, name: str) -> str:

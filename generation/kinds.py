@@ -34,19 +34,24 @@ from .models import (
     Job,
     SheetJob,
     StoryJob,
+    Upscale,
     illustration_upload_to,
+    upscale_upload_to,
 )
-from .pricing import charged, price_per_image
+from .pricing import charged, price_per_image, price_per_upscale
 from .prompts import compose_prompt
 from .providers import (
     account_of,
     get_clip_provider,
     get_provider,
     get_text_provider,
+    get_upscale_provider,
     project_provider,
     services_on_account,
 )
 from .providers.base import (
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
     AwaitingService,
     ClipRequest,
     GeneratedClip,
@@ -57,6 +62,7 @@ from .providers.base import (
     Rejected,
     StartOver,
     StoryRequest,
+    UpscaleRequest,
     verify_image,
 )
 from .retry import Interrupted
@@ -507,6 +513,104 @@ class SheetKind(IllustrationKind):
         return bool(done)
 
 
+def fitting_scale(asked: int, width: int | None, height: int | None) -> int:
+    """Return the scale to ask for: `asked`, lowered so that the upscaled picture stays
+    within what the studio accepts from a service (MAX_IMAGE_SIDE a side, MAX_IMAGE_PIXELS
+    in all), else it would be paid for and refused on arrival; at least 1."""
+    if not width or not height:
+        return asked
+    scale = asked
+    while scale > 1 and (
+        max(width, height) * scale > MAX_IMAGE_SIDE or width * height * scale**2 > MAX_IMAGE_PIXELS
+    ):
+        scale -= 1
+    return scale
+
+
+class UpscaleKind(JobKind):
+    """The print export's upscale step: a page's current picture, made larger by a service's
+    super-resolution model, kept beside it as a print-only derivative (the page's picture
+    and its versions stay as they are)."""
+
+    name = "upscale"
+    model = Upscale
+    attempt_field = "upscale"
+    service = "upscale service"
+    claim_order = ("-priority", "page__number")
+    select_related = ("page__project", "source")
+
+    def provider(self, job: Upscale | None = None):
+        return get_upscale_provider()
+
+    def project(self, job: Upscale) -> Project:
+        return job.page.project
+
+    def create_jobs(self, run, page_ids: list[int]) -> None:
+        # Each upscales the page's current picture, at the scale the service is asked for.
+        sources = {
+            page_id: (pk, width, height)
+            for page_id, pk, width, height in Illustration.objects.filter(
+                page__in=page_ids, status=Illustration.Status.COMPLETE
+            ).values_list("page_id", "pk", "width", "height")
+        }
+        asked = get_upscale_provider().scale
+        _insert_jobs(
+            Upscale,
+            [
+                {
+                    "page_id": page_id,
+                    "run": run,
+                    "source_id": pk,
+                    "scale": fitting_scale(asked, width, height),
+                }
+                for page_id, (pk, width, height) in sources.items()
+            ],
+        )
+
+    def price(self, provider):
+        return price_per_upscale(provider.name, getattr(provider, "model", ""))
+
+    def likely_price(self, job: Upscale):
+        return price_per_upscale(job.provider, job.model)
+
+    def prepare(self, job: Upscale, provider) -> tuple[str, dict]:
+        return "", {"provider": provider.name, "model": getattr(provider, "model", "")}
+
+    def call(self, worker, prompt: str, key: str):
+        job = worker.job
+        if not job.source.image:
+            raise Rejected("The page's picture has no file to upscale.")
+        with job.source.image.open("rb") as source:
+            request = UpscaleRequest(image=source.read(), scale=job.scale, idempotency_key=key)
+        return follow_service_job(worker, request, progress=True)
+
+    def storage_name(self, job: Upscale) -> str:
+        return upscale_upload_to(job, "upscale.png")
+
+    def store(self, worker, result, name: str) -> str:
+        job = worker.job
+        job.image.name = job.image.storage.save(name, ContentFile(result.content))
+        return job.image.name
+
+    def stored_result(self, job: Upscale, name: str):
+        size = stored_picture_size(job.image.storage, name)
+        if size is None:
+            return None
+        job.image.name = name
+        return GeneratedImage(content=b"", width=size[0], height=size[1], model=job.model)
+
+    def complete(self, worker, result) -> bool:
+        job = worker.job
+        return bool(
+            worker.mark_complete(
+                image=job.image.name,
+                width=result.width,
+                height=result.height,
+                model=result.model or job.model,
+            )
+        )
+
+
 def load_references(characters: list[Character]) -> list[tuple[Character, Reference]]:
     """Return the characters' chosen pictures as labelled references, in order; a picture
     that cannot be read from storage is left out (and so not recorded as sent)."""
@@ -655,5 +759,6 @@ def _cancel(provider, job_id: str) -> str:
 
 
 KINDS: dict[str, JobKind] = {
-    kind.name: kind for kind in (IllustrationKind(), StoryKind(), ClipKind(), SheetKind())
+    kind.name: kind
+    for kind in (IllustrationKind(), StoryKind(), ClipKind(), SheetKind(), UpscaleKind())
 }

@@ -546,6 +546,41 @@ class SheetJob(Job):
         return f"Sheet of {self.character} ({self.status})"
 
 
+def upscale_upload_to(instance: "Upscale", filename: str) -> str:
+    return f"upscales/{instance.page.project_id}/{uuid.uuid4().hex}.png"
+
+
+class Upscale(Job):
+    """One job to upscale a page's picture for print through a service (the print export's
+    upscale step): a print-only derivative kept beside its source picture, never a version
+    of the page's picture. The print files use the latest complete one of the page's
+    current picture; choosing another picture leaves it aside."""
+
+    page = models.ForeignKey(Page, on_delete=models.CASCADE, related_name="upscales")
+    project_path = "page__project_id"
+    source = models.ForeignKey(Illustration, on_delete=models.CASCADE, related_name="upscales")
+    scale = models.PositiveSmallIntegerField(default=4)
+    image = models.ImageField(upload_to=upscale_upload_to, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source"],
+                condition=Q(status__in=ACTIVE_STATUS_NAMES),
+                name="one_active_upscale_per_picture",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["run", "status", "-priority"], name="upscale_claim_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="upscale_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Upscale {self.pk} of {self.page} ({self.status})"
+
+
 class WebhookDelivery(models.Model):
     """A verified delivery from a service (generation.webhooks): its id is unique, so a
     delivery the service repeats (a retry, a replay within its window) is applied once."""
@@ -697,6 +732,9 @@ class GenerationAttempt(models.Model):
     sheet = models.ForeignKey(
         SheetJob, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
     )
+    upscale = models.ForeignKey(
+        Upscale, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
+    )
     number = models.PositiveSmallIntegerField()
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -735,8 +773,11 @@ class GenerationAttempt(models.Model):
             models.UniqueConstraint(fields=["story", "number"], name="story_attempt_number_unique"),
             models.UniqueConstraint(fields=["clip", "number"], name="clip_attempt_number_unique"),
             models.UniqueConstraint(fields=["sheet", "number"], name="sheet_attempt_number_unique"),
+            models.UniqueConstraint(
+                fields=["upscale", "number"], name="upscale_attempt_number_unique"
+            ),
             models.CheckConstraint(
-                condition=_one_of("illustration", "story", "clip", "sheet"),
+                condition=_one_of("illustration", "story", "clip", "sheet", "upscale"),
                 name="attempt_belongs_to_one_job",
             ),
         ]
@@ -751,7 +792,7 @@ class GenerationAttempt(models.Model):
 
     @property
     def job(self):
-        return self.illustration or self.story or self.clip or self.sheet
+        return self.illustration or self.story or self.clip or self.sheet or self.upscale
 
     @property
     def charge(self) -> str:
@@ -896,5 +937,5 @@ class Heartbeat(models.Model):
             cls.objects.bulk_create([cls(name=name)], ignore_conflicts=True)
 
 
-for _model in (Run, Illustration, StoryJob, Clip, SheetJob):
+for _model in (Run, Illustration, StoryJob, Clip, SheetJob, Upscale):
     watch(_model, deletes=False)  # deleted with their project or page, which moves it

@@ -29,6 +29,17 @@ def price_per_image(provider: str, model: str, size: str) -> Decimal | None:
     return catalogue.model(provider, model).price(size)
 
 
+def price_per_upscale(provider: str, model: str) -> Decimal | None:
+    """Return the price of one upscale ("provider:model:upscale", "provider:model" in
+    STUDIO_PRICES, else the catalogue's upscaler); None if unknown."""
+    name = catalogue.canonical(provider, model)
+    prices = settings.STUDIO_PRICES
+    for key in (f"{provider}:{name}:upscale", f"{provider}:{name}"):
+        if key in prices and not isinstance(prices[key], dict):
+            return Decimal(str(prices[key]))
+    return catalogue.upscaler(provider, model).price
+
+
 def _configured_per_image(provider: str, model: str, size: str) -> bool:
     return any(
         not isinstance(settings.STUDIO_PRICES.get(key), dict | type(None))

@@ -37,20 +37,40 @@ from .models import (
     SheetJob,
     SpendEntry,
     StoryJob,
+    Upscale,
 )
 from .plain import without_service_text
-from .pricing import amount, price_per_image
+from .pricing import amount, money, price_per_image, price_per_upscale
 from .prompts import compose, compose_prompt
 from .providers import (
     IMAGE_SERVICES,
     account_of,
     configured_image_services,
+    get_upscale_provider,
     image_service_of,
     project_provider,
     text_provider_configured,
+    upscale_configured,
 )
 
 Status = Illustration.Status
+
+
+def upscale_offer(count: int) -> dict | None:
+    """Return what the print export offers for upscaling `count` pictures through the
+    configured upscale service (its label, model, scale, count and estimate), or None when
+    no service is configured (the local resample is offered instead)."""
+    if not upscale_configured():
+        return None
+    provider = get_upscale_provider()
+    price = price_per_upscale(provider.name, provider.model)
+    return {
+        "label": provider.label,
+        "model": catalogue.canonical(provider.name, provider.model),
+        "scale": provider.scale,
+        "count": count,
+        "estimate": money(price * count) if price is not None else "price unknown",
+    }
 
 
 @dataclass(frozen=True)
@@ -284,12 +304,12 @@ def _count(pages) -> Coalesce:
 
 def book_runs():
     """Return the runs that are the book's to its editor: every run but one that only drew
-    character sheets (a sheet is drawn on the project's open run, or a run of its own,
-    but drawing one is not illustrating the book: a run of sheets alone must never read
-    "Run finished" while every page is missing)."""
+    character sheets or upscaled pictures for print (a sheet is drawn on the project's
+    open run, or a run of its own, but drawing one is not illustrating the book: a run of
+    sheets alone must never read "Run finished" while every page is missing)."""
     of_run = {"run": OuterRef("pk")}
     return Run.objects.filter(
-        ~Exists(SheetJob.objects.filter(**of_run))
+        (~Exists(SheetJob.objects.filter(**of_run)) & ~Exists(Upscale.objects.filter(**of_run)))
         | Exists(Illustration.objects.filter(**of_run))
         | Exists(Clip.objects.filter(**of_run))
         | Exists(StoryJob.objects.filter(**of_run))

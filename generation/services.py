@@ -39,8 +39,14 @@ from .models import (
     SheetJob,
     SpendEntry,
     StoryJob,
+    Upscale,
 )
-from .providers import account_of, project_provider, text_provider_configured
+from .providers import (
+    account_of,
+    get_upscale_provider,
+    project_provider,
+    text_provider_configured,
+)
 from .runs import enqueue_jobs, enqueue_on_commit, queued_counts, set_running, settle_run
 from .selectors import (
     failed_clip_pages,
@@ -280,6 +286,26 @@ def queue_clip(*, page: Page, requested_by=None, regenerate: bool = False) -> Co
     if not regenerate and clips.filter(status=Status.COMPLETE).exists():
         return ControlResult()
     return _queue_pages(page.project, [page.pk], requested_by, kind="clip")
+
+
+@transaction.atomic
+def upscale_pages(*, project: Project, page_ids: list[int], requested_by=None) -> ControlResult:
+    """Queue one upscale (the print export's upscale step, through the configured upscale
+    service) of each given page's current picture, skipping pages without one and pictures
+    with an upscale on its way. Raise LookupError when no upscale service is configured."""
+    get_upscale_provider()  # no service, nothing queued
+    _lock(project.pk)
+    on_way = Upscale.objects.filter(page__project=project, status__in=ACTIVE_STATUSES)
+    pages = list(
+        Illustration.objects.filter(
+            page__project=project, page__in=page_ids, status=Status.COMPLETE
+        )
+        .exclude(pk__in=on_way.values("source_id"))
+        .values_list("page_id", flat=True)
+    )
+    if not pages:
+        return ControlResult()
+    return _queue_pages(project, pages, requested_by, kind="upscale")
 
 
 @transaction.atomic

@@ -6,8 +6,8 @@ preview shows it one spread at a time; the PDFs and the EPUB draw the same sheet
 from dataclasses import dataclass
 from functools import cached_property
 
-from generation import selectors
-from generation.models import Illustration
+from generation import catalogue, selectors
+from generation.models import ACTIVE_STATUSES, Illustration, Upscale
 
 from .geometry import PRINT_DPI, Book, Role, Sheet, Trim, parse_trim
 from .models import Page, Project
@@ -109,6 +109,26 @@ class PrintedSheet:
         return "No illustration yet"
 
 
+# How the report names the services an upscale went through.
+SERVICE_LABELS = {"replicate": "Replicate", "fal": "fal"}
+
+
+def print_upscales(project: Project) -> dict[int, Upscale]:
+    """Return the upscale each current picture of the project prints from, by the picture's
+    id: its latest complete one (the print export's upscale step); pictures without one
+    print from their own pixels."""
+    upscales = (
+        Upscale.objects.filter(
+            page__project=project,
+            status=Upscale.Status.COMPLETE,
+            source__status=Illustration.Status.COMPLETE,
+        )
+        .exclude(image="")
+        .order_by("pk")
+    )
+    return {upscale.source_id: upscale for upscale in upscales}
+
+
 def pixels_of(job: Illustration) -> tuple[int, int] | None:
     """Return a picture's size in pixels: as recorded, else as asked for ("1024x1024")."""
     if job.width and job.height:
@@ -206,11 +226,39 @@ class LowPage:
     number: int  # the book page
     pixels: tuple[int, int]
     dpi: int
+    page_id: int = 0
+    upscaling: bool = False  # an upscale of its picture is on its way
+    # The upscale its picture prints from, when even that prints under 300 DPI.
+    upscaled: tuple[int, int] | None = None
 
     @property
     def line(self) -> str:
         width, height = self.pixels
-        return f"Page {self.number}: {width} × {height} px, {self.dpi} DPI"
+        line = f"Page {self.number}: {width} × {height} px, {self.dpi} DPI"
+        if self.upscaled:
+            line += f"; upscaled to {self.upscaled[0]} × {self.upscaled[1]} px, still under 300"
+        elif self.upscaling:
+            line += " (being upscaled)"
+        return line
+
+
+@dataclass(frozen=True)
+class UpscaledPage:
+    number: int
+    scale: int
+    provider: str
+    model: str
+    pixels: tuple[int, int]
+    dpi: int
+
+    @property
+    def line(self) -> str:
+        width, height = self.pixels
+        by = SERVICE_LABELS.get(self.provider, self.provider)
+        return (
+            f"Page {self.number}: upscaled ×{self.scale} by {by} {self.model} to "
+            f"{width} × {height} px, {self.dpi} DPI"
+        )
 
 
 def low_resolution_pages(project: Project, trim: Trim) -> list[LowPage]:
@@ -225,11 +273,56 @@ def low_resolution_pages(project: Project, trim: Trim) -> list[LowPage]:
     jobs = Illustration.objects.filter(
         page__project=project, status=Illustration.Status.COMPLETE
     ).select_related("page")
+    upscales = print_upscales(project)
+    upscaling = set(
+        Upscale.objects.filter(page__project=project, status__in=ACTIVE_STATUSES).values_list(
+            "source_id", flat=True
+        )
+    )
     for job in sorted(jobs, key=lambda job: job.page.number):
         pixels = pixels_of(job)
-        if pixels and box.dpi(pixels) < PRINT_DPI:
-            low.append(LowPage(job.page.number, pixels, box.dpi(pixels)))
+        if not pixels or box.dpi(pixels) >= PRINT_DPI:
+            continue
+        upscale = upscales.get(job.pk)
+        bigger = (upscale.width, upscale.height) if upscale and upscale.width else None
+        if bigger and box.dpi(bigger) >= PRINT_DPI:
+            continue  # it prints from its upscale (upscaled_pages)
+        low.append(
+            LowPage(
+                job.page.number,
+                pixels,
+                box.dpi(pixels),
+                page_id=job.page_id,
+                upscaling=job.pk in upscaling,
+                upscaled=bigger,
+            )
+        )
     return low
+
+
+def upscaled_pages(project: Project, trim: Trim) -> list[UpscaledPage]:
+    """Return the pages whose current picture prints from its upscale (the print export's
+    upscale step), with the DPI that gives at `trim`."""
+    book = book_of(project, trim)
+    if book.pages == 0:
+        return []
+    box = book.sheet(book.first_sheet(0)).picture
+    found = []
+    for upscale in print_upscales(project).values():
+        if not upscale.width:
+            continue
+        pixels = (upscale.width, upscale.height)
+        found.append(
+            UpscaledPage(
+                number=upscale.page.number,
+                scale=upscale.scale,
+                provider=upscale.provider,
+                model=catalogue.canonical(upscale.provider, upscale.model),
+                pixels=pixels,
+                dpi=box.dpi(pixels),
+            )
+        )
+    return sorted(found, key=lambda page: page.number)
 
 
 def needed_pixels(trim: Trim, pages: int) -> tuple[int, int]:

@@ -3,8 +3,9 @@ them once the rows are gone, and finding the files no row owns.
 
 Names: illustrations/<project>/<hex>.png with its thumbnail <hex>.thumb.webp beside it,
 clips/<project>/<hex>.<ext>, exports/<project>/<hex>/<title>.<ext>, references/<project>/<hex>.<ext>
-(characters' reference pictures). Only the Storage API
-is used (listdir, delete, size, get_modified_time), so all of this works on S3 as on disk.
+(characters' reference pictures), upscales/<project>/<hex>.png (the print export's
+upscales). Only the Storage API is used (listdir, delete, size, get_modified_time), so all of
+this works on S3 as on disk.
 """
 
 import logging
@@ -18,27 +19,29 @@ from django.db import transaction
 from django.db.models import Q
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 
-from generation.models import ACTIVE_STATUSES, Clip, GenerationAttempt, Illustration
+from generation.models import ACTIVE_STATUSES, Clip, GenerationAttempt, Illustration, Upscale
 from generation.thumbnails import thumbnail_name
 
 from .models import Export, ReferenceImage
 
 logger = logging.getLogger(__name__)
 
-FOLDERS = ("illustrations", "clips", "exports", "references")
+FOLDERS = ("illustrations", "clips", "exports", "references", "upscales")
 # Orphan candidates are checked against every row in batches of this many names.
 NAME_BATCH = 500
 
 
 def owned_files(*, project=None, pages=None) -> set[str]:
     """Return the stored names owned by a project's rows, or by some pages' rows: every
-    version of each page's picture with its thumbnail, every clip, and a project's exports."""
+    version of each page's picture with its thumbnail, every clip and upscale, and a
+    project's exports."""
     if (project is None) == (pages is None):
         raise TypeError("owned_files() takes project or pages")
     by_page = {"page__project": project} if project is not None else {"page__in": pages}
     images = _names(Illustration.objects.filter(**by_page), "image")
     names = images | {thumbnail_name(name) for name in images}
     names |= _names(Clip.objects.filter(**by_page), "video")
+    names |= _names(Upscale.objects.filter(**by_page), "image")
     if project is not None:
         names |= _names(Export.objects.filter(project=project), "file")
         names |= _names(ReferenceImage.objects.filter(character__project=project), "image")
@@ -202,6 +205,7 @@ def _named_elsewhere(candidates: list[str]) -> set[str]:
         for model, field in (
             (Illustration, "image"),
             (Clip, "video"),
+            (Upscale, "image"),
             (Export, "file"),
             (ReferenceImage, "image"),
         ):
@@ -210,7 +214,11 @@ def _named_elsewhere(candidates: list[str]) -> set[str]:
             )
         # A paid picture the call journal names, whose job has not completed yet (its
         # worker was lost after storing it): its next worker completes the job from it.
-        waiting = Q(illustration__status__in=ACTIVE_STATUSES) | Q(sheet__status__in=ACTIVE_STATUSES)
+        waiting = (
+            Q(illustration__status__in=ACTIVE_STATUSES)
+            | Q(sheet__status__in=ACTIVE_STATUSES)
+            | Q(upscale__status__in=ACTIVE_STATUSES)
+        )
         named |= set(
             GenerationAttempt.objects.filter(waiting, storage_name__in=batch).values_list(
                 "storage_name", flat=True

@@ -15,9 +15,10 @@ from pathlib import Path
 from django.core.files.storage import default_storage
 from PIL import Image, ImageOps, ImageStat
 
-from generation.models import Illustration
+from generation import catalogue
+from generation.models import Illustration, Upscale
 
-from .book import PrintedSheet
+from .book import SERVICE_LABELS, PrintedSheet, print_upscales
 from .geometry import INCH, PRINT_DPI, Book, Box, Cover, Role, Trim
 from .models import Export, Project
 from .typeset import Line, font_name, set_text, text_width
@@ -46,6 +47,22 @@ class Report:
             {"page": page, "pixels": list(pixels), "dpi": dpi, "resampled": resampled}
         )
 
+    def upscaled(self, *, page: int | str, pixels, dpi: int, upscale: Upscale) -> None:
+        """A picture printed from its upscale (the print export's upscale step)."""
+        self.entries.append(
+            {
+                "page": page,
+                "pixels": list(pixels),
+                "dpi": dpi,
+                "resampled": False,
+                "upscaled": {
+                    "scale": upscale.scale,
+                    "provider": upscale.provider,
+                    "model": catalogue.canonical(upscale.provider, upscale.model),
+                },
+            }
+        )
+
     def cut(self, *, page: int, lines: int) -> None:
         self.entries.append({"page": page, "cut_lines": lines})
 
@@ -62,11 +79,26 @@ def report_lines(entries: list[dict], *, trim_label: str = "") -> list[str]:
             )
             continue
         width, height = entry["pixels"]
+        if upscaled := entry.get("upscaled"):
+            by = SERVICE_LABELS.get(upscaled["provider"], upscaled["provider"])
+            line = (
+                f"{where}: upscaled ×{upscaled['scale']} by {by} {upscaled['model']} "
+                f"({width} × {height} px), prints at {entry['dpi']} DPI"
+            )
+            if entry["dpi"] < PRINT_DPI:
+                line += " (still under 300)"
+            lines.append(line)
+            continue
         line = f"{where}: {width} × {height} px prints at {entry['dpi']} DPI (under 300)"
         if entry["resampled"]:
             line += "; resampled locally to 300 DPI (Lanczos: smoother, no added detail)"
         lines.append(line)
     return lines
+
+
+def is_low(entry: dict) -> bool:
+    """Whether a report entry is a picture that prints under 300 DPI."""
+    return "dpi" in entry and entry["dpi"] < PRINT_DPI
 
 
 def sheets_of(project: Project, book: Book, book_pages) -> "itertools.chain":
@@ -104,6 +136,7 @@ def build_book_pdf(
 
     project = export.project
     report = Report()
+    upscales = print_upscales(project) if book.bleed else {}
     sheets = sheets_of(project, book, book_pages)
     with tempfile.TemporaryDirectory(prefix="studio-pdf-") as work:
         parts, done = [], 0
@@ -112,7 +145,15 @@ def build_book_pdf(
             if not chunk:
                 break
             part = Path(work) / f"part-{len(parts):04d}.pdf"
-            _draw_sheets(part, chunk, Path(work), report, print_ready=book.bleed, resample=resample)
+            _draw_sheets(
+                part,
+                chunk,
+                Path(work),
+                report,
+                print_ready=book.bleed,
+                resample=resample,
+                upscales=upscales,
+            )
             parts.append(part)
             done += sum(1 for s in chunk if s.page is not None and s.role != Role.TEXT)
             progress(done)
@@ -137,7 +178,9 @@ def build_book_pdf(
     return report
 
 
-def _draw_sheets(path: Path, chunk, work: Path, report: Report, *, print_ready, resample):
+def _draw_sheets(
+    path: Path, chunk, work: Path, report: Report, *, print_ready, resample, upscales=None
+):
     canvas = new_canvas(path)
     for printed in chunk:
         sheet = printed.sheet
@@ -145,7 +188,13 @@ def _draw_sheets(path: Path, chunk, work: Path, report: Report, *, print_ready, 
         if printed.shows_picture:
             if printed.picture is not None and printed.picture.image:
                 _draw_picture(
-                    canvas, printed, work, report, print_ready=print_ready, resample=resample
+                    canvas,
+                    printed,
+                    work,
+                    report,
+                    print_ready=print_ready,
+                    resample=resample,
+                    upscale=(upscales or {}).get(printed.picture.pk),
                 )
             else:
                 report.missing += 1
@@ -170,7 +219,7 @@ def _draw_lines(canvas, sheet_height: float, lines) -> None:
 
 
 def prepared_picture(
-    job: Illustration, box: Box, target: Path, *, print_ready: bool, resample: bool
+    job: Illustration | Upscale, box: Box, target: Path, *, print_ready: bool, resample: bool
 ) -> tuple[tuple[int, int], int, bool]:
     """Crop the picture to the box's shape (centred, as the preview's SVG does) into a JPEG
     at `target`: at its own pixels for print (resampled to 300 DPI when asked and under it),
@@ -190,13 +239,19 @@ def prepared_picture(
     return pixels, dpi, resampled
 
 
-def _draw_picture(canvas, printed: PrintedSheet, work: Path, report, *, print_ready, resample):
+def _draw_picture(
+    canvas, printed: PrintedSheet, work: Path, report, *, print_ready, resample, upscale=None
+):
+    """Draw the page's picture in its box: for print, from its upscale when it has one (the
+    report says so), noting a picture under 300 DPI."""
     box, sheet = printed.sheet.picture, printed.sheet
     target = work / f"picture-{sheet.number}.jpg"
     pixels, dpi, resampled = prepared_picture(
-        printed.picture, box, target, print_ready=print_ready, resample=resample
+        upscale or printed.picture, box, target, print_ready=print_ready, resample=resample
     )
-    if print_ready and dpi < PRINT_DPI:
+    if print_ready and upscale is not None:
+        report.upscaled(page=printed.page.number, pixels=pixels, dpi=dpi, upscale=upscale)
+    elif print_ready and dpi < PRINT_DPI:
         report.low(page=printed.page.number, pixels=pixels, dpi=dpi, resampled=resampled)
     x0, y0, x1, y1 = box.pdf(sheet.height)
     canvas.drawImage(str(target), x0, y0, x1 - x0, y1 - y0)
@@ -248,13 +303,21 @@ def build_cover(export: Export, path: Path, *, trim: Trim, pages: int, resample:
         front = cover.front
         if picture is not None:
             target = Path(work) / "front.jpg"
+            upscale = print_upscales(project).get(picture.pk)
             pixels, dpi, resampled = prepared_picture(
-                picture, front, target, print_ready=True, resample=resample
+                upscale or picture, front, target, print_ready=True, resample=resample
             )
             with Image.open(target) as fitted:
                 mean = ImageStat.Stat(fitted).mean
             ground = tuple(0.6 * channel / 255 for channel in mean[:3])  # a darker shade
-            if dpi < PRINT_DPI:
+            if upscale is not None:
+                report.upscaled(
+                    page=f"Cover (page {picture.page.number})",
+                    pixels=pixels,
+                    dpi=dpi,
+                    upscale=upscale,
+                )
+            elif dpi < PRINT_DPI:
                 report.low(
                     page=f"Cover (page {picture.page.number})",
                     pixels=pixels,

@@ -342,6 +342,15 @@ STUDIO_CHAT_IMAGE_MODEL = env_str("STUDIO_CHAT_IMAGE_MODEL", catalogue.default("
 STUDIO_REPLICATE_IMAGE_MODEL = env_str(
     "STUDIO_REPLICATE_IMAGE_MODEL", catalogue.default("replicate")
 )
+# The print export's upscale step (docs/printing.md): "" (none: the export offers the local
+# resample only) or "replicate" (its REPLICATE_API_TOKEN): a paid call per page, so an
+# operator turns it on; STUDIO_UPSCALE_MODEL defaults to the catalogue's upscaler.
+STUDIO_UPSCALE_PROVIDER = env_str("STUDIO_UPSCALE_PROVIDER")
+if STUDIO_UPSCALE_PROVIDER not in {"", "replicate"}:
+    raise ImproperlyConfigured("STUDIO_UPSCALE_PROVIDER must be '' or 'replicate'")
+STUDIO_UPSCALE_MODEL = env_str(
+    "STUDIO_UPSCALE_MODEL", catalogue.default_upscaler(STUDIO_UPSCALE_PROVIDER or "replicate")
+)
 # The fal queue; FAL_PLATFORM_URL is only read by check_services (its free model lookup).
 FAL_KEY = env_str("FAL_KEY")
 FAL_QUEUE_URL = env_str("FAL_QUEUE_URL", "https://queue.fal.run").rstrip("/")

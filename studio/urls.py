@@ -9,6 +9,7 @@ project_urls = [
     path("", views.project_detail, name="project-detail"),
     path("settings/", views.project_settings, name="project-settings"),
     path("export/", views.project_export, name="project-export"),
+    path("export/upscale/", views.project_upscale, name="project-upscale"),
     path("book/", views.project_book, name="project-book"),
     path("gallery/<int:page_pk>/", views.page_gallery, name="page-gallery"),
     path("delete/", views.project_delete, name="project-delete"),

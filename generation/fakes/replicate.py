@@ -11,7 +11,9 @@ check_services uses: GET /v1/account and GET /v1/models/{owner}/{name}.
 
 As strict as the service: no `Authorization: Bearer <token>` → 401; a create that is not a
 JSON object with an `input` object (or, on /v1/predictions, without a `version`) → 422; an
-image model without a prompt or with an aspect ratio it does not know → 422.
+image model without a prompt or with an aspect ratio it does not know → 422; the upscaler
+(nightmareai/real-esrgan, by version) without an `image`, with one that is not a URI of a
+picture, or with a `scale` outside 0 to 10 → 422.
 """
 
 import base64
@@ -78,6 +80,14 @@ KONTEXT_RATIOS = ASPECT_RATIOS | {"match_input_image", "2:1", "1:2"}
 FLUX2 = {"black-forest-labs/flux-2-pro": 8, "black-forest-labs/flux-2-flex": 10}
 FLUX2_RATIOS = ASPECT_RATIOS | {"match_input_image", "custom"}
 ONE_URL = KONTEXT | set(FLUX2)
+# Community upscalers run by version on POST /v1/predictions ("owner/name:version" or the
+# bare version id). Real-ESRGAN's input schema: image (a URI, required), scale (a number,
+# 0 to 10, default 4), face_enhance (a boolean); its output one URI (its version's API
+# page on replicate.com). Its output here is the input resized ×scale (Lanczos, not a GAN).
+UPSCALERS = {
+    "nightmareai/real-esrgan": "42fed1c4974146d4d2414e2be2c5277c7fcf05fcc3a73abf41610695738c1d7b"
+}
+UPSCALER_VERSIONS = {version: name for name, version in UPSCALERS.items()}
 DATA_URI = re.compile(r"data:(image/(?:png|jpeg|webp|gif));base64,(.*)", re.DOTALL)
 PILLOW_FORMATS = {
     "image/png": "PNG",
@@ -154,6 +164,48 @@ def describe_input_image(inputs: dict) -> dict | None:
         }
 
 
+def upscaler_of(version: object) -> str | None:
+    """Return the upscaler a create's `version` names ("owner/name:version" or the bare
+    version id), or None."""
+    if not isinstance(version, str):
+        return None
+    name, _, rest = version.rpartition(":")
+    found = UPSCALER_VERSIONS.get(rest or version)
+    return found if found and (not name or name == found) else None
+
+
+def check_upscale_input(inputs: dict):
+    """Return the 422 Real-ESRGAN's schema gives a bad input, or None."""
+    if "image" not in inputs:
+        return problem(422, "Input validation failed", "- input: image is required")
+    bad = check_input_image({"input_image": inputs["image"]})
+    if bad is not None:
+        detail = bad[1]["detail"].replace("input.input_image", "input.image")
+        return invalid_input("image", detail.split(": ", 1)[-1])
+    scale = inputs.get("scale", 4)
+    if isinstance(scale, bool) or not isinstance(scale, int | float):
+        return invalid_input("scale", "Invalid type. Expected: number")
+    if not 0 <= scale <= 10:
+        return invalid_input("scale", "Must be less than or equal to 10")
+    if not isinstance(inputs.get("face_enhance", False), bool):
+        return invalid_input("face_enhance", "Invalid type. Expected: boolean")
+    return None
+
+
+def upscaled_png(inputs: dict) -> bytes:
+    """Return the fake's upscale of the input picture: its pixels ×scale, as a PNG."""
+    match = DATA_URI.fullmatch(inputs["image"])
+    if match is None:  # an https URL: the fake fetches nothing
+        return png_bytes()
+    with Image.open(io.BytesIO(base64.b64decode(match.group(2)))) as picture:
+        scale = inputs.get("scale", 4)
+        size = (round(picture.width * scale), round(picture.height * scale))
+        bigger = picture.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    bigger.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def animated_webp(frames: int = 4, side: int = 64) -> bytes:
     images = [Image.new("RGB", (side, side), (40 * n, 120, 200 - 30 * n)) for n in range(frames)]
     buffer = io.BytesIO()
@@ -206,6 +258,7 @@ class FakePredictionService(WebhookSender, LoopbackServer):
         self.output = animated_webp()  # a clip model's output
         self.image = png_bytes()  # an image model's output
         self.files_expired = False  # output URLs answer 404 (outputs are deleted after 1 h)
+        self.files_expire_next = 0  # … or only the next N downloads do
         self.valid_tokens: set[str] | None = None  # None accepts any bearer token
         self.models = dict(MODELS)
         # Webhooks (a create with `webhook`): the prediction ends after `latency` seconds
@@ -236,8 +289,10 @@ class FakePredictionService(WebhookSender, LoopbackServer):
                 "cancel": f"{base}/predictions/{prediction_id}/cancel",
             },
         }
+        if prediction["kind"] == "upscale":
+            body["model"] = prediction["model"]
         if status == "succeeded":
-            if prediction.get("model") in ONE_URL:
+            if prediction["kind"] == "upscale" or prediction.get("model") in ONE_URL:
                 body["output"] = f"{files}/files/{prediction_id}-0.png"  # one URL
             elif image:
                 body["output"] = [f"{files}/files/{prediction_id}-0.png"]
@@ -361,12 +416,15 @@ class FakePredictionService(WebhookSender, LoopbackServer):
                 service.creates += 1
                 prediction_id = uuid.uuid4().hex[:20]
                 kind = service.models.get(model or "", "video")
+                upscaler = upscaler_of(body.get("version")) if model is None else None
                 service.predictions[prediction_id] = {
                     "status": "starting",
-                    "kind": kind,
-                    "model": model,
+                    "kind": "upscale" if upscaler else kind,
+                    "model": upscaler or model,
                     "created": time.monotonic(),
                 }
+                if upscaler:
+                    service.predictions[prediction_id]["output"] = upscaled_png(body["input"])
             status = "starting"
             if webhook:
                 service.run_with_webhook(prediction_id, webhook, events)
@@ -397,6 +455,8 @@ class FakePredictionService(WebhookSender, LoopbackServer):
                     "Input validation failed",
                     "- input: Invalid type. Expected: object, given: null",
                 )
+            if model is None and upscaler_of(body.get("version")):
+                return check_upscale_input(inputs)
             if self.service.models.get(model or "") == "image":
                 if not str(inputs.get("prompt") or "").strip():
                     return problem(422, "Input validation failed", "- input: prompt is required")
@@ -427,10 +487,15 @@ class FakePredictionService(WebhookSender, LoopbackServer):
             service = self.service
             parts = self.path.strip("/").split("/")
             if parts[:2] == ["v1", "files"]:
-                if service.files_expired:
+                with service._lock:
+                    expired = service.files_expired or service.files_expire_next > 0
+                    service.files_expire_next = max(0, service.files_expire_next - 1)
+                if expired:
                     return self.send_bytes(404, b"Not found", "text/plain")
                 if self.path.endswith(".png"):
-                    return self.send_bytes(200, service.image, "image/png")
+                    name = parts[-1].removesuffix("-0.png")
+                    output = service.predictions.get(name, {}).get("output")
+                    return self.send_bytes(200, output or service.image, "image/png")
                 return self.send_bytes(200, service.output, "image/webp")
             if (bad := self._token_problem()) is not None:
                 return self._problem(bad)

@@ -122,6 +122,27 @@ def get_clip_provider():
     return import_string(CLIP_PROVIDERS[settings.STUDIO_CLIP_PROVIDER])()
 
 
+UPSCALE_PROVIDERS = {
+    "replicate": "generation.providers.replicate_upscale.ReplicateUpscaleProvider",
+}
+# name -> the setting holding its key
+UPSCALE_KEYS = {"replicate": "REPLICATE_API_TOKEN"}
+
+
+def upscale_configured() -> bool:
+    """Whether the print export may offer an upscale through a service: one is chosen
+    (STUDIO_UPSCALE_PROVIDER) and its key is set."""
+    name = settings.STUDIO_UPSCALE_PROVIDER
+    return bool(name) and bool(getattr(settings, UPSCALE_KEYS[name], ""))
+
+
+def get_upscale_provider():
+    """Return the configured upscale provider; raise LookupError when there is none."""
+    if not upscale_configured():
+        raise LookupError("No upscale service is configured (STUDIO_UPSCALE_PROVIDER and its key).")
+    return import_string(UPSCALE_PROVIDERS[settings.STUDIO_UPSCALE_PROVIDER])()
+
+
 def account_of(provider) -> str:
     """Return the provider account a provider calls (its name, for offline renderers)."""
     return getattr(provider, "account", "") or provider.name

@@ -89,6 +89,13 @@ class ClipRequest:
 
 
 @dataclass(frozen=True)
+class UpscaleRequest:
+    image: bytes  # the page's picture as stored (PNG, JPEG or WebP)
+    scale: int  # how many times larger on each side
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
 class GeneratedClip:
     content: bytes
     content_type: str  # "image/webp", "image/gif" or "video/mp4"

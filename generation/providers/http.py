@@ -434,7 +434,9 @@ class Client:
             )
             return Answer(response.status_code, response.headers, content)
 
-    def download(self, url: str, *, deadline: Deadline, request_id: str = "") -> bytes:
+    def download(
+        self, url: str, *, deadline: Deadline, request_id: str = "", limit: int = MAX_DOWNLOAD_BYTES
+    ) -> bytes:
         """Fetch the picture a URL answer points at (see download_image)."""
         return download_image(
             self.session,
@@ -443,6 +445,7 @@ class Client:
             request_id=request_id,
             safe=self.safe,
             service_url=self.service_url,
+            limit=limit,
         )
 
     def paid_object(self, answer: Answer, *, request_id: str = "") -> dict:

@@ -31,6 +31,7 @@ from .base import (
 from .checks import Check, check_get, model_after_key, not_checked
 from .gemini import aspect_ratio
 from .http import (
+    MAX_DOWNLOAD_BYTES,
     POLL_FIRST,
     Client,
     Deadline,
@@ -113,6 +114,9 @@ class ReplicateImageProvider(ReplicateAPI):
     service = SERVICE
     label = "Replicate"
     model_setting = MODEL_SETTING
+    # How its answers are classified (the upscaler names its own setting and input).
+    classify = staticmethod(classify)
+    download_limit = MAX_DOWNLOAD_BYTES  # bytes of one picture's download
 
     def __init__(self):
         super().__init__(settings.STUDIO_REPLICATE_IMAGE_MODEL)
@@ -190,7 +194,7 @@ class ReplicateImageProvider(ReplicateAPI):
             json=body,
             headers=headers,
             deadline=deadline,
-            classify=classify,
+            classify=self.classify,
         )
         prediction_id = payload.get("id")
         if not isinstance(prediction_id, str) or not prediction_id:
@@ -224,7 +228,10 @@ class ReplicateImageProvider(ReplicateAPI):
                 )
             with polling(deadline, request_id=prediction_id):
                 payload, status_code, headers = self._json(
-                    "GET", f"/predictions/{prediction_id}", deadline=deadline, classify=classify
+                    "GET",
+                    f"/predictions/{prediction_id}",
+                    deadline=deadline,
+                    classify=self.classify,
                 )
         return self._result(payload, status_code, prediction_id, deadline)
 
@@ -245,7 +252,9 @@ class ReplicateImageProvider(ReplicateAPI):
         if not isinstance(url, str) or not url:
             raise PredictionFailed("Replicate's prediction succeeded without an output.", **details)
         try:
-            content = self.client.download(url, deadline=deadline, request_id=prediction_id)
+            content = self.client.download(
+                url, deadline=deadline, request_id=prediction_id, limit=self.download_limit
+            )
         except Transient as error:
             if error.http_status == 404:
                 raise PredictionGone(
@@ -263,7 +272,7 @@ class ReplicateImageProvider(ReplicateAPI):
             self.client,
             f"{self.base_url}/account",
             headers=self.headers,
-            classify=classify,
+            classify=self.classify,
             what=("key",),
         )
         return model_after_key(key, self._check_model)
@@ -275,6 +284,6 @@ class ReplicateImageProvider(ReplicateAPI):
             self.client,
             f"{self.base_url}/models/{self.model}",
             headers=self.headers,
-            classify=classify,
+            classify=self.classify,
             what=("model",),
         )

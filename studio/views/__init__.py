@@ -31,7 +31,7 @@ from .controls import (
     project_switch_model,
     project_switch_service,
 )
-from .exports import export_download, project_book, project_export
+from .exports import export_download, project_book, project_export, project_upscale
 from .gallery import page_gallery
 from .images import illustration_image, illustration_thumbnail
 from .pages import (
@@ -78,6 +78,7 @@ __all__ = [
     "project_delete",
     "project_detail",
     "project_export",
+    "project_upscale",
     "project_generate",
     "project_generate_clips",
     "project_generate_section",

@@ -6,10 +6,12 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HTMX_STOP_POLLING
 
 from generation import selectors
+from generation import services as generation_services
+from generation.models import ACTIVE_STATUSES, Illustration, Upscale
 
 from .. import book, geometry
 from .. import services as studio_services
@@ -79,11 +81,16 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
     for export in exports:
         export.report_lines = report_lines(export.report)
     trim = geometry.parse_trim(project.trim)
+    low_pages = book.low_resolution_pages(project, trim)
     context = {
         "project": project,
         "form": form,
         "trim": trim,
-        "low_pages": book.low_resolution_pages(project, trim),
+        "low_pages": low_pages,
+        "upscaled_pages": book.upscaled_pages(project, trim),
+        "upscale": selectors.upscale_offer(len(to_upscale(low_pages))),
+        "upscaling": [low for low in low_pages if low.upscaling],
+        "upscale_failures": upscale_failures(project),
         "needed_pixels": book.needed_pixels(trim, project.pages.count()),
         "progress": selectors.project_progress(project),
         "exports": exports,
@@ -91,11 +98,70 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
             e.shown_status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in exports
         ),
     }
+    if request.htmx and request.GET.get("part") == "resolution":
+        status = 200 if context["upscaling"] else HTMX_STOP_POLLING
+        return render(request, "studio/project_export.html#resolution", context, status=status)
     if request.htmx:
         status = 200 if context["polling"] else HTMX_STOP_POLLING
         return render(request, "studio/project_export.html#exports", context, status=status)
     status = 422 if request.method == "POST" else 200
     return render(request, "studio/project_export.html", context, status=status)
+
+
+def to_upscale(low_pages) -> list:
+    """Return the low pages an upscale could help: none on its way for their picture, and
+    not already upscaled (a second upscale of the same picture gives the same pixels)."""
+    return [low for low in low_pages if not low.upscaling and low.upscaled is None]
+
+
+def upscale_failures(project) -> list[Upscale]:
+    """Return the failed upscales of the project's current pictures that have no complete
+    or active one since (their reason is shown; Upscale tries them again)."""
+    current = Illustration.objects.filter(
+        page__project=project, status=Illustration.Status.COMPLETE
+    )
+    settled = Upscale.objects.filter(
+        source__in=current, status__in=(*ACTIVE_STATUSES, Upscale.Status.COMPLETE)
+    ).values("source_id")
+    failed = (
+        Upscale.objects.filter(source__in=current, status=Upscale.Status.FAILED)
+        .exclude(source_id__in=settled)
+        .select_related("page")
+        .order_by("page__number", "-pk")
+    )
+    latest = {}
+    for upscale in failed:
+        latest.setdefault(upscale.source_id, upscale)
+    return list(latest.values())
+
+
+@login_required
+@require_POST
+def project_upscale(request: HttpRequest, pk: int) -> HttpResponse:
+    """Upscale the pictures that print under 300 DPI at the project's trim through the
+    configured upscale service (one priced call each, in the background workers)."""
+    project = _owned_project(request, pk)
+    if selectors.upscale_offer(0) is None:
+        return HttpResponseBadRequest(
+            "No upscale service is configured (STUDIO_UPSCALE_PROVIDER and its key): tick "
+            "Resample on the export form to resample the pictures here instead."
+        )
+    trim = geometry.parse_trim(project.trim)
+    pages = to_upscale(book.low_resolution_pages(project, trim))
+    if not pages:
+        messages.info(request, "No picture needs an upscale: none prints under 300 DPI.")
+        return redirect("project-export", pk=project.pk)
+    offer = selectors.upscale_offer(len(pages))
+    result = generation_services.upscale_pages(
+        project=project, page_ids=[low.page_id for low in pages], requested_by=request.user
+    )
+    messages.success(
+        request,
+        f"Upscaling {result.count} picture{'s' if result.count != 1 else ''} ×{offer['scale']} "
+        f"through {offer['label']} ({offer['model']}), about {offer['estimate']} in all; the "
+        "print files use them once they are done.",
+    )
+    return redirect("project-export", pk=project.pk)
 
 
 def waiting_message(running: int) -> str:

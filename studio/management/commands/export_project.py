@@ -1,16 +1,27 @@
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from django.core.files.storage import default_storage
 from django.core.management.base import CommandError
+from django.db.models import Sum
 
+from generation.engine import run_next_job
 from generation.management.base import OperatorCommand
+from generation.models import ACTIVE_STATUSES, GenerationAttempt, Run, SpendEntry, Upscale
+from generation.pricing import amount, money
+from generation.providers import upscale_configured
+from generation.services import upscale_pages
+from studio.book import SERVICE_LABELS, low_resolution_pages
 from studio.export import export_trim, run_export
 from studio.files import read_chunks
 from studio.geometry import INCH, PAPERS, PRINT_DPI, Book, Cover, parse_trim
 from studio.models import Export, Project
-from studio.printing import report_lines
+from studio.printing import is_low, report_lines
+
+# How long --upscale waits for upscales another worker holds, with none to work here.
+UPSCALE_PATIENCE = 600.0
 
 
 def trim_argument(value: str) -> str:
@@ -21,6 +32,7 @@ def trim_argument(value: str) -> str:
 
 
 class Command(OperatorCommand):
+    quiet = True  # its own lines only: --upscale's calls log at INFO (--verbosity 2 shows them)
     help = (
         "Export a project now, in this process: a ZIP of pictures, a PDF book, the print-ready "
         "interior or cover, or a fixed-layout EPUB. print and cover print their resolution "
@@ -50,17 +62,45 @@ class Command(OperatorCommand):
             help="print and cover: resample pictures under 300 DPI to 300 DPI here (Lanczos; "
             "smoother, no added detail); the report marks them",
         )
+        parser.add_argument(
+            "--upscale",
+            action="store_true",
+            help="print and cover: first upscale the pictures under 300 DPI through the "
+            "configured upscale service (STUDIO_UPSCALE_PROVIDER; a paid call each, journalled "
+            "and in the ledger), in this process; the report marks them",
+        )
         parser.add_argument("--output", required=True, help="where to write the file")
         parser.add_argument(
             "--memory", action="store_true", help="print this process's peak memory (MB) on stderr"
         )
 
     def handle(
-        self, *args, project, format, page_size, trim, paper, resample, output, memory, **options
+        self,
+        *args,
+        project,
+        format,
+        page_size,
+        trim,
+        paper,
+        resample,
+        upscale,
+        output,
+        memory,
+        **options,
     ):
         found = Project.objects.filter(pk=project).first()
         if found is None:
             raise CommandError(f"no project with id {project}", returncode=2)
+        if upscale:
+            if format not in (Export.Format.PRINT, Export.Format.COVER):
+                raise CommandError("--upscale is for --format print or cover", returncode=2)
+            if not upscale_configured():
+                raise CommandError(
+                    "--upscale needs an upscale service (STUDIO_UPSCALE_PROVIDER and its key); "
+                    "--resample resamples the pictures here instead",
+                    returncode=2,
+                )
+            self.upscale(found, parse_trim(trim or found.trim))
         export = Export.objects.create(
             project=found,
             format=format,
@@ -100,7 +140,7 @@ class Command(OperatorCommand):
 
     def write_report(self, export: Export) -> None:
         trim = export_trim(export)
-        low = [entry for entry in export.report if "dpi" in entry]
+        low = [entry for entry in export.report if is_low(entry)]
         if export.missing:
             self.stdout.write(
                 f"{export.missing} page(s) have no picture yet: a marked placeholder prints."
@@ -112,8 +152,59 @@ class Command(OperatorCommand):
         if low and not export.resample:
             self.stdout.write(
                 f"{len(low)} picture(s) print under {PRINT_DPI} DPI at {trim.label}: choose a "
-                "larger size from the service (STUDIO_IMAGE_SIZE) and regenerate them, or "
-                "export again with --resample to resample them here."
+                "larger size from the service (STUDIO_IMAGE_SIZE) and regenerate them, "
+                "upscale them through a service on the project's Export page (where one is "
+                "configured), or export again with --resample to resample them here."
+            )
+
+    def upscale(self, project: Project, trim) -> None:
+        """Upscale the project's pictures under 300 DPI at `trim` through the configured
+        service, as the Export page's button does (the same jobs in the project's run), and
+        work them here (a running qcluster may take some): wait until none is on its way,
+        or the run stops, pauses or halts (said on stderr; the export goes on)."""
+        pages = [
+            low
+            for low in low_resolution_pages(project, trim)
+            if not low.upscaling and low.upscaled is None
+        ]
+        result = upscale_pages(project=project, page_ids=[low.page_id for low in pages])
+        if result.run is None:
+            self.stdout.write("No picture needs an upscale.")
+            return
+        started = set(
+            Upscale.objects.filter(run=result.run, page__project=project).values_list(
+                "pk", flat=True
+            )
+        )
+        active = Upscale.objects.filter(pk__in=started, status__in=ACTIVE_STATUSES)
+        idle_since = time.monotonic()
+        while active.exists():
+            if run_next_job(result.run.pk, "upscale") is not None:
+                idle_since = time.monotonic()
+                continue
+            run = Run.objects.get(pk=result.run.pk)
+            if run.state != Run.State.RUNNING:
+                sys.stderr.write(f"The upscale stopped: the run is {run.state}. {run.message}\n")
+                break
+            if time.monotonic() - idle_since > UPSCALE_PATIENCE:
+                sys.stderr.write("Gave up waiting for the upscales (another worker holds them).\n")
+                break
+            time.sleep(1)  # another worker has one, or one waits for its retry
+        done = Upscale.objects.filter(pk__in=started)
+        complete = done.filter(status=Upscale.Status.COMPLETE)
+        spent = SpendEntry.objects.filter(
+            kind="upscale",
+            attempt_id__in=GenerationAttempt.objects.filter(upscale__in=done).values("pk"),
+        ).aggregate(total=Sum("amount"))["total"]
+        first = complete.first() or done.first()
+        self.stdout.write(
+            f"Upscaled {complete.count()} of {len(started)} picture(s) "
+            f"×{first.scale} through {SERVICE_LABELS.get(first.provider, first.provider)} "
+            f"({first.model}), {money(amount(spent))}."
+        )
+        for failed in done.filter(status=Upscale.Status.FAILED).select_related("page"):
+            self.stdout.write(
+                f"Page {failed.page.number}: the upscale failed: {failed.error_message}"
             )
 
 

@@ -55,7 +55,19 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
     last = project.exports.first()  # the form offers the last choice again
     initial = {"format": last.format, "page_size": last.page_size} if last else None
-    form = ExportForm(request.POST or None, initial=initial, project=project)
+    # The trim chosen in the form (?trim= as the choice changes, or the one posted): the
+    # list of pages under 300 DPI is for it.
+    asked = request.POST.get("trim") if request.method == "POST" else request.GET.get("trim")
+    form = ExportForm(request.POST or None, initial=initial, project=project, trim=asked or "")
+    try:
+        trim = book.project_trim(project, asked)
+        trim_error = ""
+    except ValueError as error:
+        trim, trim_error = geometry.parse_trim(project.trim), f"The {error}."
+    if request.htmx and request.htmx.target == "resolution":
+        context = {"trim_error": trim_error, **resolution_context(project, trim)}
+        status = 422 if trim_error else 200
+        return render(request, "studio/project_export.html#resolution", context, status=status)
     if request.method == "POST" and form.is_valid():
         running = Export.objects.running_for(request.user.pk).count()
         studio_services.start_export(
@@ -78,14 +90,11 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
             export.waiting = waiting_message(running)
     for export in exports:
         export.report_lines = report_lines(export.report)
-    trim = geometry.parse_trim(project.trim)
     context = {
         "project": project,
         "form": form,
-        "trim": trim,
-        "low_pages": book.low_resolution_pages(project, trim),
-        "needed_pixels": book.needed_pixels(trim, project.pages.count()),
-        "progress": selectors.project_progress(project),
+        "trim_error": trim_error if request.method == "GET" else "",  # a POST's: the form's
+        **resolution_context(project, trim),
         "exports": exports,
         "polling": any(
             e.shown_status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in exports
@@ -94,8 +103,19 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         status = 200 if context["polling"] else HTMX_STOP_POLLING
         return render(request, "studio/project_export.html#exports", context, status=status)
-    status = 422 if request.method == "POST" else 200
+    status = 422 if request.method == "POST" or trim_error else 200
     return render(request, "studio/project_export.html", context, status=status)
+
+
+def resolution_context(project, trim: geometry.Trim) -> dict:
+    """Return what the list of pages under 300 DPI at `trim` shows."""
+    return {
+        "project": project,
+        "trim": trim,
+        "low_pages": book.low_resolution_pages(project, trim),
+        "needed_pixels": book.needed_pixels(trim, project.pages.count()),
+        "progress": selectors.project_progress(project),
+    }
 
 
 def waiting_message(running: int) -> str:

@@ -18,14 +18,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 
-from generation.models import ACTIVE_STATUSES, Clip, GenerationAttempt, Illustration
+from generation.models import ACTIVE_STATUSES, Clip, CoverJob, GenerationAttempt, Illustration
 from generation.thumbnails import thumbnail_name
 
 from .models import Export, ReferenceImage
 
 logger = logging.getLogger(__name__)
 
-FOLDERS = ("illustrations", "clips", "exports", "references")
+FOLDERS = ("illustrations", "clips", "exports", "references", "covers")
 # Orphan candidates are checked against every row in batches of this many names.
 NAME_BATCH = 500
 
@@ -42,6 +42,7 @@ def owned_files(*, project=None, pages=None) -> set[str]:
     if project is not None:
         names |= _names(Export.objects.filter(project=project), "file")
         names |= _names(ReferenceImage.objects.filter(character__project=project), "image")
+        names |= _names(CoverJob.objects.filter(project=project), "image")
     return names
 
 
@@ -202,6 +203,7 @@ def _named_elsewhere(candidates: list[str]) -> set[str]:
         for model, field in (
             (Illustration, "image"),
             (Clip, "video"),
+            (CoverJob, "image"),
             (Export, "file"),
             (ReferenceImage, "image"),
         ):
@@ -210,7 +212,11 @@ def _named_elsewhere(candidates: list[str]) -> set[str]:
             )
         # A paid picture the call journal names, whose job has not completed yet (its
         # worker was lost after storing it): its next worker completes the job from it.
-        waiting = Q(illustration__status__in=ACTIVE_STATUSES) | Q(sheet__status__in=ACTIVE_STATUSES)
+        waiting = (
+            Q(illustration__status__in=ACTIVE_STATUSES)
+            | Q(sheet__status__in=ACTIVE_STATUSES)
+            | Q(cover__status__in=ACTIVE_STATUSES)
+        )
         named |= set(
             GenerationAttempt.objects.filter(waiting, storage_name__in=batch).values_list(
                 "storage_name", flat=True

@@ -13,6 +13,7 @@ from . import accounts, services, thumbnails
 from .models import (
     Batch,
     Clip,
+    CoverJob,
     GenerationAttempt,
     Illustration,
     ProviderAccount,
@@ -226,6 +227,21 @@ class SheetJobAdmin(admin.ModelAdmin):
     list_select_related = ["character"]
     raw_id_fields = ["character", "run", "reference"]
     inlines = [SheetAttemptInline]
+
+
+class CoverAttemptInline(AttemptInline):
+    fk_name = "cover"
+
+
+@admin.register(CoverJob)
+class CoverJobAdmin(admin.ModelAdmin):
+    """Front covers' own pictures drawn by the image services, with every call."""
+
+    list_display = ["id", "project", "status", "provider", "created_at"]
+    list_filter = ["status", "failure_reason"]
+    list_select_related = ["project"]
+    raw_id_fields = ["project", "run"]
+    inlines = [CoverAttemptInline]
 
 
 admin.site.site_header = "Illustration Studio operations"

@@ -414,6 +414,19 @@ def custom_trim(value: str) -> bool:
     return True
 
 
+class CoverDrawForm(forms.ModelForm):
+    """The cover prompt, saved as the cover's own picture is asked for."""
+
+    class Meta:
+        model = Project
+        fields = ["cover_prompt"]
+        widgets = {"cover_prompt": forms.Textarea(attrs={"rows": 3, "maxlength": 2000})}
+        labels = {"cover_prompt": "What the cover's picture shows"}
+
+    def clean_cover_prompt(self) -> str:
+        return self.cleaned_data["cover_prompt"].strip()
+
+
 class CharacterDetailsForm(forms.ModelForm):
     """A character's name, kind, description and aliases."""
 

@@ -11,7 +11,7 @@ from django.urls import reverse
 from PIL import Image
 from pypdf import PdfReader
 
-from generation import services
+from generation import references, services
 from generation.clock import db_now
 from generation.fakes.openai import png_bytes
 from generation.models import CoverJob, GenerationAttempt, Run, SpendEntry
@@ -22,6 +22,7 @@ from studio.geometry import INCH, Book, parse_trim, spine_width
 from studio.models import Export, Project
 from studio.printing import cover_picture
 from studio.tasks import run_export
+from tests.conftest import openai_env, wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -220,3 +221,119 @@ def test_the_cover_pdf_uses_the_generated_cover_when_chosen_and_keeps_its_width(
     fox.save()
     _, export = cover_pdf(fox)
     assert export.report[0]["page"] == "Cover (page 1)"
+
+
+# --- the settings page: choose, preview, draw again ----------------------------------
+
+
+@pytest.fixture
+def signed_in(client, editor):
+    client.force_login(editor)
+    return client
+
+
+def cover_section(client, project) -> str:
+    htmx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "cover"}
+    response = client.get(reverse("project-settings", args=[project.pk]), **htmx)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_the_editor_draws_previews_and_chooses_the_generated_cover_in_the_settings(
+    fox, signed_in, openai_settings, fake_openai, drain
+):
+    drain(services.generate_missing(project=fox).run.pk)
+    html = signed_in.get(reverse("project-settings", args=[fox.pk])).content.decode()
+    assert 'id="cover"' in html
+    first = fox.pages.get(number=1).illustrations.get(status="complete")
+    assert f'src="/images/{first.pk}/thumbnail/"' in html  # the page's picture, on the cover
+    assert "Not drawn yet." in html
+    assert "Fern (A small red fox in a green scarf)" in html  # the default prompt, shown
+
+    draw_url = reverse("project-cover-draw", args=[fox.pk])
+    response = signed_in.post(draw_url, {"cover_prompt": "  Fern on a hill at dawn.  "})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("project-settings", args=[fox.pk]) + "#cover"
+    signed_in.post(draw_url, {"cover_prompt": "Fern on a hill at dawn."})
+    job = CoverJob.objects.get()  # asked twice: queued once
+    fox.refresh_from_db()
+    assert fox.cover_prompt == "Fern on a hill at dawn."
+    section = cover_section(signed_in, fox)
+    assert 'hx-trigger="every 2s"' in section  # polls while it is drawn
+    assert "Drawing the cover's picture: queued." in section
+
+    drain(job.run_id, kind="cover")
+    section = cover_section(signed_in, fox)
+    assert "hx-trigger" not in section
+    assert f'src="/covers/{job.pk}/"' in section
+    assert "Draw it again" in section
+    picture = signed_in.get(reverse("cover-image", args=[job.pk]))
+    assert picture.status_code == 200
+    assert Image.open(io.BytesIO(b"".join(picture.streaming_content))).size == (64, 64)
+
+    choose_url = reverse("project-cover-choose", args=[fox.pk])
+    assert signed_in.post(choose_url, {"source": "generated"}).status_code == 302
+    fox.refresh_from_db()
+    assert fox.cover_source == "generated"
+    assert cover_picture(fox) == job
+    section = cover_section(signed_in, fox)
+    assert 'name="source" value="page"' in section  # the other one is offered now
+    assert 'name="source" value="generated"' not in section
+
+    # Drawn again: the new one is the cover's, the earlier one stays stored.
+    signed_in.post(draw_url, {"cover_prompt": ""})
+    again = CoverJob.objects.exclude(pk=job.pk).get()
+    drain(again.run_id, kind="cover")
+    assert cover_picture(fox) == again
+    assert fake_openai.calls[-1]["prompt"].endswith(
+        references.default_cover_prompt(fox) + "\n\nStyle guide: Soft watercolour."
+    )
+
+
+def test_bad_cover_requests_say_why_and_queue_nothing(
+    fox, signed_in, other_editor, client, openai_settings, drain
+):
+    response = signed_in.post(reverse("project-cover-choose", args=[fox.pk]), {"source": "gold"})
+    assert response.status_code == 400
+    assert response.content.decode() == "source must be one of page, generated."
+    response = signed_in.post(
+        reverse("project-cover-draw", args=[fox.pk]), {"cover_prompt": "x" * 2001}
+    )
+    assert response.status_code == 422
+    assert "has at most 2000 characters (it has 2001)" in response.content.decode()
+    assert CoverJob.objects.count() == 0
+
+    drain(draw(fox).run.pk, kind="cover")
+    job = CoverJob.objects.get()
+    client.force_login(other_editor)  # another editor's cover is simply not found
+    assert client.get(reverse("cover-image", args=[job.pk])).status_code == 404
+    assert client.post(reverse("project-cover-draw", args=[fox.pk])).status_code == 404
+
+
+# --- real workers --------------------------------------------------------------------
+
+
+def test_real_workers_halt_the_cover_with_the_pages_and_resume_draws_each_once(
+    make_project, fake_openai, qcluster
+):
+    project = make_project(pages=3, title="Night Garden")
+    characters.create_character(project=project, name="Moth", description="A grey moth.")
+    fake_openai.default = "402"
+    qcluster(**openai_env(fake_openai, STUDIO_WORKERS=2))
+    services.draw_cover(project=project)
+    services.generate_missing(project=project)
+    wait_until(lambda: Run.objects.get().state == "halted", timeout=30)
+    wait_until(lambda: fake_openai.in_flight == 0, timeout=10)
+    assert not GenerationAttempt.objects.filter(outcome="success").exists()
+
+    fake_openai.default = "ok"
+    calls = fake_openai.call_count
+    services.resume(project=project)
+    wait_until(lambda: Run.objects.get().state == "finished", timeout=60)
+    assert fake_openai.call_count - calls == 1 + 3  # the cover and each page once
+    job = CoverJob.objects.get()
+    assert job.status == Status.COMPLETE
+    assert job.attempts.filter(outcome="success").count() == 1
+    assert "Moth (A grey moth)" in job.prompt_sent
+    assert SpendEntry.objects.filter(kind="cover").count() == 1
+    assert SpendEntry.objects.count() == 4

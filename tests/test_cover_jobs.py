@@ -17,6 +17,7 @@ from generation.fakes.openai import png_bytes
 from generation.models import CoverJob, GenerationAttempt, Run, SpendEntry
 from generation.selectors import book_runs
 from studio import characters
+from studio import services as studio_services
 from studio.characters import check_reference_image
 from studio.geometry import INCH, Book, parse_trim, spine_width
 from studio.models import Export, Project
@@ -271,8 +272,12 @@ def test_the_editor_draws_previews_and_chooses_the_generated_cover_in_the_settin
     assert picture.status_code == 200
     assert Image.open(io.BytesIO(b"".join(picture.streaming_content))).size == (64, 64)
 
+    export_url = reverse("project-export", args=[fox.pk])
+    front = "<span data-cover-front>{}</span>"
+    assert front.format("the picture of page 1") in signed_in.get(export_url).content.decode()
     choose_url = reverse("project-cover-choose", args=[fox.pk])
     assert signed_in.post(choose_url, {"source": "generated"}).status_code == 302
+    assert front.format("its own generated picture") in signed_in.get(export_url).content.decode()
     fox.refresh_from_db()
     assert fox.cover_source == "generated"
     assert cover_picture(fox) == job
@@ -337,3 +342,15 @@ def test_real_workers_halt_the_cover_with_the_pages_and_resume_draws_each_once(
     assert "Moth (A grey moth)" in job.prompt_sent
     assert SpendEntry.objects.filter(kind="cover").count() == 1
     assert SpendEntry.objects.count() == 4
+
+
+def test_deleting_the_project_deletes_its_covers_files(
+    fox, openai_settings, fake_openai, drain, media, django_capture_on_commit_callbacks
+):
+    drain(draw(fox).run.pk, kind="cover")
+    stored = media / CoverJob.objects.get().image.name
+    assert stored.is_file()
+    with django_capture_on_commit_callbacks(execute=True):
+        studio_services.delete_project(project=fox)
+    assert not stored.exists()
+    assert CoverJob.objects.count() == 0

@@ -16,7 +16,7 @@ from .. import services as studio_services
 from ..files import private_file
 from ..forms import ExportForm
 from ..models import Export
-from ..printing import report_lines
+from ..printing import cover_picture, report_lines
 from .common import _owned_project
 
 
@@ -94,6 +94,7 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
         "project": project,
         "form": form,
         "trim_error": trim_error if request.method == "GET" else "",  # a POST's: the form's
+        "cover_front": cover_front(project),
         **resolution_context(project, trim),
         "exports": exports,
         "polling": any(
@@ -105,6 +106,16 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
         return render(request, "studio/project_export.html#exports", context, status=status)
     status = 422 if request.method == "POST" or trim_error else 200
     return render(request, "studio/project_export.html", context, status=status)
+
+
+def cover_front(project) -> str:
+    """Return, in words, the picture the cover's front prints."""
+    picture = cover_picture(project)
+    if picture is None:
+        return "no picture yet (a plain colour)"
+    if getattr(picture, "page", None) is not None:
+        return f"the picture of page {picture.page.number}"
+    return "its own generated picture"
 
 
 def resolution_context(project, trim: geometry.Trim) -> dict:

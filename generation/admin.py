@@ -13,6 +13,7 @@ from . import accounts, services, thumbnails
 from .models import (
     Batch,
     Clip,
+    CoverJob,
     GenerationAttempt,
     Illustration,
     ProviderAccount,
@@ -243,6 +244,21 @@ class UpscaleAdmin(admin.ModelAdmin):
     list_select_related = ["page"]
     raw_id_fields = ["page", "run", "source"]
     inlines = [UpscaleAttemptInline]
+
+
+class CoverAttemptInline(AttemptInline):
+    fk_name = "cover"
+
+
+@admin.register(CoverJob)
+class CoverJobAdmin(admin.ModelAdmin):
+    """Front covers' own pictures drawn by the image services, with every call."""
+
+    list_display = ["id", "project", "status", "provider", "created_at"]
+    list_filter = ["status", "failure_reason"]
+    list_select_related = ["project"]
+    raw_id_fields = ["project", "run"]
+    inlines = [CoverAttemptInline]
 
 
 admin.site.site_header = "Illustration Studio operations"

@@ -29,12 +29,14 @@ from .clock import db_now
 from .models import (
     ACTIVE_STATUSES,
     Clip,
+    CoverJob,
     GenerationAttempt,
     Illustration,
     Job,
     SheetJob,
     StoryJob,
     Upscale,
+    cover_upload_to,
     illustration_upload_to,
     upscale_upload_to,
 )
@@ -611,6 +613,56 @@ class UpscaleKind(JobKind):
         )
 
 
+class CoverKind(IllustrationKind):
+    """The front cover's own picture: drawn by the project's image service like a page
+    (the cover prompt, the book's characters' pictures as references), kept as a new
+    version of the project's generated cover."""
+
+    name = "cover"
+    model = CoverJob
+    attempt_field = "cover"
+    claim_order = ("-priority", "pk")
+    select_related = ("project",)
+
+    def provider(self, job: CoverJob | None = None):
+        return project_provider(job.project) if job is not None else get_provider()
+
+    def project(self, job: CoverJob) -> Project:
+        return job.project
+
+    def claim_annotations(self) -> dict:
+        return {}
+
+    def prepare(self, job: CoverJob, provider) -> tuple[str, dict]:
+        prompt = references.cover_prompt(job.project)
+        cast = references.cover_references(job.project, limit=references.reference_limit(provider))
+        job.references = load_references(cast)
+        return prompt, {
+            "prompt_sent": prompt,
+            "provider": provider.name,
+            "model": getattr(provider, "model", ""),
+            "size": settings.STUDIO_IMAGE_SIZE,
+        }
+
+    def caption(self, job: CoverJob) -> str:
+        return job.project.title
+
+    def storage_name(self, job: CoverJob) -> str:
+        return cover_upload_to(job, "cover.png")
+
+    def complete(self, worker, result) -> bool:
+        # Every cover drawn is kept: completing is one conditional UPDATE.
+        job = worker.job
+        return bool(
+            worker.mark_complete(
+                image=job.image.name,
+                width=result.width,
+                height=result.height,
+                model=result.model or job.model,
+            )
+        )
+
+
 def load_references(characters: list[Character]) -> list[tuple[Character, Reference]]:
     """Return the characters' chosen pictures as labelled references, in order; a picture
     that cannot be read from storage is left out (and so not recorded as sent)."""
@@ -760,5 +812,12 @@ def _cancel(provider, job_id: str) -> str:
 
 KINDS: dict[str, JobKind] = {
     kind.name: kind
-    for kind in (IllustrationKind(), StoryKind(), ClipKind(), SheetKind(), UpscaleKind())
+    for kind in (
+        IllustrationKind(),
+        StoryKind(),
+        ClipKind(),
+        SheetKind(),
+        UpscaleKind(),
+        CoverKind(),
+    )
 }

@@ -581,6 +581,41 @@ class Upscale(Job):
         return f"Upscale {self.pk} of {self.page} ({self.status})"
 
 
+def cover_upload_to(instance: "CoverJob", filename: str) -> str:
+    return f"covers/{instance.project_id}/{uuid.uuid4().hex}.png"
+
+
+class CoverJob(Job):
+    """One job to draw the front cover's own picture (the editor's cover prompt, or one
+    drawn from the title and the book's characters). Every one drawn is kept; the latest
+    complete one is the project's generated cover, which the cover PDF uses when the
+    project says so (Project.cover_source)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cover_jobs")
+    project_path = "project_id"
+    prompt_sent = models.TextField(blank=True)
+    size = models.CharField(max_length=20, blank=True)
+    image = models.ImageField(upload_to=cover_upload_to, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta(Job.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status__in=ACTIVE_STATUS_NAMES),
+                name="one_active_cover_per_project",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["run", "status", "-priority"], name="cover_claim_idx"),
+            models.Index(fields=["status", "lease_expires_at"], name="cover_lease_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Cover of {self.project} ({self.status})"
+
+
 class WebhookDelivery(models.Model):
     """A verified delivery from a service (generation.webhooks): its id is unique, so a
     delivery the service repeats (a retry, a replay within its window) is applied once."""
@@ -735,6 +770,9 @@ class GenerationAttempt(models.Model):
     upscale = models.ForeignKey(
         Upscale, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
     )
+    cover = models.ForeignKey(
+        CoverJob, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
+    )
     number = models.PositiveSmallIntegerField()
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -776,8 +814,9 @@ class GenerationAttempt(models.Model):
             models.UniqueConstraint(
                 fields=["upscale", "number"], name="upscale_attempt_number_unique"
             ),
+            models.UniqueConstraint(fields=["cover", "number"], name="cover_attempt_number_unique"),
             models.CheckConstraint(
-                condition=_one_of("illustration", "story", "clip", "sheet", "upscale"),
+                condition=_one_of("illustration", "story", "clip", "sheet", "upscale", "cover"),
                 name="attempt_belongs_to_one_job",
             ),
         ]
@@ -792,7 +831,9 @@ class GenerationAttempt(models.Model):
 
     @property
     def job(self):
-        return self.illustration or self.story or self.clip or self.sheet or self.upscale
+        return (
+            self.illustration or self.story or self.clip or self.sheet or self.upscale or self.cover
+        )
 
     @property
     def charge(self) -> str:
@@ -937,5 +978,5 @@ class Heartbeat(models.Model):
             cls.objects.bulk_create([cls(name=name)], ignore_conflicts=True)
 
 
-for _model in (Run, Illustration, StoryJob, Clip, SheetJob, Upscale):
+for _model in (Run, Illustration, StoryJob, Clip, SheetJob, Upscale, CoverJob):
     watch(_model, deletes=False)  # deleted with their project or page, which moves it

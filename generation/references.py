@@ -1,5 +1,5 @@
 """Reference pictures: which a page sends (and in what order), what was sent, and the
-prompt of a character sheet.
+prompts of a character sheet and of the cover's own picture.
 
 At most STUDIO_MAX_REFERENCES and at most what the provider takes: the page's own
 characters (settings and props among them, and those marked "on every page") first, by
@@ -9,7 +9,7 @@ first. Only characters with a chosen picture are sent.
 
 from django.conf import settings
 
-from studio.models import Character, Page
+from studio.models import Character, Page, Project
 
 MAX_SHEET_PROMPT_CHARS = 4000
 
@@ -93,3 +93,50 @@ def sheet_prompt(character: Character) -> str:
     if style:
         prompt = f"{prompt}\n\nStyle guide: {style}"
     return prompt[:MAX_SHEET_PROMPT_CHARS]
+
+
+def cover_characters(project: Project) -> list[Character]:
+    """Return the book's characters a generated cover shows (characters, not settings,
+    props or the style), the main ones (on every page) first, then by name."""
+    cast = [c for c in project.characters.all() if c.kind == Character.Kind.CHARACTER]
+    return sorted(cast, key=lambda c: (not c.every_page, c.name.lower()))
+
+
+def default_cover_prompt(project: Project) -> str:
+    """Return the cover prompt an editor starts from: the title and the book's characters
+    (up to four, each with its description)."""
+    cast = cover_characters(project)[:4]
+    prompt = f"The front cover illustration of the picture book \u201c{project.title}\u201d"
+    if cast:
+        who = "; ".join(
+            f"{c.name} ({c.description.strip().rstrip('.')})" if c.description.strip() else c.name
+            for c in cast
+        )
+        prompt += f", showing {who}"
+    return (
+        f"{prompt}. One inviting scene with calm space at the top for the title; "
+        "no text or lettering in the picture."
+    )
+
+
+def cover_prompt(project: Project) -> str:
+    """Return the prompt sent for the cover's own picture: the editor's cover prompt (or the
+    default), with the project's style guide."""
+    prompt = project.cover_prompt.strip() or default_cover_prompt(project)
+    style = project.style_guide.strip()
+    if style:
+        prompt = f"{prompt}\n\nStyle guide: {style}"
+    return prompt[:MAX_SHEET_PROMPT_CHARS]
+
+
+def cover_references(project: Project, *, limit: int) -> list[Character]:
+    """Return the characters whose chosen pictures go with the cover's call: the style
+    reference first, then the characters it shows, up to the limit (the characters kept
+    before the style reference)."""
+    if limit <= 0:
+        return []
+    style = [
+        c for c in project.characters.all() if c.kind == Character.Kind.STYLE and c.reference_id
+    ]
+    own = [c for c in cover_characters(project) if c.reference_id][:limit]
+    return style[: limit - len(own)] + own

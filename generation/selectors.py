@@ -32,6 +32,7 @@ from .models import (
     ACTIVE_STATUSES,
     WORKING_STATUSES,
     Clip,
+    CoverJob,
     Illustration,
     Run,
     SheetJob,
@@ -304,12 +305,17 @@ def _count(pages) -> Coalesce:
 
 def book_runs():
     """Return the runs that are the book's to its editor: every run but one that only drew
-    character sheets or upscaled pictures for print (a sheet is drawn on the project's
-    open run, or a run of its own, but drawing one is not illustrating the book: a run of
-    sheets alone must never read "Run finished" while every page is missing)."""
+    character sheets, covers or upscaled pictures for print (a sheet or a cover is drawn on
+    the project's open run, or a run of its own, but drawing one is not illustrating the
+    book: a run of sheets alone must never read "Run finished" while every page is
+    missing)."""
     of_run = {"run": OuterRef("pk")}
     return Run.objects.filter(
-        (~Exists(SheetJob.objects.filter(**of_run)) & ~Exists(Upscale.objects.filter(**of_run)))
+        ~(
+            Exists(SheetJob.objects.filter(**of_run))
+            | Exists(CoverJob.objects.filter(**of_run))
+            | Exists(Upscale.objects.filter(**of_run))
+        )
         | Exists(Illustration.objects.filter(**of_run))
         | Exists(Clip.objects.filter(**of_run))
         | Exists(StoryJob.objects.filter(**of_run))

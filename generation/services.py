@@ -31,6 +31,7 @@ from .models import (
     OPEN_RUN_STATES,
     WORKING_STATUSES,
     Clip,
+    CoverJob,
     GenerationAttempt,
     Illustration,
     Job,
@@ -408,6 +409,21 @@ def prioritize(*, page: Page, requested_by=None) -> ControlResult:
         priority=top + 1, updated_at=Now()
     )
     return ControlResult(run=job.run, count=updated)
+
+
+@transaction.atomic
+def draw_cover(*, project, requested_by=None) -> ControlResult:
+    """Queue the front cover's own picture (the cover prompt, or one from the title and the
+    book's characters) on the project's open run. Earlier covers stay; one already on its
+    way is not queued twice (count 0). A paused or halted run resumes, since the editor
+    asked."""
+    _lock(project.pk)
+    if CoverJob.objects.filter(project=project, status__in=ACTIVE_STATUSES).exists():
+        return ControlResult()
+    run, resumed = _open_run_for_work(project, requested_by)
+    CoverJob.objects.create(project=project, run=run)
+    enqueue_on_commit(run, queued_counts(run) if resumed else {"cover": 1})
+    return ControlResult(run=run, count=1, resumed=resumed)
 
 
 @transaction.atomic

@@ -19,14 +19,21 @@ from django.db import transaction
 from django.db.models import Q
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 
-from generation.models import ACTIVE_STATUSES, Clip, GenerationAttempt, Illustration, Upscale
+from generation.models import (
+    ACTIVE_STATUSES,
+    Clip,
+    CoverJob,
+    GenerationAttempt,
+    Illustration,
+    Upscale,
+)
 from generation.thumbnails import thumbnail_name
 
 from .models import Export, ReferenceImage
 
 logger = logging.getLogger(__name__)
 
-FOLDERS = ("illustrations", "clips", "exports", "references", "upscales")
+FOLDERS = ("illustrations", "clips", "exports", "references", "upscales", "covers")
 # Orphan candidates are checked against every row in batches of this many names.
 NAME_BATCH = 500
 
@@ -45,6 +52,7 @@ def owned_files(*, project=None, pages=None) -> set[str]:
     if project is not None:
         names |= _names(Export.objects.filter(project=project), "file")
         names |= _names(ReferenceImage.objects.filter(character__project=project), "image")
+        names |= _names(CoverJob.objects.filter(project=project), "image")
     return names
 
 
@@ -206,6 +214,7 @@ def _named_elsewhere(candidates: list[str]) -> set[str]:
             (Illustration, "image"),
             (Clip, "video"),
             (Upscale, "image"),
+            (CoverJob, "image"),
             (Export, "file"),
             (ReferenceImage, "image"),
         ):
@@ -218,6 +227,7 @@ def _named_elsewhere(candidates: list[str]) -> set[str]:
             Q(illustration__status__in=ACTIVE_STATUSES)
             | Q(sheet__status__in=ACTIVE_STATUSES)
             | Q(upscale__status__in=ACTIVE_STATUSES)
+            | Q(cover__status__in=ACTIVE_STATUSES)
         )
         named |= set(
             GenerationAttempt.objects.filter(waiting, storage_name__in=batch).values_list(

@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib.auth.base_user import BaseUserManager
 from django.db import transaction
+from django.urls import reverse
 
 from generation import selectors
 from generation.story import MAX_STORY_PAGES
@@ -386,11 +387,44 @@ class ExportForm(forms.Form):
         help_text="For the print files; the export's report names every page resampled.",
     )
 
-    def __init__(self, *args, project, **kwargs):
+    def __init__(self, *args, project, trim: str = "", **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["trim"].choices = geometry.trim_choices(project.trim)
-        self.fields["trim"].initial = project.trim
+        # A custom WxH asked for (a link's ?trim=, a past export's Retry) is a choice too.
+        asked = [value for value in (trim, self.data.get("trim", "")) if custom_trim(value)]
+        self.fields["trim"].choices = geometry.trim_choices(project.trim, *asked)
+        self.fields["trim"].initial = trim or project.trim
         self.fields["paper"].initial = project.paper
+        # Choosing a trim refreshes the list of pages under 300 DPI at that trim.
+        self.fields["trim"].widget.attrs.update(
+            {
+                "hx-get": reverse("project-export", args=[project.pk]),
+                "hx-trigger": "change",
+                "hx-target": "#resolution",
+                "hx-swap": "outerHTML",
+            }
+        )
+
+
+def custom_trim(value: str) -> bool:
+    """Return whether `value` is a trim the studio can print (a preset or WxH)."""
+    try:
+        geometry.parse_trim(value)
+    except ValueError:
+        return False
+    return True
+
+
+class CoverDrawForm(forms.ModelForm):
+    """The cover prompt, saved as the cover's own picture is asked for."""
+
+    class Meta:
+        model = Project
+        fields = ["cover_prompt"]
+        widgets = {"cover_prompt": forms.Textarea(attrs={"rows": 3, "maxlength": 2000})}
+        labels = {"cover_prompt": "What the cover's picture shows"}
+
+    def clean_cover_prompt(self) -> str:
+        return self.cleaned_data["cover_prompt"].strip()
 
 
 class CharacterDetailsForm(forms.ModelForm):

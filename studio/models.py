@@ -65,6 +65,19 @@ class Project(models.Model):
         help_text="The page whose picture is on the front cover; empty: the first "
         "illustrated page.",
     )
+
+    # Or the cover's own generated picture (generation.models.CoverJob), drawn from the
+    # cover prompt (empty: one made from the title and the book's characters).
+    class CoverSource(models.TextChoices):
+        PAGE = "page", "A page's picture"
+        GENERATED = "generated", "The cover's own generated picture"
+
+    cover_source = models.CharField(max_length=10, choices=CoverSource, default=CoverSource.PAGE)
+    cover_prompt = models.TextField(
+        blank=True,
+        max_length=2000,
+        help_text="What the cover's own picture shows; empty: the title and the book's characters.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # The change counter (studio.changes): moved by one in the same transaction as every

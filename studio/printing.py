@@ -16,7 +16,7 @@ from django.core.files.storage import default_storage
 from PIL import Image, ImageOps, ImageStat
 
 from generation import catalogue
-from generation.models import Illustration, Upscale
+from generation.models import CoverJob, Illustration, Upscale
 
 from .book import SERVICE_LABELS, PrintedSheet, print_upscales
 from .geometry import INCH, PRINT_DPI, Book, Box, Cover, Role, Trim
@@ -273,9 +273,28 @@ def _draw_placeholder(canvas, printed: PrintedSheet) -> None:
 # --- the wraparound cover ---------------------------------------------------------------
 
 
-def cover_picture(project: Project) -> Illustration | None:
-    """Return the front cover's picture: the chosen page's, else the first page's that has
-    one."""
+def generated_cover(project: Project) -> CoverJob | None:
+    """Return the project's generated cover: its latest complete cover job with a picture."""
+    return (
+        CoverJob.objects.filter(project=project, status=CoverJob.Status.COMPLETE)
+        .exclude(image="")
+        .order_by("-finished_at", "-pk")
+        .first()
+    )
+
+
+def cover_picture(project: Project) -> Illustration | CoverJob | None:
+    """Return the front cover's picture: the generated cover when the project chose it and
+    has one; else the chosen page's, else the first page's that has one."""
+    if project.cover_source == Project.CoverSource.GENERATED:
+        generated = generated_cover(project)
+        if generated is not None:
+            return generated
+    return page_cover_picture(project)
+
+
+def page_cover_picture(project: Project) -> Illustration | None:
+    """Return the chosen page's picture, else the first page's that has one."""
     pictures = Illustration.objects.filter(
         page__project=project, status=Illustration.Status.COMPLETE
     ).exclude(image="")
@@ -289,7 +308,8 @@ def cover_picture(project: Project) -> Illustration | None:
 def build_cover(export: Export, path: Path, *, trim: Trim, pages: int, resample: bool) -> Report:
     """Write the wraparound cover: back, spine and front, 0.125 in bleed on every edge; the
     front the chosen page's picture with the title and author; the spine's text only from
-    79 pages. Return the report (the front picture's resolution)."""
+    79 pages. Return the report (the front picture's resolution). The front's picture is
+    the project's generated cover when it chose that (and one is drawn), else a page's."""
     import pikepdf
 
     project = export.project
@@ -303,7 +323,12 @@ def build_cover(export: Export, path: Path, *, trim: Trim, pages: int, resample:
         front = cover.front
         if picture is not None:
             target = Path(work) / "front.jpg"
-            upscale = print_upscales(project).get(picture.pk)
+            # An upscale is of a page's picture (keyed by its id): never of a generated cover.
+            upscale = (
+                print_upscales(project).get(picture.pk)
+                if isinstance(picture, Illustration)
+                else None
+            )
             pixels, dpi, resampled = prepared_picture(
                 upscale or picture, front, target, print_ready=True, resample=resample
             )
@@ -319,7 +344,9 @@ def build_cover(export: Export, path: Path, *, trim: Trim, pages: int, resample:
                 )
             elif dpi < PRINT_DPI:
                 report.low(
-                    page=f"Cover (page {picture.page.number})",
+                    page="Cover (its generated picture)"
+                    if isinstance(picture, CoverJob)
+                    else f"Cover (page {picture.page.number})",
                     pixels=pixels,
                     dpi=dpi,
                     resampled=resampled,

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Max
+from django.db.models.functions import Now
 
 from . import files
 from .models import MAX_PAGES, Page, Project
@@ -173,3 +174,12 @@ def start_export(
     )
     transaction.on_commit(lambda: start_waiting_exports(owner_id=project.owner_id))
     return export
+
+
+def choose_cover_source(*, project: Project, source: str | None) -> None:
+    """Set where the front cover's picture comes from: "page" (the chosen page's picture)
+    or "generated" (the cover's own); ValueError saying which are accepted otherwise."""
+    if source not in Project.CoverSource.values:
+        raise ValueError(f"source must be one of {', '.join(Project.CoverSource.values)}.")
+    Project.objects.filter(pk=project.pk).update(cover_source=source, updated_at=Now())
+    project.cover_source = source

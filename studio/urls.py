@@ -8,6 +8,8 @@ from studio.views import webhooks
 project_urls = [
     path("", views.project_detail, name="project-detail"),
     path("settings/", views.project_settings, name="project-settings"),
+    path("cover/draw/", views.project_cover_draw, name="project-cover-draw"),
+    path("cover/choose/", views.project_cover_choose, name="project-cover-choose"),
     path("export/", views.project_export, name="project-export"),
     path("export/upscale/", views.project_upscale, name="project-upscale"),
     path("book/", views.project_book, name="project-book"),
@@ -78,6 +80,7 @@ urlpatterns = [
     path("exports/<int:pk>/download/", views.export_download, name="export-download"),
     path("clips/<int:pk>/", views.clip_video, name="clip-video"),
     path("images/<int:pk>/", views.illustration_image, name="illustration-image"),
+    path("covers/<int:pk>/", views.cover_image, name="cover-image"),
     path("images/<int:pk>/thumbnail/", views.illustration_thumbnail, name="illustration-thumbnail"),
     path("images/<int:pk>/use/", versions.version_use, name="version-use"),
     path("images/<int:pk>/delete/", versions.version_delete, name="version-delete"),

@@ -364,8 +364,8 @@ def test_purge_asks_the_database_per_project_folder_not_per_file(
     for name in stored(media):
         age(media, name, minutes=20)
 
-    # Each project folder: its pictures, clips, upscales, exports and reference pictures,
-    # in five queries.
-    with django_assert_num_queries(15):
+    # Each project folder: its pictures, clips, upscales, exports, reference pictures and
+    # generated covers, in six queries.
+    with django_assert_num_queries(18):
         assert purge() == ["Removed 0 orphan files (0 bytes)."]
     assert len(stored(media)) == 60

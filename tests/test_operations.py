@@ -272,7 +272,7 @@ def test_the_page_costs_the_same_queries_for_100_and_100000_attempts(staff, make
     # One of them reads the ORM broker's cluster heartbeats (with Redis, none: they live
     # there), one the session where it is in the database alone (PostgreSQL without
     # Redis); the queues cost two per kind of job (pictures, stories, clips, sheets,
-    # upscales).
+    # upscales, covers).
     broker = "orm" in settings.Q_CLUSTER
     sessions = not settings.SESSION_ENGINE.endswith("cached_db")
-    assert small == large == 19 + broker + sessions
+    assert small == large == 21 + broker + sessions

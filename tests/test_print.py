@@ -392,6 +392,55 @@ def test_an_export_with_a_trim_or_paper_the_studio_does_not_know_is_refused(sign
     assert Export.objects.count() == 0
 
 
+def picture_box(trim: str) -> tuple[int, int, int]:
+    """Return the pixels a picture needs at 300 DPI on a 3-page book's picture pages at
+    `trim`, and the DPI a 64-pixel picture prints at there, from the shared geometry."""
+    book = Book(trim=parse_trim(trim), pages=3)
+    box = book.sheet(book.first_sheet(0)).picture
+    return round(box.width / INCH * 300), round(box.height / INCH * 300), round(box.dpi((64, 64)))
+
+
+def test_the_dpi_list_follows_the_trim_chosen_in_the_form(signed_in, book):
+    url = reverse("project-export", args=[book.pk])
+    # As the choice changes: htmx asks for the list at that trim alone.
+    htmx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "resolution"}
+    html = signed_in.get(url, {"trim": "8x10"}, **htmx).content.decode()
+    assert html.lstrip().startswith('<section id="resolution"')
+    assert "Print resolution at 8 × 10 in" in html
+    assert "8.5 × 8.5 in" not in html
+    width, height, dpi = picture_box("8x10")
+    assert f"needs {width} × {height} pixels" in html or f"{width} × {height} pixels" in html
+    assert (width, height) != picture_box("8.5x8.5")[:2]
+    for n in (1, 2, 3):
+        assert f"<li>Page {n}: 64 × 64 px, {dpi} DPI</li>" in html
+    html = signed_in.get(url, {"trim": "7x9"}, **htmx).content.decode()
+    assert "Print resolution at 7 × 9 in (custom)" in html
+    width, height, dpi = picture_box("7x9")
+    assert f"{width} × {height} pixels" in html
+    assert f"<li>Page 1: 64 × 64 px, {dpi} DPI</li>" in html
+    response = signed_in.get(url, {"trim": "a3"}, **htmx)
+    assert response.status_code == 422
+    assert "The trim must be one of" in response.content.decode()
+    assert "Print resolution at 8.5 × 8.5 in" in response.content.decode()
+
+    # Posted: a refused form lists the pages at the trim it was sent with.
+    response = signed_in.post(
+        url, {"format": "print", "page_size": "a4", "trim": "8x10", "paper": "gold"}
+    )
+    html = response.content.decode()
+    assert response.status_code == 422
+    assert "Print resolution at 8 × 10 in" in html
+    assert '<option value="8x10" selected>' in html
+    response = signed_in.post(url, {"format": "print", "page_size": "a4", "trim": "7x9"})
+    assert response.status_code == 302
+    assert Export.objects.get().trim == "7x9"  # a custom size is a choice too
+
+    # The form's trim asks for the list again when it changes.
+    html = signed_in.get(url).content.decode()
+    select = rf'<select name="trim"[^>]*hx-get="{re.escape(url)}"[^>]*hx-target="#resolution"'
+    assert re.search(select, html)
+
+
 def test_the_settings_take_a_custom_trim_and_refuse_a_bad_one(signed_in, book):
     url = reverse("project-settings", args=[book.pk])
     form = {

@@ -520,6 +520,11 @@
 // E edit prompt, V try variants, K keep the picture the variants would replace, ? the
 // keys, Esc closes (the keys, a panel, the gallery).
 // Touch screens swipe between pages.
+// History: opening the dialog adds one entry (the address bar shows the gallery's address,
+// which opens the gallery's own page when reloaded or shared); walking pages and versions
+// replaces it, so Back closes the gallery wherever the editor walked, and Forward opens it
+// again at the page shown last. Esc and Close go back through that entry, which keeps the
+// history as if Back had been pressed.
 (() => {
   const root = document.querySelector("[data-gallery-root]");
   if (!root) return;
@@ -632,6 +637,7 @@
     if (mine !== ticket || !dialog.open) return;
     const again = focusedKey();
     htmx.swap(content, html, { swapStyle: "innerHTML" });
+    remember();
     shown(again);
   };
   const refresh = () => {
@@ -657,24 +663,48 @@
     }
   };
 
-  const open = (link) => {
-    opener = link;
-    const url = new URL(link.href, window.location.href);
-    const show = grid() ? grid().dataset.show : "";
-    if (show && show !== "all") url.searchParams.set("show", show);
-    else url.searchParams.delete("show");
+  // The dialog's history entry: {gallery: its address}, kept to the page shown.
+  const ours = (state) => Boolean(state && state.gallery);
+  const remember = () => {
+    const gallery = view();
+    if (!gallery || !ours(window.history.state)) return;
+    const here = new URL(gallery.dataset.here, window.location.href).toString();
+    if (window.history.state.gallery !== here) window.history.replaceState({ gallery: here }, "", here);
+  };
+  const show = (url) => {
     content.replaceChildren();
     panel.replaceChildren();
     help.hidden = true;
     status.textContent = "";
     dialog.showModal();
-    load(url.toString());
+    load(url);
+  };
+  const open = (link) => {
+    opener = link;
+    const url = new URL(link.href, window.location.href);
+    const filter = grid() ? grid().dataset.show : "";
+    if (filter && filter !== "all") url.searchParams.set("show", filter);
+    else url.searchParams.delete("show");
+    // An entry of its own (not one left by a Forward that is still there): Back closes it.
+    if (ours(window.history.state)) window.history.replaceState({ gallery: url.toString() }, "", url);
+    else window.history.pushState({ gallery: url.toString() }, "", url);
+    show(url.toString());
   };
   const close = () => {
-    if (dialog) dialog.close();
-    else window.location.assign(view().querySelector("[data-gallery-close]").href);
+    if (!dialog) window.location.assign(view().querySelector("[data-gallery-close]").href);
+    else if (ours(window.history.state)) window.history.back(); // popstate closes it
+    else dialog.close();
   };
   if (dialog) {
+    // Back closes the gallery; Forward opens it again where it was.
+    window.addEventListener("popstate", (event) => {
+      if (ours(event.state)) {
+        if (!dialog.open) show(event.state.gallery);
+        else load(event.state.gallery);
+      } else if (dialog.open) {
+        dialog.close();
+      }
+    });
     body.addEventListener("click", (event) => {
       const link = event.target.closest("a[data-gallery]");
       if (!link || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
@@ -691,6 +721,7 @@
       content.replaceChildren();
       panel.replaceChildren();
       (back || opener)?.focus();
+      if (ours(window.history.state)) window.history.back(); // closed some other way
     });
     // Esc is handled below (the keys, then a panel, then the gallery): the dialog's own
     // cancel would close all at once.

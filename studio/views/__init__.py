@@ -7,6 +7,7 @@ editor's projects.
     controls   what the review page's buttons do to a project's run and its pages
     pages      the story editor, and a page's prompt and history
     images     a picture and its thumbnail
+    cover      the front cover's picture: a page's or its own generated one
     exports    the book preview, exports and their downloads
     clips      clips: queue, retry, play
     settings   the editor's own settings
@@ -31,6 +32,7 @@ from .controls import (
     project_switch_model,
     project_switch_service,
 )
+from .cover import cover_image, project_cover_choose, project_cover_draw
 from .exports import export_download, project_book, project_export, project_upscale
 from .gallery import page_gallery
 from .images import illustration_image, illustration_thumbnail
@@ -56,6 +58,7 @@ from .settings import editor_settings
 
 __all__ = [
     "clip_video",
+    "cover_image",
     "editor_settings",
     "export_download",
     "illustration_image",
@@ -73,6 +76,8 @@ __all__ = [
     "page_retry",
     "pages_reorder",
     "project_book",
+    "project_cover_choose",
+    "project_cover_draw",
     "project_create",
     "project_create_premise",
     "project_delete",

@@ -18,7 +18,7 @@ from .. import services as studio_services
 from ..files import private_file
 from ..forms import ExportForm
 from ..models import Export
-from ..printing import report_lines
+from ..printing import cover_picture, report_lines
 from .common import _owned_project
 
 
@@ -57,7 +57,24 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
     project = _owned_project(request, pk)
     last = project.exports.first()  # the form offers the last choice again
     initial = {"format": last.format, "page_size": last.page_size} if last else None
-    form = ExportForm(request.POST or None, initial=initial, project=project)
+    # The trim chosen in the form (?trim= as the choice changes, or the one posted): the
+    # list of pages under 300 DPI is for it.
+    asked = request.POST.get("trim") if request.method == "POST" else request.GET.get("trim")
+    form = ExportForm(request.POST or None, initial=initial, project=project, trim=asked or "")
+    try:
+        trim = book.project_trim(project, asked)
+        trim_error = ""
+    except ValueError as error:
+        trim, trim_error = geometry.parse_trim(project.trim), f"The {error}."
+    polled = request.GET.get("part") == "resolution"
+    if request.htmx and (polled or request.htmx.target == "resolution"):
+        # The trim chosen, or the list's own poll while pictures are being upscaled (it
+        # stops once none is).
+        context = {"trim_error": trim_error, **resolution_context(project, trim)}
+        status = 422 if trim_error else 200
+        if polled and not trim_error and not context["upscaling"]:
+            status = HTMX_STOP_POLLING
+        return render(request, "studio/project_export.html#resolution", context, status=status)
     if request.method == "POST" and form.is_valid():
         running = Export.objects.running_for(request.user.pk).count()
         studio_services.start_export(
@@ -80,11 +97,40 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
             export.waiting = waiting_message(running)
     for export in exports:
         export.report_lines = report_lines(export.report)
-    trim = geometry.parse_trim(project.trim)
-    low_pages = book.low_resolution_pages(project, trim)
     context = {
         "project": project,
         "form": form,
+        "trim_error": trim_error if request.method == "GET" else "",  # a POST's: the form's
+        "cover_front": cover_front(project),
+        **resolution_context(project, trim),
+        "exports": exports,
+        "polling": any(
+            e.shown_status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in exports
+        ),
+    }
+    if request.htmx:
+        status = 200 if context["polling"] else HTMX_STOP_POLLING
+        return render(request, "studio/project_export.html#exports", context, status=status)
+    status = 422 if request.method == "POST" or trim_error else 200
+    return render(request, "studio/project_export.html", context, status=status)
+
+
+def cover_front(project) -> str:
+    """Return, in words, the picture the cover's front prints."""
+    picture = cover_picture(project)
+    if picture is None:
+        return "no picture yet (a plain colour)"
+    if getattr(picture, "page", None) is not None:
+        return f"the picture of page {picture.page.number}"
+    return "its own generated picture"
+
+
+def resolution_context(project, trim: geometry.Trim) -> dict:
+    """Return what the list of pages under 300 DPI at `trim` shows, with the upscale step
+    offered for them."""
+    low_pages = book.low_resolution_pages(project, trim)
+    return {
+        "project": project,
         "trim": trim,
         "low_pages": low_pages,
         "upscaled_pages": book.upscaled_pages(project, trim),
@@ -93,19 +139,7 @@ def project_export(request: HttpRequest, pk: int) -> HttpResponse:
         "upscale_failures": upscale_failures(project),
         "needed_pixels": book.needed_pixels(trim, project.pages.count()),
         "progress": selectors.project_progress(project),
-        "exports": exports,
-        "polling": any(
-            e.shown_status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in exports
-        ),
     }
-    if request.htmx and request.GET.get("part") == "resolution":
-        status = 200 if context["upscaling"] else HTMX_STOP_POLLING
-        return render(request, "studio/project_export.html#resolution", context, status=status)
-    if request.htmx:
-        status = 200 if context["polling"] else HTMX_STOP_POLLING
-        return render(request, "studio/project_export.html#exports", context, status=status)
-    status = 422 if request.method == "POST" else 200
-    return render(request, "studio/project_export.html", context, status=status)
 
 
 def to_upscale(low_pages) -> list:
@@ -146,7 +180,10 @@ def project_upscale(request: HttpRequest, pk: int) -> HttpResponse:
             "No upscale service is configured (STUDIO_UPSCALE_PROVIDER and its key): tick "
             "Resample on the export form to resample the pictures here instead."
         )
-    trim = geometry.parse_trim(project.trim)
+    try:  # the trim chosen in the export form, whose list offered the upscale
+        trim = book.project_trim(project, request.POST.get("trim"))
+    except ValueError as error:
+        return HttpResponseBadRequest(f"The {error}.")
     pages = to_upscale(book.low_resolution_pages(project, trim))
     if not pages:
         messages.info(request, "No picture needs an upscale: none prints under 300 DPI.")

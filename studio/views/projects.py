@@ -7,12 +7,19 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from generation import selectors, services
-from generation.models import Clip, Illustration
+from generation import references, selectors, services
+from generation.models import ACTIVE_STATUSES, Clip, CoverJob, Illustration
 
 from .. import services as studio_services
-from ..forms import MANUSCRIPT_LIMITS, ManuscriptForm, PremiseForm, ProjectSettingsForm
+from ..forms import (
+    MANUSCRIPT_LIMITS,
+    CoverDrawForm,
+    ManuscriptForm,
+    PremiseForm,
+    ProjectSettingsForm,
+)
 from ..models import Project
+from ..printing import generated_cover, page_cover_picture
 from ..text import plural
 from .common import _owned_project
 
@@ -102,22 +109,58 @@ def project_create_premise(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_settings(request: HttpRequest, pk: int) -> HttpResponse:
-    """Rename the project and edit its style guide."""
+    """Rename the project and edit its style guide, its service, limits and print
+    settings; its cover section shows and draws the front cover's picture."""
     project = _owned_project(request, pk)
+    if request.htmx and request.htmx.target == "cover":  # the cover section's poll
+        return render(request, "studio/project_settings.html#cover", cover_context(project))
     form = ProjectSettingsForm(request.POST or None, instance=project)
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, "Project saved.")
         return redirect(project)
     status = 422 if request.method == "POST" else 200
+    return settings_page(request, project, form=form, status=status)
+
+
+def settings_page(
+    request: HttpRequest,
+    project: Project,
+    *,
+    form: ProjectSettingsForm | None = None,
+    cover_form: CoverDrawForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    """Render the project's settings page (with a refused form's errors)."""
     context = {
-        "project": project,
-        "form": form,
+        "form": form or ProjectSettingsForm(instance=project),
         # The project's model is shut down or soon will be: said here, with its replacement
         # in one click.
         "model_notice": selectors.project_model_notice(project),
+        # The cover section shows the project as saved, not as a refused form posted it.
+        **cover_context(Project.objects.get(pk=project.pk), form=cover_form),
     }
     return render(request, "studio/project_settings.html", context, status=status)
+
+
+def cover_context(project: Project, *, form: CoverDrawForm | None = None) -> dict:
+    """Return what the settings page's cover section shows: both pictures the front can
+    have, which one it uses, the generated cover on its way (or why the last one failed),
+    and the form that draws it."""
+    generated = generated_cover(project)
+    latest = CoverJob.objects.filter(project=project).order_by("-pk").first()
+    status = latest.status if latest is not None else None
+    return {
+        "project": project,
+        "page_picture": page_cover_picture(project),
+        "generated": generated,
+        "drawing": latest if status in ACTIVE_STATUSES else None,
+        "failed": latest if status == CoverJob.Status.FAILED else None,
+        "uses_generated": project.cover_source == Project.CoverSource.GENERATED
+        and generated is not None,
+        "cover_form": form or CoverDrawForm(instance=project),
+        "default_prompt": references.default_cover_prompt(project),
+    }
 
 
 @login_required

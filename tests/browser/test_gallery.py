@@ -215,3 +215,56 @@ def test_on_a_phone_a_swipe_turns_the_page_and_the_actions_are_in_reach(
         assert errors == []
     finally:
         context.close()
+
+
+def test_back_closes_the_gallery_and_forward_opens_it_again_where_it_was(
+    page, web_server, make_project, drain
+):
+    project = make_project(pages=3, title="History Book")
+    drain(services.generate_missing(project=project).run.pk)
+    first, second, _ = project.pages.order_by("number")
+    server = web_server()
+    review = f"{server.url}/projects/{project.pk}/"
+    sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    expect(card(page, first)).to_be_visible()
+    page.evaluate("() => { window.sameDocument = true; }")  # gone if the page is left
+    entries = page.evaluate("() => history.length")
+    gallery = page.locator("#gallery")
+    status = gallery.locator("#gallery-status")
+
+    # Opening adds one entry, at the gallery's own address; walking pages replaces it.
+    card(page, first).locator("a[data-gallery]").click()
+    expect(status).to_have_text("Page 1 of 3, not approved")
+    expect(page).to_have_url(f"{server.url}/projects/{project.pk}/gallery/{first.pk}/")
+    page.keyboard.press("ArrowRight")
+    expect(status).to_have_text("Page 2 of 3, not approved")
+    expect(page).to_have_url(f"{server.url}/projects/{project.pk}/gallery/{second.pk}/")
+    assert page.evaluate("() => history.length") == entries + 1
+
+    # Back closes the gallery and stays on the review page, focus on the page shown last.
+    page.go_back()
+    expect(gallery).to_be_hidden()
+    expect(page).to_have_url(review)
+    assert page.evaluate("() => window.sameDocument") is True
+    expect(card(page, second).locator("a[data-gallery]")).to_be_focused()
+
+    # Forward opens it again at that page.
+    page.go_forward()
+    expect(page.get_by_role("dialog", name="Page 2 of 3")).to_be_visible()
+    expect(status).to_have_text("Page 2 of 3, not approved")
+    expect(page).to_have_url(f"{server.url}/projects/{project.pk}/gallery/{second.pk}/")
+
+    # Esc closes it as Back would: the next Back leaves the project, not a closed gallery.
+    page.keyboard.press("Escape")
+    expect(gallery).to_be_hidden()
+    expect(page).to_have_url(review)
+    assert page.evaluate("() => window.sameDocument") is True
+    card(page, first).locator("a[data-gallery]").click()  # opened again: one entry again
+    expect(status).to_have_text("Page 1 of 3, not approved")
+    gallery.locator("[data-gallery-close]").first.click()
+    expect(gallery).to_be_hidden()
+    expect(page).to_have_url(review)
+    assert page.evaluate("() => history.length") == entries + 1
+    page.go_back()
+    expect(page).not_to_have_url(review)
+    expect(gallery).to_have_count(0)

@@ -43,3 +43,16 @@ def measure_spread(page, url: str, trim: str) -> None:
         edges.append((drawn["x"], drawn["x"] + drawn["width"]))
     # The left-hand page's inside edge meets the right-hand page's: the gutter, no gap.
     assert edges[0][1] == pytest.approx(edges[1][0], abs=1.5)
+
+
+def test_choosing_a_trim_on_the_export_page_lists_the_resolution_at_that_trim(
+    page, web_server, make_project
+):
+    project = make_project(pages=3, title="Trimmed Book")
+    server = web_server()
+    sign_in(page, server, next_url=f"/projects/{project.pk}/export/")
+    heading = page.locator("#resolution-title")
+    expect(heading).to_have_text("Print resolution at 8.5 × 8.5 in")
+    page.get_by_label("Trim").select_option("8x10")
+    expect(heading).to_have_text("Print resolution at 8 × 10 in")
+    expect(page.get_by_label("Trim")).to_have_value("8x10")  # the form keeps the choice

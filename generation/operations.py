@@ -13,6 +13,7 @@ from django.db.models import Count, F, Min, Q, Sum, Window
 from django.db.models.functions import Ceil, Coalesce, RowNumber, TruncMinute
 from django_q.brokers import get_broker
 
+from . import broker as brokers
 from . import workers
 from .clock import db_now
 from .kinds import KINDS
@@ -304,6 +305,7 @@ class Overview:
     queues: Queues
     sweep_at: datetime | None
     clusters: list[workers.Cluster]
+    redis: brokers.RedisState | None = None  # None: the studio runs without Redis
 
     @property
     def sweep_age_s(self) -> float | None:
@@ -323,6 +325,13 @@ def overview(*, window: str = "1h") -> Overview:
     """Return everything the operations page shows."""
     now = db_now()
     accounts = account_states(now=now)
+    redis = brokers.redis_state()
+    clusters: list[workers.Cluster] = []
+    if redis is None or redis.reachable:
+        try:
+            clusters = workers.clusters(now=now)  # their heartbeats are kept in Redis
+        except brokers.UNREACHABLE as error:  # lost between the PING and now
+            redis = brokers.RedisState(False, reason=f"{type(error).__name__}: {error}")
     return Overview(
         now=now,
         window=window,
@@ -334,7 +343,8 @@ def overview(*, window: str = "1h") -> Overview:
         open_runs=open_runs(),
         queues=queues(now=now),
         sweep_at=sweep_last_run(),
-        clusters=workers.clusters(now=now),
+        clusters=clusters,
+        redis=redis,
     )
 
 

@@ -5,6 +5,9 @@ the other.
 """
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from django.conf import settings
 from django.db import transaction
@@ -44,21 +47,56 @@ HALT_MESSAGES = {
 # --- the broker -------------------------------------------------------------------------
 
 
-def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> None:
+def enqueue_jobs(run_id: int, count: int, kind: str = "illustration") -> bool:
     """Hand the broker one task per job; each task claims the job whose turn it is, in
-    this run or another (generation.fairness), so the tasks always match the work."""
+    this run or another (generation.fairness), so the tasks always match the work.
+
+    Return False when the broker (Redis) cannot be reached: nothing is lost, since the jobs
+    are queued in the database and the sweep (`top_up_broker`) hands them over once it
+    answers; the editor is told so (`broker_missed`)."""
     # One broker for them all, pushed to in one go (generation.broker): async_task would
     # otherwise open a broker (and a Redis connection) and push to it per task.
-    with broker.batched() as batch:
-        for _ in range(count + spare_tasks(count)):
-            async_task(
-                "generation.tasks.run_next_job",
-                run_id,
-                kind,
-                task_name=f"run-{run_id}-{kind}",
-                group=f"run-{run_id}",
-                broker=batch,
-            )
+    try:
+        with broker.batched() as batch:
+            for _ in range(count + spare_tasks(count)):
+                async_task(
+                    "generation.tasks.run_next_job",
+                    run_id,
+                    kind,
+                    task_name=f"run-{run_id}-{kind}",
+                    group=f"run-{run_id}",
+                    broker=batch,
+                )
+    except broker.UNREACHABLE as error:
+        logger.warning(
+            "The broker cannot be reached (%s: %s): %s %s job(s) of run %s wait in the "
+            "database for the sweep to hand them over",
+            type(error).__name__,
+            error,
+            count,
+            kind,
+            run_id,
+        )
+        missed = _missed.get()
+        if missed is not None:
+            missed.append(run_id)
+        return False
+    return True
+
+
+_missed: ContextVar[list[int] | None] = ContextVar("broker_missed", default=None)
+
+
+@contextmanager
+def broker_missed() -> Iterator[list[int]]:
+    """Collect the runs whose jobs could not be handed to the broker within the block (an
+    editor's control tells them the work waits for Redis)."""
+    missed: list[int] = []
+    token = _missed.set(missed)
+    try:
+        yield missed
+    finally:
+        _missed.reset(token)
 
 
 def spare_tasks(count: int) -> int:

@@ -27,6 +27,7 @@ from studio.models import Page, Project
 
 from . import accounts, catalogue, liveness, references, workers
 from .batches import batch_price, latest, progress_words, supports_batch
+from .broker import UNREACHABLE
 from .clock import db_now
 from .models import (
     ACTIVE_STATUSES,
@@ -872,7 +873,10 @@ def review_header(project: Project) -> ReviewHeader:
     no_workers = 0
     if run is not None and run.state in (Run.State.RUNNING, Run.State.STOPPING) and progress.busy:
         # Only a project with work waiting asks whether any worker is alive.
-        no_workers = 0 if workers.alive(now=now) else progress.queued + progress.generating
+        try:
+            no_workers = 0 if workers.alive(now=now) else progress.queued + progress.generating
+        except UNREACHABLE:  # Redis keeps the heartbeats: unknown, so no warning
+            no_workers = 0
     economy_price = batch_price(provider) if supports_batch(provider.name, model) else None
     batch = latest(run)
     in_batch = 0

@@ -632,7 +632,8 @@ def top_up_broker(*, now) -> int:
         count = min(count, deficit - added)
         if count <= 0:
             break
-        enqueue_jobs(run_id, count, name)
+        if not enqueue_jobs(run_id, count, name):
+            break  # the broker cannot be reached: the next sweep tries again
         added += count
     return added
 

@@ -5,10 +5,13 @@ Django caps a form's text (DATA_UPLOAD_MAX_MEMORY_SIZE) but not its files: witho
 "reference picture" is received whole before the form says 10 MB is the most.
 """
 
+import logging
+
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 MB = 1024 * 1024
+logger = logging.getLogger(__name__)
 
 
 def _refusal(status: int, reason: str) -> HttpResponse:
@@ -47,3 +50,29 @@ class BodyLimitMiddleware:
             # than act on an empty form.
             return _refusal(411, f"Send the body with a Content-Length (at most {limit // MB} MB).")
         return self.get_response(request)
+
+
+class RedisUnreachableMiddleware:
+    """503 with the reason, not a 500, for a request that needed Redis and could not reach
+    it: a sign-out whose session must leave the cache too (studio.cache), or the broker.
+    Pages and polls do not need it (their cache reads miss)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        from studio.cache import UNREACHABLE, RedisUnavailable
+
+        if not isinstance(exception, (RedisUnavailable, *UNREACHABLE)):
+            return None
+        logger.warning(
+            "Redis is unreachable for %s %s: %s", request.method, request.path, exception
+        )
+        response = _refusal(
+            503, "Redis cannot be reached right now; nothing was lost. Try again in a minute."
+        )
+        response["Retry-After"] = "30"
+        return response

@@ -88,6 +88,9 @@ MIDDLEWARE = [
     # First: an oversized body is refused by its Content-Length before anything reads it.
     "studio.middleware.BodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # A 503 that says so, rather than a 500, when Redis cannot be reached for what a
+    # request must do there (a sign-out's session delete, django-q2's broker).
+    "studio.middleware.RedisUnreachableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -476,8 +479,23 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Workers",
 }
+# Every Redis client gives up quickly when Redis cannot be reached (a web host cut off
+# from it still answers: docs/operating.md). redis-py waits forever by default. The broker's
+# read timeout must outlast a worker's BLPOP, which waits 1 s for a task; the cache's calls
+# are single small commands.
+REDIS_CONNECT_TIMEOUT = 0.5
+REDIS_BROKER_READ_TIMEOUT = 3.0
+REDIS_CACHE_READ_TIMEOUT = 0.5
+
+
+def _with_timeouts(url: str, read: float) -> str:
+    """Return a Redis URL that asks redis-py for the connect and read timeouts."""
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}socket_connect_timeout={REDIS_CONNECT_TIMEOUT}&socket_timeout={read}"
+
+
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER["redis"] = _with_timeouts(REDIS_URL, REDIS_BROKER_READ_TIMEOUT)
 else:
     Q_CLUSTER["orm"] = "default"
     # Clusters' heartbeats (django-q2's Stat) go to a Django cache on the ORM broker: one
@@ -512,12 +530,17 @@ CACHES = {
 # another.
 if REDIS_URL:
     CACHES["default"] = {
-        "BACKEND": "studio.cache.RedisCache",
+        # Reads miss and writes are dropped while Redis is unreachable (studio.cache).
+        "BACKEND": "studio.cache.FailSoftRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "studio-cache",
+        "OPTIONS": {
+            "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+            "socket_timeout": REDIS_CACHE_READ_TIMEOUT,
+        },
     }
 if REDIS_URL or DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    SESSION_ENGINE = "studio.cached_db"  # Django's, deleting from the cache first
 
 # --- Word when a run ends ----------------------------------------------------------------
 # One email to the run's owner when it finishes, halts or leaves failed pages (editors can

@@ -93,11 +93,37 @@ class Host:
     inside: str
     relays: dict[str, Relay] = field(default_factory=dict)
 
-    def relay(self, label: str, target: int) -> Relay:
+    def relay(self, label: str, target: int, *, own_address: str = "") -> Relay:
         """Relay this host's connections to 127.0.0.1:target; return the relay (its
-        address is what the host connects to)."""
-        self.relays[label] = Relay(self.outside, target)
+        address is what the host connects to). With own_address (this side's, in the
+        link's /24), the relay listens there, so `cut_relay` can cut it alone."""
+        if own_address:
+            ip("addr", "add", f"{own_address}/32", "dev", self.link)
+        self.relays[label] = Relay(own_address or self.outside, target)
         return self.relays[label]
+
+    def spare_address(self, number: int) -> str:
+        """Return another address on this side of the link (number 3 to 254)."""
+        return self.outside.rsplit(".", 1)[0] + f".{number}"
+
+    def cut_relay(self, label: str) -> None:
+        """Cut this host off from one relay on its own address, silently, as a broken link
+        would: the host's frames to it go to a hardware address no one has, so its new
+        connections get no answer and its open ones hang (nothing is refused)."""
+        ip(
+            "neigh", "replace", self.relays[label].address[0], "lladdr", "02:00:00:00:00:01",
+            "dev", f"{self.link}p", "nud", "permanent", namespace=self.name,
+        )  # fmt: skip
+
+    def mend_relay(self, label: str) -> None:
+        ip(
+            "neigh",
+            "del",
+            self.relays[label].address[0],
+            "dev",
+            f"{self.link}p",
+            namespace=self.name,
+        )
 
     def command(self, *args: str) -> list[str]:
         """Return a command that runs inside this host's namespace."""

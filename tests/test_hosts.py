@@ -1,19 +1,26 @@
 """Workers on hosts of their own: each worker cluster in a network namespace with its own
 address, reaching PostgreSQL, Redis and the image service only over its link
-(tests/netns.py). Needs root, `ip netns`, PostgreSQL and Redis (CI's second pass): a SQLite
-file would be reached without any network, so cutting a link would prove nothing.
+(tests/netns.py); and a web host whose way to Redis is cut. Needs root, `ip netns`,
+PostgreSQL and Redis (CI's second pass): a SQLite file would be reached without any
+network, so cutting a link would prove nothing.
 """
 
+import json
+import re
 import subprocess
 import sys
 from collections import Counter
 
 import pytest
+import requests
 from django.conf import settings
 from django.db import connection
+from django.urls import reverse
 
 from generation import selectors, services
+from generation.clock import db_now
 from generation.models import GenerationAttempt, Illustration
+from studio.models import Project
 from tests import netns
 from tests.conftest import (
     ARTIFACTS,
@@ -171,3 +178,107 @@ def snapshot(project) -> tuple:
         list(jobs.values_list("pk", "status", "image")),
         list(attempts.order_by("pk").values_list("pk", "outcome", "cost")),
     )
+
+
+# --- the web host cut off from Redis --------------------------------------------------------
+
+WEB_PORT = 8000  # inside the web host's namespace, whose ports are its own
+
+
+@pytest.fixture
+def web_host(network, broker, request):
+    """Start the studio's web server on a host of its own that reaches the database and
+    Redis over its link, Redis on an address of its own (so it can be cut alone); return
+    the host, with its base URL."""
+    host = network.host("web")
+    db_port = int(connection.settings_dict["PORT"] or 5432)
+    db = host.relay("database", db_port)
+    redis_port = int(settings.REDIS_URL.rsplit(":", 1)[1].split("/", 1)[0])
+    redis = host.relay("redis", redis_port, own_address=host.spare_address(3))
+    env = worker_env(
+        DATABASE_URL=_database_url().replace(
+            f"@{connection.settings_dict['HOST'] or '127.0.0.1'}:{db_port}/", f"@{address(db)}/"
+        ),
+        REDIS_URL=settings.REDIS_URL.replace(f"127.0.0.1:{redis_port}", address(redis)),
+        DJANGO_ALLOWED_HOSTS=host.inside,
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / f"host-{request.node.name}-web.log", "w")
+    listen = f"{host.inside}:{WEB_PORT}"
+    process = subprocess.Popen(
+        host.command(sys.executable, "manage.py", "runserver", "--noreload", listen),
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    host.url = f"http://{listen}"
+
+    def answers() -> bool:
+        try:
+            return requests.get(host.url + reverse("login"), timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(answers, timeout=60, message="the web host's server did not start")
+    yield host
+    stop_process_group(process)
+
+
+def poll_url(html: str) -> str:
+    return re.search(r'data-poll hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+
+
+def test_the_web_host_cut_off_from_redis_serves_pages_and_polls_and_says_redis_is_unreachable(
+    web_host, client, django_user_model
+):
+    editor = django_user_model.objects.create_superuser("editor", "ed@example.com", "ed-pass")
+    project = Project.objects.create(owner=editor, title="A Book Far Away")
+    for number in (1, 2, 3):
+        project.pages.create(number=number, text=f"Page {number}: the fox crosses a network.")
+    client.force_login(editor)  # a session in the database (and in Redis, cached)
+    browser = requests.Session()
+    browser.cookies.set("sessionid", client.cookies[settings.SESSION_COOKIE_NAME].value)
+    review = web_host.url + reverse("project-detail", args=[project.pk])
+    operations = web_host.url + reverse("operations")
+
+    before = browser.get(operations, timeout=30)
+    assert before.status_code == 200 and "Redis is reachable (" in before.text
+    page = browser.get(review, timeout=30)
+    assert page.status_code == 200 and "A Book Far Away" in page.text
+
+    web_host.cut_relay("redis")  # the web host's packets to Redis go nowhere; the DB's go on
+
+    # The editor starts the book: the jobs are kept, and the toast says they wait.
+    started = browser.post(
+        web_host.url + reverse("project-generate", args=[project.pk]),
+        headers={"HX-Request": "true", "X-CSRFToken": browser.cookies["csrftoken"]},
+        timeout=30,
+    )
+    assert started.status_code == 200
+    toast = json.loads(started.headers["HX-Trigger"])["toast"]
+    assert toast["level"] == "warning"
+    assert "The work queue (Redis) cannot be reached right now" in toast["message"]
+    jobs = Illustration.objects.filter(page__project=project)
+    assert list(jobs.values_list("status", flat=True)) == ["queued"] * 3
+
+    # The open tab's poll answers from the database with the change.
+    poll = browser.get(
+        web_host.url + poll_url(page.text), headers={"HX-Request": "true"}, timeout=30
+    )
+    assert poll.status_code == 200
+    assert "· 3 queued" in poll.text and poll.text.count('class="card card--queued"') == 3
+    again = browser.get(review, timeout=30)
+    assert again.status_code == 200 and "A Book Far Away" in again.text
+
+    cut_off = browser.get(operations, timeout=30)
+    assert cut_off.status_code == 200
+    assert re.search(r"Redis is unreachable: (Timeout|Connection)Error", cut_off.text)
+    assert web_host.relays["redis"].connections > 0  # it did reach Redis before the cut
+
+    web_host.mend_relay("redis")
+    back = browser.get(operations, timeout=30)
+    assert "Redis is reachable (" in back.text
+    # The sweep hands the waiting jobs to the broker.
+    assert services.top_up_broker(now=db_now()) == 3

@@ -14,7 +14,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_POST
 from django_htmx.http import trigger_client_event
 
-from generation import selectors, services
+from generation import runs, selectors, services
 from generation.batches import EconomyRefused, project_supports_batch
 from generation.clock import db_now
 from generation.models import Run
@@ -74,9 +74,17 @@ def _control(request, project: Project, act) -> HttpResponse:
     started = db_now()
     seen_run = _run_seen(selectors.latest_run(project))
     try:
-        message, level = act()
+        with runs.broker_missed() as missed:
+            message, level = act()
     except EconomyRefused as refused:
         message, level = str(refused), "error"
+    if missed:
+        # The jobs are in the database; the sweep hands them to the broker once it answers.
+        message += (
+            " The work queue (Redis) cannot be reached right now: the pictures wait and "
+            "start by themselves when it is back."
+        )
+        level = "warning"
     return _after_action(
         request, project, message=message, level=level, started=started, seen_run=seen_run
     )

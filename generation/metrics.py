@@ -18,6 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from . import operations, workers
+from .broker import UNREACHABLE
 from .clock import db_now
 from .kinds import KINDS
 from .models import GenerationAttempt, Job, SpendEntry
@@ -135,11 +136,21 @@ class StudioCollector:
             "Jobs whose worker's lease ran out (the sweep takes them back).",
             value=queues.stale,
         )
+        try:
+            alive = len(workers.alive(now=now))
+        except UNREACHABLE:  # on Redis the clusters' heartbeats live there: no number
+            alive = None
         yield GaugeMetricFamily(
-            "studio_worker_clusters_alive",
-            "Worker clusters with a heartbeat younger than 60 s.",
-            value=len(workers.alive(now=now)),
+            "studio_broker_reachable",
+            "1 when the broker (and the clusters' heartbeats) could be read, else 0.",
+            value=int(alive is not None),
         )
+        if alive is not None:
+            yield GaugeMetricFamily(
+                "studio_worker_clusters_alive",
+                "Worker clusters with a heartbeat younger than 60 s.",
+                value=alive,
+            )
 
 
 def render() -> bytes:

@@ -193,3 +193,19 @@ def test_signing_out_while_redis_is_unreachable_says_so_and_signs_out_nothing_ha
     # Neither copy went: the database's row stays, so the cached one cannot come back
     # alone, and the editor is told to try again.
     assert Session.objects.count() == 1
+
+
+def test_metrics_answer_without_the_clusters_gauge_while_redis_is_unreachable(
+    redis_cut_off, client, settings, make_project
+):
+    settings.STUDIO_METRICS_TOKEN = "s3cret-metrics-token"
+    make_project(pages=2)
+    response = client.get(
+        reverse("metrics"), headers={"Authorization": "Bearer s3cret-metrics-token"}
+    )
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "studio_stale_jobs 0.0" in body  # what the database knows is still reported
+    # The clusters' heartbeats live in Redis: no number rather than a false 0.
+    assert "studio_worker_clusters_alive" not in body
+    assert "studio_broker_reachable 0.0" in body

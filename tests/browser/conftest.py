@@ -153,12 +153,16 @@ def card_action(card, role: str, name: str):
     that click, as it would a person's: the menu is opened again until the action shows."""
     menu = card.locator("details.card-menu")
     action = card.get_by_role(role, name=name, exact=True)
-    if menu.get_by_role(role, name=name, exact=True, include_hidden=True).count():
 
-        def shown():
-            if menu.get_attribute("open") is None:
-                menu.locator("summary").click()
-            return action.is_visible()
+    def shown():
+        # Asked again each time: a poll may be swapping the card in (for a moment without
+        # the action, or with its menu closed).
+        if action.is_visible():
+            return True
+        in_menu = menu.get_by_role(role, name=name, exact=True, include_hidden=True)
+        if in_menu.count() and menu.get_attribute("open") is None:
+            menu.locator("summary").click()
+        return action.is_visible()
 
-        wait_until(shown, timeout=15, message=f"the card's menu never showed {name!r}")
+    wait_until(shown, timeout=15, message=f"the card never showed {name!r}")
     return action

@@ -163,7 +163,38 @@ class JobKind:
         raise NotImplementedError
 
 
-class IllustrationKind(JobKind):
+class PictureFile:
+    """A kind whose job keeps its picture in its own `image` field: stored there before
+    any transition, and found there again by recovery."""
+
+    def store(self, worker, result, name: str) -> str:
+        job = worker.job
+        job.image.name = job.image.storage.save(name, ContentFile(result.content))
+        return job.image.name
+
+    def stored_result(self, job: Job, name: str):
+        size = stored_picture_size(job.image.storage, name)
+        if size is None:
+            return None
+        job.image.name = name
+        return GeneratedImage(content=b"", width=size[0], height=size[1], model=job.model)
+
+
+def keep_picture(worker, result) -> bool:
+    """Complete the worker's job with its stored picture, one conditional UPDATE, only if
+    the worker still holds it (a kind whose every picture is kept: covers, upscales)."""
+    job = worker.job
+    return bool(
+        worker.mark_complete(
+            image=job.image.name,
+            width=result.width,
+            height=result.height,
+            model=result.model or job.model,
+        )
+    )
+
+
+class IllustrationKind(PictureFile, JobKind):
     name = "illustration"
     model = Illustration
     attempt_field = "illustration"
@@ -260,18 +291,6 @@ class IllustrationKind(JobKind):
 
     def storage_name(self, job: Illustration) -> str:
         return illustration_upload_to(job, "illustration.png")
-
-    def store(self, worker, result, name: str) -> str:
-        job = worker.job
-        job.image.name = job.image.storage.save(name, ContentFile(result.content))
-        return job.image.name
-
-    def stored_result(self, job: Illustration, name: str):
-        size = stored_picture_size(job.image.storage, name)
-        if size is None:
-            return None
-        job.image.name = name
-        return GeneratedImage(content=b"", width=size[0], height=size[1], model=job.model)
 
     def complete(self, worker, result) -> bool:
         job = worker.job
@@ -529,7 +548,7 @@ def fitting_scale(asked: int, width: int | None, height: int | None) -> int:
     return scale
 
 
-class UpscaleKind(JobKind):
+class UpscaleKind(PictureFile, JobKind):
     """The print export's upscale step: a page's current picture, made larger by a service's
     super-resolution model, kept beside it as a print-only derivative (the page's picture
     and its versions stay as they are)."""
@@ -589,28 +608,8 @@ class UpscaleKind(JobKind):
     def storage_name(self, job: Upscale) -> str:
         return upscale_upload_to(job, "upscale.png")
 
-    def store(self, worker, result, name: str) -> str:
-        job = worker.job
-        job.image.name = job.image.storage.save(name, ContentFile(result.content))
-        return job.image.name
-
-    def stored_result(self, job: Upscale, name: str):
-        size = stored_picture_size(job.image.storage, name)
-        if size is None:
-            return None
-        job.image.name = name
-        return GeneratedImage(content=b"", width=size[0], height=size[1], model=job.model)
-
     def complete(self, worker, result) -> bool:
-        job = worker.job
-        return bool(
-            worker.mark_complete(
-                image=job.image.name,
-                width=result.width,
-                height=result.height,
-                model=result.model or job.model,
-            )
-        )
+        return keep_picture(worker, result)
 
 
 class CoverKind(IllustrationKind):
@@ -652,15 +651,7 @@ class CoverKind(IllustrationKind):
 
     def complete(self, worker, result) -> bool:
         # Every cover drawn is kept: completing is one conditional UPDATE.
-        job = worker.job
-        return bool(
-            worker.mark_complete(
-                image=job.image.name,
-                width=result.width,
-                height=result.height,
-                model=result.model or job.model,
-            )
-        )
+        return keep_picture(worker, result)
 
 
 def load_references(characters: list[Character]) -> list[tuple[Character, Reference]]:

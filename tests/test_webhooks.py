@@ -283,6 +283,9 @@ def test_two_workers_start_all_eight_predictions_at_once_and_each_is_fetched_onc
 
     services.generate_missing(project=project)
     wait_until(lambda: project_progress(project).complete, timeout=60)
+    # The stale deliveries come after the final ones: the book can be complete while the
+    # last are still on their way (8 predictions × 2 deliveries × 2 sendings).
+    wait_until(lambda: len(fake.delivered()) == 32, timeout=30)
 
     predictions = list(fake.predictions.values())
     assert len(predictions) == 8  # one each: nothing was created twice

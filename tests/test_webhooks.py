@@ -283,6 +283,7 @@ def test_two_workers_start_all_eight_predictions_at_once_and_each_is_fetched_onc
 
     services.generate_missing(project=project)
     wait_until(lambda: project_progress(project).complete, timeout=60)
+    finished = time.monotonic()  # the fake runs in this process: its clock is this one
     # The stale deliveries come after the final ones: the book can be complete while the
     # last are still on their way (8 predictions × 2 deliveries × 2 sendings).
     wait_until(lambda: len(fake.delivered()) == 32, timeout=30)
@@ -291,6 +292,10 @@ def test_two_workers_start_all_eight_predictions_at_once_and_each_is_fetched_onc
     assert len(predictions) == 8  # one each: nothing was created twice
     # With polling, two workers would create two, wait for them, then two more.
     assert max(p["created"] for p in predictions) < min(p["ended"] for p in predictions)
+    # And the book is done in about one prediction's time from the first create (polling,
+    # two at a time, would take four): the one prediction's time, plus less than one more
+    # for the deliveries and the fetches.
+    assert finished - min(p["created"] for p in predictions) < 2 * PREDICTION_SECONDS
     assert all(request["webhook"] for request in fake.webhook_requests)
     assert {tuple(r["filter"]) for r in fake.webhook_requests} == {("completed",)}
     assert all(prefer == "" for prefer in fake.prefer)  # nobody holds a create open

@@ -18,7 +18,15 @@ from generation.clock import db_now
 from generation.fakes.fal import jwks_of
 from generation.fakes.replicate import sign
 from generation.kinds import KINDS
-from generation.models import GenerationAttempt, Illustration, Run, SpendEntry, WebhookDelivery
+from generation.limits import provider_key
+from generation.models import (
+    GenerationAttempt,
+    Illustration,
+    ProviderGate,
+    Run,
+    SpendEntry,
+    WebhookDelivery,
+)
 from generation.providers.base import ImageRequest
 from generation.providers.replicate_image import ReplicateImageProvider
 from generation.providers.webhooks import WebhookRefused, verify_fal, verify_replicate
@@ -278,8 +286,15 @@ def test_two_workers_start_all_eight_predictions_at_once_and_each_is_fetched_onc
     fake.webhook_repeats = 2  # every delivery comes twice
     fake.webhook_out_of_order = True  # in pairs, newest first, and a stale one after
     use_replicate(settings, fake, live_server)
+    # Two calls at a time at the service's model, for every worker: a prediction waiting
+    # for its webhook holds no slot either.
+    settings.STUDIO_PROVIDER_MAX_CONCURRENT = 2
     project = make_project(pages=8)
-    qcluster(**replicate_webhook_env(fake, live_server, STUDIO_WORKERS=2))
+    qcluster(
+        **replicate_webhook_env(
+            fake, live_server, STUDIO_WORKERS=2, STUDIO_PROVIDER_MAX_CONCURRENT="2"
+        )
+    )
 
     services.generate_missing(project=project)
     wait_until(lambda: project_progress(project).complete, timeout=60)
@@ -307,6 +322,9 @@ def test_two_workers_start_all_eight_predictions_at_once_and_each_is_fetched_onc
     repeats = [d for d in fake.delivered() if "already received" in d["reason"]]
     assert len(repeats) == 16  # each delivery's second sending, applied once
     charged_once(project, 8)
+    # The limit was in force: the workers counted their calls at its gate.
+    limit = provider_key("replicate", catalogue.default("replicate"))
+    assert ProviderGate.objects.filter(key=limit).exists()
 
 
 @pytest.mark.django_db(transaction=True)

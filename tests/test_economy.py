@@ -276,6 +276,86 @@ def test_the_form_field_mode_sends_a_batch_and_the_header_shows_its_progress(
     assert "4 of 4 illustrated" in html
 
 
+def test_the_header_follows_the_batch_validating_in_progress_finalizing(
+    economy, make_project, client, editor
+):
+    economy.batches.batch_seconds = 1000.0  # its clock is moved on by hand (pass_time)
+    client.force_login(editor)
+    project = make_project(pages=4)
+    services.generate_missing(project=project, mode="economy")
+    url = reverse("project-detail", args=[project.pk])
+
+    def header() -> tuple[str, str]:
+        batch_jobs.advance_due()  # the sweep's look at the batch
+        html = client.get(url).content.decode()
+        words = re.search(r'class="state state--batch">([^<]*)<', html)
+        return (words.group(1) if words else ""), html
+
+    words, html = header()  # uploaded, created and looked at once
+    assert words == "validating"
+    assert re.search(r"· submitted \d\d:\d\d · usually within a few hours</span>", html)
+    economy.batches.pass_time(500)  # half its time: 2 of its 4 lines are done
+    words, html = header()
+    assert words == "in progress 2 of 4"
+    assert html.count(">In a batch<") == 4  # pictures come when the batch ends
+    economy.batches.pass_time(550)
+    assert header()[0] == "finalizing"
+    economy.batches.pass_time(100)
+    words, html = header()
+    assert Batch.objects.get().step == "collected"
+    assert "4 of 4 illustrated" in html
+    assert "usually within a few hours" not in html
+
+
+def form_of(html: str, action: str) -> str:
+    """Return the review page's form that posts to `action`."""
+    found = re.search(rf'<form method="post" action="{re.escape(action)}".*?</form>', html, re.S)
+    assert found, f"no form for {action}"
+    return found.group(0)
+
+
+def test_regenerate_changed_pages_retry_failed_and_try_variants_send_a_batch_from_their_forms(
+    economy, make_project, client, editor
+):
+    economy.batches.fail_lines = [("meadow number 2.", "500")]
+    client.force_login(editor)
+    project = make_project(pages=3)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert pictures(project) == 2
+    project.pages.filter(number=1).update(prompt="The fox asleep under the oak.")
+    economy.batches.fail_lines = []
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    # Each control offers Now or Economy at half price for its one page (0.021).
+    for name in ("project-regenerate-outdated", "project-retry-failed"):
+        form = form_of(html, reverse(name, args=[project.pk]))
+        assert 'name="mode" value="now" checked' in form
+        assert "Economy: within 24 h at half price (≈ $0.021)" in form
+    page = project.pages.get(number=3)
+    variants = client.get(reverse("page-variants", args=[page.pk])).content.decode()
+    assert "Economy: within 24 h at half price ($0.021 each)" in variants
+
+    for name, target in (
+        ("project-regenerate-outdated", project.pk),
+        ("project-retry-failed", project.pk),
+        ("page-variants", page.pk),
+    ):
+        before = economy.batches.created
+        answer = client.post(
+            reverse(name, args=[target]), {"mode": "economy", "count": "2"}, HTTP_HX_REQUEST="true"
+        )
+        assert json.loads(answer["HX-Trigger"])["toast"]["level"] == "success", name
+        assert Batch.objects.exclude(step="collected").count() == 1, name
+        drive()
+        assert economy.batches.created == before + 1, name
+    # 2 + the changed page + the failed one + 2 variants, every one at the batch price.
+    entries = SpendEntry.objects.filter(project_id=project.pk)
+    assert entries.count() == 6
+    assert {entry.amount for entry in entries} == {HALF}
+    assert not [call for call in economy.calls if not call.get("batch_api")]
+    assert set(Run.objects.filter(project=project).values_list("mode", flat=True)) == {"economy"}
+
+
 # --- a real cluster -----------------------------------------------------------------------------
 
 

@@ -79,6 +79,17 @@ def _insert_jobs(model, rows: list[dict]) -> None:
     model.objects.bulk_create(model(created_at=now, updated_at=now, **row) for row in rows)
 
 
+def recorded(prompt: str, provider, **more) -> dict:
+    """Return the fields that record a call on its job (Kind.prepare): the prompt sent, the
+    service and model it went to, and the kind's own (its size, its references)."""
+    return {
+        "prompt_sent": prompt,
+        "provider": provider.name,
+        "model": getattr(provider, "model", ""),
+        **more,
+    }
+
+
 class JobKind:
     name: str
     model: type[Job]
@@ -260,14 +271,13 @@ class IllustrationKind(PictureFile, JobKind):
         else:
             characters = []
         job.references = load_references(characters)
-        return prompt, {
-            "prompt_sent": prompt,
-            "provider": provider.name,
-            "model": getattr(provider, "model", ""),
-            "size": settings.STUDIO_IMAGE_SIZE,
+        return prompt, recorded(
+            prompt,
+            provider,
+            size=settings.STUDIO_IMAGE_SIZE,
             # Recorded with the prompt: what this picture was drawn from.
-            "references_sent": references.signature([c for c, _ in job.references]),
-        }
+            references_sent=references.signature([c for c, _ in job.references]),
+        )
 
     def caption(self, job) -> str:
         """Return the request's caption: what the picture is of ("Page 3"; a sheet, the
@@ -334,11 +344,7 @@ class StoryKind(JobKind):
 
     def prepare(self, job: StoryJob, provider) -> tuple[str, dict]:
         prompt = story_prompt(self._request(job, key=""))
-        return prompt, {
-            "prompt_sent": prompt,
-            "provider": provider.name,
-            "model": getattr(provider, "model", ""),
-        }
+        return prompt, recorded(prompt, provider)
 
     def call(self, worker, prompt: str, key: str):
         return worker.provider.write(self._request(worker.job, key=key))
@@ -409,12 +415,8 @@ class ClipKind(JobKind):
         return {"has_picture": Exists(current)}
 
     def prepare(self, job: Clip, provider) -> tuple[str, dict]:
-        prompt = f"Gently animate this picture-book illustration. {compose_prompt(job.page)}"
-        return prompt[:2000], {
-            "prompt_sent": prompt[:2000],
-            "provider": provider.name,
-            "model": getattr(provider, "model", ""),
-        }
+        prompt = f"Gently animate this picture-book illustration. {compose_prompt(job.page)}"[:2000]
+        return prompt, recorded(prompt, provider)
 
     def call(self, worker, prompt: str, key: str):
         job, provider = worker.job, worker.provider
@@ -485,12 +487,7 @@ class SheetKind(IllustrationKind):
             if character.kind == Character.Kind.STYLE and character.reference_id
         ]
         job.references = load_references(style[: references.reference_limit(provider)])
-        return prompt, {
-            "prompt_sent": prompt,
-            "provider": provider.name,
-            "model": getattr(provider, "model", ""),
-            "size": settings.STUDIO_IMAGE_SIZE,
-        }
+        return prompt, recorded(prompt, provider, size=settings.STUDIO_IMAGE_SIZE)
 
     def caption(self, job: SheetJob) -> str:
         return job.character.name
@@ -636,12 +633,7 @@ class CoverKind(IllustrationKind):
         prompt = references.cover_prompt(job.project)
         cast = references.cover_references(job.project, limit=references.reference_limit(provider))
         job.references = load_references(cast)
-        return prompt, {
-            "prompt_sent": prompt,
-            "provider": provider.name,
-            "model": getattr(provider, "model", ""),
-            "size": settings.STUDIO_IMAGE_SIZE,
-        }
+        return prompt, recorded(prompt, provider, size=settings.STUDIO_IMAGE_SIZE)
 
     def caption(self, job: CoverJob) -> str:
         return job.project.title

@@ -117,6 +117,24 @@ def later(seconds: float | timedelta):
 ACTIVE_STATUS_NAMES = ["queued", "generating", "retrying", "awaiting"]
 
 
+def one_active_per(*fields: str, name: str) -> models.UniqueConstraint:
+    """A job kind's constraint: at most one of its jobs on its way per these fields, so a
+    double click, or two editors at once, queues nothing twice."""
+    return models.UniqueConstraint(
+        fields=list(fields), condition=Q(status__in=ACTIVE_STATUS_NAMES), name=name
+    )
+
+
+def job_indexes(prefix: str, *more: models.Index) -> list[models.Index]:
+    """A job kind's indexes: its run's next job by priority (the claim), any of its own,
+    and the expired leases (the sweep), named "<prefix>_claim_idx" and "<prefix>_lease_idx"."""
+    return [
+        models.Index(fields=["run", "status", "-priority"], name=f"{prefix}_claim_idx"),
+        *more,
+        models.Index(fields=["status", "lease_expires_at"], name=f"{prefix}_lease_idx"),
+    ]
+
+
 def illustration_upload_to(instance: "Illustration", filename: str) -> str:
     # Unguessable names: images are private to their project's owner.
     return f"illustrations/{instance.page.project_id}/{uuid.uuid4().hex}.png"
@@ -426,11 +444,7 @@ class Illustration(Job):
             # One active job per page and variant slot: ordinary work is slot 0, so a
             # double click still queues nothing twice; "Try 3 variants" fills slots 1..3,
             # each its own job that the engine claims, leases and retries once.
-            models.UniqueConstraint(
-                fields=["page", "variant"],
-                condition=Q(status__in=ACTIVE_STATUS_NAMES),
-                name="one_active_job_per_page_slot",
-            ),
+            one_active_per("page", "variant", name="one_active_job_per_page_slot"),
             models.CheckConstraint(
                 condition=Q(variant__lte=4), name="illustration_variant_at_most_4"
             ),
@@ -441,11 +455,10 @@ class Illustration(Job):
                 name="one_current_illustration_per_page",
             ),
         ]
-        indexes = [
-            models.Index(fields=["run", "status", "-priority"], name="illustration_claim_idx"),
+        indexes = job_indexes(
+            "illustration",
             models.Index(fields=["page", "status"], name="illustration_page_status_idx"),
-            models.Index(fields=["status", "lease_expires_at"], name="illustration_lease_idx"),
-        ]
+        )
 
     def __str__(self) -> str:
         return f"Illustration {self.pk} of {self.page} ({self.status})"
@@ -464,16 +477,9 @@ class StoryJob(Job):
 
     class Meta(Job.Meta):
         constraints = [
-            models.UniqueConstraint(
-                fields=["project"],
-                condition=Q(status__in=ACTIVE_STATUS_NAMES),
-                name="one_active_story_job_per_project",
-            ),
+            one_active_per("project", name="one_active_story_job_per_project"),
         ]
-        indexes = [
-            models.Index(fields=["run", "status", "-priority"], name="story_claim_idx"),
-            models.Index(fields=["status", "lease_expires_at"], name="story_lease_idx"),
-        ]
+        indexes = job_indexes("story")
 
     def __str__(self) -> str:
         return f"Story of {self.project} ({self.status})"
@@ -497,20 +503,14 @@ class Clip(Job):
 
     class Meta(Job.Meta):
         constraints = [
-            models.UniqueConstraint(
-                fields=["page"],
-                condition=Q(status__in=ACTIVE_STATUS_NAMES),
-                name="one_active_clip_per_page",
-            ),
+            one_active_per("page", name="one_active_clip_per_page"),
             models.UniqueConstraint(
                 fields=["page"], condition=Q(status="complete"), name="one_current_clip_per_page"
             ),
         ]
-        indexes = [
-            models.Index(fields=["run", "status", "-priority"], name="clip_claim_idx"),
-            models.Index(fields=["page", "status"], name="clip_page_status_idx"),
-            models.Index(fields=["status", "lease_expires_at"], name="clip_lease_idx"),
-        ]
+        indexes = job_indexes(
+            "clip", models.Index(fields=["page", "status"], name="clip_page_status_idx")
+        )
 
     def __str__(self) -> str:
         return f"Clip {self.pk} of {self.page} ({self.status})"
@@ -531,16 +531,9 @@ class SheetJob(Job):
 
     class Meta(Job.Meta):
         constraints = [
-            models.UniqueConstraint(
-                fields=["character"],
-                condition=Q(status__in=ACTIVE_STATUS_NAMES),
-                name="one_active_sheet_per_character",
-            ),
+            one_active_per("character", name="one_active_sheet_per_character"),
         ]
-        indexes = [
-            models.Index(fields=["run", "status", "-priority"], name="sheet_claim_idx"),
-            models.Index(fields=["status", "lease_expires_at"], name="sheet_lease_idx"),
-        ]
+        indexes = job_indexes("sheet")
 
     def __str__(self) -> str:
         return f"Sheet of {self.character} ({self.status})"
@@ -566,16 +559,9 @@ class Upscale(Job):
 
     class Meta(Job.Meta):
         constraints = [
-            models.UniqueConstraint(
-                fields=["source"],
-                condition=Q(status__in=ACTIVE_STATUS_NAMES),
-                name="one_active_upscale_per_picture",
-            ),
+            one_active_per("source", name="one_active_upscale_per_picture"),
         ]
-        indexes = [
-            models.Index(fields=["run", "status", "-priority"], name="upscale_claim_idx"),
-            models.Index(fields=["status", "lease_expires_at"], name="upscale_lease_idx"),
-        ]
+        indexes = job_indexes("upscale")
 
     def __str__(self) -> str:
         return f"Upscale {self.pk} of {self.page} ({self.status})"
@@ -601,16 +587,9 @@ class CoverJob(Job):
 
     class Meta(Job.Meta):
         constraints = [
-            models.UniqueConstraint(
-                fields=["project"],
-                condition=Q(status__in=ACTIVE_STATUS_NAMES),
-                name="one_active_cover_per_project",
-            ),
+            one_active_per("project", name="one_active_cover_per_project"),
         ]
-        indexes = [
-            models.Index(fields=["run", "status", "-priority"], name="cover_claim_idx"),
-            models.Index(fields=["status", "lease_expires_at"], name="cover_lease_idx"),
-        ]
+        indexes = job_indexes("cover")
 
     def __str__(self) -> str:
         return f"Cover of {self.project} ({self.status})"

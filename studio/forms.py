@@ -11,6 +11,7 @@ from .characters import (
     MAX_REFERENCE_BYTES,
     MAX_REFERENCE_SIDE,
     CharacterError,
+    CheckedImage,
     check_reference_image,
 )
 from .manuscript import MAX_FILE_BYTES, ManuscriptError, decode_manuscript, parse_manuscript
@@ -449,6 +450,16 @@ class CharacterDetailsForm(forms.ModelForm):
         return description
 
 
+def checked_picture(upload) -> CheckedImage:
+    """Return an uploaded reference picture, checked (see check_reference_image); a form
+    error says what is wrong. It reads one byte past the limit: enough to refuse a picture
+    too large without reading it all."""
+    try:
+        return check_reference_image(upload.read(MAX_REFERENCE_BYTES + 1), size=upload.size)
+    except CharacterError as error:
+        raise forms.ValidationError(str(error)) from None
+
+
 class CharacterForm(CharacterDetailsForm):
     """A new character, setting, prop or style reference, with an optional picture."""
 
@@ -463,14 +474,7 @@ class CharacterForm(CharacterDetailsForm):
 
     def clean_image(self):
         upload = self.cleaned_data.get("image")
-        if not upload:
-            return None
-        # Read one byte past the limit: enough to refuse it without reading it all.
-        content = upload.read(MAX_REFERENCE_BYTES + 1)
-        try:
-            return check_reference_image(content, size=upload.size)
-        except CharacterError as error:
-            raise forms.ValidationError(str(error)) from None
+        return checked_picture(upload) if upload else None
 
 
 class ReferenceUploadForm(forms.Form):
@@ -480,12 +484,7 @@ class ReferenceUploadForm(forms.Form):
     )
 
     def clean_image(self):
-        upload = self.cleaned_data["image"]
-        content = upload.read(MAX_REFERENCE_BYTES + 1)
-        try:
-            return check_reference_image(content, size=upload.size)
-        except CharacterError as error:
-            raise forms.ValidationError(str(error)) from None
+        return checked_picture(self.cleaned_data["image"])
 
 
 class EditorSettingsForm(forms.ModelForm):

@@ -2,7 +2,9 @@
 elsewhere shows it within 15 s (header and cards together), asks at once when it gets the
 focus, and Pause and Stop answer the click at once."""
 
+import os
 import re
+import signal
 
 import pytest
 from playwright.sync_api import expect
@@ -10,6 +12,7 @@ from playwright.sync_api import expect
 from generation import services
 from studio.changes import project_changed
 from tests.browser.conftest import screenshot, sign_in
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -78,3 +81,59 @@ def test_pause_and_stop_answer_the_click_at_once_and_the_answer_settles_them(
         assert len(held) == 1
         held.pop().continue_()
         expect(page.locator(".run-state")).to_contain_text(settled)
+
+
+def test_a_tab_open_when_its_cluster_is_killed_shows_the_silent_worker_then_new_pictures(
+    page, web_server, make_project, qcluster, fake_openai
+):
+    """In Chromium, no reload: after kill -9 no card says Generating once the workers have
+    been silent for three beats and the tab's next busy poll (2 s) has come (at the default
+    5 s beats: 17 s after the last beat, within the issue's 20 s), and a new cluster's
+    pictures show in the same tab, each page paid once."""
+    from collections import Counter
+    from datetime import timedelta
+
+    from generation.clock import db_now
+    from generation.models import GenerationAttempt, Illustration, SpendEntry
+    from tests.conftest import openai_env
+
+    beat = 1.0
+    project = make_project(pages=2, title="Killed In Sight")
+    env = openai_env(
+        fake_openai, STUDIO_WORKERS=2, STUDIO_HEARTBEAT_SECONDS=beat, STUDIO_PROVIDER_TIMEOUT=60
+    )
+    fake_openai.hold()  # both calls in flight while the cluster is killed
+    doomed = qcluster(**env)
+    services.generate_missing(project=project)
+    server = web_server(STUDIO_HEARTBEAT_SECONDS=beat)
+    sign_in(page, server, next_url=f"/projects/{project.pk}/")
+    generating = page.locator('.chip[title^="Generating (attempt 1 of 3)"]')
+    expect(generating).to_have_count(2, timeout=30_000)
+
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait(timeout=10)
+    leases = Illustration.objects.filter(page__project=project).values_list(
+        "lease_expires_at", flat=True
+    )
+    last_heard = max(leases) - timedelta(seconds=3 * beat)
+    expect(page.locator('.chip[title^="Waiting for the worker (last heard "]')).to_have_count(
+        2, timeout=15_000
+    )
+    seen_after = (db_now() - last_heard).total_seconds()
+    expect(generating).to_have_count(0, timeout=1)
+    assert seen_after <= 3 * beat + 2 + 1.5, seen_after  # three beats, one busy poll
+    expect(page.locator(".on-its-way")).to_have_count(0)
+    screenshot(page, "killed-cluster-waiting")
+
+    fake_openai.release()  # the dead workers' answers go to closed sockets: charged, unread
+    qcluster(**env)
+    expect(page.locator(".chip--complete")).to_have_count(2, timeout=45_000)
+    wait_until(lambda: fake_openai.in_flight == 0, timeout=10)
+    charged = Counter(c["idempotency_key"] for c in fake_openai.calls if c.get("status") == 200)
+    entered = Counter(
+        GenerationAttempt.objects.filter(
+            pk__in=SpendEntry.objects.filter(project_id=project.pk).values("attempt_id")
+        ).values_list("idempotency_key", flat=True)
+    )
+    assert charged == entered  # every charge once in the ledger, by its key
+    assert len({c["idempotency_key"] for c in fake_openai.calls}) == 2  # one key a page

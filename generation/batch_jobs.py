@@ -9,7 +9,9 @@ The batch is a durable object, worked in steps that each survive a killed worker
 2. upload: the JSONL input file. A step cut off after the upload finds its file again by
    name before it uploads another.
 3. create: the batch at the service. One cut off after creating finds the batch again by
-   its metadata before it creates another: never a second batch for the same pages.
+   its metadata before it creates another: never a second batch for the same pages. The
+   search pages through the service's batches back to when the Batch row was written;
+   one that cannot get that far creates nothing and is tried again later.
 4. check: the sweep (every few seconds, in every cluster, one at a time) looks at the
    batch when due, backing off, and once it ended maps its result lines back by custom_id:
    each journal row is closed once (a compare-and-set on "in flight"), its picture stored,
@@ -347,7 +349,9 @@ def key(batch: Batch) -> str:
 
 def _create(batch: Batch) -> None:
     client = client_for(batch.provider)
-    state = client.find_batch(key(batch))
+    # Read back to when this batch was written: SearchIncomplete (retried later) if the
+    # service's list is too long to tell; only "not there" creates it.
+    state = client.find_batch(key(batch), since=batch.created_at)
     if state is None:
         if batch.cancel_requested:
             _collect(batch, client=None, state=None, reason="Stopped before the batch was sent.")

@@ -13,6 +13,7 @@ import signal
 from decimal import Decimal
 
 import pytest
+import requests
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -23,7 +24,7 @@ from generation.batches import EconomyRefused
 from generation.models import Batch, GenerationAttempt, Illustration, Run, SpendEntry, later
 from generation.providers import openai_batch
 from studio.models import Character, ReferenceImage
-from tests.conftest import openai_env, wait_until
+from tests.conftest import GEMINI_TEST_KEY, TEST_API_KEY, openai_env, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -604,3 +605,144 @@ def test_lines_over_what_one_batch_takes_go_to_more_batches(gemini_economy, make
     assert gemini_economy.batches.created == 3
     assert sorted(Batch.objects.values_list("total", flat=True)) == [1, 2, 2]
     assert pictures(project) == 5
+
+
+# --- finding a batch again on a busy account ---------------------------------------------------
+
+
+def studio_batches(desk) -> list[dict]:
+    """The OpenAI fake's batches the studio made (its metadata key names them)."""
+    with desk.lock:
+        return [b for b in desk.batches.values() if openai_batch.STUDIO_KEY in b["metadata"]]
+
+
+def batch_lists(fake) -> list[dict]:
+    """The calls that listed the account's batches, in order."""
+    return [
+        call
+        for call in fake.calls
+        if call.get("method") == "GET" and call["path"] in ("/v1/batches", "/v1beta/batches")
+    ]
+
+
+def kill_after_create() -> None:
+    """Work the batch until the worker is killed just after the service created it, before
+    its id was stored; the killed step's claim then runs out."""
+    batch_jobs.FAULTS.add("after_create")
+    with pytest.raises(batch_jobs.Crash):
+        batch_jobs.advance_due()
+    batch_jobs.FAULTS.clear()
+    Batch.objects.update(lease_expires_at=later(-1))
+
+
+def test_a_batch_created_before_a_kill_is_found_past_a_page_of_later_batches(economy, make_project):
+    project = make_project(pages=4)
+    services.generate_missing(project=project, mode="economy")
+    kill_after_create()
+    assert Batch.objects.get().batch_id == ""
+    # A busy account: 150 batches made after ours, more than the 100 a page lists.
+    others = economy.batches.others(150)
+    listed = len(batch_lists(economy))
+    drive()
+    ours = studio_batches(economy.batches)
+    assert len(ours) == 1  # found again, never created twice
+    assert Batch.objects.get().batch_id == ours[0]["id"]
+    assert pictures(project) == 4
+    assert SpendEntry.objects.filter(project_id=project.pk).count() == 4
+    # The search read the first page, then the next one after its last batch.
+    pages = [call["query"] for call in batch_lists(economy)[listed:]]
+    assert pages == [{"limit": ["100"]}, {"limit": ["100"], "after": [others[-100]]}]
+
+
+def test_the_search_reads_no_further_back_than_the_batch_was_written(economy, make_project):
+    economy.batches.others(250, age=3 * 3600)  # made hours before this book's batch
+    project = make_project(pages=2)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert len(studio_batches(economy.batches)) == 1
+    assert pictures(project) == 2
+    # Newest first: the first page already reaches batches older than this one.
+    assert len(batch_lists(economy)) == 1
+
+
+def test_a_search_that_cannot_reach_back_far_enough_creates_nothing_and_tries_again(
+    economy, make_project, monkeypatch
+):
+    project = make_project(pages=3)
+    services.generate_missing(project=project, mode="economy")
+    kill_after_create()
+    economy.batches.others(150)
+    monkeypatch.setattr(openai_batch, "SEARCH_PAGES", 1)  # ours is on the second page
+    batch_jobs.advance_due()
+    batch = Batch.objects.get()
+    assert (batch.step, batch.batch_id) == ("uploaded", "")
+    assert "cannot tell whether the batch was already created" in batch.message
+    assert len(studio_batches(economy.batches)) == 1
+    assert Illustration.objects.filter(page__project=project, status="failed").count() == 0
+    monkeypatch.setattr(openai_batch, "SEARCH_PAGES", 2)
+    drive()
+    assert len(studio_batches(economy.batches)) == 1
+    assert pictures(project) == 3
+
+
+@pytest.mark.parametrize("newest_first", [True, False], ids=["newest-first", "oldest-first"])
+def test_a_gemini_batch_is_found_again_among_pages_of_others_in_either_order(
+    gemini_economy, make_project, newest_first
+):
+    desk = gemini_economy.batches
+    desk.newest_first = newest_first
+    desk.others(120, age=3 * 3600)  # older than this book's batch
+    project = make_project(pages=4)
+    services.generate_missing(project=project, mode="economy")
+    kill_after_create()
+    desk.others(150)  # and later ones
+    drive()
+    ours = [
+        name for name, entry in desk.batches.items() if entry["displayName"].startswith("studio-")
+    ]
+    assert len(ours) == 1 and desk.created == 1
+    assert Batch.objects.get().batch_id == ours[0]
+    assert pictures(project) == 4
+    assert all(call["query"]["pageSize"] == ["100"] for call in batch_lists(gemini_economy))
+
+
+def test_the_fakes_list_batches_a_page_at_a_time_and_refuse_what_the_services_refuse(
+    fake_openai, fake_gemini
+):
+
+    headers = {"Authorization": f"Bearer {TEST_API_KEY}"}
+    made = fake_openai.batches.others(45)
+    url = f"{fake_openai.url}/batches"
+    first = requests.get(url, headers=headers, timeout=5).json()
+    assert len(first["data"]) == 20 and first["has_more"]  # 20 unless asked
+    assert [item["id"] for item in first["data"]] == made[::-1][:20]  # newest first
+    assert first["last_id"] == made[-20]
+    rest = requests.get(
+        url, params={"limit": 100, "after": first["last_id"]}, headers=headers, timeout=5
+    ).json()
+    assert len(rest["data"]) == 25 and not rest["has_more"]
+    for limit, code in ((0, "integer_below_min_value"), (101, "integer_above_max_value")):
+        refused = requests.get(url, params={"limit": limit}, headers=headers, timeout=5)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (400, code)
+    assert (
+        requests.get(url, params={"after": "batch_x"}, headers=headers, timeout=5).status_code
+        == 400
+    )
+
+    names = fake_gemini.batches.others(7)
+    url = f"{fake_gemini.url}/batches"
+    key = {"x-goog-api-key": GEMINI_TEST_KEY}
+    assert requests.get(url, headers=key, timeout=5).json() == {}  # no pageSize: nothing
+    page = requests.get(url, params={"pageSize": 5}, headers=key, timeout=5).json()
+    assert [op["name"] for op in page["operations"]] == names[::-1][:5]
+    last = requests.get(
+        url, params={"pageSize": 5, "pageToken": page["nextPageToken"]}, headers=key, timeout=5
+    ).json()
+    assert [op["name"] for op in last["operations"]] == names[::-1][5:]
+    assert "nextPageToken" not in last
+    for params in ({"pageSize": -1}, {"pageSize": 5, "pageToken": "made-up"}):
+        refused = requests.get(url, params=params, headers=key, timeout=5)
+        assert (refused.status_code, refused.json()["error"]["status"]) == (
+            400,
+            "INVALID_ARGUMENT",
+        )

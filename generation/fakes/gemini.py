@@ -343,13 +343,15 @@ class FakeGemini(LoopbackServer):
                 return self.send_bytes(status, body, kind)
             self.send_json(status, body, content_type="application/json; charset=UTF-8")
 
-        def _batches(self, method: str, path: str, raw: bytes = b""):
+        def _batches(self, method: str, path: str, raw: bytes = b"", query: dict | None = None):
             """Batch mode: models/{model}:batchGenerateContent, batches, batches/{id},
             batches/{id}:cancel (generation.fakes.gemini_batches)."""
             desk = self.service.batches
             if (error := self._key_error()) is not None:
                 return self._reply(*error)
-            self.service.record({"path": path, "method": method, "batch_api": True})
+            self.service.record(
+                {"path": path, "query": query or {}, "method": method, "batch_api": True}
+            )
             name = path.removeprefix("/v1beta/")
             if method == "POST" and name.endswith(":batchGenerateContent"):
                 model = name.removeprefix("models/").removesuffix(":batchGenerateContent")
@@ -365,15 +367,16 @@ class FakeGemini(LoopbackServer):
             if method == "POST" and name.startswith("batches/") and name.endswith(":cancel"):
                 return self._reply(*desk.cancel(name.removesuffix(":cancel")))
             if method == "GET" and name == "batches":
-                return self._reply(*desk.list())
+                return self._reply(*desk.list(query or {}))
             if method == "GET" and name.startswith("batches/"):
                 return self._reply(*desk.get(name))
             return self._reply(404, b"<!DOCTYPE html><html>Error 404 (Not Found)</html>")
 
         def do_GET(self):
-            path = urlsplit(self.path).path
+            url = urlsplit(self.path)
+            path = url.path
             if path.startswith("/v1beta/batches"):
-                return self._batches("GET", path)
+                return self._batches("GET", path, query=parse_qs(url.query))
             if not path.startswith("/v1beta/models/"):
                 return self._reply(404, b"<!DOCTYPE html><html>Error 404 (Not Found)</html>")
             if (error := self._key_error()) is not None:

@@ -3,18 +3,22 @@ POST /v1beta/models/{model}:batchGenerateContent with inline requests
 (`{"batch": {"displayName", "inputConfig": {"requests": {"requests": [{"request",
 "metadata"}]}}}}`, at most 20 MB, each request as strict as generateContent), answered
 with a long-running Operation named `batches/{id}`; GET /v1beta/batches/{id} polls it,
-GET /v1beta/batches lists them, POST /v1beta/batches/{id}:cancel cancels it.
+GET /v1beta/batches lists them a page at a time (?pageSize=, ?pageToken= from the last
+page's nextPageToken), POST /v1beta/batches/{id}:cancel cancels it.
 
 The operation's metadata is the batch (state BATCH_STATE_PENDING, RUNNING, SUCCEEDED,
 FAILED, CANCELLED, EXPIRED; batchStats); once done, `response.inlinedResponses` holds one
 response (or error) per request it finished, with the request's metadata. Knobs as the
 OpenAI fake's: batch_seconds, expire with `partial` done, fail_lines (text in the prompt:
-a blocked prompt), fail_batch.
+a blocked prompt), fail_batch; `newest_first` (the list's order is not documented: the
+fake lists either way) and `others(count)` (other batches on the key).
 """
 
+import base64
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 
 MAX_INLINE_BYTES = 20 * 1024 * 1024
 BATCH_MODELS = {
@@ -25,6 +29,17 @@ BATCH_MODELS = {
 }
 OUTPUT_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatchOutput"
 BATCH_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch"
+# GET batches: a page holds at most this many (a larger pageSize is cut to it, as Google's
+# list methods do; its true figure is not documented).
+LIST_MOST = 100
+
+
+def _rfc3339(seconds: float) -> str:
+    return (
+        datetime.fromtimestamp(seconds, tz=UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def _error(code: int, status: str, message: str) -> tuple[int, dict]:
@@ -43,6 +58,7 @@ class GeminiBatchDesk:
         self.partial = 0.5
         self.fail_lines: list[str] = []  # text in the prompt: the prompt is blocked
         self.fail_batch = ""
+        self.newest_first = True  # the list's order
         self.created = 0
 
     def create(self, model: str, body: object, raw_size: int, invalid) -> tuple[int, dict]:
@@ -96,6 +112,7 @@ class GeminiBatchDesk:
             "requests": requests,
             "prompts": prompts,
             "started": now,
+            "created": now,  # createTime
             "done": None,  # how many it finished, once it ended
             "problem": self.fail_batch,
         }
@@ -111,9 +128,67 @@ class GeminiBatchDesk:
                 return _error(404, "NOT_FOUND", f"Batch {name} not found.")
             return 200, self._operation(entry)
 
-    def list(self) -> tuple[int, dict]:
+    def list(self, query: dict[str, list[str]]) -> tuple[int, dict]:
+        """GET batches?pageSize=&pageToken=: `pageSize` operations a page (at most
+        LIST_MOST), from where the last page's nextPageToken left off. Without a pageSize
+        the list comes back empty, as the service answered then (python-genai#1250)."""
+        raw = (query.get("pageSize") or [""])[-1]
+        token = (query.get("pageToken") or [""])[-1]
+        try:
+            size = int(raw or 0)
+        except ValueError:
+            return _error(
+                400, "INVALID_ARGUMENT", f"Invalid value at 'page_size' (TYPE_INT32), \"{raw}\""
+            )
+        if size < 0:
+            return _error(400, "INVALID_ARGUMENT", "page_size must not be negative.")
+        if size == 0:
+            return 200, {}
+        size = min(size, LIST_MOST)
         with self.lock:
-            return 200, {"operations": [self._operation(entry) for entry in self.batches.values()]}
+            entries = sorted(
+                self.batches.values(), key=lambda entry: entry["created"]
+            )  # the order they were made in, oldest first
+            if self.newest_first:
+                entries.reverse()
+            start = 0
+            if token:
+                try:
+                    after = base64.urlsafe_b64decode(token.encode()).decode()
+                except ValueError:
+                    after = ""
+                names = [entry["name"] for entry in entries]
+                if after not in names:
+                    return _error(400, "INVALID_ARGUMENT", "Invalid page token.")
+                start = names.index(after) + 1
+            page = entries[start : start + size]
+            body: dict = {"operations": [self._operation(entry) for entry in page]}
+            if start + size < len(entries):
+                body["nextPageToken"] = base64.urlsafe_b64encode(page[-1]["name"].encode()).decode()
+            return 200, body
+
+    def others(self, count: int, *, age: float = 0.0) -> "list[str]":
+        """Put `count` batches of someone else's on the key, made `age` seconds ago; return
+        their names."""
+        now = time.time()
+        names = []
+        with self.lock:
+            for number in range(count):
+                name = f"batches/other{uuid.uuid4().hex[:15]}"
+                self.batches[name] = {
+                    "name": name,
+                    "model": "models/gemini-3.1-flash-image",
+                    "displayName": f"other-{number}",
+                    "state": "BATCH_STATE_PENDING",
+                    "requests": [{"request": {}, "metadata": {"key": "other"}}],
+                    "prompts": ["Someone else's picture."],
+                    "started": now - age,
+                    "created": now - age + number * 1e-6,  # one after another
+                    "done": None,
+                    "problem": "",
+                }
+                names.append(name)
+        return names
 
     def cancel(self, name: str) -> tuple[int, dict]:
         with self.lock:
@@ -161,6 +236,8 @@ class GeminiBatchDesk:
             "model": entry["model"],
             "name": entry["name"],
             "displayName": entry["displayName"],
+            "createTime": _rfc3339(entry["created"]),
+            "updateTime": _rfc3339(max(entry["created"], time.time())),
             "state": entry["state"],
             "batchStats": {
                 "requestCount": str(total),

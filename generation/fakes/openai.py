@@ -709,7 +709,13 @@ class FakeImageService(LoopbackServer):
                 parts = url.path.strip("/").split("/")[1:]  # after "v1"
                 query = parse_qs(url.query)
                 service.record(
-                    {"path": url.path, "prompt": "", "method": method, "batch_api": True}
+                    {
+                        "path": url.path,
+                        "query": query,
+                        "prompt": "",
+                        "method": method,
+                        "batch_api": True,
+                    }
                 )
                 answer = None
                 if method == "GET" and parts == ["files"]:
@@ -742,7 +748,7 @@ class FakeImageService(LoopbackServer):
                         answer = desk.upload(fields, filename, content)
                 elif parts == ["batches"]:
                     if method == "GET":
-                        answer = desk.list_batches()
+                        answer = desk.list_batches(query)
                     else:
                         try:
                             body = json.loads(raw or b"{}")

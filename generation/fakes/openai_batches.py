@@ -2,7 +2,9 @@
 service: POST /v1/files (multipart, purpose "batch", a JSONL file whose every line is a
 request with a unique custom_id), GET /v1/files (?purpose=), GET /v1/files/{id}/content,
 POST /v1/batches (an uploaded input file, an endpoint it serves, completion window 24h),
-GET /v1/batches, GET /v1/batches/{id} and POST /v1/batches/{id}/cancel.
+GET /v1/batches (a page at a time: ?limit= 1 to 100, 20 unless given, ?after= a batch's id;
+newest first, with has_more, first_id and last_id), GET /v1/batches/{id} and
+POST /v1/batches/{id}/cancel.
 
 A batch moves by the clock: validating, in_progress (its request counts rising), then
 finalizing and completed, `batch_seconds` after it was created; its lines are drawn when
@@ -10,7 +12,8 @@ it ends. Validation as the service does it fails the whole batch (a line for ano
 endpoint, a model that takes no batches, a line that is not a request). Knobs: the time it
 takes, expiry (only `batch_partial` of the lines were done), failed lines (by text in the
 prompt, any reply of REPLIES), a batch that fails whole, and cancel (what was done by then
-is kept); pass_time() moves the batches' clock on without waiting.
+is kept); pass_time() moves the batches' clock on without waiting, and `others(count)`
+puts other batches on the account (a busy one).
 """
 
 import base64
@@ -32,6 +35,8 @@ BATCH_MODELS = {
     "chatgpt-image-latest",
 }
 BATCH_ENDPOINTS = {"/v1/images/generations", "/v1/images/edits"}
+# GET /v1/batches: a page holds `limit` batches, 20 unless asked, 100 at most.
+LIST_DEFAULT, LIST_MOST = 20, 100
 OTHER_ENDPOINTS = {
     "/v1/responses",
     "/v1/chat/completions",
@@ -254,11 +259,94 @@ class BatchDesk:
                 return _error(404, f"No batch found with id '{batch_id}'.", param="batch_id")
             return 200, self._public(self._advance(batch))
 
-    def list_batches(self) -> tuple[int, dict]:
+    def list_batches(self, query: dict[str, list[str]]) -> tuple[int, dict]:
+        """GET /v1/batches?limit=&after=: the account's batches newest first (created_at,
+        then the order they were made), `limit` a page (1 to 100; 20 unless given), from
+        the one after the batch `after` names. The service's answer to a cursor that names
+        no batch is not documented: the fake refuses it."""
+        raw = (query.get("limit") or [None])[-1]
+        limit = LIST_DEFAULT
+        if raw is not None:
+            try:
+                limit = int(raw)
+            except ValueError:
+                return _error(
+                    400,
+                    f"Invalid 'limit': expected an integer, but got '{raw}' instead.",
+                    param="limit",
+                    code="invalid_type",
+                )
+            if limit < 1:
+                return _error(
+                    400,
+                    "Invalid 'limit': integer below minimum value. Expected a value >= 1, "
+                    f"but got {limit} instead.",
+                    param="limit",
+                    code="integer_below_min_value",
+                )
+            if limit > LIST_MOST:
+                return _error(
+                    400,
+                    "Invalid 'limit': integer above maximum value. Expected a value <= "
+                    f"{LIST_MOST}, but got {limit} instead.",
+                    param="limit",
+                    code="integer_above_max_value",
+                )
+        after = (query.get("after") or [None])[-1]
         with self.lock:
-            data = [self._public(self._advance(batch)) for batch in self.batches.values()]
-        data.reverse()  # newest first, as the service lists them
-        return 200, {"object": "list", "data": data, "has_more": False}
+            # Newest first; of two made the same second, the later first (a stable sort of
+            # the newest-made-first list).
+            ordered = sorted(
+                reversed(list(self.batches.values())),
+                key=lambda batch: batch["created_at"],
+                reverse=True,
+            )
+            start = 0
+            if after is not None:
+                ids = [batch["id"] for batch in ordered]
+                if after not in ids:
+                    return _error(400, f"No batch found with id '{after}'.", param="after")
+                start = ids.index(after) + 1
+            page = ordered[start : start + limit]
+            data = [self._public(self._advance(batch)) for batch in page]
+            has_more = start + limit < len(ordered)
+        return 200, {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": has_more,
+        }
+
+    def others(self, count: int, *, age: float = 0.0) -> list[str]:
+        """Put `count` batches of someone else's on the account (their own input file and
+        metadata), made `age` seconds ago; return their ids."""
+        line = {
+            "custom_id": "other-1",
+            "method": "POST",
+            "url": "/v1/images/generations",
+            "body": {"model": "gpt-image-1", "prompt": "Someone else's picture."},
+        }
+        status, item = self.upload(
+            {"purpose": "batch"}, "other.jsonl", json.dumps(line).encode() + b"\n"
+        )
+        assert status == 200, item
+        ids = []
+        for number in range(count):
+            status, batch = self.create(
+                {
+                    "input_file_id": item["id"],
+                    "endpoint": "/v1/images/generations",
+                    "completion_window": "24h",
+                    "metadata": {"job": f"other-{number}"},
+                }
+            )
+            assert status == 200, batch
+            ids.append(batch["id"])
+        with self.lock:
+            for batch_id in ids:
+                self.batches[batch_id]["created_at"] -= int(age)
+        return ids
 
     def cancel(self, batch_id: str) -> tuple[int, dict]:
         with self.lock:

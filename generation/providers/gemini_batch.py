@@ -11,11 +11,12 @@ is the lines themselves, sent with the create call.
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import datetime
 
 from .base import GeneratedImage, ImageRequest, ProviderError, Transient
 from .gemini import GeminiProvider, _first_image, _refusal, aspect_ratio, classify
 from .http import decode_base64, received_image
-from .openai_batch import BatchState, LineTooLarge
+from .openai_batch import SEARCH_PAGES, BatchState, LineTooLarge, search_pages
 
 ENDPOINT = "batchGenerateContent"
 INLINE = "inline"  # the input "file" of a batch sent inline
@@ -32,6 +33,19 @@ STATES = {
     "EXPIRED": "expired",
 }
 PREFIX = "studio-"
+# Batches a page when the studio lists them (GET batches?pageSize=&pageToken=): sent every
+# time, since a list asked for without one has been answered empty (python-genai#1250).
+PAGE_SIZE = 100
+
+
+def _timestamp(value) -> datetime | None:
+    """Return an RFC 3339 time ("2026-05-01T10:00:00.123456789Z") as an aware datetime
+    (None if it is not one)."""
+    try:
+        when = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
 
 
 def _status(state: str) -> str:
@@ -77,13 +91,36 @@ class GeminiBatches(GeminiProvider):
     def upload(self, filename: str, content: bytes) -> str:
         return INLINE
 
-    def find_batch(self, key: str) -> BatchState | None:
-        payload = self._call("GET", "/batches")
-        for operation in payload.get("operations") or []:
-            metadata = operation.get("metadata") if isinstance(operation, dict) else None
-            if isinstance(metadata, dict) and metadata.get("displayName") == PREFIX + key:
-                return self._state(operation)
-        return None
+    def find_batch(self, key: str, *, since: datetime | None = None) -> BatchState | None:
+        """Return the batch whose display name names the studio's batch `key`, if the
+        service has one, reading its list a page at a time (pageToken, nextPageToken) down
+        to the batches created before `since` while the list shows itself newest first (its
+        order is not documented), else to its end (openai_batch.search_pages). Raise
+        SearchIncomplete when it could not read that far."""
+
+        def page(token: str | None) -> tuple[list[dict], str | None]:
+            params = {"pageSize": PAGE_SIZE} | ({"pageToken": token} if token else {})
+            payload = self._call("GET", "/batches", params=params)
+            operations = [
+                item for item in payload.get("operations") or [] if isinstance(item, dict)
+            ]
+            return operations, str(payload.get("nextPageToken") or "") or None
+
+        def matches(operation: dict) -> bool:
+            metadata = operation.get("metadata")
+            return isinstance(metadata, dict) and metadata.get("displayName") == PREFIX + key
+
+        found = search_pages(
+            page,
+            matches=matches,
+            created=lambda operation: _timestamp(
+                (operation.get("metadata") or {}).get("createTime")
+            ),
+            since=since,
+            most_pages=SEARCH_PAGES,
+            service=self.service,
+        )
+        return None if found is None else self._state(found)
 
     def create(
         self, *, key: str, input_file_id: str, endpoint: str, lines: Callable[[], list[bytes]]
@@ -153,12 +190,15 @@ class GeminiBatches(GeminiProvider):
             raw=operation,
         )
 
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _call(
+        self, method: str, path: str, body: dict | None = None, params: dict | None = None
+    ) -> dict:
         answer = self.client.send(
             method,
             f"{self.base_url}{path}",
             deadline=self.client.deadline(),
             headers=self.headers(),
+            params=params,
             json=body,
         )
         self.client.raise_for(answer, classify)

@@ -13,8 +13,9 @@ look for what a killed worker may have made before it makes it again.
 import base64
 import binascii
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import requests
 
@@ -46,6 +47,13 @@ MAX_OUTPUT_BYTES = 2 * 1024**3
 # The metadata key that names the studio's batch: how a batch a killed worker created is
 # found again instead of created twice.
 STUDIO_KEY = "studio_batch"
+# Looking for that batch, the service's list of batches is read a page at a time (GET
+# /batches?limit=&after=, newest first, LIST_LIMIT at most a page), down to the batches
+# created before the studio wrote its own (SEARCH_SKEW earlier, for the two clocks), and
+# never past SEARCH_PAGES pages: a search cut short finds nothing, it fails (SearchIncomplete).
+LIST_LIMIT = 100
+SEARCH_PAGES = 50
+SEARCH_SKEW = timedelta(minutes=15)
 
 
 class LineTooLarge(ProviderError):
@@ -53,6 +61,58 @@ class LineTooLarge(ProviderError):
     goes on without it."""
 
     outcome = "rejected"
+
+
+class SearchIncomplete(Transient):
+    """The studio could not read far enough into the service's batches to tell whether a
+    batch it may have created is there: it creates none (one may exist, and a second would
+    be paid twice) and looks again later."""
+
+
+def search_pages(
+    fetch: Callable[[str | None], tuple[list[dict], str | None]],
+    *,
+    matches: Callable[[dict], bool],
+    created: Callable[[dict], datetime | None],
+    since: datetime | None,
+    most_pages: int,
+    service: str,
+) -> dict | None:
+    """Return the first listed item that `matches`, reading the pages `fetch(token)` gives
+    ((items, the next page's token or None)) one after another; None once the list has
+    ended, or once it has reached items created before `since` (less SEARCH_SKEW), which
+    is trusted only while the list has shown itself newest first (each item no newer than
+    the one before it). Raise SearchIncomplete after `most_pages` pages that settled
+    neither."""
+    cutoff = None if since is None else since - SEARCH_SKEW
+    newest_first, oldest = True, None
+    token = None
+    for _ in range(most_pages):
+        items, token = fetch(token)
+        for item in items:
+            if matches(item):
+                return item
+            when = created(item)
+            if when is None or (oldest is not None and when > oldest):
+                newest_first = False
+            oldest = when if when is not None else oldest
+        if token is None:
+            return None  # the whole list was read
+        if cutoff is not None and newest_first and oldest is not None and oldest < cutoff:
+            return None  # the rest was created before the studio wrote its batch
+    raise SearchIncomplete(
+        f"The studio read {most_pages} pages of the batches at {service} without reaching "
+        "the list's end or the batches made before this one, so it cannot tell whether the "
+        "batch was already created; it creates none (a second would be paid twice) and "
+        "looks again later."
+    )
+
+
+def _unix(value) -> datetime | None:
+    """Return an epoch-seconds `created_at` as an aware datetime (None if there is none)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return datetime.fromtimestamp(value, tz=UTC)
 
 
 @dataclass(frozen=True)
@@ -133,15 +193,40 @@ class OpenAIBatches(OpenAIProvider):
 
     # --- the batch ------------------------------------------------------------------
 
-    def find_batch(self, key: str) -> BatchState | None:
+    def find_batch(self, key: str, *, since: datetime | None = None) -> BatchState | None:
         """Return the batch whose metadata names the studio's batch `key`, if the service
-        has one (a worker killed after creating it never stored its id)."""
-        payload = self._get("/batches", params={"limit": 100})
-        for item in payload.get("data") or []:
-            metadata = item.get("metadata") if isinstance(item, dict) else None
-            if isinstance(metadata, dict) and metadata.get(STUDIO_KEY) == key:
-                return self._state(item)
-        return None
+        has one (a worker killed after creating it never stored its id). `since`: when the
+        studio wrote that batch; the search reads the list no further back (search_pages).
+        Raise SearchIncomplete when it could not read that far."""
+
+        def page(after: str | None) -> tuple[list[dict], str | None]:
+            params = {"limit": LIST_LIMIT} | ({"after": after} if after else {})
+            payload = self._get("/batches", params=params)
+            data = [item for item in payload.get("data") or [] if isinstance(item, dict)]
+            has_more = payload.get("has_more")
+            if has_more is False or (has_more is None and not data):
+                return data, None
+            # The next page starts after the last batch of this one (the SDK's cursor).
+            cursor = (data[-1].get("id") if data else None) or payload.get("last_id")
+            if not cursor:
+                raise SearchIncomplete(
+                    "The image service listed batches with more to come but no cursor."
+                )
+            return data, str(cursor)
+
+        def matches(item: dict) -> bool:
+            metadata = item.get("metadata")
+            return isinstance(metadata, dict) and metadata.get(STUDIO_KEY) == key
+
+        found = search_pages(
+            page,
+            matches=matches,
+            created=lambda item: _unix(item.get("created_at")),
+            since=since,
+            most_pages=SEARCH_PAGES,
+            service=self.service,
+        )
+        return None if found is None else self._state(found)
 
     def create(self, *, key: str, input_file_id: str, endpoint: str, lines=None) -> BatchState:
         """Create the batch from the uploaded file (`lines` is for services whose batches

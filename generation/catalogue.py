@@ -30,6 +30,20 @@ CURRENT = "current"
 RETIRING = "retiring"  # within WARN_DAYS of its shutdown
 RETIRED = "retired"  # past its shutdown: refused before any call
 
+# The facts a model states, each with its source: its own (`sources` under the model) or,
+# for a fact one page states for a whole service, the service's (`[<service>.sources]`).
+FACTS = (
+    "sizes",
+    "references",
+    "batch",
+    "webhooks",
+    "released",
+    "shutdown",
+    "replacement",
+    "prices",
+    "tokens",
+)
+
 
 @dataclass(frozen=True)
 class Model:
@@ -58,7 +72,23 @@ class Model:
     max_pixels: int = 0
     prices: dict = field(default_factory=dict)  # quality -> size ("any") -> Decimal
     tokens: dict | None = None  # text_input, image_input, output: USD per million
-    sources: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)  # fact -> where it was read (own or inherited)
+
+    def stated(self) -> tuple[str, ...]:
+        """Return the facts this model states (released, shutdown, replacement, prices and
+        tokens only when it has them)."""
+        optional = {
+            "released": self.released,
+            "shutdown": self.shutdown,
+            "replacement": self.replacement,
+            "prices": self.prices,
+            "tokens": self.tokens,
+        }
+        return tuple(fact for fact in FACTS if optional.get(fact, True))
+
+    def unsourced(self) -> list[str]:
+        """Return the facts this model states with no source, its own or its service's."""
+        return [fact for fact in self.stated() if not self.sources.get(fact)]
 
     def price(self, size: str, quality: str = QUALITY) -> Decimal | None:
         """Return the list price of one picture at size and quality; None if unknown."""
@@ -158,9 +188,12 @@ class Service:
     models: dict  # name -> Model
     upscalers: dict = field(default_factory=dict)  # name -> Upscaler
     upscaler: str = ""  # the one the studio uses unless STUDIO_UPSCALE_MODEL names another
+    sources: dict = field(default_factory=dict)  # fact -> source, for each of its models
 
 
-def _model(service: str, name: str, data: dict) -> Model:
+def _model(service: str, name: str, data: dict, inherited: dict) -> Model:
+    """Build a Model; its sources are its own, over those its service states for every
+    model (`inherited`, without the service's note)."""
     shutdown = data.get("shutdown")
     prices = {
         quality: {size: Decimal(str(value)) for size, value in table.items()}
@@ -191,7 +224,10 @@ def _model(service: str, name: str, data: dict) -> Model:
         max_pixels=int(data.get("max_pixels", 0)),
         prices=prices,
         tokens=data.get("tokens"),
-        sources=dict(data.get("sources", {})),
+        sources={
+            **{fact: source for fact, source in inherited.items() if fact != "note"},
+            **data.get("sources", {}),
+        },
     )
 
 
@@ -207,7 +243,7 @@ def services() -> dict[str, Service]:
             default=entry.get("default", ""),
             default_why=entry.get("default_why", ""),
             models={
-                model: _model(name, model, fields)
+                model: _model(name, model, fields, entry.get("sources") or {})
                 for model, fields in (entry.get("models") or {}).items()
             },
             upscalers={
@@ -215,6 +251,7 @@ def services() -> dict[str, Service]:
                 for model, fields in (entry.get("upscalers") or {}).items()
             },
             upscaler=entry.get("upscaler", ""),
+            sources=dict(entry.get("sources") or {}),
         )
         for name, entry in data.items()
     }

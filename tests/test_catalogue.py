@@ -98,18 +98,50 @@ def test_every_model_a_provider_can_send_is_in_the_catalogue():
     assert uncatalogued == set()
 
 
+def unsourced_facts() -> list[str]:
+    """Return "service model: fact" for each fact a model states without a source (its
+    own, or its service's [<service>.sources])."""
+    return [
+        f"{service} {listed.name}: {fact}"
+        for service in SERVICES
+        for listed in catalogue.models(service)
+        for fact in listed.unsourced()
+    ]
+
+
 def test_every_fact_has_its_source():
+    assert unsourced_facts() == []
     for service in SERVICES:
         for listed in catalogue.models(service):
-            assert listed.sources, listed.name
+            # Sizes, references, batch and webhooks are stated by every model.
+            assert {"sizes", "references", "batch", "webhooks"} <= set(listed.stated())
             if listed.shutdown:
-                assert "shutdown" in listed.sources, listed.name
                 assert listed.replacement, listed.name
                 assert catalogue.model(service, listed.replacement).known, listed.replacement
-            if listed.prices:
-                assert "prices" in listed.sources, listed.name
-            if listed.tokens:
-                assert "tokens" in listed.sources, listed.name
+
+
+def test_a_fact_without_its_source_is_caught(edited_catalogue):
+    # A model's own source removed: a fact of that model only.
+    edited_catalogue(
+        lambda text: text.replace(
+            'prices = "https://openrouter.ai/google/gemini-3.1-flash-image"\n', "", 1
+        )
+    )
+    assert unsourced_facts() == ["openai-chat google/gemini-3.1-flash-image: prices"]
+
+
+def test_a_service_source_is_inherited_by_every_model_of_the_service(edited_catalogue):
+    header = "[replicate.sources]\n"
+
+    def without_webhooks_source(text: str) -> str:
+        start = text.index(header)
+        line = text.index("webhooks = ", start)
+        return text[:line] + text[text.index("\n", line) + 1 :]
+
+    edited_catalogue(without_webhooks_source)
+    assert unsourced_facts() == [
+        f"replicate {listed.name}: webhooks" for listed in catalogue.models("replicate")
+    ]
 
 
 def test_a_model_it_does_not_list_is_still_a_model_with_nothing_promised():

@@ -1,5 +1,6 @@
 """A checkout's .env: `make run` writes it once, settings read it, the environment wins,
-and without it (production) a missing secret key is refused in one clear line."""
+and without it (production) a missing secret key is refused in one clear line, as is a
+webhook key that could verify nothing."""
 
 import os
 import shutil
@@ -61,6 +62,34 @@ def test_without_an_env_file_or_a_secret_key_every_command_refuses_in_one_clear_
         assert result.returncode == 1, command
         assert result.stdout == "", command
         assert result.stderr == SECRET_KEY_MISSING + "\n", command  # not "Models aren't loaded"
+
+
+def test_a_webhook_key_that_cannot_verify_anything_is_refused_at_start_in_one_line():
+    # A key that would refuse every delivery is said at start, not at the first webhook.
+    env = clean_env(STUDIO_ENV_FILE="", DJANGO_SECRET_KEY="a-key", DJANGO_DEBUG="false")
+    bad = {
+        "REPLICATE_WEBHOOK_SECRET": (
+            "r8_not_the_signing_secret",
+            "REPLICATE_WEBHOOK_SECRET must be Replicate's whsec_… secret",
+        ),
+        "FAL_WEBHOOK_JWKS": (
+            "https://rest.alpha.fal.ai/.well-known/jwks.json",
+            "FAL_WEBHOOK_JWKS must be fal's JWKS, a JSON object",
+        ),
+    }
+    for name, (value, message) in bad.items():
+        result = manage("check", env={**env, name: value})
+
+        assert result.returncode == 1, name
+        assert result.stdout == "", name
+        assert result.stderr == f"manage.py: {message}\n", name
+
+    good = {
+        "REPLICATE_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "FAL_WEBHOOK_JWKS": '{"keys": []}',
+    }
+    result = manage("check", env={**env, **good})
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_suite_never_reads_a_developers_env_file(tmp_path):

@@ -1,6 +1,6 @@
-"""Pictures from the fal queue (fal-ai/flux/schnell by default), in the asynchronous
-shape of clips: create(request) → request id, stored by the engine before the first poll;
-wait(id) → the downloaded picture; cancel(id).
+"""Pictures from the fal queue (the catalogue's fal default unless STUDIO_FAL_IMAGE_MODEL
+names another), in the asynchronous shape of clips: create(request) → request id, stored
+by the engine before the first poll; wait(id) → the downloaded picture; cancel(id).
 
 Submit: POST {FAL_QUEUE_URL}/{model} with `Authorization: Key …` and `x-fal-no-retry: 1`
 (the queue's own retries of 503/504 would run behind our back; retries stay ours). The

@@ -1,10 +1,14 @@
-"""Pictures from Replicate (black-forest-labs/flux-schnell by default), in the same
-asynchronous shape as clips: create(request) → prediction id, which the engine stores
-before the first poll; wait(id) → the downloaded picture; cancel(id).
+"""Pictures from Replicate (the catalogue's Replicate default unless
+STUDIO_REPLICATE_IMAGE_MODEL names another), in the same asynchronous shape as clips:
+create(request) → prediction id, which the engine stores before the first poll; wait(id) →
+the downloaded picture; cancel(id).
 
-The create asks the service to hold the answer (`Prefer: wait=N`, N ≤ 60): a model as fast
-as flux-schnell usually answers finished, and that finished prediction is kept for wait(),
-which then polls nothing. Otherwise wait() polls GET /v1/predictions/{id}. A prediction that
+With webhooks (STUDIO_PUBLIC_URL and REPLICATE_WEBHOOK_SECRET set, a model the catalogue
+says calls back), the create names the studio's webhook and answers at once: the
+prediction's end arrives there, and a webhook that never comes is polled by the sweep.
+Without them the create asks the service to hold the answer (`Prefer: wait=N`, N ≤ 60): a
+fast model usually answers finished, and that finished prediction is kept for wait(), which
+then polls nothing. Otherwise wait() polls GET /v1/predictions/{id}. A prediction that
 failed because its input or output was flagged as sensitive (E005) is this prompt's
 rejection; any other failure starts over with a new prediction. Outputs are deleted after
 an hour: they are downloaded at once, within the same deadline.

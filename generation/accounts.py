@@ -8,9 +8,9 @@ one Resume (or, for an outage, a successful probe) continues them all.
 
 Every change of an account's state is a transition of generation.machines.ACCOUNT. The
 account's row comes last in the lock order: a change that shows on the review pages first
-moves the counters of the projects it shows on (open_projects_changed, their rows in id
-order), then the account's row, in one transaction; never a project's row while the
-account's is held.
+moves the counters of the projects it shows on (Project.objects.mark_changed_with_open_runs,
+their rows in id order), then the account's row, in one transaction; never a project's row
+while the account's is held.
 
 A run's `halted_account` names what halted it, and what one Resume continues: a provider
 account's key, STORAGE (the studio's storage, shared by every project), or a kind's model
@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.db.models.functions import Now
 
-from studio.changes import open_projects_changed
+from studio.models import Project
 
 from .machines import ACCOUNT
 from .models import ProviderAccount, later
@@ -73,7 +73,7 @@ def _change(key: str, name: str, *, context: dict | None = None, **fields) -> in
     if not ACCOUNT.eligible(rows, name, **(context or {})).exists():
         return 0
     with transaction.atomic():
-        open_projects_changed()
+        Project.objects.mark_changed_with_open_runs()
         return ACCOUNT.move(rows, name, context=context, **fields)
 
 
@@ -122,7 +122,7 @@ def cool_down(key: str, seconds: float, reason: str, *, provider: str = "", endp
     )
     if rows.exists():  # a time on an ok account, not a state: shown all the same
         with transaction.atomic():
-            open_projects_changed()
+            Project.objects.mark_changed_with_open_runs()
             rows.update(cooldown_until=until, cooldown_reason=reason[:300], updated_at=Now())
 
 

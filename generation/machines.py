@@ -15,8 +15,8 @@ takes them in this order, and a single-row compare-and-set takes no other row's 
 counter in the same statement order; an account's row is last and is never held while a
 project's row is wanted.) A writer that needs several projects' rows takes them all at
 once, in id order, before anything else: an account's change moves every open project's
-counter first (studio.changes.open_projects_changed), and a Resume that continues every
-run an account halted takes all their rows up front (services._lock), never its own
+counter first (Project.objects.mark_changed_with_open_runs), and a Resume that continues
+every run an account halted takes all their rows up front (services._lock), never its own
 project's and later the others'. No queryset's update() takes another row's lock behind
 its caller's back.
 """

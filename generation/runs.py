@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django_q.tasks import async_task
 
-from studio.changes import open_projects_changed
+from studio.models import Project
 
 from . import accounts, broker, logs, notify, workers
 from .kinds import KINDS, JobKind
@@ -306,7 +306,7 @@ def resume_account(key: str, *, probe_of: str = "") -> int:
     with transaction.atomic():
         # Every open project shows the account: their rows first, in id order, then the
         # runs' (their projects are among them), then the account's.
-        open_projects_changed()
+        Project.objects.mark_changed_with_open_runs()
         runs = Run.objects.filter(halted_account=key, state=Run.State.HALTED).locked()
         continued = 0
         for run in sorted(runs, key=lambda run: run.pk):

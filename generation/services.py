@@ -16,7 +16,6 @@ from django.db.models.functions import Now
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
-from studio.changes import project_changed
 from studio.models import Page, Project
 from studio.services import create_project
 
@@ -567,7 +566,7 @@ def switch_service(*, project: Project, service: str) -> ControlResult:
     _lock(project.pk)
     # A model chosen for the old service is no model of the new one.
     Project.objects.filter(pk=project.pk).update(image_service=service, image_model="")
-    project_changed(project.pk)
+    Project.objects.mark_changed(project.pk)
     project.image_service = service
     project.image_model = ""
     run = Run.objects.select_for_update().filter(project=project, state=Run.State.HALTED).first()
@@ -586,7 +585,7 @@ def switch_model(*, project: Project, model: str) -> ControlResult:
     its model's configuration continues with the new one."""
     _lock(project.pk)
     Project.objects.filter(pk=project.pk).update(image_model=model)
-    project_changed(project.pk)
+    Project.objects.mark_changed(project.pk)
     project.image_model = model
     run = Run.objects.select_for_update().filter(project=project, state=Run.State.HALTED).first()
     if run is None or run.halt_reason != Run.HaltReason.CONFIG:

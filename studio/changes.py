@@ -5,13 +5,17 @@ after one indexed query (see studio.views.review.project_poll).
 Writers do not have to remember it: the querysets of the rows a review page shows (pages,
 jobs, runs, characters, reference pictures) move their projects' counters in the same
 transaction as their own UPDATE, bulk_create and DELETE, and post_save / post_delete /
-m2m_changed signals do it for instance saves (forms, run.save()). `project_changed` is the
-one function that moves a counter, for the few writers outside those paths.
+m2m_changed signals do it for instance saves (forms, run.save()). The few writers outside
+those paths call `Project.objects.mark_changed(*ids)` (studio.models) themselves.
+
+This module names no model: it finds the project model from the rows' own relations (their
+`project_path`), and moves counters through its queryset's `mark_changed(*ids)` and
+`move_counters()`, so that studio.models can import it and nothing here reaches back.
 """
 
-from django.apps import apps
+from functools import cache
+
 from django.db import connections, models, transaction
-from django.db.models import F
 
 # Fields whose change no card and no header shows: writing only these moves no counter (a
 # worker renews its lease every few seconds; a run's fair-turn bookkeeping moves with every
@@ -29,36 +33,19 @@ INVISIBLE_FIELDS = frozenset(
 )
 
 
-def project_changed(*project_ids: int | None) -> int:
-    """Move the change counter of each given project by one (a single UPDATE). Return how
-    many projects moved."""
-    Project = apps.get_model("studio", "Project")
+@cache
+def _project_model(model) -> type[models.Model]:
+    """Return the project model a row model's `project_path` leads to ("project_id": its
+    `project` field's model; "page__project_id": that of its `page` field's model)."""
+    *hops, last = model.project_path.split("__")
+    for name in hops:
+        model = model._meta.get_field(name).related_model
+    return model._meta.get_field(last).related_model
 
-    ids = sorted({pk for pk in project_ids if pk is not None})
-    if not ids:
-        return 0
-    return Project.objects.filter(pk__in=ids).update(version=F("version") + 1)
 
-
-def open_projects_changed() -> int:
-    """Move the counter of every project with an open run: a provider account's state (a
-    halt, a cool-down, a resume) shows on all of them, whichever account they use.
-
-    Their rows are taken in id order, the order among projects of every writer that holds
-    several (generation.machines, the lock order), in a transaction of their own or the
-    caller's; call it holding no other project's row, and never an account's."""
-    Project = apps.get_model("studio", "Project")
-
-    open_states = ["running", "paused", "stopping", "halted"]
-    projects = Project.objects.filter(runs__state__in=open_states).values("pk")
-    with transaction.atomic(savepoint=False):
-        ids = list(
-            Project.objects.select_for_update()
-            .filter(pk__in=projects)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
-        return Project.objects.filter(pk__in=ids).update(version=F("version") + 1)
+def _projects(model) -> models.QuerySet:
+    """Return all projects, as the queryset that moves their counters."""
+    return _project_model(model)._default_manager.all()
 
 
 def _visible(fields) -> bool:
@@ -93,20 +80,16 @@ class ProjectRowsQuerySet(models.QuerySet):
         one statement: its subquery carries the write's own conditions (a compare-and-set
         that has already lost matches no row, so moves nothing), and taking the project's
         row first keeps the lock order of the services, which lock the project first."""
-        Project = apps.get_model("studio", "Project")
-
         rows = self.order_by().values(self.model.project_path)
-        Project.objects.filter(pk__in=rows).update(version=F("version") + 1)
+        _projects(self.model).filter(pk__in=rows).move_counters()
 
     def locked(self) -> list:
         """Lock and return these rows, their projects' rows first (by id): the lock order
         of every write that moves a change counter. A transaction that locked a run, then
         moved its project's counter (run.save()), would deadlock against one queuing work
         on that project, which locks the project, then the run. Call inside a transaction."""
-        Project = apps.get_model("studio", "Project")
-
         projects = self.order_by().values(self.model.project_path)
-        mine = Project.objects.select_for_update().filter(pk__in=projects).order_by("pk")
+        mine = _projects(self.model).select_for_update().filter(pk__in=projects).order_by("pk")
         list(mine.values_list("pk", flat=True))
         return list(self.select_for_update())
 
@@ -120,7 +103,7 @@ class ProjectRowsQuerySet(models.QuerySet):
             if self._project_id is not None and serialized:
                 changed = super().update(**kwargs)
                 if changed:
-                    project_changed(self._project_id)
+                    _projects(self.model).mark_changed(self._project_id)
                 return changed
             self._changed_first()
             return super().update(**kwargs)
@@ -134,7 +117,7 @@ class ProjectRowsQuerySet(models.QuerySet):
         objs = list(objs)
         with transaction.atomic(using=self.db, savepoint=False):
             created = super().bulk_create(objs, *args, **kwargs)
-            project_changed(*project_ids_of(self.model, objs))
+            _projects(self.model).mark_changed(*project_ids_of(self.model, objs))
         return created
 
 
@@ -151,7 +134,7 @@ def project_ids_of(model, objs) -> set[int]:
 def _saved(sender, instance, update_fields=None, **kwargs) -> None:
     if update_fields is not None and not _visible(update_fields):
         return
-    project_changed(*project_ids_of(sender, [instance]))
+    _projects(sender).mark_changed(*project_ids_of(sender, [instance]))
 
 
 def _deleted(sender, instance, **kwargs) -> None:
@@ -159,7 +142,7 @@ def _deleted(sender, instance, **kwargs) -> None:
         ids = project_ids_of(sender, [instance])
     except models.ObjectDoesNotExist:  # deleted along with its project
         return
-    project_changed(*ids)
+    _projects(sender).mark_changed(*ids)
 
 
 def watch(model, *, deletes: bool = True) -> None:

@@ -4,8 +4,8 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
-from django.db.models import ExpressionWrapper, Q
+from django.db import models, transaction
+from django.db.models import ExpressionWrapper, F, Q
 from django.db.models.functions import Now
 from django.urls import reverse
 
@@ -19,6 +19,44 @@ MAX_PAGES = 2000
 # service.
 MAX_PAGE_CHARS = 5000
 MAX_PROMPT_CHARS = 4000
+
+
+class ProjectQuerySet(models.QuerySet):
+    """Projects, and the one place their change counters (Project.version) move:
+    studio.changes moves them through these methods when the rows a review page shows
+    change, and the few writers outside those paths call them directly."""
+
+    def move_counters(self) -> int:
+        """Move the change counter of every project in this queryset by one, in a single
+        UPDATE. Return how many projects moved."""
+        return self.update(version=F("version") + 1)
+
+    def mark_changed(self, *project_ids: int | None) -> int:
+        """Move the change counter of each given project by one (a single UPDATE, the ids
+        sorted; None is skipped). Return how many projects moved."""
+        ids = sorted({pk for pk in project_ids if pk is not None})
+        if not ids:
+            return 0
+        return self.filter(pk__in=ids).move_counters()
+
+    def mark_changed_with_open_runs(self) -> int:
+        """Move the counter of every project with an open run: a provider account's state
+        (a halt, a cool-down, a resume) shows on all of them, whichever account they use.
+
+        Their rows are taken in id order, the order among projects of every writer that
+        holds several (generation.machines, the lock order), in a transaction of their own
+        or the caller's (no savepoint); call it holding no other project's row, and never
+        an account's."""
+        open_states = ["running", "paused", "stopping", "halted"]
+        projects = self.filter(runs__state__in=open_states).values("pk")
+        with transaction.atomic(using=self.db, savepoint=False):
+            ids = list(
+                self.select_for_update()
+                .filter(pk__in=projects)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            return self.filter(pk__in=ids).move_counters()
 
 
 class Project(models.Model):
@@ -84,6 +122,8 @@ class Project(models.Model):
     # change the review page shows, so a tab that shows this version needs nothing new.
     version = models.BigIntegerField(default=0, editable=False)
 
+    objects = ProjectQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["owner", "-created_at"])]
@@ -92,8 +132,8 @@ class Project(models.Model):
         return self.title
 
     def save(self, *args, **kwargs):
-        # Only studio.changes writes the counter: a form saving a project read before a
-        # worker's change must not move it back.
+        # Only ProjectQuerySet's counter methods write the counter: a form saving a project
+        # read before a worker's change must not move it back.
         if self.pk is not None and not self._state.adding and "update_fields" not in kwargs:
             fields = self._meta.concrete_fields
             kwargs["update_fields"] = [
@@ -363,9 +403,7 @@ for _model in (Page, Character, ReferenceImage):
 def _character_pages_changed(sender, instance, action, **kwargs) -> None:
     # A character added to or taken off a page changes its "Reference changed".
     if action in ("post_add", "post_remove", "post_clear"):
-        from .changes import project_changed
-
-        project_changed(getattr(instance, "project_id", None))
+        Project.objects.mark_changed(getattr(instance, "project_id", None))
 
 
 models.signals.m2m_changed.connect(

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
@@ -20,9 +21,8 @@ from generation import accounts, engine, fairness, notify, runs, services
 from generation.kinds import KINDS
 from generation.models import Illustration, ProviderAccount, Run
 from generation.providers import account_of, project_provider
-from studio import characters, polls
+from studio import changes, characters, polls
 from studio import services as studio_services
-from studio.changes import project_changed
 from studio.models import Character, Page, Project
 
 pytestmark = pytest.mark.django_db
@@ -276,10 +276,21 @@ def test_switching_the_service_moves_it(book):
         services.switch_service(project=book, service="embedded")
 
 
+def test_every_row_model_leads_to_the_project_model_through_its_own_relations():
+    # studio.changes names no model: "page__project_id" is followed field by field.
+    row_models = [model for model in apps.get_models() if hasattr(model, "project_path")]
+    assert {model.project_path for model in row_models} >= {
+        "project_id",
+        "page__project_id",
+        "character__project_id",
+    }
+    assert {changes._project_model(model) for model in row_models} == {Project}
+
+
 def test_saving_a_project_never_moves_its_counter_back(book):
     stale = Project.objects.get(pk=book.pk)
-    project_changed(book.pk)
-    project_changed(book.pk)
+    Project.objects.mark_changed(book.pk)
+    Project.objects.mark_changed(book.pk)
     stale.title = "Renamed"
     stale.save()
     assert version(book) >= 2
@@ -377,7 +388,7 @@ def test_a_tab_whose_cursor_is_older_than_shared_answers_reach_gets_its_own(brow
     Illustration.objects.filter(page=first_page).update(updated_at=a_minute_ago)
     Page.objects.filter(pk=first_page.pk).update(updated_at=a_minute_ago)
     url = poll_url(page)
-    project_changed(book.pk)
+    Project.objects.mark_changed(book.pk)
     fresh = browser.get(url, headers=HTMX).content.decode()  # the shared answer
     assert old_card not in cards_in(fresh)
     # A tab asleep for two minutes comes back with its old cursor and version.

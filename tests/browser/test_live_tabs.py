@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from generation import services
-from studio.changes import project_changed
+from studio.models import Project
 from tests.browser.conftest import screenshot, sign_in
 from tests.conftest import wait_until
 
@@ -74,7 +74,7 @@ def test_pause_and_stop_answer_the_click_at_once_and_the_answer_settles_them(
         pressed = page.get_by_role("button", name=busy, exact=True)
         expect(pressed).to_be_disabled()
         # A poll that comes back meanwhile with a change does not undo it.
-        project_changed(project.pk)
+        Project.objects.mark_changed(project.pk)
         with page.expect_response(lambda r: is_poll(r, 200), timeout=15_000):
             pass
         expect(pressed).to_be_disabled()

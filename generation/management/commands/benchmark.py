@@ -48,7 +48,6 @@ from generation.management.base import OperatorCommand, table, usage_error
 from generation.models import GenerationAttempt, Illustration, Run, SpendEntry
 from generation.providers.embedded import render_scene
 from generation.selectors import project_progress
-from studio.changes import project_changed
 from studio.models import Page, Project
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -881,7 +880,7 @@ class Bench:
             poll = reverse("project-poll", args=[project.pk])
             # Each request at a new version of the project: a first render and a changed
             # poll as a tab meets them, not the answer cached for a version's other tabs.
-            moved = partial(project_changed, project.pk)
+            moved = partial(Project.objects.mark_changed, project.pk)
             with override_settings(ALLOWED_HOSTS=["*"]):
                 review_ms, review_q = measure(client.get, detail, prepare=moved)
                 poll_ms, poll_q = measure(
@@ -1065,7 +1064,7 @@ class Bench:
             detail = reverse("project-detail", args=[project.pk])
             with override_settings(ALLOWED_HOSTS=["*"]):  # each render at a new version
                 ms, queries = measure(
-                    client.get, detail, prepare=partial(project_changed, project.pk)
+                    client.get, detail, prepare=partial(Project.objects.mark_changed, project.pk)
                 )
             rows.append(
                 row(

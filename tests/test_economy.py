@@ -2,7 +2,7 @@
 against the loopback OpenAI service's Files and Batches APIs.
 
 The steps are driven here in the test's process, as the sweep drives them (advance); the
-end-to-end run with a real cluster is in test_economy_workers.py.
+real clusters, killed at every step, are at "a real cluster" below.
 """
 
 import io
@@ -384,6 +384,80 @@ def test_a_real_cluster_sends_collects_and_survives_a_kill_without_a_second_batc
     assert economy.batches.created == 1
     assert SpendEntry.objects.filter(project_id=project.pk).count() == 12
     assert {entry.amount for entry in SpendEntry.objects.all()} == {HALF}
+
+
+# The step whose answer the service holds while the cluster is killed, and what the studio's
+# journal and the service hold at that moment: (Batch.step, files uploaded, batches created,
+# whether the studio stored the file's id, and the batch's).
+KILLED_AT = {
+    # Before submit: the journal is written and the worker has claimed the batch, but it
+    # only asked for the account's files (a read): nothing was sent.
+    "list_files": ("new", 0, 0, False, False),
+    # The input file is stored at the service; its id never reached the studio.
+    "upload": ("new", 1, 0, False, False),
+    # The batch is created at the service; its id never reached the studio.
+    "create": ("uploaded", 1, 1, True, False),
+    # The batch ended and its output file is half downloaded: nothing mapped yet.
+    "output": ("submitted", 1, 1, True, True),
+}
+
+
+@pytest.mark.parametrize(
+    "step",
+    list(KILLED_AT),
+    ids=["before-submit", "upload-answer-in-flight", "create-answer-in-flight", "mid-download"],
+)
+def test_a_real_cluster_killed_at_each_step_never_makes_a_second_batch_nor_loses_a_picture(
+    economy, make_project, qcluster, step
+):
+    desk = economy.batches
+    desk.batch_seconds = 0.3
+    env = openai_env(
+        economy,
+        STUDIO_IMAGE_MODEL="gpt-image-1",
+        STUDIO_WORKERS=1,
+        STUDIO_HEARTBEAT_SECONDS=0.3,  # a lease of 1 s: a killed step's claim runs out fast
+        STUDIO_BATCH_POLL_SECONDS=0.2,
+        STUDIO_BATCH_POLL_MAX=0.3,
+    )
+    project = make_project(pages=4)
+    services.generate_missing(project=project, mode="economy")
+    reached = desk.hold(step)
+    first = qcluster(**env)
+    try:
+        assert reached.wait(timeout=30), f"the cluster never waited on the {step} answer"
+        os.killpg(first.pid, signal.SIGKILL)  # the whole cluster, its worker on that answer
+        first.wait()
+    finally:
+        desk.release()  # the held answer goes to a closed socket
+    batch = Batch.objects.get()
+    stored = bool(batch.input_file_id), bool(batch.batch_id)
+    assert (batch.step, desk.uploads, desk.created, *stored) == KILLED_AT[step]
+    assert pictures(project) == 0
+
+    qcluster(**env)
+    wait_until(lambda: pictures(project) == 4, timeout=30, message="a picture was lost")
+    wait_until(lambda: Run.objects.get(project=project).state == "finished", timeout=10)
+    # One batch at the service for these pages, the one the studio stored; one input file
+    # (a killed upload's file is found again by its name, so none is ever uploaded twice).
+    ours = studio_batches(desk)
+    batch.refresh_from_db()
+    assert (desk.created, len(ours), desk.uploads) == (1, 1, 1)
+    assert ours[0]["metadata"][openai_batch.STUDIO_KEY] == batch_jobs.key(batch)
+    assert (batch.step, batch.batch_id, batch.completed) == ("collected", ours[0]["id"], 4)
+    # The output file is read again after a download cut off (reading a file costs nothing).
+    assert desk.downloads == (2 if step == "output" else 1)
+    # Each result line mapped back once by its custom_id: one journal row a page, closed
+    # once, and one ledger entry for it at the batch price.
+    jobs = Illustration.objects.filter(page__project=project)
+    attempts = GenerationAttempt.objects.filter(illustration__in=jobs)
+    assert sorted(attempts.values_list("idempotency_key", "outcome")) == sorted(
+        (batch_jobs.custom_id(job), "success") for job in jobs
+    )
+    entries = SpendEntry.objects.filter(project_id=project.pk)
+    assert sorted(entries.values_list("attempt_id", "amount")) == sorted(
+        (pk, HALF) for pk in attempts.values_list("pk", flat=True)
+    )
 
 
 # --- Gemini's batch mode ------------------------------------------------------------------------

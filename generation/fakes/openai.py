@@ -628,6 +628,10 @@ class FakeImageService(LoopbackServer):
         self.batches = BatchDesk(PNG, REPLIES)
         super().__init__(port)
 
+    def stop(self) -> None:
+        self.batches.release()  # a held batch answer ends with the server
+        super().stop()
+
     def calls_for(self, text: str) -> int:
         with self._lock:
             return sum(1 for call in self.calls if text in call["prompt"])
@@ -717,9 +721,12 @@ class FakeImageService(LoopbackServer):
                         "batch_api": True,
                     }
                 )
-                answer = None
+                answer, step = None, ""
                 if method == "GET" and parts == ["files"]:
-                    answer = desk.list_files((query.get("purpose") or [None])[0])
+                    answer, step = (
+                        desk.list_files((query.get("purpose") or [None])[0]),
+                        "list_files",
+                    )
                 elif (
                     method == "GET"
                     and len(parts) == 3
@@ -727,6 +734,8 @@ class FakeImageService(LoopbackServer):
                     and parts[2] == "content"
                 ):
                     status, content = desk.content(parts[1])
+                    if status == 200 and desk.is_output(parts[1]):
+                        return self._send_output(content)
                     if status == 200:
                         return self._send(200, content, "application/octet-stream")
                     answer = status, content
@@ -745,7 +754,7 @@ class FakeImageService(LoopbackServer):
                                 filename, content = _disposition(headers, "filename"), body
                             elif name:
                                 fields[name] = body.decode("utf-8", "replace")
-                        answer = desk.upload(fields, filename, content)
+                        answer, step = desk.upload(fields, filename, content), "upload"
                 elif parts == ["batches"]:
                     if method == "GET":
                         answer = desk.list_batches(query)
@@ -762,7 +771,7 @@ class FakeImageService(LoopbackServer):
                                 ),
                             )
                         else:
-                            answer = desk.create(body)
+                            answer, step = desk.create(body), "create"
                 elif len(parts) == 2 and parts[0] == "batches" and method == "GET":
                     answer = desk.retrieve(parts[1])
                 elif (
@@ -774,7 +783,28 @@ class FakeImageService(LoopbackServer):
                     answer = desk.cancel(parts[1])
                 if answer is None:
                     answer = 404, json.loads(error(404, message="Not found").body)
-                self.send_json(answer[0], answer[1])
+                if answer[0] == 200 and step and desk.held(step):
+                    self.close_connection = True  # its client may be gone: read no more
+                try:
+                    self.send_json(answer[0], answer[1])
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
+            def _send_output(self, content: bytes):
+                """A batch's output file: its headers and first half, then (held at
+                "output") the rest, to a client that may be gone by then."""
+                half = len(content) // 2
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                try:
+                    self.wfile.write(content[:half])
+                    if service.batches.held("output"):
+                        self.close_connection = True
+                    self.wfile.write(content[half:])
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
 
             def do_POST(self):
                 if self.path.startswith(("/v1/files", "/v1/batches")):

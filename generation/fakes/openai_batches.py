@@ -14,6 +14,11 @@ takes, expiry (only `batch_partial` of the lines were done), failed lines (by te
 prompt, any reply of REPLIES), a batch that fails whole, and cancel (what was done by then
 is kept); pass_time() moves the batches' clock on without waiting, and `others(count)`
 puts other batches on the account (a busy one).
+
+hold(step) keeps the next answer at one step waiting until release(), after the service
+did its side, so that a test can kill the studio's worker while it waits on that answer:
+"list_files" (GET /v1/files: nothing made yet), "upload" (the file is stored), "create"
+(the batch is created) and "output" (the output file's headers and first half are sent).
 """
 
 import base64
@@ -46,6 +51,9 @@ OTHER_ENDPOINTS = {
     "/v1/videos",
 }
 
+# The steps whose answer hold() can keep waiting.
+HOLD_STEPS = ("list_files", "upload", "create", "output")
+
 
 def _error(status: int, message: str, *, code=None, param=None) -> tuple[int, dict]:
     return status, {
@@ -77,6 +85,49 @@ class BatchDesk:
         self.created = 0  # batches created, in all
         self.uploads = 0
         self.downloads = 0
+        self._holds: dict[str, tuple[threading.Event, threading.Event]] = {}
+        self._gates: list[threading.Event] = []
+
+    # --- holding an answer ----------------------------------------------------------
+
+    def hold(self, step: str) -> threading.Event:
+        """Keep the next successful answer at `step` (one of HOLD_STEPS) waiting until
+        release(), once the service has done its side of it: the listing read, the file
+        stored, the batch created, the output file's first half sent. Return an Event set
+        when a request has reached that point (its client is waiting on the answer). One
+        answer only: later ones at that step are not held."""
+        if step not in HOLD_STEPS:
+            raise ValueError(f"hold() takes one of {HOLD_STEPS}, not {step!r}")
+        reached, gate = threading.Event(), threading.Event()
+        with self.lock:
+            self._holds[step] = (reached, gate)
+            self._gates.append(gate)
+        return reached
+
+    def release(self) -> None:
+        """Let every held answer go on (to a client that may be gone by then)."""
+        with self.lock:
+            gates = list(self._gates)
+        for gate in gates:
+            gate.set()
+
+    def held(self, step: str) -> bool:
+        """Called by the handler between the service's side of `step` and its answer: wait
+        there if that step is held (at most a minute). Return whether it waited."""
+        with self.lock:
+            hold = self._holds.pop(step, None)
+        if hold is None:
+            return False
+        reached, gate = hold
+        reached.set()
+        gate.wait(timeout=60)
+        return True
+
+    def is_output(self, file_id: str) -> bool:
+        """Return whether the file is a batch's output file (the "output" hold's)."""
+        with self.lock:
+            entry = self.files.get(file_id)
+        return entry is not None and entry["meta"]["filename"].endswith("_output.jsonl")
 
     # --- files ----------------------------------------------------------------------
 

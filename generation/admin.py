@@ -191,9 +191,17 @@ class BatchAdmin(admin.ModelAdmin):
         "status",
         "completed",
         "total",
+        "reason",
     ]
     list_filter = ["step", "status", "provider"]
     search_fields = ["batch_id", "input_file_id"]
+
+    @admin.display(description="Reason")
+    def reason(self, batch):
+        """Why it waits to be sent (its step failed and is tried again later), or how it
+        ended; its page shows the whole of it."""
+        message = batch.message
+        return (message[:197] + "…") if len(message) > 200 else message or "—"
 
     def has_add_permission(self, request):
         return False

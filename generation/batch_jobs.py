@@ -335,6 +335,7 @@ def _upload(batch: Batch) -> None:
         input_file_id=file_id,
         endpoint=endpoint,
         total=len(lines),
+        message="",  # why the step waited (the page shows it) is over once it is done
         updated_at=Now(),
     )
 
@@ -369,6 +370,7 @@ def _create(batch: Batch) -> None:
         step=Batch.Step.SUBMITTED,
         batch_id=state.id,
         status=state.status,
+        message="",
         submitted_at=Now(),
         next_check_at=later(_poll_wait(0)),
         checks=0,

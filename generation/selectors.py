@@ -26,7 +26,7 @@ from django.db.models.functions import Coalesce
 from studio.models import Page, Project
 
 from . import accounts, catalogue, liveness, references, workers
-from .batches import batch_price, latest, progress_words, supports_batch
+from .batches import RunBatches, batch_price, of_run, supports_batch
 from .broker import UNREACHABLE
 from .clock import db_now
 from .models import (
@@ -737,9 +737,9 @@ class ReviewHeader:
     due: datetime | None = None
     # Economy mode (generation.batches): one picture's batch price where the project's
     # service and model take batches (None: Generate offers Now only), and the run's
-    # latest batch, whose progress the header shows.
+    # batches, whose progress the header shows together.
     economy_price: Decimal | None = None
-    batch: object = None
+    batches: RunBatches | None = None
     in_batch: int = 0  # pages a batch holds: on their way, not "generating" by a worker
     # The project's model is shut down or soon will be (its notice, and the one-click
     # replacement offered); None while it is current.
@@ -792,9 +792,10 @@ class ReviewHeader:
         }
 
     @property
-    def batch_words(self) -> str:
-        """Return the header's words for the run's latest batch ("in progress 5 of 24")."""
-        return progress_words(self.batch)
+    def retry_estimate(self) -> Decimal | None:
+        """Return what Retry failed queues at current settings, one attempt each (None:
+        the price is unknown)."""
+        return None if self.price is None else self.price * self.progress.failed
 
     @property
     def on_its_way(self) -> int:
@@ -878,15 +879,15 @@ def review_header(project: Project) -> ReviewHeader:
         except UNREACHABLE:  # Redis keeps the heartbeats: unknown, so no warning
             no_workers = 0
     economy_price = batch_price(provider) if supports_batch(provider.name, model) else None
-    batch = latest(run)
+    run_batches = of_run(run)
     in_batch = 0
-    if batch is not None and progress.generating:  # one query, only for an economy run
+    if run_batches is not None and progress.generating:  # one query, only for an economy run
         in_batch = Illustration.objects.filter(
             page__project=project, status__in=WORKING_STATUSES, claimed_by__startswith="batch:"
         ).count()
     return ReviewHeader(
         economy_price=economy_price,
-        batch=batch,
+        batches=run_batches,
         in_batch=in_batch,
         progress=progress,
         run=run,

@@ -114,7 +114,12 @@ def page_variants(request: HttpRequest, pk: int) -> HttpResponse:
         "approved": current is not None and current.approved_at is not None,
         "candidates": candidates,
         "waiting": any(candidate.is_active for candidate in candidates),
-        "choices": [(n, None if price is None else price * n) for n in VARIANT_CHOICES],
+        # Each count priced as Generate missing prices its pages: now, and in a batch
+        # where the service takes batches (None: not offered).
+        "choices": [
+            (n, None if price is None else price * n, None if economy is None else economy * n)
+            for n in VARIANT_CHOICES
+        ],
         "price": price,
         "next_url": safe_next(request),
         # Economy mode: the same choice at half price, where the service takes batches.

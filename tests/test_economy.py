@@ -17,11 +17,13 @@ import requests
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.utils.html import escape
 from PIL import Image
 
-from generation import batch_jobs, batches, services
+from generation import batch_jobs, batches, selectors, services
 from generation.batches import EconomyRefused
 from generation.models import Batch, GenerationAttempt, Illustration, Run, SpendEntry, later
+from generation.pricing import money
 from generation.providers import openai_batch
 from studio.models import Character, ReferenceImage
 from tests.conftest import GEMINI_TEST_KEY, TEST_API_KEY, openai_env, wait_until
@@ -357,6 +359,34 @@ def test_regenerate_changed_pages_retry_failed_and_try_variants_send_a_batch_fro
     assert set(Run.objects.filter(project=project).values_list("mode", flat=True)) == {"economy"}
 
 
+def test_retry_failed_and_try_variants_show_both_estimates_as_generate_missing_does(
+    economy, make_project, client, editor
+):
+    economy.batches.fail_lines = [("meadow number 1.", "500"), ("meadow number 2.", "500")]
+    client.force_login(editor)
+    project = make_project(pages=3)
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert Illustration.objects.filter(page__project=project, status="failed").count() == 2
+    now, half = selectors.picture_price(project), selectors.economy_price(project)
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    # Retry failed queues the 2 failed pages: each choice priced for both.
+    form = form_of(html, reverse("project-retry-failed", args=[project.pk]))
+    assert f"Now (≈ {money(now * 2)})" in form
+    assert f"Economy: within 24 h at half price (≈ {money(half * 2)})" in form
+    # Try variants: each count asked for, priced now and in a batch.
+    page = project.pages.get(number=3)
+    variants = client.get(reverse("page-variants", args=[page.pk])).content.decode()
+    for count in (1, 2, 3, 4):
+        each = "variant" if count == 1 else "variants"
+        assert (
+            f"{count} {each} ≈ {money(now * count)} now, ≈ {money(half * count)} in economy"
+            in variants
+        )
+    assert f"Now ({money(now)} each)" in variants
+    assert f"Economy: within 24 h at half price ({money(half)} each)" in variants
+
+
 # --- a real cluster -----------------------------------------------------------------------------
 
 
@@ -558,6 +588,41 @@ def test_pages_with_references_go_to_an_edits_batch_of_their_own_inline(economy,
     assert SpendEntry.objects.filter(project_id=project.pk).count() == 3
 
 
+def test_the_header_shows_a_run_split_in_two_batches_together(
+    economy, make_project, client, editor, capsys
+):
+    economy.batches.batch_seconds = 1000.0  # its clock is moved on by hand (pass_time)
+    client.force_login(editor)
+    project = make_project(pages=5)
+    give_reference(project, [2])
+    services.generate_missing(project=project, mode="economy")
+    url = reverse("project-detail", args=[project.pk])
+
+    def header() -> str:
+        html = client.get(url).content.decode()
+        return re.search(r'class="batch-progress">(.*?)</p>', html, re.S).group(1)
+
+    batch_jobs.advance_due()  # uploaded, split in two, the first created
+    batch_jobs.advance_due()  # the second created
+    edits, generations = Batch.objects.order_by("endpoint")
+    assert (edits.total, generations.total) == (1, 4)
+    assert 'Economy batches (2): <span class="state state--batch">validating</span>' in header()
+    economy.batches.pass_time(500)  # half their time: 2 of 4 lines and 0 of 1 are done
+    batch_jobs.advance(generations.pk)  # the sweep has looked at one of them only
+    assert ">validating · 2 of 5 done<" in header()  # the least advanced, counts summed
+    batch_jobs.advance(edits.pk)
+    assert ">in progress 2 of 5<" in header()
+    # generation_status --json keeps its contract: "batch" is the run's latest batch.
+    call_command("generation_status", "--project", str(project.pk), "--json")
+    run = json.loads(capsys.readouterr().out)["projects"][0]["run"]
+    latest = Batch.objects.order_by("-pk").first()
+    assert run["batch"]["id"] == latest.batch_id
+    economy.batches.pass_time(600)
+    drive()
+    assert ">completed<" in header()
+    assert pictures(project) == 5
+
+
 def test_a_page_whose_references_make_its_line_too_large_fails_alone(
     economy, make_project, monkeypatch
 ):
@@ -740,8 +805,9 @@ def test_the_search_reads_no_further_back_than_the_batch_was_written(economy, ma
 
 
 def test_a_search_that_cannot_reach_back_far_enough_creates_nothing_and_tries_again(
-    economy, make_project, monkeypatch
+    economy, make_project, monkeypatch, client, editor, admin_client
 ):
+    client.force_login(editor)
     project = make_project(pages=3)
     services.generate_missing(project=project, mode="economy")
     kill_after_create()
@@ -752,11 +818,21 @@ def test_a_search_that_cannot_reach_back_far_enough_creates_nothing_and_tries_ag
     assert (batch.step, batch.batch_id) == ("uploaded", "")
     assert "cannot tell whether the batch was already created" in batch.message
     assert len(studio_batches(economy.batches)) == 1
+    # The editor reads why it waits, under the header's batch words; the admin's list too.
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert ">waiting to be sent<" in html
+    waiting = re.findall(r'<p class="batch-waiting muted" role="status">([^<]*)</p>', html)
+    assert waiting == [f"Waiting to be sent: {escape(batch.message)}"]
+    listed = admin_client.get(reverse("admin:generation_batch_changelist")).content.decode()
+    assert "cannot tell whether the batch was already created" in listed
     assert Illustration.objects.filter(page__project=project, status="failed").count() == 0
     monkeypatch.setattr(openai_batch, "SEARCH_PAGES", 2)
     drive()
     assert len(studio_batches(economy.batches)) == 1
     assert pictures(project) == 3
+    assert Batch.objects.get().message == ""
+    html = client.get(reverse("project-detail", args=[project.pk])).content.decode()
+    assert "batch-waiting" not in html
 
 
 @pytest.mark.parametrize("newest_first", [True, False], ids=["newest-first", "oldest-first"])

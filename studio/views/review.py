@@ -44,7 +44,7 @@ def _header_context(project: Project, *, shared: bool = False, now=None) -> dict
         "to_queue": header.to_queue,
         "primary": header.primary,
         "economy": header.economy,
-        "batch_words": header.batch_words,
+        "retry_estimate": header.retry_estimate,
         "on_its_way": header.on_its_way,
         "drawing": header.drawing,
         "title": header.title,

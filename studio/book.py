@@ -124,6 +124,7 @@ def print_upscales(project: Project) -> dict[int, Upscale]:
             source__status=Illustration.Status.COMPLETE,
         )
         .exclude(image="")
+        .select_related("page")  # the export page names each upscale's page
         .order_by("pk")
     )
     return {upscale.source_id: upscale for upscale in upscales}
@@ -261,15 +262,26 @@ class UpscaledPage:
         )
 
 
-def low_resolution_pages(project: Project, trim: Trim) -> list[LowPage]:
-    """Return the pages whose current picture prints under 300 DPI at `trim`, from the
-    pictures' recorded sizes (one query; no picture file is opened)."""
+@dataclass(frozen=True)
+class Resolution:
+    """How a project's pictures print at a trim: the pages under 300 DPI, the pages that
+    print from their upscale, and the book's number of pages."""
+
+    low: list[LowPage]
+    upscaled: list[UpscaledPage]
+    pages: int
+
+
+def print_resolution(project: Project, trim: Trim) -> Resolution:
+    """Return the pages whose current picture prints under 300 DPI at `trim` and those that
+    print from their upscale (the print export's upscale step), from the pictures' recorded
+    sizes: the pictures and their upscales are read once for both lists, and no picture
+    file is opened."""
     book = book_of(project, trim)
     if book.pages == 0:
-        return []
+        return Resolution(low=[], upscaled=[], pages=0)
     # Every picture sheet of a book has the same picture box: the first one's serves all.
     box = book.sheet(book.first_sheet(0)).picture
-    low = []
     jobs = Illustration.objects.filter(
         page__project=project, status=Illustration.Status.COMPLETE
     ).select_related("page")
@@ -279,6 +291,7 @@ def low_resolution_pages(project: Project, trim: Trim) -> list[LowPage]:
             "source_id", flat=True
         )
     )
+    low = []
     for job in sorted(jobs, key=lambda job: job.page.number):
         pixels = pixels_of(job)
         if not pixels or box.dpi(pixels) >= PRINT_DPI:
@@ -286,7 +299,7 @@ def low_resolution_pages(project: Project, trim: Trim) -> list[LowPage]:
         upscale = upscales.get(job.pk)
         bigger = (upscale.width, upscale.height) if upscale and upscale.width else None
         if bigger and box.dpi(bigger) >= PRINT_DPI:
-            continue  # it prints from its upscale (upscaled_pages)
+            continue  # it prints from its upscale (in `upscaled`)
         low.append(
             LowPage(
                 job.page.number,
@@ -297,32 +310,25 @@ def low_resolution_pages(project: Project, trim: Trim) -> list[LowPage]:
                 upscaled=bigger,
             )
         )
-    return low
-
-
-def upscaled_pages(project: Project, trim: Trim) -> list[UpscaledPage]:
-    """Return the pages whose current picture prints from its upscale (the print export's
-    upscale step), with the DPI that gives at `trim`."""
-    book = book_of(project, trim)
-    if book.pages == 0:
-        return []
-    box = book.sheet(book.first_sheet(0)).picture
-    found = []
-    for upscale in print_upscales(project).values():
-        if not upscale.width:
-            continue
-        pixels = (upscale.width, upscale.height)
-        found.append(
-            UpscaledPage(
-                number=upscale.page.number,
-                scale=upscale.scale,
-                provider=upscale.provider,
-                model=catalogue.canonical(upscale.provider, upscale.model),
-                pixels=pixels,
-                dpi=box.dpi(pixels),
-            )
+    upscaled = [
+        UpscaledPage(
+            number=upscale.page.number,
+            scale=upscale.scale,
+            provider=upscale.provider,
+            model=catalogue.canonical(upscale.provider, upscale.model),
+            pixels=(upscale.width, upscale.height),
+            dpi=box.dpi((upscale.width, upscale.height)),
         )
-    return sorted(found, key=lambda page: page.number)
+        for upscale in upscales.values()
+        if upscale.width
+    ]
+    upscaled.sort(key=lambda page: page.number)
+    return Resolution(low=low, upscaled=upscaled, pages=book.pages)
+
+
+def low_resolution_pages(project: Project, trim: Trim) -> list[LowPage]:
+    """Return the pages whose current picture prints under 300 DPI at `trim`."""
+    return print_resolution(project, trim).low
 
 
 def needed_pixels(trim: Trim, pages: int) -> tuple[int, int]:

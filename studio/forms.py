@@ -120,21 +120,6 @@ class ProjectSettingsForm(ProjectForm):
             self.initial["trim"] = CUSTOM_TRIM
             self.initial["custom_trim"] = self.instance.trim
 
-    field_order = [
-        "title",
-        "style_guide",
-        "image_service",
-        "image_model",
-        "budget",
-        "max_concurrent",
-        "requests_per_minute",
-        "author",
-        "trim",
-        "custom_trim",
-        "paper",
-        "cover_page",
-    ]
-
     def clean(self):
         cleaned = super().clean()
         self._clean_model(cleaned)
@@ -179,6 +164,8 @@ class ProjectSettingsForm(ProjectForm):
                 self.add_error("image_model", problem)
 
     class Meta(ProjectForm.Meta):
+        # The form's fields in the order it shows them: custom_trim, a field of the form's
+        # own (the trim when it is "Custom size"), may be listed among the model's.
         fields = [
             "title",
             "style_guide",
@@ -189,6 +176,7 @@ class ProjectSettingsForm(ProjectForm):
             "requests_per_minute",
             "author",
             "trim",
+            "custom_trim",
             "paper",
             "cover_page",
         ]

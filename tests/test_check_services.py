@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from generation import catalogue
 from tests.conftest import CHAT_TEST_KEY, FAL_TEST_KEY, GEMINI_TEST_KEY, ROOT, TEST_API_KEY
 
 
@@ -222,3 +223,93 @@ def test_the_settings_accept_every_image_provider_name():
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def upscaler(every_service):
+    every_service.STUDIO_UPSCALE_PROVIDER = "replicate"
+    every_service.STUDIO_UPSCALE_MODEL = catalogue.default_upscaler("replicate")
+    return every_service
+
+
+def test_without_an_upscaler_the_report_says_none(every_service):
+    every_service.STUDIO_UPSCALE_PROVIDER = ""
+    assert run_json()["upscaler"] is None
+
+
+def test_the_upscaler_is_checked_with_free_look_ups_like_its_service(upscaler, fake_predictions):
+    report = run_json()
+    assert report["upscaler"] == {
+        "name": "replicate",
+        "model": "nightmareai/real-esrgan:"
+        + catalogue.upscaler("replicate", "nightmareai/real-esrgan").version,
+        "price": "0.0025",
+        "key": {"state": "accepted", "detail": ""},
+        "model_check": {"state": "accepted", "detail": ""},
+        "catalogue": "listed",
+        "refused": False,
+        "warning": "",
+    }
+    assert (report["refused"], report["warnings"]) == (False, [])
+    assert fake_predictions.creates == 0
+
+
+def test_an_upscaler_the_service_does_not_know_is_refused(upscaler):
+    upscaler.STUDIO_UPSCALE_MODEL = "nightmareai/real-esrgn"
+    out = StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("check_services", "--json", stdout=out)
+    assert raised.value.returncode == 1
+    assert str(raised.value) == "refused by: upscaler (replicate)"
+    report = json.loads(out.getvalue())
+    assert report["upscaler"]["model_check"]["state"] == "refused"
+    assert report["upscaler"]["catalogue"] == "not listed"
+    assert report["warnings"] == [
+        "the catalogue does not list nightmareai/real-esrgn as an upscaler"
+    ]
+
+
+def test_a_refused_token_refuses_the_upscaler_too(upscaler, fake_predictions):
+    fake_predictions.valid_tokens = {"r8_other"}
+    out = StringIO()
+    with pytest.raises(CommandError) as raised:
+        call_command("check_services", "--json", stdout=out)
+    assert str(raised.value) == "refused by: replicate, upscaler (replicate)"
+    report = json.loads(out.getvalue())
+    assert report["upscaler"]["key"]["state"] == "refused"
+    assert report["upscaler"]["model_check"]["state"] == "not checked"
+
+
+def test_an_upscaler_without_its_key_is_a_warning_and_fails_under_strict(upscaler):
+    upscaler.REPLICATE_API_TOKEN = ""
+    report = run_json()
+    assert report["upscaler"]["key"] == {
+        "state": "missing",
+        "detail": "REPLICATE_API_TOKEN is not set",
+    }
+    assert report["upscaler"]["refused"] is False
+    warning = (
+        "STUDIO_UPSCALE_PROVIDER is replicate but REPLICATE_API_TOKEN is not set: "
+        "the print export offers the local resample only"
+    )
+    assert report["warnings"] == [warning]
+    with pytest.raises(CommandError) as raised:
+        call_command("check_services", "--strict", stdout=StringIO())
+    assert raised.value.returncode == 1
+    assert str(raised.value) == f"upscaler (replicate): {warning}"
+
+
+def test_the_table_has_a_line_for_the_upscaler(upscaler):
+    out = StringIO()
+    call_command("check_services", stdout=out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 9
+    assert lines[-1].split() == [
+        "upscaler",
+        "(replicate)",
+        "nightmareai/real-esrgan",
+        "$0.0025",
+        "accepted",
+        "accepted",
+        "-",
+    ]

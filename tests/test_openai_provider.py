@@ -1,7 +1,11 @@
 """The OpenAI-compatible provider over real HTTP against the loopback fake service."""
 
+import re
+
 import pytest
 
+from generation import services
+from generation.models import GenerationAttempt
 from generation.providers.base import (
     AuthFailed,
     ConfigError,
@@ -94,6 +98,33 @@ def test_broken_answers_are_transient(provider, fake_openai, reply):
     with pytest.raises(Transient) as raised:
         provider.generate(REQUEST)
     assert type(raised.value) is Transient
+
+
+def test_a_picture_that_cannot_be_read_is_transient_with_its_status_and_request_id(
+    provider, fake_openai
+):
+    fake_openai.default = "not_image"
+    with pytest.raises(Transient) as raised:
+        provider.generate(REQUEST)
+    assert raised.value.http_status == 200
+    assert re.fullmatch(r"req_[0-9a-f]{12}", raised.value.request_id)
+    assert raised.value.maybe_paid is True
+
+
+@pytest.mark.django_db
+def test_the_attempt_of_a_picture_that_cannot_be_read_records_status_and_request_id(
+    make_project, openai_settings, fake_openai, drain
+):
+    project = make_project(pages=1)
+    fake_openai.script.append("not_image")
+    run = services.generate_missing(project=project).run
+    drain(run.pk, limit=1)
+    first, second = GenerationAttempt.objects.order_by("number")
+    assert (first.outcome, first.http_status) == ("transient", 200)
+    assert "not a valid image" in first.message
+    assert re.fullmatch(r"req_[0-9a-f]{12}", first.provider_request_id)
+    assert (second.outcome, second.http_status) == ("success", 200)
+    assert first.provider_request_id != second.provider_request_id
 
 
 def test_a_hang_past_the_read_timeout_is_transient(openai_settings, fake_openai):

@@ -213,3 +213,26 @@ def test_the_settings_show_and_keep_a_service_no_longer_configured(client, edito
     assert response.status_code == 302
     project.refresh_from_db()
     assert (project.title, project.image_service) == ("Renamed", "gemini")  # only the title
+
+
+def test_the_settings_form_shows_its_fields_in_order(client, editor, make_project):
+    project = make_project(pages=1)
+    client.force_login(editor)
+    page = client.get(reverse("project-settings", args=[project.pk])).content.decode()
+    form = re.search(r'<form method="post" class="form" novalidate>(.*?)</form>', page, re.S)[1]
+    names = re.findall(r'<(?:input|select|textarea)[^>]*\bname="([^"]+)"', form)
+    assert names == [
+        "csrfmiddlewaretoken",
+        "title",
+        "style_guide",
+        "image_service",
+        "image_model",
+        "budget",
+        "max_concurrent",
+        "requests_per_minute",
+        "author",
+        "trim",
+        "custom_trim",
+        "paper",
+        "cover_page",
+    ]

@@ -11,6 +11,8 @@ import requests
 from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from PIL import Image
 
@@ -126,8 +128,9 @@ def test_an_upscale_goes_through_the_service_once_is_priced_once_and_is_printed_
 
     # The export page no longer lists it as low; it names the upscale.
     trim = geometry.parse_trim(TRIM)
-    assert book.low_resolution_pages(book_project, trim) == []
-    [done] = book.upscaled_pages(book_project, trim)
+    resolution = book.print_resolution(book_project, trim)
+    assert resolution.low == []
+    [done] = resolution.upscaled
     assert (done.number, done.scale, done.dpi >= 300) == (1, 4, True)
 
     export = print_export(book_project)
@@ -397,6 +400,67 @@ def test_the_resolution_region_follows_an_upscale_until_it_is_done(
     assert "hx-trigger" not in shown
     assert "Printed from their upscale:" in shown
     assert "Page 1: upscaled ×4 by Replicate nightmareai/real-esrgan to 2048 × 2048 px" in shown
+
+
+@pytest.fixture
+def upscaled_book(media, make_project):
+    """Four pages at a 4 × 4 in trim: page 1 at 512 px (low), page 2 at 1,400 px (fine),
+    page 3 at 512 px upscaled ×4 to 2,048 (printed from its upscale), page 4 at 256 px
+    upscaled ×4 to 1,024 (printed from its upscale, still low)."""
+    project = make_project(pages=4)
+    project.trim = TRIM
+    project.save(update_fields=["trim"])
+    first, second, third, fourth = project.pages.order_by("number")
+    picture(first, 512)
+    picture(second, 1400)
+    for page, side in ((third, 512), (fourth, 256)):
+        upscale = Upscale(
+            page=page,
+            source=picture(page, side),
+            status=Upscale.Status.COMPLETE,
+            provider="replicate",
+            model=catalogue.default_upscaler("replicate"),
+            scale=4,
+            width=side * 4,
+            height=side * 4,
+        )
+        upscale.image.save("upscale.png", ContentFile(png(8)), save=False)
+        upscale.save()
+    return project
+
+
+def test_one_pass_finds_both_the_low_pages_and_the_upscaled_ones(upscaled_book):
+    first, _, _, fourth = upscaled_book.pages.order_by("number")
+    resolution = book.print_resolution(upscaled_book, geometry.parse_trim(TRIM))
+    # As low_resolution_pages and upscaled_pages listed them, each on its own.
+    assert resolution.low == [
+        book.LowPage(1, (512, 512), 120, page_id=first.pk),
+        book.LowPage(4, (256, 256), 60, page_id=fourth.pk, upscaled=(1024, 1024)),
+    ]
+    model = "nightmareai/real-esrgan"
+    assert resolution.upscaled == [
+        book.UpscaledPage(3, 4, "replicate", model, pixels=(2048, 2048), dpi=481),
+        book.UpscaledPage(4, 4, "replicate", model, pixels=(1024, 1024), dpi=240),
+    ]
+    assert resolution.pages == 4
+
+
+def test_the_export_page_reads_the_pictures_and_their_upscales_once(
+    client, editor, upscaled_book, upscale_settings
+):
+    client.force_login(editor)
+    url = reverse("project-export", args=[upscaled_book.pk])
+    client.get(url)  # the session and the caches settle
+    with CaptureQueriesContext(connection) as captured:
+        page = client.get(url).content.decode()
+    sql = [query["sql"] for query in captured.captured_queries]
+    # Before: 18, the page count three times, the complete upscales twice, and each
+    # upscale's page once more on its own.
+    assert len(sql) == 13
+    counts = [q for q in sql if q.startswith('SELECT COUNT(*) AS "__count" FROM "studio_page"')]
+    assert len(counts) == 1
+    assert "Page 1: 512 × 512 px, 120 DPI" in page
+    assert "Page 3: upscaled ×4 by Replicate nightmareai/real-esrgan to 2048 × 2048 px" in page
 
 
 def test_a_failing_upscale_is_retried_then_shown_failed_with_its_reason(

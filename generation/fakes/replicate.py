@@ -7,7 +7,7 @@ WebP, an image model's a list with one PNG URL; both are served here (and can ex
 With `Prefer: wait`, a prediction that needs no poll comes back finished from the create.
 Create can fail with the real problem+json bodies: 402 insufficient credit, 429 throttled,
 401, 404 unknown model, 422 invalid input, 503. It also serves the free lookups
-check_services uses: GET /v1/account and GET /v1/models/{owner}/{name}.
+check_services uses: GET /v1/account and GET /v1/models/{owner}/{name} (the upscaler's too).
 
 As strict as the service: no `Authorization: Bearer <token>` → 401; a create that is not a
 JSON object with an `input` object (or, on /v1/predictions, without a `version`) → 422; an
@@ -528,11 +528,12 @@ class FakePredictionService(WebhookSender, LoopbackServer):
             return self.service.end(prediction_id)
 
         def _model(self, model: str):
-            if model not in self.service.models:
+            if model not in self.service.models and model not in UPSCALERS:
                 return self._problem(
                     problem(404, "Not found", "The requested model could not be found.")
                 )
             owner, name = model.split("/")
+            latest = UPSCALERS.get(model) or uuid.uuid5(uuid.NAMESPACE_URL, model).hex * 2
             self.send_json(
                 200,
                 {
@@ -540,7 +541,7 @@ class FakePredictionService(WebhookSender, LoopbackServer):
                     "owner": owner,
                     "name": name,
                     "visibility": "public",
-                    "latest_version": {"id": uuid.uuid5(uuid.NAMESPACE_URL, model).hex * 2},
+                    "latest_version": {"id": latest},
                 },
             )
 

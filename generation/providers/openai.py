@@ -28,7 +28,6 @@ from .base import (
     Transient,
     WrittenStory,
     account_key,
-    verify_image,
 )
 from .checks import Check, check_get
 from .http import (
@@ -37,6 +36,7 @@ from .http import (
     as_json,
     looks_like_html,
     parse_retry_after,
+    received_image,
     required_key,
     says_out_of_credits,
 )
@@ -322,21 +322,12 @@ class OpenAIProvider(OpenAICompatible):
             deadline=deadline,
             files=files,
         )
-        image_bytes = self._image_bytes(payload, status, request_id, deadline)
-        try:
-            width, height = verify_image(image_bytes)
-        except Transient as error:
-            error.maybe_paid = True  # the service made something and billed it
-            raise
-        usage = payload.get("usage")
-        return GeneratedImage(
-            content=image_bytes,
-            width=width,
-            height=height,
+        return received_image(
+            self._image_bytes(payload, status, request_id, deadline),
             model=self.model,
-            request_id=request_id,
             http_status=status,
-            usage=usage if isinstance(usage, dict) else None,
+            request_id=request_id,
+            usage=payload.get("usage"),
         )
 
     def check(self) -> list[Check]:

@@ -128,16 +128,17 @@ def cover_front(project) -> str:
 def resolution_context(project, trim: geometry.Trim) -> dict:
     """Return what the list of pages under 300 DPI at `trim` shows, with the upscale step
     offered for them."""
-    low_pages = book.low_resolution_pages(project, trim)
+    resolution = book.print_resolution(project, trim)
+    low_pages = resolution.low
     return {
         "project": project,
         "trim": trim,
         "low_pages": low_pages,
-        "upscaled_pages": book.upscaled_pages(project, trim),
+        "upscaled_pages": resolution.upscaled,
         "upscale": selectors.upscale_offer(len(to_upscale(low_pages))),
         "upscaling": [low for low in low_pages if low.upscaling],
         "upscale_failures": upscale_failures(project),
-        "needed_pixels": book.needed_pixels(trim, project.pages.count()),
+        "needed_pixels": book.needed_pixels(trim, resolution.pages),
         "progress": selectors.project_progress(project),
     }
 

@@ -5,6 +5,8 @@ import base64
 
 import requests
 
+from . import catalogue
+
 _session = requests.Session()
 
 
@@ -13,7 +15,12 @@ def call_service(url: str) -> int:
     the floor of any task that makes the call. Return the picture's size in bytes."""
     answer = _session.post(
         f"{url}/images/generations",
-        json={"model": "gpt-image-2", "prompt": "a fox in a field", "size": "1024x1024", "n": 1},
+        json={
+            "model": catalogue.default("openai"),
+            "prompt": "a fox in a field",
+            "size": "1024x1024",
+            "n": 1,
+        },
         headers={"Authorization": "Bearer sk-benchmark"},
         timeout=30,
     )

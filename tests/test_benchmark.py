@@ -6,10 +6,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from generation import services
 from generation.models import Illustration
@@ -110,7 +111,8 @@ def test_ctrl_c_stops_the_benchmarks_clusters_and_deletes_its_projects(broker):
         cwd=ROOT,
         env=worker_env(),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -122,13 +124,47 @@ def test_ctrl_c_stops_the_benchmarks_clusters_and_deletes_its_projects(broker):
         )
         below = {pid: cmdline(pid) for pid in descendants(benchmark.pid)}
         os.killpg(benchmark.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
-        benchmark.wait(timeout=30)
+        _, stderr = benchmark.communicate(timeout=30)
     finally:
         stop_process_group(benchmark)
 
     assert any(command.endswith("manage.py qcluster") for command in below.values())
     assert [pid for pid in below if is_alive(pid)] == []
-    assert Project.objects.filter(owner__username="benchmark").count() == 0
+    left = Project.objects.filter(owner__username="benchmark").count()
+    assert left == 0, stderr[-4000:]
+
+
+def seen_from_another_connection(count) -> int:
+    """Return count() as a connection of another thread sees it: what is committed."""
+    seen = []
+
+    def look() -> None:
+        try:
+            seen.append(count())
+        finally:
+            connections.close_all()
+
+    looker = threading.Thread(target=look)
+    looker.start()
+    looker.join()
+    return seen[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_cleanup_after_a_ctrl_c_commits_its_deletes_whatever_the_connection_was_left_in(
+    broker,
+):
+    from generation.management.commands.benchmark import Bench, Command
+
+    bench = Bench(Command(), 4)
+    Project.objects.create(owner=bench.user, title="left by a scenario")
+    # What a Ctrl-C landing inside the ORM's own bookkeeping (Atomic's exit restoring
+    # autocommit) can leave behind: this thread's connection in a transaction of its own.
+    connection.set_autocommit(False)
+    Project.objects.filter(owner=bench.user).update(title="half written")
+    benchmark_projects = Project.objects.filter(owner__username="benchmark").count
+    bench.cleanup_on_a_fresh_connection()
+    assert seen_from_another_connection(benchmark_projects) == 0
 
 
 def refused_benchmark(*args: str) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -32,7 +33,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import Max, Min, Sum
 from django.middleware.csrf import CSRF_ALLOWED_CHARS, CSRF_SECRET_LENGTH
 from django.test import Client
@@ -233,7 +234,7 @@ class Command(OperatorCommand):
                 # would be drawn, and paid, on the next scenario's service.
                 bench.cleanup()
         finally:
-            bench.cleanup()
+            bench.cleanup_on_a_fresh_connection()
         report = {
             "database": connection.vendor,
             "broker": "redis" if settings.REDIS_URL else "orm",
@@ -416,6 +417,29 @@ class Bench:
     def cleanup(self) -> None:
         Project.objects.filter(owner__in=(self.user, self.other)).delete()
         self.broker.purge_queue()
+
+    def cleanup_on_a_fresh_connection(self) -> None:
+        """Clean up however the scenarios ended. A Ctrl-C can land anywhere, inside the
+        ORM's transaction bookkeeping too, and leave this thread's connection in a
+        transaction that would never commit the deletes: close it (the database drops what
+        it held) and delete on a connection of a thread of its own, which a second Ctrl-C
+        does not cut short either (signals reach the main thread only)."""
+        connections.close_all()
+        errors = []
+
+        def clean() -> None:
+            try:
+                self.cleanup()
+            except BaseException as error:  # raised again below, in the main thread
+                errors.append(error)
+            finally:
+                connections.close_all()
+
+        cleaner = threading.Thread(target=clean, name="benchmark-cleanup")
+        cleaner.start()
+        cleaner.join()
+        if errors:
+            raise errors[0]
 
     # --- helpers ---------------------------------------------------------------------
 

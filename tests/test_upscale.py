@@ -419,7 +419,7 @@ def upscaled_book(media, make_project):
             source=picture(page, side),
             status=Upscale.Status.COMPLETE,
             provider="replicate",
-            model=catalogue.default_upscaler("replicate"),
+            model=catalogue.canonical("replicate", catalogue.default_upscaler("replicate")),
             scale=4,
             width=side * 4,
             height=side * 4,

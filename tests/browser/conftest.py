@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import requests
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.conftest import ARTIFACTS, ROOT, stop_process_group, wait_until, worker_env
 
@@ -132,8 +133,18 @@ def page(browser, request):
 
 
 def screenshot(page, name: str) -> None:
+    """Save a picture of the page among the artifacts, for a reader. Headless Chromium now
+    and then answers "Unable to capture screenshot" while it composites a frame (CI's
+    PostgreSQL pass, once): it is asked once more after the next frame."""
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
+    path = str(ARTIFACTS / f"{name}.png")
+    try:
+        page.screenshot(path=path, full_page=False)
+    except PlaywrightError as error:
+        if "Unable to capture screenshot" not in str(error):
+            raise
+        page.evaluate("() => new Promise(requestAnimationFrame)")
+        page.screenshot(path=path, full_page=False)
 
 
 def sign_in(page, server, *, username="alice", password="alice-password", next_url="/"):

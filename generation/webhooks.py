@@ -13,7 +13,9 @@ whose webhook never comes is woken by the sweep once it is overdue (wake_overdue
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from .clock import db_now
@@ -63,8 +65,16 @@ def receive(service: str, headers: Mapping, body: bytes, *, now=None) -> Answer:
         return Answer(refused.status, refused.reason)
     with transaction.atomic():
         kind, job = _find(job_id)
+        early = False
         if job is None and not GenerationAttempt.objects.filter(provider_job_id=job_id).exists():
-            return Answer(404, f"unknown job {job_id!r}: the studio created no such job")
+            # A fast service's job can end, and its delivery come, before the worker that
+            # created it has read the create's answer and stored the id: with a call still
+            # waiting for its answer, the delivery is kept for that worker, who wakes the
+            # job once it stores the id (wake_if_delivered). Otherwise nothing of ours
+            # made it.
+            if not _a_create_awaits_its_answer():
+                return Answer(404, f"unknown job {job_id!r}: the studio created no such job")
+            early = True
         try:
             with transaction.atomic():
                 delivery = WebhookDelivery.objects.create(
@@ -79,6 +89,8 @@ def receive(service: str, headers: Mapping, body: bytes, *, now=None) -> Answer:
             return Answer(200, f"already received ({delivery_id}): applied once")
         if not ended:
             outcome = "not its end"
+        elif early:
+            outcome = "recorded: the call that made it is still reading its answer"
         elif job is None:
             outcome = "nothing waits for it (the job started over or was canceled)"
         elif _wake(kind, job):
@@ -89,6 +101,16 @@ def receive(service: str, headers: Mapping, body: bytes, *, now=None) -> Answer:
             outcome = f"nothing waits for it (the job is {job.status})"
         WebhookDelivery.objects.filter(pk=delivery.pk).update(outcome=outcome[:120])
     return Answer(200, outcome)
+
+
+def _a_create_awaits_its_answer() -> bool:
+    """Whether some call is still waiting for its answer with no service job id stored yet
+    (started within two provider timeouts: a call older than that has ended, or its worker
+    is gone and the sweep takes the job back)."""
+    since = db_now() - timedelta(seconds=2 * float(settings.STUDIO_PROVIDER_TIMEOUT))
+    return GenerationAttempt.objects.filter(
+        outcome=GenerationAttempt.Outcome.IN_FLIGHT, provider_job_id="", started_at__gte=since
+    ).exists()
 
 
 def wake_if_delivered(kind, job) -> bool:

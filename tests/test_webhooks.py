@@ -213,6 +213,39 @@ def test_a_webhook_that_comes_before_its_worker_lets_go_still_wakes_the_job(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_webhook_that_comes_before_its_worker_has_read_the_create_still_wakes_the_job(
+    settings, make_project, broker
+):
+    # A fast prediction: it ended, and its delivery came, while the worker that created it
+    # was still reading the create's answer (no id stored anywhere yet).
+    settings.REPLICATE_WEBHOOK_SECRET = VECTOR["secret"]
+    services.generate_missing(project=make_project(pages=1))
+    broker.purge_queue()
+    job = Illustration.objects.get()
+    rows = Illustration.objects.filter(pk=job.pk)
+    rows.update(status=Status.GENERATING, claimed_by="w-1")
+    call = GenerationAttempt.objects.create(
+        illustration=job, number=1, started_at=db_now(), idempotency_key="k1"
+    )
+    headers, raw = replicate_delivery(VECTOR["secret"], {"id": "p-faster", "status": "succeeded"})
+
+    answer = webhooks.receive("replicate", headers, raw)
+
+    assert (answer.status, answer.reason) == (
+        200,
+        "recorded: the call that made it is still reading its answer",
+    )
+    assert rows.get().status == Status.GENERATING  # nothing moved: its worker holds it
+    # The worker reads the answer: the id is stored, and the job waits for its webhook.
+    GenerationAttempt.objects.filter(pk=call.pk).update(provider_job_id="p-faster")
+    rows.update(provider_job_id="p-faster")
+    job.refresh_from_db()
+    assert rows.await_service(worker_id="w-1", overdue=300) == 1
+    assert webhooks.wake_if_delivered(KINDS["illustration"], job) is True
+    assert (rows.get().status, rows.get().next_attempt_at) == (Status.QUEUED, None)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_stop_cancels_a_job_waiting_at_the_service_there_too(
     replicate_image_settings, fake_predictions, make_project, broker
 ):
@@ -363,6 +396,30 @@ def test_a_lost_or_late_webhook_is_made_up_for_by_polling(
         }
     else:
         assert fake.delivered() == []
+    charged_once(project, 2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_that_outruns_the_creates_answer_still_brings_the_picture_at_once(
+    live_server, settings, make_project, qcluster, fake_predictions
+):
+    # Each prediction ends, and the fake has its delivery answered, before the create's
+    # answer leaves: the studio hears of a job whose id no worker has stored yet. The
+    # webhook is not overdue for 300 s: the book must not wait for the sweep.
+    fake = fake_predictions
+    fake.latency = 0
+    fake.webhook_before_answer = True
+    use_replicate(settings, fake, live_server)
+    project = make_project(pages=2)
+    qcluster(**replicate_webhook_env(fake, live_server, STUDIO_WORKERS=2))
+
+    services.generate_missing(project=project)
+    wait_until(lambda: project_progress(project).complete, timeout=30)
+
+    assert {d["reason"] for d in fake.delivered()} == {
+        "recorded: the call that made it is still reading its answer"
+    }
+    assert sum(fake.polls.values()) == 2  # one look each, once woken: not the sweep's
     charged_once(project, 2)
 
 

@@ -267,6 +267,9 @@ class FakePredictionService(WebhookSender, LoopbackServer):
         # delivery goes first. The bad days are WebhookSender's knobs.
         self.webhook_secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
         self.webhook_requests: list[dict] = []  # {"webhook", "filter"} of every create
+        # The prediction ends and its deliveries are sent (and answered) before the
+        # create's own answer goes out: a service faster than the studio reads its answers.
+        self.webhook_before_answer = False
         self.init_webhooks()
         super().__init__(port)
 
@@ -352,6 +355,11 @@ class FakePredictionService(WebhookSender, LoopbackServer):
 
             self.after_end(prediction_id, url, deliveries)
 
+        if self.webhook_before_answer:
+            run()
+            for sender in list(self._webhook_threads):
+                sender.join(timeout=30)
+            return
         threading.Thread(target=run, daemon=True).start()
 
     def ripe(self, prediction_id: str) -> bool:

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from django_q.brokers import get_broker
 
 from generation import engine, selectors
 from generation.clock import db_now
+from generation.models import GenerationAttempt, SpendEntry
 from studio.models import Page, Project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +35,19 @@ def wait_until(condition, *, timeout: float, interval: float = 0.1, message: str
 
 
 S3 = os.environ.get("STUDIO_TEST_S3") == "1"
+
+
+def charges_and_entries(fake, project) -> tuple[Counter, Counter]:
+    """Return the idempotency keys of the calls the fake service charged (answered 200)
+    and of the project's ledger entries, each with how often it came: equal when every
+    charge is in the ledger once. Call it once the service has no call in flight."""
+    charged = Counter(c["idempotency_key"] for c in fake.calls if c.get("status") == 200)
+    entered = Counter(
+        GenerationAttempt.objects.filter(
+            pk__in=SpendEntry.objects.filter(project_id=project.pk).values("attempt_id")
+        ).values_list("idempotency_key", flat=True)
+    )
+    return charged, entered
 
 
 def pytest_generate_tests(metafunc):

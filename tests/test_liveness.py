@@ -24,7 +24,7 @@ from generation.clock import db_now
 from generation.kinds import KINDS
 from generation.models import GenerationAttempt, Illustration, SpendEntry
 from studio.models import Project
-from tests.conftest import openai_env, wait_until
+from tests.conftest import charges_and_entries, openai_env, wait_until
 
 HTMX = {"HX-Request": "true"}
 Status = Illustration.Status
@@ -111,12 +111,7 @@ def test_a_killed_cluster_reads_waiting_for_the_worker_and_a_new_one_finishes_pa
     # and a page's lost call was sent again with the same key (a service that honours
     # idempotency keys charges each page once).
     wait_until(lambda: fake_openai.in_flight == 0, timeout=10)
-    charged = Counter(c["idempotency_key"] for c in fake_openai.calls if c.get("status") == 200)
-    entered = Counter(
-        GenerationAttempt.objects.filter(
-            pk__in=SpendEntry.objects.filter(project_id=project.pk).values("attempt_id")
-        ).values_list("idempotency_key", flat=True)
-    )
+    charged, entered = charges_and_entries(fake_openai, project)
     assert charged == entered
     assert sorted(charged.values()) == [2, 2]  # the lost call, and its resend
     keys_per_page = Counter(c["prompt"] for c in fake_openai.calls)

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from generation import services
 from studio.models import Project
 from tests.browser.conftest import screenshot, sign_in
-from tests.conftest import wait_until
+from tests.conftest import charges_and_entries, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -90,11 +90,10 @@ def test_a_tab_open_when_its_cluster_is_killed_shows_the_silent_worker_then_new_
     been silent for three beats and the tab's next busy poll (2 s) has come (at the default
     5 s beats: 17 s after the last beat, within the issue's 20 s), and a new cluster's
     pictures show in the same tab, each page paid once."""
-    from collections import Counter
     from datetime import timedelta
 
     from generation.clock import db_now
-    from generation.models import GenerationAttempt, Illustration, SpendEntry
+    from generation.models import Illustration
     from tests.conftest import openai_env
 
     beat = 1.0
@@ -129,11 +128,6 @@ def test_a_tab_open_when_its_cluster_is_killed_shows_the_silent_worker_then_new_
     qcluster(**env)
     expect(page.locator(".chip--complete")).to_have_count(2, timeout=45_000)
     wait_until(lambda: fake_openai.in_flight == 0, timeout=10)
-    charged = Counter(c["idempotency_key"] for c in fake_openai.calls if c.get("status") == 200)
-    entered = Counter(
-        GenerationAttempt.objects.filter(
-            pk__in=SpendEntry.objects.filter(project_id=project.pk).values("attempt_id")
-        ).values_list("idempotency_key", flat=True)
-    )
+    charged, entered = charges_and_entries(fake_openai, project)
     assert charged == entered  # every charge once in the ledger, by its key
     assert len({c["idempotency_key"] for c in fake_openai.calls}) == 2  # one key a page

@@ -883,6 +883,7 @@ class FakeImageService(LoopbackServer):
                     service.calls.append(call)
                     service.in_flight += 1
                     service.max_in_flight = max(service.max_in_flight, service.in_flight)
+                self._in_flight = True
                 reply = None
                 try:
                     reply = service._reply_for(call["prompt"])
@@ -901,10 +902,20 @@ class FakeImageService(LoopbackServer):
                         reply = self._story(call["prompt"], reply)
                     self._answer(reply, call)
                 finally:
+                    self._leave()
                     with service._lock:
-                        service.in_flight -= 1
                         call["answered"] = time.monotonic()
                         call["status"] = reply.status if reply is not None else None
+
+            def _leave(self) -> None:
+                """The call is no longer in flight once its answer is ready to go: counted
+                after the answer was written, the client could already be sending its next
+                call while this thread had not yet counted the last one out (13 calls in
+                flight seen from 12 workers on a busy host)."""
+                if getattr(self, "_in_flight", False):
+                    self._in_flight = False
+                    with service._lock:
+                        service.in_flight -= 1
 
             def _story(self, prompt: str, reply: Reply) -> Reply:
                 """Answer a chat completion with the pages the prompt asked for."""
@@ -971,10 +982,12 @@ class FakeImageService(LoopbackServer):
                     ).encode()
                     with service._lock:
                         service.successes += 1
+                    self._leave()
                     self._send(200, body, headers={"x-request-id": f"req_{uuid.uuid4().hex[:12]}"})
                     return
                 headers = {"x-request-id": f"req_{uuid.uuid4().hex[:12]}", **reply.headers}
                 kind = headers.pop("Content-Type", "application/json")
+                self._leave()
                 self._send(reply.status, reply.body or b"", kind, headers=headers)
 
             def _dawdle(self, reply: Reply):

@@ -5,6 +5,7 @@ The steps are driven here in the test's process, as the sweep drives them (advan
 real clusters, killed at every step, are at "a real cluster" below.
 """
 
+import base64
 import io
 import json
 import os
@@ -639,6 +640,129 @@ def test_a_page_whose_references_make_its_line_too_large_fails_alone(
     assert "draw it now" in failed.error_message
     assert economy.batches.created == 1
     assert SpendEntry.objects.filter(project_id=project.pk).count() == 2
+
+
+def sent_pictures(desk) -> dict[int, list[Image.Image]]:
+    """The pictures each page's request in the Gemini fake's batches carried inline, by page
+    number (the fake decoded them as Gemini does; read here from the parts as sent)."""
+    sent = {}
+    with desk.lock:
+        entries = [entry for entry in desk.batches.values() if "checked" in entry]
+    for entry in entries:
+        for item, checked in zip(entry["requests"], entry["checked"], strict=True):
+            job = batch_jobs._job_id(item["metadata"]["key"])
+            pictures_sent = []
+            for content in item["request"]["contents"]:
+                for part in content["parts"]:
+                    if "inlineData" in part:
+                        inline = part["inlineData"]
+                        assert inline["mimeType"] == "image/png"
+                        data = base64.b64decode(inline["data"], validate=True)
+                        pictures_sent.append(Image.open(io.BytesIO(data)))
+            assert [kind for kind, _ in checked["parts"]].count("image") == len(pictures_sent)
+            assert [image["format"] for image in checked["images"]] == ["PNG"] * len(pictures_sent)
+            sent[Illustration.objects.get(pk=job).page.number] = pictures_sent
+    return sent
+
+
+def test_gemini_batch_lines_carry_each_page_s_reference_pictures_inline(
+    gemini_economy, make_project
+):
+    project = make_project(pages=4)
+    give_reference(project, [2, 4])
+    fox = Character.objects.get(project=project).reference
+    with Image.open(fox.image.path) as original:
+        fox_pixels = original.convert("RGB").tobytes()
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    assert gemini_economy.batches.created == 1
+    sent = sent_pictures(gemini_economy.batches)
+    assert sorted(sent) == [1, 2, 3, 4]
+    assert [len(sent[number]) for number in (1, 2, 3, 4)] == [0, 1, 0, 1]
+    for number in (2, 4):
+        (picture,) = sent[number]
+        assert picture.size == (64, 64)
+        assert picture.convert("RGB").tobytes() == fox_pixels
+    assert pictures(project) == 4
+    entries = SpendEntry.objects.filter(project_id=project.pk)
+    assert entries.count() == 4
+    assert {entry.amount for entry in entries} == {Decimal("0.0335")}  # 0.067 live
+    assert not [call for call in gemini_economy.calls if not call.get("batch_api")]
+
+
+def test_a_gemini_page_whose_references_pass_the_inline_limit_fails_alone(
+    gemini_economy, make_project, monkeypatch
+):
+    """The limit is what one inline batch takes (Gemini: 20 MB in all, here made smaller):
+    a page under it travels, even in a batch of its own; a page over it fails alone."""
+    from generation.fakes import gemini_batches as fake_batches
+    from generation.providers import gemini_batch
+
+    limit = 400_000
+    monkeypatch.setattr(fake_batches, "MAX_INLINE_BYTES", limit)
+    monkeypatch.setattr(gemini_batch, "MAX_INLINE_BYTES", limit)
+    monkeypatch.setattr(gemini_batch.GeminiBatches, "max_batch_bytes", limit - 64 * 1024)
+    project = make_project(pages=4)
+    give_reference(project, [2, 4], size=(300, 300))  # ~310 KB a line: two do not fit one
+    big = Image.effect_noise((480, 480), 80).convert("RGB")  # ~900 KB: over the limit
+    buffer = io.BytesIO()
+    big.save(buffer, format="PNG")
+    owl = Character.objects.create(project=project, name="Owl", description="A grey owl.")
+    version = ReferenceImage(character=owl, source="upload", width=480, height=480)
+    version.image.save("owl.png", ContentFile(buffer.getvalue()), save=False)
+    version.save()
+    owl.reference = version
+    owl.save()
+    owl.pages.set(project.pages.filter(number=3))
+    services.generate_missing(project=project, mode="economy")
+    drive()
+    failed = Illustration.objects.get(page__project=project, status="failed")
+    assert failed.page.number == 3
+    assert failed.failure_reason == "rejected"
+    assert "reference pictures weighs" in failed.error_message
+    assert "draw it now" in failed.error_message
+    assert pictures(project) == 3
+    sent = sent_pictures(gemini_economy.batches)
+    assert sorted(sent) == [1, 2, 4] and (len(sent[2]), len(sent[4])) == (1, 1)
+    assert gemini_economy.batches.created == 2  # pages 1 and 2, then page 4 on its own
+    assert sorted(Batch.objects.values_list("total", flat=True)) == [1, 2]
+    entries = SpendEntry.objects.filter(project_id=project.pk)
+    assert entries.count() == 3
+    assert {entry.amount for entry in entries} == {Decimal("0.0335")}
+
+
+def test_the_gemini_batch_fake_refuses_a_malformed_inline_picture_as_gemini_does(fake_gemini):
+    url = f"{fake_gemini.url}/models/gemini-3.1-flash-image:batchGenerateContent"
+    key = {"x-goog-api-key": GEMINI_TEST_KEY}
+
+    def batch(inline: dict) -> requests.Response:
+        request = {
+            "contents": [{"role": "user", "parts": [{"inlineData": inline}, {"text": "A fox."}]}]
+        }
+        body = {
+            "batch": {
+                "displayName": "studio-x",
+                "inputConfig": {"requests": {"requests": [{"request": request, "metadata": {}}]}},
+            }
+        }
+        return requests.post(url, json=body, headers=key, timeout=5)
+
+    not_a_picture = base64.b64encode(b"these bytes are no picture").decode()
+    for inline, message in (
+        ({"mimeType": "image/png", "data": "not*base64!!"}, "Base64 decoding failed"),
+        ({"mimeType": "image/png", "data": not_a_picture}, "Unable to process input image"),
+        ({"mimeType": "image/tiff", "data": not_a_picture}, "Unsupported MIME type"),
+    ):
+        refused = batch(inline)
+        error = refused.json()["error"]
+        assert (refused.status_code, error["code"], error["status"]) == (
+            400,
+            400,
+            "INVALID_ARGUMENT",
+        )
+        assert error["message"].startswith("* batch.input_config.requests.requests[0].request: ")
+        assert message in error["message"]
+    assert fake_gemini.batches.created == 0
 
 
 def test_a_project_deleted_while_its_batch_is_out_still_has_every_line_in_the_ledger(

@@ -360,8 +360,8 @@ class FakeGemini(LoopbackServer):
                 except ValueError:
                     body = None
 
-                def invalid(request: dict) -> str | None:
-                    return self._invalid(json.dumps(request).encode(), {})
+                def invalid(request: dict, call: dict) -> str | None:
+                    return self._invalid(json.dumps(request).encode(), call)
 
                 return self._reply(*desk.create(model, body, len(raw), invalid))
             if method == "POST" and name.startswith("batches/") and name.endswith(":cancel"):

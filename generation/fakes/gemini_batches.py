@@ -62,8 +62,10 @@ class GeminiBatchDesk:
         self.created = 0
 
     def create(self, model: str, body: object, raw_size: int, invalid) -> tuple[int, dict]:
-        """POST models/{model}:batchGenerateContent; `invalid(request)` is generateContent's
-        own check of one request (None when well formed)."""
+        """POST models/{model}:batchGenerateContent; `invalid(request, call)` is
+        generateContent's own check of one request (None when well formed; its inline
+        pictures decoded, Google's 400 INVALID_ARGUMENT for a malformed one), which records
+        what it saw in `call` (parts, images): the batch keeps these as "checked"."""
         if raw_size > MAX_INLINE_BYTES:
             return _error(
                 400,
@@ -84,10 +86,12 @@ class GeminiBatchDesk:
             return _error(
                 400, "INVALID_ARGUMENT", "* batch.input_config: requests or file_name is required"
             )
-        prompts = []
+        prompts, checked = [], []
         for number, item in enumerate(requests):
             request = item.get("request") if isinstance(item, dict) else None
-            problem = invalid(request) if isinstance(request, dict) else "request is required"
+            call: dict = {}
+            checked.append(call)
+            problem = invalid(request, call) if isinstance(request, dict) else "request is required"
             if problem is not None:
                 return _error(
                     400,
@@ -111,6 +115,7 @@ class GeminiBatchDesk:
             "state": "BATCH_STATE_PENDING",
             "requests": requests,
             "prompts": prompts,
+            "checked": checked,  # per request: its parts in order and its pictures, decoded
             "started": now,
             "created": now,  # createTime
             "done": None,  # how many it finished, once it ended

@@ -407,6 +407,7 @@ def _check(batch: Batch) -> None:
         failed=state.failed,
         checks=batch.checks + 1,
         next_check_at=later(_poll_wait(batch.checks + 1)),
+        message="",  # as after upload and create: an earlier failed look is over
         updated_at=Now(),
     )
     # The pages stay held while the batch is out.

@@ -1020,3 +1020,34 @@ def test_the_fakes_list_batches_a_page_at_a_time_and_refuse_what_the_services_re
             400,
             "INVALID_ARGUMENT",
         )
+
+
+def test_a_check_that_reads_the_batch_again_clears_the_reason_an_earlier_one_left(
+    economy, make_project
+):
+    # Why a step waited is over once a later step goes through: upload and create clear
+    # it, and so does a check that reads the batch after one that failed.
+    economy.batches.batch_seconds = 1000.0  # still in progress at every look
+    project = make_project(pages=2)
+    services.generate_missing(project=project, mode="economy")
+    wait_until(
+        lambda: (
+            batch_jobs.advance_due() is not None
+            and Batch.objects.get().step == Batch.Step.SUBMITTED
+        ),
+        timeout=10,
+        interval=0.05,
+    )
+    failed_look = "The image service did not answer in time (a check of the batch)."
+    checks = Batch.objects.get().checks
+    Batch.objects.update(message=failed_look, next_check_at=later(0))
+
+    wait_until(  # the next look, whenever the batch is due and free
+        lambda: batch_jobs.advance_due() is not None and Batch.objects.get().checks > checks,
+        timeout=10,
+        interval=0.05,
+    )
+
+    batch = Batch.objects.get()
+    assert (batch.step, batch.message) == ("submitted", "")
+    assert batch.status in ("validating", "in_progress")  # read again, still out
